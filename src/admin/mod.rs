@@ -1,0 +1,187 @@
+//! The admin listener (loopback by default).
+//!
+//! Routes:
+//! - `GET /healthz`: 200 while the process runs.
+//! - `GET /readyz`: 200 once every listener is bound, 503 before.
+//! - `GET /admin/profiles`: every profile, secrets redacted (bearer token).
+//! - `GET /admin/profiles/{name}`: one profile (bearer token).
+//!
+//! `/admin/*` needs `Authorization: Bearer <admin.token>`, compared in constant time. Without a
+//! configured token those routes answer 403: there is no unauthenticated admin API.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+use crate::config::{Config, Profile, ProfileKind};
+use crate::secret::Secret;
+use crate::serve::{ConnInfo, Handler};
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+pub struct Admin {
+    config: Arc<Config>,
+    ready: Arc<AtomicBool>,
+}
+
+impl Admin {
+    pub fn new(config: Arc<Config>, ready: Arc<AtomicBool>) -> Arc<Admin> {
+        Arc::new(Admin { config, ready })
+    }
+
+    pub fn handler(self: &Arc<Self>, _conn: ConnInfo) -> AdminHandler {
+        AdminHandler(self.clone())
+    }
+
+    fn authorized(&self, req: &Request<Incoming>) -> Result<(), Response<Body>> {
+        let Some(token) = &self.config.admin.token else {
+            return Err(json_response(
+                StatusCode::FORBIDDEN,
+                json!({"error": {"code": "admin_disabled", "message": "set [admin] token to use the admin API"}}),
+            ));
+        };
+        let given = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        match given {
+            Some(g) if token.ct_eq(g) => Ok(()),
+            _ => {
+                let mut r = json_response(
+                    StatusCode::UNAUTHORIZED,
+                    json!({"error": {"code": "unauthorized", "message": "missing or wrong admin bearer token"}}),
+                );
+                r.headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"authsidecar-admin\""));
+                Err(r)
+            }
+        }
+    }
+
+    fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        match (req.method(), path.as_str()) {
+            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/readyz") => {
+                if self.ready.load(Ordering::Acquire) {
+                    text(StatusCode::OK, "ready\n")
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+                }
+            }
+            (_, "/healthz" | "/readyz") => method_not_allowed(),
+            (m, p) if p == "/admin/profiles" || p.starts_with("/admin/profiles/") => {
+                if let Err(r) = self.authorized(&req) {
+                    return r;
+                }
+                if m != Method::GET {
+                    return method_not_allowed();
+                }
+                match p.strip_prefix("/admin/profiles/") {
+                    None => json_response(
+                        StatusCode::OK,
+                        json!({"profiles": self.config.profiles.values().map(|p| self.profile_json(p)).collect::<Vec<_>>()}),
+                    ),
+                    Some(name) => match self.config.profile(name) {
+                        Some(p) => json_response(StatusCode::OK, self.profile_json(p)),
+                        None => json_response(
+                            StatusCode::NOT_FOUND,
+                            json!({"error": {"code": "profile_not_found", "message": "no profile with that name"}}),
+                        ),
+                    },
+                }
+            }
+            _ => json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": {"code": "not_found", "message": "no such admin endpoint"}}),
+            ),
+        }
+    }
+
+    /// A profile as operators see it: no secret value, only which secrets are set and their length.
+    fn profile_json(&self, p: &Profile) -> Value {
+        let redacted = |s: &Secret| Value::String(format!("[redacted len={}]", s.len()));
+        let credentials = match &p.kind {
+            ProfileKind::None => json!({}),
+            ProfileKind::Basic { username, password } => {
+                json!({"username": redacted(username), "password": redacted(password)})
+            }
+            ProfileKind::ApiKey { key } => json!({"api_key": redacted(key)}),
+        };
+        let routes: Vec<&str> = self
+            .config
+            .routes
+            .iter()
+            .filter(|r| r.profiles.iter().any(|n| **n == *p.name))
+            .map(|r| r.prefix.as_str())
+            .collect();
+        // Field values are shown as the variables they use: a literal part could be a secret that a
+        // ${VAR} reference put there.
+        let fields: Vec<Value> = p
+            .fields
+            .iter()
+            .map(|f| {
+                json!({
+                    "in": f.location.as_str(),
+                    "key": f.key,
+                    "variables": f.value.vars().map(|v| v.to_string()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({
+            "name": &*p.name,
+            "type": p.kind.type_name(),
+            "identity_provider": p.identity_provider,
+            "tenancy": p.tenancy,
+            "routes": routes,
+            "fields": fields,
+            "credentials": credentials,
+        })
+    }
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+fn text(status: StatusCode, s: &'static str) -> Response<Body> {
+    let mut r = Response::new(full(s));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+fn json_response(status: StatusCode, v: Value) -> Response<Body> {
+    let mut r = Response::new(full(serde_json::to_vec_pretty(&v).unwrap_or_default()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn method_not_allowed() -> Response<Body> {
+    json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        json!({"error": {"code": "method_not_allowed", "message": "method not allowed"}}),
+    )
+}
+
+#[derive(Clone)]
+pub struct AdminHandler(Arc<Admin>);
+
+impl Handler for AdminHandler {
+    type Body = Body;
+
+    fn call(&self, req: Request<Incoming>) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
+        let admin = self.0.clone();
+        async move { admin.handle(req) }
+    }
+}

@@ -1,0 +1,224 @@
+//! Configuration: TOML file + environment → one validated, typed, immutable [`Config`].
+//!
+//! `source` reads the text and resolves overrides and `${…}` references, `raw` holds the file shapes
+//! (serde, unknown keys rejected), `validate` checks everything and builds the typed config. Every error
+//! carries its dotted key path and the expected form; none carries a secret value. Loading reports
+//! **all** errors at once.
+
+mod raw;
+pub mod source;
+mod upstream;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+pub use source::Env;
+pub use upstream::{Seg, UpstreamUrl};
+
+use crate::secret::Secret;
+use crate::template::Template;
+
+/// Default config file, relative to the working directory.
+pub const DEFAULT_CONFIG_PATH: &str = "config/authsidecar.toml";
+/// Environment variable naming the config file (the `-c` flag wins).
+pub const CONFIG_ENV: &str = "AUTHSIDECAR_CONFIG";
+
+pub const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+
+/// One config error: where and what was expected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every error found in one config.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The validated configuration. Immutable; shared as `Arc<Config>`.
+#[derive(Debug)]
+pub struct Config {
+    pub proxy: ProxySettings,
+    pub admin: AdminSettings,
+    pub routes: Vec<Route>,
+    pub profiles: IndexMap<Arc<str>, Arc<Profile>>,
+    /// `[mock_provider] listen`: run the built-in mock provider (demo and tests).
+    pub mock_provider: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub listen: SocketAddr,
+    /// HTTP/1: time to receive a complete request head, counted from when the sidecar starts waiting
+    /// for it (so it also bounds the gap between keep-alive requests).
+    pub header_read_timeout: Duration,
+    /// Longest wait for the next piece of a request body.
+    pub body_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Default time for an upstream to start answering (per route: `timeout`).
+    pub upstream_timeout: Duration,
+    /// On shutdown, how long in-flight requests may take to finish.
+    pub drain_timeout: Duration,
+    pub max_body_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    /// Bearer token for `/admin/*`; without one those endpoints answer 403.
+    pub token: Option<Secret>,
+}
+
+/// TLS settings for connections the sidecar makes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ClientTls {
+    /// PEM CA bundle trusted *instead of* the system roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub prefix: String,
+    pub upstream: UpstreamUrl,
+    /// Allowed profiles; the first is the default.
+    pub profiles: Vec<Arc<str>>,
+    pub tls: ClientTls,
+    pub timeout: Duration,
+}
+
+/// Profile type and its static credentials.
+#[derive(Debug)]
+pub enum ProfileKind {
+    None,
+    Basic { username: Secret, password: Secret },
+    ApiKey { key: Secret },
+}
+
+impl ProfileKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ProfileKind::None => "none",
+            ProfileKind::Basic { .. } => "basic",
+            ProfileKind::ApiKey { .. } => "api_key",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Profile {
+    pub name: Arc<str>,
+    pub kind: ProfileKind,
+    pub identity_provider: Option<String>,
+    pub tenancy: bool,
+    pub fields: Vec<Field>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Location {
+    Header,
+    Query,
+    Payload,
+    Path,
+}
+
+impl Location {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Location::Header => "header",
+            Location::Query => "query",
+            Location::Payload => "payload",
+            Location::Path => "path",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayloadFormat {
+    Json,
+    Form,
+}
+
+/// An "Authorization Field": where a credential goes.
+#[derive(Debug, Clone)]
+pub struct Field {
+    pub location: Location,
+    /// Header name (lowercase), query parameter, payload key or JSON Pointer, or path placeholder.
+    pub key: String,
+    pub value: Template,
+    /// Format of a body created when the request has none (payload only).
+    pub payload_format: PayloadFormat,
+}
+
+impl Config {
+    /// Parses and validates config text.
+    pub fn from_str_with_env(text: &str, env: &Env) -> Result<Config, ConfigErrors> {
+        let table = source::resolve(text, env).map_err(ConfigErrors)?;
+        validate::validate(table, env).map_err(ConfigErrors)
+    }
+
+    /// Reads, parses and validates a config file (with the process environment).
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError::new(
+                "",
+                format!("cannot read config file {}: {e}", path.display()),
+            )])
+        })?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Config::from_str_with_env(&text, &Env::from_process(base))
+    }
+
+    pub fn profile(&self, name: &str) -> Option<&Arc<Profile>> {
+        self.profiles.get(name)
+    }
+}

@@ -1,0 +1,303 @@
+//! Reading the config: TOML text, environment overrides, `${…}` references.
+//!
+//! Layering: the TOML file, then `AUTHSIDECAR__SECTION__KEY=value` environment overrides (through the
+//! `config` crate: `__` separates path segments, keys are lowercased, values that parse as numbers or
+//! booleans become numbers or booleans), then `${…}` references in string values are resolved:
+//!
+//! - `${VAR}`: the environment variable `VAR` (missing → config error naming the key and the variable);
+//! - `${VAR:-default}`: `VAR`, or `default` when it is unset or empty;
+//! - `${file:PATH}`: the contents of a file (relative paths are relative to the config file's folder),
+//!   with one trailing newline removed;
+//! - `$${` is a literal `${`.
+//!
+//! Errors never contain the text of the file around the error, because that line may hold a secret:
+//! TOML syntax errors report only line, column and what was expected.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::ConfigError;
+
+/// The environment the config is resolved against (a snapshot, so tests can supply their own).
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+    base_dir: PathBuf,
+}
+
+impl Env {
+    /// The process environment; `${file:…}` paths relative to `base_dir`.
+    pub fn from_process(base_dir: impl Into<PathBuf>) -> Self {
+        Env {
+            vars: std::env::vars().collect(),
+            base_dir: base_dir.into(),
+        }
+    }
+
+    /// An explicit set of variables (tests).
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Env {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            base_dir: PathBuf::from("."),
+        }
+    }
+
+    pub fn with_base_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.base_dir = dir.into();
+        self
+    }
+
+    /// Folder that relative file paths in the config are resolved against.
+    pub fn base_dir(&self) -> &Path {
+        &self.base_dir
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+}
+
+pub const ENV_PREFIX: &str = "AUTHSIDECAR";
+
+/// TOML text + environment → one table with every reference resolved.
+pub fn resolve(text: &str, env: &Env) -> Result<toml::Table, Vec<ConfigError>> {
+    let file: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let (line, col) = e
+            .span()
+            .map(|s| line_col(text, s.start))
+            .unwrap_or((0, 0));
+        vec![ConfigError::new(
+            "",
+            format!(
+                "TOML syntax error at line {line}, column {col}: {}",
+                e.message()
+            ),
+        )]
+    })?;
+
+    let overrides: config::Map<String, String> = env
+        .vars
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut table = if overrides.is_empty() {
+        file
+    } else {
+        let layered = config::Config::builder()
+            .add_source(
+                config::Config::try_from(&file)
+                    .map_err(|e| vec![ConfigError::new("", format!("internal: {e}"))])?,
+            )
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(overrides)),
+            )
+            .build()
+            .map_err(|e| {
+                vec![ConfigError::new(
+                    "",
+                    format!("environment override: {}", sanitize(&e.to_string())),
+                )]
+            })?;
+        layered.try_deserialize::<toml::Table>().map_err(|e| {
+            vec![ConfigError::new(
+                "",
+                format!("environment override: {}", sanitize(&e.to_string())),
+            )]
+        })?
+    };
+
+    let mut errors = Vec::new();
+    expand_table(&mut table, "", env, &mut errors);
+    if errors.is_empty() {
+        Ok(table)
+    } else {
+        Err(errors)
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// Removes quoted values from a message that may echo one.
+fn sanitize(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut in_quote = false;
+    for c in msg.chars() {
+        if c == '"' {
+            if !in_quote {
+                out.push_str("\"…\"");
+            }
+            in_quote = !in_quote;
+        } else if !in_quote {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn expand_table(table: &mut toml::Table, path: &str, env: &Env, errors: &mut Vec<ConfigError>) {
+    for (k, v) in table.iter_mut() {
+        expand_value(v, &join(path, k), env, errors);
+    }
+}
+
+fn expand_value(v: &mut toml::Value, path: &str, env: &Env, errors: &mut Vec<ConfigError>) {
+    match v {
+        toml::Value::String(s) if s.contains('$') => match expand_str(s, env) {
+            Ok(expanded) => *s = expanded,
+            Err(msg) => errors.push(ConfigError::new(path, msg)),
+        },
+        toml::Value::Table(t) => expand_table(t, path, env, errors),
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand_value(item, &format!("{path}[{i}]"), env, errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Expands `${…}` references in one string. Errors name the variable or file, never a value.
+pub fn expand_str(s: &str, env: &Env) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("${") {
+            let end = tail
+                .find('}')
+                .ok_or_else(|| "unclosed \"${\"; expected ${VAR}, ${VAR:-default} or ${file:PATH}".to_string())?;
+            out.push_str(&resolve_ref(&tail[..end], env)?);
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn valid_var_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit()
+}
+
+fn resolve_ref(inner: &str, env: &Env) -> Result<String, String> {
+    if let Some(file) = inner.strip_prefix("file:") {
+        let path = Path::new(file);
+        let path = if path.is_relative() {
+            env.base_dir.join(path)
+        } else {
+            path.to_path_buf()
+        };
+        let mut text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read file reference {}: {e}", path.display()))?;
+        if text.ends_with('\n') {
+            text.pop();
+            if text.ends_with('\r') {
+                text.pop();
+            }
+        }
+        return Ok(text);
+    }
+    let (name, default) = match inner.split_once(":-") {
+        Some((n, d)) => (n, Some(d)),
+        None => (inner, None),
+    };
+    if !valid_var_name(name) {
+        return Err(format!(
+            "invalid reference \"${{{name}}}\"; expected ${{VAR}}, ${{VAR:-default}} or ${{file:PATH}}"
+        ));
+    }
+    match (env.get(name), default) {
+        (Some(v), Some(d)) if v.is_empty() => Ok(d.to_string()),
+        (Some(v), _) => Ok(v.to_string()),
+        (None, Some(d)) => Ok(d.to_string()),
+        (None, None) => Err(format!("environment variable {name} is not set")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_resolve() {
+        let env = Env::from_pairs([("A", "alpha"), ("EMPTY", "")]);
+        assert_eq!(expand_str("x${A}y", &env).unwrap(), "xalphay");
+        assert_eq!(expand_str("${B:-dflt}", &env).unwrap(), "dflt");
+        assert_eq!(expand_str("${EMPTY:-dflt}", &env).unwrap(), "dflt");
+        assert_eq!(expand_str("$${A} $5", &env).unwrap(), "${A} $5");
+        assert_eq!(
+            expand_str("${MISSING}", &env).unwrap_err(),
+            "environment variable MISSING is not set"
+        );
+        assert!(expand_str("${A", &env).is_err());
+        assert!(expand_str("${bad name}", &env).is_err());
+    }
+
+    #[test]
+    fn file_reference_reads_and_trims_one_newline() {
+        let dir = std::env::temp_dir().join(format!("authsidecar-src-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("secret.txt"), "s3cr3t\n").unwrap();
+        let env = Env::from_pairs::<[(&str, &str); 0], _, _>([]).with_base_dir(&dir);
+        assert_eq!(expand_str("${file:secret.txt}", &env).unwrap(), "s3cr3t");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn syntax_errors_do_not_echo_the_line() {
+        let err = resolve("a = \"secret-canary", &Env::default()).unwrap_err();
+        let msg = err[0].to_string();
+        assert!(msg.contains("line 1"), "{msg}");
+        assert!(!msg.contains("secret-canary"), "{msg}");
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let env = Env::from_pairs([
+            ("AUTHSIDECAR__PROXY__LISTEN", "127.0.0.1:9999"),
+            ("AUTHSIDECAR__PROXY__MAX_BODY_BYTES", "2048"),
+            ("UNRELATED", "x"),
+        ]);
+        let t = resolve("[proxy]\nlisten = \"127.0.0.1:1\"\n[profiles.Demo]\ntype = \"none\"\n", &env).unwrap();
+        assert_eq!(t["proxy"]["listen"].as_str(), Some("127.0.0.1:9999"));
+        assert_eq!(t["proxy"]["max_body_bytes"].as_integer(), Some(2048));
+        // keys from the file keep their case
+        assert!(t["profiles"].get("Demo").is_some());
+    }
+}

@@ -1,0 +1,88 @@
+//! Credentials per profile type: the values behind template variables that a profile holds itself.
+//!
+//! For `basic` and `api_key` these come from the config and never change while it is loaded, so field
+//! values that use only them are rendered once, at load (see `inject::Plan`).
+
+use base64::Engine;
+
+use crate::config::ProfileKind;
+use crate::secret::Secret;
+use crate::template::{Template, Var};
+
+/// The static variable values of one profile.
+#[derive(Debug, Default)]
+pub struct Credential {
+    api_key: Option<Secret>,
+    username: Option<Secret>,
+    password: Option<Secret>,
+    /// base64(username ":" password), RFC 7617.
+    basic: Option<Secret>,
+}
+
+impl Credential {
+    pub fn from_kind(kind: &ProfileKind) -> Credential {
+        match kind {
+            ProfileKind::None => Credential::default(),
+            ProfileKind::ApiKey { key } => Credential {
+                api_key: Some(key.clone()),
+                ..Credential::default()
+            },
+            ProfileKind::Basic { username, password } => {
+                let joined = format!("{}:{}", username.expose(), password.expose());
+                Credential {
+                    username: Some(username.clone()),
+                    password: Some(password.clone()),
+                    basic: Some(Secret::new(
+                        base64::engine::general_purpose::STANDARD.encode(joined),
+                    )),
+                    ..Credential::default()
+                }
+            }
+        }
+    }
+
+    /// The value of a credential variable, if this profile holds it.
+    pub fn get(&self, var: &Var) -> Option<&str> {
+        let s = match var {
+            Var::ApiKey => &self.api_key,
+            Var::Username => &self.username,
+            Var::Password => &self.password,
+            Var::Basic => &self.basic,
+            _ => return None,
+        };
+        s.as_ref().map(Secret::expose)
+    }
+}
+
+/// Renders a template that uses only the profile's own credential variables; `None` if it needs
+/// anything from the request.
+pub fn render_static(t: &Template, kind: &ProfileKind) -> Option<String> {
+    let cred = Credential::from_kind(kind);
+    t.render(|v| cred.get(v)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_is_base64_of_user_colon_password() {
+        let c = Credential::from_kind(&ProfileKind::Basic {
+            username: Secret::new("Aladdin"),
+            password: Secret::new("open sesame"),
+        });
+        assert_eq!(c.get(&Var::Basic), Some("QWxhZGRpbjpvcGVuIHNlc2FtZQ=="));
+        assert_eq!(c.get(&Var::ApiKey), None);
+    }
+
+    #[test]
+    fn static_rendering_only_when_nothing_comes_from_the_request() {
+        let kind = ProfileKind::ApiKey {
+            key: Secret::new("k"),
+        };
+        let t = Template::parse("Key {{api_key}}").unwrap();
+        assert_eq!(render_static(&t, &kind).as_deref(), Some("Key k"));
+        let t = Template::parse("{{api_key}}-{{user}}").unwrap();
+        assert_eq!(render_static(&t, &kind), None);
+    }
+}

@@ -1,0 +1,144 @@
+//! authsidecar: a reverse-proxy sidecar that injects authorization into outgoing HTTP calls.
+//!
+//! Data flows one way (DESIGN.md §10): `config` turns TOML into a validated [`config::Config`]; `lib`
+//! (this file) is the only place that wires listeners together; `proxy` runs the request path and
+//! calls `inject` (the placement engine), which uses `credential` (values per profile type). `admin`
+//! and `mock` are the other two listeners. `secret`, `error`, `template` and `tls` are leaves.
+
+pub mod admin;
+pub mod config;
+pub mod credential;
+pub mod error;
+pub mod inject;
+pub mod mock;
+pub mod proxy;
+pub mod secret;
+pub mod serve;
+pub mod template;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+
+use config::Config;
+use serve::{Limits, Shutdown};
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("upstream TLS setup: {0}")]
+    Tls(String),
+}
+
+/// A running sidecar: its listeners' addresses and the handle to stop it.
+pub struct Server {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub mock_addr: Option<SocketAddr>,
+    shutdown: Shutdown,
+    drain_timeout: Duration,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+impl Server {
+    /// Binds every listener and starts serving. Listeners on port 0 get a free port; the chosen
+    /// addresses are in the returned [`Server`].
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        let config = Arc::new(config);
+        let shutdown = Shutdown::new();
+        let ready = Arc::new(AtomicBool::new(false));
+
+        let mock_addr = match config.mock_provider {
+            Some(addr) => {
+                let l = bind("mock provider", addr).await?;
+                let local = l.local_addr().unwrap_or(addr);
+                mock::spawn(l, Arc::default(), shutdown.subscribe());
+                Some(local)
+            }
+            None => None,
+        };
+
+        let snapshot = Arc::new(proxy::Snapshot::build(config.clone()).map_err(StartError::Tls)?);
+        let proxy = proxy::Proxy::new(snapshot);
+        let limits = Limits {
+            header_read_timeout: config.proxy.header_read_timeout,
+            idle_timeout: config.proxy.idle_timeout,
+        };
+        let pl = bind("proxy", config.proxy.listen).await?;
+        let proxy_addr = pl.local_addr().unwrap_or(config.proxy.listen);
+        tokio::spawn(serve::serve(pl, limits, shutdown.subscribe(), move |c| {
+            proxy.handler(c)
+        }));
+
+        let admin = admin::Admin::new(config.clone(), ready.clone());
+        let al = bind("admin", config.admin.listen).await?;
+        let admin_addr = al.local_addr().unwrap_or(config.admin.listen);
+        tokio::spawn(serve::serve(al, limits, shutdown.subscribe(), move |c| {
+            admin.handler(c)
+        }));
+
+        ready.store(true, Ordering::Release);
+        tracing::info!(%proxy_addr, %admin_addr, mock = ?mock_addr, routes = config.routes.len(), profiles = config.profiles.len(), "authsidecar started");
+        Ok(Server {
+            proxy_addr,
+            admin_addr,
+            mock_addr,
+            shutdown,
+            drain_timeout: config.proxy.drain_timeout,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the drain timeout). Returns false when
+    /// some connections were still open at the deadline.
+    pub async fn shutdown(self) -> bool {
+        self.shutdown.drain(self.drain_timeout).await
+    }
+}
+
+/// Runs until SIGINT or SIGTERM, then drains.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let server = Server::start(config).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down: letting in-flight requests finish");
+    if !server.shutdown().await {
+        tracing::warn!("drain timeout reached with connections still open");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,133 @@
+//! The `authsidecar` command line: a thin layer over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use authsidecar::config::{Config, CONFIG_ENV, DEFAULT_CONFIG_PATH};
+
+#[derive(Parser)]
+#[command(name = "authsidecar", version, about = "A reverse-proxy sidecar that injects authorization into outgoing HTTP calls")]
+struct Cli {
+    /// Config file.
+    #[arg(short, long, global = true, env = CONFIG_ENV, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Log line format. Levels come from RUST_LOG (default "info").
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar.
+    Run,
+    /// Validate the config: every error with its key path (exit 1), or a summary (exit 0).
+    Check,
+    /// Run the built-in mock provider (echo upstream) alone.
+    MockProvider {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9190")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|errors| {
+        eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+        for e in &errors.0 {
+            eprintln!("  {e}");
+        }
+        ExitCode::from(1)
+    })
+}
+
+fn summary(config: &Config) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("proxy listen: {}\nadmin listen: {}\n", config.proxy.listen, config.admin.listen));
+    if let Some(m) = config.mock_provider {
+        out.push_str(&format!("mock provider: {m}\n"));
+    }
+    out.push_str(&format!("routes ({}):\n", config.routes.len()));
+    for r in &config.routes {
+        let names: Vec<&str> = r.profiles.iter().map(|p| &**p).collect();
+        out.push_str(&format!("  {} -> {}  profiles: {}\n", r.prefix, r.upstream.raw, names.join(", ")));
+    }
+    out.push_str(&format!("profiles ({}):\n", config.profiles.len()));
+    for p in config.profiles.values() {
+        let fields: Vec<String> = p.fields.iter().map(|f| format!("{}:{}", f.location.as_str(), f.key)).collect();
+        out.push_str(&format!("  {} ({})  fields: {}\n", p.name, p.kind.type_name(), fields.join(", ")));
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Check => match load(&cli.config) {
+            Ok(config) => {
+                print!("{}: OK\n{}", cli.config.display(), summary(&config));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run => {
+            let config = match load(&cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match runtime().and_then(|rt| rt.block_on(authsidecar::run(config)).context("startup failed")) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::MockProvider { listen } => {
+            let result = runtime().and_then(|rt| {
+                rt.block_on(async {
+                    let mock = authsidecar::mock::MockProvider::start(listen).await.context("binding the mock provider")?;
+                    eprintln!("mock provider listening on http://{}", mock.addr);
+                    let _ = tokio::signal::ctrl_c().await;
+                    mock.shutdown().await;
+                    Ok(())
+                })
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}

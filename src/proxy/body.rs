@@ -1,0 +1,143 @@
+//! Request and response bodies: the caller's body streamed with a size cap and a per-read timeout.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+use crate::error::{ErrorCode, ProxyError};
+
+/// Body of a response the proxy returns: the upstream's, streamed, or one the sidecar made.
+pub type RespBody = Either<Incoming, Full<Bytes>>;
+/// Body of a request sent upstream: the caller's, streamed, or a rewritten one.
+pub type OutBody = Either<GuardedBody, Full<Bytes>>;
+
+/// Why reading the caller's body stopped.
+#[derive(Debug)]
+pub enum BodyError {
+    TooLarge(u64),
+    Timeout(Duration),
+    Read(hyper::Error),
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyError::TooLarge(max) => write!(f, "request body over max_body_bytes ({max})"),
+            BodyError::Timeout(d) => write!(f, "no request body data for {d:?}"),
+            BodyError::Read(e) => write!(f, "reading the request body: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BodyError::Read(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl BodyError {
+    pub fn into_proxy_error(self) -> ProxyError {
+        let code = match &self {
+            BodyError::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            BodyError::Timeout(_) => ErrorCode::RequestTimeout,
+            BodyError::Read(_) => ErrorCode::BodyNotInjectable,
+        };
+        ProxyError::new(code, self.to_string())
+    }
+}
+
+/// The caller's body with a byte cap and a timeout on each wait for data.
+pub struct GuardedBody {
+    inner: Incoming,
+    remaining: u64,
+    max: u64,
+    timeout: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl GuardedBody {
+    pub fn new(inner: Incoming, max: u64, timeout: Duration) -> Self {
+        GuardedBody {
+            inner,
+            remaining: max,
+            max,
+            timeout,
+            sleep: None,
+        }
+    }
+}
+
+impl Body for GuardedBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.sleep = None;
+                let frame = match frame {
+                    None => return Poll::Ready(None),
+                    Some(Err(e)) => return Poll::Ready(Some(Err(BodyError::Read(e)))),
+                    Some(Ok(f)) => f,
+                };
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > this.remaining {
+                        return Poll::Ready(Some(Err(BodyError::TooLarge(this.max))));
+                    }
+                    this.remaining -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(sleep.as_mut().poll(cx));
+                Poll::Ready(Some(Err(BodyError::Timeout(timeout))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Reads the whole body (for payload rewriting), stopping at `max` bytes.
+pub async fn read_all(body: GuardedBody) -> Result<Bytes, BodyError> {
+    Ok(body.collect().await?.to_bytes())
+}
+
+/// Finds a [`BodyError`] in an error's source chain (the upstream client wraps it).
+pub fn find_body_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(b) = err.downcast_ref::<BodyError>() {
+            return Some(b);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+use std::future::Future;

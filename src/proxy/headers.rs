@@ -1,0 +1,163 @@
+//! Control headers and hop-by-hop headers (RFC 9110 §7.6.1).
+
+use http::header::{CONNECTION, HeaderName, HeaderValue};
+use http::HeaderMap;
+
+use crate::error::{ErrorCode, ProxyError};
+
+pub const PROFILE: &str = "x-authsidecar-profile";
+pub const USER: &str = "x-authsidecar-user";
+pub const TENANT: &str = "x-authsidecar-tenant";
+const CONTEXT_PREFIX: &str = "x-authsidecar-context-";
+const CONTROL_PREFIX: &str = "x-authsidecar-";
+
+/// Hop-by-hop headers, never forwarded in either direction. `Proxy-Authorization` belongs to the
+/// next proxy only (the sidecar), so the caller's is dropped too.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+/// The caller's control headers, taken out of the request.
+#[derive(Debug, Default)]
+pub struct Control {
+    pub profile: Option<HeaderValue>,
+    pub user: Option<HeaderValue>,
+    pub tenant: Option<HeaderValue>,
+    pub context: Vec<(String, HeaderValue)>,
+}
+
+/// Removes hop-by-hop headers (including those the `Connection` header names).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// Takes every `X-Authsidecar-*` header out of the request, keeping the ones it understands, and
+/// removes hop-by-hop headers.
+pub fn take_control(headers: &mut HeaderMap) -> Control {
+    strip_hop_by_hop(headers);
+    let mut c = Control::default();
+    let has_control = headers.keys().any(|k| k.as_str().starts_with(CONTROL_PREFIX));
+    if !has_control {
+        return c;
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(CONTROL_PREFIX))
+        .cloned()
+        .collect();
+    for name in names {
+        let Some(value) = headers.remove(&name) else {
+            continue;
+        };
+        match name.as_str() {
+            PROFILE => c.profile = Some(value),
+            USER => c.user = Some(value),
+            TENANT => c.tenant = Some(value),
+            n => {
+                if let Some(ctx) = n.strip_prefix(CONTEXT_PREFIX) {
+                    c.context.push((ctx.to_string(), value));
+                }
+            }
+        }
+    }
+    c
+}
+
+/// Validates `X-Authsidecar-Tenant` as one DNS label and lowercases it.
+pub fn tenant(value: &HeaderValue) -> Result<String, ProxyError> {
+    let b = value.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-';
+    if !ok {
+        return Err(ProxyError::new(
+            ErrorCode::TenantInvalid,
+            "X-Authsidecar-Tenant must be one DNS label: 1-63 letters, digits or '-', not starting or ending with '-'",
+        ));
+    }
+    Ok(String::from_utf8_lossy(b).to_ascii_lowercase())
+}
+
+/// A user id: any non-empty UTF-8 header value up to 256 bytes.
+pub fn user(value: &HeaderValue) -> Result<String, ProxyError> {
+    match std::str::from_utf8(value.as_bytes()) {
+        Ok(s) if !s.is_empty() && s.len() <= 256 => Ok(s.to_string()),
+        _ => Err(ProxyError::new(
+            ErrorCode::UserRequired,
+            "X-Authsidecar-User must be 1-256 bytes of UTF-8",
+        )),
+    }
+}
+
+/// A context value: the header's bytes as UTF-8, used literally (no decoding of any kind).
+pub fn context(name: &str, value: &HeaderValue) -> Result<String, ProxyError> {
+    match std::str::from_utf8(value.as_bytes()) {
+        Ok(s) if s.len() <= 4096 => Ok(s.to_string()),
+        _ => Err(ProxyError::new(
+            ErrorCode::ContextValueInvalid,
+            format!("X-Authsidecar-Context-{name} must be at most 4096 bytes of UTF-8"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_listed_and_hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-secret-hop, Authorization"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn control_headers_are_taken_out() {
+        let mut h = HeaderMap::new();
+        h.insert("x-authsidecar-profile", HeaderValue::from_static("p"));
+        h.insert("x-authsidecar-context-org", HeaderValue::from_static("o"));
+        h.insert("x-authsidecar-unknown", HeaderValue::from_static("u"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        let c = take_control(&mut h);
+        assert_eq!(c.profile.unwrap(), "p");
+        assert_eq!(c.context[0].0, "org");
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn tenant_must_be_one_dns_label() {
+        for bad in ["evil.com/", "a@b", "..", "", "-a", "a-", "a.b", &"a".repeat(64)] {
+            let v = HeaderValue::from_str(bad).unwrap();
+            assert_eq!(tenant(&v).unwrap_err().code, ErrorCode::TenantInvalid, "{bad}");
+        }
+        assert_eq!(tenant(&HeaderValue::from_static("Contoso-1")).unwrap(), "contoso-1");
+    }
+}

@@ -1,0 +1,183 @@
+//! The route table: longest-prefix match and building the upstream URI.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Uri};
+
+use super::upstream::Upstream;
+use super::ProfileRt;
+use crate::config::{Route, Seg, UpstreamUrl};
+use crate::error::{ErrorCode, ProxyError};
+
+pub struct RouteRt {
+    pub prefix: String,
+    pub upstream: UpstreamUrl,
+    /// Allowed profiles; the first is the default.
+    pub profiles: Vec<Arc<ProfileRt>>,
+    pub client: Upstream,
+    pub timeout: Duration,
+}
+
+impl RouteRt {
+    pub fn new(route: &Route, profiles: Vec<Arc<ProfileRt>>, client: Upstream) -> Self {
+        RouteRt {
+            prefix: route.prefix.clone(),
+            upstream: route.upstream.clone(),
+            profiles,
+            client,
+            timeout: route.timeout,
+        }
+    }
+
+    /// Whether `path` is under this route's prefix. A prefix without a trailing `/` matches only at a
+    /// segment boundary: `/a` matches `/a` and `/a/x`, not `/ab`.
+    pub fn matches<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let rest = path.strip_prefix(self.prefix.as_str())?;
+        if self.prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/') {
+            Some(rest)
+        } else {
+            None
+        }
+    }
+
+    /// The upstream URI: configured scheme and authority (never from the request), base path with
+    /// its placeholders filled, the rest of the request path, and the query.
+    pub fn upstream_uri(
+        &self,
+        rest: &str,
+        query: Option<&str>,
+        tenant: Option<&str>,
+        params: &[(&str, String)],
+    ) -> Result<Uri, ProxyError> {
+        let u = &self.upstream;
+        let authority = match &u.authority {
+            Some(a) => a.clone(),
+            None => {
+                let tenant = tenant.ok_or_else(|| {
+                    ProxyError::new(
+                        ErrorCode::TenantInvalid,
+                        "X-Authsidecar-Tenant is required: the route's upstream URL uses {tenant}",
+                    )
+                })?;
+                let mut host = String::with_capacity(64);
+                for s in &u.host {
+                    match s {
+                        Seg::Lit(l) => host.push_str(l),
+                        Seg::Var(_) => host.push_str(tenant),
+                    }
+                }
+                if let Some(p) = u.port {
+                    host.push(':');
+                    host.push_str(&p.to_string());
+                }
+                Authority::try_from(host).map_err(|_| {
+                    ProxyError::new(ErrorCode::TenantInvalid, "the tenant does not form a valid host")
+                })?
+            }
+        };
+
+        let mut pq = String::with_capacity(64 + rest.len() + query.map_or(0, str::len));
+        for s in &u.path {
+            match s {
+                Seg::Lit(l) => pq.push_str(l),
+                Seg::Var(name) if name == "tenant" => match tenant {
+                    Some(t) => pq.push_str(t),
+                    None => {
+                        return Err(ProxyError::new(
+                            ErrorCode::TenantInvalid,
+                            "X-Authsidecar-Tenant is required: the route's upstream URL uses {tenant}",
+                        ))
+                    }
+                },
+                Seg::Var(name) => {
+                    let v = params
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.as_str())
+                        .ok_or_else(|| {
+                            ProxyError::new(
+                                ErrorCode::Internal,
+                                format!("no path field for {{{name}}}"),
+                            )
+                        })?;
+                    pq.push_str(v);
+                }
+            }
+        }
+        if !rest.is_empty() {
+            if pq.ends_with('/') && rest.starts_with('/') {
+                pq.push_str(&rest[1..]);
+            } else if !pq.ends_with('/') && !rest.starts_with('/') {
+                pq.push('/');
+                pq.push_str(rest);
+            } else {
+                pq.push_str(rest);
+            }
+        }
+        match (&u.query, query) {
+            (Some(a), Some(b)) if !b.is_empty() => {
+                pq.push('?');
+                pq.push_str(a);
+                pq.push('&');
+                pq.push_str(b);
+            }
+            (Some(a), _) => {
+                pq.push('?');
+                pq.push_str(a);
+            }
+            (None, Some(b)) => {
+                pq.push('?');
+                pq.push_str(b);
+            }
+            (None, None) => {}
+        }
+        let pq = PathAndQuery::try_from(pq)
+            .map_err(|_| ProxyError::new(ErrorCode::PathInvalid, "the upstream path is not a valid URI path"))?;
+        Uri::builder()
+            .scheme(u.scheme.clone())
+            .authority(authority)
+            .path_and_query(pq)
+            .build()
+            .map_err(|e| ProxyError::new(ErrorCode::Internal, format!("building the upstream URI: {e}")))
+    }
+}
+
+/// Rejects paths with `.` or `..` segments, literal or percent-encoded (`%2e`), so a request can never
+/// climb out of a route's upstream base path.
+pub fn check_path(path: &str) -> Result<(), ProxyError> {
+    if !path.starts_with('/') {
+        return Err(ProxyError::new(
+            ErrorCode::PathInvalid,
+            "the request target must be a path starting with '/'",
+        ));
+    }
+    if !path.contains('.') && !path.contains('%') {
+        return Ok(());
+    }
+    for seg in path.split('/') {
+        let decoded = percent_encoding::percent_decode_str(seg).collect::<Vec<u8>>();
+        if decoded == b"." || decoded == b".." {
+            return Err(ProxyError::new(
+                ErrorCode::PathInvalid,
+                "the request path has a '.' or '..' segment",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_rejected() {
+        for bad in ["/a/../b", "/a/./b", "/a/%2e%2E/b", "/a/..", "/%2e", "x"] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        for good in ["/a/b", "/a/..b/c", "/a/.well-known/x", "/a%2fb", "/"] {
+            assert!(check_path(good).is_ok(), "{good}");
+        }
+    }
+}

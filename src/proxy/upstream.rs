@@ -1,0 +1,130 @@
+//! The pooled keep-alive client to upstreams (hyper + rustls), and what its errors mean to a caller.
+//!
+//! Redirects are never followed: hyper's client does not follow them, and the proxy passes any 3xx
+//! back to the caller untouched.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::body::{find_body_error, OutBody};
+use crate::config::ClientTls;
+use crate::error::{ErrorCode, ProxyError};
+
+/// Idle pooled connections per upstream host.
+pub const POOL_MAX_IDLE_PER_HOST: usize = 256;
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A client for one TLS setting; cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, OutBody>,
+}
+
+impl Upstream {
+    pub fn new(tls: &ClientTls, connect_timeout: Duration) -> Result<Upstream, String> {
+        let roots = match &tls.ca_file {
+            Some(path) => Arc::new(crate::tls::load_roots(path)?),
+            None => crate::tls::system_roots(),
+        };
+        let tls_config = crate::tls::client_config(roots)?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+            .build(https);
+        Ok(Upstream { client })
+    }
+
+    /// Sends one request; the upstream must start answering within `timeout`.
+    pub async fn send(
+        &self,
+        req: Request<OutBody>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Err(_) => Err(ProxyError::new(
+                ErrorCode::UpstreamTimeout,
+                format!("the upstream did not answer within {timeout:?}"),
+            )),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(classify(&e)),
+        }
+    }
+}
+
+/// Maps a client error to the caller-facing error: the caller's own body problems first, then TLS,
+/// then connection failures.
+fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
+    if let Some(b) = find_body_error(e) {
+        return match b {
+            super::body::BodyError::TooLarge(_) | super::body::BodyError::Timeout(_) => {
+                ProxyError::new(
+                    match b {
+                        super::body::BodyError::TooLarge(_) => ErrorCode::PayloadTooLarge,
+                        _ => ErrorCode::RequestTimeout,
+                    },
+                    b.to_string(),
+                )
+            }
+            super::body::BodyError::Read(_) => ProxyError::new(
+                ErrorCode::UpstreamUnavailable,
+                "the caller's request body ended early",
+            ),
+        };
+    }
+    if let Some(reason) = tls_reason(e) {
+        return ProxyError::new(
+            ErrorCode::UpstreamTlsError,
+            format!("TLS handshake with the upstream failed: {reason}"),
+        );
+    }
+    let what = if e.is_connect() {
+        "cannot connect to the upstream"
+    } else {
+        "the upstream connection failed"
+    };
+    ProxyError::new(
+        ErrorCode::UpstreamUnavailable,
+        format!("{what}: {}", root_cause(e)),
+    )
+}
+
+fn chain<'a>(e: &'a (dyn std::error::Error + 'static)) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
+fn tls_reason(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    chain(e).find_map(|err| {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(r.to_string());
+        }
+        err.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .map(|r| r.to_string())
+    })
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    chain(e)
+        .last()
+        .map(|c| c.to_string())
+        .unwrap_or_default()
+}

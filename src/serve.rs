@@ -1,0 +1,296 @@
+//! Accept loop and per-connection lifecycle shared by every listener: HTTP/1.1 and HTTP/2 (h2c) on
+//! one port, header-read and idle timeouts, graceful shutdown.
+//!
+//! Timeouts (hyper enforces none of these by itself without a timer, and its own header timer also
+//! counts keep-alive idle time, so the sidecar keeps its own per-connection clock):
+//! - **header read**: from the first byte of a request head (or from accept, for the first request)
+//!   until the head is complete; past it the connection is closed at once. HTTP/1 only: HTTP/2 frames
+//!   are bounded by h2's own limits.
+//! - **idle**: no request in flight and no bytes received for this long → graceful close.
+//! - **body read**: enforced by the proxy on each wait for body data (`proxy::body`).
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Connection limits of one listener.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// Milliseconds on tokio's clock (so tests can pause time), never 0.
+fn now_ms() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    let base = *BASE.get_or_init(|| Instant::now() - Duration::from_secs(1));
+    Instant::now().saturating_duration_since(base).as_millis() as u64
+}
+
+/// What the connection's clock knows; shared by the IO wrapper, the service and the watchdog.
+#[derive(Debug)]
+pub struct ConnState {
+    in_flight: AtomicU32,
+    last_active: AtomicU64,
+    /// When the current request head started arriving; 0 when none is pending.
+    head_started: AtomicU64,
+    /// HTTP/2 (or anything multiplexed): no head timer between requests.
+    multiplexed: AtomicBool,
+}
+
+impl ConnState {
+    fn new() -> Self {
+        let now = now_ms();
+        ConnState {
+            in_flight: AtomicU32::new(0),
+            last_active: AtomicU64::new(now),
+            head_started: AtomicU64::new(now),
+            multiplexed: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks a request as in flight until the guard drops.
+    pub fn start_request(self: &Arc<Self>, http2: bool) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_started.store(0, Ordering::Relaxed);
+        if http2 {
+            self.multiplexed.store(true, Ordering::Relaxed);
+        }
+        InFlight(self.clone())
+    }
+
+    fn on_read(&self) {
+        let now = now_ms();
+        self.last_active.store(now, Ordering::Relaxed);
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && !self.multiplexed.load(Ordering::Relaxed)
+            && self.head_started.load(Ordering::Relaxed) == 0
+        {
+            self.head_started.store(now, Ordering::Relaxed);
+        }
+    }
+
+    fn check(&self, limits: &Limits) -> Verdict {
+        let now = now_ms();
+        let head = self.head_started.load(Ordering::Relaxed);
+        let hdr = limits.header_read_timeout.as_millis() as u64;
+        let idle = limits.idle_timeout.as_millis() as u64;
+        if head != 0 && !self.multiplexed.load(Ordering::Relaxed) {
+            if now >= head + hdr {
+                return Verdict::HeaderTimeout;
+            }
+        }
+        let last = self.last_active.load(Ordering::Relaxed);
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        if in_flight == 0 && now >= last + idle {
+            return Verdict::Idle;
+        }
+        let mut next = last + idle;
+        if head != 0 {
+            next = next.min(head + hdr);
+        }
+        Verdict::Wait(Duration::from_millis(next.saturating_sub(now).max(10)))
+    }
+}
+
+enum Verdict {
+    HeaderTimeout,
+    Idle,
+    Wait(Duration),
+}
+
+/// Guard for one in-flight request.
+pub struct InFlight(Arc<ConnState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.last_active.store(now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// TCP stream that tells the connection's clock when bytes arrive.
+struct Tracked {
+    inner: TcpStream,
+    state: Arc<ConnState>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.state.on_read();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Per-connection facts handed to the service factory.
+#[derive(Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub state: Arc<ConnState>,
+}
+
+/// Sender side of a shutdown signal; `drain` waits until every connection has finished.
+pub struct Shutdown {
+    tx: watch::Sender<bool>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Shutdown {
+            tx: watch::channel(false).0,
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.tx.subscribe()
+    }
+
+    /// Stops every accept loop, asks connections to finish, and waits up to `timeout` for them.
+    /// Returns false if some were still open at the deadline.
+    pub async fn drain(self, timeout: Duration) -> bool {
+        let _ = self.tx.send(true);
+        tokio::time::timeout(timeout, self.tx.closed()).await.is_ok()
+    }
+}
+
+/// A service handed to hyper: request in, response out, never an error (errors are responses).
+pub trait Handler: Clone + Send + Sync + 'static {
+    type Body: http_body::Body<Data = Bytes, Error = Box<dyn std::error::Error + Send + Sync>>
+        + Send
+        + 'static;
+    fn call(&self, req: Request<Incoming>) -> impl std::future::Future<Output = Response<Self::Body>> + Send + 'static;
+}
+
+/// Accepts connections until `shutdown` fires. `make` builds one handler per connection.
+pub async fn serve<H, F>(listener: TcpListener, limits: Limits, mut shutdown: watch::Receiver<bool>, make: F)
+where
+    H: Handler,
+    F: Fn(ConnInfo) -> H + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(64 * 1024);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::new(ConnState::new());
+        let handler = make(ConnInfo {
+            peer,
+            state: state.clone(),
+        });
+        let builder = builder.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let io = TokioIo::new(Tracked {
+                inner: stream,
+                state: state.clone(),
+            });
+            let svc = hyper::service::service_fn(move |req| {
+                let h = handler.clone();
+                async move { Ok::<_, Infallible>(h.call(req).await) }
+            });
+            let conn = builder.serve_connection(io, svc);
+            tokio::pin!(conn);
+            let first = limits.header_read_timeout.min(limits.idle_timeout);
+            let sleep = tokio::time::sleep(first);
+            tokio::pin!(sleep);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    res = conn.as_mut() => {
+                        if let Err(e) = res {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = shutdown.changed(), if !closing => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    _ = &mut sleep, if !closing => match state.check(&limits) {
+                        Verdict::HeaderTimeout => {
+                            tracing::debug!(%peer, "closing connection: request head not received in time");
+                            break;
+                        }
+                        Verdict::Idle => {
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                        Verdict::Wait(d) => sleep.as_mut().reset(Instant::now() + d),
+                    },
+                }
+            }
+            drop(shutdown);
+        });
+    }
+}

@@ -1,0 +1,255 @@
+//! `{{variable}}` templates for field values (DESIGN.md §3).
+//!
+//! Templates are parsed once, at config load; a request only renders them. Rendering is one pass: a
+//! value that itself contains `{{…}}` (or `${…}`, or `{tenant}`) is inserted literally, never expanded
+//! again (RELIABILITY.md A9).
+
+use std::fmt;
+
+use thiserror::Error;
+
+/// A template variable.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Var {
+    AccessToken,
+    TokenType,
+    IdToken,
+    ApiKey,
+    Username,
+    Password,
+    Basic,
+    ClientId,
+    Tenant,
+    User,
+    /// `context.<name>`: from the `X-Authsidecar-Context-<name>` request header (name lowercased).
+    Context(String),
+    /// `user_field.<key>`: a value the end user entered on the authorization page.
+    UserField(String),
+    /// `token.<name>`: an extra member of the token response.
+    Token(String),
+}
+
+impl fmt::Display for Var {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Var::AccessToken => f.write_str("access_token"),
+            Var::TokenType => f.write_str("token_type"),
+            Var::IdToken => f.write_str("id_token"),
+            Var::ApiKey => f.write_str("api_key"),
+            Var::Username => f.write_str("username"),
+            Var::Password => f.write_str("password"),
+            Var::Basic => f.write_str("basic"),
+            Var::ClientId => f.write_str("client_id"),
+            Var::Tenant => f.write_str("tenant"),
+            Var::User => f.write_str("user"),
+            Var::Context(n) => write!(f, "context.{n}"),
+            Var::UserField(n) => write!(f, "user_field.{n}"),
+            Var::Token(n) => write!(f, "token.{n}"),
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TemplateError {
+    #[error("unclosed \"{{{{\" at byte {0}; expected {{{{name}}}}")]
+    Unclosed(usize),
+    #[error("empty variable at byte {0}")]
+    Empty(usize),
+    #[error("unknown variable \"{0}\"; expected one of access_token, token_type, id_token, api_key, username, password, basic, client_id, tenant, user, context.<name>, user_field.<key>, token.<name>")]
+    Unknown(String),
+    #[error("variable \"{0}\" has an invalid name after the dot; expected letters, digits, '-' or '_'")]
+    BadName(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Part {
+    Lit(String),
+    Var(Var),
+}
+
+/// A parsed template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+fn valid_suffix(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn parse_var(raw: &str) -> Result<Var, TemplateError> {
+    let name = raw.trim();
+    Ok(match name {
+        "access_token" => Var::AccessToken,
+        "token_type" => Var::TokenType,
+        "id_token" => Var::IdToken,
+        "api_key" => Var::ApiKey,
+        "username" => Var::Username,
+        "password" => Var::Password,
+        "basic" => Var::Basic,
+        "client_id" => Var::ClientId,
+        "tenant" => Var::Tenant,
+        "user" => Var::User,
+        _ => {
+            let (kind, rest) = name
+                .split_once('.')
+                .ok_or_else(|| TemplateError::Unknown(name.to_string()))?;
+            let make: fn(String) -> Var = match kind {
+                "context" => |s| Var::Context(s.to_ascii_lowercase()),
+                "user_field" => Var::UserField,
+                "token" => Var::Token,
+                _ => return Err(TemplateError::Unknown(name.to_string())),
+            };
+            if !valid_suffix(rest) {
+                return Err(TemplateError::BadName(name.to_string()));
+            }
+            make(rest.to_string())
+        }
+    })
+}
+
+impl Template {
+    pub fn parse(src: &str) -> Result<Template, TemplateError> {
+        let mut parts = Vec::new();
+        let mut rest = src;
+        let mut offset = 0;
+        while let Some(start) = rest.find("{{") {
+            if start > 0 {
+                parts.push(Part::Lit(rest[..start].to_string()));
+            }
+            let after = &rest[start + 2..];
+            let end = after
+                .find("}}")
+                .ok_or(TemplateError::Unclosed(offset + start))?;
+            let inner = &after[..end];
+            if inner.trim().is_empty() {
+                return Err(TemplateError::Empty(offset + start));
+            }
+            if inner.contains("{{") {
+                return Err(TemplateError::Unclosed(offset + start));
+            }
+            parts.push(Part::Var(parse_var(inner)?));
+            let consumed = start + 2 + end + 2;
+            offset += consumed;
+            rest = &rest[consumed..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Lit(rest.to_string()));
+        }
+        Ok(Template { parts })
+    }
+
+    /// The variables this template uses, in order of appearance.
+    pub fn vars(&self) -> impl Iterator<Item = &Var> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(v) => Some(v),
+            Part::Lit(_) => None,
+        })
+    }
+
+    /// Renders into `out` (appending). `lookup` returns the value of a variable, or `None` when the
+    /// request lacks it; the first missing variable is returned as the error.
+    pub fn render_into<'a, F>(&'a self, out: &mut String, mut lookup: F) -> Result<(), &'a Var>
+    where
+        F: FnMut(&Var) -> Option<&'a str>,
+    {
+        for part in &self.parts {
+            match part {
+                Part::Lit(s) => out.push_str(s),
+                Part::Var(v) => out.push_str(lookup(v).ok_or(v)?),
+            }
+        }
+        Ok(())
+    }
+
+    /// Like [`Template::render_into`], into a new string.
+    pub fn render<'a, F>(&'a self, lookup: F) -> Result<String, &'a Var>
+    where
+        F: FnMut(&Var) -> Option<&'a str>,
+    {
+        let mut out = String::with_capacity(self.len_hint());
+        self.render_into(&mut out, lookup)?;
+        Ok(out)
+    }
+
+    fn len_hint(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Lit(s) => s.len(),
+                Part::Var(_) => 48,
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vals(v: &Var) -> Option<&'static str> {
+        match v {
+            Var::AccessToken => Some("tok"),
+            Var::Context(n) if n == "org" => Some("{{client_secret}} ${HOME} {tenant}"),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn parses_literals_and_vars() {
+        let t = Template::parse("Bearer {{ access_token }}!").unwrap();
+        assert_eq!(t.render(vals).unwrap(), "Bearer tok!");
+        assert_eq!(t.vars().collect::<Vec<_>>(), vec![&Var::AccessToken]);
+    }
+
+    #[test]
+    fn expansion_is_a_single_pass() {
+        let t = Template::parse("x={{context.ORG}}").unwrap();
+        assert_eq!(
+            t.render(vals).unwrap(),
+            "x={{client_secret}} ${HOME} {tenant}"
+        );
+    }
+
+    #[test]
+    fn missing_variable_is_reported() {
+        let t = Template::parse("{{user}}").unwrap();
+        assert_eq!(t.render(vals).unwrap_err(), &Var::User);
+    }
+
+    #[test]
+    fn bad_templates_are_rejected() {
+        assert_eq!(
+            Template::parse("a {{access_token"),
+            Err(TemplateError::Unclosed(2))
+        );
+        assert_eq!(Template::parse("{{ }}"), Err(TemplateError::Empty(0)));
+        assert!(matches!(
+            Template::parse("{{secret}}"),
+            Err(TemplateError::Unknown(_))
+        ));
+        assert!(matches!(
+            Template::parse("{{context.}}"),
+            Err(TemplateError::BadName(_))
+        ));
+        assert!(matches!(
+            Template::parse("{{context.a b}}"),
+            Err(TemplateError::BadName(_))
+        ));
+        assert!(matches!(
+            Template::parse("{{a{{b}}"),
+            Err(TemplateError::Unclosed(0))
+        ));
+    }
+
+    #[test]
+    fn plain_text_and_single_braces_are_literal() {
+        let t = Template::parse("{tenant} } {").unwrap();
+        assert_eq!(t.render(vals).unwrap(), "{tenant} } {");
+        assert_eq!(t.vars().count(), 0);
+    }
+}
