@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use authsidecar::config::{Config, CONFIG_ENV, DEFAULT_CONFIG_PATH};
 
 #[derive(Parser)]
-#[command(name = "authsidecar", version, about = "A reverse-proxy sidecar that injects authorization into outgoing HTTP calls")]
+#[command(
+    name = "authsidecar",
+    version,
+    about = "A reverse-proxy sidecar that injects authorization into outgoing HTTP calls"
+)]
 struct Cli {
     /// Config file.
     #[arg(short, long, global = true, env = CONFIG_ENV, default_value = DEFAULT_CONFIG_PATH)]
@@ -44,14 +48,16 @@ enum Command {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
 }
 
-fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|errors| {
         eprintln!("{}: {} error(s)", path.display(), errors.0.len());
         for e in &errors.0 {
@@ -63,19 +69,36 @@ fn load(path: &PathBuf) -> Result<Config, ExitCode> {
 
 fn summary(config: &Config) -> String {
     let mut out = String::new();
-    out.push_str(&format!("proxy listen: {}\nadmin listen: {}\n", config.proxy.listen, config.admin.listen));
+    out.push_str(&format!(
+        "proxy listen: {}\nadmin listen: {}\n",
+        config.proxy.listen, config.admin.listen
+    ));
     if let Some(m) = config.mock_provider {
         out.push_str(&format!("mock provider: {m}\n"));
     }
     out.push_str(&format!("routes ({}):\n", config.routes.len()));
     for r in &config.routes {
         let names: Vec<&str> = r.profiles.iter().map(|p| &**p).collect();
-        out.push_str(&format!("  {} -> {}  profiles: {}\n", r.prefix, r.upstream.raw, names.join(", ")));
+        out.push_str(&format!(
+            "  {} -> {}  profiles: {}\n",
+            r.prefix,
+            r.upstream.raw,
+            names.join(", ")
+        ));
     }
     out.push_str(&format!("profiles ({}):\n", config.profiles.len()));
     for p in config.profiles.values() {
-        let fields: Vec<String> = p.fields.iter().map(|f| format!("{}:{}", f.location.as_str(), f.key)).collect();
-        out.push_str(&format!("  {} ({})  fields: {}\n", p.name, p.kind.type_name(), fields.join(", ")));
+        let fields: Vec<String> = p
+            .fields
+            .iter()
+            .map(|f| format!("{}:{}", f.location.as_str(), f.key))
+            .collect();
+        out.push_str(&format!(
+            "  {} ({})  fields: {}\n",
+            p.name,
+            p.kind.type_name(),
+            fields.join(", ")
+        ));
     }
     out
 }
@@ -96,7 +119,10 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match runtime().and_then(|rt| rt.block_on(authsidecar::run(config)).context("startup failed")) {
+            match runtime().and_then(|rt| {
+                rt.block_on(authsidecar::run(config))
+                    .context("startup failed")
+            }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -107,7 +133,9 @@ fn main() -> ExitCode {
         Command::MockProvider { listen } => {
             let result = runtime().and_then(|rt| {
                 rt.block_on(async {
-                    let mock = authsidecar::mock::MockProvider::start(listen).await.context("binding the mock provider")?;
+                    let mock = authsidecar::mock::MockProvider::start(listen)
+                        .await
+                        .context("binding the mock provider")?;
                     eprintln!("mock provider listening on http://{}", mock.addr);
                     let _ = tokio::signal::ctrl_c().await;
                     mock.shutdown().await;

@@ -64,13 +64,19 @@ impl<'de> Deserialize<'de> for Secret {
                 Ok(Secret::new(v))
             }
             fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
-                Err(E::custom("invalid type: a number, expected a string (quote it)"))
+                Err(E::custom(
+                    "invalid type: a number, expected a string (quote it)",
+                ))
             }
             fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
-                Err(E::custom("invalid type: a number, expected a string (quote it)"))
+                Err(E::custom(
+                    "invalid type: a number, expected a string (quote it)",
+                ))
             }
             fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
-                Err(E::custom("invalid type: a number, expected a string (quote it)"))
+                Err(E::custom(
+                    "invalid type: a number, expected a string (quote it)",
+                ))
             }
             fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
                 Err(E::custom("invalid type: a boolean, expected a string"))

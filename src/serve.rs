@@ -90,10 +90,8 @@ impl ConnState {
         let head = self.head_started.load(Ordering::Relaxed);
         let hdr = limits.header_read_timeout.as_millis() as u64;
         let idle = limits.idle_timeout.as_millis() as u64;
-        if head != 0 && !self.multiplexed.load(Ordering::Relaxed) {
-            if now >= head + hdr {
-                return Verdict::HeaderTimeout;
-            }
+        if head != 0 && !self.multiplexed.load(Ordering::Relaxed) && now >= head + hdr {
+            return Verdict::HeaderTimeout;
         }
         let last = self.last_active.load(Ordering::Relaxed);
         let in_flight = self.in_flight.load(Ordering::Relaxed);
@@ -146,7 +144,11 @@ impl AsyncRead for Tracked {
 }
 
 impl AsyncWrite for Tracked {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -200,7 +202,9 @@ impl Shutdown {
     /// Returns false if some were still open at the deadline.
     pub async fn drain(self, timeout: Duration) -> bool {
         let _ = self.tx.send(true);
-        tokio::time::timeout(timeout, self.tx.closed()).await.is_ok()
+        tokio::time::timeout(timeout, self.tx.closed())
+            .await
+            .is_ok()
     }
 }
 
@@ -209,12 +213,19 @@ pub trait Handler: Clone + Send + Sync + 'static {
     type Body: http_body::Body<Data = Bytes, Error = Box<dyn std::error::Error + Send + Sync>>
         + Send
         + 'static;
-    fn call(&self, req: Request<Incoming>) -> impl std::future::Future<Output = Response<Self::Body>> + Send + 'static;
+    fn call(
+        &self,
+        req: Request<Incoming>,
+    ) -> impl std::future::Future<Output = Response<Self::Body>> + Send + 'static;
 }
 
 /// Accepts connections until `shutdown` fires. `make` builds one handler per connection.
-pub async fn serve<H, F>(listener: TcpListener, limits: Limits, mut shutdown: watch::Receiver<bool>, make: F)
-where
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+    make: F,
+) where
     H: Handler,
     F: Fn(ConnInfo) -> H + Send + 'static,
 {

@@ -57,7 +57,9 @@ pub enum TemplateError {
     Empty(usize),
     #[error("unknown variable \"{0}\"; expected one of access_token, token_type, id_token, api_key, username, password, basic, client_id, tenant, user, context.<name>, user_field.<key>, token.<name>")]
     Unknown(String),
-    #[error("variable \"{0}\" has an invalid name after the dot; expected letters, digits, '-' or '_'")]
+    #[error(
+        "variable \"{0}\" has an invalid name after the dot; expected letters, digits, '-' or '_'"
+    )]
     BadName(String),
 }
 
@@ -153,9 +155,9 @@ impl Template {
 
     /// Renders into `out` (appending). `lookup` returns the value of a variable, or `None` when the
     /// request lacks it; the first missing variable is returned as the error.
-    pub fn render_into<'a, F>(&'a self, out: &mut String, mut lookup: F) -> Result<(), &'a Var>
+    pub fn render_into<'v, F>(&self, out: &mut String, mut lookup: F) -> Result<(), &Var>
     where
-        F: FnMut(&Var) -> Option<&'a str>,
+        F: FnMut(&Var) -> Option<&'v str>,
     {
         for part in &self.parts {
             match part {
@@ -167,9 +169,9 @@ impl Template {
     }
 
     /// Like [`Template::render_into`], into a new string.
-    pub fn render<'a, F>(&'a self, lookup: F) -> Result<String, &'a Var>
+    pub fn render<'v, F>(&self, lookup: F) -> Result<String, &Var>
     where
-        F: FnMut(&Var) -> Option<&'a str>,
+        F: FnMut(&Var) -> Option<&'v str>,
     {
         let mut out = String::with_capacity(self.len_hint());
         self.render_into(&mut out, lookup)?;

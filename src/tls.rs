@@ -42,7 +42,9 @@ pub fn system_roots() -> Arc<RootCertStore> {
             let mut store = RootCertStore::empty();
             let (added, _) = store.add_parsable_certificates(found.certs);
             if added == 0 {
-                tracing::warn!("no system root certificates found; https upstreams need tls.ca_file");
+                tracing::warn!(
+                    "no system root certificates found; https upstreams need tls.ca_file"
+                );
             }
             Arc::new(store)
         })

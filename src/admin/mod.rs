@@ -39,12 +39,12 @@ impl Admin {
         AdminHandler(self.clone())
     }
 
-    fn authorized(&self, req: &Request<Incoming>) -> Result<(), Response<Body>> {
+    fn authorized(&self, req: &Request<Incoming>) -> Result<(), Box<Response<Body>>> {
         let Some(token) = &self.config.admin.token else {
-            return Err(json_response(
+            return Err(Box::new(json_response(
                 StatusCode::FORBIDDEN,
                 json!({"error": {"code": "admin_disabled", "message": "set [admin] token to use the admin API"}}),
-            ));
+            )));
         };
         let given = req
             .headers()
@@ -57,9 +57,11 @@ impl Admin {
                     StatusCode::UNAUTHORIZED,
                     json!({"error": {"code": "unauthorized", "message": "missing or wrong admin bearer token"}}),
                 );
-                r.headers_mut()
-                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"authsidecar-admin\""));
-                Err(r)
+                r.headers_mut().insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"authsidecar-admin\""),
+                );
+                Err(Box::new(r))
             }
         }
     }
@@ -78,7 +80,7 @@ impl Admin {
             (_, "/healthz" | "/readyz") => method_not_allowed(),
             (m, p) if p == "/admin/profiles" || p.starts_with("/admin/profiles/") => {
                 if let Err(r) = self.authorized(&req) {
-                    return r;
+                    return *r;
                 }
                 if m != Method::GET {
                     return method_not_allowed();
@@ -180,7 +182,10 @@ pub struct AdminHandler(Arc<Admin>);
 impl Handler for AdminHandler {
     type Body = Body;
 
-    fn call(&self, req: Request<Incoming>) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
+    fn call(
+        &self,
+        req: Request<Incoming>,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
         let admin = self.0.clone();
         async move { admin.handle(req) }
     }

@@ -202,8 +202,15 @@ pub struct Field {
 impl Config {
     /// Parses and validates config text.
     pub fn from_str_with_env(text: &str, env: &Env) -> Result<Config, ConfigErrors> {
-        let table = source::resolve(text, env).map_err(ConfigErrors)?;
-        validate::validate(table, env).map_err(ConfigErrors)
+        let (table, mut errors) = source::resolve(text, env).map_err(ConfigErrors)?;
+        match validate::validate(table, env) {
+            Ok(config) if errors.is_empty() => Ok(config),
+            Ok(_) => Err(ConfigErrors(errors)),
+            Err(more) => {
+                errors.extend(more);
+                Err(ConfigErrors(errors))
+            }
+        }
     }
 
     /// Reads, parses and validates a config file (with the process environment).

@@ -18,7 +18,9 @@ pub struct Dur(pub Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d).map_err(|_| {
-            serde::de::Error::custom("invalid type; expected a duration string like \"10s\" or \"250ms\"")
+            serde::de::Error::custom(
+                "invalid type; expected a duration string like \"10s\" or \"250ms\"",
+            )
         })?;
         humantime::parse_duration(&s).map(Dur).map_err(|_| {
             serde::de::Error::custom(format!(
@@ -96,7 +98,8 @@ pub struct RawProfile {
 
 /// Deserializes one item, collecting as many errors as serde lets us find: after an unknown key or a
 /// value of the wrong type, that key is removed and the item is tried again, so one pass reports every
-/// bad key of the item (a missing key is reported once, unless it is one we removed).
+/// bad key of the item (a missing key is reported once, unless it is one we removed). Returns the
+/// item when it parses once the bad keys are gone, so its contents can still be checked.
 pub fn collect<T: DeserializeOwned>(
     value: toml::Value,
     path: &str,
@@ -106,13 +109,22 @@ pub fn collect<T: DeserializeOwned>(
     let mut removed: Vec<String> = Vec::new();
     for _ in 0..64 {
         match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-            Ok(t) => return if removed.is_empty() { Some(t) } else { None },
+            // With bad keys removed the item may parse: return it so deeper checks still run (the
+            // recorded errors fail the config anyway).
+            Ok(t) => return Some(t),
             Err(e) => {
                 let inner = e.path().to_string();
-                let msg = e.inner().to_string();
+                // toml's value deserializer appends "\nin `key`"; the path already says where.
+                let full = e.inner().to_string();
+                let msg = full.lines().next().unwrap_or("").to_string();
                 let at = if inner == "." { String::new() } else { inner };
                 if let Some(name) = between_backticks(&msg, "unknown field `") {
-                    let key = join(&at, &name);
+                    // The path may or may not already end with the unknown key.
+                    let key = if at == name || at.ends_with(&format!(".{name}")) {
+                        at.clone()
+                    } else {
+                        join(&at, &name)
+                    };
                     errors.push(ConfigError::new(
                         &join(path, &key),
                         rewrite_unknown(&msg, &name),
@@ -230,8 +242,7 @@ mod tests {
     fn errs_of<T: DeserializeOwned>(src: &str) -> Vec<String> {
         let v: toml::Value = toml::Value::Table(src.parse().unwrap());
         let mut errors = Vec::new();
-        let out = collect::<T>(v, "profiles.p", &mut errors);
-        assert!(out.is_none());
+        let _ = collect::<T>(v, "profiles.p", &mut errors);
         errors.iter().map(|e| e.to_string()).collect()
     }
 
@@ -242,16 +253,28 @@ mod tests {
         );
         let all = errs.join("\n");
         assert!(all.contains("profiles.p.tenancy: invalid type"), "{all}");
-        assert!(all.contains("profiles.p.usernme: unknown key \"usernme\""), "{all}");
-        assert!(all.contains("profiles.p.fields[0].kye: unknown key"), "{all}");
-        assert!(all.contains("profiles.p.fields[0].key: required key missing"), "{all}");
+        assert!(
+            all.contains("profiles.p.usernme: unknown key \"usernme\""),
+            "{all}"
+        );
+        assert!(
+            all.contains("profiles.p.fields[0].kye: unknown key"),
+            "{all}"
+        );
+        assert!(
+            all.contains("profiles.p.fields[0].key: required key missing"),
+            "{all}"
+        );
         assert_eq!(errs.len(), 4, "{all}");
     }
 
     #[test]
     fn missing_type_is_reported_with_its_path() {
         let errs = errs_of::<RawProfile>("identity_provider = \"x\"\n");
-        assert_eq!(errs, vec!["profiles.p.type: required key missing".to_string()]);
+        assert_eq!(
+            errs,
+            vec!["profiles.p.type: required key missing".to_string()]
+        );
     }
 
     #[test]

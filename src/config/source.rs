@@ -67,13 +67,12 @@ impl Env {
 
 pub const ENV_PREFIX: &str = "AUTHSIDECAR";
 
-/// TOML text + environment → one table with every reference resolved.
-pub fn resolve(text: &str, env: &Env) -> Result<toml::Table, Vec<ConfigError>> {
+/// TOML text + environment → one table with every reference resolved. Errors in references are
+/// returned beside the table (whose unresolved strings stay as written), so validation can still
+/// report everything else in the same run.
+pub fn resolve(text: &str, env: &Env) -> Result<(toml::Table, Vec<ConfigError>), Vec<ConfigError>> {
     let file: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        let (line, col) = e
-            .span()
-            .map(|s| line_col(text, s.start))
-            .unwrap_or((0, 0));
+        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
         vec![ConfigError::new(
             "",
             format!(
@@ -121,11 +120,7 @@ pub fn resolve(text: &str, env: &Env) -> Result<toml::Table, Vec<ConfigError>> {
 
     let mut errors = Vec::new();
     expand_table(&mut table, "", env, &mut errors);
-    if errors.is_empty() {
-        Ok(table)
-    } else {
-        Err(errors)
-    }
+    Ok((table, errors))
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -193,9 +188,9 @@ pub fn expand_str(s: &str, env: &Env) -> Result<String, String> {
             out.push_str("${");
             rest = tail;
         } else if let Some(tail) = after.strip_prefix("${") {
-            let end = tail
-                .find('}')
-                .ok_or_else(|| "unclosed \"${\"; expected ${VAR}, ${VAR:-default} or ${file:PATH}".to_string())?;
+            let end = tail.find('}').ok_or_else(|| {
+                "unclosed \"${\"; expected ${VAR}, ${VAR:-default} or ${file:PATH}".to_string()
+            })?;
             out.push_str(&resolve_ref(&tail[..end], env)?);
             rest = &tail[end + 1..];
         } else {
@@ -209,9 +204,7 @@ pub fn expand_str(s: &str, env: &Env) -> Result<String, String> {
 
 fn valid_var_name(name: &str) -> bool {
     !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && !name.as_bytes()[0].is_ascii_digit()
 }
 
@@ -243,7 +236,7 @@ fn resolve_ref(inner: &str, env: &Env) -> Result<String, String> {
         ));
     }
     match (env.get(name), default) {
-        (Some(v), Some(d)) if v.is_empty() => Ok(d.to_string()),
+        (Some(""), Some(d)) => Ok(d.to_string()),
         (Some(v), _) => Ok(v.to_string()),
         (None, Some(d)) => Ok(d.to_string()),
         (None, None) => Err(format!("environment variable {name} is not set")),
@@ -294,7 +287,12 @@ mod tests {
             ("AUTHSIDECAR__PROXY__MAX_BODY_BYTES", "2048"),
             ("UNRELATED", "x"),
         ]);
-        let t = resolve("[proxy]\nlisten = \"127.0.0.1:1\"\n[profiles.Demo]\ntype = \"none\"\n", &env).unwrap();
+        let (t, errors) = resolve(
+            "[proxy]\nlisten = \"127.0.0.1:1\"\n[profiles.Demo]\ntype = \"none\"\n",
+            &env,
+        )
+        .unwrap();
+        assert!(errors.is_empty());
         assert_eq!(t["proxy"]["listen"].as_str(), Some("127.0.0.1:9999"));
         assert_eq!(t["proxy"]["max_body_bytes"].as_integer(), Some(2048));
         // keys from the file keep their case

@@ -139,8 +139,9 @@ impl UpstreamUrl {
             Some(q) => format!("{sample_path}?{q}"),
             None => sample_path,
         };
-        pq.parse::<http::uri::PathAndQuery>()
-            .map_err(|_| "invalid characters in the path or query; percent-encode them".to_string())?;
+        pq.parse::<http::uri::PathAndQuery>().map_err(|_| {
+            "invalid characters in the path or query; percent-encode them".to_string()
+        })?;
 
         let has_host_var = host.iter().any(|s| matches!(s, Seg::Var(_)));
         Ok(UpstreamUrl {
@@ -156,10 +157,13 @@ impl UpstreamUrl {
 
     /// Every placeholder name, host first, then path.
     pub fn placeholders(&self) -> impl Iterator<Item = &str> {
-        self.host.iter().chain(self.path.iter()).filter_map(|s| match s {
-            Seg::Var(v) => Some(v.as_str()),
-            Seg::Lit(_) => None,
-        })
+        self.host
+            .iter()
+            .chain(self.path.iter())
+            .filter_map(|s| match s {
+                Seg::Var(v) => Some(v.as_str()),
+                Seg::Lit(_) => None,
+            })
     }
 }
 

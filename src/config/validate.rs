@@ -66,7 +66,10 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
         }
     };
     for key in table.keys() {
-        v.err(key, format!("unknown section \"{key}\"; expected {SECTIONS}"));
+        v.err(
+            key,
+            format!("unknown section \"{key}\"; expected {SECTIONS}"),
+        );
     }
 
     let proxy = proxy_settings(proxy, &mut v);
@@ -119,12 +122,15 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
         }
     }
     if routes.is_empty() && v.errors.is_empty() {
-        v.err("routes", "no routes; expected at least one [[routes]] entry");
+        v.err(
+            "routes",
+            "no routes; expected at least one [[routes]] entry",
+        );
     }
 
     if v.errors.is_empty() {
         // Longest prefix first, so the first match is the longest.
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Config {
             proxy,
             admin,
@@ -520,7 +526,8 @@ fn field(
         Some(Location::Header) => match HeaderName::from_bytes(rf.key.as_bytes()) {
             Ok(h) => {
                 let lower = h.as_str().replace('_', "-");
-                if FORBIDDEN_HEADERS.contains(&lower.as_str()) || lower.starts_with("x-authsidecar-")
+                if FORBIDDEN_HEADERS.contains(&lower.as_str())
+                    || lower.starts_with("x-authsidecar-")
                 {
                     v.err(
                         &key_path,
@@ -550,18 +557,17 @@ fn field(
                 }
             }
         }
-        Some(Location::Path) => {
+        Some(Location::Path)
             if !rf
                 .key
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                || rf.key == "tenant"
-            {
-                v.err(
-                    &key_path,
-                    "a path key names a {placeholder} of the route's upstream URL; expected letters, digits, '-' or '_' (not \"tenant\")",
-                );
-            }
+                || rf.key == "tenant" =>
+        {
+            v.err(
+                &key_path,
+                "a path key names a {placeholder} of the route's upstream URL; expected letters, digits, '-' or '_' (not \"tenant\")",
+            );
         }
         _ => {}
     }
@@ -583,7 +589,10 @@ fn field(
     let value_path = format!("{fp}.value");
     let value = match rf.value {
         None => {
-            v.err(&value_path, "required key missing; expected a template such as \"Bearer {{access_token}}\"");
+            v.err(
+                &value_path,
+                "required key missing; expected a template such as \"Bearer {{access_token}}\"",
+            );
             None
         }
         Some(src) => match Template::parse(&src) {

@@ -166,7 +166,11 @@ impl Plan {
         !self.path.is_empty()
     }
 
-    fn render<'a>(&'a self, op: &'a Op, inputs: &'a Inputs) -> Result<std::borrow::Cow<'a, str>, ProxyError> {
+    fn render<'a>(
+        &'a self,
+        op: &'a Op,
+        inputs: &'a Inputs,
+    ) -> Result<std::borrow::Cow<'a, str>, ProxyError> {
         match &op.value {
             Value::Static(s) => Ok(std::borrow::Cow::Borrowed(s)),
             Value::Dynamic(t) => t
@@ -220,7 +224,11 @@ impl Plan {
     }
 
     /// The new query string (without `?`), or `None` when the plan has no query fields.
-    pub fn rewrite_query(&self, query: Option<&str>, inputs: &Inputs) -> Result<Option<String>, ProxyError> {
+    pub fn rewrite_query(
+        &self,
+        query: Option<&str>,
+        inputs: &Inputs,
+    ) -> Result<Option<String>, ProxyError> {
         if self.query.is_empty() {
             return Ok(None);
         }
@@ -236,7 +244,11 @@ impl Plan {
 
     /// Sets the header fields: every case and `_`/`-` variant the client sent is removed first, so
     /// exactly one copy goes out, marked sensitive.
-    pub fn apply_headers(&self, headers: &mut HeaderMap, inputs: &Inputs) -> Result<(), ProxyError> {
+    pub fn apply_headers(
+        &self,
+        headers: &mut HeaderMap,
+        inputs: &Inputs,
+    ) -> Result<(), ProxyError> {
         for h in &self.headers {
             let value = match &h.static_value {
                 Some(v) => v.clone(),

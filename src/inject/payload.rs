@@ -31,8 +31,15 @@ impl BodyKind {
             return BodyKind::Missing;
         };
         let ct = ct.to_str().unwrap_or("");
-        let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if essence == "application/json"
+            || (essence.starts_with("application/") && essence.ends_with("+json"))
+        {
             BodyKind::Json
         } else if essence == "application/x-www-form-urlencoded" {
             BodyKind::Form
@@ -119,10 +126,12 @@ fn rewrite_json(body: &[u8], values: &[(&PayloadOp, Cow<'_, str>)]) -> Result<Ve
         )));
     };
     for (op, value) in values {
-        set_pointer(obj, &op.pointer, value)
-            .map_err(|at| not_injectable(format!("cannot set {}: {at} is not an object", op.op.key)))?;
+        set_pointer(obj, &op.pointer, value).map_err(|at| {
+            not_injectable(format!("cannot set {}: {at} is not an object", op.op.key))
+        })?;
     }
-    serde_json::to_vec(&root).map_err(|e| ProxyError::new(ErrorCode::Internal, format!("JSON encoding: {e}")))
+    serde_json::to_vec(&root)
+        .map_err(|e| ProxyError::new(ErrorCode::Internal, format!("JSON encoding: {e}")))
 }
 
 fn kind_name(v: &Value) -> &'static str {

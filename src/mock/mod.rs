@@ -73,24 +73,33 @@ impl MockProvider {
 }
 
 /// Serves the mock on an already bound listener (used by the sidecar for `[mock_provider]`).
-pub fn spawn(listener: TcpListener, counters: Arc<Counters>, shutdown: tokio::sync::watch::Receiver<bool>) {
+pub fn spawn(
+    listener: TcpListener,
+    counters: Arc<Counters>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let limits = Limits {
         header_read_timeout: Duration::from_secs(30),
         idle_timeout: Duration::from_secs(120),
     };
-    let state = Arc::new(counters);
-    tokio::spawn(serve::serve(listener, limits, shutdown, move |_c: ConnInfo| {
-        MockHandler(state.clone())
-    }));
+    tokio::spawn(serve::serve(
+        listener,
+        limits,
+        shutdown,
+        move |_c: ConnInfo| MockHandler(counters.clone()),
+    ));
 }
 
 #[derive(Clone)]
-struct MockHandler(Arc<Arc<Counters>>);
+struct MockHandler(Arc<Counters>);
 
 impl Handler for MockHandler {
     type Body = Body;
 
-    fn call(&self, req: Request<Incoming>) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
+    fn call(
+        &self,
+        req: Request<Incoming>,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
         let counters = self.0.clone();
         async move { handle(&counters, req).await }
     }
@@ -110,9 +119,10 @@ fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
 
 async fn handle(counters: &Counters, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/__mock/counters") => {
-            json_response(StatusCode::OK, &json!({"echo": counters.echo.load(Ordering::SeqCst)}))
-        }
+        (&Method::GET, "/__mock/counters") => json_response(
+            StatusCode::OK,
+            &json!({"echo": counters.echo.load(Ordering::SeqCst)}),
+        ),
         (&Method::POST, "/__mock/reset") => {
             counters.echo.store(0, Ordering::SeqCst);
             json_response(StatusCode::OK, &json!({"reset": true}))
@@ -160,7 +170,8 @@ async fn echo(req: Request<Incoming>) -> Response<Body> {
     match std::str::from_utf8(&body) {
         Ok(s) => v["body"] = Value::String(s.to_string()),
         Err(_) => {
-            v["body_base64"] = Value::String(base64::engine::general_purpose::STANDARD.encode(&body))
+            v["body_base64"] =
+                Value::String(base64::engine::general_purpose::STANDARD.encode(&body))
         }
     }
     if let Some(ms) = delay {

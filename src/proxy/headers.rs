@@ -1,6 +1,6 @@
 //! Control headers and hop-by-hop headers (RFC 9110 §7.6.1).
 
-use http::header::{CONNECTION, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue, CONNECTION};
 use http::HeaderMap;
 
 use crate::error::{ErrorCode, ProxyError};
@@ -56,7 +56,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub fn take_control(headers: &mut HeaderMap) -> Control {
     strip_hop_by_hop(headers);
     let mut c = Control::default();
-    let has_control = headers.keys().any(|k| k.as_str().starts_with(CONTROL_PREFIX));
+    let has_control = headers
+        .keys()
+        .any(|k| k.as_str().starts_with(CONTROL_PREFIX));
     if !has_control {
         return c;
     }
@@ -129,7 +131,10 @@ mod tests {
     #[test]
     fn connection_listed_and_hop_by_hop_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("close, x-secret-hop, Authorization"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("close, x-secret-hop, Authorization"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
@@ -154,10 +159,26 @@ mod tests {
 
     #[test]
     fn tenant_must_be_one_dns_label() {
-        for bad in ["evil.com/", "a@b", "..", "", "-a", "a-", "a.b", &"a".repeat(64)] {
+        for bad in [
+            "evil.com/",
+            "a@b",
+            "..",
+            "",
+            "-a",
+            "a-",
+            "a.b",
+            &"a".repeat(64),
+        ] {
             let v = HeaderValue::from_str(bad).unwrap();
-            assert_eq!(tenant(&v).unwrap_err().code, ErrorCode::TenantInvalid, "{bad}");
+            assert_eq!(
+                tenant(&v).unwrap_err().code,
+                ErrorCode::TenantInvalid,
+                "{bad}"
+            );
         }
-        assert_eq!(tenant(&HeaderValue::from_static("Contoso-1")).unwrap(), "contoso-1");
+        assert_eq!(
+            tenant(&HeaderValue::from_static("Contoso-1")).unwrap(),
+            "contoso-1"
+        );
     }
 }

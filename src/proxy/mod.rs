@@ -81,7 +81,11 @@ impl Snapshot {
                     c
                 }
             };
-            let profs = r.profiles.iter().filter_map(|n| profiles.get(n).cloned()).collect();
+            let profs = r
+                .profiles
+                .iter()
+                .filter_map(|n| profiles.get(n).cloned())
+                .collect();
             routes.push(RouteRt::new(r, profs, client));
         }
         Ok(Snapshot { config, routes })
@@ -89,7 +93,9 @@ impl Snapshot {
 
     fn route<'p>(&self, path: &'p str) -> Option<(&RouteRt, &'p str)> {
         // Sorted longest prefix first at load.
-        self.routes.iter().find_map(|r| r.matches(path).map(|rest| (r, rest)))
+        self.routes
+            .iter()
+            .find_map(|r| r.matches(path).map(|rest| (r, rest)))
     }
 }
 
@@ -102,10 +108,11 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(snapshot: Arc<Snapshot>) -> Arc<Proxy> {
-        let id_prefix = std::process::id() ^ (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0));
+        let id_prefix = std::process::id()
+            ^ (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0));
         Arc::new(Proxy {
             snapshot,
             request_seq: AtomicU64::new(0),
@@ -149,7 +156,11 @@ impl Proxy {
         }
     }
 
-    async fn process(&self, req: Request<Incoming>, conn: &ConnInfo) -> Result<Response<RespBody>, ProxyError> {
+    async fn process(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+    ) -> Result<Response<RespBody>, ProxyError> {
         let snap = &self.snapshot;
         let (mut parts, body) = req.into_parts();
 
@@ -197,9 +208,10 @@ impl Proxy {
             inputs.tenant = Some(headers::tenant(v).map_err(with_profile)?);
         }
         for (name, v) in &control.context {
-            inputs
-                .context
-                .push((name.clone(), headers::context(name, v).map_err(with_profile)?));
+            inputs.context.push((
+                name.clone(),
+                headers::context(name, v).map_err(with_profile)?,
+            ));
         }
 
         // 4–5. credential and injection: URI first
@@ -235,7 +247,8 @@ impl Proxy {
             let bytes = body::read_all(guarded)
                 .await
                 .map_err(|e| with_profile(e.into_proxy_error()))?;
-            let bytes: Bytes = plan.rewrite_payload(&parts.method, &mut parts.headers, bytes, &inputs)?;
+            let bytes: Bytes =
+                plan.rewrite_payload(&parts.method, &mut parts.headers, bytes, &inputs)?;
             Either::Right(Full::new(bytes))
         } else {
             Either::Left(guarded)
@@ -246,7 +259,11 @@ impl Proxy {
         append_forwarded_for(&mut parts.headers, conn.peer);
         parts.version = Version::HTTP_11;
         let req = Request::from_parts(parts, out_body);
-        let mut resp = route.client.send(req, route.timeout).await.map_err(with_profile)?;
+        let mut resp = route
+            .client
+            .send(req, route.timeout)
+            .await
+            .map_err(with_profile)?;
 
         // 7. respond
         strip_hop_by_hop(resp.headers_mut());
@@ -275,10 +292,16 @@ pub struct ProxyHandler {
 impl Handler for ProxyHandler {
     type Body = RespBody;
 
-    fn call(&self, req: Request<Incoming>) -> impl std::future::Future<Output = Response<RespBody>> + Send + 'static {
+    fn call(
+        &self,
+        req: Request<Incoming>,
+    ) -> impl std::future::Future<Output = Response<RespBody>> + Send + 'static {
         let this = self.clone();
         async move {
-            let _in_flight = this.conn.state.start_request(req.version() == Version::HTTP_2);
+            let _in_flight = this
+                .conn
+                .state
+                .start_request(req.version() == Version::HTTP_2);
             this.proxy.handle(req, &this.conn).await
         }
     }

@@ -72,7 +72,10 @@ impl RouteRt {
                     host.push_str(&p.to_string());
                 }
                 Authority::try_from(host).map_err(|_| {
-                    ProxyError::new(ErrorCode::TenantInvalid, "the tenant does not form a valid host")
+                    ProxyError::new(
+                        ErrorCode::TenantInvalid,
+                        "the tenant does not form a valid host",
+                    )
                 })?
             }
         };
@@ -83,12 +86,10 @@ impl RouteRt {
                 Seg::Lit(l) => pq.push_str(l),
                 Seg::Var(name) if name == "tenant" => match tenant {
                     Some(t) => pq.push_str(t),
-                    None => {
-                        return Err(ProxyError::new(
-                            ErrorCode::TenantInvalid,
-                            "X-Authsidecar-Tenant is required: the route's upstream URL uses {tenant}",
-                        ))
-                    }
+                    None => return Err(ProxyError::new(
+                        ErrorCode::TenantInvalid,
+                        "X-Authsidecar-Tenant is required: the route's upstream URL uses {tenant}",
+                    )),
                 },
                 Seg::Var(name) => {
                     let v = params
@@ -132,14 +133,23 @@ impl RouteRt {
             }
             (None, None) => {}
         }
-        let pq = PathAndQuery::try_from(pq)
-            .map_err(|_| ProxyError::new(ErrorCode::PathInvalid, "the upstream path is not a valid URI path"))?;
+        let pq = PathAndQuery::try_from(pq).map_err(|_| {
+            ProxyError::new(
+                ErrorCode::PathInvalid,
+                "the upstream path is not a valid URI path",
+            )
+        })?;
         Uri::builder()
             .scheme(u.scheme.clone())
             .authority(authority)
             .path_and_query(pq)
             .build()
-            .map_err(|e| ProxyError::new(ErrorCode::Internal, format!("building the upstream URI: {e}")))
+            .map_err(|e| {
+                ProxyError::new(
+                    ErrorCode::Internal,
+                    format!("building the upstream URI: {e}"),
+                )
+            })
     }
 }
 

@@ -106,7 +106,9 @@ fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
     )
 }
 
-fn chain<'a>(e: &'a (dyn std::error::Error + 'static)) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+fn chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
     std::iter::successors(Some(e), |e| e.source())
 }
 
@@ -123,8 +125,5 @@ fn tls_reason(e: &(dyn std::error::Error + 'static)) -> Option<String> {
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    chain(e)
-        .last()
-        .map(|c| c.to_string())
-        .unwrap_or_default()
+    chain(e).last().map(|c| c.to_string()).unwrap_or_default()
 }

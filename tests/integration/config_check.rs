@@ -1,0 +1,327 @@
+//! Config validation: every error at once, each with its key path, never a secret value; and the
+//! `check` command on the shipped configs.
+
+use std::path::Path;
+use std::process::Command;
+
+use authsidecar::config::{Config, Env};
+
+const SECRET: &str = "canary-secret-4c1d";
+
+fn errors(text: &str) -> Vec<String> {
+    let env = Env::from_pairs([("PRESENT", SECRET)]);
+    match Config::from_str_with_env(text, &env) {
+        Ok(_) => panic!("config was accepted:\n{text}"),
+        Err(e) => {
+            let all: Vec<String> = e.0.iter().map(|e| e.to_string()).collect();
+            for line in &all {
+                assert!(!line.contains(SECRET), "secret in: {line}");
+            }
+            all
+        }
+    }
+}
+
+fn has(all: &[String], needle: &str) {
+    assert!(
+        all.iter().any(|e| e.contains(needle)),
+        "no error containing {needle:?} in:\n{}",
+        all.join("\n")
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_its_key_path() {
+    let all = errors(
+        r#"
+[proxy]
+listen = "nowhere"
+header_read_timeout = 10
+tls = true
+
+[[routes]]
+prefix = "api/"
+upstream = "ftp://x/"
+profiles = ["ghost"]
+
+[[routes]]
+upstream = "http://127.0.0.1:1/"
+profiles = ["k"]
+
+[profiles.k]
+type = "api_key"
+api_key = "${PRESENT}"
+tenancy = "yes"
+[[profiles.k.fields]]
+in = "heder"
+key = "X-Key"
+value = "{{api_key}}"
+[[profiles.k.fields]]
+in = "header"
+key = "X-Other"
+value = "{{api_key"
+[[profiles.k.fields]]
+in = "query"
+key = "q"
+value = "{{nonsense}}"
+
+[profiles.b]
+type = "basic"
+username = "u"
+password = "${MISSING_PASSWORD}"
+"#,
+    );
+    has(
+        &all,
+        "proxy.listen: invalid address \"nowhere\"; expected IP:port",
+    );
+    has(&all, "proxy.header_read_timeout: ");
+    has(&all, "proxy.tls: unknown key \"tls\"");
+    has(&all, "routes[0].prefix: \"api/\" must start with '/'");
+    has(
+        &all,
+        "routes[0].upstream: \"ftp://x/\" is not an absolute URL",
+    );
+    has(&all, "routes[0].profiles[0]: unknown profile \"ghost\"");
+    has(&all, "routes[1].prefix: required key missing");
+    has(&all, "profiles.k.tenancy: invalid type");
+    has(
+        &all,
+        "profiles.b.password: environment variable MISSING_PASSWORD is not set",
+    );
+    assert!(all.len() >= 9, "{}", all.join("\n"));
+}
+
+#[test]
+fn field_errors_name_the_field() {
+    let all = errors(
+        r#"
+[[routes]]
+prefix = "/a/"
+upstream = "http://127.0.0.1:1/"
+profiles = ["k"]
+
+[profiles.k]
+type = "api_key"
+api_key = "${PRESENT}"
+[[profiles.k.fields]]
+in = "heder"
+key = "X-Key"
+value = "{{api_key}}"
+[[profiles.k.fields]]
+in = "header"
+key = "X-Other"
+value = "{{api_key"
+[[profiles.k.fields]]
+in = "query"
+key = "q"
+value = "{{nonsense}}"
+[[profiles.k.fields]]
+in = "header"
+key = "Host"
+value = "x"
+[[profiles.k.fields]]
+in = "header"
+key = "X-U"
+value = "{{access_token}}"
+"#,
+    );
+    has(&all, "profiles.k.fields[0].in: unknown location \"heder\"; expected header, query, payload or path");
+    has(&all, "profiles.k.fields[1].value: unclosed \"{{\"");
+    has(
+        &all,
+        "profiles.k.fields[2].value: unknown variable \"nonsense\"",
+    );
+    has(
+        &all,
+        "profiles.k.fields[3].key: header \"Host\" cannot be set by a profile",
+    );
+    has(&all, "profiles.k.fields[4].value: variable {{access_token}} is not available for type \"api_key\"");
+}
+
+#[test]
+fn placeholders_must_match_profiles() {
+    let all = errors(
+        r#"
+[[routes]]
+prefix = "/a/"
+upstream = "http://{tenant}.example.com/{org}/"
+profiles = ["k"]
+
+[[routes]]
+prefix = "/b/"
+upstream = "http://127.0.0.1:1/"
+profiles = ["p"]
+
+[profiles.k]
+type = "api_key"
+api_key = "x"
+[[profiles.k.fields]]
+in = "header"
+key = "X-T"
+value = "{{api_key}}"
+
+[profiles.t]
+type = "none"
+[[profiles.t.fields]]
+in = "header"
+key = "X-T"
+value = "{{tenant}}"
+
+[profiles.p]
+type = "none"
+[[profiles.p.fields]]
+in = "path"
+key = "id"
+value = "{{user}}"
+"#,
+    );
+    has(
+        &all,
+        "routes[0].upstream: uses {tenant} but profile \"k\" has tenancy = false",
+    );
+    has(
+        &all,
+        "routes[0].upstream: placeholder {org} has no path field in profile \"k\"",
+    );
+    has(
+        &all,
+        "profiles.t.fields[0].value: uses {{tenant}} but the profile has tenancy = false",
+    );
+    has(&all, "routes[1].profiles[0]: profile \"p\" fields[0] is a path field for {id}, but the upstream URL of routes[1] has no {id}");
+}
+
+#[test]
+fn missing_required_keys_are_named() {
+    let all = errors(
+        r#"
+[[routes]]
+prefix = "/a/"
+upstream = "http://127.0.0.1:1/"
+profiles = ["k", "b"]
+
+[profiles.k]
+type = "api_key"
+api_key = "${PRESENT}"
+
+[profiles.b]
+type = "basic"
+password = "${PRESENT}"
+
+[profiles.n]
+identity_provider = "x"
+"#,
+    );
+    has(&all, "profiles.k.fields: required for type \"api_key\"");
+    has(&all, "profiles.b.username: required for type \"basic\"");
+    has(&all, "profiles.n.type: required key missing");
+}
+
+#[test]
+fn a_secret_of_the_wrong_type_is_not_echoed() {
+    let all = errors(
+        "[[routes]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:1/\"\nprofiles = [\"k\"]\n[profiles.k]\ntype = \"basic\"\nusername = \"u\"\npassword = 918273645\n",
+    );
+    has(&all, "profiles.k.password: invalid type");
+    assert!(!all.join("\n").contains("918273645"));
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_authsidecar"))
+}
+
+fn shipped_configs() -> Vec<std::path::PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("config/authsidecar.toml")];
+    let examples = root.join("config/examples");
+    if let Ok(dir) = std::fs::read_dir(&examples) {
+        for e in dir.flatten() {
+            if e.path().extension().is_some_and(|x| x == "toml") {
+                files.push(e.path());
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn check_passes_on_every_shipped_config() {
+    for file in shipped_configs() {
+        let out = bin()
+            .arg("check")
+            .arg("-c")
+            .arg(&file)
+            .env_remove("AUTHSIDECAR_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("routes (") && stdout.contains("profiles ("),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn check_fails_with_every_error_and_no_secret() {
+    let dir = std::env::temp_dir().join(format!("authsidecar-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("broken.toml");
+    std::fs::write(
+        &file,
+        "[[routes]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:1/\"\nprofiles = [\"k\"]\n[profiles.k]\ntype = \"api_key\"\napi_key = \"${PRESENT}\"\nunknown_key = 1\n[[profiles.k.fields]]\nin = \"nowhere\"\nkey = \"k\"\nvalue = \"{{api_key}}\"\n",
+    )
+    .unwrap();
+    let out = bin()
+        .arg("check")
+        .arg("-c")
+        .arg(&file)
+        .env("PRESENT", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("profiles.k.unknown_key: unknown key"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("profiles.k.fields[0].in: unknown location \"nowhere\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(SECRET));
+
+    // A syntax error reports line and column but not the line's text.
+    std::fs::write(&file, format!("[profiles.k]\napi_key = \"{SECRET}\n")).unwrap();
+    let out = bin().arg("check").arg("-c").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 2"), "{stderr}");
+    assert!(!stderr.contains(SECRET), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn config_file_and_listen_address_come_from_the_environment() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = bin()
+        .arg("check")
+        .env("AUTHSIDECAR_CONFIG", root.join("config/authsidecar.toml"))
+        .env("AUTHSIDECAR__PROXY__LISTEN", "127.0.0.1:18181")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("proxy listen: 127.0.0.1:18181"));
+}

@@ -1,0 +1,163 @@
+//! Forwarding: streamed bodies, redirects passed back, HTTP/2, upstream failures, graceful shutdown.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::support::*;
+
+const ROUTE: &str = r#"
+[[routes]]
+prefix = "/e/"
+upstream = "http://{echo}/echo/base/"
+profiles = ["k"]
+timeout = "400ms"
+
+[[routes]]
+prefix = "/e/deeper/"
+upstream = "http://{echo}/echo/deep/"
+profiles = ["k"]
+
+[profiles.k]
+type = "api_key"
+api_key = "kk"
+[[profiles.k.fields]]
+in = "header"
+key = "X-Key"
+value = "{{api_key}}"
+"#;
+
+#[tokio::test]
+async fn longest_prefix_wins_and_the_rest_of_the_path_is_appended() {
+    let h = Harness::start(ROUTE).await;
+    assert_eq!(
+        get(&h.url("/e/a/b"), &[]).await.json()["path"],
+        "/echo/base/a/b"
+    );
+    assert_eq!(
+        get(&h.url("/e/deeper/c"), &[]).await.json()["path"],
+        "/echo/deep/c"
+    );
+}
+
+#[tokio::test]
+async fn streamed_body_arrives_unchanged() {
+    let h = Harness::start(ROUTE).await;
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let r = send(
+        Method::PUT,
+        &h.url("/e/up"),
+        &[("content-type", "application/octet-stream")],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    use base64::Engine;
+    let echoed = base64::engine::general_purpose::STANDARD
+        .decode(r.json()["body_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(echoed, body);
+}
+
+#[tokio::test]
+async fn redirects_are_passed_back_not_followed() {
+    let h = Harness::start(ROUTE).await;
+    let r = get(
+        &h.url("/e/r"),
+        &[
+            ("X-Mock-Status", "302"),
+            ("X-Mock-Location", "http://elsewhere.example/"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 302);
+    assert_eq!(r.headers["location"], "http://elsewhere.example/");
+    assert_eq!(h.echo.echo_count(), 1);
+}
+
+#[tokio::test]
+async fn http2_cleartext_is_served() {
+    let h = Harness::start(ROUTE).await;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let req = Request::get(h.url("/e/two"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(v["path"], "/echo/base/two");
+    let key: Vec<_> = v["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0] == "x-key")
+        .collect();
+    assert_eq!(key.len(), 1);
+}
+
+#[tokio::test]
+async fn upstream_refusing_connections_is_upstream_unavailable() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let h = Harness::start(&ROUTE.replace(
+        "http://{echo}/echo/base/",
+        &format!("http://127.0.0.1:{port}/"),
+    ))
+    .await;
+    let r = get(&h.url("/e/x"), &[]).await;
+    assert_eq!(
+        (r.status.as_u16(), r.error_code().as_str()),
+        (502, "upstream_unavailable")
+    );
+    assert_eq!(r.json()["error"]["profile"], "k");
+}
+
+#[tokio::test]
+async fn slow_upstream_is_upstream_timeout() {
+    let h = Harness::start(ROUTE).await;
+    let started = Instant::now();
+    let r = get(&h.url("/e/slow"), &[("X-Mock-Delay-Ms", "3000")]).await;
+    assert_eq!(
+        (r.status.as_u16(), r.error_code().as_str()),
+        (504, "upstream_timeout")
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let h = Harness::start(&ROUTE.replace("timeout = \"400ms\"", "timeout = \"10s\"")).await;
+    let url = h.url("/e/slow");
+    let in_flight = tokio::spawn(async move { get(&url, &[("X-Mock-Delay-Ms", "600")]).await });
+    // Wait until the request has reached the upstream.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.echo.echo_count() == 0 {
+        assert!(Instant::now() < deadline, "request never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let addr = h.server.proxy_addr;
+    let drained = h.server.shutdown().await;
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 200, "the in-flight request completed");
+    assert!(drained);
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}

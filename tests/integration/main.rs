@@ -1,0 +1,12 @@
+//! Integration tests: one binary, real sockets on 127.0.0.1 with OS-chosen ports.
+
+// Test code: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod admin;
+mod config_check;
+mod forwarding;
+mod injection;
+mod limits;

@@ -1,0 +1,154 @@
+//! Test harness: an in-process echo upstream, a sidecar started from a config string on free ports,
+//! and small HTTP clients.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use authsidecar::config::{Config, Env};
+use authsidecar::mock::MockProvider;
+use authsidecar::Server;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A running sidecar with its own echo upstream.
+pub struct Harness {
+    pub echo: MockProvider,
+    pub server: Server,
+}
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Puts the proxy and admin listeners on free ports (keeping any `[proxy]` settings of `text`).
+pub fn with_listeners(text: &str) -> String {
+    let admin = format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n");
+    if text.contains("[proxy]\n") {
+        format!(
+            "{admin}{}",
+            text.replacen("[proxy]\n", "[proxy]\nlisten = \"127.0.0.1:0\"\n", 1)
+        )
+    } else {
+        format!("[proxy]\nlisten = \"127.0.0.1:0\"\n{admin}{text}")
+    }
+}
+
+/// Parses a config; `{echo}` is replaced by the echo upstream's address.
+pub fn config(text: &str, echo: SocketAddr, env: &[(&str, &str)]) -> Config {
+    let text = with_listeners(&text.replace("{echo}", &echo.to_string()));
+    Config::from_str_with_env(&text, &Env::from_pairs(env.iter().copied()))
+        .unwrap_or_else(|e| panic!("config errors:\n{e}"))
+}
+
+impl Harness {
+    /// Starts an echo upstream and a sidecar whose config is `LISTENERS` + `text`.
+    pub async fn start(text: &str) -> Harness {
+        Self::start_with_env(text, &[]).await
+    }
+
+    pub async fn start_with_env(text: &str, env: &[(&str, &str)]) -> Harness {
+        let echo = MockProvider::start(([127, 0, 0, 1], 0).into())
+            .await
+            .unwrap();
+        let server = Server::start(config(text, echo.addr, env)).await.unwrap();
+        Harness { echo, server }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.server.proxy_addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.server.admin_addr, path)
+    }
+}
+
+/// A response, fully read.
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The error code of a sidecar error response (checks header and body agree).
+    pub fn error_code(&self) -> String {
+        let v = self.json();
+        let code = v["error"]["code"].as_str().unwrap_or_default().to_string();
+        assert_eq!(
+            self.headers
+                .get("x-authsidecar-error")
+                .map(|h| h.to_str().unwrap()),
+            Some(code.as_str()),
+            "header and body codes differ"
+        );
+        assert_eq!(self.headers["cache-control"], "no-store");
+        assert!(v["error"]["request_id"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()));
+        code
+    }
+
+    /// Values of header `name` as the echo upstream saw them.
+    pub fn echoed(&self, name: &str) -> Vec<String> {
+        self.json()["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
+            .map(|h| h[1].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn send(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Resp {
+    let mut b = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b.body(Full::new(body.into())).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(20), client().request(req))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let (parts, body) = resp.into_parts();
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Resp {
+    send(Method::GET, url, headers, Bytes::new()).await
+}
+
+/// Sends raw bytes and reads until the server closes or `wait` passes.
+pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
