@@ -30,6 +30,10 @@ pub enum ErrorCode {
     PayloadTooLarge,
     UnsupportedMediaType,
     RequestTimeout,
+    IdpRejected,
+    IdpInvalidResponse,
+    IdpUnavailable,
+    IdpTimeout,
     UpstreamUnavailable,
     UpstreamTlsError,
     UpstreamTimeout,
@@ -38,7 +42,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// All codes, in table order (used by tests and the docs check).
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::NoRoute,
         ErrorCode::ProfileNotAllowed,
         ErrorCode::UserRequired,
@@ -50,6 +54,10 @@ impl ErrorCode {
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::RequestTimeout,
+        ErrorCode::IdpRejected,
+        ErrorCode::IdpInvalidResponse,
+        ErrorCode::IdpUnavailable,
+        ErrorCode::IdpTimeout,
         ErrorCode::UpstreamUnavailable,
         ErrorCode::UpstreamTlsError,
         ErrorCode::UpstreamTimeout,
@@ -69,6 +77,10 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::IdpRejected => "idp_rejected",
+            ErrorCode::IdpInvalidResponse => "idp_invalid_response",
+            ErrorCode::IdpUnavailable => "idp_unavailable",
+            ErrorCode::IdpTimeout => "idp_timeout",
             ErrorCode::UpstreamUnavailable => "upstream_unavailable",
             ErrorCode::UpstreamTlsError => "upstream_tls_error",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
@@ -89,6 +101,9 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::IdpRejected | ErrorCode::IdpInvalidResponse => StatusCode::BAD_GATEWAY,
+            ErrorCode::IdpUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::IdpTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::UpstreamUnavailable | ErrorCode::UpstreamTlsError => StatusCode::BAD_GATEWAY,
             ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -16,6 +16,7 @@ pub mod secret;
 pub mod serve;
 pub mod template;
 pub mod tls;
+pub mod token;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,0 +1,231 @@
+//! The cache itself: slots in a sharded map, single flight per slot.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
+use dashmap::DashMap;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{Policy, Token, TokenError, TokenErrorKind, TokenKey, TokenSource};
+use crate::secret::Secret;
+
+type FlightResult = Result<Arc<Token>, TokenError>;
+
+#[derive(Default)]
+struct Slot {
+    /// The token callers get; read without a lock.
+    current: ArcSwapOption<Token>,
+    inner: Mutex<SlotInner>,
+}
+
+#[derive(Default)]
+struct SlotInner {
+    /// The fetch in progress, if any: everyone waits on the same one.
+    flight: Option<watch::Receiver<Option<FlightResult>>>,
+    /// Kept apart from `current`, so a token dropped after a 401 keeps its refresh token.
+    refresh_token: Option<Secret>,
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: Option<TokenError>,
+}
+
+/// Counters (exported as metrics later).
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub early_refreshes: AtomicU64,
+    pub fetches: AtomicU64,
+    pub fetch_failures: AtomicU64,
+    /// Callers that waited on a fetch another caller started.
+    pub waiters: AtomicU64,
+    pub backoff_rejections: AtomicU64,
+}
+
+/// Shared token cache; see the module docs.
+#[derive(Default)]
+pub struct TokenCache {
+    slots: DashMap<TokenKey, Arc<Slot>>,
+    pub stats: CacheStats,
+}
+
+fn lock(m: &Mutex<SlotInner>) -> std::sync::MutexGuard<'_, SlotInner> {
+    // A panic while holding this lock cannot leave the slot inconsistent in a way that matters
+    // more than losing every later request: keep going with the data as it is.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl TokenCache {
+    pub fn new() -> Arc<TokenCache> {
+        Arc::new(TokenCache::default())
+    }
+
+    fn slot(&self, key: &TokenKey) -> Arc<Slot> {
+        if let Some(s) = self.slots.get(key) {
+            return s.clone();
+        }
+        self.slots.entry(key.clone()).or_default().clone()
+    }
+
+    /// A usable token for `key`: from the cache, or from the one fetch in flight for it.
+    pub async fn get(
+        self: &Arc<Self>,
+        key: &TokenKey,
+        source: &Arc<dyn TokenSource>,
+        policy: &Policy,
+    ) -> Result<Arc<Token>, TokenError> {
+        let slot = self.slot(key);
+        let now = Instant::now();
+        if let Some(tok) = slot.current.load_full() {
+            if now < tok.usable_until {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                if now >= tok.refresh_at {
+                    self.refresh_in_background(&slot, key, source, policy, now);
+                }
+                return Ok(tok);
+            }
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let mut rx = {
+            let mut inner = lock(&slot.inner);
+            // Another caller may have stored a token while we waited for the lock.
+            if let Some(tok) = slot.current.load_full() {
+                if now < tok.usable_until {
+                    return Ok(tok);
+                }
+            }
+            match &inner.flight {
+                Some(rx) => {
+                    self.stats.waiters.fetch_add(1, Ordering::Relaxed);
+                    rx.clone()
+                }
+                None => {
+                    if let (Some(at), Some(err)) = (inner.retry_at, &inner.last_error) {
+                        if now < at {
+                            self.stats.backoff_rejections.fetch_add(1, Ordering::Relaxed);
+                            let mut e = err.clone();
+                            let wait = at.saturating_duration_since(now).as_secs_f64().ceil() as u64;
+                            e.retry_after = Some(e.retry_after.unwrap_or(0).max(wait).max(1));
+                            return Err(e);
+                        }
+                    }
+                    self.start_flight(&slot, &mut inner, key, source, policy)
+                }
+            }
+        };
+        let result = rx
+            .wait_for(|r| r.is_some())
+            .await
+            .map_err(|_| TokenError::new(TokenErrorKind::Unavailable, "token fetch was abandoned"))?;
+        result
+            .clone()
+            .unwrap_or_else(|| Err(TokenError::new(TokenErrorKind::Unavailable, "no token")))
+    }
+
+    fn refresh_in_background(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        key: &TokenKey,
+        source: &Arc<dyn TokenSource>,
+        policy: &Policy,
+        now: Instant,
+    ) {
+        let mut inner = lock(&slot.inner);
+        if inner.flight.is_some() || inner.retry_at.is_some_and(|at| now < at) {
+            return;
+        }
+        self.stats.early_refreshes.fetch_add(1, Ordering::Relaxed);
+        let _ = self.start_flight(slot, &mut inner, key, source, policy);
+    }
+
+    /// Starts the one fetch for this slot (caller holds the slot lock and checked there is none).
+    fn start_flight(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        inner: &mut SlotInner,
+        key: &TokenKey,
+        source: &Arc<dyn TokenSource>,
+        policy: &Policy,
+    ) -> watch::Receiver<Option<FlightResult>> {
+        let (tx, rx) = watch::channel(None);
+        inner.flight = Some(rx.clone());
+        let refresh_token = inner.refresh_token.clone();
+        let (cache, slot, key, source, policy) = (
+            self.clone(),
+            slot.clone(),
+            key.clone(),
+            source.clone(),
+            policy.clone(),
+        );
+        self.stats.fetches.fetch_add(1, Ordering::Relaxed);
+        // A task of its own: the fetch completes (and is cached) even if every waiter goes away.
+        tokio::spawn(async move {
+            let fetched = source.fetch(&key, refresh_token).await;
+            let now = Instant::now();
+            let result = {
+                let mut inner = lock(&slot.inner);
+                inner.flight = None;
+                match fetched {
+                    Ok(f) => {
+                        if let Some(rt) = &f.refresh_token {
+                            inner.refresh_token = Some(rt.clone());
+                        }
+                        let token = Arc::new(policy.token(f, now));
+                        slot.current.store(Some(token.clone()));
+                        inner.failures = 0;
+                        inner.retry_at = None;
+                        inner.last_error = None;
+                        Ok(token)
+                    }
+                    Err(e) => {
+                        cache.stats.fetch_failures.fetch_add(1, Ordering::Relaxed);
+                        if e.kind == TokenErrorKind::GrantInvalid {
+                            inner.refresh_token = None;
+                        }
+                        inner.failures += 1;
+                        let wait = policy.backoff(inner.failures);
+                        inner.retry_at = Some(now + wait);
+                        inner.last_error = Some(e.clone());
+                        Err(e)
+                    }
+                }
+            };
+            let _ = tx.send(Some(result));
+        });
+        rx
+    }
+
+    /// Drops `token` if it is still the cached one for `key` (an upstream refused it). Returns
+    /// whether it was.
+    pub fn invalidate_if_current(&self, key: &TokenKey, token: &Arc<Token>) -> bool {
+        let Some(slot) = self.slots.get(key).map(|s| s.clone()) else {
+            return false;
+        };
+        let prev = slot.current.compare_and_swap(token, None);
+        matches!(&*prev, Some(p) if Arc::ptr_eq(p, token))
+    }
+
+    /// Puts a token in the cache (used by the admin test with `store=true`).
+    pub fn insert(&self, key: &TokenKey, token: Token, refresh_token: Option<Secret>) {
+        let slot = self.slot(key);
+        let mut inner = lock(&slot.inner);
+        if refresh_token.is_some() {
+            inner.refresh_token = refresh_token;
+        }
+        inner.failures = 0;
+        inner.retry_at = None;
+        inner.last_error = None;
+        slot.current.store(Some(Arc::new(token)));
+    }
+
+    /// Number of keys with a slot.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}

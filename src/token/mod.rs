@@ -1,0 +1,218 @@
+//! The token cache: one token per key, fetched once under any concurrency, refreshed early, backed off
+//! while the source fails.
+//!
+//! This module knows nothing of OAuth: it calls a [`TokenSource`] and keeps what it returns. Shape
+//! (after pingora's read-through cache): the hot path is one map lookup plus a lock-free load of the
+//! current token; only a miss, an early refresh or a failure takes the slot's small mutex.
+//!
+//! Lifecycle of a token with lifetime `L` received at `t0` (see [`Policy`]):
+//! - `t0 .. refresh_at`: served from the cache;
+//! - `refresh_at .. usable_until`: still served, while **one** background refresh runs;
+//! - from `usable_until` (a margin before the real expiry): never injected; callers wait for the
+//!   single flight instead.
+//!
+//! While the source fails, the key backs off (1 s, doubling up to `backoff_max`): callers that need a
+//! new token get the last error at once, without a new request to the source.
+
+mod cache;
+
+pub use cache::TokenCache;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::time::Instant;
+
+use crate::error::{ErrorCode, ProxyError};
+use crate::secret::Secret;
+
+/// Identifies one cached token.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TokenKey {
+    pub profile: Arc<str>,
+    /// Hash of the profile's token settings: a changed secret or scope is a different key.
+    pub fingerprint: u64,
+    pub tenant: Option<Arc<str>>,
+    pub user: Option<Arc<str>>,
+}
+
+/// What a source returns.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub access_token: Secret,
+    pub token_type: String,
+    /// `None` when the source did not say; the policy's default lifetime applies.
+    pub expires_in: Option<Duration>,
+    pub refresh_token: Option<Secret>,
+    pub id_token: Option<Secret>,
+    pub scope: Option<String>,
+    /// Other string, number or boolean members of the response (`{{token.<name>}}`).
+    pub extra: Vec<(String, String)>,
+}
+
+/// A cached token with its timeline.
+#[derive(Debug)]
+pub struct Token {
+    pub access_token: Secret,
+    pub token_type: String,
+    pub id_token: Option<Secret>,
+    pub scope: Option<String>,
+    pub extra: Vec<(String, String)>,
+    pub has_refresh_token: bool,
+    pub received_at: Instant,
+    pub lifetime: Duration,
+    pub refresh_at: Instant,
+    pub usable_until: Instant,
+}
+
+impl Token {
+    pub fn expires_at(&self) -> Instant {
+        self.received_at + self.lifetime
+    }
+
+    pub fn extra(&self, name: &str) -> Option<&str> {
+        self.extra
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How a key's tokens age and how failures back off.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Lifetime when the source gives none.
+    pub default_lifetime: Duration,
+    /// Longest lifetime believed (a source saying "10^12 seconds" gets this).
+    pub max_lifetime: Duration,
+    /// Refresh this long before expiry, at most half the lifetime.
+    pub refresh_before: Duration,
+    /// Never inject a token in its last `expiry_margin`, at most a tenth of the lifetime.
+    pub expiry_margin: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(60);
+pub const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(10);
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            default_lifetime: DEFAULT_TOKEN_LIFETIME,
+            max_lifetime: MAX_TOKEN_LIFETIME,
+            refresh_before: DEFAULT_REFRESH_BEFORE,
+            expiry_margin: DEFAULT_EXPIRY_MARGIN,
+            backoff_min: BACKOFF_MIN,
+            backoff_max: BACKOFF_MAX,
+        }
+    }
+}
+
+impl Policy {
+    /// Turns a fetched token into a cached one received `now`.
+    pub fn token(&self, f: Fetched, now: Instant) -> Token {
+        let lifetime = f
+            .expires_in
+            .unwrap_or(self.default_lifetime)
+            .clamp(Duration::from_secs(1), self.max_lifetime);
+        let refresh_before = self.refresh_before.min(lifetime / 2);
+        let margin = self.expiry_margin.min(lifetime / 10);
+        Token {
+            access_token: f.access_token,
+            token_type: f.token_type,
+            id_token: f.id_token,
+            scope: f.scope,
+            extra: f.extra,
+            has_refresh_token: f.refresh_token.is_some(),
+            received_at: now,
+            lifetime,
+            refresh_at: now + lifetime - refresh_before,
+            usable_until: now + lifetime - margin,
+        }
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        let exp = failures.saturating_sub(1).min(16);
+        (self.backoff_min * 2u32.pow(exp)).min(self.backoff_max)
+    }
+}
+
+/// Why a source could not give a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenErrorKind {
+    /// The source refused the client or the grant (e.g. OAuth `invalid_client`).
+    Rejected,
+    /// The refresh token (or user grant) is no longer valid: the grant is gone.
+    GrantInvalid,
+    /// The source answered something that is not a token.
+    InvalidResponse,
+    /// The source could not be reached or failed (5xx).
+    Unavailable,
+    /// The source did not answer in time.
+    Timeout,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenError {
+    pub kind: TokenErrorKind,
+    /// Never contains a token or secret; may contain the source's error code and description.
+    pub message: String,
+    /// Seconds a caller should wait (from the source's `Retry-After` or the backoff).
+    pub retry_after: Option<u64>,
+}
+
+impl TokenError {
+    pub fn new(kind: TokenErrorKind, message: impl Into<String>) -> Self {
+        TokenError {
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self.kind {
+            TokenErrorKind::Rejected | TokenErrorKind::GrantInvalid => ErrorCode::IdpRejected,
+            TokenErrorKind::InvalidResponse => ErrorCode::IdpInvalidResponse,
+            TokenErrorKind::Unavailable => ErrorCode::IdpUnavailable,
+            TokenErrorKind::Timeout => ErrorCode::IdpTimeout,
+        }
+    }
+
+    pub fn into_proxy_error(self, profile: &Arc<str>) -> ProxyError {
+        let mut e = ProxyError::new(self.code(), self.message).with_profile(profile);
+        if e.code == ErrorCode::IdpUnavailable {
+            e.retry_after = Some(self.retry_after.unwrap_or(1).max(1));
+        }
+        e
+    }
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TokenError {}
+
+/// Where tokens come from (the OAuth client, or a test double).
+pub trait TokenSource: Send + Sync + 'static {
+    /// Fetches a token for `key`. With `refresh_token`, the source should use it (and may fall back
+    /// to its own grant when the refresh token is refused).
+    fn fetch<'a>(
+        &'a self,
+        key: &'a TokenKey,
+        refresh_token: Option<Secret>,
+    ) -> BoxFuture<'a, Result<Fetched, TokenError>>;
+}
+
+#[cfg(test)]
+mod tests;

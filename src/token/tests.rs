@@ -1,0 +1,246 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use super::*;
+
+/// A source that counts calls, waits `delay`, then answers from `plan`.
+struct Fake {
+    calls: AtomicUsize,
+    delay: Duration,
+    lifetime: Option<Duration>,
+    fail: Mutex<Option<TokenErrorKind>>,
+    refresh_tokens_seen: Mutex<Vec<Option<String>>>,
+    issue_refresh_token: bool,
+}
+
+impl Fake {
+    fn new(lifetime: Option<Duration>) -> Arc<Fake> {
+        Arc::new(Fake {
+            calls: AtomicUsize::new(0),
+            delay: Duration::from_millis(100),
+            lifetime,
+            fail: Mutex::new(None),
+            refresh_tokens_seen: Mutex::new(Vec::new()),
+            issue_refresh_token: false,
+        })
+    }
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl TokenSource for Fake {
+    fn fetch<'a>(
+        &'a self,
+        _key: &'a TokenKey,
+        refresh_token: Option<Secret>,
+    ) -> BoxFuture<'a, Result<Fetched, TokenError>> {
+        Box::pin(async move {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            self.refresh_tokens_seen
+                .lock()
+                .unwrap()
+                .push(refresh_token.map(|s| s.expose().to_string()));
+            tokio::time::sleep(self.delay).await;
+            if let Some(kind) = *self.fail.lock().unwrap() {
+                return Err(TokenError::new(kind, "nope"));
+            }
+            Ok(Fetched {
+                access_token: Secret::new(format!("tok-{n}")),
+                token_type: "Bearer".into(),
+                expires_in: self.lifetime,
+                refresh_token: self
+                    .issue_refresh_token
+                    .then(|| Secret::new(format!("rt-{n}"))),
+                id_token: None,
+                scope: None,
+                extra: vec![],
+            })
+        })
+    }
+}
+
+fn key() -> TokenKey {
+    TokenKey {
+        profile: Arc::from("p"),
+        fingerprint: 1,
+        tenant: None,
+        user: None,
+    }
+}
+
+fn src(f: &Arc<Fake>) -> Arc<dyn TokenSource> {
+    f.clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_thousand_concurrent_misses_cause_one_fetch() {
+    let cache = TokenCache::new();
+    let fake = Fake::new(Some(Duration::from_secs(60)));
+    let source = src(&fake);
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let (c, s) = (cache.clone(), source.clone());
+        tasks.push(tokio::spawn(async move {
+            c.get(&key(), &s, &Policy::default()).await.map(|t| t.access_token.expose().to_string())
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), "tok-1");
+    }
+    assert_eq!(fake.calls(), 1);
+    assert_eq!(cache.stats.fetches.load(Ordering::Relaxed), 1);
+
+    // The same after expiry.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let (c, s) = (cache.clone(), source.clone());
+        tasks.push(tokio::spawn(async move { c.get(&key(), &s, &Policy::default()).await.map(|t| t.access_token.expose().to_string()) }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), "tok-2");
+    }
+    assert_eq!(fake.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_in_its_last_margin_is_never_injected() {
+    let cache = TokenCache::new();
+    let fake = Fake::new(Some(Duration::from_secs(5)));
+    let source = src(&fake);
+    let p = Policy::default();
+    let t1 = cache.get(&key(), &source, &p).await.unwrap();
+    // 5 s token: refresh from 2.5 s, never used from 4.5 s.
+    assert_eq!(t1.refresh_at - t1.received_at, Duration::from_millis(2500));
+    assert_eq!(t1.usable_until - t1.received_at, Duration::from_millis(4500));
+    tokio::time::advance(Duration::from_millis(4600)).await;
+    let t2 = cache.get(&key(), &source, &p).await.unwrap();
+    assert_eq!(t2.access_token.expose(), "tok-2");
+    assert!(Instant::now() < t2.usable_until);
+}
+
+#[tokio::test(start_paused = true)]
+async fn near_expiry_the_old_token_is_served_while_one_refresh_runs() {
+    let cache = TokenCache::new();
+    let fake = Fake::new(Some(Duration::from_secs(5)));
+    let source = src(&fake);
+    let p = Policy::default();
+    cache.get(&key(), &source, &p).await.unwrap();
+    tokio::time::advance(Duration::from_secs(3)).await;
+    for _ in 0..50 {
+        // Served at once (no await on the fetch): the old token.
+        let t = cache.get(&key(), &source, &p).await.unwrap();
+        assert_eq!(t.access_token.expose(), "tok-1");
+    }
+    assert_eq!(cache.stats.fetches.load(Ordering::Relaxed), 2, "one background refresh");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = cache.get(&key(), &source, &p).await.unwrap();
+    assert_eq!(t.access_token.expose(), "tok-2");
+    assert_eq!(cache.stats.early_refreshes.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_back_off_without_new_fetches_and_reset_on_success() {
+    let cache = TokenCache::new();
+    let fake = Fake::new(Some(Duration::from_secs(60)));
+    *fake.fail.lock().unwrap() = Some(TokenErrorKind::Unavailable);
+    let source = src(&fake);
+    let p = Policy::default();
+
+    // 100 concurrent callers share the one failing fetch.
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let (c, s, p) = (cache.clone(), source.clone(), p.clone());
+        tasks.push(tokio::spawn(async move { c.get(&key(), &s, &p).await.map(|_| ()) }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap_err().kind, TokenErrorKind::Unavailable);
+    }
+    assert_eq!(fake.calls(), 1);
+    // Within the backoff: the error at once, with Retry-After, no fetch.
+    let e = cache.get(&key(), &source, &p).await.unwrap_err();
+    assert_eq!(e.retry_after, Some(1));
+    assert_eq!(fake.calls(), 1);
+    // After 1 s: one more try, which fails; now 2 s.
+    tokio::time::advance(Duration::from_millis(1100)).await;
+    assert!(cache.get(&key(), &source, &p).await.is_err());
+    assert_eq!(fake.calls(), 2);
+    tokio::time::advance(Duration::from_millis(1100)).await;
+    assert!(cache.get(&key(), &source, &p).await.is_err());
+    assert_eq!(fake.calls(), 2, "second backoff is 2 s");
+    tokio::time::advance(Duration::from_millis(1000)).await;
+    *fake.fail.lock().unwrap() = None;
+    assert!(cache.get(&key(), &source, &p).await.is_ok());
+    assert_eq!(fake.calls(), 3);
+    // Success reset the backoff.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    *fake.fail.lock().unwrap() = Some(TokenErrorKind::Timeout);
+    assert!(cache.get(&key(), &source, &p).await.is_err());
+    tokio::time::advance(Duration::from_millis(1100)).await;
+    assert!(cache.get(&key(), &source, &p).await.is_err());
+    assert_eq!(fake.calls(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalidation_only_drops_the_token_it_names() {
+    let cache = TokenCache::new();
+    let fake = Fake::new(Some(Duration::from_secs(60)));
+    let source = src(&fake);
+    let p = Policy::default();
+    let t1 = cache.get(&key(), &source, &p).await.unwrap();
+    assert!(cache.invalidate_if_current(&key(), &t1));
+    let t2 = cache.get(&key(), &source, &p).await.unwrap();
+    assert_eq!(t2.access_token.expose(), "tok-2");
+    // A late 401 for the old token must not drop the new one.
+    assert!(!cache.invalidate_if_current(&key(), &t1));
+    let t3 = cache.get(&key(), &source, &p).await.unwrap();
+    assert!(Arc::ptr_eq(&t2, &t3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn refresh_tokens_are_used_kept_and_dropped_when_invalid() {
+    let cache = TokenCache::new();
+    let fake = Arc::new(Fake {
+        issue_refresh_token: true,
+        ..Arc::into_inner(Fake::new(Some(Duration::from_secs(10)))).unwrap()
+    });
+    let source = src(&fake);
+    let p = Policy::default();
+    cache.get(&key(), &source, &p).await.unwrap();
+    tokio::time::advance(Duration::from_secs(11)).await;
+    cache.get(&key(), &source, &p).await.unwrap();
+    *fake.fail.lock().unwrap() = Some(TokenErrorKind::GrantInvalid);
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert!(cache.get(&key(), &source, &p).await.is_err());
+    *fake.fail.lock().unwrap() = None;
+    tokio::time::advance(Duration::from_secs(2)).await;
+    cache.get(&key(), &source, &p).await.unwrap();
+    let seen = fake.refresh_tokens_seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![None, Some("rt-1".into()), Some("rt-2".into()), None],
+        "refresh token used, then dropped after it was refused"
+    );
+}
+
+#[test]
+fn lifetimes_default_and_clamp() {
+    let p = Policy::default();
+    let f = |e: Option<Duration>| Fetched {
+        access_token: Secret::new("a"),
+        token_type: "Bearer".into(),
+        expires_in: e,
+        refresh_token: None,
+        id_token: None,
+        scope: None,
+        extra: vec![],
+    };
+    let now = Instant::now();
+    assert_eq!(p.token(f(None), now).lifetime, DEFAULT_TOKEN_LIFETIME);
+    assert_eq!(p.token(f(Some(Duration::ZERO)), now).lifetime, Duration::from_secs(1));
+    assert_eq!(p.token(f(Some(Duration::from_secs(1 << 40))), now).lifetime, MAX_TOKEN_LIFETIME);
+    let t = p.token(f(Some(Duration::from_secs(3600))), now);
+    assert_eq!(t.expires_at() - t.refresh_at, DEFAULT_REFRESH_BEFORE);
+    assert_eq!(t.expires_at() - t.usable_until, DEFAULT_EXPIRY_MARGIN);
+}
