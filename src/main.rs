@@ -82,7 +82,12 @@ fn summary(config: &Config) -> String {
         out.push_str(&format!(
             "  {} -> {}  profiles: {}\n",
             r.prefix,
-            r.upstream.raw,
+            // The fixed query may hold a ${VAR} value: not printed.
+            if r.upstream.query.is_some() {
+                format!("{}?…", r.upstream.raw.split('?').next().unwrap_or(""))
+            } else {
+                r.upstream.raw.clone()
+            },
             names.join(", ")
         ));
     }

@@ -63,15 +63,13 @@ impl<'de> Deserialize<'de> for Secret {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
                 Ok(Secret::new(v))
             }
-            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
-                Err(E::custom(
-                    "invalid type: a number, expected a string (quote it)",
-                ))
+            // An all-digit value (a PIN, or an environment override, which the loader turns into
+            // a number) is taken as its decimal text.
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
             }
-            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
-                Err(E::custom(
-                    "invalid type: a number, expected a string (quote it)",
-                ))
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
             }
             fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
                 Err(E::custom(
@@ -108,11 +106,15 @@ mod tests {
     }
 
     #[test]
-    fn numeric_secret_type_error_does_not_echo_the_number() {
-        let err = toml::Value::Integer(987654321)
+    fn numbers_are_taken_as_text_and_other_types_not_echoed() {
+        let s = toml::Value::Integer(987654321)
+            .try_into::<Secret>()
+            .unwrap();
+        assert_eq!(s.expose(), "987654321");
+        let err = toml::Value::Float(98765.4321)
             .try_into::<Secret>()
             .unwrap_err()
             .to_string();
-        assert!(!err.contains("987654321"), "{err}");
+        assert!(!err.contains("98765"), "{err}");
     }
 }

@@ -6,7 +6,13 @@
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+use std::time::Duration;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::{ClientConfig, RootCertStore};
+
+use crate::config::ClientTls;
 
 /// Loads the CA certificates of a PEM bundle. Errors name the file and the problem.
 pub fn load_roots(path: &Path) -> Result<RootCertStore, String> {
@@ -59,6 +65,50 @@ pub fn client_config(roots: Arc<RootCertStore>) -> Result<ClientConfig, String> 
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(cfg)
+}
+
+/// An HTTP(S) connector for outgoing connections with these TLS settings (HTTP/1.1).
+pub fn https_connector(
+    tls: &ClientTls,
+    connect_timeout: Duration,
+) -> Result<HttpsConnector<HttpConnector>, String> {
+    let roots = match &tls.ca_file {
+        Some(path) => Arc::new(load_roots(path)?),
+        None => system_roots(),
+    };
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(client_config(roots)?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
+}
+
+fn chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
+/// The TLS failure somewhere in an error's source chain, as text (unknown CA, name mismatch, …).
+pub fn tls_reason(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    chain(e).find_map(|err| {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(r.to_string());
+        }
+        err.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .map(|r| r.to_string())
+    })
+}
+
+/// The innermost cause of an error, as text.
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    chain(e).last().map(|c| c.to_string()).unwrap_or_default()
 }
 
 #[cfg(test)]

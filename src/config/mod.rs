@@ -97,8 +97,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     pub listen: SocketAddr,
-    /// HTTP/1: time to receive a complete request head, counted from when the sidecar starts waiting
-    /// for it (so it also bounds the gap between keep-alive requests).
+    /// HTTP/1: time to receive a complete request head, counted from its first byte (or from accept,
+    /// for a connection's first request). The gap between keep-alive requests is `idle_timeout`.
     pub header_read_timeout: Duration,
     /// Longest wait for the next piece of a request body.
     pub body_read_timeout: Duration,
@@ -182,7 +182,7 @@ impl Location {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PayloadFormat {
     Json,
     Form,
@@ -207,7 +207,10 @@ impl Config {
             Ok(config) if errors.is_empty() => Ok(config),
             Ok(_) => Err(ConfigErrors(errors)),
             Err(more) => {
-                errors.extend(more);
+                // A key whose reference failed still holds the unexpanded text: drop errors about
+                // its value, the reference error says it all.
+                let failed: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
+                errors.extend(more.into_iter().filter(|e| !failed.contains(&e.path)));
                 Err(ConfigErrors(errors))
             }
         }

@@ -76,7 +76,7 @@ impl UpstreamUrl {
             (Scheme::HTTPS, r)
         } else {
             return Err(format!(
-                "\"{raw}\" is not an absolute URL; expected http://host[:port]/path or https://…"
+                "not an absolute URL; expected http://host[:port]/path or https://…"
             ));
         };
         if raw.contains('#') {
@@ -88,7 +88,7 @@ impl UpstreamUrl {
             return Err("credentials in the URL are not allowed; use a profile".into());
         }
         if auth.is_empty() {
-            return Err(format!("\"{raw}\" has no host"));
+            return Err("the URL has no host".to_string());
         }
         // Port (only after the last ':' outside IPv6 brackets)
         let (host_part, port) = match auth.rfind(':') {
@@ -133,7 +133,7 @@ impl UpstreamUrl {
         };
         let authority: Authority = sample_auth
             .parse()
-            .map_err(|_| format!("invalid host \"{host_part}\""))?;
+            .map_err(|_| "invalid host; expected a DNS name or IP address".to_string())?;
         let sample_path = sample(&path);
         let pq = match query {
             Some(q) => format!("{sample_path}?{q}"),

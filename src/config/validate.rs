@@ -76,6 +76,24 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
     let admin = admin_settings(admin, &mut v);
     let mock_provider = mock.and_then(|m| listen_addr(&m.listen, "mock_provider.listen", &mut v));
 
+    let mut listeners: Vec<(&str, SocketAddr)> = vec![
+        ("proxy.listen", proxy.listen),
+        ("admin.listen", admin.listen),
+    ];
+    if let Some(m) = mock_provider {
+        listeners.push(("mock_provider.listen", m));
+    }
+    for (i, (a, addr)) in listeners.iter().enumerate() {
+        for (b, other) in &listeners[..i] {
+            if addr == other && addr.port() != 0 {
+                v.err(
+                    a,
+                    format!("same address as {b}; each listener needs its own"),
+                );
+            }
+        }
+    }
+
     let mut profiles = IndexMap::new();
     // Profiles that failed to parse are remembered so routes naming them don't add a second error.
     let mut broken = HashSet::new();
@@ -303,6 +321,12 @@ fn route(
             None => v.err(&p, format!("unknown profile \"{name}\"")),
         }
     }
+    if rr.timeout.is_some_and(|d| d.0.is_zero()) {
+        v.err(
+            &format!("{path}.timeout"),
+            "must be greater than zero; expected a duration like \"30s\"",
+        );
+    }
     let tls = client_tls(rr.tls, path, v);
     if v.errors.len() > before {
         return None;
@@ -340,6 +364,21 @@ fn check_route_profile(u: &UpstreamUrl, prof: &Profile, p: &str, route_path: &st
         }
     }
     for (i, f) in prof.fields.iter().enumerate() {
+        if f.location == Location::Query {
+            let fixed = u.query.as_deref().unwrap_or("");
+            if fixed
+                .split('&')
+                .any(|pair| pair.split('=').next() == Some(f.key.as_str()))
+            {
+                v.err(
+                    p,
+                    format!(
+                        "profile \"{name}\" fields[{i}] sets query parameter \"{}\", which the upstream URL of {route_path} already has; remove one",
+                        f.key
+                    ),
+                );
+            }
+        }
         if f.location == Location::Path && !u.placeholders().any(|ph| ph == f.key) {
             v.err(
                 p,
@@ -442,6 +481,23 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
             }
             fields.push(f);
         }
+    }
+    let formats: HashSet<PayloadFormat> = fields
+        .iter()
+        .filter(|f| f.location == Location::Payload)
+        .map(|f| f.payload_format)
+        .collect();
+    if formats.len() > 1 {
+        v.err(
+            &format!("{path}.fields"),
+            "payload fields disagree on payload_format; use the same for all",
+        );
+    }
+    if fields.is_empty() && !matches!(kind, Some(ProfileKind::None) | None) {
+        v.err(
+            &format!("{path}.fields"),
+            "empty: the credential would never be sent; remove `fields` to use the default or add one",
+        );
     }
     if v.errors.len() > before {
         return None;
@@ -603,7 +659,26 @@ fn field(
             }
         },
     };
+    if location == Some(Location::Payload)
+        && payload_format == PayloadFormat::Form
+        && rf.key.starts_with('/')
+    {
+        v.err(
+            &format!("{fp}.key"),
+            "a JSON Pointer needs payload_format = \"json\"; a form body takes a plain name",
+        );
+    }
     if let (Some(t), Some(k)) = (&value, kind) {
+        if location == Some(Location::Path) {
+            if let Some(rendered) = crate::credential::render_static(t, k) {
+                if rendered.is_empty() || rendered == "." || rendered == ".." {
+                    v.err(
+                        &value_path,
+                        "a path parameter can never be empty, \".\" or \"..\"",
+                    );
+                }
+            }
+        }
         for var in t.vars() {
             if let Err(msg) = var_available(var, k, tenancy) {
                 v.err(&value_path, msg);

@@ -3,7 +3,6 @@
 //! Redirects are never followed: hyper's client does not follow them, and the proxy passes any 3xx
 //! back to the caller untouched.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -29,20 +28,7 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(tls: &ClientTls, connect_timeout: Duration) -> Result<Upstream, String> {
-        let roots = match &tls.ca_file {
-            Some(path) => Arc::new(crate::tls::load_roots(path)?),
-            None => crate::tls::system_roots(),
-        };
-        let tls_config = crate::tls::client_config(roots)?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(connect_timeout));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let https = crate::tls::https_connector(tls, connect_timeout)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -89,7 +75,7 @@ fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
             ),
         };
     }
-    if let Some(reason) = tls_reason(e) {
+    if let Some(reason) = crate::tls::tls_reason(e) {
         return ProxyError::new(
             ErrorCode::UpstreamTlsError,
             format!("TLS handshake with the upstream failed: {reason}"),
@@ -102,28 +88,6 @@ fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
     };
     ProxyError::new(
         ErrorCode::UpstreamUnavailable,
-        format!("{what}: {}", root_cause(e)),
+        format!("{what}: {}", crate::tls::root_cause(e)),
     )
-}
-
-fn chain<'a>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
-    std::iter::successors(Some(e), |e| e.source())
-}
-
-fn tls_reason(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    chain(e).find_map(|err| {
-        if let Some(r) = err.downcast_ref::<rustls::Error>() {
-            return Some(r.to_string());
-        }
-        err.downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            .map(|r| r.to_string())
-    })
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    chain(e).last().map(|c| c.to_string()).unwrap_or_default()
 }

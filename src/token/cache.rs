@@ -104,9 +104,12 @@ impl TokenCache {
                 None => {
                     if let (Some(at), Some(err)) = (inner.retry_at, &inner.last_error) {
                         if now < at {
-                            self.stats.backoff_rejections.fetch_add(1, Ordering::Relaxed);
+                            self.stats
+                                .backoff_rejections
+                                .fetch_add(1, Ordering::Relaxed);
                             let mut e = err.clone();
-                            let wait = at.saturating_duration_since(now).as_secs_f64().ceil() as u64;
+                            let wait =
+                                at.saturating_duration_since(now).as_secs_f64().ceil() as u64;
                             e.retry_after = Some(e.retry_after.unwrap_or(0).max(wait).max(1));
                             return Err(e);
                         }
@@ -115,10 +118,9 @@ impl TokenCache {
                 }
             }
         };
-        let result = rx
-            .wait_for(|r| r.is_some())
-            .await
-            .map_err(|_| TokenError::new(TokenErrorKind::Unavailable, "token fetch was abandoned"))?;
+        let result = rx.wait_for(|r| r.is_some()).await.map_err(|_| {
+            TokenError::new(TokenErrorKind::Unavailable, "token fetch was abandoned")
+        })?;
         result
             .clone()
             .unwrap_or_else(|| Err(TokenError::new(TokenErrorKind::Unavailable, "no token")))

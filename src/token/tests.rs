@@ -82,7 +82,9 @@ async fn a_thousand_concurrent_misses_cause_one_fetch() {
     for _ in 0..1000 {
         let (c, s) = (cache.clone(), source.clone());
         tasks.push(tokio::spawn(async move {
-            c.get(&key(), &s, &Policy::default()).await.map(|t| t.access_token.expose().to_string())
+            c.get(&key(), &s, &Policy::default())
+                .await
+                .map(|t| t.access_token.expose().to_string())
         }));
     }
     for t in tasks {
@@ -96,7 +98,11 @@ async fn a_thousand_concurrent_misses_cause_one_fetch() {
     let mut tasks = Vec::new();
     for _ in 0..1000 {
         let (c, s) = (cache.clone(), source.clone());
-        tasks.push(tokio::spawn(async move { c.get(&key(), &s, &Policy::default()).await.map(|t| t.access_token.expose().to_string()) }));
+        tasks.push(tokio::spawn(async move {
+            c.get(&key(), &s, &Policy::default())
+                .await
+                .map(|t| t.access_token.expose().to_string())
+        }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap(), "tok-2");
@@ -113,7 +119,10 @@ async fn a_token_in_its_last_margin_is_never_injected() {
     let t1 = cache.get(&key(), &source, &p).await.unwrap();
     // 5 s token: refresh from 2.5 s, never used from 4.5 s.
     assert_eq!(t1.refresh_at - t1.received_at, Duration::from_millis(2500));
-    assert_eq!(t1.usable_until - t1.received_at, Duration::from_millis(4500));
+    assert_eq!(
+        t1.usable_until - t1.received_at,
+        Duration::from_millis(4500)
+    );
     tokio::time::advance(Duration::from_millis(4600)).await;
     let t2 = cache.get(&key(), &source, &p).await.unwrap();
     assert_eq!(t2.access_token.expose(), "tok-2");
@@ -133,7 +142,11 @@ async fn near_expiry_the_old_token_is_served_while_one_refresh_runs() {
         let t = cache.get(&key(), &source, &p).await.unwrap();
         assert_eq!(t.access_token.expose(), "tok-1");
     }
-    assert_eq!(cache.stats.fetches.load(Ordering::Relaxed), 2, "one background refresh");
+    assert_eq!(
+        cache.stats.fetches.load(Ordering::Relaxed),
+        2,
+        "one background refresh"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = cache.get(&key(), &source, &p).await.unwrap();
     assert_eq!(t.access_token.expose(), "tok-2");
@@ -152,10 +165,15 @@ async fn failures_back_off_without_new_fetches_and_reset_on_success() {
     let mut tasks = Vec::new();
     for _ in 0..100 {
         let (c, s, p) = (cache.clone(), source.clone(), p.clone());
-        tasks.push(tokio::spawn(async move { c.get(&key(), &s, &p).await.map(|_| ()) }));
+        tasks.push(tokio::spawn(async move {
+            c.get(&key(), &s, &p).await.map(|_| ())
+        }));
     }
     for t in tasks {
-        assert_eq!(t.await.unwrap().unwrap_err().kind, TokenErrorKind::Unavailable);
+        assert_eq!(
+            t.await.unwrap().unwrap_err().kind,
+            TokenErrorKind::Unavailable
+        );
     }
     assert_eq!(fake.calls(), 1);
     // Within the backoff: the error at once, with Retry-After, no fetch.
@@ -238,8 +256,14 @@ fn lifetimes_default_and_clamp() {
     };
     let now = Instant::now();
     assert_eq!(p.token(f(None), now).lifetime, DEFAULT_TOKEN_LIFETIME);
-    assert_eq!(p.token(f(Some(Duration::ZERO)), now).lifetime, Duration::from_secs(1));
-    assert_eq!(p.token(f(Some(Duration::from_secs(1 << 40))), now).lifetime, MAX_TOKEN_LIFETIME);
+    assert_eq!(
+        p.token(f(Some(Duration::ZERO)), now).lifetime,
+        Duration::from_secs(1)
+    );
+    assert_eq!(
+        p.token(f(Some(Duration::from_secs(1 << 40))), now).lifetime,
+        MAX_TOKEN_LIFETIME
+    );
     let t = p.token(f(Some(Duration::from_secs(3600))), now);
     assert_eq!(t.expires_at() - t.refresh_at, DEFAULT_REFRESH_BEFORE);
     assert_eq!(t.expires_at() - t.usable_until, DEFAULT_EXPIRY_MARGIN);
