@@ -75,9 +75,9 @@ impl UpstreamUrl {
         } else if let Some(r) = raw.strip_prefix("https://") {
             (Scheme::HTTPS, r)
         } else {
-            return Err(format!(
-                "not an absolute URL; expected http://host[:port]/path or https://…"
-            ));
+            return Err(
+                "not an absolute URL; expected http://host[:port]/path or https://…".to_string(),
+            );
         };
         if raw.contains('#') {
             return Err("a fragment (#) is not allowed in an upstream URL".into());

@@ -364,12 +364,27 @@ payload_format = "form"
 "#,
     );
     has(&all, "admin.listen: same address as proxy.listen");
-    has(&all, "admin.token: environment variable MISSING_ADMIN_TOKEN is not set");
-    assert!(!all.iter().any(|e| e.contains("too short")), "no follow-on error: {all:?}");
+    has(
+        &all,
+        "admin.token: environment variable MISSING_ADMIN_TOKEN is not set",
+    );
+    assert!(
+        !all.iter().any(|e| e.contains("too short")),
+        "no follow-on error: {all:?}"
+    );
     has(&all, "routes[0].timeout: must be greater than zero");
-    has(&all, "profiles.b.fields: empty: the credential would never be sent");
-    has(&all, "profiles.q.fields[1].value: a path parameter can never be empty, \".\" or \"..\"");
-    has(&all, "profiles.q.fields[2].key: a JSON Pointer needs payload_format = \"json\"");
+    has(
+        &all,
+        "profiles.b.fields: empty: the credential would never be sent",
+    );
+    has(
+        &all,
+        "profiles.q.fields[1].value: a path parameter can never be empty, \".\" or \"..\"",
+    );
+    has(
+        &all,
+        "profiles.q.fields[2].key: a JSON Pointer needs payload_format = \"json\"",
+    );
 }
 
 #[test]
