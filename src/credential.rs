@@ -17,12 +17,18 @@ pub struct Credential {
     password: Option<Secret>,
     /// base64(username ":" password), RFC 7617.
     basic: Option<Secret>,
+    /// OAuth client id (not a secret).
+    client_id: Option<Secret>,
 }
 
 impl Credential {
     pub fn from_kind(kind: &ProfileKind) -> Credential {
         match kind {
             ProfileKind::None => Credential::default(),
+            ProfileKind::OAuth(o) => Credential {
+                client_id: Some(Secret::new(o.client_id.as_str())),
+                ..Credential::default()
+            },
             ProfileKind::ApiKey { key } => Credential {
                 api_key: Some(key.clone()),
                 ..Credential::default()
@@ -48,6 +54,7 @@ impl Credential {
             Var::Username => &self.username,
             Var::Password => &self.password,
             Var::Basic => &self.basic,
+            Var::ClientId => &self.client_id,
             _ => return None,
         };
         s.as_ref().map(Secret::expose)

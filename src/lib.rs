@@ -11,6 +11,7 @@ pub mod credential;
 pub mod error;
 pub mod inject;
 pub mod mock;
+pub mod oauth;
 pub mod proxy;
 pub mod secret;
 pub mod serve;
@@ -64,18 +65,29 @@ impl Server {
         let shutdown = Shutdown::new();
         let ready = Arc::new(AtomicBool::new(false));
 
-        let mock_addr = match config.mock_provider {
-            Some(addr) => {
-                let l = bind("mock provider", addr).await?;
-                let local = l.local_addr().unwrap_or(addr);
-                mock::spawn(l, Arc::default(), shutdown.subscribe());
+        let mock_addr = match &config.mock_provider {
+            Some(m) => {
+                let l = bind("mock provider", m.listen).await?;
+                let local = l.local_addr().unwrap_or(m.listen);
+                let settings = mock::MockSettings {
+                    clients: vec![(m.client_id.clone(), m.client_secret.expose().to_string())],
+                    users: vec![(m.username.clone(), m.password.expose().to_string())],
+                    token_lifetime: m.token_lifetime,
+                    ..mock::MockSettings::default()
+                };
+                mock::spawn(
+                    l,
+                    Arc::new(mock::MockState::new(settings)),
+                    shutdown.subscribe(),
+                );
                 Some(local)
             }
             None => None,
         };
 
         let snapshot = Arc::new(proxy::Snapshot::build(config.clone()).map_err(StartError::Tls)?);
-        let proxy = proxy::Proxy::new(snapshot);
+        let cache = token::TokenCache::new();
+        let proxy = proxy::Proxy::new(snapshot.clone(), cache.clone());
         let limits = Limits {
             header_read_timeout: config.proxy.header_read_timeout,
             idle_timeout: config.proxy.idle_timeout,
@@ -86,13 +98,16 @@ impl Server {
             proxy.handler(c)
         }));
 
-        let admin = admin::Admin::new(config.clone(), ready.clone());
+        let admin = admin::Admin::new(snapshot, cache, ready.clone());
         let al = bind("admin", config.admin.listen).await?;
         let admin_addr = al.local_addr().unwrap_or(config.admin.listen);
         tokio::spawn(serve::serve(al, limits, shutdown.subscribe(), move |c| {
             admin.handler(c)
         }));
 
+        for w in &config.warnings {
+            tracing::warn!("config: {w}");
+        }
         ready.store(true, Ordering::Release);
         tracing::info!(%proxy_addr, %admin_addr, mock = ?mock_addr, routes = config.routes.len(), profiles = config.profiles.len(), "authsidecar started");
         Ok(Server {

@@ -37,7 +37,19 @@ enum Command {
     Run,
     /// Validate the config: every error with its key path (exit 1), or a summary (exit 0).
     Check,
-    /// Run the built-in mock provider (echo upstream) alone.
+    /// Run a profile's token request and show status, headers and body with secrets masked
+    /// (exit 0 on success, 1 on failure). Does not touch a running sidecar's cache.
+    TestAuth {
+        /// Profile name.
+        profile: String,
+        /// Tenant for profiles with tenancy.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the built-in mock provider (OAuth server and echo upstream) alone.
     MockProvider {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9190")]
@@ -73,8 +85,8 @@ fn summary(config: &Config) -> String {
         "proxy listen: {}\nadmin listen: {}\n",
         config.proxy.listen, config.admin.listen
     ));
-    if let Some(m) = config.mock_provider {
-        out.push_str(&format!("mock provider: {m}\n"));
+    if let Some(m) = &config.mock_provider {
+        out.push_str(&format!("mock provider: {}\n", m.listen));
     }
     out.push_str(&format!("routes ({}):\n", config.routes.len()));
     for r in &config.routes {
@@ -90,6 +102,9 @@ fn summary(config: &Config) -> String {
             },
             names.join(", ")
         ));
+    }
+    for w in &config.warnings {
+        out.push_str(&format!("warning: {w}\n"));
     }
     out.push_str(&format!("profiles ({}):\n", config.profiles.len()));
     for p in config.profiles.values() {
@@ -135,6 +150,26 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::TestAuth {
+            profile,
+            tenant,
+            json,
+        } => {
+            let config = match load(&cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match runtime()
+                .and_then(|rt| rt.block_on(test_auth(&config, &profile, tenant.as_deref(), json)))
+            {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::MockProvider { listen } => {
             let result = runtime().and_then(|rt| {
                 rt.block_on(async {
@@ -156,6 +191,39 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+async fn test_auth(
+    config: &Config,
+    name: &str,
+    tenant: Option<&str>,
+    json: bool,
+) -> anyhow::Result<bool> {
+    let profile = config
+        .profile(name)
+        .with_context(|| format!("no profile named {name:?}"))?;
+    let source = authsidecar::oauth::OAuthSource::new(profile)
+        .map_err(anyhow::Error::msg)?
+        .with_context(|| {
+            format!(
+                "profile {name:?} (type {}) makes no token request",
+                profile.kind.type_name()
+            )
+        })?;
+    let tenant = match tenant {
+        Some(t) => Some(
+            authsidecar::proxy::validate_tenant(t.as_bytes())
+                .map_err(|e| anyhow::anyhow!(e.message))?,
+        ),
+        None => None,
+    };
+    let (report, _) = authsidecar::oauth::test_auth::run(&source, tenant.as_deref()).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(report.ok)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -5,6 +5,9 @@
 //! - `GET /readyz`: 200 once every listener is bound, 503 before.
 //! - `GET /admin/profiles`: every profile, secrets redacted (bearer token).
 //! - `GET /admin/profiles/{name}`: one profile (bearer token).
+//! - `POST /admin/profiles/{name}/test[?tenant=T&store=true]`: run the profile's token request and
+//!   report status, headers and body with every token and secret masked (bearer token). The cached
+//!   token is replaced only with `store=true`.
 //!
 //! `/admin/*` needs `Authorization: Bearer <admin.token>`, compared in constant time. Without a
 //! configured token those routes answer 403: there is no unauthenticated admin API.
@@ -20,19 +23,77 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use crate::config::{Config, Profile, ProfileKind};
+use crate::proxy::Snapshot;
 use crate::secret::Secret;
 use crate::serve::{ConnInfo, Handler};
+use crate::token::TokenCache;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 pub struct Admin {
     config: Arc<Config>,
+    snapshot: Arc<Snapshot>,
+    cache: Arc<TokenCache>,
     ready: Arc<AtomicBool>,
 }
 
 impl Admin {
-    pub fn new(config: Arc<Config>, ready: Arc<AtomicBool>) -> Arc<Admin> {
-        Arc::new(Admin { config, ready })
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        cache: Arc<TokenCache>,
+        ready: Arc<AtomicBool>,
+    ) -> Arc<Admin> {
+        Arc::new(Admin {
+            config: snapshot.config.clone(),
+            snapshot,
+            cache,
+            ready,
+        })
+    }
+
+    /// `POST /admin/profiles/{name}/test`.
+    async fn test(&self, name: &str, query: Option<&str>) -> Response<Body> {
+        let Some(p) = self.snapshot.profiles.get(name) else {
+            return not_found_profile();
+        };
+        let Some(o) = &p.oauth else {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"code": "not_testable", "message": "this profile type makes no token request"}}),
+            );
+        };
+        let params = crate::inject::encode::parse_form(query.unwrap_or("").as_bytes());
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let tenant = match get("tenant") {
+            None | Some("") => None,
+            Some(t) => match crate::proxy::validate_tenant(t.as_bytes()) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    return json_response(
+                        StatusCode::BAD_REQUEST,
+                        json!({"error": {"code": e.code.as_str(), "message": e.message}}),
+                    )
+                }
+            },
+        };
+        let store = get("store") == Some("true");
+        let (mut report, fetched) =
+            crate::oauth::test_auth::run(&o.source, tenant.as_deref()).await;
+        tracing::info!(profile = %name, ok = report.ok, store, "admin: test authorization");
+        if let (true, Some(f)) = (store, fetched) {
+            let key = o.key(p.plan.profile(), tenant.as_deref());
+            let refresh = f.refresh_token.clone();
+            self.cache.insert(
+                &key,
+                o.policy().token(f, tokio::time::Instant::now()),
+                refresh,
+            );
+            report.stored = true;
+        }
+        json_response(
+            StatusCode::OK,
+            serde_json::to_value(&report).unwrap_or_default(),
+        )
     }
 
     pub fn handler(self: &Arc<Self>, _conn: ConnInfo) -> AdminHandler {
@@ -66,7 +127,7 @@ impl Admin {
         }
     }
 
-    fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
         match (req.method(), path.as_str()) {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
@@ -82,6 +143,15 @@ impl Admin {
                 if let Err(r) = self.authorized(&req) {
                     return *r;
                 }
+                if let Some(name) = p
+                    .strip_prefix("/admin/profiles/")
+                    .and_then(|r| r.strip_suffix("/test"))
+                {
+                    if m != Method::POST {
+                        return method_not_allowed();
+                    }
+                    return self.test(name, req.uri().query()).await;
+                }
                 if m != Method::GET {
                     return method_not_allowed();
                 }
@@ -92,10 +162,7 @@ impl Admin {
                     ),
                     Some(name) => match self.config.profile(name) {
                         Some(p) => json_response(StatusCode::OK, self.profile_json(p)),
-                        None => json_response(
-                            StatusCode::NOT_FOUND,
-                            json!({"error": {"code": "profile_not_found", "message": "no profile with that name"}}),
-                        ),
+                        None => not_found_profile(),
                     },
                 }
             }
@@ -115,6 +182,22 @@ impl Admin {
                 json!({"username": redacted(username), "password": redacted(password)})
             }
             ProfileKind::ApiKey { key } => json!({"api_key": redacted(key)}),
+            ProfileKind::OAuth(o) => {
+                let mut c = json!({
+                    "token_url": o.token_url,
+                    "client_id": o.client_id,
+                    "client_auth": format!("{:?}", o.client_auth).to_lowercase(),
+                    "client_secret": o.client_secret.as_ref().map(redacted),
+                    "scope": o.scope.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+                    // Values may be secrets: names only.
+                    "token_params": o.token_params.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+                });
+                if let crate::config::Grant::Password { username, password } = &o.grant {
+                    c["username"] = redacted(username);
+                    c["password"] = redacted(password);
+                }
+                c
+            }
         };
         let routes: Vec<&str> = self
             .config
@@ -169,6 +252,13 @@ fn json_response(status: StatusCode, v: Value) -> Response<Body> {
     r
 }
 
+fn not_found_profile() -> Response<Body> {
+    json_response(
+        StatusCode::NOT_FOUND,
+        json!({"error": {"code": "profile_not_found", "message": "no profile with that name"}}),
+    )
+}
+
 fn method_not_allowed() -> Response<Body> {
     json_response(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -187,6 +277,6 @@ impl Handler for AdminHandler {
         req: Request<Incoming>,
     ) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
         let admin = self.0.clone();
-        async move { admin.handle(req) }
+        async move { admin.handle(req).await }
     }
 }

@@ -90,8 +90,10 @@ pub struct Config {
     pub admin: AdminSettings,
     pub routes: Vec<Route>,
     pub profiles: IndexMap<Arc<str>, Arc<Profile>>,
-    /// `[mock_provider] listen`: run the built-in mock provider (demo and tests).
-    pub mock_provider: Option<SocketAddr>,
+    /// `[mock_provider]`: run the built-in mock provider (demo and tests).
+    pub mock_provider: Option<MockProviderConfig>,
+    /// Accepted but risky choices (legacy grants, plain http); logged at start, printed by `check`.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +113,23 @@ pub struct ProxySettings {
     pub drain_timeout: Duration,
     pub max_body_bytes: u64,
 }
+
+/// `[mock_provider]`: the built-in mock provider with one client and one user.
+#[derive(Debug, Clone)]
+pub struct MockProviderConfig {
+    pub listen: SocketAddr,
+    pub token_lifetime: Duration,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub username: String,
+    pub password: Secret,
+}
+
+pub const DEFAULT_MOCK_CLIENT_ID: &str = "demo-client";
+pub const DEFAULT_MOCK_CLIENT_SECRET: &str = "demo-secret";
+pub const DEFAULT_MOCK_USERNAME: &str = "demo-user";
+pub const DEFAULT_MOCK_PASSWORD: &str = "demo-password";
+pub const DEFAULT_MOCK_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
@@ -136,12 +155,13 @@ pub struct Route {
     pub timeout: Duration,
 }
 
-/// Profile type and its static credentials.
+/// Profile type and its credentials.
 #[derive(Debug)]
 pub enum ProfileKind {
     None,
     Basic { username: Secret, password: Secret },
     ApiKey { key: Secret },
+    OAuth(Box<OAuthSettings>),
 }
 
 impl ProfileKind {
@@ -150,8 +170,74 @@ impl ProfileKind {
             ProfileKind::None => "none",
             ProfileKind::Basic { .. } => "basic",
             ProfileKind::ApiKey { .. } => "api_key",
+            ProfileKind::OAuth(o) => match o.grant {
+                Grant::ClientCredentials => "oauth2_client_credentials",
+                Grant::Password { .. } => "oauth2_password",
+            },
         }
     }
+
+    pub fn oauth(&self) -> Option<&OAuthSettings> {
+        match self {
+            ProfileKind::OAuth(o) => Some(o),
+            _ => None,
+        }
+    }
+}
+
+/// How a machine token is obtained.
+#[derive(Debug, Clone)]
+pub enum Grant {
+    ClientCredentials,
+    /// A service account's username and password (RFC 6749 §4.3; legacy, RFC 9700 §2.4).
+    Password {
+        username: Secret,
+        password: Secret,
+    },
+}
+
+/// How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientAuth {
+    /// `client_secret_basic`: id and secret form-urlencoded, then base64, in `Authorization`.
+    Basic,
+    /// `client_secret_post`: id and secret in the form body.
+    Post,
+    /// Public client: `client_id` in the body, no secret.
+    None,
+}
+
+pub const DEFAULT_IDP_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_REPLAY_MAX_BODY_BYTES: u64 = 64 * 1024;
+
+/// Settings of an OAuth 2.0 profile.
+#[derive(Debug, Clone)]
+pub struct OAuthSettings {
+    pub grant: Grant,
+    /// Token endpoint; may contain `{tenant}`.
+    pub token_url: String,
+    pub token_url_has_tenant: bool,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub client_auth: ClientAuth,
+    /// `scope` key/value pairs sent with the token request.
+    pub scope: Vec<(String, String)>,
+    /// Extra token-request parameters (`audience`, `resource`, …).
+    pub token_params: Vec<(String, String)>,
+    /// TLS for the token endpoint.
+    pub tls: ClientTls,
+    /// Whole token request, connect to last byte.
+    pub idp_timeout: Duration,
+    /// Lifetime assumed when the IdP sends no `expires_in`.
+    pub default_token_lifetime: Duration,
+    /// Refresh this long before expiry (at most half the lifetime).
+    pub refresh_before: Duration,
+    /// Upstream statuses that mean "token refused": refresh once and replay.
+    pub reauth_on: Vec<u16>,
+    /// Largest request body kept for a replay.
+    pub replay_max_body_bytes: u64,
+    /// Hash of everything that decides which token the IdP returns.
+    pub fingerprint: u64,
 }
 
 #[derive(Debug)]

@@ -54,6 +54,11 @@ pub struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawMock {
     pub listen: String,
+    pub token_lifetime: Option<Dur>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
 }
 
 #[derive(Deserialize, Default)]
@@ -94,6 +99,19 @@ pub struct RawProfile {
     #[serde(default)]
     pub tenancy: bool,
     pub fields: Option<Vec<RawField>>,
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub client_auth: Option<String>,
+    pub scope: Option<indexmap::IndexMap<String, String>>,
+    pub token_params: Option<indexmap::IndexMap<String, String>>,
+    pub tls: Option<RawTls>,
+    pub idp_timeout: Option<Dur>,
+    pub default_token_lifetime: Option<Dur>,
+    pub refresh_before: Option<Dur>,
+    pub reauth_on: Option<Vec<u16>>,
+    pub replay_max_body_bytes: Option<u64>,
+    pub allow_insecure_http: Option<bool>,
 }
 
 /// Deserializes one item, collecting as many errors as serde lets us find: after an unknown key or a

@@ -30,6 +30,7 @@ const FORBIDDEN_HEADERS: &[&str] = &[
 
 struct V<'a> {
     errors: Vec<ConfigError>,
+    warnings: Vec<String>,
     env: &'a Env,
 }
 
@@ -37,11 +38,16 @@ impl V<'_> {
     fn err(&mut self, path: &str, msg: impl Into<String>) {
         self.errors.push(ConfigError::new(path, msg));
     }
+
+    fn warn(&mut self, msg: String) {
+        self.warnings.push(msg);
+    }
 }
 
 pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigError>> {
     let mut v = V {
         errors: Vec::new(),
+        warnings: Vec::new(),
         env,
     };
 
@@ -74,14 +80,30 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
 
     let proxy = proxy_settings(proxy, &mut v);
     let admin = admin_settings(admin, &mut v);
-    let mock_provider = mock.and_then(|m| listen_addr(&m.listen, "mock_provider.listen", &mut v));
+    let mock_provider = mock.and_then(|m| {
+        let listen = listen_addr(&m.listen, "mock_provider.listen", &mut v)?;
+        Some(MockProviderConfig {
+            listen,
+            token_lifetime: m
+                .token_lifetime
+                .map_or(DEFAULT_MOCK_TOKEN_LIFETIME, |d| d.0),
+            client_id: m.client_id.unwrap_or_else(|| DEFAULT_MOCK_CLIENT_ID.into()),
+            client_secret: m
+                .client_secret
+                .unwrap_or_else(|| crate::secret::Secret::new(DEFAULT_MOCK_CLIENT_SECRET)),
+            username: m.username.unwrap_or_else(|| DEFAULT_MOCK_USERNAME.into()),
+            password: m
+                .password
+                .unwrap_or_else(|| crate::secret::Secret::new(DEFAULT_MOCK_PASSWORD)),
+        })
+    });
 
     let mut listeners: Vec<(&str, SocketAddr)> = vec![
         ("proxy.listen", proxy.listen),
         ("admin.listen", admin.listen),
     ];
-    if let Some(m) = mock_provider {
-        listeners.push(("mock_provider.listen", m));
+    if let Some(m) = &mock_provider {
+        listeners.push(("mock_provider.listen", m.listen));
     }
     for (i, (a, addr)) in listeners.iter().enumerate() {
         for (b, other) in &listeners[..i] {
@@ -155,6 +177,7 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
             routes,
             profiles,
             mock_provider,
+            warnings: v.warnings,
         })
     } else {
         Err(v.errors)
@@ -391,38 +414,98 @@ fn check_route_profile(u: &UpstreamUrl, prof: &Profile, p: &str, route_path: &st
     }
 }
 
-const PROFILE_TYPES: &str = "none, basic or api_key";
+const PROFILE_TYPES: &str = "none, basic, api_key, oauth2_client_credentials or oauth2_password";
 
-fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile> {
+/// Keys of an OAuth machine profile, beyond the common ones.
+const OAUTH_KEYS: &[&str] = &[
+    "token_url",
+    "client_id",
+    "client_secret",
+    "client_auth",
+    "scope",
+    "token_params",
+    "tls",
+    "idp_timeout",
+    "default_token_lifetime",
+    "refresh_before",
+    "reauth_on",
+    "replay_max_body_bytes",
+    "allow_insecure_http",
+];
+
+/// Token-request parameters the sidecar sets itself.
+const RESERVED_PARAMS: &[&str] = &[
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "username",
+    "password",
+    "refresh_token",
+    "code",
+    "code_verifier",
+    "redirect_uri",
+];
+
+fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Profile> {
     let before = v.errors.len();
-    let unused = |key: &str, present: bool, v: &mut V| {
-        if present {
+    let allowed: Vec<&str> = match rp.kind.as_str() {
+        "none" => vec![],
+        "basic" => vec!["username", "password"],
+        "api_key" => vec!["api_key"],
+        "oauth2_client_credentials" => OAUTH_KEYS.to_vec(),
+        "oauth2_password" => [OAUTH_KEYS, &["username", "password"]].concat(),
+        other => {
+            v.err(
+                &format!("{path}.type"),
+                format!("unknown type \"{other}\"; expected {PROFILE_TYPES}"),
+            );
+            return None;
+        }
+    };
+    let present = [
+        ("username", rp.username.is_some()),
+        ("password", rp.password.is_some()),
+        ("api_key", rp.api_key.is_some()),
+        ("token_url", rp.token_url.is_some()),
+        ("client_id", rp.client_id.is_some()),
+        ("client_secret", rp.client_secret.is_some()),
+        ("client_auth", rp.client_auth.is_some()),
+        ("scope", rp.scope.is_some()),
+        ("token_params", rp.token_params.is_some()),
+        ("tls", rp.tls.is_some()),
+        ("idp_timeout", rp.idp_timeout.is_some()),
+        (
+            "default_token_lifetime",
+            rp.default_token_lifetime.is_some(),
+        ),
+        ("refresh_before", rp.refresh_before.is_some()),
+        ("reauth_on", rp.reauth_on.is_some()),
+        ("replay_max_body_bytes", rp.replay_max_body_bytes.is_some()),
+        ("allow_insecure_http", rp.allow_insecure_http.is_some()),
+    ];
+    for (key, is_set) in present {
+        if is_set && !allowed.contains(&key) {
             v.err(
                 &format!("{path}.{key}"),
                 format!("not used by type \"{}\"", rp.kind),
             );
         }
-    };
+    }
+    let type_name = rp.kind.clone();
     let required = |key: &str, val: Option<crate::secret::Secret>, v: &mut V| {
         if val.is_none() {
             v.err(
                 &format!("{path}.{key}"),
-                format!("required for type \"{}\"", rp.kind),
+                format!("required for type \"{type_name}\""),
             );
         }
         val
     };
     let kind = match rp.kind.as_str() {
-        "none" => {
-            unused("username", rp.username.is_some(), v);
-            unused("password", rp.password.is_some(), v);
-            unused("api_key", rp.api_key.is_some(), v);
-            Some(ProfileKind::None)
-        }
+        "none" => Some(ProfileKind::None),
         "basic" => {
-            unused("api_key", rp.api_key.is_some(), v);
-            let u = required("username", rp.username, v);
-            let p = required("password", rp.password, v);
+            let u = required("username", rp.username.take(), v);
+            let p = required("password", rp.password.take(), v);
             if let Some(u) = &u {
                 if u.expose().contains(':') {
                     v.err(
@@ -437,22 +520,29 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
             }
         }
         "api_key" => {
-            unused("username", rp.username.is_some(), v);
-            unused("password", rp.password.is_some(), v);
             if rp.fields.as_ref().is_none_or(|f| f.is_empty()) {
                 v.err(
                     &format!("{path}.fields"),
                     "required for type \"api_key\": say where the key goes, e.g. [[profiles.NAME.fields]] in = \"header\", key = \"X-Api-Key\", value = \"{{api_key}}\"",
                 );
             }
-            required("api_key", rp.api_key, v).map(|key| ProfileKind::ApiKey { key })
+            required("api_key", rp.api_key.take(), v).map(|key| ProfileKind::ApiKey { key })
         }
-        other => {
-            v.err(
-                &format!("{path}.type"),
-                format!("unknown type \"{other}\"; expected {PROFILE_TYPES}"),
-            );
-            None
+        "oauth2_client_credentials" => oauth_settings(&mut rp, Grant::ClientCredentials, path, v)
+            .map(|o| ProfileKind::OAuth(Box::new(o))),
+        _ => {
+            let u = required("username", rp.username.take(), v);
+            let p = required("password", rp.password.take(), v);
+            v.warn(format!(
+                "{path}: oauth2_password is a legacy grant (RFC 9700 §2.4); prefer client credentials"
+            ));
+            match (u, p) {
+                (Some(username), Some(password)) => {
+                    oauth_settings(&mut rp, Grant::Password { username, password }, path, v)
+                        .map(|o| ProfileKind::OAuth(Box::new(o)))
+                }
+                _ => None,
+            }
         }
     };
 
@@ -511,14 +601,201 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
     })
 }
 
+/// Whether an `http://` URL points at this machine (allowed without TLS: the built-in mock).
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.strip_prefix("http://").unwrap_or("");
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    };
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn oauth_settings(
+    rp: &mut RawProfile,
+    grant: Grant,
+    path: &str,
+    v: &mut V,
+) -> Option<OAuthSettings> {
+    let before = v.errors.len();
+    let kind = rp.kind.clone();
+    let token_url = rp.token_url.take().unwrap_or_default();
+    let token_url_has_tenant = token_url.contains("{tenant}");
+    if token_url.is_empty() {
+        v.err(
+            &format!("{path}.token_url"),
+            format!("required for type \"{kind}\""),
+        );
+    } else {
+        let sample = token_url.replace("{tenant}", "tenant");
+        let scheme_ok = sample.starts_with("https://") || sample.starts_with("http://");
+        if !scheme_ok || sample.contains(['{', '}']) || sample.parse::<http::Uri>().is_err() {
+            v.err(
+                &format!("{path}.token_url"),
+                "expected an absolute https:// URL; {tenant} is the only placeholder allowed",
+            );
+        } else if sample.starts_with("http://") && !is_loopback_url(&sample) {
+            if rp.allow_insecure_http == Some(true) {
+                v.warn(format!(
+                    "{path}.token_url: plain http to a non-loopback host (allow_insecure_http = true): secrets and tokens cross the network unencrypted"
+                ));
+            } else {
+                v.err(
+                    &format!("{path}.token_url"),
+                    "plain http:// is only allowed to loopback hosts; use https:// (or set allow_insecure_http = true for a test setup)",
+                );
+            }
+        }
+        if token_url_has_tenant && !rp.tenancy {
+            v.err(
+                &format!("{path}.token_url"),
+                "uses {tenant} but the profile has tenancy = false; set tenancy = true",
+            );
+        }
+    }
+    let client_id = rp.client_id.take().unwrap_or_default();
+    if client_id.is_empty() {
+        v.err(
+            &format!("{path}.client_id"),
+            format!("required for type \"{kind}\""),
+        );
+    }
+    let client_auth = match rp.client_auth.as_deref() {
+        None | Some("basic") => ClientAuth::Basic,
+        Some("post") => ClientAuth::Post,
+        Some("none") => ClientAuth::None,
+        Some(other) => {
+            v.err(
+                &format!("{path}.client_auth"),
+                format!("unknown client_auth \"{other}\"; expected basic, post or none"),
+            );
+            ClientAuth::Basic
+        }
+    };
+    let client_secret = rp.client_secret.take();
+    match (client_auth, &client_secret) {
+        (ClientAuth::None, Some(_)) => v.err(
+            &format!("{path}.client_secret"),
+            "set, but client_auth = \"none\" never sends it; remove one",
+        ),
+        (ClientAuth::Basic | ClientAuth::Post, None) => v.err(
+            &format!("{path}.client_secret"),
+            "required unless client_auth = \"none\"",
+        ),
+        _ => {}
+    }
+    let pairs =
+        |key: &str, m: Option<IndexMap<String, String>>, v: &mut V| -> Vec<(String, String)> {
+            let m = m.unwrap_or_default();
+            for k in m.keys() {
+                if RESERVED_PARAMS.contains(&k.as_str()) {
+                    v.err(
+                        &format!("{path}.{key}.{k}"),
+                        "set by the sidecar itself; remove it",
+                    );
+                } else if k.is_empty() {
+                    v.err(&format!("{path}.{key}"), "empty parameter name");
+                }
+            }
+            m.into_iter().collect()
+        };
+    let scope = pairs("scope", rp.scope.take(), v);
+    let token_params = pairs("token_params", rp.token_params.take(), v);
+    for (k, _) in &token_params {
+        if scope.iter().any(|(s, _)| s == k) {
+            v.err(
+                &format!("{path}.token_params.{k}"),
+                "also set in scope; set it once",
+            );
+        }
+    }
+    let reauth_on = rp.reauth_on.take().unwrap_or_else(|| vec![401]);
+    for (i, s) in reauth_on.iter().enumerate() {
+        if !(400..=599).contains(s) {
+            v.err(
+                &format!("{path}.reauth_on[{i}]"),
+                format!("{s} is not an error status; expected 400-599, e.g. 401"),
+            );
+        }
+    }
+    let tls = client_tls(rp.tls.take(), path, v);
+    let dur = |d: Option<super::raw::Dur>, def: Duration| d.map(|d| d.0).unwrap_or(def);
+    let idp_timeout = dur(rp.idp_timeout, DEFAULT_IDP_TIMEOUT);
+    let default_token_lifetime = dur(
+        rp.default_token_lifetime,
+        crate::token::DEFAULT_TOKEN_LIFETIME,
+    );
+    let refresh_before = dur(rp.refresh_before, crate::token::DEFAULT_REFRESH_BEFORE);
+    for (key, d) in [
+        ("idp_timeout", idp_timeout),
+        ("default_token_lifetime", default_token_lifetime),
+    ] {
+        if d.is_zero() {
+            v.err(
+                &format!("{path}.{key}"),
+                "must be greater than zero; expected a duration like \"10s\"",
+            );
+        }
+    }
+    if v.errors.len() > before {
+        return None;
+    }
+    let fingerprint = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        kind.hash(&mut h);
+        token_url.hash(&mut h);
+        client_id.hash(&mut h);
+        client_secret.as_ref().map(|s| s.expose()).hash(&mut h);
+        client_auth.hash(&mut h);
+        scope.hash(&mut h);
+        token_params.hash(&mut h);
+        tls.hash(&mut h);
+        if let Grant::Password { username, password } = &grant {
+            username.expose().hash(&mut h);
+            password.expose().hash(&mut h);
+        }
+        h.finish()
+    };
+    Some(OAuthSettings {
+        grant,
+        token_url,
+        token_url_has_tenant,
+        client_id,
+        client_secret,
+        client_auth,
+        scope,
+        token_params,
+        tls,
+        idp_timeout,
+        default_token_lifetime,
+        refresh_before,
+        reauth_on,
+        replay_max_body_bytes: rp
+            .replay_max_body_bytes
+            .unwrap_or(DEFAULT_REPLAY_MAX_BODY_BYTES),
+        fingerprint,
+    })
+}
+
 fn default_fields(kind: &str) -> Vec<RawField> {
-    match kind {
-        "basic" => vec![RawField {
+    let authorization = |value: &str| {
+        vec![RawField {
             location: "header".into(),
             key: "Authorization".into(),
-            value: Some("Basic {{basic}}".into()),
+            value: Some(value.into()),
             payload_format: None,
-        }],
+        }]
+    };
+    match kind {
+        "basic" => authorization("Basic {{basic}}"),
+        k if k.starts_with("oauth2_") => authorization("Bearer {{access_token}}"),
         _ => Vec::new(),
     }
 }
@@ -538,7 +815,10 @@ fn var_available(var: &Var, kind: &ProfileKind, tenancy: bool) -> Result<(), Str
         }
         Var::Username | Var::Password | Var::Basic => matches!(kind, ProfileKind::Basic { .. }),
         Var::ApiKey => matches!(kind, ProfileKind::ApiKey { .. }),
-        _ => false,
+        Var::AccessToken | Var::TokenType | Var::IdToken | Var::Token(_) | Var::ClientId => {
+            matches!(kind, ProfileKind::OAuth(_))
+        }
+        Var::UserField(_) => false,
     };
     if ok {
         Ok(())

@@ -17,7 +17,7 @@ pub fn encode(s: &str) -> impl std::fmt::Display + '_ {
     percent_encoding::utf8_percent_encode(s, NOT_UNRESERVED)
 }
 
-/// Decodes a form-urlencoded name (`+` is a space).
+/// Decodes a form-urlencoded name or value (`+` is a space).
 fn decode_form_name(raw: &[u8]) -> Cow<'_, [u8]> {
     if !raw.iter().any(|&b| b == b'%' || b == b'+') {
         return Cow::Borrowed(raw);
@@ -27,6 +27,28 @@ fn decode_form_name(raw: &[u8]) -> Cow<'_, [u8]> {
         .map(|&b| if b == b'+' { b' ' } else { b })
         .collect();
     Cow::Owned(percent_decode(&plus).collect())
+}
+
+/// Parses a form-urlencoded string into decoded `(name, value)` pairs (lossy UTF-8).
+pub fn parse_form(input: &[u8]) -> Vec<(String, String)> {
+    input
+        .split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let mut it = pair.splitn(2, |&b| b == b'=');
+            let n = it.next().unwrap_or_default();
+            let v = it.next().unwrap_or_default();
+            (
+                String::from_utf8_lossy(&decode_form_name(n)).into_owned(),
+                String::from_utf8_lossy(&decode_form_name(v)).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Decodes one form-urlencoded component.
+pub fn decode_form(raw: &str) -> String {
+    String::from_utf8_lossy(&decode_form_name(raw.as_bytes())).into_owned()
 }
 
 /// Appends `name=value`, both encoded, to `out`.

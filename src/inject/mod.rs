@@ -20,6 +20,7 @@ use crate::config::{Location, PayloadFormat, Profile};
 use crate::credential::Credential;
 use crate::error::{ErrorCode, ProxyError};
 use crate::template::{Template, Var};
+use crate::token::Token;
 
 pub use payload::BodyKind;
 
@@ -34,6 +35,8 @@ pub struct Inputs {
     pub tenant: Option<String>,
     /// `X-Authsidecar-Context-<name>` values, name lowercased.
     pub context: Vec<(String, String)>,
+    /// The token obtained for this request (OAuth profiles).
+    pub token: Option<Arc<Token>>,
 }
 
 impl Inputs {
@@ -46,6 +49,14 @@ impl Inputs {
                 .iter()
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.as_str()),
+            Var::AccessToken => self.token.as_ref().map(|t| t.access_token.expose()),
+            Var::TokenType => self.token.as_ref().map(|t| t.token_type.as_str()),
+            Var::IdToken => self
+                .token
+                .as_ref()
+                .and_then(|t| t.id_token.as_ref())
+                .map(|s| s.expose()),
+            Var::Token(name) => self.token.as_ref().and_then(|t| t.extra(name)),
             other => cred.get(other),
         }
     }
@@ -194,6 +205,10 @@ impl Plan {
             Var::Context(n) => (
                 ErrorCode::ContextValueInvalid,
                 format!("X-Authsidecar-Context-{n} is required (fields[{field}] uses {{{{context.{n}}}}})"),
+            ),
+            Var::IdToken | Var::Token(_) => (
+                ErrorCode::IdpInvalidResponse,
+                format!("fields[{field}] uses {{{{{var}}}}}, which the token response did not contain"),
             ),
             other => (
                 ErrorCode::Internal,

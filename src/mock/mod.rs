@@ -1,14 +1,26 @@
-//! The built-in mock provider: a test double for users' own integration tests, and ours.
+//! The built-in mock provider: an OAuth 2.0 authorization server and resource server for users' own
+//! integration tests, and ours.
 //!
-//! `authsidecar mock-provider --listen ADDR` runs it alone; `[mock_provider] listen` runs it inside the
+//! `authsidecar mock-provider --listen ADDR` runs it alone; `[mock_provider]` runs it inside the
 //! sidecar (the demo config does). Endpoints:
 //!
-//! - `ANY /echo/...` (and any other path not below): answers 200 with the request as JSON:
-//!   `{"method","path","query","version","headers":[[name,value],…],"body"}` (`body` is the text, or
-//!   `body_base64` when it is not UTF-8). Request headers steer it: `X-Mock-Status: 302` sets the
-//!   status, `X-Mock-Location` a `Location` header, `X-Mock-Delay-Ms` waits before answering.
-//! - `GET /__mock/counters`: `{"echo": N}` requests seen.
-//! - `POST /__mock/reset`: zeroes the counters.
+//! - `POST /oauth/token`: grants `client_credentials`, `password` and `refresh_token`; client
+//!   authentication `client_secret_basic` (RFC 6749 §2.3.1 decoding) or `client_secret_post`, never
+//!   both; access tokens live `token_lifetime`; refresh tokens rotate (the old one is refused after
+//!   use, `invalid_grant`). Answers carry `Cache-Control: no-store` and an extra member
+//!   `mock_grant` (the grant used).
+//! - `ANY /protected/...`: the echo below, but only with `Authorization: Bearer <token>` for a token
+//!   this provider issued and that has not expired; otherwise 401 with
+//!   `WWW-Authenticate: Bearer error="invalid_token"`.
+//! - `ANY /echo/...` (and any other path): answers 200 with the request as JSON:
+//!   `{"method","path","query","version","headers":[[name,value],…],"body"}` (`body_base64` when the
+//!   body is not UTF-8). `X-Mock-Status`, `X-Mock-Location` and `X-Mock-Delay-Ms` steer the answer.
+//! - `GET /__mock/counters`: request counters; `POST /__mock/reset`: zero them and clear faults;
+//!   `POST /__mock/faults` with `{"token": "slow:MS" | "500" | "garbage" | "html" |
+//!   "invalid_client" | "invalid_grant" | null, "times": N, "resource_401": N}`: make the next N
+//!   token requests fail that way (all, without `times`), or the next N resource requests answer 401.
+
+mod oauth;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,44 +37,104 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::serve::{self, ConnInfo, Handler, Limits, Shutdown};
+pub use oauth::{MockSettings, MockState, TokenFault};
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
-/// Largest request body the echo reads.
-const MAX_ECHO_BODY: usize = 16 * 1024 * 1024;
+/// Largest request body the mock reads.
+const MAX_BODY: usize = 16 * 1024 * 1024;
 /// Longest `X-Mock-Delay-Ms` honoured.
 const MAX_DELAY_MS: u64 = 120_000;
 
+/// Request counters.
 #[derive(Default, Debug)]
 pub struct Counters {
     pub echo: AtomicU64,
+    pub token_requests: AtomicU64,
+    pub client_credentials: AtomicU64,
+    pub password: AtomicU64,
+    pub refresh_token: AtomicU64,
+    pub token_errors: AtomicU64,
+    pub resource_ok: AtomicU64,
+    pub resource_rejected: AtomicU64,
+}
+
+impl Counters {
+    fn json(&self) -> Value {
+        let g = |a: &AtomicU64| a.load(Ordering::SeqCst);
+        json!({
+            "echo": g(&self.echo),
+            "token_requests": g(&self.token_requests),
+            "client_credentials": g(&self.client_credentials),
+            "password": g(&self.password),
+            "refresh_token": g(&self.refresh_token),
+            "token_errors": g(&self.token_errors),
+            "resource_ok": g(&self.resource_ok),
+            "resource_rejected": g(&self.resource_rejected),
+        })
+    }
+
+    fn reset(&self) {
+        for c in [
+            &self.echo,
+            &self.token_requests,
+            &self.client_credentials,
+            &self.password,
+            &self.refresh_token,
+            &self.token_errors,
+            &self.resource_ok,
+            &self.resource_rejected,
+        ] {
+            c.store(0, Ordering::SeqCst);
+        }
+    }
 }
 
 /// A running mock provider.
 pub struct MockProvider {
     pub addr: SocketAddr,
-    pub counters: Arc<Counters>,
+    pub state: Arc<MockState>,
     shutdown: Option<Shutdown>,
 }
 
 impl MockProvider {
-    /// Binds `addr` (port 0 for any free port) and serves until dropped or shut down.
+    /// Binds `addr` (port 0 for any free port) with the default client and user.
     pub async fn start(addr: SocketAddr) -> std::io::Result<MockProvider> {
+        Self::start_with(addr, MockSettings::default()).await
+    }
+
+    pub async fn start_with(
+        addr: SocketAddr,
+        settings: MockSettings,
+    ) -> std::io::Result<MockProvider> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let counters = Arc::new(Counters::default());
+        let state = Arc::new(MockState::new(settings));
         let shutdown = Shutdown::new();
-        spawn(listener, counters.clone(), shutdown.subscribe());
+        spawn(listener, state.clone(), shutdown.subscribe());
         Ok(MockProvider {
             addr,
-            counters,
+            state,
             shutdown: Some(shutdown),
         })
     }
 
-    /// Requests the echo has seen so far.
+    pub fn counters(&self) -> &Counters {
+        &self.state.counters
+    }
+
+    /// Requests the echo (plain and protected) has answered so far.
     pub fn echo_count(&self) -> u64 {
-        self.counters.echo.load(Ordering::SeqCst)
+        self.state.counters.echo.load(Ordering::SeqCst)
+    }
+
+    pub fn token_requests(&self) -> u64 {
+        self.state.counters.token_requests.load(Ordering::SeqCst)
+    }
+
+    /// `http://ADDR/oauth/token`.
+    pub fn token_url(&self) -> String {
+        format!("http://{}/oauth/token", self.addr)
     }
 
     pub async fn shutdown(mut self) {
@@ -72,10 +144,10 @@ impl MockProvider {
     }
 }
 
-/// Serves the mock on an already bound listener (used by the sidecar for `[mock_provider]`).
+/// Serves the mock on an already bound listener.
 pub fn spawn(
     listener: TcpListener,
-    counters: Arc<Counters>,
+    state: Arc<MockState>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let limits = Limits {
@@ -86,12 +158,12 @@ pub fn spawn(
         listener,
         limits,
         shutdown,
-        move |_c: ConnInfo| MockHandler(counters.clone()),
+        move |_c: ConnInfo| MockHandler(state.clone()),
     ));
 }
 
 #[derive(Clone)]
-struct MockHandler(Arc<Counters>);
+struct MockHandler(Arc<MockState>);
 
 impl Handler for MockHandler {
     type Body = Body;
@@ -100,8 +172,8 @@ impl Handler for MockHandler {
         &self,
         req: Request<Incoming>,
     ) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
-        let counters = self.0.clone();
-        async move { handle(&counters, req).await }
+        let state = self.0.clone();
+        async move { handle(&state, req).await }
     }
 }
 
@@ -109,7 +181,7 @@ fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
-fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     let mut r = Response::new(full(serde_json::to_vec(v).unwrap_or_default()));
     *r.status_mut() = status;
     r.headers_mut()
@@ -117,18 +189,61 @@ fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     r
 }
 
-async fn handle(counters: &Counters, req: Request<Incoming>) -> Response<Body> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/__mock/counters") => json_response(
-            StatusCode::OK,
-            &json!({"echo": counters.echo.load(Ordering::SeqCst)}),
-        ),
+pub(crate) fn raw_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: &'static str,
+) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => Err(json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": format!("reading the body: {e}")}),
+        )),
+    }
+}
+
+async fn handle(state: &MockState, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/__mock/counters") => json_response(StatusCode::OK, &state.counters.json()),
         (&Method::POST, "/__mock/reset") => {
-            counters.echo.store(0, Ordering::SeqCst);
+            state.counters.reset();
+            state.clear_faults();
             json_response(StatusCode::OK, &json!({"reset": true}))
         }
+        (&Method::POST, "/__mock/faults") => {
+            let body = match read_body(req.into_body()).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            match state.set_faults_json(&body) {
+                Ok(()) => json_response(StatusCode::OK, &json!({"ok": true})),
+                Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e})),
+            }
+        }
+        (&Method::POST, "/oauth/token") => oauth::token(state, req).await,
+        (_, "/oauth/token") => json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "invalid_request", "error_description": "use POST"}),
+        ),
+        (_, p) if p.starts_with("/protected/") || p == "/protected" => {
+            if let Err(r) = state.check_bearer(req.headers()) {
+                return *r;
+            }
+            state.counters.echo.fetch_add(1, Ordering::SeqCst);
+            echo(req).await
+        }
         _ => {
-            counters.echo.fetch_add(1, Ordering::SeqCst);
+            state.counters.echo.fetch_add(1, Ordering::SeqCst);
             echo(req).await
         }
     }
@@ -151,14 +266,9 @@ async fn echo(req: Request<Incoming>) -> Response<Body> {
         .iter()
         .map(|(n, v)| json!([n.as_str(), String::from_utf8_lossy(v.as_bytes())]))
         .collect();
-    let body = match Limited::new(body, MAX_ECHO_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                &json!({"error": format!("reading the body: {e}")}),
-            )
-        }
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let mut v = json!({
         "method": parts.method.as_str(),

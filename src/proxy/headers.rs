@@ -87,7 +87,11 @@ pub fn take_control(headers: &mut HeaderMap) -> Control {
 
 /// Validates `X-Authsidecar-Tenant` as one DNS label and lowercases it.
 pub fn tenant(value: &HeaderValue) -> Result<String, ProxyError> {
-    let b = value.as_bytes();
+    tenant_bytes(value.as_bytes())
+}
+
+/// Validates a tenant value as one DNS label and lowercases it.
+pub fn tenant_bytes(b: &[u8]) -> Result<String, ProxyError> {
     let ok = !b.is_empty()
         && b.len() <= 63
         && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')

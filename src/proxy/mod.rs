@@ -7,12 +7,19 @@
 //!    list is allowed, so a caller cannot borrow another route's credential.
 //! 3. **control values**: user, tenant and context are read from `X-Authsidecar-*` headers, which are
 //!    then removed with every hop-by-hop header, so none of them reaches the upstream.
-//! 4. **obtain credential**: static credentials are part of the compiled plan.
-//! 5. **inject**: path parameters and query first (they shape the URI), then headers, then the
-//!    payload, which is the only step that buffers the body.
-//! 6. **forward**: to the configured authority only, `Host` from the upstream URL, `X-Forwarded-For`
+//! 4. **body**: buffered when the payload is rewritten, or when a token request may have to be
+//!    replayed after a 401 and the body is small (≤ `replay_max_body_bytes`); streamed otherwise.
+//! 5. **obtain credential**: static credentials are part of the compiled plan; OAuth tokens come
+//!    from the token cache (one fetch per key under any concurrency, refreshed early).
+//! 6. **inject**: path parameters and query first (they shape the URI), then headers, then the
+//!    payload.
+//! 7. **forward**: to the configured authority only, `Host` from the upstream URL, `X-Forwarded-For`
 //!    appended, body streamed with a size cap and read timeout, answer bounded by the route timeout.
-//! 7. **respond**: the upstream's answer passes through (redirects included, never followed), minus
+//! 8. **401 → refresh → replay**: when the upstream answers a `reauth_on` status to a request that
+//!    carried a cached token, that token is dropped (only if it is still the cached one), a new one
+//!    is obtained through the single flight, and a buffered request is sent once more; the second
+//!    answer is returned whatever it is.
+//! 9. **respond**: the upstream's answer passes through (redirects included, never followed), minus
 //!    hop-by-hop headers; errors become the JSON error response of `error.rs`.
 
 pub mod body;
@@ -27,48 +34,101 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
-use http::{HeaderName, Request, Response, Version};
+use http::{HeaderMap, HeaderName, Method, Request, Response, Uri, Version};
+use http_body::Body as _;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use crate::config::{ClientTls, Config};
 use crate::error::{ErrorCode, ProxyError};
 use crate::inject::{Inputs, Plan};
+use crate::oauth::OAuthSource;
 use crate::serve::{ConnInfo, Handler};
-use body::{GuardedBody, RespBody};
+use crate::token::{Policy, TokenCache, TokenKey, TokenSource};
+use body::{GuardedBody, OutBody, RespBody};
 use route::RouteRt;
 use upstream::Upstream;
 
-pub use headers::strip_hop_by_hop;
+pub use headers::{strip_hop_by_hop, tenant_bytes as validate_tenant};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Token settings of an OAuth profile, ready for the hot path.
+pub struct OAuthRt {
+    pub source: Arc<OAuthSource>,
+    dyn_source: Arc<dyn TokenSource>,
+    policy: Policy,
+    fingerprint: u64,
+    tenancy: bool,
+    reauth_on: Vec<u16>,
+    replay_max: u64,
+}
+
+impl OAuthRt {
+    /// The cache key of this profile's token for a request with `tenant`.
+    pub fn key(&self, profile: &Arc<str>, tenant: Option<&str>) -> TokenKey {
+        TokenKey {
+            profile: profile.clone(),
+            fingerprint: self.fingerprint,
+            tenant: if self.tenancy {
+                tenant.map(Arc::from)
+            } else {
+                None
+            },
+            user: None,
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+}
+
 /// A profile ready for the hot path.
 pub struct ProfileRt {
     pub plan: Plan,
+    pub oauth: Option<OAuthRt>,
 }
 
 /// Everything the proxy needs from one config, built once per load.
 pub struct Snapshot {
     pub config: Arc<Config>,
     routes: Vec<RouteRt>,
+    pub profiles: HashMap<Arc<str>, Arc<ProfileRt>>,
 }
 
 impl Snapshot {
     pub fn build(config: Arc<Config>) -> Result<Snapshot, String> {
-        let profiles: HashMap<Arc<str>, Arc<ProfileRt>> = config
-            .profiles
-            .iter()
-            .map(|(name, p)| {
-                (
-                    name.clone(),
-                    Arc::new(ProfileRt {
-                        plan: Plan::compile(p),
-                    }),
-                )
-            })
-            .collect();
+        let mut profiles: HashMap<Arc<str>, Arc<ProfileRt>> = HashMap::new();
+        for (name, p) in &config.profiles {
+            let oauth = match OAuthSource::new(p).map_err(|e| format!("profile {name}: {e}"))? {
+                None => None,
+                Some(src) => {
+                    let s = src.settings();
+                    let (fingerprint, reauth_on, replay_max) =
+                        (s.fingerprint, s.reauth_on.clone(), s.replay_max_body_bytes);
+                    let policy = src.policy();
+                    let source = Arc::new(src);
+                    Some(OAuthRt {
+                        dyn_source: source.clone(),
+                        source,
+                        policy,
+                        fingerprint,
+                        tenancy: p.tenancy,
+                        reauth_on,
+                        replay_max,
+                    })
+                }
+            };
+            profiles.insert(
+                name.clone(),
+                Arc::new(ProfileRt {
+                    plan: Plan::compile(p),
+                    oauth,
+                }),
+            );
+        }
         // One pooled client per distinct TLS setting.
         let mut clients: HashMap<ClientTls, Upstream> = HashMap::new();
         let mut routes = Vec::with_capacity(config.routes.len());
@@ -88,7 +148,11 @@ impl Snapshot {
                 .collect();
             routes.push(RouteRt::new(r, profs, client));
         }
-        Ok(Snapshot { config, routes })
+        Ok(Snapshot {
+            config,
+            routes,
+            profiles,
+        })
     }
 
     fn route<'p>(&self, path: &'p str) -> Option<(&RouteRt, &'p str)> {
@@ -99,15 +163,38 @@ impl Snapshot {
     }
 }
 
+/// Counters of the request path (exported as metrics later).
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// Requests replayed once after a `reauth_on` answer.
+    pub replays: AtomicU64,
+    /// `reauth_on` answers passed through because the body could not be replayed.
+    pub replays_skipped: AtomicU64,
+}
+
+/// The request body as the attempts see it.
+enum AttemptBody {
+    Stream(GuardedBody),
+    Buffered(Bytes),
+}
+
 /// The proxy service shared by all connections.
 pub struct Proxy {
     snapshot: Arc<Snapshot>,
+    cache: Arc<TokenCache>,
+    pub stats: ProxyStats,
     request_seq: AtomicU64,
     id_prefix: u32,
 }
 
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok())
+}
+
 impl Proxy {
-    pub fn new(snapshot: Arc<Snapshot>) -> Arc<Proxy> {
+    pub fn new(snapshot: Arc<Snapshot>, cache: Arc<TokenCache>) -> Arc<Proxy> {
         let id_prefix = std::process::id()
             ^ (std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -115,6 +202,8 @@ impl Proxy {
                 .unwrap_or(0));
         Arc::new(Proxy {
             snapshot,
+            cache,
+            stats: ProxyStats::default(),
             request_seq: AtomicU64::new(0),
             id_prefix,
         })
@@ -176,6 +265,7 @@ impl Proxy {
         let (route, rest) = snap.route(path).ok_or_else(|| {
             ProxyError::new(ErrorCode::NoRoute, "no route matches the request path")
         })?;
+        let rest_start = path.len() - rest.len();
 
         // 3. control values (taken out before anything else looks at the headers)
         let control = headers::take_control(&mut parts.headers);
@@ -214,27 +304,9 @@ impl Proxy {
             ));
         }
 
-        // 4–5. credential and injection: URI first
-        let params = if plan.has_path() {
-            plan.path_params(&inputs)?
-        } else {
-            Vec::new()
-        };
-        let new_query = plan.rewrite_query(parts.uri.query(), &inputs)?;
-        let query = new_query.as_deref().or(parts.uri.query());
-        parts.uri = route
-            .upstream_uri(rest, query, inputs.tenant.as_deref(), &params)
-            .map_err(with_profile)?;
-        plan.apply_headers(&mut parts.headers, &inputs)?;
-
-        // Body: cap first (a declared length over the cap is refused before reading anything).
+        // 4. body: a declared length over the cap is refused before reading anything.
         let max = snap.config.proxy.max_body_bytes;
-        if let Some(len) = parts
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.parse::<u64>().ok())
-        {
+        if let Some(len) = content_length(&parts.headers) {
             if len > max {
                 return Err(with_profile(ProxyError::new(
                     ErrorCode::PayloadTooLarge,
@@ -242,33 +314,154 @@ impl Proxy {
                 )));
             }
         }
+        let oauth = profile.oauth.as_ref();
+        let replay_cap = oauth
+            .filter(|o| !o.reauth_on.is_empty())
+            .map_or(0, |o| o.replay_max);
+        let known_len = body.size_hint().exact();
         let guarded = GuardedBody::new(body, max, snap.config.proxy.body_read_timeout);
-        let out_body = if plan.has_payload() {
-            let bytes = body::read_all(guarded)
-                .await
-                .map_err(|e| with_profile(e.into_proxy_error()))?;
-            let bytes: Bytes =
-                plan.rewrite_payload(&parts.method, &mut parts.headers, bytes, &inputs)?;
-            Either::Right(Full::new(bytes))
+        let buffer =
+            plan.has_payload() || known_len.is_some_and(|n| replay_cap > 0 && n <= replay_cap);
+        let body = if buffer {
+            AttemptBody::Buffered(
+                body::read_all(guarded)
+                    .await
+                    .map_err(|e| with_profile(e.into_proxy_error()))?,
+            )
         } else {
-            Either::Left(guarded)
+            AttemptBody::Stream(guarded)
         };
 
-        // 6. forward
+        // 5. obtain credential
+        let mut token_key = None;
+        if let Some(o) = oauth {
+            let key = o.key(plan.profile(), inputs.tenant.as_deref());
+            let token = self
+                .cache
+                .get(&key, &o.dyn_source, &o.policy)
+                .await
+                .map_err(|e| e.into_proxy_error(plan.profile()))?;
+            inputs.token = Some(token);
+            token_key = Some(key);
+        }
+
+        // 6–7. inject and forward
         parts.headers.remove(HOST);
         append_forwarded_for(&mut parts.headers, conn.peer);
-        parts.version = Version::HTTP_11;
-        let req = Request::from_parts(parts, out_body);
-        let mut resp = route
+        let replayable = replay_cap > 0 && matches!(body, AttemptBody::Buffered(_));
+        let uri = parts.uri.clone();
+        let first_headers = if replayable {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
+        let (first_body, again) = match body {
+            AttemptBody::Buffered(b) => (AttemptBody::Buffered(b.clone()), Some(b)),
+            s => (s, None),
+        };
+        let req = build(
+            route,
+            plan,
+            &inputs,
+            &parts.method,
+            &uri,
+            rest_start,
+            first_headers,
+            first_body,
+        )?;
+        let resp = route
             .client
             .send(req, route.timeout)
             .await
             .map_err(with_profile)?;
 
-        // 7. respond
+        // 8. upstream refused the token: refresh once, replay once
+        let resp = match (oauth, &token_key, &inputs.token) {
+            (Some(o), Some(key), Some(token)) if o.reauth_on.contains(&resp.status().as_u16()) => {
+                self.cache.invalidate_if_current(key, token);
+                match again.filter(|_| replayable) {
+                    None => {
+                        self.stats.replays_skipped.fetch_add(1, Ordering::Relaxed);
+                        resp
+                    }
+                    Some(bytes) => match self.cache.get(key, &o.dyn_source, &o.policy).await {
+                        // No new token: the upstream's own answer is the most honest reply.
+                        Err(_) => resp,
+                        Ok(new_token) => {
+                            self.stats.replays.fetch_add(1, Ordering::Relaxed);
+                            drop(resp);
+                            inputs.token = Some(new_token);
+                            let headers = std::mem::take(&mut parts.headers);
+                            let req = build(
+                                route,
+                                plan,
+                                &inputs,
+                                &parts.method,
+                                &uri,
+                                rest_start,
+                                headers,
+                                AttemptBody::Buffered(bytes),
+                            )?;
+                            route
+                                .client
+                                .send(req, route.timeout)
+                                .await
+                                .map_err(with_profile)?
+                        }
+                    },
+                }
+            }
+            _ => resp,
+        };
+
+        // 9. respond
+        let mut resp = resp;
         strip_hop_by_hop(resp.headers_mut());
         Ok(resp.map(Either::Left))
     }
+}
+
+/// Builds one upstream request from the caller's (pre-injection) request.
+#[allow(clippy::too_many_arguments)]
+fn build(
+    route: &RouteRt,
+    plan: &Plan,
+    inputs: &Inputs,
+    method: &Method,
+    uri: &Uri,
+    rest_start: usize,
+    mut headers: HeaderMap,
+    body: AttemptBody,
+) -> Result<Request<OutBody>, ProxyError> {
+    let params = if plan.has_path() {
+        plan.path_params(inputs)?
+    } else {
+        Vec::new()
+    };
+    let new_query = plan.rewrite_query(uri.query(), inputs)?;
+    let query = new_query.as_deref().or(uri.query());
+    let upstream_uri = route
+        .upstream_uri(
+            &uri.path()[rest_start..],
+            query,
+            inputs.tenant.as_deref(),
+            &params,
+        )
+        .map_err(|e| e.with_profile(plan.profile()))?;
+    plan.apply_headers(&mut headers, inputs)?;
+    let body: OutBody = match body {
+        AttemptBody::Stream(g) => Either::Left(g),
+        AttemptBody::Buffered(b) if plan.has_payload() => Either::Right(Full::new(
+            plan.rewrite_payload(method, &mut headers, b, inputs)?,
+        )),
+        AttemptBody::Buffered(b) => Either::Right(Full::new(b)),
+    };
+    let mut req = Request::new(body);
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = upstream_uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Ok(req)
 }
 
 fn append_forwarded_for(headers: &mut http::HeaderMap, peer: SocketAddr) {

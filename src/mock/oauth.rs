@@ -1,0 +1,457 @@
+//! The mock's authorization server: token endpoint, issued tokens, faults.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine;
+use http::header::{AUTHORIZATION, CACHE_CONTROL, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use rand::RngCore;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::{json_response, raw_response, read_body, Body, Counters};
+use crate::inject::encode::{decode_form, parse_form};
+
+/// Who the mock knows.
+#[derive(Debug, Clone)]
+pub struct MockSettings {
+    /// `(client_id, client_secret)`; an empty secret is a public client.
+    pub clients: Vec<(String, String)>,
+    /// `(username, password)` for the password grant.
+    pub users: Vec<(String, String)>,
+    pub token_lifetime: Duration,
+    /// Issue a new refresh token on every refresh and refuse the old one.
+    pub rotate_refresh_tokens: bool,
+    /// Also issue refresh tokens for client credentials (some IdPs do).
+    pub refresh_tokens_for_client_credentials: bool,
+}
+
+impl Default for MockSettings {
+    fn default() -> Self {
+        MockSettings {
+            clients: vec![(
+                crate::config::DEFAULT_MOCK_CLIENT_ID.into(),
+                crate::config::DEFAULT_MOCK_CLIENT_SECRET.into(),
+            )],
+            users: vec![(
+                crate::config::DEFAULT_MOCK_USERNAME.into(),
+                crate::config::DEFAULT_MOCK_PASSWORD.into(),
+            )],
+            token_lifetime: crate::config::DEFAULT_MOCK_TOKEN_LIFETIME,
+            rotate_refresh_tokens: true,
+            refresh_tokens_for_client_credentials: false,
+        }
+    }
+}
+
+/// A way to make token requests fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFault {
+    /// Wait this long, then answer normally.
+    Slow(Duration),
+    /// 500 with `Retry-After: 1`.
+    ServerError,
+    /// 200 with a body that is not JSON.
+    Garbage,
+    /// 200 with an HTML login page.
+    Html,
+    InvalidClient,
+    InvalidGrant,
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    token: Option<TokenFault>,
+    /// How many more token requests the fault applies to (`None`: all).
+    times: Option<u32>,
+    resource_401: u32,
+}
+
+#[derive(Debug)]
+struct Issued {
+    expires: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct RefreshInfo {
+    client: String,
+    user: Option<String>,
+}
+
+/// The mock's state, shared by its connections and reachable from tests.
+#[derive(Debug)]
+pub struct MockState {
+    settings: Mutex<MockSettings>,
+    issued: Mutex<HashMap<String, Issued>>,
+    refresh: Mutex<HashMap<String, RefreshInfo>>,
+    faults: Mutex<Faults>,
+    pub counters: Counters,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn random_token(prefix: &str) -> String {
+    let mut b = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut b);
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{prefix}{hex}")
+}
+
+fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response<Body> {
+    let mut r = json_response(
+        status,
+        &json!({"error": code, "error_description": description}),
+    );
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+impl MockState {
+    pub fn new(settings: MockSettings) -> Self {
+        MockState {
+            settings: Mutex::new(settings),
+            issued: Mutex::default(),
+            refresh: Mutex::default(),
+            faults: Mutex::default(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Makes the next `times` token requests (all, with `None`) fail with `fault`.
+    pub fn set_token_fault(&self, fault: Option<TokenFault>, times: Option<u32>) {
+        let mut f = lock(&self.faults);
+        f.token = fault;
+        f.times = times;
+    }
+
+    /// Makes the next `n` protected-resource requests answer 401 even with a valid token.
+    pub fn reject_resource(&self, n: u32) {
+        lock(&self.faults).resource_401 = n;
+    }
+
+    pub fn set_token_lifetime(&self, d: Duration) {
+        lock(&self.settings).token_lifetime = d;
+    }
+
+    pub fn clear_faults(&self) {
+        *lock(&self.faults) = Faults::default();
+    }
+
+    pub(super) fn set_faults_json(&self, body: &[u8]) -> Result<(), String> {
+        let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let fault = match v.get("token") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(match s.as_str() {
+                "500" => TokenFault::ServerError,
+                "garbage" => TokenFault::Garbage,
+                "html" => TokenFault::Html,
+                "invalid_client" => TokenFault::InvalidClient,
+                "invalid_grant" => TokenFault::InvalidGrant,
+                s if s.starts_with("slow:") => TokenFault::Slow(Duration::from_millis(
+                    s[5..].parse().map_err(|_| "slow:MS expects milliseconds")?,
+                )),
+                other => return Err(format!("unknown token fault {other:?}")),
+            }),
+            Some(_) => return Err("token must be a string or null".into()),
+        };
+        let times = v.get("times").and_then(Value::as_u64).map(|n| n as u32);
+        self.set_token_fault(fault, times);
+        if let Some(n) = v.get("resource_401").and_then(Value::as_u64) {
+            self.reject_resource(n as u32);
+        }
+        Ok(())
+    }
+
+    fn take_fault(&self) -> Option<TokenFault> {
+        let mut f = lock(&self.faults);
+        let fault = f.token?;
+        match &mut f.times {
+            Some(0) => {
+                f.token = None;
+                f.times = None;
+                return None;
+            }
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        Some(fault)
+    }
+
+    /// Checks a protected-resource request's bearer token.
+    pub(super) fn check_bearer(&self, headers: &HeaderMap) -> Result<(), Box<Response<Body>>> {
+        let reject = |desc: &str| {
+            self.counters
+                .resource_rejected
+                .fetch_add(1, Ordering::SeqCst);
+            let mut r = json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "invalid_token", "error_description": desc}),
+            );
+            r.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"mock\", error=\"invalid_token\""),
+            );
+            Box::new(r)
+        };
+        let token = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let Some(token) = token else {
+            return Err(reject("no bearer token"));
+        };
+        let valid = lock(&self.issued)
+            .get(token)
+            .is_some_and(|i| Instant::now() < i.expires);
+        if !valid {
+            return Err(reject("unknown or expired token"));
+        }
+        {
+            let mut f = lock(&self.faults);
+            if f.resource_401 > 0 {
+                f.resource_401 -= 1;
+                drop(f);
+                return Err(reject("rejected by a fault switch"));
+            }
+        }
+        self.counters.resource_ok.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn issue(
+        &self,
+        grant: &str,
+        client: &str,
+        user: Option<&str>,
+        scope: Option<&str>,
+        with_refresh: bool,
+    ) -> Response<Body> {
+        let lifetime = lock(&self.settings).token_lifetime;
+        let access = random_token("mock-at-");
+        lock(&self.issued).insert(
+            access.clone(),
+            Issued {
+                expires: Instant::now() + lifetime,
+            },
+        );
+        let mut body = json!({
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": lifetime.as_secs().max(1),
+            "mock_grant": grant,
+        });
+        if let Some(s) = scope {
+            body["scope"] = Value::String(s.to_string());
+        }
+        if with_refresh {
+            let rt = random_token("mock-rt-");
+            lock(&self.refresh).insert(
+                rt.clone(),
+                RefreshInfo {
+                    client: client.to_string(),
+                    user: user.map(str::to_string),
+                },
+            );
+            body["refresh_token"] = Value::String(rt);
+        }
+        let mut r = json_response(StatusCode::OK, &body);
+        r.headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    }
+}
+
+/// `POST /oauth/token`.
+pub(super) async fn token(state: &MockState, req: Request<Incoming>) -> Response<Body> {
+    state.counters.token_requests.fetch_add(1, Ordering::SeqCst);
+    let resp = token_inner(state, req).await;
+    if !resp.status().is_success() {
+        state.counters.token_errors.fetch_add(1, Ordering::SeqCst);
+    }
+    resp
+}
+
+async fn token_inner(state: &MockState, req: Request<Incoming>) -> Response<Body> {
+    match state.take_fault() {
+        Some(TokenFault::Slow(d)) => tokio::time::sleep(d).await,
+        Some(TokenFault::ServerError) => {
+            let mut r = oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "mock: failing on purpose",
+            );
+            r.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+        Some(TokenFault::Garbage) => {
+            return raw_response(StatusCode::OK, "application/json", "{\"access_tok")
+        }
+        Some(TokenFault::Html) => {
+            return raw_response(
+                StatusCode::OK,
+                "text/html",
+                "<html><body>Please sign in</body></html>",
+            )
+        }
+        Some(TokenFault::InvalidClient) => {
+            return oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "mock: client rejected",
+            )
+        }
+        Some(TokenFault::InvalidGrant) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "mock: grant rejected",
+            )
+        }
+        None => {}
+    }
+    let basic = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .map(str::to_string);
+    let body = match read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let form = parse_form(&body);
+    let param = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+
+    // Client authentication: exactly one method (RFC 6749 §2.3).
+    let (client_id, secret) = match (&basic, param("client_secret")) {
+        (Some(_), Some(_)) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "more than one client authentication method",
+            )
+        }
+        (Some(b), None) => {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+                .and_then(|d| String::from_utf8(d).ok());
+            let Some((id, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+                return oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "malformed Basic credentials",
+                );
+            };
+            // RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
+            (decode_form(id), decode_form(secret))
+        }
+        (None, s) => (
+            param("client_id").unwrap_or_default().to_string(),
+            s.unwrap_or_default().to_string(),
+        ),
+    };
+    let known = lock(&state.settings)
+        .clients
+        .iter()
+        .any(|(id, s)| *id == client_id && *s == secret);
+    if !known {
+        let mut r = oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "unknown client or wrong secret",
+        );
+        if basic.is_some() {
+            r.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"mock\""),
+            );
+        }
+        return r;
+    }
+    let scope = param("scope");
+    let (rotate, cc_refresh) = {
+        let s = lock(&state.settings);
+        (
+            s.rotate_refresh_tokens,
+            s.refresh_tokens_for_client_credentials,
+        )
+    };
+    match param("grant_type") {
+        Some("client_credentials") => {
+            state
+                .counters
+                .client_credentials
+                .fetch_add(1, Ordering::SeqCst);
+            state.issue("client_credentials", &client_id, None, scope, cc_refresh)
+        }
+        Some("password") => {
+            state.counters.password.fetch_add(1, Ordering::SeqCst);
+            let (u, p) = (
+                param("username").unwrap_or(""),
+                param("password").unwrap_or(""),
+            );
+            let ok = lock(&state.settings)
+                .users
+                .iter()
+                .any(|(user, pw)| user == u && pw == p);
+            if !ok {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "wrong username or password",
+                );
+            }
+            state.issue("password", &client_id, Some(u), scope, true)
+        }
+        Some("refresh_token") => {
+            state.counters.refresh_token.fetch_add(1, Ordering::SeqCst);
+            let rt = param("refresh_token").unwrap_or("");
+            let info = {
+                let mut map = lock(&state.refresh);
+                let info = map.get(rt).cloned();
+                if info.is_some() && rotate {
+                    map.remove(rt);
+                }
+                info
+            };
+            match info {
+                // Without rotation the old refresh token stays valid and the answer carries none.
+                Some(i) if i.client == client_id => state.issue(
+                    "refresh_token",
+                    &client_id,
+                    i.user.as_deref(),
+                    scope,
+                    rotate,
+                ),
+                _ => oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "unknown, used or foreign refresh token",
+                ),
+            }
+        }
+        Some(_) => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "mock supports client_credentials, password and refresh_token",
+        ),
+        None => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "grant_type missing",
+        ),
+    }
+}

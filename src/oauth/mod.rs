@@ -1,0 +1,256 @@
+//! OAuth 2.0 machine grants (client credentials, password) through the `oauth2` crate, as a
+//! [`TokenSource`] for the token cache.
+//!
+//! The `oauth2` crate builds the token requests (including RFC 6749 §2.3.1 `client_secret_basic`,
+//! which form-urlencodes id and secret before base64) and parses responses into
+//! [`response::IdpTokenResponse`]; it is driven over the project's own hyper + rustls client
+//! ([`http::IdpHttp`]). Failures become [`TokenError`]s whose messages carry at most the OAuth
+//! `error` code and description, never the IdP's body.
+
+pub mod http;
+pub mod response;
+pub mod test_auth;
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+};
+use oauth2::{
+    AuthType, ClientId, ClientSecret, EndpointNotSet, EndpointSet, RefreshToken, RequestTokenError,
+    ResourceOwnerPassword, ResourceOwnerUsername, StandardRevocableToken, TokenUrl,
+};
+
+use self::http::{IdpHttp, IdpHttpError};
+use self::response::IdpTokenResponse;
+use crate::config::{ClientAuth, Grant, OAuthSettings, Profile};
+use crate::secret::Secret;
+use crate::token::{Fetched, Policy, TokenError, TokenErrorKind, TokenKey, TokenSource};
+
+type OAuthClient = oauth2::Client<
+    BasicErrorResponse,
+    IdpTokenResponse,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+type TokenResult = Result<IdpTokenResponse, RequestTokenError<IdpHttpError, BasicErrorResponse>>;
+
+/// Which request to send.
+#[derive(Debug, Clone, Copy)]
+pub enum Request<'a> {
+    /// The profile's own grant (client credentials or password).
+    Primary,
+    Refresh(&'a Secret),
+}
+
+/// Token source for one OAuth profile.
+pub struct OAuthSource {
+    profile: Arc<str>,
+    settings: OAuthSettings,
+    http: IdpHttp,
+}
+
+impl OAuthSource {
+    pub fn new(profile: &Profile) -> Result<Option<OAuthSource>, String> {
+        let Some(settings) = profile.kind.oauth() else {
+            return Ok(None);
+        };
+        Ok(Some(OAuthSource {
+            profile: profile.name.clone(),
+            http: IdpHttp::new(&settings.tls, settings.idp_timeout)?,
+            settings: settings.clone(),
+        }))
+    }
+
+    pub fn settings(&self) -> &OAuthSettings {
+        &self.settings
+    }
+
+    pub fn profile(&self) -> &Arc<str> {
+        &self.profile
+    }
+
+    /// The token cache policy for this profile.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            default_lifetime: self.settings.default_token_lifetime,
+            refresh_before: self.settings.refresh_before,
+            ..Policy::default()
+        }
+    }
+
+    /// The token URL with the tenant filled in (already validated as one DNS label).
+    pub fn token_url(&self, tenant: Option<&str>) -> Result<String, TokenError> {
+        if !self.settings.token_url_has_tenant {
+            return Ok(self.settings.token_url.clone());
+        }
+        let tenant = tenant.ok_or_else(|| {
+            TokenError::new(
+                TokenErrorKind::Rejected,
+                "X-Authsidecar-Tenant is required: the token URL uses {tenant}",
+            )
+        })?;
+        Ok(self.settings.token_url.replace("{tenant}", tenant))
+    }
+
+    fn client(&self, token_url: String) -> Result<OAuthClient, TokenError> {
+        let url = TokenUrl::new(token_url).map_err(|e| {
+            TokenError::new(TokenErrorKind::InvalidResponse, format!("token URL: {e}"))
+        })?;
+        let s = &self.settings;
+        let mut c = oauth2::Client::new(ClientId::new(s.client_id.clone()))
+            .set_token_uri(url)
+            .set_auth_type(match s.client_auth {
+                ClientAuth::Basic => AuthType::BasicAuth,
+                ClientAuth::Post | ClientAuth::None => AuthType::RequestBody,
+            });
+        if let (Some(secret), false) = (&s.client_secret, s.client_auth == ClientAuth::None) {
+            c = c.set_client_secret(ClientSecret::new(secret.expose().to_string()));
+        }
+        Ok(c)
+    }
+
+    /// Sends one token request over `http` (the shared client, or a capturing copy).
+    pub async fn request(
+        &self,
+        http: &IdpHttp,
+        tenant: Option<&str>,
+        which: Request<'_>,
+    ) -> Result<IdpTokenResponse, TokenError> {
+        let client = self.client(self.token_url(tenant)?)?;
+        let s = &self.settings;
+        let params = s.token_params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let scope = s.scope.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let result: TokenResult = match (which, &s.grant) {
+            (Request::Refresh(rt), _) => {
+                let rt = RefreshToken::new(rt.expose().to_string());
+                let mut r = client.exchange_refresh_token(&rt);
+                for (k, v) in params {
+                    r = r.add_extra_param(k, v);
+                }
+                r.request_async(http).await
+            }
+            (Request::Primary, Grant::ClientCredentials) => {
+                let mut r = client.exchange_client_credentials();
+                for (k, v) in scope.chain(params) {
+                    r = r.add_extra_param(k, v);
+                }
+                r.request_async(http).await
+            }
+            (Request::Primary, Grant::Password { username, password }) => {
+                let u = ResourceOwnerUsername::new(username.expose().to_string());
+                let p = ResourceOwnerPassword::new(password.expose().to_string());
+                let mut r = client.exchange_password(&u, &p);
+                for (k, v) in scope.chain(params) {
+                    r = r.add_extra_param(k, v);
+                }
+                r.request_async(http).await
+            }
+        };
+        result.map_err(map_error)
+    }
+}
+
+pub fn to_fetched(r: IdpTokenResponse) -> Fetched {
+    Fetched {
+        access_token: Secret::new(r.access_token.into_secret()),
+        token_type: "Bearer".into(),
+        expires_in: r.expires_in,
+        refresh_token: r.refresh_token.map(|t| Secret::new(t.into_secret())),
+        id_token: r.id_token.map(Secret::new),
+        scope: r.scope_raw,
+        extra: r.extra,
+    }
+}
+
+/// Keeps an IdP-supplied text printable and short.
+fn clean(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(200).collect()
+}
+
+fn map_error(e: RequestTokenError<IdpHttpError, BasicErrorResponse>) -> TokenError {
+    match e {
+        RequestTokenError::ServerResponse(err) => {
+            let code = clean(err.error().as_ref());
+            let kind = if code == "invalid_grant" {
+                TokenErrorKind::GrantInvalid
+            } else {
+                TokenErrorKind::Rejected
+            };
+            let msg = match err.error_description() {
+                Some(d) => format!(
+                    "the identity provider refused the token request: {code} ({})",
+                    clean(d)
+                ),
+                None => format!("the identity provider refused the token request: {code}"),
+            };
+            TokenError::new(kind, msg)
+        }
+        RequestTokenError::Request(h) => {
+            let kind = match &h {
+                IdpHttpError::Timeout(_) => TokenErrorKind::Timeout,
+                IdpHttpError::Connect(_) | IdpHttpError::Tls(_) | IdpHttpError::Server { .. } => {
+                    TokenErrorKind::Unavailable
+                }
+                IdpHttpError::Client(_) => TokenErrorKind::Rejected,
+                IdpHttpError::Redirect(_) | IdpHttpError::TooLarge | IdpHttpError::Request(_) => {
+                    TokenErrorKind::InvalidResponse
+                }
+            };
+            let mut t = TokenError::new(kind, format!("token request failed: {h}"));
+            if let IdpHttpError::Server { retry_after, .. } = h {
+                t.retry_after = retry_after;
+            }
+            t
+        }
+        RequestTokenError::Parse(e, _body) => TokenError::new(
+            TokenErrorKind::InvalidResponse,
+            format!(
+                "the identity provider's answer is not a token response: {}",
+                clean(&e.inner().to_string())
+            ),
+        ),
+        RequestTokenError::Other(s) => TokenError::new(
+            TokenErrorKind::InvalidResponse,
+            format!(
+                "the identity provider's answer is not a token response: {}",
+                clean(&s)
+            ),
+        ),
+    }
+}
+
+impl TokenSource for OAuthSource {
+    fn fetch<'a>(
+        &'a self,
+        key: &'a TokenKey,
+        refresh_token: Option<Secret>,
+    ) -> BoxFuture<'a, Result<Fetched, TokenError>> {
+        Box::pin(async move {
+            let tenant = key.tenant.as_deref();
+            if let Some(rt) = &refresh_token {
+                match self.request(&self.http, tenant, Request::Refresh(rt)).await {
+                    Ok(r) => return Ok(to_fetched(r)),
+                    // A machine grant can always start over with its own credentials.
+                    Err(e) if e.kind == TokenErrorKind::GrantInvalid => {
+                        tracing::debug!(profile = %self.profile, "refresh token refused; using the profile's grant");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let r = self.request(&self.http, tenant, Request::Primary).await;
+            if let Err(e) = &r {
+                tracing::warn!(profile = %self.profile, kind = ?e.kind, "token request failed: {}", e.message);
+            }
+            r.map(to_fetched)
+        })
+    }
+}

@@ -1,0 +1,242 @@
+//! "Test authorization": run a profile's token request and report what happened, with every token and
+//! secret masked. Used by `authsidecar test-auth` and `POST /admin/profiles/{name}/test`.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{to_fetched, OAuthSource, Request};
+use crate::token::{Fetched, TokenError};
+
+/// Largest body shown in a report.
+pub const MAX_REPORT_BODY: usize = 64 * 1024;
+
+/// Header values never shown.
+const SECRET_HEADERS: &[&str] = &[
+    "set-cookie",
+    "authorization",
+    "proxy-authorization",
+    "www-authenticate",
+];
+
+#[derive(Debug, Serialize)]
+pub struct TestReport {
+    pub profile: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub token_url: String,
+    pub ok: bool,
+    /// HTTP status of the token endpoint, when it answered.
+    pub status: Option<u16>,
+    pub elapsed_ms: u64,
+    /// Response headers ("Headers" tab).
+    pub headers: Vec<(String, String)>,
+    /// Response body, masked ("Response" tab).
+    pub body: String,
+    pub error: Option<ReportError>,
+    pub token: Option<TokenSummary>,
+    /// Whether the token was put in the cache (admin only, `store=true`).
+    pub stored: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReportError {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenSummary {
+    pub token_type: String,
+    pub expires_in: Option<u64>,
+    pub scope: Option<String>,
+    pub has_refresh_token: bool,
+    pub has_id_token: bool,
+    pub extra_members: Vec<String>,
+}
+
+fn redacted(s: &str) -> String {
+    format!("[redacted len={}]", s.chars().count())
+}
+
+fn is_secret_member(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.ends_with("token") || n.contains("secret") || n.contains("password") || n == "code"
+}
+
+fn mask_json(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, val) in m.iter_mut() {
+                if is_secret_member(k) {
+                    if let Value::String(s) = val {
+                        *val = Value::String(redacted(s));
+                        continue;
+                    }
+                }
+                mask_json(val);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(mask_json),
+        _ => {}
+    }
+}
+
+/// Masks a response body: JSON members that hold tokens or secrets, then every known secret value
+/// wherever it appears.
+pub fn mask_body(body: &[u8], known: &[&str]) -> String {
+    let body = &body[..body.len().min(MAX_REPORT_BODY)];
+    let mut text = match serde_json::from_slice::<Value>(body) {
+        Ok(mut v) => {
+            mask_json(&mut v);
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        }
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    };
+    for k in known.iter().filter(|k| k.len() >= 4) {
+        if text.contains(*k) {
+            text = text.replace(*k, &redacted(k));
+        }
+    }
+    text
+}
+
+/// Runs the profile's token request once (never through the cache) and reports.
+pub async fn run(source: &OAuthSource, tenant: Option<&str>) -> (TestReport, Option<Fetched>) {
+    let s = source.settings();
+    let (http, capture) = source.http.capturing();
+    let started = Instant::now();
+    let result = source.request(&http, tenant, Request::Primary).await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let exchange = capture.lock().unwrap_or_else(|p| p.into_inner()).take();
+
+    let mut known: Vec<String> = Vec::new();
+    if let Some(cs) = &s.client_secret {
+        known.push(cs.expose().to_string());
+    }
+    if let crate::config::Grant::Password { password, .. } = &s.grant {
+        known.push(password.expose().to_string());
+    }
+    let (fetched, error) = match result {
+        Ok(r) => {
+            let f = to_fetched(r);
+            known.push(f.access_token.expose().to_string());
+            if let Some(rt) = &f.refresh_token {
+                known.push(rt.expose().to_string());
+            }
+            if let Some(it) = &f.id_token {
+                known.push(it.expose().to_string());
+            }
+            (Some(f), None)
+        }
+        Err(e) => (None, Some(e)),
+    };
+    let known_refs: Vec<&str> = known.iter().map(String::as_str).collect();
+    let (status, headers, body) = match &exchange {
+        Some(x) => (
+            Some(x.status),
+            x.headers
+                .iter()
+                .map(|(n, v)| {
+                    let shown = if SECRET_HEADERS.contains(&n.as_str()) {
+                        redacted(&String::from_utf8_lossy(v.as_bytes()))
+                    } else {
+                        mask_body(v.as_bytes(), &known_refs)
+                    };
+                    (n.as_str().to_string(), shown)
+                })
+                .collect(),
+            mask_body(&x.body, &known_refs),
+        ),
+        None => (None, Vec::new(), String::new()),
+    };
+    let token = fetched.as_ref().map(|f| TokenSummary {
+        token_type: f.token_type.clone(),
+        expires_in: f.expires_in.map(|d| d.as_secs()),
+        scope: f.scope.clone(),
+        has_refresh_token: f.refresh_token.is_some(),
+        has_id_token: f.id_token.is_some(),
+        extra_members: f.extra.iter().map(|(k, _)| k.clone()).collect(),
+    });
+    let report = TestReport {
+        profile: source.profile().to_string(),
+        kind: match s.grant {
+            crate::config::Grant::ClientCredentials => "oauth2_client_credentials",
+            crate::config::Grant::Password { .. } => "oauth2_password",
+        }
+        .to_string(),
+        token_url: source
+            .token_url(tenant)
+            .unwrap_or_else(|_| s.token_url.clone()),
+        ok: error.is_none(),
+        status,
+        elapsed_ms,
+        headers,
+        body,
+        error: error.as_ref().map(|e: &TokenError| ReportError {
+            code: e.code().as_str().to_string(),
+            message: e.message.clone(),
+        }),
+        token,
+        stored: false,
+    };
+    (report, fetched)
+}
+
+impl TestReport {
+    /// The human-readable form printed by `authsidecar test-auth`.
+    pub fn to_text(&self) -> String {
+        let mut out = format!(
+            "Profile:   {} ({})\nToken URL: {}\nResult:    {}\n",
+            self.profile,
+            self.kind,
+            self.token_url,
+            match &self.error {
+                None => "Auth Test Succeeded".to_string(),
+                Some(e) => format!("Auth Test Failed: {}: {}", e.code, e.message),
+            }
+        );
+        out.push_str(&format!(
+            "Status:    {}\nElapsed:   {} ms\n",
+            self.status.map_or("-".into(), |s| s.to_string()),
+            self.elapsed_ms
+        ));
+        if let Some(t) = &self.token {
+            out.push_str(&format!(
+                "Token:     {} expires_in={} scope={} refresh_token={} extra={:?}\n",
+                t.token_type,
+                t.expires_in.map_or("-".into(), |s| s.to_string()),
+                t.scope.as_deref().unwrap_or("-"),
+                t.has_refresh_token,
+                t.extra_members
+            ));
+        }
+        out.push_str("\n== Headers ==\n");
+        for (k, v) in &self.headers {
+            out.push_str(&format!("{k}: {v}\n"));
+        }
+        out.push_str("\n== Response ==\n");
+        out.push_str(&self.body);
+        out.push('\n');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_known_secrets_are_masked() {
+        let body = br#"{"access_token":"tok-abc","refresh_token":"rt-xyz","expires_in":60,"note":"secret s3cr3t-value here","nested":{"id_token":"idt"}}"#;
+        let out = mask_body(body, &["s3cr3t-value"]);
+        for s in ["tok-abc", "rt-xyz", "idt\"", "s3cr3t-value"] {
+            assert!(!out.contains(s), "{s} in {out}");
+        }
+        assert!(out.contains("\"expires_in\": 60"));
+        assert!(out.contains("[redacted len=7]"));
+        let html = b"<html>token tok-abc</html>";
+        assert!(!mask_body(html, &["tok-abc"]).contains("tok-abc"));
+    }
+}
