@@ -44,6 +44,7 @@ pub enum StartError {
 
 /// A running sidecar: its listeners' addresses and the handle to stop it.
 pub struct Server {
+    proxy: Arc<proxy::Proxy>,
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub mock_addr: Option<SocketAddr>,
@@ -94,8 +95,9 @@ impl Server {
         };
         let pl = bind("proxy", config.proxy.listen).await?;
         let proxy_addr = pl.local_addr().unwrap_or(config.proxy.listen);
+        let handler_proxy = proxy.clone();
         tokio::spawn(serve::serve(pl, limits, shutdown.subscribe(), move |c| {
-            proxy.handler(c)
+            handler_proxy.handler(c)
         }));
 
         let admin = admin::Admin::new(snapshot, cache, ready.clone());
@@ -111,12 +113,18 @@ impl Server {
         ready.store(true, Ordering::Release);
         tracing::info!(%proxy_addr, %admin_addr, mock = ?mock_addr, routes = config.routes.len(), profiles = config.profiles.len(), "authsidecar started");
         Ok(Server {
+            proxy,
             proxy_addr,
             admin_addr,
             mock_addr,
             shutdown,
             drain_timeout: config.proxy.drain_timeout,
         })
+    }
+
+    /// Counters of the request path (replays, …).
+    pub fn proxy_stats(&self) -> &proxy::ProxyStats {
+        &self.proxy.stats
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the drain timeout). Returns false when

@@ -4,7 +4,7 @@
 //! `authsidecar mock-provider --listen ADDR` runs it alone; `[mock_provider]` runs it inside the
 //! sidecar (the demo config does). Endpoints:
 //!
-//! - `POST /oauth/token`: grants `client_credentials`, `password` and `refresh_token`; client
+//! - `POST /oauth/token` (or any path ending in it, e.g. `/{tenant}/oauth/token`): grants `client_credentials`, `password` and `refresh_token`; client
 //!   authentication `client_secret_basic` (RFC 6749 §2.3.1 decoding) or `client_secret_post`, never
 //!   both; access tokens live `token_lifetime`; refresh tokens rotate (the old one is refused after
 //!   use, `invalid_grant`). Answers carry `Cache-Control: no-store` and an extra member
@@ -230,8 +230,9 @@ async fn handle(state: &MockState, req: Request<Incoming>) -> Response<Body> {
                 Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e})),
             }
         }
-        (&Method::POST, "/oauth/token") => oauth::token(state, req).await,
-        (_, "/oauth/token") => json_response(
+        // Any path ending in /oauth/token, so token URLs may carry a tenant: /{tenant}/oauth/token.
+        (&Method::POST, p) if p.ends_with("/oauth/token") => oauth::token(state, req).await,
+        (_, p) if p.ends_with("/oauth/token") => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "invalid_request", "error_description": "use POST"}),
         ),

@@ -140,6 +140,13 @@ impl MockState {
         lock(&self.settings).token_lifetime = d;
     }
 
+    /// Every access token issued so far (tests grep outputs for them).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let mut t: Vec<String> = lock(&self.issued).keys().cloned().collect();
+        t.extend(lock(&self.refresh).keys().cloned());
+        t
+    }
+
     pub fn clear_faults(&self) {
         *lock(&self.faults) = Faults::default();
     }

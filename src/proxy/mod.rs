@@ -335,6 +335,12 @@ impl Proxy {
         // 5. obtain credential
         let mut token_key = None;
         if let Some(o) = oauth {
+            if inputs.tenant.is_none() && o.source.settings().token_url_has_tenant {
+                return Err(with_profile(ProxyError::new(
+                    ErrorCode::TenantInvalid,
+                    "X-Authsidecar-Tenant is required: the profile's token URL uses {tenant}",
+                )));
+            }
             let key = o.key(plan.profile(), inputs.tenant.as_deref());
             let token = self
                 .cache

@@ -10,3 +10,4 @@ mod config_check;
 mod forwarding;
 mod injection;
 mod limits;
+mod oauth;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use authsidecar::config::{Config, Env};
-use authsidecar::mock::MockProvider;
+use authsidecar::mock::{MockProvider, MockSettings};
 use authsidecar::Server;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -54,7 +54,12 @@ impl Harness {
     }
 
     pub async fn start_with_env(text: &str, env: &[(&str, &str)]) -> Harness {
-        let echo = MockProvider::start(([127, 0, 0, 1], 0).into())
+        Self::start_full(text, env, MockSettings::default()).await
+    }
+
+    /// With a mock provider configured by `settings`.
+    pub async fn start_full(text: &str, env: &[(&str, &str)], settings: MockSettings) -> Harness {
+        let echo = MockProvider::start_with(([127, 0, 0, 1], 0).into(), settings)
             .await
             .unwrap();
         let server = Server::start(config(text, echo.addr, env)).await.unwrap();
