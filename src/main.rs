@@ -54,6 +54,9 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9190")]
         listen: std::net::SocketAddr,
+        /// Lifetime of the access tokens it issues, e.g. "5s", "1h".
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        token_lifetime: std::time::Duration,
     },
 }
 
@@ -170,14 +173,21 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::MockProvider { listen } => {
+        Command::MockProvider {
+            listen,
+            token_lifetime,
+        } => {
             let result = runtime().and_then(|rt| {
                 rt.block_on(async {
-                    let mock = authsidecar::mock::MockProvider::start(listen)
+                    let settings = authsidecar::mock::MockSettings {
+                        token_lifetime,
+                        ..Default::default()
+                    };
+                    let mock = authsidecar::mock::MockProvider::start_with(listen, settings)
                         .await
                         .context("binding the mock provider")?;
                     eprintln!("mock provider listening on http://{}", mock.addr);
-                    let _ = tokio::signal::ctrl_c().await;
+                    wait_for_stop().await;
                     mock.shutdown().await;
                     Ok(())
                 })
@@ -224,6 +234,15 @@ async fn test_auth(
         print!("{}", report.to_text());
     }
     Ok(report.ok)
+}
+
+/// SIGINT or SIGTERM.
+async fn wait_for_stop() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

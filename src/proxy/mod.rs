@@ -155,6 +155,11 @@ impl Snapshot {
         })
     }
 
+    /// The prefix of the route that serves `path`, and the rest of the path (benchmarks, admin).
+    pub fn route_prefix<'p>(&self, path: &'p str) -> Option<(&str, &'p str)> {
+        self.route(path).map(|(r, rest)| (r.prefix.as_str(), rest))
+    }
+
     fn route<'p>(&self, path: &'p str) -> Option<(&RouteRt, &'p str)> {
         // Sorted longest prefix first at load.
         self.routes

@@ -1,0 +1,372 @@
+#!/usr/bin/env bash
+# Whole-process benchmark: authsidecar side by side with nginx and HAProxy, in one run, alternating
+# rounds so machine drift hits all of them equally.
+#
+#   bench/compare.sh                      # throughput + latency comparison (5 rounds x 5 s, 64 conns)
+#   bench/compare.sh --all                # plus payload, query, open-loop latency, storm, memory
+#   bench/compare.sh --smoke              # a few seconds: proves the script works (used by .ci/run)
+#   options: --rounds N --duration S --connections C --threads T --out FILE
+#
+# Targets (all on 127.0.0.1, ports chosen by the OS):
+#   direct     the upstream itself (nginx answering 200 "ok"): the physical limit
+#   nginx      nginx proxy_pass with proxy_set_header Authorization "Bearer …", upstream keep-alive
+#   haproxy    HAProxy with http-request set-header Authorization …, http-reuse always
+#   authsidecar  a client-credentials profile; the token is fetched once from the built-in mock
+#              provider (a separate process) and then served from the cache
+# Each proxy gets the same worker/thread count (--threads, default 2). Results: a table on stdout and
+# JSON in bench/results/latest.json (or --out).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+ROUNDS=5 DURATION=5 CONNS=64 THREADS=2 ALL=0 SMOKE=0 OUT="$ROOT/bench/results/latest.json"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) ROUNDS=$2; shift ;;
+    --duration) DURATION=$2; shift ;;
+    --connections) CONNS=$2; shift ;;
+    --threads) THREADS=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    --all) ALL=1 ;;
+    --smoke) SMOKE=1; ROUNDS=1; DURATION=1; CONNS=8 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+bash scripts/setup.sh bench
+echo "building (release)…"
+cargo build --release --quiet --bin authsidecar --example loadgen
+BIN="$ROOT/target/release/authsidecar"
+LOADGEN="$ROOT/target/release/examples/loadgen"
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+
+WORK=$(mktemp -d /tmp/authsidecar-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "$KEEP_LOGS" = 1 ]; then echo "logs kept in $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+KEEP_LOGS=${KEEP_LOGS:-0}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_port() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "port $1 did not open (logs: KEEP_LOGS=1)" >&2; return 1
+}
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+UP=$(free_port); NG=$(free_port); HA=$(free_port); AS=$(free_port); ADM=$(free_port); MOCK=$(free_port); MOCK2=$(free_port)
+TOKEN="static-benchmark-token-0123456789abcdef"
+
+# --- upstream: nginx answering 200 "ok", one worker (shared by every target)
+mkdir -p "$WORK/up" "$WORK/ng"
+cat > "$WORK/up/nginx.conf" <<EOF
+worker_processes 1;
+pid $WORK/up/nginx.pid;
+error_log $WORK/up/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $WORK/up; proxy_temp_path $WORK/up; fastcgi_temp_path $WORK/up; uwsgi_temp_path $WORK/up; scgi_temp_path $WORK/up;
+  server {
+    listen 127.0.0.1:$UP reuseport;
+    location / { return 200 "ok\n"; }
+  }
+}
+EOF
+"$NGINX" -c "$WORK/up/nginx.conf" -g 'daemon off;' &
+PIDS+=($!)
+
+# --- nginx as the injecting proxy
+cat > "$WORK/ng/nginx.conf" <<EOF
+worker_processes $THREADS;
+pid $WORK/ng/nginx.pid;
+error_log $WORK/ng/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $WORK/ng; proxy_temp_path $WORK/ng; fastcgi_temp_path $WORK/ng; uwsgi_temp_path $WORK/ng; scgi_temp_path $WORK/ng;
+  upstream up { server 127.0.0.1:$UP; keepalive 256; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$NG;
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer $TOKEN";
+    }
+  }
+}
+EOF
+"$NGINX" -c "$WORK/ng/nginx.conf" -g 'daemon off;' &
+PIDS+=($!)
+
+# --- HAProxy
+cat > "$WORK/haproxy.cfg" <<EOF
+global
+  nbthread $THREADS
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend f
+  bind 127.0.0.1:$HA
+  default_backend b
+backend b
+  http-reuse always
+  http-request set-header Authorization "Bearer $TOKEN"
+  server s1 127.0.0.1:$UP
+EOF
+"$HAPROXY" -f "$WORK/haproxy.cfg" -q &
+PIDS+=($!)
+
+# --- mock provider (its own process) and authsidecar
+"$BIN" mock-provider --listen "127.0.0.1:$MOCK" 2>"$WORK/mock.log" &
+PIDS+=($!)
+# A second mock with 2-second tokens, for the refresh storm.
+"$BIN" mock-provider --listen "127.0.0.1:$MOCK2" --token-lifetime 2s 2>"$WORK/mock2.log" &
+PIDS+=($!)
+cat > "$WORK/authsidecar.toml" <<EOF
+[proxy]
+listen = "127.0.0.1:$AS"
+max_body_bytes = 1048576
+[admin]
+listen = "127.0.0.1:$ADM"
+
+[[routes]]
+prefix = "/"
+upstream = "http://127.0.0.1:$UP/"
+profiles = ["cc", "json", "query"]
+
+[[routes]]
+prefix = "/t/"
+upstream = "http://127.0.0.1:$UP/{tenant}/"
+profiles = ["tenant"]
+
+[[routes]]
+prefix = "/storm/"
+upstream = "http://127.0.0.1:$UP/"
+profiles = ["storm"]
+
+[profiles.cc]
+type = "oauth2_client_credentials"
+token_url = "http://127.0.0.1:$MOCK/oauth/token"
+client_id = "demo-client"
+client_secret = "demo-secret"
+
+[profiles.json]
+type = "oauth2_client_credentials"
+token_url = "http://127.0.0.1:$MOCK/oauth/token"
+client_id = "demo-client"
+client_secret = "demo-secret"
+[[profiles.json.fields]]
+in = "payload"
+key = "/auth/token"
+value = "{{access_token}}"
+
+[profiles.query]
+type = "oauth2_client_credentials"
+token_url = "http://127.0.0.1:$MOCK/oauth/token"
+client_id = "demo-client"
+client_secret = "demo-secret"
+[[profiles.query.fields]]
+in = "query"
+key = "access_token"
+value = "{{access_token}}"
+
+[profiles.tenant]
+type = "oauth2_client_credentials"
+tenancy = true
+token_url = "http://127.0.0.1:$MOCK/{tenant}/oauth/token"
+client_id = "demo-client"
+client_secret = "demo-secret"
+
+[profiles.storm]
+type = "oauth2_client_credentials"
+token_url = "http://127.0.0.1:$MOCK2/oauth/token"
+client_id = "demo-client"
+client_secret = "demo-secret"
+EOF
+start_sidecar() {
+  RUST_LOG=warn "$BIN" -c "$WORK/authsidecar.toml" run 2>"$WORK/authsidecar.log" &
+  SIDECAR=$!
+  PIDS+=($SIDECAR)
+  wait_port "$AS"
+}
+start_sidecar
+for p in $UP $NG $HA $MOCK $MOCK2 $AS; do wait_port "$p"; done
+
+declare -A URL=(
+  [direct]="http://127.0.0.1:$UP/"
+  [nginx]="http://127.0.0.1:$NG/"
+  [haproxy]="http://127.0.0.1:$HA/"
+  [authsidecar]="http://127.0.0.1:$AS/"
+)
+ORDER=(direct nginx haproxy authsidecar)
+RAW="$WORK/raw.jsonl"
+: > "$RAW"
+
+run_wrk() { # scenario target url [script]
+  local scenario=$1 target=$2 url=$3 script=${4:-}
+  local args=(-t "$THREADS" -c "$CONNS" -d "${DURATION}s" --latency)
+  [ -n "$script" ] && args+=(-s "$script")
+  wrk "${args[@]}" "$url" > "$WORK/wrk.out" 2>&1 || true
+  python3 - "$scenario" "$target" "$WORK/wrk.out" >> "$RAW" <<'PY'
+import json, re, sys
+scenario, target, path = sys.argv[1:4]
+text = open(path).read()
+def ms(v, unit):
+    return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+lat = {p: ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)}
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+print(json.dumps({"scenario": scenario, "target": target,
+                  "rps": float(rps.group(1)) if rps else 0.0,
+                  "p50_ms": lat.get("50", 0.0), "p99_ms": lat.get("99", 0.0),
+                  "non2xx": int(errors.group(1)) if errors else 0,
+                  "socket_errors": sum(map(int, sock.groups())) if sock else 0}))
+PY
+}
+
+# Warm-up: connections, pools, and the sidecar's token cache.
+for t in "${ORDER[@]}"; do curl -s -o /dev/null "${URL[$t]}"; done
+DURATION_SAVED=$DURATION; DURATION=1
+for t in "${ORDER[@]}"; do run_wrk warmup "$t" "${URL[$t]}"; done
+DURATION=$DURATION_SAVED
+
+echo "header injection: $ROUNDS rounds x ${DURATION}s, $CONNS connections, $THREADS threads each"
+for r in $(seq 1 "$ROUNDS"); do
+  # Rotate the order every round.
+  for i in 0 1 2 3; do
+    t=${ORDER[$(( (i + r) % 4 ))]}
+    run_wrk header "$t" "${URL[$t]}"
+  done
+done
+
+if [ "$ALL" = 1 ]; then
+  # 4 KiB JSON body, payload injection (only the sidecar can do it; compared with direct).
+  python3 - "$WORK/body.json" <<'PY'
+import json, sys
+items = []
+while len(json.dumps({"items": items})) < 4000:
+    i = len(items)
+    items.append({"id": i, "name": f"item-{i}", "price": 12.34, "tags": ["a", "b"]})
+open(sys.argv[1], "w").write(json.dumps({"items": items}))
+PY
+  cat > "$WORK/post.lua" <<EOF
+local f = io.open("$WORK/body.json"); local body = f:read("*a"); f:close()
+wrk.method = "POST"; wrk.body = body
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Authsidecar-Profile"] = "json"
+EOF
+  cat > "$WORK/query.lua" <<EOF
+wrk.headers["X-Authsidecar-Profile"] = "query"
+wrk.path = "/search?q=abc&limit=10&access_token=client-copy"
+EOF
+  for r in $(seq 1 "$ROUNDS"); do
+    run_wrk payload direct "${URL[direct]}" "$WORK/post.lua"
+    run_wrk payload authsidecar "${URL[authsidecar]}" "$WORK/post.lua"
+    run_wrk query direct "${URL[direct]}" "$WORK/query.lua"
+    run_wrk query authsidecar "${URL[authsidecar]}" "$WORK/query.lua"
+  done
+
+  echo "open loop: 1,000 req/s for 10 s, direct vs authsidecar"
+  for t in direct authsidecar nginx; do
+    "$LOADGEN" rate --url "${URL[$t]}" --rps 1000 --seconds 10 --connections 32 \
+      | python3 -c "import json,sys; d=json.load(sys.stdin); d.update(scenario='open_loop_1000', target='$t'); print(json.dumps(d))" >> "$RAW"
+  done
+
+  echo "refresh storm: 1,000 concurrent requests on an expired token"
+  # One request caches a 2-second token; wait until it has expired; then 1,000 at once.
+  curl -s -o /dev/null "http://127.0.0.1:$AS/storm/x"
+  sleep 2.2
+  before=$(curl -s "http://127.0.0.1:$MOCK2/__mock/counters" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token_requests"])')
+  "$LOADGEN" burst --url "http://127.0.0.1:$AS/storm/x" --n 1000 > "$WORK/storm.json"
+  after=$(curl -s "http://127.0.0.1:$MOCK2/__mock/counters" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token_requests"])')
+  python3 -c "import json; d=json.load(open('$WORK/storm.json')); d.update(scenario='storm', target='authsidecar', idp_requests=$after-$before); print(json.dumps(d))" >> "$RAW"
+
+  echo "memory: 100,000 cached tokens (one per tenant) and 10,000 idle keep-alive connections"
+  base=$(rss_kb "$SIDECAR")
+  "$LOADGEN" keys --url "http://127.0.0.1:$AS/t/x" --n 100000 --concurrency 64 > "$WORK/keys.json" || true
+  sleep 1
+  after=$(rss_kb "$SIDECAR")
+  python3 -c "import json; d=json.load(open('$WORK/keys.json')); d.update(scenario='memory_per_token', target='authsidecar', rss_before_kb=$base, rss_after_kb=$after, bytes_per_token=($after-$base)*1024/max(1,d['ok'])); print(json.dumps(d))" >> "$RAW"
+  base=$(rss_kb "$SIDECAR")
+  "$LOADGEN" idle --addr "127.0.0.1:$AS" --n 10000 --hold 6 > "$WORK/idle.json" &
+  LG=$!
+  sleep 5
+  after=$(rss_kb "$SIDECAR")
+  wait $LG || true
+  python3 -c "import json; d=json.load(open('$WORK/idle.json')); d.update(scenario='memory_per_connection', target='authsidecar', rss_before_kb=$base, rss_after_kb=$after, bytes_per_connection=($after-$base)*1024/max(1,d['open'])); print(json.dumps(d))" >> "$RAW"
+fi
+
+mkdir -p "$(dirname "$OUT")"
+python3 - "$RAW" "$OUT" "$ROUNDS" "$DURATION" "$CONNS" "$THREADS" <<'PY'
+import json, statistics, sys, datetime, os, platform
+raw, out, rounds, duration, conns, threads = sys.argv[1:7]
+rows = [json.loads(l) for l in open(raw) if l.strip()]
+rows = [r for r in rows if r.get("scenario") != "warmup"]
+def agg(scenario, target):
+    rs = [r for r in rows if r["scenario"] == scenario and r["target"] == target]
+    if not rs: return None
+    med = lambda k: statistics.median(r[k] for r in rs)
+    return {"rounds": len(rs), "rps": med("rps"), "rps_min": min(r["rps"] for r in rs), "rps_max": max(r["rps"] for r in rs),
+            "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"), "p99_ms_max": max(r["p99_ms"] for r in rs),
+            "errors": sum(r.get("non2xx", 0) + r.get("socket_errors", 0) for r in rs)}
+result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+          "machine": {"cores": os.cpu_count(), "kernel": platform.release()},
+          "settings": {"rounds": int(rounds), "duration_s": int(duration), "connections": int(conns), "threads": int(threads)},
+          "header": {t: agg("header", t) for t in ["direct", "nginx", "haproxy", "authsidecar"]}}
+h = result["header"]
+def ratio(a, b):
+    return round(h[a]["rps"] / h[b]["rps"], 3) if h.get(a) and h.get(b) and h[b]["rps"] else None
+result["ratios"] = {"authsidecar/nginx": ratio("authsidecar", "nginx"), "authsidecar/haproxy": ratio("authsidecar", "haproxy"),
+                    "nginx/direct": ratio("nginx", "direct"), "haproxy/direct": ratio("haproxy", "direct"),
+                    "authsidecar/direct": ratio("authsidecar", "direct")}
+for sc in ["payload", "query"]:
+    v = {t: agg(sc, t) for t in ["direct", "authsidecar"]}
+    if any(v.values()): result[sc] = v
+for r in rows:
+    if r["scenario"] in ("open_loop_1000", "storm", "memory_per_token", "memory_per_connection"):
+        result.setdefault(r["scenario"], {})[r["target"]] = r
+json.dump(result, open(out, "w"), indent=2)
+
+print()
+print(f"| target | req/s (median) | min–max | p50 ms | p99 ms | errors |")
+print(f"| --- | ---: | ---: | ---: | ---: | ---: |")
+for t, v in h.items():
+    if v: print(f"| {t} | {v['rps']:.0f} | {v['rps_min']:.0f}–{v['rps_max']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['errors']} |")
+print()
+for k, v in result["ratios"].items():
+    print(f"{k}: {v}")
+for sc in ["payload", "query"]:
+    if sc in result:
+        for t, v in result[sc].items():
+            if v: print(f"{sc} {t}: {v['rps']:.0f} req/s, p99 {v['p99_ms']:.2f} ms")
+if "open_loop_1000" in result:
+    for t, v in result["open_loop_1000"].items():
+        print(f"open loop 1000 req/s {t}: p50 {v['p50_ms']:.3f} ms, p99 {v['p99_ms']:.3f} ms, errors {v['errors']}")
+    d, a = result["open_loop_1000"].get("direct"), result["open_loop_1000"].get("authsidecar")
+    if d and a: print(f"added p99 at 1000 req/s: {a['p99_ms'] - d['p99_ms']:.3f} ms")
+if "storm" in result:
+    s = result["storm"]["authsidecar"]
+    print(f"storm: {s['ok']}/{s['n']} ok, IdP requests {s['idp_requests']}, drained in {s['elapsed_ms']:.0f} ms")
+for sc, key in [("memory_per_token", "bytes_per_token"), ("memory_per_connection", "bytes_per_connection")]:
+    if sc in result:
+        v = result[sc]["authsidecar"]
+        print(f"{sc}: {v[key]:.0f} bytes (RSS {v['rss_before_kb']} → {v['rss_after_kb']} KiB)")
+print(f"\nJSON: {out}")
+PY

@@ -1,0 +1,217 @@
+//! A small load generator for `bench/compare.sh`: what wrk cannot do.
+//!
+//! ```text
+//! loadgen rate  --url URL --rps 1000 --seconds 10 [--connections 32]   # open loop, fixed rate
+//! loadgen burst --url URL --n 1000                                     # n concurrent requests
+//! loadgen keys  --url URL --n 100000 [--concurrency 64]                # distinct tenants /t{i}
+//! loadgen idle  --addr HOST:PORT --n 10000 --hold 10                   # idle keep-alive connections
+//! ```
+//! Each prints one JSON object on stdout. Latencies are measured from the scheduled send time (open
+//! loop), so a stalled server shows up as latency, not as a lower rate.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn num(args: &[String], name: &str, default: u64) -> u64 {
+    arg(args, name)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn client(max_idle: usize) -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(max_idle)
+        .build_http()
+}
+
+async fn one(c: &Client<HttpConnector, Full<Bytes>>, url: &str) -> Option<u16> {
+    let req = Request::get(url).body(Full::new(Bytes::new())).ok()?;
+    let resp = tokio::time::timeout(Duration::from_secs(30), c.request(req))
+        .await
+        .ok()?
+        .ok()?;
+    let status = resp.status().as_u16();
+    resp.into_body().collect().await.ok()?;
+    Some(status)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+async fn rate(url: String, rps: u64, seconds: u64, conns: usize) {
+    let c = client(conns);
+    let lat = Arc::new(Mutex::new(Vec::with_capacity((rps * seconds) as usize)));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let total = rps * seconds;
+    let interval = Duration::from_secs_f64(1.0 / rps as f64);
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = start + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let (c, url, lat, errors) = (c.clone(), url.clone(), lat.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            match one(&c, &url).await {
+                Some(s) if s < 400 => lat
+                    .lock()
+                    .unwrap()
+                    .push(due.elapsed().as_secs_f64() * 1000.0),
+                _ => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut l = lat.lock().unwrap().clone();
+    l.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "{{\"mode\":\"rate\",\"rps\":{rps},\"sent\":{total},\"ok\":{},\"errors\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\"achieved_rps\":{:.1}}}",
+        l.len(),
+        errors.load(Ordering::Relaxed),
+        pct(&l, 0.5),
+        pct(&l, 0.99),
+        pct(&l, 0.999),
+        l.last().copied().unwrap_or(0.0),
+        total as f64 / start.elapsed().as_secs_f64()
+    );
+}
+
+async fn burst(url: String, n: usize) {
+    let c = client(0);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (c, url) = (c.clone(), url.clone());
+            tokio::spawn(async move { one(&c, &url).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        if matches!(t.await, Ok(Some(s)) if s < 400) {
+            ok += 1;
+        }
+    }
+    println!(
+        "{{\"mode\":\"burst\",\"n\":{n},\"ok\":{ok},\"elapsed_ms\":{:.1}}}",
+        start.elapsed().as_secs_f64() * 1000.0
+    );
+}
+
+async fn keys(url: String, n: u64, concurrency: u64) {
+    let c = client(concurrency as usize);
+    let next = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (c, url, next, ok) = (c.clone(), url.clone(), next.clone(), ok.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let u = url.replace("{i}", &i.to_string());
+                    if matches!(one(&c, &u).await, Some(s) if s < 400) {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.await;
+    }
+    println!(
+        "{{\"mode\":\"keys\",\"n\":{n},\"ok\":{},\"elapsed_ms\":{:.1}}}",
+        ok.load(Ordering::Relaxed),
+        start.elapsed().as_secs_f64() * 1000.0
+    );
+}
+
+async fn idle(addr: String, n: usize, hold: u64) {
+    let mut conns = Vec::with_capacity(n);
+    let mut ok = 0;
+    for _ in 0..n {
+        let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
+            continue;
+        };
+        // One request each, so the connection is an idle keep-alive connection, not a fresh one.
+        if s.write_all(b"GET /__idle HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        let mut buf = [0u8; 1024];
+        if s.read(&mut buf).await.unwrap_or(0) > 0 {
+            ok += 1;
+        }
+        conns.push(s);
+    }
+    println!("{{\"mode\":\"idle\",\"n\":{n},\"open\":{ok}}}");
+    tokio::time::sleep(Duration::from_secs(hold)).await;
+    drop(conns);
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).cloned().unwrap_or_default();
+    let url = arg(&args, "--url").unwrap_or_default();
+    match mode.as_str() {
+        "rate" => {
+            rate(
+                url,
+                num(&args, "--rps", 1000),
+                num(&args, "--seconds", 10),
+                num(&args, "--connections", 32) as usize,
+            )
+            .await
+        }
+        "burst" => burst(url, num(&args, "--n", 1000) as usize).await,
+        "keys" => {
+            keys(
+                url,
+                num(&args, "--n", 100_000),
+                num(&args, "--concurrency", 64),
+            )
+            .await
+        }
+        "idle" => {
+            idle(
+                arg(&args, "--addr").unwrap_or_default(),
+                num(&args, "--n", 10_000) as usize,
+                num(&args, "--hold", 10),
+            )
+            .await
+        }
+        _ => {
+            eprintln!("usage: loadgen rate|burst|keys|idle …");
+            std::process::exit(2);
+        }
+    }
+}
