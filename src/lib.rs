@@ -44,12 +44,27 @@ pub enum StartError {
 
 /// A running sidecar: its listeners' addresses and the handle to stop it.
 pub struct Server {
-    proxy: Arc<proxy::Proxy>,
+    stats: Arc<proxy::ProxyStats>,
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub mock_addr: Option<SocketAddr>,
     shutdown: Shutdown,
     drain_timeout: Duration,
+}
+
+/// A listening socket with SO_REUSEPORT, so every proxy worker can have its own on one address.
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(4096)?;
+    listener.into_std()
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -88,17 +103,68 @@ impl Server {
 
         let snapshot = Arc::new(proxy::Snapshot::build(config.clone()).map_err(StartError::Tls)?);
         let cache = token::TokenCache::new();
-        let proxy = proxy::Proxy::new(snapshot.clone(), cache.clone());
+        let stats = Arc::new(proxy::ProxyStats::default());
         let limits = Limits {
             header_read_timeout: config.proxy.header_read_timeout,
             idle_timeout: config.proxy.idle_timeout,
         };
-        let pl = bind("proxy", config.proxy.listen).await?;
-        let proxy_addr = pl.local_addr().unwrap_or(config.proxy.listen);
-        let handler_proxy = proxy.clone();
-        tokio::spawn(serve::serve(pl, limits, shutdown.subscribe(), move |c| {
-            handler_proxy.handler(c)
-        }));
+        // Thread per core, like nginx's workers: each worker has its own single-threaded event
+        // loop, its own listening socket on the same address (SO_REUSEPORT: the kernel spreads
+        // connections) and its own upstream pool, so a request never crosses threads. The token
+        // cache and counters are shared.
+        let first = reuseport_listener(config.proxy.listen).map_err(|source| StartError::Bind {
+            what: "proxy",
+            addr: config.proxy.listen,
+            source,
+        })?;
+        let proxy_addr = first.local_addr().unwrap_or(config.proxy.listen);
+        let mut listener = Some(first);
+        for i in 0..config.proxy.workers {
+            let l = match listener.take() {
+                Some(l) => l,
+                None => reuseport_listener(proxy_addr).map_err(|source| StartError::Bind {
+                    what: "proxy",
+                    addr: proxy_addr,
+                    source,
+                })?,
+            };
+            let worker_snapshot = if i == 0 {
+                snapshot.clone()
+            } else {
+                Arc::new(proxy::Snapshot::build(config.clone()).map_err(StartError::Tls)?)
+            };
+            let proxy = proxy::Proxy::new(worker_snapshot, cache.clone(), stats.clone());
+            let rx = shutdown.subscribe();
+            std::thread::Builder::new()
+                .name(format!("authsidecar-w{i}"))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            tracing::error!(error = %e, "proxy worker could not start");
+                            return;
+                        }
+                    };
+                    rt.block_on(async move {
+                        let listener = match TcpListener::from_std(l) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                tracing::error!(error = %e, "proxy worker could not listen");
+                                return;
+                            }
+                        };
+                        serve::serve(listener, limits, rx, move |c| proxy.handler(c)).await;
+                    });
+                })
+                .map_err(|source| StartError::Bind {
+                    what: "proxy worker thread",
+                    addr: proxy_addr,
+                    source,
+                })?;
+        }
 
         let admin = admin::Admin::new(snapshot, cache, ready.clone());
         let al = bind("admin", config.admin.listen).await?;
@@ -113,7 +179,7 @@ impl Server {
         ready.store(true, Ordering::Release);
         tracing::info!(%proxy_addr, %admin_addr, mock = ?mock_addr, routes = config.routes.len(), profiles = config.profiles.len(), "authsidecar started");
         Ok(Server {
-            proxy,
+            stats,
             proxy_addr,
             admin_addr,
             mock_addr,
@@ -124,7 +190,7 @@ impl Server {
 
     /// Counters of the request path (replays, …).
     pub fn proxy_stats(&self) -> &proxy::ProxyStats {
-        &self.proxy.stats
+        &self.stats
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the drain timeout). Returns false when

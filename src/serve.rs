@@ -240,8 +240,11 @@ pub async fn serve<H, F>(
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
         .max_header_list_size(64 * 1024);
+    // Connection tasks, so the accept loop can wait for them after a shutdown signal.
+    let mut conns = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -261,14 +264,22 @@ pub async fn serve<H, F>(
         });
         let builder = builder.clone();
         let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        conns.spawn(async move {
             let io = TokioIo::new(Tracked {
                 inner: stream,
                 state: state.clone(),
             });
-            let svc = hyper::service::service_fn(move |req| {
+            let req_state = state.clone();
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                // Every listener's requests count as in flight, so the idle and header clocks
+                // never cut a connection that is waiting for its own answer.
+                let in_flight = req_state.start_request(req.version() == http::Version::HTTP_2);
                 let h = handler.clone();
-                async move { Ok::<_, Infallible>(h.call(req).await) }
+                async move {
+                    let resp = h.call(req).await;
+                    drop(in_flight);
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let conn = builder.serve_connection(io, svc);
             tokio::pin!(conn);
@@ -304,4 +315,8 @@ pub async fn serve<H, F>(
             drop(shutdown);
         });
     }
+    // Let in-flight connections finish (they got the signal); the owner bounds this with its drain
+    // timeout.
+    drop(listener);
+    while conns.join_next().await.is_some() {}
 }

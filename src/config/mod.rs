@@ -112,6 +112,9 @@ pub struct ProxySettings {
     /// On shutdown, how long in-flight requests may take to finish.
     pub drain_timeout: Duration,
     pub max_body_bytes: u64,
+    /// Proxy worker threads, each with its own event loop, listener (SO_REUSEPORT) and upstream
+    /// connection pool; the token cache is shared. Default: one per CPU.
+    pub workers: usize,
 }
 
 /// `[mock_provider]`: the built-in mock provider with one client and one user.

@@ -41,6 +41,7 @@ pub struct RawProxy {
     pub upstream_timeout: Option<Dur>,
     pub drain_timeout: Option<Dur>,
     pub max_body_bytes: Option<u64>,
+    pub workers: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]

@@ -229,7 +229,13 @@ fn proxy_settings(p: RawProxy, v: &mut V) -> ProxySettings {
         upstream_timeout: dur(p.upstream_timeout, DEFAULT_UPSTREAM_TIMEOUT),
         drain_timeout: dur(p.drain_timeout, DEFAULT_DRAIN_TIMEOUT),
         max_body_bytes: p.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        workers: p
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     };
+    if s.workers == 0 || s.workers > 256 {
+        v.err("proxy.workers", "expected 1-256 worker threads");
+    }
     for (name, d) in [
         ("header_read_timeout", s.header_read_timeout),
         ("body_read_timeout", s.body_read_timeout),

@@ -187,7 +187,7 @@ enum AttemptBody {
 pub struct Proxy {
     snapshot: Arc<Snapshot>,
     cache: Arc<TokenCache>,
-    pub stats: ProxyStats,
+    pub stats: Arc<ProxyStats>,
     request_seq: AtomicU64,
     id_prefix: u32,
 }
@@ -199,7 +199,11 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
 }
 
 impl Proxy {
-    pub fn new(snapshot: Arc<Snapshot>, cache: Arc<TokenCache>) -> Arc<Proxy> {
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        cache: Arc<TokenCache>,
+        stats: Arc<ProxyStats>,
+    ) -> Arc<Proxy> {
         let id_prefix = std::process::id()
             ^ (std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -208,7 +212,7 @@ impl Proxy {
         Arc::new(Proxy {
             snapshot,
             cache,
-            stats: ProxyStats::default(),
+            stats,
             request_seq: AtomicU64::new(0),
             id_prefix,
         })
@@ -501,12 +505,6 @@ impl Handler for ProxyHandler {
         req: Request<Incoming>,
     ) -> impl std::future::Future<Output = Response<RespBody>> + Send + 'static {
         let this = self.clone();
-        async move {
-            let _in_flight = this
-                .conn
-                .state
-                .start_request(req.version() == Version::HTTP_2);
-            this.proxy.handle(req, &this.conn).await
-        }
+        async move { this.proxy.handle(req, &this.conn).await }
     }
 }
