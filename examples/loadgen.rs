@@ -1,4 +1,5 @@
 //! A small load generator for `bench/compare.sh`: what wrk cannot do.
+
 //!
 //! ```text
 //! loadgen rate  --url URL --rps 1000 --seconds 10 [--connections 32]   # open loop, fixed rate
@@ -8,6 +9,9 @@
 //! ```
 //! Each prints one JSON object on stdout. Latencies are measured from the scheduled send time (open
 //! loop), so a stalled server shows up as latency, not as a lower rate.
+
+// A benchmark tool: a panic ends the run with a message, which is what we want.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
