@@ -73,6 +73,7 @@ impl TokenSource for Never {
                 id_token: None,
                 scope: None,
                 extra: vec![],
+                refresh_token_refused: false,
             })
         })
     }

@@ -227,6 +227,9 @@ async fn test_auth(
         ),
         None => None,
     };
+    if tenant.is_none() && source.settings().token_url_has_tenant {
+        anyhow::bail!("profile {name:?}: the token URL uses {{tenant}}; pass --tenant NAME");
+    }
     let (report, _) = authsidecar::oauth::test_auth::run(&source, tenant.as_deref()).await;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -76,6 +76,12 @@ impl Admin {
                 }
             },
         };
+        if tenant.is_none() && o.source.settings().token_url_has_tenant {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"code": "tenant_invalid", "message": "the token URL uses {tenant}: add ?tenant=NAME"}}),
+            );
+        }
         let store = get("store") == Some("true");
         let (mut report, fetched) =
             crate::oauth::test_auth::run(&o.source, tenant.as_deref()).await;

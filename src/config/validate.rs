@@ -81,6 +81,12 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
     let proxy = proxy_settings(proxy, &mut v);
     let admin = admin_settings(admin, &mut v);
     let mock_provider = mock.and_then(|m| {
+        if m.token_lifetime.is_some_and(|d| d.0.is_zero()) {
+            v.err(
+                "mock_provider.token_lifetime",
+                "must be greater than zero; expected a duration like \"1h\"",
+            );
+        }
         let listen = listen_addr(&m.listen, "mock_provider.listen", &mut v)?;
         Some(MockProviderConfig {
             listen,
@@ -542,11 +548,19 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
             v.warn(format!(
                 "{path}: oauth2_password is a legacy grant (RFC 9700 §2.4); prefer client credentials"
             ));
-            match (u, p) {
-                (Some(username), Some(password)) => {
-                    oauth_settings(&mut rp, Grant::Password { username, password }, path, v)
-                        .map(|o| ProfileKind::OAuth(Box::new(o)))
-                }
+            // Check the OAuth keys even when the credentials are missing: every error at once.
+            let grant = match (u, p) {
+                (Some(username), Some(password)) => Some(Grant::Password { username, password }),
+                _ => None,
+            };
+            let settings = oauth_settings(
+                &mut rp,
+                grant.clone().unwrap_or(Grant::ClientCredentials),
+                path,
+                v,
+            );
+            match (settings, grant) {
+                (Some(o), Some(_)) => Some(ProfileKind::OAuth(Box::new(o))),
                 _ => None,
             }
         }
@@ -694,6 +708,10 @@ fn oauth_settings(
             &format!("{path}.client_secret"),
             "required unless client_auth = \"none\"",
         ),
+        (ClientAuth::Basic | ClientAuth::Post, Some(s)) if s.is_empty() => v.err(
+            &format!("{path}.client_secret"),
+            "empty; a client secret is required unless client_auth = \"none\"",
+        ),
         _ => {}
     }
     let pairs =
@@ -821,6 +839,16 @@ fn var_available(var: &Var, kind: &ProfileKind, tenancy: bool) -> Result<(), Str
         }
         Var::Username | Var::Password | Var::Basic => matches!(kind, ProfileKind::Basic { .. }),
         Var::ApiKey => matches!(kind, ProfileKind::ApiKey { .. }),
+        Var::Token(name)
+            if matches!(
+                name.as_str(),
+                "access_token" | "refresh_token" | "id_token" | "token_type"
+            ) =>
+        {
+            return Err(format!(
+                "{{{{token.{name}}}}} is not available; use {{{{access_token}}}}, {{{{token_type}}}} or {{{{id_token}}}} (refresh tokens are never injected)"
+            ));
+        }
         Var::AccessToken | Var::TokenType | Var::IdToken | Var::Token(_) | Var::ClientId => {
             matches!(kind, ProfileKind::OAuth(_))
         }

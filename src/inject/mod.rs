@@ -270,8 +270,18 @@ impl Plan {
                 None => {
                     let s = self.render(&h.op, inputs)?;
                     let mut v = HeaderValue::from_str(&s).map_err(|_| {
+                        let from_token = match &h.op.value {
+                            Value::Dynamic(t) => t.vars().any(|v| {
+                                matches!(v, Var::AccessToken | Var::TokenType | Var::IdToken | Var::Token(_))
+                            }),
+                            Value::Static(_) => false,
+                        };
                         ProxyError::new(
-                            ErrorCode::ContextValueInvalid,
+                            if from_token {
+                                ErrorCode::IdpInvalidResponse
+                            } else {
+                                ErrorCode::ContextValueInvalid
+                            },
                             format!(
                                 "header {} (fields[{}]) would contain CR, LF, NUL or another control character",
                                 h.name, h.op.field_index

@@ -168,6 +168,7 @@ pub fn to_fetched(r: IdpTokenResponse) -> Fetched {
         id_token: r.id_token.map(Secret::new),
         scope: r.scope_raw,
         extra: r.extra,
+        refresh_token_refused: false,
     }
 }
 
@@ -236,12 +237,14 @@ impl TokenSource for OAuthSource {
     ) -> BoxFuture<'a, Result<Fetched, TokenError>> {
         Box::pin(async move {
             let tenant = key.tenant.as_deref();
+            let mut refused = false;
             if let Some(rt) = &refresh_token {
                 match self.request(&self.http, tenant, Request::Refresh(rt)).await {
                     Ok(r) => return Ok(to_fetched(r)),
                     // A machine grant can always start over with its own credentials.
                     Err(e) if e.kind == TokenErrorKind::GrantInvalid => {
                         tracing::debug!(profile = %self.profile, "refresh token refused; using the profile's grant");
+                        refused = true;
                     }
                     Err(e) => return Err(e),
                 }
@@ -250,7 +253,10 @@ impl TokenSource for OAuthSource {
             if let Err(e) = &r {
                 tracing::warn!(profile = %self.profile, kind = ?e.kind, "token request failed: {}", e.message);
             }
-            r.map(to_fetched)
+            r.map(|r| Fetched {
+                refresh_token_refused: refused,
+                ..to_fetched(r)
+            })
         })
     }
 }

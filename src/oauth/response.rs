@@ -85,6 +85,13 @@ impl IdpTokenResponse {
             Some(Value::String(s)) => Some(s),
             _ => None,
         };
+        // `scope` and `expires_in` are also members a template may want as `{{token.scope}}`.
+        if let Some(s) = &scope_raw {
+            m.insert("scope".into(), Value::String(s.clone()));
+        }
+        if let Some(e) = expires_in {
+            m.insert("expires_in".into(), Value::from(e.as_secs()));
+        }
         let extra = m
             .into_iter()
             .filter_map(|(k, v)| match v {
@@ -163,7 +170,8 @@ mod tests {
             r.extra,
             vec![
                 ("instance_url".into(), "https://x".into()),
-                ("n".into(), "5".into())
+                ("n".into(), "5".into()),
+                ("expires_in".into(), "3600".into())
             ]
         );
         let r = parse(r#"{"access_token":"a"}"#).unwrap();

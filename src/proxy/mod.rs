@@ -28,7 +28,6 @@ mod route;
 mod upstream;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -220,9 +219,11 @@ impl Proxy {
 
     /// The handler for one connection.
     pub fn handler(self: &Arc<Self>, conn: ConnInfo) -> ProxyHandler {
+        let forwarded_for = HeaderValue::from_str(&conn.peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         ProxyHandler {
             proxy: self.clone(),
-            conn,
+            conn: Arc::new(ConnCtx { forwarded_for }),
         }
     }
 
@@ -238,7 +239,7 @@ impl Proxy {
         format!("{:08x}{:012x}", self.id_prefix, n)
     }
 
-    async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<RespBody> {
+    async fn handle(&self, req: Request<Incoming>, conn: &ConnCtx) -> Response<RespBody> {
         let given_id = req.headers().get(X_REQUEST_ID).cloned();
         match self.process(req, conn).await {
             Ok(resp) => resp,
@@ -257,7 +258,7 @@ impl Proxy {
     async fn process(
         &self,
         req: Request<Incoming>,
-        conn: &ConnInfo,
+        conn: &ConnCtx,
     ) -> Result<Response<RespBody>, ProxyError> {
         let snap = &self.snapshot;
         let (mut parts, body) = req.into_parts();
@@ -362,8 +363,8 @@ impl Proxy {
 
         // 6–7. inject and forward
         parts.headers.remove(HOST);
-        append_forwarded_for(&mut parts.headers, conn.peer);
-        let replayable = replay_cap > 0 && matches!(body, AttemptBody::Buffered(_));
+        append_forwarded_for(&mut parts.headers, &conn.forwarded_for);
+        let replayable = matches!(&body, AttemptBody::Buffered(b) if replay_cap > 0 && b.len() as u64 <= replay_cap);
         let uri = parts.uri.clone();
         let first_headers = if replayable {
             parts.headers.clone()
@@ -479,22 +480,31 @@ fn build(
     Ok(req)
 }
 
-fn append_forwarded_for(headers: &mut http::HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
+/// Appends the caller's address to `X-Forwarded-For` (`own` is that address, prebuilt per
+/// connection, used as is when the caller sent none).
+fn append_forwarded_for(headers: &mut http::HeaderMap, own: &HeaderValue) {
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+        Some(prev) if !prev.is_empty() => {
+            HeaderValue::from_str(&format!("{prev}, {}", own.to_str().unwrap_or_default())).ok()
+        }
+        _ => Some(own.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    if let Some(v) = value {
         headers.insert(X_FORWARDED_FOR, v);
     }
+}
+
+/// What the request path needs of its connection, computed once per connection.
+pub struct ConnCtx {
+    /// The caller's IP as a header value, for `X-Forwarded-For`.
+    forwarded_for: HeaderValue,
 }
 
 /// One connection's view of the proxy.
 #[derive(Clone)]
 pub struct ProxyHandler {
     proxy: Arc<Proxy>,
-    conn: ConnInfo,
+    conn: Arc<ConnCtx>,
 }
 
 impl Handler for ProxyHandler {

@@ -173,6 +173,8 @@ impl TokenCache {
                     Ok(f) => {
                         if let Some(rt) = &f.refresh_token {
                             inner.refresh_token = Some(rt.clone());
+                        } else if f.refresh_token_refused {
+                            inner.refresh_token = None;
                         }
                         let token = Arc::new(policy.token(f, now));
                         slot.current.store(Some(token.clone()));

@@ -50,6 +50,8 @@ pub struct Fetched {
     pub scope: Option<String>,
     /// Other string, number or boolean members of the response (`{{token.<name>}}`).
     pub extra: Vec<(String, String)>,
+    /// The refresh token the cache held was refused: forget it even if this answer has none.
+    pub refresh_token_refused: bool,
 }
 
 /// A cached token with its timeline.

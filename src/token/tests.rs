@@ -55,6 +55,7 @@ impl TokenSource for Fake {
                 id_token: None,
                 scope: None,
                 extra: vec![],
+                refresh_token_refused: false,
             })
         })
     }
@@ -253,6 +254,7 @@ fn lifetimes_default_and_clamp() {
         id_token: None,
         scope: None,
         extra: vec![],
+        refresh_token_refused: false,
     };
     let now = Instant::now();
     assert_eq!(p.token(f(None), now).lifetime, DEFAULT_TOKEN_LIFETIME);
@@ -267,4 +269,47 @@ fn lifetimes_default_and_clamp() {
     let t = p.token(f(Some(Duration::from_secs(3600))), now);
     assert_eq!(t.expires_at() - t.refresh_at, DEFAULT_REFRESH_BEFORE);
     assert_eq!(t.expires_at() - t.usable_until, DEFAULT_EXPIRY_MARGIN);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_refresh_token_is_forgotten_even_without_a_new_one() {
+    struct Refusing(AtomicUsize, Mutex<Vec<Option<String>>>);
+    impl TokenSource for Refusing {
+        fn fetch<'a>(
+            &'a self,
+            _: &'a TokenKey,
+            rt: Option<Secret>,
+        ) -> BoxFuture<'a, Result<Fetched, TokenError>> {
+            Box::pin(async move {
+                let n = self.0.fetch_add(1, Ordering::SeqCst);
+                self.1
+                    .lock()
+                    .unwrap()
+                    .push(rt.as_ref().map(|s| s.expose().to_string()));
+                Ok(Fetched {
+                    access_token: Secret::new(format!("t{n}")),
+                    token_type: "Bearer".into(),
+                    expires_in: Some(Duration::from_secs(10)),
+                    // Only the first answer carries a refresh token; the second says it was refused.
+                    refresh_token: (n == 0).then(|| Secret::new("rt-0")),
+                    id_token: None,
+                    scope: None,
+                    extra: vec![],
+                    refresh_token_refused: n == 1,
+                })
+            })
+        }
+    }
+    let cache = TokenCache::new();
+    let src = Arc::new(Refusing(AtomicUsize::new(0), Mutex::new(vec![])));
+    let source: Arc<dyn TokenSource> = src.clone();
+    let p = Policy::default();
+    for _ in 0..3 {
+        cache.get(&key(), &source, &p).await.unwrap();
+        tokio::time::advance(Duration::from_secs(11)).await;
+    }
+    assert_eq!(
+        *src.1.lock().unwrap(),
+        vec![None, Some("rt-0".into()), None]
+    );
 }

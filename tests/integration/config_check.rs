@@ -407,3 +407,78 @@ value = "{{api_key}}"
     );
     has(&all, "routes[0].profiles[0]: profile \"q\" fields[0] sets query parameter \"api_key\", which the upstream URL of routes[0] already has");
 }
+
+#[test]
+fn oauth_profiles_are_checked() {
+    let all = errors(
+        r#"
+[mock_provider]
+listen = "127.0.0.1:0"
+token_lifetime = "0s"
+
+[[routes]]
+prefix = "/a/"
+upstream = "http://127.0.0.1:1/"
+profiles = ["o", "p", "q"]
+
+[profiles.o]
+type = "oauth2_client_credentials"
+token_url = "http://idp.example.com/token"
+client_id = "c"
+client_secret = ""
+client_auth = "sideways"
+token_params = { grant_type = "x" }
+reauth_on = [200]
+
+[profiles.q]
+type = "oauth2_client_credentials"
+token_url = "https://idp.example.com/token"
+client_id = "c"
+client_secret = "s"
+[[profiles.q.fields]]
+in = "header"
+key = "X-T"
+value = "{{token.refresh_token}}"
+
+[profiles.p]
+type = "oauth2_password"
+token_url = "https://idp.example.com/{tenant}/token"
+client_id = "c"
+client_secret = "${PRESENT}"
+api_key = "nope"
+"#,
+    );
+    has(
+        &all,
+        "mock_provider.token_lifetime: must be greater than zero",
+    );
+    has(
+        &all,
+        "profiles.o.token_url: plain http:// is only allowed to loopback hosts",
+    );
+    has(
+        &all,
+        "profiles.o.client_auth: unknown client_auth \"sideways\"",
+    );
+    has(
+        &all,
+        "profiles.o.token_params.grant_type: set by the sidecar itself",
+    );
+    has(&all, "profiles.o.reauth_on[0]: 200 is not an error status");
+    has(
+        &all,
+        "profiles.q.fields[0].value: {{token.refresh_token}} is not available",
+    );
+    has(
+        &all,
+        "profiles.p.api_key: not used by type \"oauth2_password\"",
+    );
+    has(
+        &all,
+        "profiles.p.username: required for type \"oauth2_password\"",
+    );
+    has(
+        &all,
+        "profiles.p.token_url: uses {tenant} but the profile has tenancy = false",
+    );
+}

@@ -35,7 +35,7 @@ value = "Bearer {{access_token}}"
 [[profiles.cc.fields]]
 in = "header"
 key = "X-Grant"
-value = "{{token.mock_grant}} {{token_type}}"
+value = "{{token.mock_grant}} {{token_type}} {{token.scope}}"
 
 [profiles.post]
 type = "oauth2_client_credentials"
@@ -256,7 +256,10 @@ async fn a_body_over_the_replay_limit_is_not_replayed_but_the_token_is_dropped()
 async fn token_members_and_type_fill_templates() {
     let h = start(CC, settings()).await;
     let r = get(&h.url("/api/x"), &[]).await;
-    assert_eq!(r.echoed("x-grant"), vec!["client_credentials Bearer"]);
+    assert_eq!(
+        r.echoed("x-grant"),
+        vec!["client_credentials Bearer read write"]
+    );
     assert_eq!(r.echoed("authorization").len(), 1);
 }
 
@@ -396,6 +399,29 @@ async fn tokens_are_kept_per_tenant() {
     assert_eq!(h.echo.token_requests(), 2);
     let r = get(&h.url("/t/x"), &[]).await;
     assert_eq!(r.error_code(), "tenant_invalid");
+    // The admin test asks for the tenant too, instead of sending a broken token request.
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let r = send(
+        Method::POST,
+        &h.admin_url("/admin/profiles/t/test"),
+        &[("Authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["code"], "tenant_invalid");
+    let r = send(
+        Method::POST,
+        &h.admin_url("/admin/profiles/t/test?tenant=gamma"),
+        &[("Authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(r.json()["ok"], true);
+    assert!(r.json()["token_url"]
+        .as_str()
+        .unwrap()
+        .contains("/gamma/oauth/token"));
 }
 
 #[tokio::test]
