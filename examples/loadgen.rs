@@ -4,7 +4,7 @@
 //! ```text
 //! loadgen rate  --url URL --rps 1000 --seconds 10 [--connections 32]   # open loop, fixed rate
 //! loadgen burst --url URL --n 1000                                     # n concurrent requests
-//! loadgen keys  --url URL --n 100000 [--concurrency 64]                # distinct tenants /t{i}
+//! loadgen keys  --url URL --n 100000 [--concurrency 64]                # distinct tenants t{i}
 //! loadgen idle  --addr HOST:PORT --n 10000 --hold 10                   # idle keep-alive connections
 //! ```
 //! Each prints one JSON object on stdout. Latencies are measured from the scheduled send time (open
@@ -44,7 +44,19 @@ fn client(max_idle: usize) -> Client<HttpConnector, Full<Bytes>> {
 }
 
 async fn one(c: &Client<HttpConnector, Full<Bytes>>, url: &str) -> Option<u16> {
-    let req = Request::get(url).body(Full::new(Bytes::new())).ok()?;
+    one_with(c, url, None).await
+}
+
+async fn one_with(
+    c: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+    tenant: Option<&str>,
+) -> Option<u16> {
+    let mut b = Request::get(url);
+    if let Some(t) = tenant {
+        b = b.header("x-authsidecar-tenant", t);
+    }
+    let req = b.body(Full::new(Bytes::new())).ok()?;
     let resp = tokio::time::timeout(Duration::from_secs(30), c.request(req))
         .await
         .ok()?
@@ -138,8 +150,9 @@ async fn keys(url: String, n: u64, concurrency: u64) {
                     if i >= n {
                         break;
                     }
-                    let u = url.replace("{i}", &i.to_string());
-                    if matches!(one(&c, &u).await, Some(s) if s < 400) {
+                    // Each request names its own tenant, so each needs its own cached token.
+                    let tenant = format!("t{i}");
+                    if matches!(one_with(&c, &url, Some(&tenant)).await, Some(s) if s < 400) {
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
                 }

@@ -1,15 +1,19 @@
 //! Payload placement: JSON object bodies and `application/x-www-form-urlencoded` bodies.
 //!
-//! JSON is parsed with `preserve_order` and `arbitrary_precision`, so key order and every number's
-//! exact text survive the rewrite. serde_json's recursion limit (128) rejects deeply nested input
-//! with an error instead of overflowing the stack.
+//! JSON objects are parsed only along the path to the injected key; every other value is kept as
+//! raw text, so key order and every number's exact text survive the rewrite, and a 4 KiB body costs
+//! a scan rather than a tree. serde_json's recursion limit (128) rejects deeply nested input with an
+//! error instead of overflowing the stack. Duplicate member names are refused.
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method};
-use serde_json::{Map, Value};
+use indexmap::IndexMap;
+use serde::de::{MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::{encode, PayloadOp};
 use crate::config::PayloadFormat;
@@ -112,56 +116,116 @@ pub(super) fn rewrite(
     Ok(Bytes::from(out))
 }
 
-fn rewrite_json(body: &[u8], values: &[(&PayloadOp, Cow<'_, str>)]) -> Result<Vec<u8>, ProxyError> {
-    let mut root = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Object(Map::new())
-    } else {
-        serde_json::from_slice::<Value>(body)
-            .map_err(|e| not_injectable(format!("malformed JSON body: {e}")))?
-    };
-    let Value::Object(obj) = &mut root else {
-        return Err(not_injectable(format!(
-            "the JSON body is {}; expected an object",
-            kind_name(&root)
-        )));
-    };
-    for (op, value) in values {
-        set_pointer(obj, &op.pointer, value).map_err(|at| {
-            not_injectable(format!("cannot set {}: {at} is not an object", op.op.key))
-        })?;
+/// A JSON object whose member values stay raw text: only the objects on the way to an injected key are
+/// parsed, everything else (numbers, strings, nested values) is copied byte for byte. Duplicate
+/// member names are refused (RFC 8259 §4: their meaning is unpredictable).
+struct RawObject(IndexMap<String, Box<RawValue>>);
+
+impl<'de> Deserialize<'de> for RawObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject, A::Error> {
+                let mut out = IndexMap::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    let v: Box<RawValue> = map.next_value()?;
+                    if out.insert(k, v).is_some() {
+                        return Err(serde::de::Error::custom("duplicate member name"));
+                    }
+                }
+                Ok(RawObject(out))
+            }
+        }
+        d.deserialize_map(V)
     }
-    serde_json::to_vec(&root)
+}
+
+fn parse_object(text: &[u8]) -> Result<RawObject, String> {
+    serde_json::from_slice::<RawObject>(text).map_err(|e| e.to_string())
+}
+
+fn raw(v: &impl serde::Serialize) -> Result<Box<RawValue>, ProxyError> {
+    serde_json::to_string(v)
+        .and_then(RawValue::from_string)
         .map_err(|e| ProxyError::new(ErrorCode::Internal, format!("JSON encoding: {e}")))
 }
 
-fn kind_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// Deepest nesting accepted in a JSON body (serde_json's own limit for trees).
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// Whether the nesting of `[`/`{` outside strings stays within `max`: raw values are skipped without
+/// recursion, so the limit is checked here, in one pass.
+fn depth_within(body: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+    for &b in body {
+        if in_str {
+            match (esc, b) {
+                (true, _) => esc = false,
+                (false, b'\\') => esc = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
     }
+    true
 }
 
-/// Sets `/a/b/c`, creating missing objects on the way; returns the path that is not an object.
-fn set_pointer(obj: &mut Map<String, Value>, segs: &[String], value: &str) -> Result<(), String> {
-    let (last, parents) = segs.split_last().ok_or_else(String::new)?;
-    let mut cur = obj;
-    let mut at = String::new();
-    for s in parents {
-        at.push('/');
-        at.push_str(s);
-        let next = cur
-            .entry(s.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
-        cur = match next {
-            Value::Object(m) => m,
-            _ => return Err(at),
-        };
+fn rewrite_json(body: &[u8], values: &[(&PayloadOp, Cow<'_, str>)]) -> Result<Vec<u8>, ProxyError> {
+    if !depth_within(body, MAX_JSON_DEPTH) {
+        return Err(not_injectable(format!(
+            "the JSON body nests deeper than {MAX_JSON_DEPTH} levels"
+        )));
     }
-    cur.insert(last.clone(), Value::String(value.to_string()));
+    let mut root = if body.iter().all(u8::is_ascii_whitespace) {
+        RawObject(IndexMap::new())
+    } else {
+        parse_object(body)
+            .map_err(|e| not_injectable(format!("the body is not a JSON object: {e}")))?
+    };
+    for (op, value) in values {
+        set_pointer(&mut root, &op.pointer, value, &op.op.key)?;
+    }
+    serde_json::to_vec(&root.0)
+        .map_err(|e| ProxyError::new(ErrorCode::Internal, format!("JSON encoding: {e}")))
+}
+
+/// Sets `/a/b/c`, creating missing objects on the way.
+fn set_pointer(
+    obj: &mut RawObject,
+    segs: &[String],
+    value: &str,
+    key: &str,
+) -> Result<(), ProxyError> {
+    let Some((first, rest)) = segs.split_first() else {
+        return Ok(());
+    };
+    if rest.is_empty() {
+        obj.0.insert(first.clone(), raw(&value)?);
+        return Ok(());
+    }
+    let mut child = match obj.0.get(first) {
+        Some(v) => parse_object(v.get().as_bytes())
+            .map_err(|_| not_injectable(format!("cannot set {key}: /{first} is not an object")))?,
+        None => RawObject(IndexMap::new()),
+    };
+    set_pointer(&mut child, rest, value, key)?;
+    obj.0.insert(first.clone(), raw(&child.0)?);
     Ok(())
 }
 

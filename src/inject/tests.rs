@@ -255,3 +255,39 @@ fn form_payload_replaces_the_key_and_keeps_the_rest() {
     .unwrap_err();
     assert_eq!(err.code, ErrorCode::BodyNotInjectable);
 }
+
+#[test]
+fn duplicate_names_and_deep_nesting_are_refused_without_overflow() {
+    let p = json_plan("token");
+    let err = rewrite(
+        &p,
+        Method::POST,
+        Some("application/json"),
+        r#"{"a":1,"a":2}"#,
+    )
+    .unwrap_err();
+    assert_eq!(err.code, ErrorCode::BodyNotInjectable);
+    let deep = format!("{{\"a\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+    let err = rewrite(&p, Method::POST, Some("application/json"), &deep).unwrap_err();
+    assert_eq!(err.code, ErrorCode::BodyNotInjectable);
+    // Nested duplicates on the pointer's path are refused too; elsewhere they are copied as they are.
+    let p = json_plan("/auth/token");
+    let err = rewrite(
+        &p,
+        Method::POST,
+        Some("application/json"),
+        r#"{"auth":{"x":1,"x":2}}"#,
+    )
+    .unwrap_err();
+    assert_eq!(err.code, ErrorCode::BodyNotInjectable);
+}
+
+#[test]
+fn depth_counting_ignores_brackets_inside_strings() {
+    let p = json_plan("token");
+    let nested_ok = format!("{{\"a\":{}1{}}}", "[".repeat(120), "]".repeat(120));
+    assert!(rewrite(&p, Method::POST, Some("application/json"), &nested_ok).is_ok());
+    let in_string = format!("{{\"a\":\"{}\\\"{}\"}}", "[".repeat(500), "{".repeat(500));
+    let (out, _) = rewrite(&p, Method::POST, Some("application/json"), &in_string).unwrap();
+    assert!(out.ends_with(",\"token\":\"K3y\"}"));
+}
