@@ -15,6 +15,7 @@ pub mod oauth;
 pub mod proxy;
 pub mod secret;
 pub mod serve;
+pub mod store;
 pub mod template;
 pub mod tls;
 pub mod token;
@@ -40,6 +41,8 @@ pub enum StartError {
     },
     #[error("upstream TLS setup: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Store(#[from] store::StoreError),
 }
 
 /// A running sidecar: its listeners' addresses and the handle to stop it.
@@ -102,7 +105,22 @@ impl Server {
         };
 
         let snapshot = Arc::new(proxy::Snapshot::build(config.clone()).map_err(StartError::Tls)?);
-        let cache = token::TokenCache::new();
+        let cache = match &config.store {
+            config::StoreConfig::Memory => token::TokenCache::new(),
+            config::StoreConfig::File {
+                path,
+                key,
+                previous_key,
+            } => {
+                let (path, key, previous) = (path.clone(), *key, *previous_key);
+                let store = tokio::task::spawn_blocking(move || {
+                    store::Store::open_file(&path, key, previous)
+                })
+                .await
+                .map_err(|e| store::StoreError::Io(e.to_string()))??;
+                token::TokenCache::with_persist(Arc::new(token::StorePersist(Arc::new(store))))
+            }
+        };
         let stats = Arc::new(proxy::ProxyStats::default());
         let limits = Limits {
             header_read_timeout: config.proxy.header_read_timeout,

@@ -49,6 +49,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a new random store key (32 bytes, base64) for `[store] key`.
+    Keygen,
     /// Run the built-in mock provider (OAuth server and echo upstream) alone.
     MockProvider {
         /// Address to listen on.
@@ -152,6 +154,10 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+        Command::Keygen => {
+            println!("{}", authsidecar::store::crypto::generate_key());
+            ExitCode::SUCCESS
         }
         Command::TestAuth {
             profile,

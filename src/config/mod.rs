@@ -92,6 +92,8 @@ pub struct Config {
     pub profiles: IndexMap<Arc<str>, Arc<Profile>>,
     /// `[mock_provider]`: run the built-in mock provider (demo and tests).
     pub mock_provider: Option<MockProviderConfig>,
+    /// `[store]`: where tokens are kept (memory when absent).
+    pub store: StoreConfig,
     /// Accepted but risky choices (legacy grants, plain http); logged at start, printed by `check`.
     pub warnings: Vec<String>,
 }
@@ -115,6 +117,20 @@ pub struct ProxySettings {
     /// Proxy worker threads, each with its own event loop, listener (SO_REUSEPORT) and upstream
     /// connection pool; the token cache is shared. Default: one per CPU.
     pub workers: usize,
+}
+
+pub const DEFAULT_STORE_PATH: &str = "data/tokens.db";
+
+/// `[store]`.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Memory,
+    /// Encrypted embedded database; `key` and `previous_key` are 32-byte AES-256-GCM keys.
+    File {
+        path: PathBuf,
+        key: [u8; 32],
+        previous_key: Option<[u8; 32]>,
+    },
 }
 
 /// `[mock_provider]`: the built-in mock provider with one client and one user.

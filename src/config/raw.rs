@@ -62,6 +62,15 @@ pub struct RawMock {
     pub password: Option<Secret>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub kind: String,
+    pub path: Option<PathBuf>,
+    pub key: Option<Secret>,
+    pub previous_key: Option<Secret>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use http::HeaderName;
 use indexmap::IndexMap;
 
-use super::raw::{self, RawAdmin, RawField, RawMock, RawProfile, RawProxy, RawRoute, RawTls};
+use super::raw::{
+    self, RawAdmin, RawField, RawMock, RawProfile, RawProxy, RawRoute, RawStore, RawTls,
+};
 use super::*;
 use crate::template::{Template, Var};
 
-const SECTIONS: &str = "proxy, admin, routes, profiles, mock_provider";
+const SECTIONS: &str = "proxy, admin, routes, profiles, mock_provider, store";
 
 /// Headers a profile may never set: framing, routing and hop-by-hop headers.
 const FORBIDDEN_HEADERS: &[&str] = &[
@@ -54,6 +56,8 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
     let proxy: RawProxy = section(&mut table, "proxy", &mut v).unwrap_or_default();
     let admin: RawAdmin = section(&mut table, "admin", &mut v).unwrap_or_default();
     let mock: Option<RawMock> = section(&mut table, "mock_provider", &mut v);
+    let raw_store: Option<RawStore> = section(&mut table, "store", &mut v);
+    let store = store_config(raw_store, &mut v);
 
     let raw_profiles = match table.remove("profiles") {
         None => toml::Table::new(),
@@ -183,6 +187,7 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
             routes,
             profiles,
             mock_provider,
+            store,
             warnings: v.warnings,
         })
     } else {
@@ -263,6 +268,74 @@ fn proxy_settings(p: RawProxy, v: &mut V) -> ProxySettings {
         );
     }
     s
+}
+
+fn store_config(s: Option<RawStore>, v: &mut V) -> StoreConfig {
+    let Some(s) = s else {
+        return StoreConfig::Memory;
+    };
+    let key_of = |name: &str, k: &Option<crate::secret::Secret>, v: &mut V| {
+        k.as_ref()
+            .and_then(|k| match crate::store::crypto::parse_key(k) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    v.err(&format!("store.{name}"), e);
+                    None
+                }
+            })
+    };
+    match s.kind.as_str() {
+        "memory" => {
+            for (k, set) in [
+                ("path", s.path.is_some()),
+                ("key", s.key.is_some()),
+                ("previous_key", s.previous_key.is_some()),
+            ] {
+                if set {
+                    v.err(&format!("store.{k}"), "not used by kind \"memory\"");
+                }
+            }
+            StoreConfig::Memory
+        }
+        "file" => {
+            if s.key.is_none() {
+                v.err(
+                    "store.key",
+                    "required for kind \"file\": records are encrypted; `authsidecar keygen` prints a key",
+                );
+            }
+            let key = key_of("key", &s.key, v);
+            let previous_key = key_of("previous_key", &s.previous_key, v);
+            let path = s.path.unwrap_or_else(|| DEFAULT_STORE_PATH.into());
+            let path = if path.is_relative() {
+                v.env_base().join(path)
+            } else {
+                path
+            };
+            match key {
+                Some(key) => StoreConfig::File {
+                    path,
+                    key,
+                    previous_key,
+                },
+                None => StoreConfig::Memory,
+            }
+        }
+        "redis" => {
+            v.err(
+                "store.kind",
+                "\"redis\" is not available yet; expected memory or file",
+            );
+            StoreConfig::Memory
+        }
+        other => {
+            v.err(
+                "store.kind",
+                format!("unknown kind \"{other}\"; expected memory or file"),
+            );
+            StoreConfig::Memory
+        }
+    }
 }
 
 fn admin_settings(a: RawAdmin, v: &mut V) -> AdminSettings {

@@ -29,6 +29,8 @@ struct SlotInner {
     failures: u32,
     retry_at: Option<Instant>,
     last_error: Option<TokenError>,
+    /// The store was asked for a saved token (once per slot, on its first fetch).
+    store_checked: bool,
 }
 
 /// Counters (exported as metrics later).
@@ -48,6 +50,7 @@ pub struct CacheStats {
 #[derive(Default)]
 pub struct TokenCache {
     slots: DashMap<TokenKey, Arc<Slot>>,
+    persist: Option<Arc<dyn super::Persist>>,
     pub stats: CacheStats,
 }
 
@@ -60,6 +63,15 @@ fn lock(m: &Mutex<SlotInner>) -> std::sync::MutexGuard<'_, SlotInner> {
 impl TokenCache {
     pub fn new() -> Arc<TokenCache> {
         Arc::new(TokenCache::default())
+    }
+
+    /// A cache that saves tokens to `persist` and, on a cold start, reads them back instead of
+    /// asking the source again.
+    pub fn with_persist(persist: Arc<dyn super::Persist>) -> Arc<TokenCache> {
+        Arc::new(TokenCache {
+            persist: Some(persist),
+            ..TokenCache::default()
+        })
     }
 
     fn slot(&self, key: &TokenKey) -> Arc<Slot> {
@@ -154,6 +166,8 @@ impl TokenCache {
         let (tx, rx) = watch::channel(None);
         inner.flight = Some(rx.clone());
         let refresh_token = inner.refresh_token.clone();
+        let check_store = !inner.store_checked && self.persist.is_some();
+        inner.store_checked = true;
         let (cache, slot, key, source, policy) = (
             self.clone(),
             slot.clone(),
@@ -164,7 +178,23 @@ impl TokenCache {
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
         // A task of its own: the fetch completes (and is cached) even if every waiter goes away.
         tokio::spawn(async move {
-            let fetched = source.fetch(&key, refresh_token).await;
+            let saved = match (&cache.persist, check_store) {
+                (Some(p), true) => {
+                    let (p, k) = (p.clone(), key.clone());
+                    tokio::task::spawn_blocking(move || p.load(&k))
+                        .await
+                        .ok()
+                        .flatten()
+                        // Not worth it when it would have to be refreshed at once.
+                        .filter(|(_, left)| *left > policy.expiry_margin * 2)
+                }
+                _ => None,
+            };
+            let from_store = saved.is_some();
+            let fetched = match saved {
+                Some((f, _)) => Ok(f),
+                None => source.fetch(&key, refresh_token).await,
+            };
             let now = Instant::now();
             let result = {
                 let mut inner = lock(&slot.inner);
@@ -176,7 +206,12 @@ impl TokenCache {
                         } else if f.refresh_token_refused {
                             inner.refresh_token = None;
                         }
-                        let token = Arc::new(policy.token(f, now));
+                        let token = Arc::new(policy.token(f.clone(), now));
+                        if let (Some(p), false) = (&cache.persist, from_store) {
+                            let (p, k, lifetime) = (p.clone(), key.clone(), token.lifetime);
+                            // Off the request path; a failed write only costs a fetch after a restart.
+                            tokio::task::spawn_blocking(move || p.save(&k, &f, lifetime));
+                        }
                         slot.current.store(Some(token.clone()));
                         inner.failures = 0;
                         inner.retry_at = None;

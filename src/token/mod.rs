@@ -15,8 +15,10 @@
 //! new token get the last error at once, without a new request to the source.
 
 mod cache;
+mod persist;
 
 pub use cache::TokenCache;
+pub use persist::{Persist, StorePersist};
 
 use std::fmt;
 use std::sync::Arc;

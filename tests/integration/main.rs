@@ -11,3 +11,4 @@ mod forwarding;
 mod injection;
 mod limits;
 mod oauth;
+mod store;

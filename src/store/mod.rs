@@ -1,0 +1,245 @@
+//! Durable, encrypted storage of records: tokens now; grants, tickets and `state` for end-user
+//! authorization. DESIGN.md §6.
+//!
+//! - `memory`: a map in the process; nothing survives a restart.
+//! - `file`: an embedded ACID database (redb: pure Rust, one file, copy-on-write B-trees, each write
+//!   is one committed transaction, so a crash never leaves half a record). Every value is sealed with
+//!   AES-256-GCM under `store.key` (see `crypto`), names are not secret.
+//!
+//! Records carry an optional expiry (wall-clock Unix seconds, since they must survive restarts); an
+//! expired record reads as absent and is removed.
+//!
+//! Calls block (the file store syncs to disk on every write): callers on the async path use
+//! `tokio::task::spawn_blocking`.
+
+pub mod crypto;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{Database, TableDefinition};
+use thiserror::Error;
+
+use crypto::{Crypto, Opened};
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Io(String),
+}
+
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+enum Backend {
+    Memory(Mutex<HashMap<String, Vec<u8>>>),
+    File(Box<FileBackend>),
+}
+
+struct FileBackend {
+    db: Database,
+    crypto: Crypto,
+}
+
+/// The store; see the module docs.
+pub struct Store {
+    backend: Backend,
+}
+
+fn io<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+/// `expires_at (8 bytes, big-endian, 0 = never) | data`.
+fn frame(data: &[u8], expires_at: Option<u64>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + data.len());
+    v.extend_from_slice(&expires_at.unwrap_or(0).to_be_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+fn unframe(v: &[u8]) -> Option<(u64, &[u8])> {
+    let (head, data) = v.split_at_checked(8)?;
+    Some((u64::from_be_bytes(head.try_into().ok()?), data))
+}
+
+impl Store {
+    pub fn memory() -> Store {
+        Store {
+            backend: Backend::Memory(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Opens (or creates) the file store.
+    pub fn open_file(
+        path: &Path,
+        key: [u8; 32],
+        previous: Option<[u8; 32]>,
+    ) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))?;
+        }
+        let db = Database::create(path)
+            .map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))?;
+        let tx = db.begin_write().map_err(io)?;
+        tx.open_table(RECORDS).map_err(io)?;
+        tx.commit().map_err(io)?;
+        Ok(Store {
+            backend: Backend::File(Box::new(FileBackend {
+                db,
+                crypto: Crypto::new(key, previous),
+            })),
+        })
+    }
+
+    pub fn is_durable(&self) -> bool {
+        matches!(self.backend, Backend::File(_))
+    }
+
+    /// Writes one record atomically.
+    pub fn put(&self, name: &str, data: &[u8], expires_at: Option<u64>) -> Result<(), StoreError> {
+        let plain = frame(data, expires_at);
+        match &self.backend {
+            Backend::Memory(m) => {
+                m.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.to_string(), plain);
+                Ok(())
+            }
+            Backend::File(f) => {
+                let (db, crypto) = (&f.db, &f.crypto);
+                let sealed = crypto.seal(name, &plain);
+                let tx = db.begin_write().map_err(io)?;
+                {
+                    let mut t = tx.open_table(RECORDS).map_err(io)?;
+                    t.insert(name, sealed.as_slice()).map_err(io)?;
+                }
+                tx.commit().map_err(io)
+            }
+        }
+    }
+
+    /// Reads a record; expired or unreadable records read as absent.
+    pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let raw = match &self.backend {
+            Backend::Memory(m) => m
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                .cloned(),
+            Backend::File(f) => {
+                let (db, crypto) = (&f.db, &f.crypto);
+                let tx = db.begin_read().map_err(io)?;
+                let t = tx.open_table(RECORDS).map_err(io)?;
+                let sealed = t.get(name).map_err(io)?.map(|v| v.value().to_vec());
+                match sealed.map(|s| crypto.open(name, &s)) {
+                    None => None,
+                    Some(Ok(Opened::Current(p))) => Some(p),
+                    Some(Ok(Opened::Previous(p))) => {
+                        // Key rotation: seal it again under the current key.
+                        let sealed = crypto.seal(name, &p);
+                        let w = db.begin_write().map_err(io)?;
+                        {
+                            let mut t = w.open_table(RECORDS).map_err(io)?;
+                            t.insert(name, sealed.as_slice()).map_err(io)?;
+                        }
+                        w.commit().map_err(io)?;
+                        Some(p)
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(record = name, "store: {e}; treated as absent");
+                        None
+                    }
+                }
+            }
+        };
+        Ok(match raw.as_deref().and_then(unframe) {
+            Some((exp, _)) if exp != 0 && exp <= now_unix() => {
+                self.remove(name)?;
+                None
+            }
+            Some((_, data)) => Some(data.to_vec()),
+            None => None,
+        })
+    }
+
+    /// Removes a record; returns whether it existed.
+    pub fn remove(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.take_raw(name)?.is_some())
+    }
+
+    /// Reads and removes a record in one step (single use: `state`, tickets).
+    pub fn take(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let raw = self.take_raw(name)?;
+        let plain = match (&self.backend, raw) {
+            (_, None) => return Ok(None),
+            (Backend::Memory(_), Some(p)) => p,
+            (Backend::File(f), Some(s)) => match f.crypto.open(name, &s) {
+                Ok(Opened::Current(p) | Opened::Previous(p)) => p,
+                Err(_) => return Ok(None),
+            },
+        };
+        Ok(match unframe(&plain) {
+            Some((exp, _)) if exp != 0 && exp <= now_unix() => None,
+            Some((_, data)) => Some(data.to_vec()),
+            None => None,
+        })
+    }
+
+    fn take_raw(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.lock().unwrap_or_else(|p| p.into_inner()).remove(name)),
+            Backend::File(f) => {
+                let db = &f.db;
+                let tx = db.begin_write().map_err(io)?;
+                let old = {
+                    let mut t = tx.open_table(RECORDS).map_err(io)?;
+                    let v = t.remove(name).map_err(io)?.map(|v| v.value().to_vec());
+                    v
+                };
+                tx.commit().map_err(io)?;
+                Ok(old)
+            }
+        }
+    }
+
+    /// Names of the records starting with `prefix`.
+    pub fn names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(m
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .filter(|k| k.starts_with(prefix))
+                .cloned()
+                .collect()),
+            Backend::File(f) => {
+                let db = &f.db;
+                let tx = db.begin_read().map_err(io)?;
+                let t = tx.open_table(RECORDS).map_err(io)?;
+                let mut out = Vec::new();
+                for item in t.range(prefix..).map_err(io)? {
+                    let (k, _) = item.map_err(io)?;
+                    let k = k.value();
+                    if !k.starts_with(prefix) {
+                        break;
+                    }
+                    out.push(k.to_string());
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,87 @@
+//! Keeping tokens in the store, so a restart does not fetch them again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{Fetched, TokenKey};
+use crate::secret::Secret;
+use crate::store::Store;
+
+/// Where the cache saves tokens and looks for them on a cold start.
+pub trait Persist: Send + Sync + 'static {
+    /// A saved token for `key` and the lifetime it has left.
+    fn load(&self, key: &TokenKey) -> Option<(Fetched, Duration)>;
+    fn save(&self, key: &TokenKey, fetched: &Fetched, lifetime: Duration);
+}
+
+/// [`Persist`] over the encrypted store.
+pub struct StorePersist(pub Arc<Store>);
+
+fn name(key: &TokenKey) -> String {
+    format!(
+        "token:{}:{:016x}:{}:{}",
+        key.profile,
+        key.fingerprint,
+        key.tenant.as_deref().unwrap_or("-"),
+        key.user.as_deref().unwrap_or("-")
+    )
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Persist for StorePersist {
+    fn load(&self, key: &TokenKey) -> Option<(Fetched, Duration)> {
+        let bytes = self.0.get(&name(key)).ok()??;
+        let v: Value = serde_json::from_slice(&bytes).ok()?;
+        let expires_at = v["expires_at"].as_u64()?;
+        let left = expires_at.checked_sub(now_unix())?;
+        let s = |k: &str| v[k].as_str().map(str::to_string);
+        let fetched = Fetched {
+            access_token: Secret::new(s("access_token")?),
+            token_type: s("token_type").unwrap_or_else(|| "Bearer".into()),
+            expires_in: Some(Duration::from_secs(left)),
+            refresh_token: s("refresh_token").map(Secret::new),
+            id_token: s("id_token").map(Secret::new),
+            scope: s("scope"),
+            extra: v["extra"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            refresh_token_refused: false,
+        };
+        Some((fetched, Duration::from_secs(left)))
+    }
+
+    fn save(&self, key: &TokenKey, f: &Fetched, lifetime: Duration) {
+        let expires_at = now_unix() + lifetime.as_secs();
+        let extra: serde_json::Map<String, Value> = f
+            .extra
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let record = json!({
+            "access_token": f.access_token.expose(),
+            "token_type": f.token_type,
+            "refresh_token": f.refresh_token.as_ref().map(Secret::expose),
+            "id_token": f.id_token.as_ref().map(Secret::expose),
+            "scope": f.scope,
+            "extra": extra,
+            "expires_at": expires_at,
+        });
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        if let Err(e) = self.0.put(&name(key), &bytes, Some(expires_at)) {
+            tracing::warn!(profile = %key.profile, "saving a token: {e}");
+        }
+    }
+}
