@@ -94,11 +94,9 @@ impl Server {
                     token_lifetime: m.token_lifetime,
                     ..mock::MockSettings::default()
                 };
-                mock::spawn(
-                    l,
-                    Arc::new(mock::MockState::new(settings)),
-                    shutdown.subscribe(),
-                );
+                let state = Arc::new(mock::MockState::new(settings));
+                state.set_issuer(format!("http://{local}"));
+                mock::spawn(l, state, shutdown.subscribe());
                 Some(local)
             }
             None => None,

@@ -9,6 +9,8 @@
 //!   both; access tokens live `token_lifetime`; refresh tokens rotate (the old one is refused after
 //!   use, `invalid_grant`). Answers carry `Cache-Control: no-store` and an extra member
 //!   `mock_grant` (the grant used).
+//! - `GET /oauth/authorize`: auto-approving authorization endpoint (PKCE S256 only, single-use
+//!   60-second codes, `iss` in the redirect); `POST /oauth/revoke`: RFC 7009 revocation.
 //! - `ANY /protected/...`: the echo below, but only with `Authorization: Bearer <token>` for a token
 //!   this provider issued and that has not expired; otherwise 401 with
 //!   `WWW-Authenticate: Bearer error="invalid_token"`.
@@ -54,6 +56,9 @@ pub struct Counters {
     pub client_credentials: AtomicU64,
     pub password: AtomicU64,
     pub refresh_token: AtomicU64,
+    pub authorization_code: AtomicU64,
+    pub authorize: AtomicU64,
+    pub revocations: AtomicU64,
     pub token_errors: AtomicU64,
     pub resource_ok: AtomicU64,
     pub resource_rejected: AtomicU64,
@@ -68,6 +73,9 @@ impl Counters {
             "client_credentials": g(&self.client_credentials),
             "password": g(&self.password),
             "refresh_token": g(&self.refresh_token),
+            "authorization_code": g(&self.authorization_code),
+            "authorize": g(&self.authorize),
+            "revocations": g(&self.revocations),
             "token_errors": g(&self.token_errors),
             "resource_ok": g(&self.resource_ok),
             "resource_rejected": g(&self.resource_rejected),
@@ -81,6 +89,9 @@ impl Counters {
             &self.client_credentials,
             &self.password,
             &self.refresh_token,
+            &self.authorization_code,
+            &self.authorize,
+            &self.revocations,
             &self.token_errors,
             &self.resource_ok,
             &self.resource_rejected,
@@ -110,6 +121,7 @@ impl MockProvider {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(MockState::new(settings));
+        state.set_issuer(format!("http://{addr}"));
         let shutdown = Shutdown::new();
         spawn(listener, state.clone(), shutdown.subscribe());
         Ok(MockProvider {
@@ -230,6 +242,10 @@ async fn handle(state: &MockState, req: Request<Incoming>) -> Response<Body> {
                 Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e})),
             }
         }
+        (&Method::GET, p) if p.ends_with("/oauth/authorize") => {
+            oauth::authorize(state, req.uri().query())
+        }
+        (&Method::POST, p) if p.ends_with("/oauth/revoke") => oauth::revoke(state, req).await,
         // Any path ending in /oauth/token, so token URLs may carry a tenant: /{tenant}/oauth/token.
         (&Method::POST, p) if p.ends_with("/oauth/token") => oauth::token(state, req).await,
         (_, p) if p.ends_with("/oauth/token") => json_response(

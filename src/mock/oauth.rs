@@ -65,6 +65,8 @@ pub enum TokenFault {
 
 #[derive(Debug, Default)]
 struct Faults {
+    /// The next authorization requests answer `error=access_denied`.
+    authorize_deny: bool,
     token: Option<TokenFault>,
     /// How many more token requests the fault applies to (`None`: all).
     times: Option<u32>,
@@ -82,12 +84,32 @@ struct RefreshInfo {
     user: Option<String>,
 }
 
+/// An authorization code and what it was issued for.
+#[derive(Debug)]
+struct CodeGrant {
+    client: String,
+    redirect_uri: String,
+    challenge: Option<String>,
+    user: String,
+    scope: Option<String>,
+    expires: Instant,
+    /// Set on first use; a second use revokes what the first one issued (RFC 6749 §4.1.2).
+    used: bool,
+    tokens: Vec<String>,
+}
+
+/// How long an authorization code is valid (RFC 6749 §4.1.2: short-lived).
+pub const CODE_LIFETIME: Duration = Duration::from_secs(60);
+
 /// The mock's state, shared by its connections and reachable from tests.
 #[derive(Debug)]
 pub struct MockState {
     settings: Mutex<MockSettings>,
     issued: Mutex<HashMap<String, Issued>>,
     refresh: Mutex<HashMap<String, RefreshInfo>>,
+    codes: Mutex<HashMap<String, CodeGrant>>,
+    /// `iss` of authorization responses: `http://ADDR`, set once the listener is bound.
+    issuer: Mutex<String>,
     faults: Mutex<Faults>,
     pub counters: Counters,
 }
@@ -119,6 +141,8 @@ impl MockState {
             settings: Mutex::new(settings),
             issued: Mutex::default(),
             refresh: Mutex::default(),
+            codes: Mutex::default(),
+            issuer: Mutex::default(),
             faults: Mutex::default(),
             counters: Counters::default(),
         }
@@ -169,6 +193,8 @@ impl MockState {
             Some(_) => return Err("token must be a string or null".into()),
         };
         let times = v.get("times").and_then(Value::as_u64).map(|n| n as u32);
+        lock(&self.faults).authorize_deny =
+            v.get("authorize").and_then(Value::as_str) == Some("access_denied");
         self.set_token_fault(fault, times);
         if let Some(n) = v.get("resource_401").and_then(Value::as_u64) {
             self.reject_resource(n as u32);
@@ -232,6 +258,31 @@ impl MockState {
         Ok(())
     }
 
+    /// `iss` for authorization responses (`http://ADDR`).
+    pub fn set_issuer(&self, issuer: String) {
+        *lock(&self.issuer) = issuer;
+    }
+
+    pub fn issuer(&self) -> String {
+        lock(&self.issuer).clone()
+    }
+
+    /// Whether an access or refresh token is still valid here (tests).
+    pub fn is_valid(&self, token: &str) -> bool {
+        lock(&self.issued)
+            .get(token)
+            .is_some_and(|i| Instant::now() < i.expires)
+            || lock(&self.refresh).contains_key(token)
+    }
+
+    fn revoke_tokens(&self, tokens: &[String]) {
+        let (mut issued, mut refresh) = (lock(&self.issued), lock(&self.refresh));
+        for t in tokens {
+            issued.remove(t);
+            refresh.remove(t);
+        }
+    }
+
     fn issue(
         &self,
         grant: &str,
@@ -240,6 +291,19 @@ impl MockState {
         scope: Option<&str>,
         with_refresh: bool,
     ) -> Response<Body> {
+        self.issue_tracked(grant, client, user, scope, with_refresh)
+            .0
+    }
+
+    /// Issues tokens; also returns them, so a replayed code can revoke them.
+    fn issue_tracked(
+        &self,
+        grant: &str,
+        client: &str,
+        user: Option<&str>,
+        scope: Option<&str>,
+        with_refresh: bool,
+    ) -> (Response<Body>, Vec<String>) {
         let lifetime = lock(&self.settings).token_lifetime;
         let access = random_token("mock-at-");
         lock(&self.issued).insert(
@@ -257,8 +321,10 @@ impl MockState {
         if let Some(s) = scope {
             body["scope"] = Value::String(s.to_string());
         }
+        let mut minted = vec![access.clone()];
         if with_refresh {
             let rt = random_token("mock-rt-");
+            minted.push(rt.clone());
             lock(&self.refresh).insert(
                 rt.clone(),
                 RefreshInfo {
@@ -271,8 +337,116 @@ impl MockState {
         let mut r = json_response(StatusCode::OK, &body);
         r.headers_mut()
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        r
+        (r, minted)
     }
+}
+
+/// `GET /oauth/authorize`: auto-approves for the user named by `login_hint` (default: the first
+/// user) and redirects to `redirect_uri` with `code`, `state` and `iss` (RFC 9207). PKCE: only `S256`;
+/// `plain` is refused.
+pub(super) fn authorize(state: &MockState, query: Option<&str>) -> Response<Body> {
+    state.counters.authorize.fetch_add(1, Ordering::SeqCst);
+    let form = parse_form(query.unwrap_or("").as_bytes());
+    let param = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let client_id = param("client_id").unwrap_or("");
+    let Some(redirect_uri) = param("redirect_uri").filter(|r| r.starts_with("http")) else {
+        // RFC 6749 §4.1.2.1: never redirect to an invalid redirect URI.
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "redirect_uri missing or not absolute",
+        );
+    };
+    if !lock(&state.settings)
+        .clients
+        .iter()
+        .any(|(id, _)| id == client_id)
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "unknown client_id",
+        );
+    }
+    let redirect = |pairs: &[(&str, &str)]| {
+        let mut url = redirect_uri.to_string();
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            url.push(if i == 0 && !redirect_uri.contains('?') {
+                '?'
+            } else {
+                '&'
+            });
+            url.push_str(&format!("{k}={}", crate::inject::encode::encode(v)));
+        }
+        let mut r = raw_response(StatusCode::FOUND, "text/plain", "");
+        if let Ok(v) = HeaderValue::from_str(&url) {
+            r.headers_mut().insert(http::header::LOCATION, v);
+        }
+        r
+    };
+    let st = param("state").unwrap_or("");
+    let iss = state.issuer();
+    if param("response_type") != Some("code") {
+        return redirect(&[
+            ("error", "unsupported_response_type"),
+            ("state", st),
+            ("iss", &iss),
+        ]);
+    }
+    let challenge = param("code_challenge").map(str::to_string);
+    if challenge.is_some() && param("code_challenge_method") != Some("S256") {
+        return redirect(&[
+            ("error", "invalid_request"),
+            ("error_description", "only S256 is supported"),
+            ("state", st),
+            ("iss", &iss),
+        ]);
+    }
+    if lock(&state.faults).authorize_deny {
+        return redirect(&[
+            ("error", "access_denied"),
+            ("error_description", "The user said <no>"),
+            ("state", st),
+            ("iss", &iss),
+        ]);
+    }
+    let user = param("login_hint")
+        .map(str::to_string)
+        .or_else(|| lock(&state.settings).users.first().map(|(u, _)| u.clone()))
+        .unwrap_or_default();
+    let code = random_token("mock-code-");
+    lock(&state.codes).insert(
+        code.clone(),
+        CodeGrant {
+            client: client_id.to_string(),
+            redirect_uri: redirect_uri.to_string(),
+            challenge,
+            user,
+            scope: param("scope").map(str::to_string),
+            expires: Instant::now() + CODE_LIFETIME,
+            used: false,
+            tokens: Vec::new(),
+        },
+    );
+    redirect(&[("code", &code), ("state", st), ("iss", &iss)])
+}
+
+/// `POST /oauth/revoke` (RFC 7009): always 200.
+pub(super) async fn revoke(state: &MockState, req: Request<Incoming>) -> Response<Body> {
+    state.counters.revocations.fetch_add(1, Ordering::SeqCst);
+    let body = match read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let form = parse_form(&body);
+    if let Some((_, t)) = form.iter().find(|(k, _)| k == "token") {
+        state.revoke_tokens(std::slice::from_ref(t));
+    }
+    json_response(StatusCode::OK, &json!({}))
 }
 
 /// `POST /oauth/token`.
@@ -422,6 +596,78 @@ async fn token_inner(state: &MockState, req: Request<Incoming>) -> Response<Body
                 );
             }
             state.issue("password", &client_id, Some(u), scope, true)
+        }
+        Some("authorization_code") => {
+            state
+                .counters
+                .authorization_code
+                .fetch_add(1, Ordering::SeqCst);
+            let (code, redirect_uri) = (
+                param("code").unwrap_or(""),
+                param("redirect_uri").unwrap_or(""),
+            );
+            let verifier = param("code_verifier");
+            let mut codes = lock(&state.codes);
+            let Some(grant) = codes.get_mut(code) else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "unknown authorization code",
+                );
+            };
+            if grant.used {
+                // RFC 6749 §4.1.2: deny, and revoke what the code already gave.
+                let tokens = std::mem::take(&mut grant.tokens);
+                drop(codes);
+                state.revoke_tokens(&tokens);
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "authorization code already used",
+                );
+            }
+            grant.used = true;
+            if Instant::now() >= grant.expires {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "authorization code expired",
+                );
+            }
+            if grant.client != client_id || grant.redirect_uri != redirect_uri {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "code issued to another client or redirect_uri",
+                );
+            }
+            if let Some(challenge) = &grant.challenge {
+                let ok = verifier.is_some_and(|v| {
+                    oauth2::PkceCodeChallenge::from_code_verifier_sha256(
+                        &oauth2::PkceCodeVerifier::new(v.to_string()),
+                    )
+                    .as_str()
+                        == challenge
+                });
+                if !ok {
+                    // RFC 7636 §4.6.
+                    return oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_grant",
+                        "PKCE verification failed",
+                    );
+                }
+            }
+            let (user, scope) = (grant.user.clone(), grant.scope.clone());
+            let (resp, minted) = state.issue_tracked(
+                "authorization_code",
+                &client_id,
+                Some(&user),
+                scope.as_deref(),
+                true,
+            );
+            grant.tokens = minted;
+            resp
         }
         Some("refresh_token") => {
             state.counters.refresh_token.fetch_add(1, Ordering::SeqCst);

@@ -10,5 +10,6 @@ mod config_check;
 mod forwarding;
 mod injection;
 mod limits;
+mod mock_authorize;
 mod oauth;
 mod store;
