@@ -113,3 +113,99 @@ fn a_file_store_needs_a_valid_key() {
         assert!(err.contains(expect), "{err}");
     }
 }
+
+/// Child process of `a_killed_writer_loses_no_committed_record`: writes records until killed,
+/// printing each name after its write committed. Run only by that test.
+#[test]
+#[ignore = "run as a child process by a_killed_writer_loses_no_committed_record"]
+fn store_writer_child() {
+    use std::io::Write;
+    let (Ok(path), Ok(key)) = (
+        std::env::var("STORE_CHILD_PATH"),
+        std::env::var("STORE_CHILD_KEY"),
+    ) else {
+        return;
+    };
+    let key =
+        authsidecar::store::crypto::parse_key(&authsidecar::secret::Secret::new(key)).unwrap();
+    let store =
+        authsidecar::store::Store::open_file(std::path::Path::new(&path), key, None).unwrap();
+    let mut out = std::io::stdout();
+    for i in 0u64.. {
+        let name = format!("grant:p:-:user{}", i % 50);
+        // Each round rewrites a grant with a new (rotated) refresh token, as refreshes do.
+        store
+            .put(
+                &name,
+                format!("rt-{i}-{}", "x".repeat(200)).as_bytes(),
+                None,
+            )
+            .unwrap();
+        writeln!(out, "{name} {i}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn a_killed_writer_loses_no_committed_record() {
+    use std::io::{BufRead, BufReader};
+    let dir = std::env::temp_dir().join(format!("authsidecar-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("grants.db");
+    let key = authsidecar::store::crypto::generate_key();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "store::store_writer_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("STORE_CHILD_PATH", &path)
+        .env("STORE_CHILD_KEY", &key)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut committed: std::collections::HashMap<String, u64> = Default::default();
+    let mut lines = BufReader::new(stdout).lines();
+    // Let it write a few hundred records, then SIGKILL it mid-burst.
+    while committed.values().count() < 50 || committed.values().max().copied().unwrap_or(0) < 300 {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some((name, i)) = line.split_once(' ') {
+            if let Ok(i) = i.parse() {
+                committed.insert(name.to_string(), i);
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        committed.len() >= 50,
+        "the writer wrote too little: {}",
+        committed.len()
+    );
+
+    let key =
+        authsidecar::store::crypto::parse_key(&authsidecar::secret::Secret::new(key)).unwrap();
+    let store = authsidecar::store::Store::open_file(&path, key, None).unwrap();
+    for (name, i) in &committed {
+        let v = store
+            .get(name)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name} lost"));
+        let v = String::from_utf8(v).unwrap();
+        let n: u64 = v.split('-').nth(1).unwrap().parse().unwrap();
+        // The record is whole and at least as new as the last write reported committed.
+        assert!(n >= *i, "{name}: {n} < {i}");
+        assert!(v.ends_with(&"x".repeat(200)));
+    }
+    // Every record in the file opens: no half record.
+    for name in store.names("").unwrap() {
+        assert!(store.get(&name).unwrap().is_some(), "{name} does not open");
+    }
+    drop(store);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
