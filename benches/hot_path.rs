@@ -103,7 +103,8 @@ fn benches(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let _guard = rt.enter();
-    let snapshot = Snapshot::build(config.clone()).expect("snapshot");
+    let store = Arc::new(authsidecar::store::Store::memory());
+    let snapshot = Snapshot::build(config.clone(), store).expect("snapshot");
 
     c.bench_function("route_match_50_routes", |b| {
         b.iter(|| snapshot.route_prefix(black_box("/svc37/items/42")))

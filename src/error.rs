@@ -27,6 +27,7 @@ pub enum ErrorCode {
     PathParamInvalid,
     PathInvalid,
     BodyNotInjectable,
+    AuthorizationRequired,
     PayloadTooLarge,
     UnsupportedMediaType,
     RequestTimeout,
@@ -42,7 +43,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// All codes, in table order (used by tests and the docs check).
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::NoRoute,
         ErrorCode::ProfileNotAllowed,
         ErrorCode::UserRequired,
@@ -51,6 +52,7 @@ impl ErrorCode {
         ErrorCode::PathParamInvalid,
         ErrorCode::PathInvalid,
         ErrorCode::BodyNotInjectable,
+        ErrorCode::AuthorizationRequired,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::RequestTimeout,
@@ -74,6 +76,7 @@ impl ErrorCode {
             ErrorCode::PathParamInvalid => "path_param_invalid",
             ErrorCode::PathInvalid => "path_invalid",
             ErrorCode::BodyNotInjectable => "body_not_injectable",
+            ErrorCode::AuthorizationRequired => "authorization_required",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::RequestTimeout => "request_timeout",
@@ -98,6 +101,7 @@ impl ErrorCode {
             | ErrorCode::PathParamInvalid
             | ErrorCode::PathInvalid
             | ErrorCode::BodyNotInjectable => StatusCode::BAD_REQUEST,
+            ErrorCode::AuthorizationRequired => StatusCode::UNAUTHORIZED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -124,6 +128,8 @@ pub struct ProxyError {
     pub message: String,
     pub profile: Option<Arc<str>>,
     pub retry_after: Option<u64>,
+    /// `authorization_required`: the link to show the end user, and its lifetime in seconds.
+    pub login: Option<(String, u64)>,
 }
 
 impl ProxyError {
@@ -133,6 +139,7 @@ impl ProxyError {
             message: message.into(),
             profile: None,
             retry_after: None,
+            login: None,
         }
     }
 
@@ -154,6 +161,10 @@ impl ProxyError {
             },
         );
         error.insert("request_id".into(), request_id.into());
+        if let Some((url, expires_in)) = &self.login {
+            error.insert("login_url".into(), url.clone().into());
+            error.insert("expires_in".into(), (*expires_in).into());
+        }
         let body = serde_json::json!({ "error": error });
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
 

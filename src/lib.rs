@@ -6,6 +6,7 @@
 //! and `mock` are the other two listeners. `secret`, `error`, `template` and `tls` are leaves.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod credential;
 pub mod error;
@@ -49,6 +50,7 @@ pub enum StartError {
 pub struct Server {
     stats: Arc<proxy::ProxyStats>,
     pub proxy_addr: SocketAddr,
+    pub auth_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub mock_addr: Option<SocketAddr>,
     shutdown: Shutdown,
@@ -102,23 +104,31 @@ impl Server {
             None => None,
         };
 
-        let snapshot = Arc::new(proxy::Snapshot::build(config.clone()).map_err(StartError::Tls)?);
-        let cache = match &config.store {
-            config::StoreConfig::Memory => token::TokenCache::new(),
+        let (store, cache) = match &config.store {
+            config::StoreConfig::Memory => {
+                (Arc::new(store::Store::memory()), token::TokenCache::new())
+            }
             config::StoreConfig::File {
                 path,
                 key,
                 previous_key,
             } => {
                 let (path, key, previous) = (path.clone(), *key, *previous_key);
-                let store = tokio::task::spawn_blocking(move || {
-                    store::Store::open_file(&path, key, previous)
-                })
-                .await
-                .map_err(|e| store::StoreError::Io(e.to_string()))??;
-                token::TokenCache::with_persist(Arc::new(token::StorePersist(Arc::new(store))))
+                let store = Arc::new(
+                    tokio::task::spawn_blocking(move || {
+                        store::Store::open_file(&path, key, previous)
+                    })
+                    .await
+                    .map_err(|e| store::StoreError::Io(e.to_string()))??,
+                );
+                let cache =
+                    token::TokenCache::with_persist(Arc::new(token::StorePersist(store.clone())));
+                (store, cache)
             }
         };
+        let snapshot = Arc::new(
+            proxy::Snapshot::build(config.clone(), store.clone()).map_err(StartError::Tls)?,
+        );
         let stats = Arc::new(proxy::ProxyStats::default());
         let limits = Limits {
             header_read_timeout: config.proxy.header_read_timeout,
@@ -147,7 +157,10 @@ impl Server {
             let worker_snapshot = if i == 0 {
                 snapshot.clone()
             } else {
-                Arc::new(proxy::Snapshot::build(config.clone()).map_err(StartError::Tls)?)
+                Arc::new(
+                    proxy::Snapshot::build(config.clone(), store.clone())
+                        .map_err(StartError::Tls)?,
+                )
             };
             let proxy = proxy::Proxy::new(worker_snapshot, cache.clone(), stats.clone());
             let rx = shutdown.subscribe();
@@ -182,6 +195,18 @@ impl Server {
                 })?;
         }
 
+        let auth_addr = match &config.auth {
+            Some(a) => {
+                let l = bind("auth", a.listen).await?;
+                let local = l.local_addr().unwrap_or(a.listen);
+                let auth = auth::Auth::new(snapshot.clone(), a.clone());
+                tokio::spawn(serve::serve(l, limits, shutdown.subscribe(), move |c| {
+                    auth.handler(c)
+                }));
+                Some(local)
+            }
+            None => None,
+        };
         let admin = admin::Admin::new(snapshot, cache, ready.clone());
         let al = bind("admin", config.admin.listen).await?;
         let admin_addr = al.local_addr().unwrap_or(config.admin.listen);
@@ -197,6 +222,7 @@ impl Server {
         Ok(Server {
             stats,
             proxy_addr,
+            auth_addr,
             admin_addr,
             mock_addr,
             shutdown,

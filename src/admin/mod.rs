@@ -56,7 +56,7 @@ impl Admin {
         let Some(p) = self.snapshot.profiles.get(name) else {
             return not_found_profile();
         };
-        let Some(o) = &p.oauth else {
+        let Some(o) = p.oauth.as_ref().filter(|o| !o.per_user) else {
             return json_response(
                 StatusCode::BAD_REQUEST,
                 json!({"error": {"code": "not_testable", "message": "this profile type makes no token request"}}),
@@ -87,7 +87,7 @@ impl Admin {
             crate::oauth::test_auth::run(&o.source, tenant.as_deref()).await;
         tracing::info!(profile = %name, ok = report.ok, store, "admin: test authorization");
         if let (true, Some(f)) = (store, fetched) {
-            let key = o.key(p.plan.profile(), tenant.as_deref());
+            let key = o.key(p.plan.profile(), tenant.as_deref(), None);
             let refresh = f.refresh_token.clone();
             self.cache.insert(
                 &key,

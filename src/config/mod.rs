@@ -94,6 +94,8 @@ pub struct Config {
     pub mock_provider: Option<MockProviderConfig>,
     /// `[store]`: where tokens are kept (memory when absent).
     pub store: StoreConfig,
+    /// `[auth]`: the listener end users' browsers reach (login links, callback).
+    pub auth: Option<AuthSettings>,
     /// Accepted but risky choices (legacy grants, plain http); logged at start, printed by `check`.
     pub warnings: Vec<String>,
 }
@@ -120,6 +122,25 @@ pub struct ProxySettings {
 }
 
 pub const DEFAULT_STORE_PATH: &str = "data/tokens.db";
+pub const DEFAULT_TICKET_TTL: Duration = Duration::from_secs(600);
+
+/// `[auth]`.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub listen: SocketAddr,
+    /// How browsers reach the auth listener, without a trailing `/`; the callback link is
+    /// `{public_url}/oauth/callback`.
+    pub public_url: String,
+    /// Lifetime of a login link and of an authorization in progress.
+    pub ticket_ttl: Duration,
+}
+
+impl AuthSettings {
+    /// The "Bots Callback Link" registered at the IdP.
+    pub fn callback_url(&self) -> String {
+        format!("{}/oauth/callback", self.public_url)
+    }
+}
 
 /// `[store]`.
 #[derive(Debug, Clone)]
@@ -192,6 +213,7 @@ impl ProfileKind {
             ProfileKind::OAuth(o) => match o.grant {
                 Grant::ClientCredentials => "oauth2_client_credentials",
                 Grant::Password { .. } => "oauth2_password",
+                Grant::AuthorizationCode(_) => "oauth2_authorization_code",
             },
         }
     }
@@ -213,6 +235,23 @@ pub enum Grant {
         username: Secret,
         password: Secret,
     },
+    /// Per end user: the user signs in at the IdP through a login link (RFC 6749 §4.1).
+    AuthorizationCode(AuthCodeSettings),
+}
+
+/// The authorization-code part of an `oauth2_authorization_code` profile.
+#[derive(Debug, Clone)]
+pub struct AuthCodeSettings {
+    /// May contain `{tenant}`.
+    pub authorization_url: String,
+    /// Token endpoint for refreshes (default: `token_url`).
+    pub refresh_url: Option<String>,
+    /// RFC 7009 endpoint, called when a grant is deleted.
+    pub revocation_url: Option<String>,
+    /// Expected `iss` on the callback (RFC 9207); checked when set.
+    pub issuer: Option<String>,
+    /// PKCE S256 (never `plain`).
+    pub pkce: bool,
 }
 
 /// How the client authenticates at the token endpoint (RFC 6749 §2.3.1).

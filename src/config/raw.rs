@@ -64,6 +64,14 @@ pub struct RawMock {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub listen: String,
+    pub public_url: String,
+    pub ticket_ttl: Option<Dur>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub kind: String,
     pub path: Option<PathBuf>,
@@ -122,6 +130,11 @@ pub struct RawProfile {
     pub reauth_on: Option<Vec<u16>>,
     pub replay_max_body_bytes: Option<u64>,
     pub allow_insecure_http: Option<bool>,
+    pub authorization_url: Option<String>,
+    pub refresh_url: Option<String>,
+    pub revocation_url: Option<String>,
+    pub issuer: Option<String>,
+    pub pkce: Option<bool>,
 }
 
 /// Deserializes one item, collecting as many errors as serde lets us find: after an unknown key or a

@@ -8,12 +8,12 @@ use http::HeaderName;
 use indexmap::IndexMap;
 
 use super::raw::{
-    self, RawAdmin, RawField, RawMock, RawProfile, RawProxy, RawRoute, RawStore, RawTls,
+    self, RawAdmin, RawAuth, RawField, RawMock, RawProfile, RawProxy, RawRoute, RawStore, RawTls,
 };
 use super::*;
 use crate::template::{Template, Var};
 
-const SECTIONS: &str = "proxy, admin, routes, profiles, mock_provider, store";
+const SECTIONS: &str = "proxy, admin, auth, routes, profiles, mock_provider, store";
 
 /// Headers a profile may never set: framing, routing and hop-by-hop headers.
 const FORBIDDEN_HEADERS: &[&str] = &[
@@ -57,6 +57,25 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
     let admin: RawAdmin = section(&mut table, "admin", &mut v).unwrap_or_default();
     let mock: Option<RawMock> = section(&mut table, "mock_provider", &mut v);
     let raw_store: Option<RawStore> = section(&mut table, "store", &mut v);
+    let raw_auth: Option<RawAuth> = section(&mut table, "auth", &mut v);
+    let auth = raw_auth.and_then(|a| {
+        let listen = listen_addr(&a.listen, "auth.listen", &mut v)?;
+        let public_url = a.public_url.trim_end_matches('/').to_string();
+        if !(public_url.starts_with("https://") || public_url.starts_with("http://"))
+            || public_url.parse::<http::Uri>().is_err()
+            || public_url.contains(['?', '#'])
+        {
+            v.err(
+                "auth.public_url",
+                "expected the absolute URL browsers use to reach the auth listener, e.g. https://auth.example.com",
+            );
+        }
+        Some(AuthSettings {
+            listen,
+            public_url,
+            ticket_ttl: a.ticket_ttl.map_or(DEFAULT_TICKET_TTL, |d| d.0),
+        })
+    });
     let store = store_config(raw_store, &mut v);
 
     let raw_profiles = match table.remove("profiles") {
@@ -115,6 +134,9 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
     if let Some(m) = &mock_provider {
         listeners.push(("mock_provider.listen", m.listen));
     }
+    if let Some(a) = &auth {
+        listeners.push(("auth.listen", a.listen));
+    }
     for (i, (a, addr)) in listeners.iter().enumerate() {
         for (b, other) in &listeners[..i] {
             if addr == other && addr.port() != 0 {
@@ -171,6 +193,16 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
             routes.push(r);
         }
     }
+    for (name, p) in &profiles {
+        if let (Some(o), None) = (p.kind.oauth(), &auth) {
+            if matches!(o.grant, Grant::AuthorizationCode(_)) {
+                v.err(
+                    &format!("profiles.{name}"),
+                    "an oauth2_authorization_code profile needs an [auth] section (listen, public_url) for login links and the callback",
+                );
+            }
+        }
+    }
     if routes.is_empty() && v.errors.is_empty() {
         v.err(
             "routes",
@@ -188,6 +220,7 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
             profiles,
             mock_provider,
             store,
+            auth,
             warnings: v.warnings,
         })
     } else {
@@ -499,7 +532,17 @@ fn check_route_profile(u: &UpstreamUrl, prof: &Profile, p: &str, route_path: &st
     }
 }
 
-const PROFILE_TYPES: &str = "none, basic, api_key, oauth2_client_credentials or oauth2_password";
+const PROFILE_TYPES: &str =
+    "none, basic, api_key, oauth2_client_credentials, oauth2_password or oauth2_authorization_code";
+
+/// Keys of an authorization-code profile, beyond the OAuth ones.
+const AUTH_CODE_KEYS: &[&str] = &[
+    "authorization_url",
+    "refresh_url",
+    "revocation_url",
+    "issuer",
+    "pkce",
+];
 
 /// Keys of an OAuth machine profile, beyond the common ones.
 const OAUTH_KEYS: &[&str] = &[
@@ -539,6 +582,7 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
         "api_key" => vec!["api_key"],
         "oauth2_client_credentials" => OAUTH_KEYS.to_vec(),
         "oauth2_password" => [OAUTH_KEYS, &["username", "password"]].concat(),
+        "oauth2_authorization_code" => [OAUTH_KEYS, AUTH_CODE_KEYS].concat(),
         other => {
             v.err(
                 &format!("{path}.type"),
@@ -567,6 +611,11 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
         ("reauth_on", rp.reauth_on.is_some()),
         ("replay_max_body_bytes", rp.replay_max_body_bytes.is_some()),
         ("allow_insecure_http", rp.allow_insecure_http.is_some()),
+        ("authorization_url", rp.authorization_url.is_some()),
+        ("refresh_url", rp.refresh_url.is_some()),
+        ("revocation_url", rp.revocation_url.is_some()),
+        ("issuer", rp.issuer.is_some()),
+        ("pkce", rp.pkce.is_some()),
     ];
     for (key, is_set) in present {
         if is_set && !allowed.contains(&key) {
@@ -615,6 +664,17 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
         }
         "oauth2_client_credentials" => oauth_settings(&mut rp, Grant::ClientCredentials, path, v)
             .map(|o| ProfileKind::OAuth(Box::new(o))),
+        "oauth2_authorization_code" => {
+            let code = auth_code_settings(&mut rp, path, v);
+            let settings = oauth_settings(&mut rp, Grant::ClientCredentials, path, v);
+            match (settings, code) {
+                (Some(mut o), Some(c)) => {
+                    o.grant = Grant::AuthorizationCode(c);
+                    Some(ProfileKind::OAuth(Box::new(o)))
+                }
+                _ => None,
+            }
+        }
         _ => {
             let u = required("username", rp.username.take(), v);
             let p = required("password", rp.password.take(), v);
@@ -708,6 +768,71 @@ fn is_loopback_url(url: &str) -> bool {
             .trim_end_matches(']')
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Checks an endpoint URL: absolute, https (http only to loopback or with allow_insecure_http),
+/// `{tenant}` only with `tenancy = true`.
+fn endpoint_url(url: &str, key: &str, rp: &RawProfile, path: &str, v: &mut V) {
+    let sample = url.replace("{tenant}", "tenant");
+    let scheme_ok = sample.starts_with("https://") || sample.starts_with("http://");
+    if !scheme_ok || sample.contains(['{', '}']) || sample.parse::<http::Uri>().is_err() {
+        v.err(
+            &format!("{path}.{key}"),
+            "expected an absolute https:// URL; {tenant} is the only placeholder allowed",
+        );
+        return;
+    }
+    if url.contains("{tenant}") && !rp.tenancy {
+        v.err(
+            &format!("{path}.{key}"),
+            "uses {tenant} but the profile has tenancy = false; set tenancy = true",
+        );
+    }
+    if sample.starts_with("http://")
+        && !is_loopback_url(&sample)
+        && rp.allow_insecure_http != Some(true)
+    {
+        v.err(
+            &format!("{path}.{key}"),
+            "plain http:// is only allowed to loopback hosts; use https:// (or set allow_insecure_http = true for a test setup)",
+        );
+    }
+}
+
+fn auth_code_settings(rp: &mut RawProfile, path: &str, v: &mut V) -> Option<AuthCodeSettings> {
+    let before = v.errors.len();
+    let authorization_url = rp.authorization_url.take().unwrap_or_default();
+    if authorization_url.is_empty() {
+        v.err(
+            &format!("{path}.authorization_url"),
+            "required for type \"oauth2_authorization_code\"",
+        );
+    } else {
+        endpoint_url(&authorization_url, "authorization_url", rp, path, v);
+    }
+    let refresh_url = rp.refresh_url.take();
+    if let Some(u) = &refresh_url {
+        endpoint_url(u, "refresh_url", rp, path, v);
+    }
+    let revocation_url = rp.revocation_url.take();
+    if let Some(u) = &revocation_url {
+        endpoint_url(u, "revocation_url", rp, path, v);
+    }
+    if rp.pkce == Some(false) {
+        v.warn(format!(
+            "{path}.pkce = false: PKCE is recommended for every client (RFC 9700 §2.1.1)"
+        ));
+    }
+    if v.errors.len() > before {
+        return None;
+    }
+    Some(AuthCodeSettings {
+        authorization_url,
+        refresh_url,
+        revocation_url,
+        issuer: rp.issuer.take(),
+        pkce: rp.pkce.unwrap_or(true),
+    })
 }
 
 fn oauth_settings(

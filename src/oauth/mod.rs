@@ -7,6 +7,7 @@
 //! ([`http::IdpHttp`]). Failures become [`TokenError`]s whose messages carry at most the OAuth
 //! `error` code and description, never the IdP's body.
 
+pub mod grants;
 pub mod http;
 pub mod response;
 pub mod test_auth;
@@ -49,13 +50,19 @@ pub enum Request<'a> {
     /// The profile's own grant (client credentials or password).
     Primary,
     Refresh(&'a Secret),
+    /// Redeem an authorization code (with its PKCE verifier) sent to `redirect_uri`.
+    Code {
+        code: &'a str,
+        verifier: Option<&'a str>,
+        redirect_uri: &'a str,
+    },
 }
 
 /// Token source for one OAuth profile.
 pub struct OAuthSource {
     profile: Arc<str>,
     settings: OAuthSettings,
-    http: IdpHttp,
+    pub(crate) http: IdpHttp,
 }
 
 impl OAuthSource {
@@ -125,8 +132,18 @@ impl OAuthSource {
         tenant: Option<&str>,
         which: Request<'_>,
     ) -> Result<IdpTokenResponse, TokenError> {
-        let client = self.client(self.token_url(tenant)?)?;
         let s = &self.settings;
+        let url = match (which, &s.grant) {
+            (Request::Refresh(_), Grant::AuthorizationCode(c)) if c.refresh_url.is_some() => {
+                let u = c.refresh_url.clone().unwrap_or_default();
+                match tenant {
+                    Some(t) => u.replace("{tenant}", t),
+                    None => u,
+                }
+            }
+            _ => self.token_url(tenant)?,
+        };
+        let client = self.client(url)?;
         let params = s.token_params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         let scope = s.scope.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         let result: TokenResult = match (which, &s.grant) {
@@ -144,6 +161,36 @@ impl OAuthSource {
                     r = r.add_extra_param(k, v);
                 }
                 r.request_async(http).await
+            }
+            (
+                Request::Code {
+                    code,
+                    verifier,
+                    redirect_uri,
+                },
+                _,
+            ) => {
+                let redirect = oauth2::RedirectUrl::new(redirect_uri.to_string()).map_err(|e| {
+                    TokenError::new(
+                        TokenErrorKind::InvalidResponse,
+                        format!("redirect URI: {e}"),
+                    )
+                })?;
+                let client = client.set_redirect_uri(redirect);
+                let mut r = client.exchange_code(oauth2::AuthorizationCode::new(code.to_string()));
+                if let Some(v) = verifier {
+                    r = r.set_pkce_verifier(oauth2::PkceCodeVerifier::new(v.to_string()));
+                }
+                for (k, v) in params {
+                    r = r.add_extra_param(k, v);
+                }
+                r.request_async(http).await
+            }
+            (Request::Primary, Grant::AuthorizationCode(_)) => {
+                return Err(TokenError::new(
+                    TokenErrorKind::GrantInvalid,
+                    "this profile's tokens belong to end users: they must authorize first",
+                ))
             }
             (Request::Primary, Grant::Password { username, password }) => {
                 let u = ResourceOwnerUsername::new(username.expose().to_string());

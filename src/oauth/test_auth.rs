@@ -164,6 +164,7 @@ pub async fn run(source: &OAuthSource, tenant: Option<&str>) -> (TestReport, Opt
         kind: match s.grant {
             crate::config::Grant::ClientCredentials => "oauth2_client_credentials",
             crate::config::Grant::Password { .. } => "oauth2_password",
+            crate::config::Grant::AuthorizationCode(_) => "oauth2_authorization_code",
         }
         .to_string(),
         token_url: source

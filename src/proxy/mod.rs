@@ -43,7 +43,8 @@ use crate::error::{ErrorCode, ProxyError};
 use crate::inject::{Inputs, Plan};
 use crate::oauth::OAuthSource;
 use crate::serve::{ConnInfo, Handler};
-use crate::token::{Policy, TokenCache, TokenKey, TokenSource};
+use crate::store::Store;
+use crate::token::{Policy, TokenCache, TokenErrorKind, TokenKey, TokenSource};
 use body::{GuardedBody, OutBody, RespBody};
 use route::RouteRt;
 use upstream::Upstream;
@@ -57,6 +58,8 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct OAuthRt {
     pub source: Arc<OAuthSource>,
     dyn_source: Arc<dyn TokenSource>,
+    /// Authorization-code profile: tokens belong to end users.
+    pub per_user: bool,
     policy: Policy,
     fingerprint: u64,
     tenancy: bool,
@@ -66,7 +69,7 @@ pub struct OAuthRt {
 
 impl OAuthRt {
     /// The cache key of this profile's token for a request with `tenant`.
-    pub fn key(&self, profile: &Arc<str>, tenant: Option<&str>) -> TokenKey {
+    pub fn key(&self, profile: &Arc<str>, tenant: Option<&str>, user: Option<&str>) -> TokenKey {
         TokenKey {
             profile: profile.clone(),
             fingerprint: self.fingerprint,
@@ -75,7 +78,11 @@ impl OAuthRt {
             } else {
                 None
             },
-            user: None,
+            user: if self.per_user {
+                user.map(Arc::from)
+            } else {
+                None
+            },
         }
     }
 
@@ -95,10 +102,12 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     routes: Vec<RouteRt>,
     pub profiles: HashMap<Arc<str>, Arc<ProfileRt>>,
+    /// Grants, tickets and authorization state.
+    pub store: Arc<Store>,
 }
 
 impl Snapshot {
-    pub fn build(config: Arc<Config>) -> Result<Snapshot, String> {
+    pub fn build(config: Arc<Config>, store: Arc<Store>) -> Result<Snapshot, String> {
         let mut profiles: HashMap<Arc<str>, Arc<ProfileRt>> = HashMap::new();
         for (name, p) in &config.profiles {
             let oauth = match OAuthSource::new(p).map_err(|e| format!("profile {name}: {e}"))? {
@@ -108,9 +117,19 @@ impl Snapshot {
                     let (fingerprint, reauth_on, replay_max) =
                         (s.fingerprint, s.reauth_on.clone(), s.replay_max_body_bytes);
                     let policy = src.policy();
+                    let per_user = matches!(s.grant, crate::config::Grant::AuthorizationCode(_));
                     let source = Arc::new(src);
+                    let dyn_source: Arc<dyn TokenSource> = if per_user {
+                        Arc::new(crate::oauth::grants::UserGrants {
+                            source: source.clone(),
+                            store: store.clone(),
+                        })
+                    } else {
+                        source.clone()
+                    };
                     Some(OAuthRt {
-                        dyn_source: source.clone(),
+                        dyn_source,
+                        per_user,
                         source,
                         policy,
                         fingerprint,
@@ -151,6 +170,7 @@ impl Snapshot {
             config,
             routes,
             profiles,
+            store,
         })
     }
 
@@ -351,12 +371,24 @@ impl Proxy {
                     "X-Authsidecar-Tenant is required: the profile's token URL uses {tenant}",
                 )));
             }
-            let key = o.key(plan.profile(), inputs.tenant.as_deref());
-            let token = self
-                .cache
-                .get(&key, &o.dyn_source, &o.policy)
-                .await
-                .map_err(|e| e.into_proxy_error(plan.profile()))?;
+            if o.per_user && inputs.user.is_none() {
+                return Err(with_profile(ProxyError::new(
+                    ErrorCode::UserRequired,
+                    "X-Authsidecar-User is required: this profile's tokens belong to end users",
+                )));
+            }
+            let key = o.key(
+                plan.profile(),
+                inputs.tenant.as_deref(),
+                inputs.user.as_deref(),
+            );
+            let token = match self.cache.get(&key, &o.dyn_source, &o.policy).await {
+                Ok(t) => t,
+                Err(e) if e.kind == TokenErrorKind::AuthorizationRequired => {
+                    return Err(self.login_required(plan.profile(), &inputs).await)
+                }
+                Err(e) => return Err(e.into_proxy_error(plan.profile())),
+            };
             inputs.token = Some(token);
             token_key = Some(key);
         }
@@ -434,6 +466,50 @@ impl Proxy {
         let mut resp = resp;
         strip_hop_by_hop(resp.headers_mut());
         Ok(resp.map(Either::Left))
+    }
+}
+
+impl Proxy {
+    /// `authorization_required` with a fresh login link for this user.
+    async fn login_required(&self, profile: &Arc<str>, inputs: &Inputs) -> ProxyError {
+        let Some(auth) = self.snapshot.config.auth.clone() else {
+            return ProxyError::new(ErrorCode::Internal, "no [auth] listener for login links")
+                .with_profile(profile);
+        };
+        let ticket = crate::oauth::grants::Ticket {
+            profile: profile.to_string(),
+            user: inputs.user.clone().unwrap_or_default(),
+            tenant: inputs.tenant.clone(),
+        };
+        let store = self.snapshot.store.clone();
+        let ttl = auth.ticket_ttl;
+        let made = tokio::task::spawn_blocking(move || {
+            crate::oauth::grants::new_ticket(&store, ttl, &ticket)
+        })
+        .await;
+        match made {
+            Ok(Ok(id)) => {
+                let mut e = ProxyError::new(
+                    ErrorCode::AuthorizationRequired,
+                    "the end user must authorize this profile: show them login_url",
+                )
+                .with_profile(profile);
+                e.login = Some((
+                    format!("{}/oauth/start/{id}", auth.public_url),
+                    ttl.as_secs(),
+                ));
+                e
+            }
+            _ => {
+                let mut e = ProxyError::new(
+                    ErrorCode::IdpUnavailable,
+                    "the token store is unavailable; try again",
+                )
+                .with_profile(profile);
+                e.retry_after = Some(1);
+                e
+            }
+        }
     }
 }
 

@@ -166,7 +166,8 @@ impl TokenCache {
         let (tx, rx) = watch::channel(None);
         inner.flight = Some(rx.clone());
         let refresh_token = inner.refresh_token.clone();
-        let check_store = !inner.store_checked && self.persist.is_some();
+        // User grants are kept by their own source; the cache saves machine tokens only.
+        let check_store = !inner.store_checked && self.persist.is_some() && key.user.is_none();
         inner.store_checked = true;
         let (cache, slot, key, source, policy) = (
             self.clone(),
@@ -207,7 +208,7 @@ impl TokenCache {
                             inner.refresh_token = None;
                         }
                         let token = Arc::new(policy.token(f.clone(), now));
-                        if let (Some(p), false) = (&cache.persist, from_store) {
+                        if let (Some(p), false, None) = (&cache.persist, from_store, &key.user) {
                             let (p, k, lifetime) = (p.clone(), key.clone(), token.lifetime);
                             // Off the request path; a failed write only costs a fetch after a restart.
                             tokio::task::spawn_blocking(move || p.save(&k, &f, lifetime));
@@ -223,10 +224,14 @@ impl TokenCache {
                         if e.kind == TokenErrorKind::GrantInvalid {
                             inner.refresh_token = None;
                         }
-                        inner.failures += 1;
-                        let wait = policy.backoff(inner.failures);
-                        inner.retry_at = Some(now + wait);
-                        inner.last_error = Some(e.clone());
+                        // A missing user grant is not the source failing: the user may authorize
+                        // any moment, so it is not backed off.
+                        if e.kind != TokenErrorKind::AuthorizationRequired {
+                            inner.failures += 1;
+                            let wait = policy.backoff(inner.failures);
+                            inner.retry_at = Some(now + wait);
+                            inner.last_error = Some(e.clone());
+                        }
                         Err(e)
                     }
                 }

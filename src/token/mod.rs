@@ -18,7 +18,7 @@ mod cache;
 mod persist;
 
 pub use cache::TokenCache;
-pub use persist::{Persist, StorePersist};
+pub use persist::{decode_record, encode_record, Persist, StorePersist};
 
 use std::fmt;
 use std::sync::Arc;
@@ -161,6 +161,8 @@ pub enum TokenErrorKind {
     Unavailable,
     /// The source did not answer in time.
     Timeout,
+    /// There is no grant for this key (an end user must authorize first); not backed off.
+    AuthorizationRequired,
 }
 
 #[derive(Debug, Clone)]
@@ -187,6 +189,7 @@ impl TokenError {
             TokenErrorKind::InvalidResponse => ErrorCode::IdpInvalidResponse,
             TokenErrorKind::Unavailable => ErrorCode::IdpUnavailable,
             TokenErrorKind::Timeout => ErrorCode::IdpTimeout,
+            TokenErrorKind::AuthorizationRequired => ErrorCode::AuthorizationRequired,
         }
     }
 

@@ -36,12 +36,12 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-impl Persist for StorePersist {
-    fn load(&self, key: &TokenKey) -> Option<(Fetched, Duration)> {
-        let bytes = self.0.get(&name(key)).ok()??;
-        let v: Value = serde_json::from_slice(&bytes).ok()?;
+/// Decodes a saved token: the token and the lifetime it has left (zero when expired).
+pub fn decode_record(bytes: &[u8]) -> Option<(Fetched, Duration)> {
+    {
+        let v: Value = serde_json::from_slice(bytes).ok()?;
         let expires_at = v["expires_at"].as_u64()?;
-        let left = expires_at.checked_sub(now_unix())?;
+        let left = expires_at.saturating_sub(now_unix());
         let s = |k: &str| v[k].as_str().map(str::to_string);
         let fetched = Fetched {
             access_token: Secret::new(s("access_token")?),
@@ -62,8 +62,11 @@ impl Persist for StorePersist {
         };
         Some((fetched, Duration::from_secs(left)))
     }
+}
 
-    fn save(&self, key: &TokenKey, f: &Fetched, lifetime: Duration) {
+/// Encodes a token for the store; returns the bytes and the access token's expiry (Unix seconds).
+pub fn encode_record(f: &Fetched, lifetime: Duration) -> (Vec<u8>, u64) {
+    {
         let expires_at = now_unix() + lifetime.as_secs();
         let extra: serde_json::Map<String, Value> = f
             .extra
@@ -79,7 +82,18 @@ impl Persist for StorePersist {
             "extra": extra,
             "expires_at": expires_at,
         });
-        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        (serde_json::to_vec(&record).unwrap_or_default(), expires_at)
+    }
+}
+
+impl Persist for StorePersist {
+    fn load(&self, key: &TokenKey) -> Option<(Fetched, Duration)> {
+        let bytes = self.0.get(&name(key)).ok()??;
+        decode_record(&bytes).filter(|(_, left)| !left.is_zero())
+    }
+
+    fn save(&self, key: &TokenKey, f: &Fetched, lifetime: Duration) {
+        let (bytes, expires_at) = encode_record(f, lifetime);
         if let Err(e) = self.0.put(&name(key), &bytes, Some(expires_at)) {
             tracing::warn!(profile = %key.profile, "saving a token: {e}");
         }

@@ -13,3 +13,4 @@ mod limits;
 mod mock_authorize;
 mod oauth;
 mod store;
+mod user_auth;

@@ -1,0 +1,210 @@
+//! End-user authorization against the mock provider, driven by an HTTP client that follows the
+//! redirects by hand (no browser needed).
+
+use http::Method;
+
+use authsidecar::config::{Config, Env};
+use authsidecar::mock::MockProvider;
+use authsidecar::Server;
+
+use crate::support::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Setup {
+    echo: MockProvider,
+    auth_port: u16,
+    store: std::path::PathBuf,
+    key: String,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let dir = std::env::temp_dir().join(format!(
+            "authsidecar-user-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        Setup {
+            echo: MockProvider::start(([127, 0, 0, 1], 0).into())
+                .await
+                .unwrap(),
+            auth_port: free_port(),
+            store: dir.join("grants.db"),
+            key: authsidecar::store::crypto::generate_key(),
+        }
+    }
+
+    fn config(&self) -> Config {
+        let echo = self.echo.addr;
+        let text = format!(
+            r#"
+[auth]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+
+[store]
+kind = "file"
+path = "{store}"
+key = "{key}"
+
+[[routes]]
+prefix = "/u/"
+upstream = "http://{echo}/protected/"
+profiles = ["user"]
+
+[profiles.user]
+type = "oauth2_authorization_code"
+authorization_url = "http://{echo}/oauth/authorize"
+token_url = "http://{echo}/oauth/token"
+issuer = "http://{echo}"
+client_id = "demo-client"
+client_secret = "demo-secret"
+scope = {{ scope = "read" }}
+"#,
+            port = self.auth_port,
+            store = self.store.display(),
+            key = self.key
+        );
+        Config::from_str_with_env(&with_listeners(&text), &Env::default()).unwrap()
+    }
+}
+
+fn location(r: &Resp) -> String {
+    r.headers
+        .get("location")
+        .unwrap_or_else(|| {
+            panic!(
+                "no redirect: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            )
+        })
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Follows a login link: sidecar start page → IdP authorize → sidecar callback.
+async fn sign_in(login_url: &str) -> Resp {
+    let to_idp = get(login_url, &[]).await;
+    assert_eq!(to_idp.status, 302);
+    let to_callback = get(&location(&to_idp), &[]).await;
+    assert_eq!(to_callback.status, 302);
+    get(&location(&to_callback), &[]).await
+}
+
+#[tokio::test]
+async fn a_user_authorizes_once_and_calls_with_their_own_token() {
+    let s = Setup::new().await;
+    let server = Server::start(s.config()).await.unwrap();
+    let url = format!("http://{}/u/me", server.proxy_addr);
+
+    let r = get(&url, &[]).await;
+    assert_eq!(r.error_code(), "user_required");
+
+    let r = get(&url, &[("X-Authsidecar-User", "alice")]).await;
+    assert_eq!(
+        (r.status.as_u16(), r.error_code().as_str()),
+        (401, "authorization_required")
+    );
+    let v = r.json();
+    let login = v["error"]["login_url"].as_str().unwrap().to_string();
+    assert!(login.starts_with(&format!("http://127.0.0.1:{}/oauth/start/", s.auth_port)));
+    assert_eq!(v["error"]["expires_in"], 600);
+    assert_eq!(s.echo.echo_count(), 0);
+
+    let done = sign_in(&login).await;
+    assert_eq!(done.status, 200, "{}", String::from_utf8_lossy(&done.body));
+    assert!(String::from_utf8_lossy(&done.body).contains("return to the conversation"));
+
+    let r = get(&url, &[("X-Authsidecar-User", "alice")]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.echoed("authorization").len(), 1);
+    // Another user is not authorized by alice's grant.
+    let r = get(&url, &[("X-Authsidecar-User", "bob")]).await;
+    assert_eq!(r.error_code(), "authorization_required");
+    // The grant survives a restart.
+    assert!(server.shutdown().await);
+    let server = Server::start(s.config()).await.unwrap();
+    let r = get(
+        &format!("http://{}/u/me", server.proxy_addr),
+        &[("X-Authsidecar-User", "alice")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    server.shutdown().await;
+    let raw = std::fs::read(&s.store).unwrap();
+    for t in s.echo.state.issued_tokens() {
+        assert!(
+            !raw.windows(t.len()).any(|w| w == t.as_bytes()),
+            "token in plaintext"
+        );
+    }
+    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
+}
+
+#[tokio::test]
+async fn state_is_single_use_and_bad_callbacks_make_no_token_request() {
+    let s = Setup::new().await;
+    let server = Server::start(s.config()).await.unwrap();
+    let url = format!("http://{}/u/me", server.proxy_addr);
+    let cb = format!("http://127.0.0.1:{}/oauth/callback", s.auth_port);
+    let counters = || {
+        s.echo
+            .counters()
+            .authorization_code
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+
+    // Missing and forged state.
+    assert_eq!(get(&format!("{cb}?code=x"), &[]).await.status, 400);
+    assert_eq!(
+        get(&format!("{cb}?code=x&state=forged"), &[]).await.status,
+        400
+    );
+    assert_eq!(counters(), 0);
+
+    // A callback replayed after success.
+    let login = get(&url, &[("X-Authsidecar-User", "carol")]).await.json()["error"]["login_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let to_idp = get(&login, &[]).await;
+    let to_callback = get(&location(&to_idp), &[]).await;
+    let callback = location(&to_callback);
+    assert_eq!(get(&callback, &[]).await.status, 200);
+    assert_eq!(counters(), 1);
+    let replay = get(&callback, &[]).await;
+    assert_eq!(replay.status, 400);
+    assert_eq!(counters(), 1, "a replayed callback makes no token request");
+
+    // The IdP says no: a friendly page, the description escaped.
+    send(
+        Method::POST,
+        &format!("http://{}/__mock/faults", s.echo.addr),
+        &[],
+        r#"{"authorize":"access_denied"}"#,
+    )
+    .await;
+    let login = get(&url, &[("X-Authsidecar-User", "dave")]).await.json()["error"]["login_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let denied = sign_in(&login).await;
+    assert_eq!(denied.status, 400);
+    let body = String::from_utf8_lossy(&denied.body).to_string();
+    assert!(
+        body.contains("access_denied") && body.contains("&lt;no&gt;") && !body.contains("<no>"),
+        "{body}"
+    );
+    assert_eq!(counters(), 1);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
+}
