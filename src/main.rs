@@ -108,6 +108,13 @@ fn summary(config: &Config) -> String {
             names.join(", ")
         ));
     }
+    if let Some(a) = &config.auth {
+        out.push_str(&format!(
+            "auth listen: {}\ncallback link (register it at the IdP): {}\n",
+            a.listen,
+            a.callback_url()
+        ));
+    }
     for w in &config.warnings {
         out.push_str(&format!("warning: {w}\n"));
     }

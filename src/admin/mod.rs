@@ -145,6 +145,18 @@ impl Admin {
                 }
             }
             (_, "/healthz" | "/readyz") => method_not_allowed(),
+            (m, p) if p == "/admin/tokens" || p.starts_with("/admin/tokens/") => {
+                if let Err(r) = self.authorized(&req) {
+                    return *r;
+                }
+                match (m, p.strip_prefix("/admin/tokens/")) {
+                    (&Method::GET, None) => self.tokens().await,
+                    (&Method::DELETE, Some(profile)) => {
+                        self.revoke(profile, req.uri().query()).await
+                    }
+                    _ => method_not_allowed(),
+                }
+            }
             (m, p) if p == "/admin/profiles" || p.starts_with("/admin/profiles/") => {
                 if let Err(r) = self.authorized(&req) {
                     return *r;
@@ -177,6 +189,106 @@ impl Admin {
                 json!({"error": {"code": "not_found", "message": "no such admin endpoint"}}),
             ),
         }
+    }
+
+    /// `GET /admin/tokens`: metadata of cached tokens and stored user grants, never a token.
+    async fn tokens(&self) -> Response<Body> {
+        let mut out: Vec<Value> = self
+            .cache
+            .entries()
+            .into_iter()
+            .map(|(k, expires_in, has_rt)| {
+                json!({"profile": &*k.profile, "user": k.user.as_deref(), "tenant": k.tenant.as_deref(),
+                       "source": "cache", "expires_in": expires_in, "has_refresh_token": has_rt})
+            })
+            .collect();
+        let store = self.snapshot.store.clone();
+        let grants = tokio::task::spawn_blocking(move || {
+            let names = store.names("grant:").unwrap_or_default();
+            names
+                .into_iter()
+                .filter_map(|n| {
+                    let rec = store.get(&n).ok()??;
+                    let (f, left) = crate::token::decode_record(&rec)?;
+                    Some((n, left.as_secs(), f.refresh_token.is_some()))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (name, left, has_rt) in grants {
+            // grant:{profile}:{tenant}:{user}
+            let mut parts = name.splitn(4, ':').skip(1);
+            let (profile, tenant, user) = (parts.next(), parts.next(), parts.next());
+            out.push(
+                json!({"profile": profile, "user": user, "tenant": tenant.filter(|t| *t != "-"),
+                            "source": "store", "expires_in": left, "has_refresh_token": has_rt}),
+            );
+        }
+        json_response(StatusCode::OK, json!({ "tokens": out }))
+    }
+
+    /// `DELETE /admin/tokens/{profile}?user=&tenant=`: forgets the token (and the user's grant), and
+    /// asks the IdP to revoke the refresh token when the profile has a `revocation_url`.
+    async fn revoke(&self, profile: &str, query: Option<&str>) -> Response<Body> {
+        let Some(p) = self.snapshot.profiles.get(profile) else {
+            return not_found_profile();
+        };
+        let Some(o) = &p.oauth else {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"code": "not_revocable", "message": "this profile type has no tokens"}}),
+            );
+        };
+        let params = crate::inject::encode::parse_form(query.unwrap_or("").as_bytes());
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
+        let (user, tenant) = (get("user"), get("tenant").map(|t| t.to_ascii_lowercase()));
+        if o.per_user && user.is_none() {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"code": "user_required", "message": "add ?user=ID"}}),
+            );
+        }
+        let key = o.key(p.plan.profile(), tenant.as_deref(), user.as_deref());
+        let cached = self.cache.remove(&key);
+        let mut revoked = Value::Null;
+        let mut grant_deleted = false;
+        if let (true, Some(u)) = (o.per_user, &user) {
+            let name = crate::oauth::grants::grant_name(profile, key.tenant.as_deref(), u);
+            let store = self.snapshot.store.clone();
+            let record = tokio::task::spawn_blocking(move || {
+                let r = store.get(&name).ok().flatten();
+                let _ = store.remove(&name);
+                r
+            })
+            .await
+            .ok()
+            .flatten();
+            grant_deleted = record.is_some();
+            if let Some((f, _)) = record.as_deref().and_then(crate::token::decode_record) {
+                if let Some(rt) = &f.refresh_token {
+                    revoked = match o
+                        .source
+                        .revoke(key.tenant.as_deref(), rt, "refresh_token")
+                        .await
+                    {
+                        Ok(()) => Value::Bool(true),
+                        Err(e) => Value::String(e),
+                    };
+                }
+            }
+        }
+        tracing::info!(profile, user = user.is_some(), "admin: token revoked");
+        json_response(
+            StatusCode::OK,
+            json!({"profile": profile, "cached_token_dropped": cached, "grant_deleted": grant_deleted, "idp_revocation": revoked}),
+        )
     }
 
     /// A profile as operators see it: no secret value, only which secrets are set and their length.
@@ -225,9 +337,18 @@ impl Admin {
                 })
             })
             .collect();
+        let callback = match (&p.kind, &self.config.auth) {
+            (ProfileKind::OAuth(o), Some(a))
+                if matches!(o.grant, crate::config::Grant::AuthorizationCode(_)) =>
+            {
+                Some(a.callback_url())
+            }
+            _ => None,
+        };
         json!({
             "name": &*p.name,
             "type": p.kind.type_name(),
+            "callback_url": callback,
             "identity_provider": p.identity_provider,
             "tenancy": p.tenancy,
             "routes": routes,

@@ -206,6 +206,65 @@ impl OAuthSource {
     }
 }
 
+impl OAuthSource {
+    /// RFC 7009: asks the IdP to revoke a token (the profile's `revocation_url`); errors are
+    /// returned as text for the admin answer.
+    pub async fn revoke(
+        &self,
+        tenant: Option<&str>,
+        token: &Secret,
+        hint: &str,
+    ) -> Result<(), String> {
+        let Grant::AuthorizationCode(c) = &self.settings.grant else {
+            return Ok(());
+        };
+        let Some(url) = &c.revocation_url else {
+            return Ok(());
+        };
+        let url = match tenant {
+            Some(t) => url.replace("{tenant}", t),
+            None => url.clone(),
+        };
+        let s = &self.settings;
+        let mut form = format!(
+            "token={}&token_type_hint={hint}",
+            crate::inject::encode::encode(token.expose())
+        );
+        let mut req = ::http::Request::post(url).header(
+            ::http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        );
+        match (s.client_auth, &s.client_secret) {
+            (ClientAuth::Basic, Some(secret)) => {
+                use base64::Engine;
+                let id = crate::inject::encode::encode(&s.client_id).to_string();
+                let sec = crate::inject::encode::encode(secret.expose()).to_string();
+                let b = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{sec}"));
+                req = req.header(::http::header::AUTHORIZATION, format!("Basic {b}"));
+            }
+            (_, secret) => {
+                form.push_str(&format!(
+                    "&client_id={}",
+                    crate::inject::encode::encode(&s.client_id)
+                ));
+                if let (ClientAuth::Post, Some(secret)) = (s.client_auth, secret) {
+                    form.push_str(&format!(
+                        "&client_secret={}",
+                        crate::inject::encode::encode(secret.expose())
+                    ));
+                }
+            }
+        }
+        let req = req.body(form.into_bytes()).map_err(|e| e.to_string())?;
+        use oauth2::AsyncHttpClient;
+        match self.http.call(req).await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("the revocation endpoint answered {}", r.status())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
 pub fn to_fetched(r: IdpTokenResponse) -> Fetched {
     Fetched {
         access_token: Secret::new(r.access_token.into_secret()),

@@ -264,6 +264,30 @@ impl TokenCache {
         slot.current.store(Some(Arc::new(token)));
     }
 
+    /// Every cached token: key, seconds until expiry, whether a refresh token is held.
+    pub fn entries(&self) -> Vec<(TokenKey, u64, bool)> {
+        let now = Instant::now();
+        self.slots
+            .iter()
+            .filter_map(|e| {
+                let t = e.value().current.load_full()?;
+                let has_rt = lock(&e.value().inner).refresh_token.is_some();
+                Some((
+                    e.key().clone(),
+                    t.expires_at().saturating_duration_since(now).as_secs(),
+                    has_rt,
+                ))
+            })
+            .collect()
+    }
+
+    /// Forgets everything about `key` (admin revoke). Returns whether there was a token.
+    pub fn remove(&self, key: &TokenKey) -> bool {
+        self.slots
+            .remove(key)
+            .is_some_and(|(_, s)| s.current.load().is_some())
+    }
+
     /// Number of keys with a slot.
     pub fn len(&self) -> usize {
         self.slots.len()

@@ -26,15 +26,25 @@ struct Setup {
 
 impl Setup {
     async fn new() -> Setup {
+        Self::with_lifetime(std::time::Duration::from_secs(3600)).await
+    }
+
+    async fn with_lifetime(lifetime: std::time::Duration) -> Setup {
         let dir = std::env::temp_dir().join(format!(
             "authsidecar-user-{}-{}",
             std::process::id(),
             free_port()
         ));
         Setup {
-            echo: MockProvider::start(([127, 0, 0, 1], 0).into())
-                .await
-                .unwrap(),
+            echo: MockProvider::start_with(
+                ([127, 0, 0, 1], 0).into(),
+                authsidecar::mock::MockSettings {
+                    token_lifetime: lifetime,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap(),
             auth_port: free_port(),
             store: dir.join("grants.db"),
             key: authsidecar::store::crypto::generate_key(),
@@ -64,6 +74,7 @@ type = "oauth2_authorization_code"
 authorization_url = "http://{echo}/oauth/authorize"
 token_url = "http://{echo}/oauth/token"
 issuer = "http://{echo}"
+revocation_url = "http://{echo}/oauth/revoke"
 client_id = "demo-client"
 client_secret = "demo-secret"
 scope = {{ scope = "read" }}
@@ -205,6 +216,134 @@ async fn state_is_single_use_and_bad_callbacks_make_no_token_request() {
         "{body}"
     );
     assert_eq!(counters(), 1);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
+}
+
+#[tokio::test]
+async fn admin_lists_grants_without_tokens_and_revokes_them() {
+    let s = Setup::new().await;
+    let server = Server::start(s.config()).await.unwrap();
+    let url = format!("http://{}/u/me", server.proxy_addr);
+    let login = get(&url, &[("X-Authsidecar-User", "erin")]).await.json()["error"]["login_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(sign_in(&login).await.status, 200);
+    assert_eq!(
+        get(&url, &[("X-Authsidecar-User", "erin")]).await.status,
+        200
+    );
+
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let admin = format!("http://{}", server.admin_addr);
+    let r = get(
+        &format!("{admin}/admin/tokens"),
+        &[("Authorization", &auth)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    for t in s.echo.state.issued_tokens() {
+        assert!(!text.contains(&t), "token in admin output");
+    }
+    let v = r.json();
+    assert!(
+        v["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["user"] == "erin"
+                && t["source"] == "store"
+                && t["has_refresh_token"] == true),
+        "{v}"
+    );
+    assert_eq!(get(&format!("{admin}/admin/tokens"), &[]).await.status, 401);
+
+    let r = send(
+        Method::DELETE,
+        &format!("{admin}/admin/tokens/user?user=erin"),
+        &[("Authorization", &auth)],
+        "",
+    )
+    .await;
+    let v = r.json();
+    assert_eq!(v["grant_deleted"], true, "{v}");
+    assert_eq!(v["idp_revocation"], true, "{v}");
+    assert_eq!(
+        s.echo
+            .counters()
+            .revocations
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    let r = get(&url, &[("X-Authsidecar-User", "erin")]).await;
+    assert_eq!(r.error_code(), "authorization_required");
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
+}
+
+#[tokio::test]
+async fn a_rotated_refresh_token_is_used_once_under_200_concurrent_requests() {
+    use std::sync::atomic::Ordering;
+    let s = Setup::with_lifetime(std::time::Duration::from_secs(3)).await;
+    let server = Server::start(s.config()).await.unwrap();
+    let url = format!("http://{}/u/me", server.proxy_addr);
+    let login = get(&url, &[("X-Authsidecar-User", "fay")]).await.json()["error"]["login_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(sign_in(&login).await.status, 200);
+    // Let the 3-second access token expire, then 200 requests at once.
+    tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            get(&url, &[("X-Authsidecar-User", "fay")])
+                .await
+                .status
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let c = s.echo.counters();
+    assert_eq!(
+        c.refresh_token.load(Ordering::SeqCst),
+        1,
+        "exactly one refresh"
+    );
+    assert_eq!(c.token_errors.load(Ordering::SeqCst), 0, "no invalid_grant");
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
+}
+
+#[tokio::test]
+async fn an_expired_login_link_is_refused() {
+    let s = Setup::new().await;
+    let mut config = s.config();
+    if let Some(a) = config.auth.as_mut() {
+        a.ticket_ttl = std::time::Duration::from_secs(1);
+    }
+    let server = Server::start(config).await.unwrap();
+    let url = format!("http://{}/u/me", server.proxy_addr);
+    let login = get(&url, &[("X-Authsidecar-User", "gus")]).await.json()["error"]["login_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let r = get(&login, &[]).await;
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("expired"));
+    assert_eq!(
+        s.echo
+            .counters()
+            .authorize
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
 }
