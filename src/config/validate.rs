@@ -193,6 +193,18 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
             routes.push(r);
         }
     }
+    if matches!(store, StoreConfig::Memory)
+        && profiles.values().any(|p| {
+            p.kind
+                .oauth()
+                .is_some_and(|o| matches!(o.grant, Grant::AuthorizationCode(_)))
+        })
+    {
+        v.warn(
+            "store: end users' grants are kept in memory only ([store] kind = \"file\" keeps them across restarts)"
+                .to_string(),
+        );
+    }
     for (name, p) in &profiles {
         if let (Some(o), None) = (p.kind.oauth(), &auth) {
             if matches!(o.grant, Grant::AuthorizationCode(_)) {
