@@ -59,7 +59,7 @@ impl TokenSource for UserGrants {
     fn fetch<'a>(
         &'a self,
         key: &'a TokenKey,
-        _refresh_token: Option<Secret>,
+        cached_refresh: Option<Secret>,
     ) -> BoxFuture<'a, Result<Fetched, TokenError>> {
         Box::pin(async move {
             let Some(user) = key.user.as_deref() else {
@@ -75,8 +75,10 @@ impl TokenSource for UserGrants {
             let Some((saved, left)) = record.as_deref().and_then(decode_record) else {
                 return Err(authorization_required());
             };
-            // The stored access token is good for a while: use it (e.g. after a restart).
-            if left >= Duration::from_secs(2) {
+            // On a cold cache (a restart) the stored access token is used while it is good. Once
+            // the cache has had a token for this user (it holds the refresh token), a fetch means
+            // "refresh": expiry, or an upstream refused the token.
+            if cached_refresh.is_none() && left >= Duration::from_secs(2) {
                 return Ok(saved);
             }
             let Some(rt) = saved.refresh_token.clone() else {

@@ -347,3 +347,29 @@ async fn an_expired_login_link_is_refused() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
 }
+
+#[tokio::test]
+async fn an_upstream_401_refreshes_the_users_token_and_replays() {
+    use std::sync::atomic::Ordering;
+    let s = Setup::new().await;
+    let server = Server::start(s.config()).await.unwrap();
+    let url = format!("http://{}/u/me", server.proxy_addr);
+    let login = get(&url, &[("X-Authsidecar-User", "hal")]).await.json()["error"]["login_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(sign_in(&login).await.status, 200);
+    let first = get(&url, &[("X-Authsidecar-User", "hal")]).await;
+    assert_eq!(first.status, 200);
+    s.echo.state.reject_resource(1);
+    let r = get(&url, &[("X-Authsidecar-User", "hal")]).await;
+    assert_eq!(r.status, 200, "refreshed and replayed");
+    assert_ne!(
+        r.echoed("authorization"),
+        first.echoed("authorization"),
+        "a new token"
+    );
+    assert_eq!(s.echo.counters().refresh_token.load(Ordering::SeqCst), 1);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
+}
