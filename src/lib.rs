@@ -129,6 +129,26 @@ impl Server {
         let snapshot = Arc::new(
             proxy::Snapshot::build(config.clone(), store.clone()).map_err(StartError::Tls)?,
         );
+        // Login tickets and authorization states expire unread when users never finish: sweep
+        // them every few minutes so the store does not grow.
+        if config.auth.is_some() {
+            let (store, mut stop) = (store.clone(), shutdown.subscribe());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(300));
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => {}
+                        _ = stop.changed() => break,
+                    }
+                    let s = store.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let _ = s.sweep("ticket:");
+                        let _ = s.sweep("state:");
+                    })
+                    .await;
+                }
+            });
+        }
         let stats = Arc::new(proxy::ProxyStats::default());
         let limits = Limits {
             header_read_timeout: config.proxy.header_read_timeout,

@@ -240,6 +240,12 @@ async fn test_auth(
         ),
         None => None,
     };
+    if matches!(
+        source.settings().grant,
+        authsidecar::config::Grant::AuthorizationCode(_)
+    ) {
+        anyhow::bail!("profile {name:?}: its tokens belong to end users; nothing to test without a user (use the login flow)");
+    }
     if tenant.is_none() && source.settings().token_url_has_tenant {
         anyhow::bail!("profile {name:?}: the token URL uses {{tenant}}; pass --tenant NAME");
     }

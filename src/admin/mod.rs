@@ -257,6 +257,11 @@ impl Admin {
         }
         let key = o.key(p.plan.profile(), tenant.as_deref(), user.as_deref());
         let cached = self.cache.remove(&key);
+        if !o.per_user {
+            let store = self.snapshot.store.clone();
+            let name = crate::token::persisted_name(&key);
+            let _ = tokio::task::spawn_blocking(move || store.remove(&name)).await;
+        }
         let mut revoked = Value::Null;
         let mut grant_deleted = false;
         if let (true, Some(u)) = (o.per_user, &user) {
@@ -272,7 +277,9 @@ impl Admin {
             .flatten();
             grant_deleted = record.is_some();
             if let Some((f, _)) = record.as_deref().and_then(crate::token::decode_record) {
-                if let Some(rt) = &f.refresh_token {
+                let has_endpoint = matches!(&o.source.settings().grant,
+                    crate::config::Grant::AuthorizationCode(c) if c.revocation_url.is_some());
+                if let (Some(rt), true) = (&f.refresh_token, has_endpoint) {
                     revoked = match o
                         .source
                         .revoke(key.tenant.as_deref(), rt, "refresh_token")

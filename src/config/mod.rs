@@ -204,6 +204,24 @@ pub enum ProfileKind {
     OAuth(Box<OAuthSettings>),
 }
 
+impl OAuthSettings {
+    /// Whether any of the profile's IdP URLs needs a tenant.
+    pub fn needs_tenant(&self) -> bool {
+        self.token_url_has_tenant
+            || match &self.grant {
+                Grant::AuthorizationCode(c) => [
+                    Some(&c.authorization_url),
+                    c.refresh_url.as_ref(),
+                    c.revocation_url.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                .any(|u| u.contains("{tenant}")),
+                _ => false,
+            }
+    }
+}
+
 impl ProfileKind {
     pub fn type_name(&self) -> &'static str {
         match self {

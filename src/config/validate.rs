@@ -70,6 +70,12 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
                 "expected the absolute URL browsers use to reach the auth listener, e.g. https://auth.example.com",
             );
         }
+        if a.ticket_ttl.is_some_and(|d| d.0.as_secs() < 60) {
+            v.err(
+                "auth.ticket_ttl",
+                "under a minute leaves no time to sign in; expected a duration like \"10m\"",
+            );
+        }
         Some(AuthSettings {
             listen,
             public_url,

@@ -62,7 +62,7 @@ pub struct OAuthRt {
     pub per_user: bool,
     policy: Policy,
     fingerprint: u64,
-    tenancy: bool,
+    pub tenancy: bool,
     reauth_on: Vec<u16>,
     replay_max: u64,
 }
@@ -365,10 +365,10 @@ impl Proxy {
         // 5. obtain credential
         let mut token_key = None;
         if let Some(o) = oauth {
-            if inputs.tenant.is_none() && o.source.settings().token_url_has_tenant {
+            if inputs.tenant.is_none() && o.source.settings().needs_tenant() {
                 return Err(with_profile(ProxyError::new(
                     ErrorCode::TenantInvalid,
-                    "X-Authsidecar-Tenant is required: the profile's token URL uses {tenant}",
+                    "X-Authsidecar-Tenant is required: the profile's identity provider URLs use {tenant}",
                 )));
             }
             if o.per_user && inputs.user.is_none() {
@@ -479,7 +479,14 @@ impl Proxy {
         let ticket = crate::oauth::grants::Ticket {
             profile: profile.to_string(),
             user: inputs.user.clone().unwrap_or_default(),
-            tenant: inputs.tenant.clone(),
+            // Only profiles with tenancy keep grants per tenant.
+            tenant: inputs.tenant.clone().filter(|_| {
+                self.snapshot
+                    .profiles
+                    .get(profile)
+                    .and_then(|p| p.oauth.as_ref())
+                    .is_some_and(|o| o.tenancy)
+            }),
         };
         let store = self.snapshot.store.clone();
         let ttl = auth.ticket_ttl;

@@ -212,6 +212,16 @@ impl Store {
         }
     }
 
+    /// Removes expired records whose names start with `prefix` (reading an expired record removes
+    /// it); returns how many were looked at.
+    pub fn sweep(&self, prefix: &str) -> Result<usize, StoreError> {
+        let names = self.names(prefix)?;
+        for n in &names {
+            self.get(n)?;
+        }
+        Ok(names.len())
+    }
+
     /// Names of the records starting with `prefix`.
     pub fn names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         match &self.backend {

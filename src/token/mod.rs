@@ -18,7 +18,7 @@ mod cache;
 mod persist;
 
 pub use cache::TokenCache;
-pub use persist::{decode_record, encode_record, Persist, StorePersist};
+pub use persist::{decode_record, encode_record, name as persisted_name, Persist, StorePersist};
 
 use std::fmt;
 use std::sync::Arc;

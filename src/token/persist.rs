@@ -19,7 +19,8 @@ pub trait Persist: Send + Sync + 'static {
 /// [`Persist`] over the encrypted store.
 pub struct StorePersist(pub Arc<Store>);
 
-fn name(key: &TokenKey) -> String {
+/// Store name of a saved machine token.
+pub fn name(key: &TokenKey) -> String {
     format!(
         "token:{}:{:016x}:{}:{}",
         key.profile,
