@@ -3,7 +3,8 @@
 # rounds so machine drift hits all of them equally.
 #
 #   bench/compare.sh                      # throughput + latency comparison (5 rounds x 5 s, 64 conns)
-#   bench/compare.sh --all                # plus payload, query, open-loop latency, storm, memory
+#   bench/compare.sh --all                # plus payload, query, per-user tokens, open-loop latency,
+#                                         # refresh storm, memory per token / grant / idle connection
 #   bench/compare.sh --smoke              # a few seconds: proves the script works (used by .ci/run)
 #   options: --rounds N --duration S --connections C --threads T --out FILE
 #
@@ -63,6 +64,7 @@ wait_port() {
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 UP=$(free_port); NG=$(free_port); HA=$(free_port); AS=$(free_port); ADM=$(free_port); MOCK=$(free_port); MOCK2=$(free_port)
+AUTH=$(free_port)
 TOKEN="static-benchmark-token-0123456789abcdef"
 
 # --- upstream: nginx answering 200 "ok", one worker (shared by every target)
@@ -144,6 +146,9 @@ listen = "127.0.0.1:$AS"
 max_body_bytes = 1048576
 [admin]
 listen = "127.0.0.1:$ADM"
+[auth]
+listen = "127.0.0.1:$AUTH"
+public_url = "http://127.0.0.1:$AUTH"
 
 [[routes]]
 prefix = "/"
@@ -154,6 +159,11 @@ profiles = ["cc", "json", "query"]
 prefix = "/t/"
 upstream = "http://127.0.0.1:$UP/{tenant}/"
 profiles = ["tenant"]
+
+[[routes]]
+prefix = "/u/"
+upstream = "http://127.0.0.1:$UP/"
+profiles = ["user"]
 
 [[routes]]
 prefix = "/storm/"
@@ -193,6 +203,15 @@ token_url = "http://127.0.0.1:$MOCK/{tenant}/oauth/token"
 client_id = "demo-client"
 client_secret = "demo-secret"
 
+# End users' tokens (authorization code + PKCE against the mock, which approves at once).
+[profiles.user]
+type = "oauth2_authorization_code"
+authorization_url = "http://127.0.0.1:$MOCK/oauth/authorize"
+token_url = "http://127.0.0.1:$MOCK/oauth/token"
+issuer = "http://127.0.0.1:$MOCK"
+client_id = "demo-client"
+client_secret = "demo-secret"
+
 [profiles.storm]
 type = "oauth2_client_credentials"
 token_url = "http://127.0.0.1:$MOCK2/oauth/token"
@@ -206,7 +225,7 @@ start_sidecar() {
   wait_port "$AS"
 }
 start_sidecar
-for p in $UP $NG $HA $MOCK $MOCK2 $AS; do wait_port "$p"; done
+for p in $UP $NG $HA $MOCK $MOCK2 $AS $AUTH; do wait_port "$p"; done
 
 declare -A URL=(
   [direct]="http://127.0.0.1:$UP/"
@@ -298,6 +317,23 @@ EOF
   after=$(curl -s "http://127.0.0.1:$MOCK2/__mock/counters" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token_requests"])')
   python3 -c "import json; d=json.load(open('$WORK/storm.json')); d.update(scenario='storm', target='authsidecar', idp_requests=$after-$before); print(json.dumps(d))" >> "$RAW"
 
+  echo "per-user tokens: 100,000 end users log in (memory per grant), then calls spread over 10,000 of them"
+  base=$(rss_kb "$SIDECAR")
+  "$LOADGEN" users --url "http://127.0.0.1:$AS/u/x" --n 100000 --concurrency 64 > "$WORK/users.json" || true
+  sleep 1
+  after=$(rss_kb "$SIDECAR")
+  python3 -c "import json; d=json.load(open('$WORK/users.json')); d.update(scenario='memory_per_grant', target='authsidecar', rss_before_kb=$base, rss_after_kb=$after, bytes_per_grant=($after-$base)*1024/max(1,d['ok'])); print(json.dumps(d))" >> "$RAW"
+  cat > "$WORK/users.lua" <<EOF
+math.randomseed(1)
+request = function()
+  return wrk.format("GET", "/u/x", {["X-Authsidecar-User"] = "u" .. math.random(0, 9999)})
+end
+EOF
+  for r in $(seq 1 "$ROUNDS"); do
+    run_wrk per_user direct "${URL[direct]}" "$WORK/users.lua"
+    run_wrk per_user authsidecar "${URL[authsidecar]}" "$WORK/users.lua"
+  done
+
   echo "memory: 100,000 cached tokens (one per tenant) and 10,000 idle keep-alive connections"
   base=$(rss_kb "$SIDECAR")
   "$LOADGEN" keys --url "http://127.0.0.1:$AS/t/x" --n 100000 --concurrency 64 > "$WORK/keys.json" || true
@@ -336,11 +372,11 @@ def ratio(a, b):
 result["ratios"] = {"authsidecar/nginx": ratio("authsidecar", "nginx"), "authsidecar/haproxy": ratio("authsidecar", "haproxy"),
                     "nginx/direct": ratio("nginx", "direct"), "haproxy/direct": ratio("haproxy", "direct"),
                     "authsidecar/direct": ratio("authsidecar", "direct")}
-for sc in ["payload", "query"]:
+for sc in ["payload", "query", "per_user"]:
     v = {t: agg(sc, t) for t in ["direct", "authsidecar"]}
     if any(v.values()): result[sc] = v
 for r in rows:
-    if r["scenario"] in ("open_loop_1000", "storm", "memory_per_token", "memory_per_connection"):
+    if r["scenario"] in ("open_loop_1000", "storm", "memory_per_token", "memory_per_grant", "memory_per_connection"):
         result.setdefault(r["scenario"], {})[r["target"]] = r
 json.dump(result, open(out, "w"), indent=2)
 
@@ -352,7 +388,7 @@ for t, v in h.items():
 print()
 for k, v in result["ratios"].items():
     print(f"{k}: {v}")
-for sc in ["payload", "query"]:
+for sc in ["payload", "query", "per_user"]:
     if sc in result:
         for t, v in result[sc].items():
             if v: print(f"{sc} {t}: {v['rps']:.0f} req/s, p99 {v['p99_ms']:.2f} ms")
@@ -364,7 +400,7 @@ if "open_loop_1000" in result:
 if "storm" in result:
     s = result["storm"]["authsidecar"]
     print(f"storm: {s['ok']}/{s['n']} ok, IdP requests {s['idp_requests']}, drained in {s['elapsed_ms']:.0f} ms")
-for sc, key in [("memory_per_token", "bytes_per_token"), ("memory_per_connection", "bytes_per_connection")]:
+for sc, key in [("memory_per_token", "bytes_per_token"), ("memory_per_grant", "bytes_per_grant"), ("memory_per_connection", "bytes_per_connection")]:
     if sc in result:
         v = result[sc]["authsidecar"]
         print(f"{sc}: {v[key]:.0f} bytes (RSS {v['rss_before_kb']} → {v['rss_after_kb']} KiB)")

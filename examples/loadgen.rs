@@ -6,6 +6,7 @@
 //! loadgen burst --url URL --n 1000                                     # n concurrent requests
 //! loadgen keys  --url URL --n 100000 [--concurrency 64]                # distinct tenants t{i}
 //! loadgen idle  --addr HOST:PORT --n 10000 --hold 10                   # idle keep-alive connections
+//! loadgen users --url URL --n 10000 [--concurrency 64]                # end users u{i} log in, then call
 //! ```
 //! Each prints one JSON object on stdout. Latencies are measured from the scheduled send time (open
 //! loop), so a stalled server shows up as latency, not as a lower rate.
@@ -169,6 +170,87 @@ async fn keys(url: String, n: u64, concurrency: u64) {
     );
 }
 
+/// GET `url` (absolute), optionally as end user `user`; returns the status, the Location header and
+/// the body.
+async fn fetch(
+    c: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+    user: Option<&str>,
+) -> Option<(u16, Option<String>, Bytes)> {
+    let mut b = Request::get(url);
+    if let Some(u) = user {
+        b = b.header("x-authsidecar-user", u);
+    }
+    let req = b.body(Full::new(Bytes::new())).ok()?;
+    let resp = tokio::time::timeout(Duration::from_secs(30), c.request(req))
+        .await
+        .ok()?
+        .ok()?;
+    let status = resp.status().as_u16();
+    let location = resp
+        .headers()
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, location, body))
+}
+
+/// One end user's whole first visit: the call is refused with a login link, the link is followed
+/// through the start page, the (auto-approving) mock authorization endpoint and the callback, and the
+/// call is repeated. True when the repeated call succeeds.
+async fn log_in(c: &Client<HttpConnector, Full<Bytes>>, url: &str, user: &str) -> bool {
+    let Some((401, _, body)) = fetch(c, url, Some(user)).await else {
+        return false;
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return false;
+    };
+    let Some(mut next) = v["error"]["login_url"].as_str().map(str::to_owned) else {
+        return false;
+    };
+    // start page → IdP authorize → callback → success page
+    for _ in 0..3 {
+        match fetch(c, &next, None).await {
+            Some((302 | 303, Some(loc), _)) => next = loc,
+            Some((200, _, _)) => break,
+            _ => return false,
+        }
+    }
+    matches!(fetch(c, url, Some(user)).await, Some((s, _, _)) if s < 400)
+}
+
+async fn users(url: String, n: u64, concurrency: u64) {
+    let c = client(concurrency as usize);
+    let next = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (c, url, next, ok) = (c.clone(), url.clone(), next.clone(), ok.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    if log_in(&c, &url, &format!("u{i}")).await {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.await;
+    }
+    println!(
+        "{{\"mode\":\"users\",\"n\":{n},\"ok\":{},\"elapsed_ms\":{:.1}}}",
+        ok.load(Ordering::Relaxed),
+        start.elapsed().as_secs_f64() * 1000.0
+    );
+}
+
 async fn idle(addr: String, n: usize, hold: u64) {
     let mut conns = Vec::with_capacity(n);
     let mut ok = 0;
@@ -218,6 +300,14 @@ async fn main() {
             )
             .await
         }
+        "users" => {
+            users(
+                url,
+                num(&args, "--n", 10_000),
+                num(&args, "--concurrency", 64),
+            )
+            .await
+        }
         "idle" => {
             idle(
                 arg(&args, "--addr").unwrap_or_default(),
@@ -227,7 +317,7 @@ async fn main() {
             .await
         }
         _ => {
-            eprintln!("usage: loadgen rate|burst|keys|idle …");
+            eprintln!("usage: loadgen rate|burst|keys|users|idle …");
             std::process::exit(2);
         }
     }
