@@ -74,6 +74,7 @@ impl TokenSource for Never {
                 scope: None,
                 extra: vec![],
                 refresh_token_refused: false,
+                entered: vec![],
             })
         })
     }

@@ -18,12 +18,13 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use crate::config::{AuthSettings, Grant};
+use crate::config::{AuthSettings, Grant, UserField};
 use crate::inject::encode::{encode, parse_form};
 use crate::oauth::grants::{self, Flow};
 use crate::oauth::{to_fetched, Request as TokenRequest};
 use crate::proxy::Snapshot;
 use crate::serve::{ConnInfo, Handler};
+use crate::template::{Template, Var};
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -63,10 +64,141 @@ fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         "content-security-policy",
-        HeaderValue::from_static("default-src 'none'"),
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
     );
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     r
+}
+
+/// Largest start-page form accepted.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+fn not_allowed() -> Response<Body> {
+    page(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Not allowed",
+        "Use the link you were given.",
+    )
+}
+
+fn profile_title(identity_provider: Option<&str>) -> String {
+    match identity_provider {
+        Some(idp) => format!("Sign in with {idp}"),
+        None => "Sign in".to_string(),
+    }
+}
+
+/// The start page's form: the tenant (when the request named none) and the profile's user fields.
+struct Form<'a> {
+    title: String,
+    ask_tenant: bool,
+    fields: &'a [UserField],
+}
+
+impl Form<'_> {
+    fn is_empty(&self) -> bool {
+        !self.ask_tenant && self.fields.is_empty()
+    }
+
+    /// Checks the answers; returns the chosen tenant and the user fields' values, or a message that
+    /// names the field (never its value).
+    #[allow(clippy::type_complexity)]
+    fn check(
+        &self,
+        answers: &[(String, String)],
+    ) -> Result<(Option<String>, Vec<(String, String)>), String> {
+        let get = |name: &str| {
+            answers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("")
+        };
+        let tenant = if self.ask_tenant {
+            match crate::proxy::validate_tenant(get("tenant").trim().as_bytes()) {
+                Ok(t) => Some(t),
+                Err(_) => {
+                    return Err("Tenant: expected one DNS label (letters, digits and '-', up to 63, not starting or ending with '-').".into())
+                }
+            }
+        } else {
+            None
+        };
+        let mut values = Vec::with_capacity(self.fields.len());
+        for f in self.fields {
+            let v = get(&format!("f.{}", f.key));
+            if v.is_empty() {
+                return Err(format!("{}: required.", f.label));
+            }
+            if v.chars().count() > f.max_length {
+                return Err(format!("{}: at most {} characters.", f.label, f.max_length));
+            }
+            if v.chars().any(char::is_control) {
+                return Err(format!(
+                    "{}: must not contain line breaks or other control characters.",
+                    f.label
+                ));
+            }
+            if f.pattern.as_ref().is_some_and(|re| !re.is_match(v)) {
+                return Err(format!("{}: does not have the expected form.", f.label));
+            }
+            values.push((f.key.clone(), v.to_string()));
+        }
+        Ok((tenant, values))
+    }
+
+    /// The form page; non-secret answers are filled in again after an error.
+    fn render(
+        &self,
+        status: StatusCode,
+        answers: &[(String, String)],
+        error: Option<&str>,
+    ) -> Response<Body> {
+        let previous = |name: &str| {
+            answers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| escape(v))
+                .unwrap_or_default()
+        };
+        let mut inputs = String::new();
+        if self.ask_tenant {
+            inputs.push_str(&format!(
+                "<p><label>Tenant <input name=\"tenant\" required maxlength=\"63\" autocomplete=\"organization\" value=\"{}\"></label></p>",
+                previous("tenant")
+            ));
+        }
+        for f in self.fields {
+            let name = format!("f.{}", f.key);
+            let (kind, value) = if f.secret {
+                ("password", String::new())
+            } else {
+                ("text", previous(&name))
+            };
+            inputs.push_str(&format!(
+                "<p><label>{} <input type=\"{kind}\" name=\"{}\" required maxlength=\"{}\" autocomplete=\"off\" value=\"{value}\"></label></p>",
+                escape(&f.label),
+                escape(&name),
+                f.max_length
+            ));
+        }
+        let error = error
+            .map(|e| format!("<p role=\"alert\"><strong>{}</strong></p>", escape(e)))
+            .unwrap_or_default();
+        let html = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1>{error}<form method=\"post\">{inputs}<p><button type=\"submit\">Continue</button></p></form></body></html>",
+            t = escape(&self.title),
+        );
+        let mut r = page(status, "", "");
+        *r.body_mut() = Full::new(Bytes::from(html)).map_err(|n| match n {}).boxed();
+        r.headers_mut().insert(
+            "content-security-policy",
+            HeaderValue::from_static(
+                "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
+            ),
+        );
+        r
+    }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
@@ -83,16 +215,28 @@ impl Auth {
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        if req.method() != Method::GET {
-            return page(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "Not allowed",
-                "Use the link you were given.",
-            );
-        }
         let path = req.uri().path().to_string();
         if let Some(ticket) = path.strip_prefix("/oauth/start/") {
-            return self.start(ticket).await;
+            let ticket = ticket.to_string();
+            return match *req.method() {
+                Method::GET => self.start(&ticket, None).await,
+                Method::POST => {
+                    // The start page's form: small, form-urlencoded.
+                    let body = http_body_util::Limited::new(req.into_body(), MAX_FORM_BYTES);
+                    match body.collect().await {
+                        Ok(b) => self.start(&ticket, Some(parse_form(&b.to_bytes()))).await,
+                        Err(_) => page(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "Sign-in failed",
+                            "The form was too large.",
+                        ),
+                    }
+                }
+                _ => not_allowed(),
+            };
+        }
+        if req.method() != Method::GET {
+            return not_allowed();
         }
         if path == "/oauth/callback" {
             return self.callback(req.uri().query()).await;
@@ -100,7 +244,13 @@ impl Auth {
         page(StatusCode::NOT_FOUND, "Not found", "There is nothing here.")
     }
 
-    async fn start(&self, ticket_id: &str) -> Response<Body> {
+    /// The start page: shows the form when the profile asks the user for anything (a tenant, user
+    /// fields); with the form's answers (`answers`), checks them and goes on to the IdP.
+    async fn start(
+        &self,
+        ticket_id: &str,
+        answers: Option<Vec<(String, String)>>,
+    ) -> Response<Body> {
         let store = self.snapshot.store.clone();
         let id = ticket_id.to_string();
         let ticket = match blocking(move || grants::read_ticket(&store, &id)).await {
@@ -141,6 +291,26 @@ impl Auth {
                 "Ask for a new sign-in link.",
             );
         };
+        let config_profile = self.snapshot.config.profile(&ticket.profile);
+        let user_fields: &[UserField] = config_profile.map_or(&[], |p| p.user_fields.as_slice());
+        let ask_tenant = o.tenancy && ticket.tenant.is_none();
+        let form = Form {
+            title: profile_title(config_profile.and_then(|p| p.identity_provider.as_deref())),
+            ask_tenant,
+            fields: user_fields,
+        };
+        let (chosen_tenant, entered) = if ask_tenant || !user_fields.is_empty() {
+            let Some(answers) = answers else {
+                return form.render(StatusCode::OK, &[], None);
+            };
+            match form.check(&answers) {
+                Ok(v) => v,
+                Err(msg) => return form.render(StatusCode::BAD_REQUEST, &answers, Some(&msg)),
+            }
+        } else {
+            (None, Vec::new())
+        };
+
         let (challenge, verifier) = if code.pkce {
             let (c, v) = oauth2::PkceCodeChallenge::new_random_sha256();
             (Some(c.as_str().to_string()), Some(v.secret().clone()))
@@ -152,8 +322,42 @@ impl Auth {
             profile: ticket.profile.clone(),
             user: ticket.user.clone(),
             tenant: ticket.tenant.clone(),
+            chosen_tenant,
+            entered,
             verifier,
         };
+        let mut url = match flow.idp_tenant() {
+            Some(t) => code.authorization_url.replace("{tenant}", t),
+            None => code.authorization_url.clone(),
+        };
+        if !code.authorization_context.is_empty() {
+            // `{{context.<name>}}` from the ticket, percent-encoded (checked at load: nothing else).
+            let encoded: Vec<(&str, String)> = ticket
+                .context
+                .iter()
+                .map(|(k, v)| (k.as_str(), encode(v).to_string()))
+                .collect();
+            let rendered = Template::parse(&url).ok().and_then(|t| {
+                t.render(|var| match var {
+                    Var::Context(n) => encoded
+                        .iter()
+                        .find(|(k, _)| k == n)
+                        .map(|(_, v)| v.as_str()),
+                    _ => None,
+                })
+                .ok()
+            });
+            match rendered {
+                Some(u) => url = u,
+                None => {
+                    return page(
+                        StatusCode::BAD_REQUEST,
+                        "This link is no longer valid",
+                        "Ask for a new sign-in link.",
+                    )
+                }
+            }
+        }
         let (store, ttl) = (self.snapshot.store.clone(), self.settings.ticket_ttl);
         let state = match blocking(move || grants::new_flow(&store, ttl, &flow)).await {
             Some(Ok(s)) => s,
@@ -164,10 +368,6 @@ impl Auth {
                     "The service is busy.",
                 )
             }
-        };
-        let mut url = match &ticket.tenant {
-            Some(t) => code.authorization_url.replace("{tenant}", t),
-            None => code.authorization_url.clone(),
         };
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(&format!(
@@ -182,11 +382,13 @@ impl Auth {
         for (k, v) in &s.scope {
             url.push_str(&format!("&{}={}", encode(k), encode(v)));
         }
-        let mut r = page(
-            StatusCode::FOUND,
-            "Signing in",
-            "Continue at your identity provider.",
-        );
+        // After a form POST, 303 makes the browser GET the IdP.
+        let status = if form.is_empty() {
+            StatusCode::FOUND
+        } else {
+            StatusCode::SEE_OTHER
+        };
+        let mut r = page(status, "Signing in", "Continue at your identity provider.");
         match HeaderValue::from_str(&url) {
             Ok(v) => {
                 r.headers_mut().insert(LOCATION, v);
@@ -276,7 +478,7 @@ impl Auth {
             .source
             .request(
                 &o.source.http,
-                flow.tenant.as_deref(),
+                flow.idp_tenant(),
                 TokenRequest::Code {
                     code: &code,
                     verifier: flow.verifier.as_deref(),
@@ -285,7 +487,10 @@ impl Auth {
             )
             .await;
         let fetched = match result {
-            Ok(r) => to_fetched(r),
+            Ok(r) => crate::token::Fetched {
+                entered: flow.entered(),
+                ..to_fetched(r)
+            },
             Err(e) => {
                 tracing::warn!(profile = %flow.profile, "code exchange failed: {}", e.message);
                 return page(
@@ -307,6 +512,11 @@ impl Auth {
         match saved {
             Some(Ok(())) => {
                 tracing::info!(profile = %flow.profile, "end user authorized");
+                if let Grant::AuthorizationCode(c) = &o.source.settings().grant {
+                    if let Some(url) = &c.on_authorized {
+                        notify(o.source.clone(), url.clone(), &flow);
+                    }
+                }
                 page(
                     StatusCode::OK,
                     "You are signed in",
@@ -320,6 +530,37 @@ impl Auth {
             ),
         }
     }
+}
+
+/// `on_authorized`: POSTs `{"profile", "user", "tenant"}` so a bot can resume the conversation. In
+/// the background, once, bounded by the profile's IdP timeout; failures are logged (status only).
+fn notify(source: Arc<crate::oauth::OAuthSource>, url: String, flow: &Flow) {
+    let body = serde_json::json!({
+        "profile": flow.profile,
+        "user": flow.user,
+        "tenant": flow.idp_tenant(),
+    })
+    .to_string();
+    let profile = flow.profile.clone();
+    tokio::spawn(async move {
+        let req = http::Request::post(url.as_str())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.into_bytes());
+        let Ok(req) = req else {
+            tracing::warn!(profile = %profile, "on_authorized: invalid URL");
+            return;
+        };
+        use oauth2::AsyncHttpClient;
+        match source.http.call(req).await {
+            Ok(r) if r.status().is_success() => {
+                tracing::debug!(profile = %profile, "on_authorized notified")
+            }
+            Ok(r) => {
+                tracing::warn!(profile = %profile, status = r.status().as_u16(), "on_authorized answered with an error status")
+            }
+            Err(e) => tracing::warn!(profile = %profile, "on_authorized failed: {e}"),
+        }
+    });
 }
 
 #[derive(Clone)]

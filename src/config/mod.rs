@@ -270,7 +270,26 @@ pub struct AuthCodeSettings {
     pub issuer: Option<String>,
     /// PKCE S256 (never `plain`).
     pub pkce: bool,
+    /// POSTed `{profile, user, tenant}` after a user's grant is stored.
+    pub on_authorized: Option<String>,
+    /// Names of `{{context.<name>}}` values in `authorization_url`: a login ticket keeps them.
+    pub authorization_context: Vec<String>,
 }
+
+/// An "Additional Field": a value the end user enters on the start page, kept with the grant and
+/// available to field values as `{{user_field.<key>}}`.
+#[derive(Debug, Clone)]
+pub struct UserField {
+    pub key: String,
+    pub label: String,
+    /// Entered in a password input; never shown back.
+    pub secret: bool,
+    /// The whole value must match (the pattern is anchored at both ends).
+    pub pattern: Option<regex::Regex>,
+    pub max_length: usize,
+}
+
+pub const DEFAULT_USER_FIELD_MAX_LENGTH: usize = 256;
 
 /// How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -323,6 +342,8 @@ pub struct Profile {
     pub identity_provider: Option<String>,
     pub tenancy: bool,
     pub fields: Vec<Field>,
+    /// Asked of the end user on the start page (per-user profiles).
+    pub user_fields: Vec<UserField>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

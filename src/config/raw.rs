@@ -135,6 +135,19 @@ pub struct RawProfile {
     pub revocation_url: Option<String>,
     pub issuer: Option<String>,
     pub pkce: Option<bool>,
+    pub on_authorized: Option<String>,
+    pub user_fields: Option<Vec<RawUserField>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUserField {
+    pub key: String,
+    pub label: Option<String>,
+    #[serde(default)]
+    pub secret: bool,
+    pub pattern: Option<String>,
+    pub max_length: Option<usize>,
 }
 
 /// Deserializes one item, collecting as many errors as serde lets us find: after an unknown key or a

@@ -9,6 +9,7 @@ use indexmap::IndexMap;
 
 use super::raw::{
     self, RawAdmin, RawAuth, RawField, RawMock, RawProfile, RawProxy, RawRoute, RawStore, RawTls,
+    RawUserField,
 };
 use super::*;
 use crate::template::{Template, Var};
@@ -560,6 +561,8 @@ const AUTH_CODE_KEYS: &[&str] = &[
     "revocation_url",
     "issuer",
     "pkce",
+    "on_authorized",
+    "user_fields",
 ];
 
 /// Keys of an OAuth machine profile, beyond the common ones.
@@ -634,6 +637,8 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
         ("revocation_url", rp.revocation_url.is_some()),
         ("issuer", rp.issuer.is_some()),
         ("pkce", rp.pkce.is_some()),
+        ("on_authorized", rp.on_authorized.is_some()),
+        ("user_fields", rp.user_fields.is_some()),
     ];
     for (key, is_set) in present {
         if is_set && !allowed.contains(&key) {
@@ -717,6 +722,11 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
         }
     };
 
+    let user_fields = match rp.user_fields.take() {
+        Some(raw) if allowed.contains(&"user_fields") => user_fields(raw, path, v),
+        _ => Vec::new(),
+    };
+    let user_field_keys: Vec<String> = user_fields.iter().map(|f| f.key.clone()).collect();
     let raw_fields = match rp.fields {
         Some(f) => f,
         None => default_fields(rp.kind.as_str()),
@@ -725,7 +735,7 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
     let mut seen: HashSet<(Location, String)> = HashSet::new();
     for (i, rf) in raw_fields.into_iter().enumerate() {
         let fp = format!("{path}.fields[{i}]");
-        if let Some(f) = field(rf, &fp, kind.as_ref(), rp.tenancy, v) {
+        if let Some(f) = field(rf, &fp, kind.as_ref(), rp.tenancy, &user_field_keys, v) {
             let norm = match f.location {
                 Location::Header => f.key.replace('_', "-"),
                 _ => f.key.clone(),
@@ -769,7 +779,70 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
         identity_provider: rp.identity_provider,
         tenancy: rp.tenancy,
         fields,
+        user_fields,
     })
+}
+
+/// `user_fields` ("Additional Fields"): what the start page asks the end user for.
+fn user_fields(raw: Vec<RawUserField>, path: &str, v: &mut V) -> Vec<UserField> {
+    let mut out: Vec<UserField> = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let fp = format!("{path}.user_fields[{i}]");
+        let key_ok = !r.key.is_empty()
+            && r.key.len() <= 64
+            && r.key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !key_ok {
+            v.err(
+                &format!("{fp}.key"),
+                "expected 1 to 64 letters, digits, '_' or '-'",
+            );
+            continue;
+        }
+        if out.iter().any(|f| f.key == r.key) {
+            v.err(
+                &format!("{fp}.key"),
+                format!("\"{}\" is already a user field of this profile", r.key),
+            );
+            continue;
+        }
+        if r.key == "tenant" {
+            v.err(
+                &format!("{fp}.key"),
+                "\"tenant\" is asked by the start page itself when tenancy = true",
+            );
+            continue;
+        }
+        let pattern = match &r.pattern {
+            None => None,
+            Some(p) => match regex::Regex::new(&format!("^(?:{p})$")) {
+                Ok(re) => Some(re),
+                Err(e) => {
+                    let first = e.to_string();
+                    let first = first.lines().last().unwrap_or("").trim().to_string();
+                    v.err(
+                        &format!("{fp}.pattern"),
+                        format!("not a valid regular expression: {first}"),
+                    );
+                    continue;
+                }
+            },
+        };
+        let max_length = r.max_length.unwrap_or(DEFAULT_USER_FIELD_MAX_LENGTH);
+        if max_length == 0 || max_length > 4096 {
+            v.err(&format!("{fp}.max_length"), "expected 1 to 4096");
+            continue;
+        }
+        out.push(UserField {
+            label: r.label.unwrap_or_else(|| r.key.clone()),
+            key: r.key,
+            secret: r.secret,
+            pattern,
+            max_length,
+        });
+    }
+    out
 }
 
 /// Whether an `http://` URL points at this machine (allowed without TLS: the built-in mock).
@@ -820,13 +893,36 @@ fn endpoint_url(url: &str, key: &str, rp: &RawProfile, path: &str, v: &mut V) {
 fn auth_code_settings(rp: &mut RawProfile, path: &str, v: &mut V) -> Option<AuthCodeSettings> {
     let before = v.errors.len();
     let authorization_url = rp.authorization_url.take().unwrap_or_default();
+    let mut authorization_context: Vec<String> = Vec::new();
     if authorization_url.is_empty() {
         v.err(
             &format!("{path}.authorization_url"),
             "required for type \"oauth2_authorization_code\"",
         );
     } else {
-        endpoint_url(&authorization_url, "authorization_url", rp, path, v);
+        // `{{context.<name>}}` may appear in the authorization URL; check the rest as a URL.
+        let (checked, context) = match Template::parse(&authorization_url) {
+            Ok(t) if t.vars().all(|x| matches!(x, Var::Context(_))) => (
+                t.render(|_| Some("x")).unwrap_or_default(),
+                t.vars()
+                    .filter_map(|x| match x {
+                        Var::Context(n) => Some(n.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            _ => {
+                v.err(
+                    &format!("{path}.authorization_url"),
+                    "only {tenant} and {{context.<name>}} may be used in the authorization URL",
+                );
+                (String::new(), Vec::new())
+            }
+        };
+        if !checked.is_empty() {
+            endpoint_url(&checked, "authorization_url", rp, path, v);
+        }
+        authorization_context = context;
     }
     let refresh_url = rp.refresh_url.take();
     if let Some(u) = &refresh_url {
@@ -835,6 +931,17 @@ fn auth_code_settings(rp: &mut RawProfile, path: &str, v: &mut V) -> Option<Auth
     let revocation_url = rp.revocation_url.take();
     if let Some(u) = &revocation_url {
         endpoint_url(u, "revocation_url", rp, path, v);
+    }
+    let on_authorized = rp.on_authorized.take();
+    if let Some(u) = &on_authorized {
+        if u.contains('{') {
+            v.err(
+                &format!("{path}.on_authorized"),
+                "a fixed URL is expected; the body says which profile, user and tenant",
+            );
+        } else {
+            endpoint_url(u, "on_authorized", rp, path, v);
+        }
     }
     if rp.pkce == Some(false) {
         v.warn(format!(
@@ -850,6 +957,8 @@ fn auth_code_settings(rp: &mut RawProfile, path: &str, v: &mut V) -> Option<Auth
         revocation_url,
         issuer: rp.issuer.take(),
         pkce: rp.pkce.unwrap_or(true),
+        on_authorized,
+        authorization_context,
     })
 }
 
@@ -1041,7 +1150,12 @@ fn default_fields(kind: &str) -> Vec<RawField> {
 }
 
 /// Whether a profile of this kind can fill the variable at request time.
-fn var_available(var: &Var, kind: &ProfileKind, tenancy: bool) -> Result<(), String> {
+fn var_available(
+    var: &Var,
+    kind: &ProfileKind,
+    tenancy: bool,
+    user_fields: &[String],
+) -> Result<(), String> {
     let ok = match var {
         Var::User | Var::Context(_) => true,
         Var::Tenant => {
@@ -1068,7 +1182,14 @@ fn var_available(var: &Var, kind: &ProfileKind, tenancy: bool) -> Result<(), Str
         Var::AccessToken | Var::TokenType | Var::IdToken | Var::Token(_) | Var::ClientId => {
             matches!(kind, ProfileKind::OAuth(_))
         }
-        Var::UserField(_) => false,
+        Var::UserField(key) => {
+            if !user_fields.contains(key) {
+                return Err(format!(
+                    "uses {{{{user_field.{key}}}}} but the profile has no user field with key \"{key}\""
+                ));
+            }
+            true
+        }
     };
     if ok {
         Ok(())
@@ -1085,6 +1206,7 @@ fn field(
     fp: &str,
     kind: Option<&ProfileKind>,
     tenancy: bool,
+    user_fields: &[String],
     v: &mut V,
 ) -> Option<Field> {
     let before = v.errors.len();
@@ -1210,7 +1332,7 @@ fn field(
             }
         }
         for var in t.vars() {
-            if let Err(msg) = var_available(var, k, tenancy) {
+            if let Err(msg) = var_available(var, k, tenancy, user_fields) {
                 v.err(&value_path, msg);
             }
         }

@@ -57,6 +57,7 @@ impl Inputs {
                 .and_then(|t| t.id_token.as_ref())
                 .map(|s| s.expose()),
             Var::Token(name) => self.token.as_ref().and_then(|t| t.extra(name)),
+            Var::UserField(key) => self.token.as_ref().and_then(|t| t.user_field(key)),
             other => cred.get(other),
         }
     }

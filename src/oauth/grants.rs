@@ -75,6 +75,13 @@ impl TokenSource for UserGrants {
             let Some((saved, left)) = record.as_deref().and_then(decode_record) else {
                 return Err(authorization_required());
             };
+            // A tenant chosen on the start page (the request named none) is kept with the grant.
+            let chosen = saved
+                .entered
+                .iter()
+                .find(|(k, _)| k == "tenant")
+                .map(|(_, v)| v.expose().to_string());
+            let tenant = tenant.or(chosen.as_deref());
             // On a cold cache (a restart) the stored access token is used while it is good. Once
             // the cache has had a token for this user (it holds the refresh token), a fetch means
             // "refresh": expiry, or an upstream refused the token.
@@ -94,6 +101,7 @@ impl TokenSource for UserGrants {
                     if f.refresh_token.is_none() {
                         f.refresh_token = Some(rt);
                     }
+                    f.entered = saved.entered;
                     let (store, n, g) = (self.store.clone(), name, f.clone());
                     blocking(move || save_grant(&store, &n, &g)).await??;
                     Ok(f)
@@ -118,6 +126,9 @@ pub struct Ticket {
     pub profile: String,
     pub user: String,
     pub tenant: Option<String>,
+    /// Values of the `{{context.<name>}}` fields of the profile's authorization URL.
+    #[serde(default)]
+    pub context: Vec<(String, String)>,
 }
 
 /// A random, URL-safe identifier with 256 bits of entropy.
@@ -162,8 +173,35 @@ pub struct Flow {
     pub ticket: String,
     pub profile: String,
     pub user: String,
+    /// The tenant the request named: part of the grant's name.
     pub tenant: Option<String>,
+    /// The tenant the user chose on the start page (when the request named none).
+    #[serde(default)]
+    pub chosen_tenant: Option<String>,
+    /// `user_field.<key>` values entered on the start page.
+    #[serde(default)]
+    pub entered: Vec<(String, String)>,
     pub verifier: Option<String>,
+}
+
+impl Flow {
+    /// The tenant for the IdP's URLs.
+    pub fn idp_tenant(&self) -> Option<&str> {
+        self.tenant.as_deref().or(self.chosen_tenant.as_deref())
+    }
+
+    /// What the grant keeps of the start page's answers.
+    pub fn entered(&self) -> Vec<(String, Secret)> {
+        let mut out: Vec<(String, Secret)> = self
+            .entered
+            .iter()
+            .map(|(k, v)| (format!("user_field.{k}"), Secret::new(v.as_str())))
+            .collect();
+        if let Some(t) = &self.chosen_tenant {
+            out.push(("tenant".to_string(), Secret::new(t.as_str())));
+        }
+        out
+    }
 }
 
 /// Stores a flow under a new random `state`; returns the state (blocking).

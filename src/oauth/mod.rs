@@ -275,6 +275,7 @@ pub fn to_fetched(r: IdpTokenResponse) -> Fetched {
         scope: r.scope_raw,
         extra: r.extra,
         refresh_token_refused: false,
+        entered: vec![],
     }
 }
 

@@ -63,6 +63,10 @@ pub struct OAuthRt {
     policy: Policy,
     fingerprint: u64,
     pub tenancy: bool,
+    /// Any IdP URL uses `{tenant}`.
+    needs_tenant: bool,
+    /// Keys of the profile's `user_fields`.
+    user_fields: Vec<String>,
     reauth_on: Vec<u16>,
     replay_max: u64,
 }
@@ -117,6 +121,7 @@ impl Snapshot {
                     let (fingerprint, reauth_on, replay_max) =
                         (s.fingerprint, s.reauth_on.clone(), s.replay_max_body_bytes);
                     let policy = src.policy();
+                    let needs_tenant = s.needs_tenant();
                     let per_user = matches!(s.grant, crate::config::Grant::AuthorizationCode(_));
                     let source = Arc::new(src);
                     let dyn_source: Arc<dyn TokenSource> = if per_user {
@@ -128,6 +133,8 @@ impl Snapshot {
                         source.clone()
                     };
                     Some(OAuthRt {
+                        needs_tenant,
+                        user_fields: p.user_fields.iter().map(|f| f.key.clone()).collect(),
                         dyn_source,
                         per_user,
                         source,
@@ -365,7 +372,8 @@ impl Proxy {
         // 5. obtain credential
         let mut token_key = None;
         if let Some(o) = oauth {
-            if inputs.tenant.is_none() && o.source.settings().needs_tenant() {
+            // Per-user profiles without a tenant in the request ask the end user on the start page.
+            if inputs.tenant.is_none() && o.needs_tenant && !o.per_user {
                 return Err(with_profile(ProxyError::new(
                     ErrorCode::TenantInvalid,
                     "X-Authsidecar-Tenant is required: the profile's identity provider URLs use {tenant}",
@@ -389,6 +397,15 @@ impl Proxy {
                 }
                 Err(e) => return Err(e.into_proxy_error(plan.profile())),
             };
+            if o.per_user {
+                // A grant from before a user field was added: ask the user again.
+                if o.user_fields.iter().any(|k| token.user_field(k).is_none()) {
+                    return Err(self.login_required(plan.profile(), &inputs).await);
+                }
+                if inputs.tenant.is_none() {
+                    inputs.tenant = token.entered("tenant").map(str::to_owned);
+                }
+            }
             inputs.token = Some(token);
             token_key = Some(key);
         }
@@ -476,6 +493,27 @@ impl Proxy {
             return ProxyError::new(ErrorCode::Internal, "no [auth] listener for login links")
                 .with_profile(profile);
         };
+        let settings = self
+            .snapshot
+            .profiles
+            .get(profile)
+            .and_then(|p| p.oauth.as_ref())
+            .map(|o| o.source.settings());
+        let mut context = Vec::new();
+        if let Some(crate::config::Grant::AuthorizationCode(c)) = settings.map(|s| &s.grant) {
+            for name in &c.authorization_context {
+                match inputs.context.iter().find(|(n, _)| n == name) {
+                    Some((_, v)) => context.push((name.clone(), v.clone())),
+                    None => {
+                        return ProxyError::new(
+                            ErrorCode::ContextValueInvalid,
+                            format!("X-Authsidecar-Context-{name} is required (the authorization URL uses {{{{context.{name}}}}})"),
+                        )
+                        .with_profile(profile)
+                    }
+                }
+            }
+        }
         let ticket = crate::oauth::grants::Ticket {
             profile: profile.to_string(),
             user: inputs.user.clone().unwrap_or_default(),
@@ -487,6 +525,7 @@ impl Proxy {
                     .and_then(|p| p.oauth.as_ref())
                     .is_some_and(|o| o.tenancy)
             }),
+            context,
         };
         let store = self.snapshot.store.clone();
         let ttl = auth.ticket_ttl;

@@ -54,6 +54,9 @@ pub struct Fetched {
     pub extra: Vec<(String, String)>,
     /// The refresh token the cache held was refused: forget it even if this answer has none.
     pub refresh_token_refused: bool,
+    /// What the end user entered on the start page (per-user profiles): `user_field.<key>` values
+    /// and the tenant they chose (`tenant`). Kept with the grant, encrypted like the tokens.
+    pub entered: Vec<(String, Secret)>,
 }
 
 /// A cached token with its timeline.
@@ -64,6 +67,8 @@ pub struct Token {
     pub id_token: Option<Secret>,
     pub scope: Option<String>,
     pub extra: Vec<(String, String)>,
+    /// See [`Fetched::entered`].
+    pub entered: Vec<(String, Secret)>,
     pub has_refresh_token: bool,
     pub received_at: Instant,
     pub lifetime: Duration,
@@ -74,6 +79,22 @@ pub struct Token {
 impl Token {
     pub fn expires_at(&self) -> Instant {
         self.received_at + self.lifetime
+    }
+
+    /// A value the end user entered (`user_field.<key>` or `tenant`).
+    pub fn entered(&self, name: &str) -> Option<&str> {
+        self.entered
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.expose())
+    }
+
+    /// A user field's value.
+    pub fn user_field(&self, key: &str) -> Option<&str> {
+        self.entered
+            .iter()
+            .find(|(k, _)| k.strip_prefix("user_field.") == Some(key))
+            .map(|(_, v)| v.expose())
     }
 
     pub fn extra(&self, name: &str) -> Option<&str> {
@@ -134,6 +155,7 @@ impl Policy {
             id_token: f.id_token,
             scope: f.scope,
             extra: f.extra,
+            entered: f.entered,
             has_refresh_token: f.refresh_token.is_some(),
             received_at: now,
             lifetime,

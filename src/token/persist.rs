@@ -60,6 +60,14 @@ pub fn decode_record(bytes: &[u8]) -> Option<(Fetched, Duration)> {
                 })
                 .unwrap_or_default(),
             refresh_token_refused: false,
+            entered: v["entered"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), Secret::new(v.as_str()?))))
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         Some((fetched, Duration::from_secs(left)))
     }
@@ -74,7 +82,13 @@ pub fn encode_record(f: &Fetched, lifetime: Duration) -> (Vec<u8>, u64) {
             .iter()
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect();
+        let entered: serde_json::Map<String, Value> = f
+            .entered
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.expose().to_string())))
+            .collect();
         let record = json!({
+            "entered": entered,
             "access_token": f.access_token.expose(),
             "token_type": f.token_type,
             "refresh_token": f.refresh_token.as_ref().map(Secret::expose),

@@ -56,6 +56,7 @@ impl TokenSource for Fake {
                 scope: None,
                 extra: vec![],
                 refresh_token_refused: false,
+                entered: vec![],
             })
         })
     }
@@ -255,6 +256,7 @@ fn lifetimes_default_and_clamp() {
         scope: None,
         extra: vec![],
         refresh_token_refused: false,
+        entered: vec![],
     };
     let now = Instant::now();
     assert_eq!(p.token(f(None), now).lifetime, DEFAULT_TOKEN_LIFETIME);
@@ -296,6 +298,7 @@ async fn a_refused_refresh_token_is_forgotten_even_without_a_new_one() {
                     scope: None,
                     extra: vec![],
                     refresh_token_refused: n == 1,
+                    entered: vec![],
                 })
             })
         }

@@ -482,3 +482,120 @@ api_key = "nope"
         "profiles.p.token_url: uses {tenant} but the profile has tenancy = false",
     );
 }
+
+#[test]
+fn user_fields_on_authorized_and_context_in_the_authorization_url_are_checked() {
+    let all = errors(
+        r#"
+[auth]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:1"
+
+[[routes]]
+prefix = "/a/"
+upstream = "http://127.0.0.1:1/"
+profiles = ["u", "w", "k", "m"]
+
+[profiles.u]
+type = "oauth2_authorization_code"
+authorization_url = "https://idp.example.com/authorize?u={{user}}"
+token_url = "https://idp.example.com/token"
+client_id = "c"
+client_secret = "${PRESENT}"
+on_authorized = "http://bot.example.com/resume"
+[[profiles.u.user_fields]]
+key = "pin code"
+[[profiles.u.user_fields]]
+key = "pin"
+pattern = "[0-9"
+[[profiles.u.user_fields]]
+key = "org"
+colour = "red"
+[[profiles.u.user_fields]]
+key = "ok"
+max_length = 0
+
+[profiles.m]
+type = "oauth2_authorization_code"
+authorization_url = "https://idp.example.com/authorize"
+token_url = "https://idp.example.com/token"
+client_id = "c"
+client_secret = "s"
+[[profiles.m.user_fields]]
+key = "pin"
+[[profiles.m.fields]]
+in = "header"
+key = "X-Pin"
+value = "{{user_field.missing}} {{user_field.pin}}"
+
+[profiles.w]
+type = "oauth2_authorization_code"
+authorization_url = "https://idp.example.com/authorize?org={{context.org}}"
+token_url = "https://idp.example.com/token"
+client_id = "c"
+client_secret = "s"
+on_authorized = "https://bot.example.com/{tenant}/resume"
+[[profiles.w.user_fields]]
+key = "tenant"
+[[profiles.w.user_fields]]
+key = "a"
+[[profiles.w.user_fields]]
+key = "a"
+
+[profiles.k]
+type = "api_key"
+api_key = "${PRESENT}"
+[[profiles.k.user_fields]]
+key = "pin"
+[[profiles.k.fields]]
+in = "header"
+key = "X-Key"
+value = "{{api_key}} {{user_field.pin}}"
+"#,
+    );
+    has(
+        &all,
+        "profiles.u.authorization_url: only {tenant} and {{context.<name>}} may be used",
+    );
+    has(
+        &all,
+        "profiles.u.on_authorized: plain http:// is only allowed to loopback hosts",
+    );
+    has(
+        &all,
+        "profiles.u.user_fields[0].key: expected 1 to 64 letters, digits, '_' or '-'",
+    );
+    has(
+        &all,
+        "profiles.u.user_fields[1].pattern: not a valid regular expression",
+    );
+    has(&all, "profiles.u.user_fields[2].colour: unknown key");
+    has(
+        &all,
+        "profiles.u.user_fields[3].max_length: expected 1 to 4096",
+    );
+    has(
+        &all,
+        "profiles.m.fields[0].value: uses {{user_field.missing}} but the profile has no user field with key \"missing\"",
+    );
+    has(&all, "profiles.w.on_authorized: a fixed URL is expected");
+    has(
+        &all,
+        "profiles.w.user_fields[0].key: \"tenant\" is asked by the start page itself",
+    );
+    has(
+        &all,
+        "profiles.w.user_fields[2].key: \"a\" is already a user field of this profile",
+    );
+    has(&all, "profiles.k.user_fields: not used by type \"api_key\"");
+    has(
+        &all,
+        "profiles.k.fields[0].value: uses {{user_field.pin}} but the profile has no user field",
+    );
+    // `{{context.org}}` in w's authorization URL is fine: no error names it.
+    assert!(
+        !all.iter()
+            .any(|e| e.contains("profiles.w.authorization_url")),
+        "{all:?}"
+    );
+}

@@ -373,3 +373,266 @@ async fn an_upstream_401_refreshes_the_users_token_and_replays() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
 }
+
+/// A profile that asks the end user for a tenant and two user fields on the start page.
+fn form_config(s: &Setup, extra: &str) -> Config {
+    let echo = s.echo.addr;
+    let text = format!(
+        r#"
+[auth]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+
+[[routes]]
+prefix = "/p/"
+upstream = "http://{echo}/protected/"
+profiles = ["pin"]
+
+[profiles.pin]
+type = "oauth2_authorization_code"
+identity_provider = "Mock <IdP>"
+tenancy = true
+authorization_url = "http://{echo}/{{tenant}}/oauth/authorize"
+token_url = "http://{echo}/{{tenant}}/oauth/token"
+client_id = "demo-client"
+client_secret = "demo-secret"
+{extra}
+[[profiles.pin.user_fields]]
+key = "pin"
+label = "PIN"
+secret = true
+pattern = "[0-9]{{4,8}}"
+[[profiles.pin.user_fields]]
+key = "account"
+label = "Account"
+[[profiles.pin.fields]]
+in = "header"
+key = "Authorization"
+value = "Bearer {{{{access_token}}}}"
+[[profiles.pin.fields]]
+in = "header"
+key = "X-Pin"
+value = "{{{{user_field.pin}}}}"
+[[profiles.pin.fields]]
+in = "header"
+key = "X-Account"
+value = "{{{{user_field.account}}}}"
+[[profiles.pin.fields]]
+in = "header"
+key = "X-Tenant"
+value = "{{{{tenant}}}}"
+"#,
+        port = s.auth_port,
+    );
+    Config::from_str_with_env(&with_listeners(&text), &Env::default()).unwrap()
+}
+
+async fn post_form(url: &str, form: &str) -> Resp {
+    send(
+        Method::POST,
+        url,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        form.to_string(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_start_page_asks_for_tenant_and_user_fields_and_checks_them() {
+    let s = Setup::new().await;
+    let server = Server::start(form_config(&s, "")).await.unwrap();
+    let url = format!("http://{}/p/me", server.proxy_addr);
+    let alice = [("X-Authsidecar-User", "alice")];
+    let authorize = || {
+        s.echo
+            .state
+            .counters
+            .authorize
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+
+    // No tenant in the request: the user will be asked for one.
+    let r = get(&url, &alice).await;
+    assert_eq!(r.error_code(), "authorization_required");
+    let login = r.json()["error"]["login_url"].as_str().unwrap().to_string();
+    let form = get(&login, &[]).await;
+    assert_eq!(form.status, 200);
+    let html = String::from_utf8_lossy(&form.body).to_string();
+    assert!(html.contains("name=\"tenant\""), "{html}");
+    assert!(html.contains("type=\"password\" name=\"f.pin\""), "{html}");
+    assert!(html.contains("type=\"text\" name=\"f.account\""), "{html}");
+    assert!(html.contains("Sign in with Mock &lt;IdP&gt;"), "{html}");
+    assert!(form.headers["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("form-action 'self'"));
+
+    // Bad answers: a 400 form naming the field, never echoing a secret, nothing sent to the IdP.
+    let bad = [
+        ("tenant=acme%2Fx&f.pin=1234&f.account=a", "Tenant:"),
+        ("tenant=a%40b&f.pin=1234&f.account=a", "Tenant:"),
+        ("tenant=acme%0D%0Ax&f.pin=1234&f.account=a", "Tenant:"),
+        (
+            "tenant=acme&f.pin=12%0D%0A34&f.account=a",
+            "PIN: must not contain line breaks",
+        ),
+        (
+            "tenant=acme&f.pin=12ab&f.account=a",
+            "PIN: does not have the expected form",
+        ),
+        (
+            "tenant=acme&f.pin=98765&f.account=x%0Ay",
+            "Account: must not contain line breaks",
+        ),
+        ("tenant=acme&f.pin=98765", "Account: required"),
+    ];
+    for (body, msg) in bad {
+        let r = post_form(&login, body).await;
+        let page = String::from_utf8_lossy(&r.body).to_string();
+        assert_eq!(r.status, 400, "{body}: {page}");
+        assert!(page.contains(msg), "{body}: {page}");
+        assert!(!page.contains("98765"), "secret shown back: {page}");
+        assert!(r.headers.get("location").is_none());
+    }
+    assert_eq!(authorize(), 0);
+
+    // Good answers: '/' and '@' in a plain field are kept literally; the tenant goes into the
+    // IdP's URLs, lowercased.
+    let r = post_form(&login, "tenant=Acme&f.pin=4711&f.account=ops%2Fbots%40acme").await;
+    assert_eq!(r.status, 303, "{}", String::from_utf8_lossy(&r.body));
+    let to_idp = location(&r);
+    assert!(
+        to_idp.starts_with(&format!("http://{}/acme/oauth/authorize?", s.echo.addr)),
+        "{to_idp}"
+    );
+    let to_callback = get(&to_idp, &[]).await;
+    let done = get(&location(&to_callback), &[]).await;
+    assert_eq!(done.status, 200, "{}", String::from_utf8_lossy(&done.body));
+
+    // From now on alice's calls carry her token, her answers and her tenant.
+    let r = get(&url, &alice).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.echoed("x-pin"), ["4711"]);
+    assert_eq!(r.echoed("x-account"), ["ops/bots@acme"]);
+    assert_eq!(r.echoed("x-tenant"), ["acme"]);
+    // The login link is used up once the flow completed.
+    let again = get(&login, &[]).await;
+    assert_eq!(again.status, 400);
+    server.shutdown().await;
+}
+
+/// A one-shot HTTP listener: returns its address and the body of the first request it gets.
+async fn one_request_listener() -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut c, _) = l.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = c.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    let head = text[..end].lines().next().unwrap_or("").to_string();
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                    let _ = c
+                        .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                        .await;
+                    let _ = tx.send(format!("{head}\n{body}"));
+                    break;
+                }
+            }
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn on_authorized_is_posted_and_context_values_reach_the_authorization_url() {
+    let s = Setup::new().await;
+    let (hook, got) = one_request_listener().await;
+    let echo = s.echo.addr;
+    let text = format!(
+        r#"
+[auth]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+
+[[routes]]
+prefix = "/c/"
+upstream = "http://{echo}/protected/"
+profiles = ["ctx"]
+
+[profiles.ctx]
+type = "oauth2_authorization_code"
+authorization_url = "http://{echo}/oauth/authorize?org={{{{context.org}}}}"
+token_url = "http://{echo}/oauth/token"
+client_id = "demo-client"
+client_secret = "demo-secret"
+on_authorized = "http://{hook}/resume"
+"#,
+        port = s.auth_port,
+    );
+    let config = Config::from_str_with_env(&with_listeners(&text), &Env::default()).unwrap();
+    let server = Server::start(config).await.unwrap();
+    let url = format!("http://{}/c/me", server.proxy_addr);
+
+    // The context value the authorization URL needs is required before a link is made.
+    let r = get(&url, &[("X-Authsidecar-User", "bob")]).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error_code(), "context_value_invalid");
+
+    let r = get(
+        &url,
+        &[
+            ("X-Authsidecar-User", "bob"),
+            ("X-Authsidecar-Context-Org", "acme & co/eu"),
+        ],
+    )
+    .await;
+    assert_eq!(r.error_code(), "authorization_required");
+    let login = r.json()["error"]["login_url"].as_str().unwrap().to_string();
+    let to_idp = get(&login, &[]).await;
+    assert_eq!(to_idp.status, 302);
+    let idp_url = location(&to_idp);
+    // Percent-encoded as one value: it cannot add parameters or change the path.
+    assert!(
+        idp_url.starts_with(&format!(
+            "http://{echo}/oauth/authorize?org=acme%20%26%20co%2Feu&response_type=code"
+        )),
+        "{idp_url}"
+    );
+    let to_callback = get(&idp_url, &[]).await;
+    let done = get(&location(&to_callback), &[]).await;
+    assert_eq!(done.status, 200, "{}", String::from_utf8_lossy(&done.body));
+
+    let hook_request = tokio::time::timeout(std::time::Duration::from_secs(10), got)
+        .await
+        .expect("on_authorized was not called")
+        .unwrap();
+    let (head, body) = hook_request.split_once('\n').unwrap();
+    assert_eq!(head, "POST /resume HTTP/1.1");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"profile": "ctx", "user": "bob", "tenant": null})
+    );
+    let r = get(&url, &[("X-Authsidecar-User", "bob")]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    server.shutdown().await;
+}
