@@ -24,7 +24,10 @@ pub struct Credential {
 impl Credential {
     pub fn from_kind(kind: &ProfileKind) -> Credential {
         match kind {
-            ProfileKind::None => Credential::default(),
+            // Per-user credentials come with each request's grant (see `inject::Inputs`).
+            ProfileKind::None | ProfileKind::UserBasic | ProfileKind::UserApiKey => {
+                Credential::default()
+            }
             ProfileKind::OAuth(o) => Credential {
                 client_id: Some(Secret::new(o.client_id.as_str())),
                 ..Credential::default()

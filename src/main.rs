@@ -242,7 +242,7 @@ async fn test_auth(
     };
     if matches!(
         source.settings().grant,
-        authsidecar::config::Grant::AuthorizationCode(_)
+        authsidecar::config::Grant::AuthorizationCode(_) | authsidecar::config::Grant::UserPassword
     ) {
         anyhow::bail!("profile {name:?}: its tokens belong to end users; nothing to test without a user (use the login flow)");
     }

@@ -56,7 +56,12 @@ impl Admin {
         let Some(p) = self.snapshot.profiles.get(name) else {
             return not_found_profile();
         };
-        let Some(o) = p.oauth.as_ref().filter(|o| !o.per_user) else {
+        let Some((o, source)) = p
+            .oauth
+            .as_ref()
+            .filter(|o| !o.per_user)
+            .and_then(|o| o.source.as_ref().map(|s| (o, s)))
+        else {
             return json_response(
                 StatusCode::BAD_REQUEST,
                 json!({"error": {"code": "not_testable", "message": "this profile type makes no token request"}}),
@@ -76,15 +81,14 @@ impl Admin {
                 }
             },
         };
-        if tenant.is_none() && o.source.settings().token_url_has_tenant {
+        if tenant.is_none() && source.settings().token_url_has_tenant {
             return json_response(
                 StatusCode::BAD_REQUEST,
                 json!({"error": {"code": "tenant_invalid", "message": "the token URL uses {tenant}: add ?tenant=NAME"}}),
             );
         }
         let store = get("store") == Some("true");
-        let (mut report, fetched) =
-            crate::oauth::test_auth::run(&o.source, tenant.as_deref()).await;
+        let (mut report, fetched) = crate::oauth::test_auth::run(source, tenant.as_deref()).await;
         tracing::info!(profile = %name, ok = report.ok, store, "admin: test authorization");
         if let (true, Some(f)) = (store, fetched) {
             let key = o.key(p.plan.profile(), tenant.as_deref(), None);
@@ -277,14 +281,19 @@ impl Admin {
             .flatten();
             grant_deleted = record.is_some();
             if let Some((f, _)) = record.as_deref().and_then(crate::token::decode_record) {
-                let has_endpoint = matches!(&o.source.settings().grant,
-                    crate::config::Grant::AuthorizationCode(c) if c.revocation_url.is_some());
-                if let (Some(rt), true) = (&f.refresh_token, has_endpoint) {
-                    revoked = match o
-                        .source
-                        .revoke(key.tenant.as_deref(), rt, "refresh_token")
-                        .await
-                    {
+                let source = o.source.as_ref().filter(|s| {
+                    matches!(&s.settings().grant,
+                        crate::config::Grant::AuthorizationCode(c) if c.revocation_url.is_some())
+                });
+                // A tenant chosen on the start page is kept in the grant.
+                let chosen = f
+                    .entered
+                    .iter()
+                    .find(|(k, _)| k == "tenant")
+                    .map(|(_, v)| v.expose().to_string());
+                let tenant = key.tenant.as_deref().or(chosen.as_deref());
+                if let (Some(rt), Some(source)) = (&f.refresh_token, source) {
+                    revoked = match source.revoke(tenant, rt, "refresh_token").await {
                         Ok(()) => Value::Bool(true),
                         Err(e) => Value::String(e),
                     };
@@ -307,6 +316,10 @@ impl Admin {
                 json!({"username": redacted(username), "password": redacted(password)})
             }
             ProfileKind::ApiKey { key } => json!({"api_key": redacted(key)}),
+            ProfileKind::UserBasic => {
+                json!({"username": "entered by each end user", "password": "entered by each end user"})
+            }
+            ProfileKind::UserApiKey => json!({"api_key": "entered by each end user"}),
             ProfileKind::OAuth(o) => {
                 let mut c = json!({
                     "token_url": o.token_url,
@@ -352,12 +365,35 @@ impl Admin {
             }
             _ => None,
         };
+        let code = match &p.kind {
+            ProfileKind::OAuth(o) => match &o.grant {
+                crate::config::Grant::AuthorizationCode(c) => Some(c),
+                _ => None,
+            },
+            _ => None,
+        };
         json!({
             "name": &*p.name,
             "type": p.kind.type_name(),
             "callback_url": callback,
             "identity_provider": p.identity_provider,
             "tenancy": p.tenancy,
+            "per_user": p.per_user,
+            "authorization": code.map(|c| json!({
+                "authorization_url": c.authorization_url,
+                "refresh_url": c.refresh_url,
+                "revocation_url": c.revocation_url,
+                "issuer": c.issuer,
+                "pkce": c.pkce,
+            })),
+            "user_fields": p.user_fields.iter().map(|f| json!({
+                "key": f.key,
+                "label": f.label,
+                "secret": f.secret,
+                "pattern": f.pattern.as_ref().map(|r| r.as_str()),
+                "max_length": f.max_length,
+            })).collect::<Vec<_>>(),
+            "on_authorized": p.on_authorized,
             "routes": routes,
             "fields": fields,
             "credentials": credentials,

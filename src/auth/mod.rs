@@ -10,7 +10,10 @@
 //!   checks `iss` when the profile names an `issuer` (RFC 9207), redeems the code with the verifier,
 //!   stores the user's grant, and shows a success page. It never redirects anywhere.
 
+mod form;
+
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
@@ -18,19 +21,25 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use crate::config::{AuthSettings, Grant, UserField};
+use crate::config::{AuthSettings, ClientTls, Grant};
 use crate::inject::encode::{encode, parse_form};
-use crate::oauth::grants::{self, Flow};
-use crate::oauth::{to_fetched, Request as TokenRequest};
-use crate::proxy::Snapshot;
+use crate::oauth::grants::{self, Flow, Ticket};
+use crate::oauth::http::IdpHttp;
+use crate::oauth::{to_fetched, OAuthSource, Request as TokenRequest};
+use crate::proxy::{Entry, Snapshot};
+use crate::secret::Secret;
 use crate::serve::{ConnInfo, Handler};
 use crate::template::{Template, Var};
+use crate::token::{Fetched, TokenErrorKind};
+use form::Form;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 pub struct Auth {
     snapshot: Arc<Snapshot>,
     settings: AuthSettings,
+    /// Client for `on_authorized` webhooks.
+    hooks: Option<IdpHttp>,
 }
 
 fn escape(s: &str) -> String {
@@ -73,11 +82,30 @@ fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
 /// Largest start-page form accepted.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
+/// Lifetime of a record of entered credentials (per-user basic and api_key): until deleted.
+const ENTERED_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 fn not_allowed() -> Response<Body> {
     page(
         StatusCode::METHOD_NOT_ALLOWED,
         "Not allowed",
         "Use the link you were given.",
+    )
+}
+
+fn link_invalid() -> Response<Body> {
+    page(
+        StatusCode::BAD_REQUEST,
+        "This link is no longer valid",
+        "Ask for a new sign-in link.",
+    )
+}
+
+fn busy() -> Response<Body> {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Try again",
+        "The service is busy.",
     )
 }
 
@@ -88,126 +116,21 @@ fn profile_title(identity_provider: Option<&str>) -> String {
     }
 }
 
-/// The start page's form: the tenant (when the request named none) and the profile's user fields.
-struct Form<'a> {
-    title: String,
-    ask_tenant: bool,
-    fields: &'a [UserField],
-}
-
-impl Form<'_> {
-    fn is_empty(&self) -> bool {
-        !self.ask_tenant && self.fields.is_empty()
-    }
-
-    /// Checks the answers; returns the chosen tenant and the user fields' values, or a message that
-    /// names the field (never its value).
-    #[allow(clippy::type_complexity)]
-    fn check(
-        &self,
-        answers: &[(String, String)],
-    ) -> Result<(Option<String>, Vec<(String, String)>), String> {
-        let get = |name: &str| {
-            answers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("")
-        };
-        let tenant = if self.ask_tenant {
-            match crate::proxy::validate_tenant(get("tenant").trim().as_bytes()) {
-                Ok(t) => Some(t),
-                Err(_) => {
-                    return Err("Tenant: expected one DNS label (letters, digits and '-', up to 63, not starting or ending with '-').".into())
-                }
-            }
-        } else {
-            None
-        };
-        let mut values = Vec::with_capacity(self.fields.len());
-        for f in self.fields {
-            let v = get(&format!("f.{}", f.key));
-            if v.is_empty() {
-                return Err(format!("{}: required.", f.label));
-            }
-            if v.chars().count() > f.max_length {
-                return Err(format!("{}: at most {} characters.", f.label, f.max_length));
-            }
-            if v.chars().any(char::is_control) {
-                return Err(format!(
-                    "{}: must not contain line breaks or other control characters.",
-                    f.label
-                ));
-            }
-            if f.pattern.as_ref().is_some_and(|re| !re.is_match(v)) {
-                return Err(format!("{}: does not have the expected form.", f.label));
-            }
-            values.push((f.key.clone(), v.to_string()));
-        }
-        Ok((tenant, values))
-    }
-
-    /// The form page; non-secret answers are filled in again after an error.
-    fn render(
-        &self,
-        status: StatusCode,
-        answers: &[(String, String)],
-        error: Option<&str>,
-    ) -> Response<Body> {
-        let previous = |name: &str| {
-            answers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| escape(v))
-                .unwrap_or_default()
-        };
-        let mut inputs = String::new();
-        if self.ask_tenant {
-            inputs.push_str(&format!(
-                "<p><label>Tenant <input name=\"tenant\" required maxlength=\"63\" autocomplete=\"organization\" value=\"{}\"></label></p>",
-                previous("tenant")
-            ));
-        }
-        for f in self.fields {
-            let name = format!("f.{}", f.key);
-            let (kind, value) = if f.secret {
-                ("password", String::new())
-            } else {
-                ("text", previous(&name))
-            };
-            inputs.push_str(&format!(
-                "<p><label>{} <input type=\"{kind}\" name=\"{}\" required maxlength=\"{}\" autocomplete=\"off\" value=\"{value}\"></label></p>",
-                escape(&f.label),
-                escape(&name),
-                f.max_length
-            ));
-        }
-        let error = error
-            .map(|e| format!("<p role=\"alert\"><strong>{}</strong></p>", escape(e)))
-            .unwrap_or_default();
-        let html = format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1>{error}<form method=\"post\">{inputs}<p><button type=\"submit\">Continue</button></p></form></body></html>",
-            t = escape(&self.title),
-        );
-        let mut r = page(status, "", "");
-        *r.body_mut() = Full::new(Bytes::from(html)).map_err(|n| match n {}).boxed();
-        r.headers_mut().insert(
-            "content-security-policy",
-            HeaderValue::from_static(
-                "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
-            ),
-        );
-        r
-    }
-}
-
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     tokio::task::spawn_blocking(f).await.ok()
 }
 
 impl Auth {
     pub fn new(snapshot: Arc<Snapshot>, settings: AuthSettings) -> Arc<Auth> {
-        Arc::new(Auth { snapshot, settings })
+        // Webhooks (`on_authorized`): system roots, 10 s for the whole call, no redirects.
+        let hooks = IdpHttp::new(&ClientTls::default(), Duration::from_secs(10))
+            .map_err(|e| tracing::warn!("on_authorized client: {e}"))
+            .ok();
+        Arc::new(Auth {
+            snapshot,
+            settings,
+            hooks,
+        })
     }
 
     pub fn handler(self: &Arc<Self>, _conn: ConnInfo) -> AuthHandler {
@@ -244,8 +167,10 @@ impl Auth {
         page(StatusCode::NOT_FOUND, "Not found", "There is nothing here.")
     }
 
-    /// The start page: shows the form when the profile asks the user for anything (a tenant, user
-    /// fields); with the form's answers (`answers`), checks them and goes on to the IdP.
+    /// The start page. Shows the form when the profile asks the user for anything (a tenant,
+    /// credentials, user fields); with the form's answers (`answers`) checks them, then goes on to
+    /// the IdP (authorization code), exchanges the credentials (password) or keeps them (basic,
+    /// api_key).
     async fn start(
         &self,
         ticket_id: &str,
@@ -262,13 +187,7 @@ impl Auth {
                     "Ask for a new sign-in link and try again.",
                 )
             }
-            _ => {
-                return page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Try again",
-                    "The service is busy.",
-                )
-            }
+            _ => return busy(),
         };
         let Some(o) = self
             .snapshot
@@ -277,54 +196,127 @@ impl Auth {
             .and_then(|p| p.oauth.as_ref())
             .filter(|o| o.per_user)
         else {
-            return page(
-                StatusCode::BAD_REQUEST,
-                "This link is no longer valid",
-                "Ask for a new sign-in link.",
-            );
-        };
-        let s = o.source.settings();
-        let Grant::AuthorizationCode(code) = &s.grant else {
-            return page(
-                StatusCode::BAD_REQUEST,
-                "This link is no longer valid",
-                "Ask for a new sign-in link.",
-            );
+            return link_invalid();
         };
         let config_profile = self.snapshot.config.profile(&ticket.profile);
-        let user_fields: &[UserField] = config_profile.map_or(&[], |p| p.user_fields.as_slice());
-        let ask_tenant = o.tenancy && ticket.tenant.is_none();
         let form = Form {
             title: profile_title(config_profile.and_then(|p| p.identity_provider.as_deref())),
-            ask_tenant,
-            fields: user_fields,
+            ask_tenant: o.tenancy && ticket.tenant.is_none(),
+            entry: o.entry,
+            fields: config_profile.map_or(&[], |p| p.user_fields.as_slice()),
         };
-        let (chosen_tenant, entered) = if ask_tenant || !user_fields.is_empty() {
-            let Some(answers) = answers else {
+        let checked = if form.is_empty() {
+            None
+        } else {
+            let Some(raw) = answers else {
                 return form.render(StatusCode::OK, &[], None);
             };
-            match form.check(&answers) {
-                Ok(v) => v,
-                Err(msg) => return form.render(StatusCode::BAD_REQUEST, &answers, Some(&msg)),
+            match form.check(&raw) {
+                Ok(a) => Some((a, raw)),
+                Err(msg) => return form.render(StatusCode::BAD_REQUEST, &raw, Some(&msg)),
             }
-        } else {
-            (None, Vec::new())
-        };
-
-        let (challenge, verifier) = if code.pkce {
-            let (c, v) = oauth2::PkceCodeChallenge::new_random_sha256();
-            (Some(c.as_str().to_string()), Some(v.secret().clone()))
-        } else {
-            (None, None)
         };
         let flow = Flow {
             ticket: ticket_id.to_string(),
             profile: ticket.profile.clone(),
             user: ticket.user.clone(),
             tenant: ticket.tenant.clone(),
-            chosen_tenant,
-            entered,
-            verifier,
+            chosen_tenant: checked.as_ref().and_then(|(a, _)| a.tenant.clone()),
+            entered: checked
+                .as_ref()
+                .map(|(a, _)| a.fields.clone())
+                .unwrap_or_default(),
+            verifier: None,
+        };
+        match (o.entry, &o.source, checked) {
+            (Entry::Code, Some(source), _) => {
+                self.to_idp(&ticket, flow, source, form.is_empty()).await
+            }
+            (Entry::Password, Some(source), Some((a, raw))) => {
+                let result = source
+                    .request(
+                        &source.http,
+                        flow.idp_tenant(),
+                        TokenRequest::UserPassword {
+                            username: &a.username,
+                            password: &a.password,
+                        },
+                    )
+                    .await;
+                match result {
+                    // Only the tokens are kept, never the password.
+                    Ok(r) => {
+                        let fetched = Fetched {
+                            entered: flow.entered(),
+                            ..to_fetched(r)
+                        };
+                        self.finish(&flow, fetched).await
+                    }
+                    Err(e) if e.kind == TokenErrorKind::GrantInvalid => form.render(
+                        StatusCode::BAD_REQUEST,
+                        &raw,
+                        Some("The identity provider refused this username and password."),
+                    ),
+                    Err(e) => {
+                        tracing::warn!(profile = %flow.profile, "password exchange failed: {}", e.message);
+                        page(
+                            StatusCode::BAD_GATEWAY,
+                            "Sign-in failed",
+                            &format!(
+                                "The identity provider could not sign you in ({}).",
+                                e.code()
+                            ),
+                        )
+                    }
+                }
+            }
+            (Entry::Basic | Entry::ApiKey, _, Some((a, _))) => {
+                let mut entered = flow.entered();
+                if o.entry == Entry::Basic {
+                    use base64::Engine;
+                    let basic = base64::engine::general_purpose::STANDARD
+                        .encode(format!("{}:{}", a.username, a.password));
+                    entered.push(("username".into(), Secret::new(a.username)));
+                    entered.push(("password".into(), Secret::new(a.password)));
+                    entered.push(("basic".into(), Secret::new(basic)));
+                } else {
+                    entered.push(("api_key".into(), Secret::new(a.api_key)));
+                }
+                let fetched = Fetched {
+                    access_token: Secret::new(""),
+                    token_type: "Bearer".into(),
+                    expires_in: Some(ENTERED_LIFETIME),
+                    refresh_token: None,
+                    id_token: None,
+                    scope: None,
+                    extra: Vec::new(),
+                    refresh_token_refused: false,
+                    entered,
+                };
+                self.finish(&flow, fetched).await
+            }
+            _ => link_invalid(),
+        }
+    }
+
+    /// Authorization code: a new `state` and PKCE pair, then the redirect to the IdP.
+    async fn to_idp(
+        &self,
+        ticket: &Ticket,
+        mut flow: Flow,
+        source: &OAuthSource,
+        direct: bool,
+    ) -> Response<Body> {
+        let s = source.settings();
+        let Grant::AuthorizationCode(code) = &s.grant else {
+            return link_invalid();
+        };
+        let challenge = if code.pkce {
+            let (c, v) = oauth2::PkceCodeChallenge::new_random_sha256();
+            flow.verifier = Some(v.secret().clone());
+            Some(c.as_str().to_string())
+        } else {
+            None
         };
         let mut url = match flow.idp_tenant() {
             Some(t) => code.authorization_url.replace("{tenant}", t),
@@ -349,25 +341,13 @@ impl Auth {
             });
             match rendered {
                 Some(u) => url = u,
-                None => {
-                    return page(
-                        StatusCode::BAD_REQUEST,
-                        "This link is no longer valid",
-                        "Ask for a new sign-in link.",
-                    )
-                }
+                None => return link_invalid(),
             }
         }
         let (store, ttl) = (self.snapshot.store.clone(), self.settings.ticket_ttl);
         let state = match blocking(move || grants::new_flow(&store, ttl, &flow)).await {
             Some(Ok(s)) => s,
-            _ => {
-                return page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Try again",
-                    "The service is busy.",
-                )
-            }
+            _ => return busy(),
         };
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(&format!(
@@ -383,7 +363,7 @@ impl Auth {
             url.push_str(&format!("&{}={}", encode(k), encode(v)));
         }
         // After a form POST, 303 makes the browser GET the IdP.
-        let status = if form.is_empty() {
+        let status = if direct {
             StatusCode::FOUND
         } else {
             StatusCode::SEE_OTHER
@@ -432,12 +412,13 @@ impl Auth {
                 &format!("{err}: {desc}"),
             );
         }
-        let Some(o) = self
+        let Some(source) = self
             .snapshot
             .profiles
             .get(flow.profile.as_str())
             .and_then(|p| p.oauth.as_ref())
-            .filter(|o| o.per_user)
+            .filter(|o| o.entry == Entry::Code)
+            .and_then(|o| o.source.as_ref())
         else {
             return page(
                 StatusCode::BAD_REQUEST,
@@ -445,7 +426,7 @@ impl Auth {
                 "This sign-in is no longer valid.",
             );
         };
-        if let Grant::AuthorizationCode(c) = &o.source.settings().grant {
+        if let Grant::AuthorizationCode(c) = &source.settings().grant {
             if let Some(expected) = &c.issuer {
                 match get("iss") {
                     Some(iss) if &iss == expected => {}
@@ -474,10 +455,9 @@ impl Auth {
             );
         };
         let redirect = self.settings.callback_url();
-        let result = o
-            .source
+        let result = source
             .request(
-                &o.source.http,
+                &source.http,
                 flow.idp_tenant(),
                 TokenRequest::Code {
                     code: &code,
@@ -487,7 +467,7 @@ impl Auth {
             )
             .await;
         let fetched = match result {
-            Ok(r) => crate::token::Fetched {
+            Ok(r) => Fetched {
                 entered: flow.entered(),
                 ..to_fetched(r)
             },
@@ -500,6 +480,11 @@ impl Auth {
                 );
             }
         };
+        self.finish(&flow, fetched).await
+    }
+
+    /// Stores the user's grant, uses up the login link, tells `on_authorized`, shows success.
+    async fn finish(&self, flow: &Flow, fetched: Fetched) -> Response<Body> {
         let name = grants::grant_name(&flow.profile, flow.tenant.as_deref(), &flow.user);
         let store = self.snapshot.store.clone();
         let ticket = flow.ticket.clone();
@@ -512,10 +497,13 @@ impl Auth {
         match saved {
             Some(Ok(())) => {
                 tracing::info!(profile = %flow.profile, "end user authorized");
-                if let Grant::AuthorizationCode(c) = &o.source.settings().grant {
-                    if let Some(url) = &c.on_authorized {
-                        notify(o.source.clone(), url.clone(), &flow);
-                    }
+                let hook = self
+                    .snapshot
+                    .config
+                    .profile(&flow.profile)
+                    .and_then(|p| p.on_authorized.clone());
+                if let (Some(url), Some(http)) = (hook, &self.hooks) {
+                    notify(http.clone(), url, flow);
                 }
                 page(
                     StatusCode::OK,
@@ -533,8 +521,8 @@ impl Auth {
 }
 
 /// `on_authorized`: POSTs `{"profile", "user", "tenant"}` so a bot can resume the conversation. In
-/// the background, once, bounded by the profile's IdP timeout; failures are logged (status only).
-fn notify(source: Arc<crate::oauth::OAuthSource>, url: String, flow: &Flow) {
+/// the background, once, within 10 s; failures are logged (status only).
+fn notify(http: IdpHttp, url: String, flow: &Flow) {
     let body = serde_json::json!({
         "profile": flow.profile,
         "user": flow.user,
@@ -551,7 +539,7 @@ fn notify(source: Arc<crate::oauth::OAuthSource>, url: String, flow: &Flow) {
             return;
         };
         use oauth2::AsyncHttpClient;
-        match source.http.call(req).await {
+        match http.call(req).await {
             Ok(r) if r.status().is_success() => {
                 tracing::debug!(profile = %profile, "on_authorized notified")
             }

@@ -199,8 +199,17 @@ pub struct Route {
 #[derive(Debug)]
 pub enum ProfileKind {
     None,
-    Basic { username: Secret, password: Secret },
-    ApiKey { key: Secret },
+    Basic {
+        username: Secret,
+        password: Secret,
+    },
+    ApiKey {
+        key: Secret,
+    },
+    /// `basic` with `per_user = true`: each end user enters a username and password.
+    UserBasic,
+    /// `api_key` with `per_user = true`: each end user enters their key.
+    UserApiKey,
     OAuth(Box<OAuthSettings>),
 }
 
@@ -226,11 +235,11 @@ impl ProfileKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             ProfileKind::None => "none",
-            ProfileKind::Basic { .. } => "basic",
-            ProfileKind::ApiKey { .. } => "api_key",
+            ProfileKind::Basic { .. } | ProfileKind::UserBasic => "basic",
+            ProfileKind::ApiKey { .. } | ProfileKind::UserApiKey => "api_key",
             ProfileKind::OAuth(o) => match o.grant {
                 Grant::ClientCredentials => "oauth2_client_credentials",
-                Grant::Password { .. } => "oauth2_password",
+                Grant::Password { .. } | Grant::UserPassword => "oauth2_password",
                 Grant::AuthorizationCode(_) => "oauth2_authorization_code",
             },
         }
@@ -255,6 +264,9 @@ pub enum Grant {
     },
     /// Per end user: the user signs in at the IdP through a login link (RFC 6749 §4.1).
     AuthorizationCode(AuthCodeSettings),
+    /// Per end user (`per_user = true`): the user enters their username and password on the start
+    /// page; they are exchanged at once and only the tokens are kept.
+    UserPassword,
 }
 
 /// The authorization-code part of an `oauth2_authorization_code` profile.
@@ -270,8 +282,6 @@ pub struct AuthCodeSettings {
     pub issuer: Option<String>,
     /// PKCE S256 (never `plain`).
     pub pkce: bool,
-    /// POSTed `{profile, user, tenant}` after a user's grant is stored.
-    pub on_authorized: Option<String>,
     /// Names of `{{context.<name>}}` values in `authorization_url`: a login ticket keeps them.
     pub authorization_context: Vec<String>,
 }
@@ -344,6 +354,11 @@ pub struct Profile {
     pub fields: Vec<Field>,
     /// Asked of the end user on the start page (per-user profiles).
     pub user_fields: Vec<UserField>,
+    /// Credentials belong to end users (always for authorization code; `per_user = true` for
+    /// basic, api_key and oauth2_password).
+    pub per_user: bool,
+    /// POSTed `{profile, user, tenant}` after a user's grant is stored.
+    pub on_authorized: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -137,6 +137,7 @@ pub struct RawProfile {
     pub pkce: Option<bool>,
     pub on_authorized: Option<String>,
     pub user_fields: Option<Vec<RawUserField>>,
+    pub per_user: Option<bool>,
 }
 
 #[derive(Deserialize)]

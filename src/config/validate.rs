@@ -200,26 +200,18 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
             routes.push(r);
         }
     }
-    if matches!(store, StoreConfig::Memory)
-        && profiles.values().any(|p| {
-            p.kind
-                .oauth()
-                .is_some_and(|o| matches!(o.grant, Grant::AuthorizationCode(_)))
-        })
-    {
+    if matches!(store, StoreConfig::Memory) && profiles.values().any(|p| p.per_user) {
         v.warn(
             "store: end users' grants are kept in memory only ([store] kind = \"file\" keeps them across restarts)"
                 .to_string(),
         );
     }
     for (name, p) in &profiles {
-        if let (Some(o), None) = (p.kind.oauth(), &auth) {
-            if matches!(o.grant, Grant::AuthorizationCode(_)) {
-                v.err(
-                    &format!("profiles.{name}"),
-                    "an oauth2_authorization_code profile needs an [auth] section (listen, public_url) for login links and the callback",
-                );
-            }
+        if p.per_user && auth.is_none() {
+            v.err(
+                &format!("profiles.{name}"),
+                "a per-user profile needs an [auth] section (listen, public_url) for login links, the start page and the callback",
+            );
         }
     }
     if routes.is_empty() && v.errors.is_empty() {
@@ -561,9 +553,10 @@ const AUTH_CODE_KEYS: &[&str] = &[
     "revocation_url",
     "issuer",
     "pkce",
-    "on_authorized",
-    "user_fields",
 ];
+
+/// Keys of profiles whose credentials belong to end users.
+const PER_USER_KEYS: &[&str] = &["per_user", "user_fields", "on_authorized"];
 
 /// Keys of an OAuth machine profile, beyond the common ones.
 const OAUTH_KEYS: &[&str] = &[
@@ -597,13 +590,30 @@ const RESERVED_PARAMS: &[&str] = &[
 
 fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Profile> {
     let before = v.errors.len();
+    let per_user = match (rp.kind.as_str(), rp.per_user) {
+        ("oauth2_authorization_code", Some(false)) => {
+            v.err(
+                &format!("{path}.per_user"),
+                "an authorization-code profile is always per user; remove per_user",
+            );
+            true
+        }
+        ("oauth2_authorization_code", _) => true,
+        (_, p) => p.unwrap_or(false),
+    };
+    // With per_user = true the credentials come from each end user, not from the config.
+    let user_creds: &[&str] = if per_user {
+        &["username", "password", "api_key"]
+    } else {
+        &[]
+    };
     let allowed: Vec<&str> = match rp.kind.as_str() {
         "none" => vec![],
-        "basic" => vec!["username", "password"],
-        "api_key" => vec!["api_key"],
+        "basic" => [&["username", "password"][..], PER_USER_KEYS].concat(),
+        "api_key" => [&["api_key"][..], PER_USER_KEYS].concat(),
         "oauth2_client_credentials" => OAUTH_KEYS.to_vec(),
-        "oauth2_password" => [OAUTH_KEYS, &["username", "password"]].concat(),
-        "oauth2_authorization_code" => [OAUTH_KEYS, AUTH_CODE_KEYS].concat(),
+        "oauth2_password" => [OAUTH_KEYS, &["username", "password"], PER_USER_KEYS].concat(),
+        "oauth2_authorization_code" => [OAUTH_KEYS, AUTH_CODE_KEYS, PER_USER_KEYS].concat(),
         other => {
             v.err(
                 &format!("{path}.type"),
@@ -639,6 +649,7 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
         ("pkce", rp.pkce.is_some()),
         ("on_authorized", rp.on_authorized.is_some()),
         ("user_fields", rp.user_fields.is_some()),
+        ("per_user", rp.per_user.is_some()),
     ];
     for (key, is_set) in present {
         if is_set && !allowed.contains(&key) {
@@ -646,6 +657,32 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
                 &format!("{path}.{key}"),
                 format!("not used by type \"{}\"", rp.kind),
             );
+        } else if is_set && user_creds.contains(&key) {
+            v.err(
+                &format!("{path}.{key}"),
+                "with per_user = true each end user enters it on the start page; remove it",
+            );
+        } else if is_set && !per_user && ["user_fields", "on_authorized"].contains(&key) {
+            v.err(
+                &format!("{path}.{key}"),
+                "only used with per_user = true (credentials that belong to end users)",
+            );
+        }
+    }
+    if per_user {
+        rp.username = None;
+        rp.password = None;
+        rp.api_key = None;
+    }
+    let on_authorized = rp.on_authorized.take();
+    if let Some(u) = &on_authorized {
+        if u.contains('{') {
+            v.err(
+                &format!("{path}.on_authorized"),
+                "a fixed URL is expected; the body says which profile, user and tenant",
+            );
+        } else {
+            endpoint_url(u, "on_authorized", &rp, path, v);
         }
     }
     let type_name = rp.kind.clone();
@@ -660,6 +697,18 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
     };
     let kind = match rp.kind.as_str() {
         "none" => Some(ProfileKind::None),
+        "basic" if per_user => Some(ProfileKind::UserBasic),
+        "api_key" if per_user => {
+            if rp.fields.as_ref().is_none_or(|f| f.is_empty()) {
+                v.err(
+                    &format!("{path}.fields"),
+                    "required for type \"api_key\": say where the key goes, e.g. [[profiles.NAME.fields]] in = \"header\", key = \"X-Api-Key\", value = \"{{api_key}}\"",
+                );
+            }
+            Some(ProfileKind::UserApiKey)
+        }
+        "oauth2_password" if per_user => oauth_settings(&mut rp, Grant::UserPassword, path, v)
+            .map(|o| ProfileKind::OAuth(Box::new(o))),
         "basic" => {
             let u = required("username", rp.username.take(), v);
             let p = required("password", rp.password.take(), v);
@@ -780,6 +829,8 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
         tenancy: rp.tenancy,
         fields,
         user_fields,
+        per_user,
+        on_authorized,
     })
 }
 
@@ -932,17 +983,6 @@ fn auth_code_settings(rp: &mut RawProfile, path: &str, v: &mut V) -> Option<Auth
     if let Some(u) = &revocation_url {
         endpoint_url(u, "revocation_url", rp, path, v);
     }
-    let on_authorized = rp.on_authorized.take();
-    if let Some(u) = &on_authorized {
-        if u.contains('{') {
-            v.err(
-                &format!("{path}.on_authorized"),
-                "a fixed URL is expected; the body says which profile, user and tenant",
-            );
-        } else {
-            endpoint_url(u, "on_authorized", rp, path, v);
-        }
-    }
     if rp.pkce == Some(false) {
         v.warn(format!(
             "{path}.pkce = false: PKCE is recommended for every client (RFC 9700 §2.1.1)"
@@ -957,7 +997,6 @@ fn auth_code_settings(rp: &mut RawProfile, path: &str, v: &mut V) -> Option<Auth
         revocation_url,
         issuer: rp.issuer.take(),
         pkce: rp.pkce.unwrap_or(true),
-        on_authorized,
         authorization_context,
     })
 }
@@ -1167,8 +1206,10 @@ fn var_available(
             }
             true
         }
-        Var::Username | Var::Password | Var::Basic => matches!(kind, ProfileKind::Basic { .. }),
-        Var::ApiKey => matches!(kind, ProfileKind::ApiKey { .. }),
+        Var::Username | Var::Password | Var::Basic => {
+            matches!(kind, ProfileKind::Basic { .. } | ProfileKind::UserBasic)
+        }
+        Var::ApiKey => matches!(kind, ProfileKind::ApiKey { .. } | ProfileKind::UserApiKey),
         Var::Token(name)
             if matches!(
                 name.as_str(),

@@ -58,6 +58,19 @@ impl Inputs {
                 .map(|s| s.expose()),
             Var::Token(name) => self.token.as_ref().and_then(|t| t.extra(name)),
             Var::UserField(key) => self.token.as_ref().and_then(|t| t.user_field(key)),
+            // Per-user basic and api_key: what the end user entered, kept with their grant.
+            Var::ApiKey | Var::Username | Var::Password | Var::Basic => {
+                let name = match var {
+                    Var::ApiKey => "api_key",
+                    Var::Username => "username",
+                    Var::Password => "password",
+                    _ => "basic",
+                };
+                self.token
+                    .as_ref()
+                    .and_then(|t| t.entered(name))
+                    .or_else(|| cred.get(var))
+            }
             other => cred.get(other),
         }
     }

@@ -44,7 +44,8 @@ async fn blocking<T: Send + 'static>(
 
 /// Token source for an authorization-code profile.
 pub struct UserGrants {
-    pub source: Arc<OAuthSource>,
+    /// The IdP (`None` for per-user basic and api_key: their records never refresh).
+    pub source: Option<Arc<OAuthSource>>,
     pub store: Arc<Store>,
 }
 
@@ -88,12 +89,15 @@ impl TokenSource for UserGrants {
             if cached_refresh.is_none() && left >= Duration::from_secs(2) {
                 return Ok(saved);
             }
-            let Some(rt) = saved.refresh_token.clone() else {
+            if self.source.is_none() && left >= Duration::from_secs(2) {
+                // Entered credentials (basic, api_key): nothing to refresh.
+                return Ok(saved);
+            }
+            let (Some(rt), Some(source)) = (saved.refresh_token.clone(), &self.source) else {
                 return Err(authorization_required());
             };
-            match self
-                .source
-                .request(&self.source.http, tenant, Request::Refresh(&rt))
+            match source
+                .request(&source.http, tenant, Request::Refresh(&rt))
                 .await
             {
                 Ok(r) => {

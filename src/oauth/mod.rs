@@ -50,6 +50,11 @@ pub enum Request<'a> {
     /// The profile's own grant (client credentials or password).
     Primary,
     Refresh(&'a Secret),
+    /// An end user's username and password, entered on the start page (`per_user = true`).
+    UserPassword {
+        username: &'a str,
+        password: &'a str,
+    },
     /// Redeem an authorization code (with its PKCE verifier) sent to `redirect_uri`.
     Code {
         code: &'a str,
@@ -186,7 +191,16 @@ impl OAuthSource {
                 }
                 r.request_async(http).await
             }
-            (Request::Primary, Grant::AuthorizationCode(_)) => {
+            (Request::UserPassword { username, password }, _) => {
+                let u = ResourceOwnerUsername::new(username.to_string());
+                let p = ResourceOwnerPassword::new(password.to_string());
+                let mut r = client.exchange_password(&u, &p);
+                for (k, v) in scope.chain(params) {
+                    r = r.add_extra_param(k, v);
+                }
+                r.request_async(http).await
+            }
+            (Request::Primary, Grant::AuthorizationCode(_) | Grant::UserPassword) => {
                 return Err(TokenError::new(
                     TokenErrorKind::GrantInvalid,
                     "this profile's tokens belong to end users: they must authorize first",

@@ -163,7 +163,9 @@ pub async fn run(source: &OAuthSource, tenant: Option<&str>) -> (TestReport, Opt
         profile: source.profile().to_string(),
         kind: match s.grant {
             crate::config::Grant::ClientCredentials => "oauth2_client_credentials",
-            crate::config::Grant::Password { .. } => "oauth2_password",
+            crate::config::Grant::Password { .. } | crate::config::Grant::UserPassword => {
+                "oauth2_password"
+            }
             crate::config::Grant::AuthorizationCode(_) => "oauth2_authorization_code",
         }
         .to_string(),

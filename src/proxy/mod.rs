@@ -54,12 +54,30 @@ pub use headers::{strip_hop_by_hop, tenant_bytes as validate_tenant};
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Token settings of an OAuth profile, ready for the hot path.
+/// How an end user's credentials get into the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// Not per user: the profile's own credentials (machine tokens).
+    Machine,
+    /// Authorization code: the user signs in at the IdP.
+    Code,
+    /// `oauth2_password` with `per_user`: username and password on the start page, exchanged at
+    /// once; only the tokens are kept.
+    Password,
+    /// `basic` with `per_user`: username and password on the start page, kept encrypted.
+    Basic,
+    /// `api_key` with `per_user`: the key on the start page, kept encrypted.
+    ApiKey,
+}
+
+/// Where a profile's tokens (or per-user credentials) come from, ready for the hot path.
 pub struct OAuthRt {
-    pub source: Arc<OAuthSource>,
+    /// The IdP client (`None` for per-user basic and api_key profiles).
+    pub source: Option<Arc<OAuthSource>>,
     dyn_source: Arc<dyn TokenSource>,
-    /// Authorization-code profile: tokens belong to end users.
+    /// Credentials belong to end users (kept in the store as grants).
     pub per_user: bool,
+    pub entry: Entry,
     policy: Policy,
     fingerprint: u64,
     pub tenancy: bool,
@@ -114,7 +132,27 @@ impl Snapshot {
     pub fn build(config: Arc<Config>, store: Arc<Store>) -> Result<Snapshot, String> {
         let mut profiles: HashMap<Arc<str>, Arc<ProfileRt>> = HashMap::new();
         for (name, p) in &config.profiles {
+            let user_fields: Vec<String> = p.user_fields.iter().map(|f| f.key.clone()).collect();
             let oauth = match OAuthSource::new(p).map_err(|e| format!("profile {name}: {e}"))? {
+                None if p.per_user => Some(OAuthRt {
+                    source: None,
+                    dyn_source: Arc::new(crate::oauth::grants::UserGrants {
+                        source: None,
+                        store: store.clone(),
+                    }),
+                    per_user: true,
+                    entry: match p.kind {
+                        crate::config::ProfileKind::UserApiKey => Entry::ApiKey,
+                        _ => Entry::Basic,
+                    },
+                    policy: Policy::default(),
+                    fingerprint: 0,
+                    tenancy: p.tenancy,
+                    needs_tenant: false,
+                    user_fields,
+                    reauth_on: Vec::new(),
+                    replay_max: 0,
+                }),
                 None => None,
                 Some(src) => {
                     let s = src.settings();
@@ -122,11 +160,16 @@ impl Snapshot {
                         (s.fingerprint, s.reauth_on.clone(), s.replay_max_body_bytes);
                     let policy = src.policy();
                     let needs_tenant = s.needs_tenant();
-                    let per_user = matches!(s.grant, crate::config::Grant::AuthorizationCode(_));
+                    let entry = match s.grant {
+                        crate::config::Grant::AuthorizationCode(_) => Entry::Code,
+                        crate::config::Grant::UserPassword => Entry::Password,
+                        _ => Entry::Machine,
+                    };
+                    let per_user = entry != Entry::Machine;
                     let source = Arc::new(src);
                     let dyn_source: Arc<dyn TokenSource> = if per_user {
                         Arc::new(crate::oauth::grants::UserGrants {
-                            source: source.clone(),
+                            source: Some(source.clone()),
                             store: store.clone(),
                         })
                     } else {
@@ -134,10 +177,11 @@ impl Snapshot {
                     };
                     Some(OAuthRt {
                         needs_tenant,
-                        user_fields: p.user_fields.iter().map(|f| f.key.clone()).collect(),
+                        user_fields,
                         dyn_source,
                         per_user,
-                        source,
+                        entry,
+                        source: Some(source),
                         policy,
                         fingerprint,
                         tenancy: p.tenancy,
@@ -498,7 +542,8 @@ impl Proxy {
             .profiles
             .get(profile)
             .and_then(|p| p.oauth.as_ref())
-            .map(|o| o.source.settings());
+            .and_then(|o| o.source.as_ref())
+            .map(|s| s.settings());
         let mut context = Vec::new();
         if let Some(crate::config::Grant::AuthorizationCode(c)) = settings.map(|s| &s.grant) {
             for name in &c.authorization_context {

@@ -587,10 +587,9 @@ value = "{{api_key}} {{user_field.pin}}"
         &all,
         "profiles.w.user_fields[2].key: \"a\" is already a user field of this profile",
     );
-    has(&all, "profiles.k.user_fields: not used by type \"api_key\"");
     has(
         &all,
-        "profiles.k.fields[0].value: uses {{user_field.pin}} but the profile has no user field",
+        "profiles.k.user_fields: only used with per_user = true",
     );
     // `{{context.org}}` in w's authorization URL is fine: no error names it.
     assert!(
@@ -598,4 +597,76 @@ value = "{{api_key}} {{user_field.pin}}"
             .any(|e| e.contains("profiles.w.authorization_url")),
         "{all:?}"
     );
+}
+
+#[test]
+fn per_user_settings_are_checked() {
+    let all = errors(
+        r#"
+[[routes]]
+prefix = "/a/"
+upstream = "http://127.0.0.1:1/"
+profiles = ["b", "c", "a", "p", "k"]
+
+[profiles.b]
+type = "basic"
+per_user = true
+username = "fixed"
+password = "${PRESENT}"
+
+[profiles.c]
+type = "oauth2_client_credentials"
+per_user = true
+token_url = "https://idp.example.com/token"
+client_id = "c"
+client_secret = "s"
+
+[profiles.a]
+type = "oauth2_authorization_code"
+per_user = false
+authorization_url = "https://idp.example.com/authorize"
+token_url = "https://idp.example.com/token"
+client_id = "c"
+client_secret = "s"
+
+[profiles.p]
+type = "oauth2_password"
+per_user = true
+token_url = "https://idp.example.com/token"
+client_id = "c"
+client_secret = "s"
+on_authorized = "https://bot.example.com/resume"
+
+[profiles.k]
+type = "api_key"
+per_user = true
+[[profiles.k.fields]]
+in = "query"
+key = "key"
+value = "{{api_key}}"
+"#,
+    );
+    has(
+        &all,
+        "profiles.b.username: with per_user = true each end user enters it on the start page; remove it",
+    );
+    has(
+        &all,
+        "profiles.b.password: with per_user = true each end user enters it",
+    );
+    has(
+        &all,
+        "profiles.c.per_user: not used by type \"oauth2_client_credentials\"",
+    );
+    has(
+        &all,
+        "profiles.a.per_user: an authorization-code profile is always per user",
+    );
+    // Every per-user profile needs the auth listener for its start page.
+    for name in ["p", "k"] {
+        has(
+            &all,
+            &format!("profiles.{name}: a per-user profile needs an [auth] section"),
+        );
+    }
 }

@@ -636,3 +636,155 @@ on_authorized = "http://{hook}/resume"
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     server.shutdown().await;
 }
+
+/// Per-user basic, api_key and password profiles: the start page collects the credentials.
+fn per_user_config(s: &Setup) -> Config {
+    let echo = s.echo.addr;
+    let text = format!(
+        r#"
+[auth]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+
+[store]
+kind = "file"
+path = "{store}"
+key = "{key}"
+
+[[routes]]
+prefix = "/b/"
+upstream = "http://{echo}/echo/"
+profiles = ["b"]
+
+[[routes]]
+prefix = "/k/"
+upstream = "http://{echo}/echo/"
+profiles = ["k"]
+
+[[routes]]
+prefix = "/pw/"
+upstream = "http://{echo}/protected/"
+profiles = ["pw"]
+
+[profiles.b]
+type = "basic"
+per_user = true
+
+[profiles.k]
+type = "api_key"
+per_user = true
+[[profiles.k.fields]]
+in = "header"
+key = "X-Api-Key"
+value = "{{{{api_key}}}}"
+
+[profiles.pw]
+type = "oauth2_password"
+per_user = true
+token_url = "http://{echo}/oauth/token"
+client_id = "demo-client"
+client_secret = "demo-secret"
+"#,
+        port = s.auth_port,
+        store = s.store.display(),
+        key = s.key
+    );
+    Config::from_str_with_env(&with_listeners(&text), &Env::default()).unwrap()
+}
+
+async fn login_link(url: &str, user: &str) -> String {
+    let r = get(url, &[("X-Authsidecar-User", user)]).await;
+    assert_eq!(r.error_code(), "authorization_required");
+    r.json()["error"]["login_url"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn per_user_basic_api_key_and_password_profiles_collect_credentials_on_the_start_page() {
+    let s = Setup::new().await;
+    let server = Server::start(per_user_config(&s)).await.unwrap();
+    let base = format!("http://{}", server.proxy_addr);
+    let secret_password = "p@ss word/with:colon";
+
+    // basic: username and password, kept encrypted, sent as the user's Basic credentials.
+    let login = login_link(&format!("{base}/b/x"), "alice").await;
+    let form = get(&login, &[]).await;
+    let html = String::from_utf8_lossy(&form.body).to_string();
+    assert!(html.contains("type=\"text\" name=\"username\""), "{html}");
+    assert!(
+        html.contains("type=\"password\" name=\"password\""),
+        "{html}"
+    );
+    let r = post_form(&login, "username=al%3Aice&password=x").await;
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("Username: must not contain &#39;:&#39;"));
+    let r = post_form(&login, "username=alice&password=a%0D%0Ab").await;
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("Password: must not contain line breaks"));
+    let r = post_form(
+        &login,
+        "username=alice%40corp%2Fops&password=p%40ss+word%2Fwith%3Acolon",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = get(&format!("{base}/b/x"), &[("X-Authsidecar-User", "alice")]).await;
+    assert_eq!(r.status, 200);
+    use base64::Engine;
+    let expected = base64::engine::general_purpose::STANDARD
+        .encode(format!("alice@corp/ops:{secret_password}"));
+    assert_eq!(r.echoed("authorization"), [format!("Basic {expected}")]);
+    // Another user has entered nothing.
+    let r = get(&format!("{base}/b/x"), &[("X-Authsidecar-User", "bob")]).await;
+    assert_eq!(r.error_code(), "authorization_required");
+
+    // api_key: the key goes where the profile says.
+    let login = login_link(&format!("{base}/k/x"), "alice").await;
+    let html = String::from_utf8_lossy(&get(&login, &[]).await.body).to_string();
+    assert!(
+        html.contains("type=\"password\" name=\"api_key\""),
+        "{html}"
+    );
+    let r = post_form(&login, "api_key=key-of-alice-0123456789").await;
+    assert_eq!(r.status, 200);
+    let r = get(&format!("{base}/k/x"), &[("X-Authsidecar-User", "alice")]).await;
+    assert_eq!(r.echoed("x-api-key"), ["key-of-alice-0123456789"]);
+
+    // password: exchanged at once; a refused password shows the form again.
+    let login = login_link(&format!("{base}/pw/x"), "carol").await;
+    let r = post_form(&login, "username=demo-user&password=wrong").await;
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("refused this username and password"));
+    assert!(!String::from_utf8_lossy(&r.body).contains("wrong"));
+    let r = post_form(&login, "username=demo-user&password=demo-password").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = get(&format!("{base}/pw/x"), &[("X-Authsidecar-User", "carol")]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+
+    // Restart: the entered credentials and the tokens survive.
+    assert!(server.shutdown().await);
+    let server = Server::start(per_user_config(&s)).await.unwrap();
+    let base = format!("http://{}", server.proxy_addr);
+    let r = get(&format!("{base}/b/x"), &[("X-Authsidecar-User", "alice")]).await;
+    assert_eq!(r.echoed("authorization"), [format!("Basic {expected}")]);
+    let r = get(&format!("{base}/pw/x"), &[("X-Authsidecar-User", "carol")]).await;
+    assert_eq!(r.status, 200);
+    assert!(server.shutdown().await);
+
+    // Nothing entered is in the file in plaintext; the password grant kept no password at all.
+    let raw = std::fs::read(&s.store).unwrap();
+    for secret in [secret_password, "key-of-alice-0123456789", "demo-password"] {
+        assert!(
+            !raw.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} in plaintext"
+        );
+    }
+    let key =
+        authsidecar::store::crypto::parse_key(&authsidecar::secret::Secret::new(s.key.as_str()))
+            .unwrap();
+    let store = authsidecar::store::Store::open_file(&s.store, key, None).unwrap();
+    let names = store.names("grant:").unwrap();
+    assert_eq!(names.len(), 3, "{names:?}");
+    let carol = store.get("grant:pw:-:carol").unwrap().unwrap();
+    assert!(!String::from_utf8_lossy(&carol).contains("demo-password"));
+    assert!(String::from_utf8_lossy(&carol).contains("refresh_token"));
+    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
+}
