@@ -707,8 +707,13 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
             }
             Some(ProfileKind::UserApiKey)
         }
-        "oauth2_password" if per_user => oauth_settings(&mut rp, Grant::UserPassword, path, v)
-            .map(|o| ProfileKind::OAuth(Box::new(o))),
+        "oauth2_password" if per_user => {
+            v.warn(format!(
+                "{path}: oauth2_password is a legacy grant (RFC 9700 §2.4); end users type their IdP password into the sidecar's page"
+            ));
+            oauth_settings(&mut rp, Grant::UserPassword, path, v)
+                .map(|o| ProfileKind::OAuth(Box::new(o)))
+        }
         "basic" => {
             let u = required("username", rp.username.take(), v);
             let p = required("password", rp.password.take(), v);

@@ -160,6 +160,13 @@ impl MockState {
         lock(&self.faults).resource_401 = n;
     }
 
+    /// Registers another client (`""` secret: a public client).
+    pub fn add_client(&self, id: &str, secret: &str) {
+        lock(&self.settings)
+            .clients
+            .push((id.to_string(), secret.to_string()));
+    }
+
     pub fn set_token_lifetime(&self, d: Duration) {
         lock(&self.settings).token_lifetime = d;
     }

@@ -333,16 +333,39 @@ async fn an_expired_login_link_is_refused() {
         .as_str()
         .unwrap()
         .to_string();
+    // A second login gets as far as the IdP's answer; its state then expires too.
+    let other = get(&url, &[("X-Authsidecar-User", "hal")]).await.json()["error"]["login_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let to_idp = get(&other, &[]).await;
+    let callback = location(&get(&location(&to_idp), &[]).await);
+    let authorized = s
+        .echo
+        .counters()
+        .authorize
+        .load(std::sync::atomic::Ordering::SeqCst);
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let r = get(&login, &[]).await;
     assert_eq!(r.status, 400);
     assert!(String::from_utf8_lossy(&r.body).contains("expired"));
+    let r = get(&callback, &[]).await;
+    assert_eq!(r.status, 400, "an expired state is refused");
+    assert_eq!(
+        s.echo
+            .counters()
+            .authorization_code
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no token request for an expired state"
+    );
     assert_eq!(
         s.echo
             .counters()
             .authorize
             .load(std::sync::atomic::Ordering::SeqCst),
-        0
+        authorized,
+        "an expired link never reaches the IdP"
     );
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
@@ -787,4 +810,86 @@ async fn per_user_basic_api_key_and_password_profiles_collect_credentials_on_the
     assert!(!String::from_utf8_lossy(&carol).contains("demo-password"));
     assert!(String::from_utf8_lossy(&carol).contains("refresh_token"));
     let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
+}
+
+#[tokio::test]
+async fn two_logins_in_flight_both_work_and_a_state_cannot_take_another_profiles_code() {
+    let s = Setup::new().await;
+    // A second client at the same IdP, for a second profile.
+    s.echo.state.add_client("other-client", "other-secret");
+    let echo = s.echo.addr;
+    let text = format!(
+        r#"
+[auth]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+
+[[routes]]
+prefix = "/a/"
+upstream = "http://{echo}/protected/"
+profiles = ["a"]
+
+[[routes]]
+prefix = "/b/"
+upstream = "http://{echo}/protected/"
+profiles = ["b"]
+
+[profiles.a]
+type = "oauth2_authorization_code"
+authorization_url = "http://{echo}/oauth/authorize"
+token_url = "http://{echo}/oauth/token"
+client_id = "demo-client"
+client_secret = "demo-secret"
+
+[profiles.b]
+type = "oauth2_authorization_code"
+authorization_url = "http://{echo}/oauth/authorize"
+token_url = "http://{echo}/oauth/token"
+client_id = "other-client"
+client_secret = "other-secret"
+"#,
+        port = s.auth_port,
+    );
+    let config = Config::from_str_with_env(&with_listeners(&text), &Env::default()).unwrap();
+    let server = Server::start(config).await.unwrap();
+    let (a, b) = (
+        format!("http://{}/a/x", server.proxy_addr),
+        format!("http://{}/b/x", server.proxy_addr),
+    );
+    let callback_of = |login: String| async move {
+        let to_idp = get(&login, &[]).await;
+        location(&get(&location(&to_idp), &[]).await)
+    };
+    let params = |url: &str| {
+        authsidecar::inject::encode::parse_form(url.split_once('?').unwrap().1.as_bytes())
+    };
+    let param = |p: &[(String, String)], k: &str| p.iter().find(|(n, _)| n == k).unwrap().1.clone();
+
+    // Two logins in flight for the same user: both complete, in either order.
+    let first = callback_of(login_link(&a, "ann").await).await;
+    let second = callback_of(login_link(&a, "ann").await).await;
+    assert_eq!(get(&second, &[]).await.status, 200);
+    assert_eq!(get(&first, &[]).await.status, 200);
+    assert_eq!(get(&a, &[("X-Authsidecar-User", "ann")]).await.status, 200);
+
+    // A state from profile a with a code issued to profile b's client: refused by the IdP (the
+    // code belongs to another client), and a gets no grant for ben.
+    let for_a = callback_of(login_link(&a, "ben").await).await;
+    let for_b = callback_of(login_link(&b, "ben").await).await;
+    let (pa, pb) = (params(&for_a), params(&for_b));
+    let mixed = format!(
+        "http://127.0.0.1:{}/oauth/callback?code={}&state={}",
+        s.auth_port,
+        param(&pb, "code"),
+        param(&pa, "state")
+    );
+    let r = get(&mixed, &[]).await;
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        get(&a, &[("X-Authsidecar-User", "ben")]).await.error_code(),
+        "authorization_required"
+    );
+    // The state was used up by that attempt.
+    assert_eq!(get(&for_a, &[]).await.status, 400);
+    server.shutdown().await;
 }
