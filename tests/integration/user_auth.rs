@@ -509,6 +509,11 @@ async fn the_start_page_asks_for_tenant_and_user_fields_and_checks_them() {
         ),
         ("tenant=acme&f.pin=98765", "Account: required"),
     ];
+    let long_pin = format!("tenant=acme&f.pin={}&f.account=a", "1".repeat(1024));
+    let bad: Vec<(&str, &str)> = bad
+        .into_iter()
+        .chain([(long_pin.as_str(), "PIN: at most 256 characters")])
+        .collect();
     for (body, msg) in bad {
         let r = post_form(&login, body).await;
         let page = String::from_utf8_lossy(&r.body).to_string();
@@ -521,7 +526,11 @@ async fn the_start_page_asks_for_tenant_and_user_fields_and_checks_them() {
 
     // Good answers: '/' and '@' in a plain field are kept literally; the tenant goes into the
     // IdP's URLs, lowercased.
-    let r = post_form(&login, "tenant=Acme&f.pin=4711&f.account=ops%2Fbots%40acme").await;
+    let r = post_form(
+        &login,
+        "tenant=Acme&f.pin=4711&f.account=ops%2Fbots%40acme+%22q%22%26x%3D1",
+    )
+    .await;
     assert_eq!(r.status, 303, "{}", String::from_utf8_lossy(&r.body));
     let to_idp = location(&r);
     assert!(
@@ -536,7 +545,7 @@ async fn the_start_page_asks_for_tenant_and_user_fields_and_checks_them() {
     let r = get(&url, &alice).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.echoed("x-pin"), ["4711"]);
-    assert_eq!(r.echoed("x-account"), ["ops/bots@acme"]);
+    assert_eq!(r.echoed("x-account"), ["ops/bots@acme \"q\"&x=1"]);
     assert_eq!(r.echoed("x-tenant"), ["acme"]);
     // The login link is used up once the flow completed.
     let again = get(&login, &[]).await;
