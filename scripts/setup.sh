@@ -2,7 +2,7 @@
 # Installs what the tests and benchmarks need beyond the Rust toolchain (Debian packages).
 # Skips what is already installed; safe to run again. Called by .ci/run and bench/compare.sh.
 #
-#   scripts/setup.sh            # everything
+#   scripts/setup.sh            # everything (tests: tinyproxy as the connector, openssl for dev certificates)
 #   scripts/setup.sh bench      # only the benchmark tools
 set -euo pipefail
 
@@ -10,10 +10,12 @@ declare -A BIN_OF=(
   [nginx]=nginx
   [haproxy]=haproxy
   [wrk]=wrk
+  [tinyproxy]=tinyproxy
+  [openssl]=openssl
 )
 case "${1:-all}" in
   bench) WANT=(nginx haproxy wrk) ;;
-  all) WANT=(nginx haproxy wrk) ;;
+  all) WANT=(nginx haproxy wrk tinyproxy openssl) ;;
   *) echo "usage: $0 [all|bench]" >&2; exit 2 ;;
 esac
 
@@ -36,7 +38,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # The packages start system services on install where an init system runs; the benchmark starts
 # its own instances on free ports, so stop those if they came up.
-for svc in nginx haproxy; do
+for svc in nginx haproxy tinyproxy; do
   if command -v service >/dev/null 2>&1; then $SUDO service "$svc" stop >/dev/null 2>&1 || true; fi
 done
 echo "setup: done"

@@ -38,12 +38,13 @@ pub enum ErrorCode {
     UpstreamUnavailable,
     UpstreamTlsError,
     UpstreamTimeout,
+    EgressProxyUnavailable,
     Internal,
 }
 
 impl ErrorCode {
     /// All codes, in table order (used by tests and the docs check).
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::NoRoute,
         ErrorCode::ProfileNotAllowed,
         ErrorCode::UserRequired,
@@ -63,6 +64,7 @@ impl ErrorCode {
         ErrorCode::UpstreamUnavailable,
         ErrorCode::UpstreamTlsError,
         ErrorCode::UpstreamTimeout,
+        ErrorCode::EgressProxyUnavailable,
         ErrorCode::Internal,
     ];
 
@@ -87,6 +89,7 @@ impl ErrorCode {
             ErrorCode::UpstreamUnavailable => "upstream_unavailable",
             ErrorCode::UpstreamTlsError => "upstream_tls_error",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
+            ErrorCode::EgressProxyUnavailable => "egress_proxy_unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -108,7 +111,9 @@ impl ErrorCode {
             ErrorCode::IdpRejected | ErrorCode::IdpInvalidResponse => StatusCode::BAD_GATEWAY,
             ErrorCode::IdpUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::IdpTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorCode::UpstreamUnavailable | ErrorCode::UpstreamTlsError => StatusCode::BAD_GATEWAY,
+            ErrorCode::UpstreamUnavailable
+            | ErrorCode::UpstreamTlsError
+            | ErrorCode::EgressProxyUnavailable => StatusCode::BAD_GATEWAY,
             ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod credential;
+pub mod egress;
 pub mod error;
 pub mod inject;
 pub mod mock;
@@ -149,6 +150,32 @@ impl Server {
                 }
             });
         }
+        let server_tls = |t: &Option<config::ServerTls>| {
+            t.as_ref()
+                .map(tls::server_config)
+                .transpose()
+                .map_err(StartError::Tls)
+        };
+        let (proxy_tls, auth_tls, admin_tls) = (
+            server_tls(&config.proxy.tls)?,
+            server_tls(&config.auth.as_ref().and_then(|a| a.tls.clone()))?,
+            server_tls(&config.admin.tls)?,
+        );
+        // Certificates changed on disk are picked up within CERT_CHECK_INTERVAL (and at once on
+        // SIGHUP or POST /admin/certificates/reload).
+        let mut cert_rx = shutdown.subscribe();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CERT_CHECK_INTERVAL);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let _ = tokio::task::spawn_blocking(|| tls::reload_all(false)).await;
+                    }
+                    _ = cert_rx.changed() => break,
+                }
+            }
+        });
         let stats = Arc::new(proxy::ProxyStats::default());
         let limits = Limits {
             header_read_timeout: config.proxy.header_read_timeout,
@@ -184,6 +211,7 @@ impl Server {
             };
             let proxy = proxy::Proxy::new(worker_snapshot, cache.clone(), stats.clone());
             let rx = shutdown.subscribe();
+            let tls = proxy_tls.clone();
             std::thread::Builder::new()
                 .name(format!("authsidecar-w{i}"))
                 .spawn(move || {
@@ -205,7 +233,7 @@ impl Server {
                                 return;
                             }
                         };
-                        serve::serve(listener, limits, rx, move |c| proxy.handler(c)).await;
+                        serve::serve(listener, limits, tls, rx, move |c| proxy.handler(c)).await;
                     });
                 })
                 .map_err(|source| StartError::Bind {
@@ -220,9 +248,13 @@ impl Server {
                 let l = bind("auth", a.listen).await?;
                 let local = l.local_addr().unwrap_or(a.listen);
                 let auth = auth::Auth::new(snapshot.clone(), a.clone());
-                tokio::spawn(serve::serve(l, limits, shutdown.subscribe(), move |c| {
-                    auth.handler(c)
-                }));
+                tokio::spawn(serve::serve(
+                    l,
+                    limits,
+                    auth_tls,
+                    shutdown.subscribe(),
+                    move |c| auth.handler(c),
+                ));
                 Some(local)
             }
             None => None,
@@ -230,9 +262,13 @@ impl Server {
         let admin = admin::Admin::new(snapshot, cache, ready.clone());
         let al = bind("admin", config.admin.listen).await?;
         let admin_addr = al.local_addr().unwrap_or(config.admin.listen);
-        tokio::spawn(serve::serve(al, limits, shutdown.subscribe(), move |c| {
-            admin.handler(c)
-        }));
+        tokio::spawn(serve::serve(
+            al,
+            limits,
+            admin_tls,
+            shutdown.subscribe(),
+            move |c| admin.handler(c),
+        ));
 
         for w in &config.warnings {
             tracing::warn!("config: {w}");
@@ -262,9 +298,24 @@ impl Server {
     }
 }
 
-/// Runs until SIGINT or SIGTERM, then drains.
+/// How often certificate and key files are checked for changes.
+pub const CERT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs until SIGINT or SIGTERM, then drains. SIGHUP re-reads every certificate and key.
 pub async fn run(config: Config) -> Result<(), StartError> {
     let server = Server::start(config).await?;
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let (n, errors) = tls::reload_all(true);
+                    tracing::info!(reloaded = n, failed = errors.len(), "SIGHUP: certificates re-read");
+                }
+            });
+        }
+    }
     wait_for_signal().await;
     tracing::info!("shutting down: letting in-flight requests finish");
     if !server.shutdown().await {

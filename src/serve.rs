@@ -219,10 +219,13 @@ pub trait Handler: Clone + Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Response<Self::Body>> + Send + 'static;
 }
 
-/// Accepts connections until `shutdown` fires. `make` builds one handler per connection.
+/// Accepts connections until `shutdown` fires. `make` builds one handler per connection. With `tls`,
+/// every connection starts with a TLS handshake (bounded by the header-read timeout; a failed one,
+/// e.g. no client certificate where one is required, closes the connection before any HTTP).
 pub async fn serve<H, F>(
     listener: TcpListener,
     limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut shutdown: watch::Receiver<bool>,
     make: F,
 ) where
@@ -240,6 +243,7 @@ pub async fn serve<H, F>(
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
         .max_header_list_size(64 * 1024);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     // Connection tasks, so the accept loop can wait for them after a shutdown signal.
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -263,60 +267,93 @@ pub async fn serve<H, F>(
             state: state.clone(),
         });
         let builder = builder.clone();
-        let mut shutdown = shutdown.clone();
+        let shutdown = shutdown.clone();
+        let acceptor = acceptor.clone();
         conns.spawn(async move {
-            let io = TokioIo::new(Tracked {
+            let tracked = Tracked {
                 inner: stream,
                 state: state.clone(),
-            });
-            let req_state = state.clone();
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                // Every listener's requests count as in flight, so the idle and header clocks
-                // never cut a connection that is waiting for its own answer.
-                let in_flight = req_state.start_request(req.version() == http::Version::HTTP_2);
-                let h = handler.clone();
-                async move {
-                    let resp = h.call(req).await;
-                    drop(in_flight);
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            let conn = builder.serve_connection(io, svc);
-            tokio::pin!(conn);
-            let first = limits.header_read_timeout.min(limits.idle_timeout);
-            let sleep = tokio::time::sleep(first);
-            tokio::pin!(sleep);
-            let mut closing = false;
-            loop {
-                tokio::select! {
-                    res = conn.as_mut() => {
-                        if let Err(e) = res {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+            };
+            match acceptor {
+                None => drive(TokioIo::new(tracked), builder, handler, state, limits, peer, shutdown).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        limits.header_read_timeout.min(limits.idle_timeout),
+                        acceptor.accept(tracked),
+                    )
+                    .await;
+                    match handshake {
+                        Ok(Ok(tls)) => {
+                            drive(TokioIo::new(tls), builder, handler, state, limits, peer, shutdown)
+                                .await
                         }
-                        break;
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake not completed in time"),
                     }
-                    _ = shutdown.changed(), if !closing => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    _ = &mut sleep, if !closing => match state.check(&limits) {
-                        Verdict::HeaderTimeout => {
-                            tracing::debug!(%peer, "closing connection: request head not received in time");
-                            break;
-                        }
-                        Verdict::Idle => {
-                            conn.as_mut().graceful_shutdown();
-                            closing = true;
-                        }
-                        Verdict::Wait(d) => sleep.as_mut().reset(Instant::now() + d),
-                    },
                 }
             }
-            drop(shutdown);
         });
     }
     // Let in-flight connections finish (they got the signal); the owner bounds this with its drain
     // timeout.
     drop(listener);
     while conns.join_next().await.is_some() {}
+}
+
+/// Serves one connection (plain or TLS) until it ends, with the header-read and idle clocks.
+async fn drive<I, H>(
+    io: TokioIo<I>,
+    builder: auto::Builder<TokioExecutor>,
+    handler: H,
+    state: Arc<ConnState>,
+    limits: Limits,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let req_state = state.clone();
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        // Every listener's requests count as in flight, so the idle and header clocks never cut a
+        // connection that is waiting for its own answer.
+        let in_flight = req_state.start_request(req.version() == http::Version::HTTP_2);
+        let h = handler.clone();
+        async move {
+            let resp = h.call(req).await;
+            drop(in_flight);
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    let first = limits.header_read_timeout.min(limits.idle_timeout);
+    let sleep = tokio::time::sleep(first);
+    tokio::pin!(sleep);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = shutdown.changed(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = &mut sleep, if !closing => match state.check(&limits) {
+                Verdict::HeaderTimeout => {
+                    tracing::debug!(%peer, "closing connection: request head not received in time");
+                    break;
+                }
+                Verdict::Idle => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                Verdict::Wait(d) => sleep.as_mut().reset(Instant::now() + d),
+            },
+        }
+    }
 }

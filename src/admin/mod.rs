@@ -161,6 +161,26 @@ impl Admin {
                     _ => method_not_allowed(),
                 }
             }
+            (m, "/admin/certificates/reload") => {
+                if let Err(r) = self.authorized(&req) {
+                    return *r;
+                }
+                if m != Method::POST {
+                    return method_not_allowed();
+                }
+                let (reloaded, errors) = tokio::task::spawn_blocking(|| crate::tls::reload_all(true))
+                    .await
+                    .unwrap_or_default();
+                tracing::info!(reloaded, failed = errors.len(), "admin: certificates re-read");
+                json_response(
+                    if errors.is_empty() {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    },
+                    json!({"reloaded": reloaded, "errors": errors}),
+                )
+            }
             (m, p) if p == "/admin/profiles" || p.starts_with("/admin/profiles/") => {
                 if let Err(r) = self.authorized(&req) {
                     return *r;

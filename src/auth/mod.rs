@@ -123,7 +123,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 impl Auth {
     pub fn new(snapshot: Arc<Snapshot>, settings: AuthSettings) -> Arc<Auth> {
         // Webhooks (`on_authorized`): system roots, 10 s for the whole call, no redirects.
-        let hooks = IdpHttp::new(&ClientTls::default(), Duration::from_secs(10))
+        let hooks = IdpHttp::new(&ClientTls::default(), None, Duration::from_secs(10))
             .map_err(|e| tracing::warn!("on_authorized client: {e}"))
             .ok();
         Arc::new(Auth {

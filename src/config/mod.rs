@@ -96,6 +96,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[auth]`: the listener end users' browsers reach (login links, callback).
     pub auth: Option<AuthSettings>,
+    /// `[connectors.NAME]`.
+    pub connectors: IndexMap<String, Arc<Connector>>,
     /// Accepted but risky choices (legacy grants, plain http); logged at start, printed by `check`.
     pub warnings: Vec<String>,
 }
@@ -119,6 +121,7 @@ pub struct ProxySettings {
     /// Proxy worker threads, each with its own event loop, listener (SO_REUSEPORT) and upstream
     /// connection pool; the token cache is shared. Default: one per CPU.
     pub workers: usize,
+    pub tls: Option<ServerTls>,
 }
 
 pub const DEFAULT_STORE_PATH: &str = "data/tokens.db";
@@ -133,6 +136,7 @@ pub struct AuthSettings {
     pub public_url: String,
     /// Lifetime of a login link and of an authorization in progress.
     pub ticket_ttl: Duration,
+    pub tls: Option<ServerTls>,
 }
 
 impl AuthSettings {
@@ -176,6 +180,7 @@ pub struct AdminSettings {
     pub listen: SocketAddr,
     /// Bearer token for `/admin/*`; without one those endpoints answer 403.
     pub token: Option<Secret>,
+    pub tls: Option<ServerTls>,
 }
 
 /// TLS settings for connections the sidecar makes.
@@ -183,6 +188,53 @@ pub struct AdminSettings {
 pub struct ClientTls {
     /// PEM CA bundle trusted *instead of* the system roots.
     pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain and key presented to the server (2-way TLS); both or neither.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Name checked against the server's certificate (and sent as SNI) instead of the URL's host.
+    pub server_name: Option<String>,
+}
+
+/// `tls = { cert, key, client_ca }` of a listener.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Require client certificates signed by these CAs (mTLS from service nodes).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// `[connectors.NAME]`: an egress proxy that upstream and IdP traffic goes through.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    pub name: String,
+    /// `http://host:port` of the proxy.
+    pub url: http::Uri,
+    /// Sent as `Proxy-Authorization: Basic …` to the connector only.
+    pub credentials: Option<(Secret, Secret)>,
+    /// Hosts reached directly: exact names, `.suffix` (or `*.suffix`) for a domain and its
+    /// subdomains, `*` for all.
+    pub no_proxy: Vec<String>,
+}
+
+impl Connector {
+    /// Whether `host` bypasses the connector (`no_proxy` is lowercased at load).
+    pub fn bypasses(&self, host: &str) -> bool {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        self.no_proxy.iter().any(|p| {
+            if p == "*" {
+                return true;
+            }
+            let p = p.strip_prefix('*').unwrap_or(p);
+            match p.strip_prefix('.') {
+                Some(suffix) => host == suffix || host.ends_with(&format!(".{suffix}")),
+                None => host == p,
+            }
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -193,6 +245,8 @@ pub struct Route {
     pub profiles: Vec<Arc<str>>,
     pub tls: ClientTls,
     pub timeout: Duration,
+    /// Egress for the upstream (else the selected profile's connector, else direct).
+    pub connector: Option<Arc<Connector>>,
 }
 
 /// Profile type and its credentials.
@@ -331,6 +385,8 @@ pub struct OAuthSettings {
     pub token_params: Vec<(String, String)>,
     /// TLS for the token endpoint.
     pub tls: ClientTls,
+    /// Egress for the token, refresh and revocation endpoints.
+    pub connector: Option<Arc<Connector>>,
     /// Whole token request, connect to last byte.
     pub idp_timeout: Duration,
     /// Lifetime assumed when the IdP sends no `expires_in`.
@@ -359,6 +415,9 @@ pub struct Profile {
     pub per_user: bool,
     /// POSTed `{profile, user, tenant}` after a user's grant is stored.
     pub on_authorized: Option<String>,
+    /// Egress for the profile's IdP requests, and for upstream requests made with it on routes that
+    /// name no connector of their own.
+    pub connector: Option<Arc<Connector>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -42,6 +42,26 @@ pub struct RawProxy {
     pub drain_timeout: Option<Dur>,
     pub max_body_bytes: Option<u64>,
     pub workers: Option<usize>,
+    pub tls: Option<RawServerTls>,
+}
+
+/// `tls = { cert, key, client_ca }` of a listener.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// `[connectors.NAME]`: an egress proxy.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnector {
+    pub url: String,
+    pub username: Option<Secret>,
+    pub password: Option<Secret>,
+    pub no_proxy: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -49,6 +69,7 @@ pub struct RawProxy {
 pub struct RawAdmin {
     pub listen: Option<String>,
     pub token: Option<Secret>,
+    pub tls: Option<RawServerTls>,
 }
 
 #[derive(Deserialize)]
@@ -68,6 +89,7 @@ pub struct RawAuth {
     pub listen: String,
     pub public_url: String,
     pub ticket_ttl: Option<Dur>,
+    pub tls: Option<RawServerTls>,
 }
 
 #[derive(Deserialize)]
@@ -83,6 +105,9 @@ pub struct RawStore {
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
     pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub server_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -93,6 +118,7 @@ pub struct RawRoute {
     pub profiles: Vec<String>,
     pub tls: Option<RawTls>,
     pub timeout: Option<Dur>,
+    pub connector: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +164,7 @@ pub struct RawProfile {
     pub on_authorized: Option<String>,
     pub user_fields: Option<Vec<RawUserField>>,
     pub per_user: Option<bool>,
+    pub connector: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -8,13 +8,13 @@ use http::HeaderName;
 use indexmap::IndexMap;
 
 use super::raw::{
-    self, RawAdmin, RawAuth, RawField, RawMock, RawProfile, RawProxy, RawRoute, RawStore, RawTls,
-    RawUserField,
+    self, RawAdmin, RawAuth, RawConnector, RawField, RawMock, RawProfile, RawProxy, RawRoute,
+    RawServerTls, RawStore, RawTls, RawUserField,
 };
 use super::*;
 use crate::template::{Template, Var};
 
-const SECTIONS: &str = "proxy, admin, auth, routes, profiles, mock_provider, store";
+const SECTIONS: &str = "proxy, admin, auth, routes, profiles, connectors, mock_provider, store";
 
 /// Headers a profile may never set: framing, routing and hop-by-hop headers.
 const FORBIDDEN_HEADERS: &[&str] = &[
@@ -35,6 +35,8 @@ struct V<'a> {
     errors: Vec<ConfigError>,
     warnings: Vec<String>,
     env: &'a Env,
+    /// `[connectors.NAME]`, read before routes and profiles name them.
+    connectors: IndexMap<String, Arc<Connector>>,
 }
 
 impl V<'_> {
@@ -52,6 +54,7 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
         errors: Vec::new(),
         warnings: Vec::new(),
         env,
+        connectors: IndexMap::new(),
     };
 
     let proxy: RawProxy = section(&mut table, "proxy", &mut v).unwrap_or_default();
@@ -77,14 +80,39 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
                 "under a minute leaves no time to sign in; expected a duration like \"10m\"",
             );
         }
+        let tls = server_tls(a.tls, "auth", &mut v);
         Some(AuthSettings {
             listen,
             public_url,
             ticket_ttl: a.ticket_ttl.map_or(DEFAULT_TICKET_TTL, |d| d.0),
+            tls,
         })
     });
     let store = store_config(raw_store, &mut v);
 
+    match table.remove("connectors") {
+        None => {}
+        Some(toml::Value::Table(t)) => {
+            for (name, value) in t {
+                let path = format!("connectors.{name}");
+                if !valid_name(&name) {
+                    v.err(
+                        &path,
+                        "invalid connector name; expected letters, digits, '-', '_' or '.'",
+                    );
+                }
+                if let Some(rc) = raw::collect::<RawConnector>(value, &path, &mut v.errors) {
+                    if let Some(c) = connector(&name, rc, &path, &mut v) {
+                        v.connectors.insert(name, Arc::new(c));
+                    }
+                }
+            }
+        }
+        Some(_) => v.err(
+            "connectors",
+            "expected a table of connectors: [connectors.NAME]",
+        ),
+    }
     let raw_profiles = match table.remove("profiles") {
         None => toml::Table::new(),
         Some(toml::Value::Table(t)) => t,
@@ -232,6 +260,7 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
             mock_provider,
             store,
             auth,
+            connectors: v.connectors,
             warnings: v.warnings,
         })
     } else {
@@ -287,6 +316,7 @@ fn proxy_settings(p: RawProxy, v: &mut V) -> ProxySettings {
         workers: p
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        tls: server_tls(p.tls, "proxy", v),
     };
     if s.workers == 0 || s.workers > 256 {
         v.err("proxy.workers", "expected 1-256 worker threads");
@@ -403,23 +433,190 @@ fn admin_settings(a: RawAdmin, v: &mut V) -> AdminSettings {
     AdminSettings {
         listen,
         token: a.token,
+        tls: server_tls(a.tls, "admin", v),
+    }
+}
+
+impl V<'_> {
+    /// A path from the config, relative to the config file's folder.
+    fn path(&self, p: &std::path::Path) -> std::path::PathBuf {
+        if p.is_relative() {
+            self.env_base().join(p)
+        } else {
+            p.to_path_buf()
+        }
+    }
+
+    /// An expired certificate is an error; one that expires within 30 days a warning.
+    fn check_expiry(&mut self, cert: &std::path::Path, key: &str) {
+        match crate::tls::expiry_check(cert) {
+            Ok(None) => {}
+            Ok(Some(days)) => self.warn(format!(
+                "{key}: the certificate in {} expires in {days} days",
+                cert.display()
+            )),
+            Err(e) => self.err(key, e),
+        }
+    }
+
+    /// A `connector = "NAME"` reference.
+    fn connector_ref(&mut self, name: Option<String>, path: &str) -> Option<Arc<Connector>> {
+        let name = name?;
+        match self.connectors.get(&name) {
+            Some(c) => Some(c.clone()),
+            None => {
+                let known: Vec<&str> = self.connectors.keys().map(String::as_str).collect();
+                let expected = if known.is_empty() {
+                    "no [connectors.NAME] section is defined".to_string()
+                } else {
+                    format!("expected one of {}", known.join(", "))
+                };
+                self.err(
+                    &format!("{path}.connector"),
+                    format!("unknown connector \"{name}\"; {expected}"),
+                );
+                None
+            }
+        }
     }
 }
 
 fn client_tls(t: Option<RawTls>, path: &str, v: &mut V) -> ClientTls {
-    let t = t.unwrap_or_default();
-    if let Some(ca) = &t.ca_file {
-        let ca = if ca.is_relative() {
-            v.env_base().join(ca)
-        } else {
-            ca.clone()
-        };
-        if let Err(e) = crate::tls::load_roots(&ca) {
+    let Some(t) = t else {
+        return ClientTls::default();
+    };
+    let ca_file = t.ca_file.map(|p| v.path(&p));
+    if let Some(ca) = &ca_file {
+        if let Err(e) = crate::tls::load_roots(ca) {
             v.err(&format!("{path}.tls.ca_file"), e);
         }
-        return ClientTls { ca_file: Some(ca) };
     }
-    ClientTls { ca_file: None }
+    let (client_cert, client_key) = match (t.client_cert, t.client_key) {
+        (Some(c), Some(k)) => {
+            let (c, k) = (v.path(&c), v.path(&k));
+            match crate::tls::load_certified_key(&c, &k) {
+                Ok(_) => v.check_expiry(&c, &format!("{path}.tls.client_cert")),
+                Err(e) => v.err(&format!("{path}.tls.client_cert"), e),
+            }
+            (Some(c), Some(k))
+        }
+        (Some(_), None) => {
+            v.err(
+                &format!("{path}.tls.client_key"),
+                "required with client_cert: the private key of the client certificate",
+            );
+            (None, None)
+        }
+        (None, Some(_)) => {
+            v.err(
+                &format!("{path}.tls.client_cert"),
+                "required with client_key: the client certificate (PEM chain)",
+            );
+            (None, None)
+        }
+        (None, None) => (None, None),
+    };
+    if let Some(name) = &t.server_name {
+        if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+            v.err(
+                &format!("{path}.tls.server_name"),
+                format!("\"{name}\" is not a valid DNS name or IP address"),
+            );
+        }
+    }
+    ClientTls {
+        ca_file,
+        client_cert,
+        client_key,
+        server_name: t.server_name,
+    }
+}
+
+/// A listener's `tls = { cert, key, client_ca }`.
+fn server_tls(t: Option<RawServerTls>, section: &str, v: &mut V) -> Option<ServerTls> {
+    let t = t?;
+    let (cert, key) = (v.path(&t.cert), v.path(&t.key));
+    match crate::tls::load_certified_key(&cert, &key) {
+        Ok(_) => v.check_expiry(&cert, &format!("{section}.tls.cert")),
+        Err(e) => v.err(&format!("{section}.tls.cert"), e),
+    }
+    let client_ca = t.client_ca.map(|p| v.path(&p));
+    if let Some(ca) = &client_ca {
+        if let Err(e) = crate::tls::load_roots(ca) {
+            v.err(&format!("{section}.tls.client_ca"), e);
+        }
+    }
+    Some(ServerTls {
+        cert,
+        key,
+        client_ca,
+    })
+}
+
+/// `[connectors.NAME]`.
+fn connector(name: &str, rc: RawConnector, path: &str, v: &mut V) -> Option<Connector> {
+    let before = v.errors.len();
+    let url = match rc.url.parse::<http::Uri>() {
+        Ok(u)
+            if u.scheme() == Some(&http::uri::Scheme::HTTP)
+                && u.host().is_some()
+                && u.port_u16().is_some()
+                && u.path_and_query().is_none_or(|p| p.as_str() == "/")
+                && !u.authority().is_some_and(|a| a.as_str().contains('@')) =>
+        {
+            Some(u)
+        }
+        _ => {
+            v.err(
+                &format!("{path}.url"),
+                "expected http://host:port (an HTTP proxy; credentials go in username and password)",
+            );
+            None
+        }
+    };
+    let credentials = match (rc.username, rc.password) {
+        (Some(u), Some(p)) => {
+            if u.expose().contains(':') {
+                v.err(&format!("{path}.username"), "must not contain ':' (RFC 7617)");
+            }
+            Some((u, p))
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            v.err(&format!("{path}.password"), "required with username");
+            None
+        }
+        (None, Some(_)) => {
+            v.err(&format!("{path}.username"), "required with password");
+            None
+        }
+    };
+    let mut no_proxy = Vec::new();
+    for (i, h) in rc.no_proxy.unwrap_or_default().into_iter().enumerate() {
+        let bare = h.trim_start_matches('*').trim_start_matches('.');
+        let ok = h == "*"
+            || !bare.is_empty()
+                && bare
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+        if ok {
+            no_proxy.push(h.to_ascii_lowercase());
+        } else {
+            v.err(
+                &format!("{path}.no_proxy[{i}]"),
+                "expected a host name, an IP address, .domain (the domain and its subdomains) or *",
+            );
+        }
+    }
+    if v.errors.len() > before {
+        return None;
+    }
+    Some(Connector {
+        name: name.to_string(),
+        url: url?,
+        credentials,
+        no_proxy,
+    })
 }
 
 impl V<'_> {
@@ -480,6 +677,7 @@ fn route(
         );
     }
     let tls = client_tls(rr.tls, path, v);
+    let connector = v.connector_ref(rr.connector, path);
     if v.errors.len() > before {
         return None;
     }
@@ -488,6 +686,7 @@ fn route(
         upstream: upstream?,
         profiles: names,
         tls,
+        connector,
         timeout: rr.timeout.map(|d| d.0).unwrap_or(proxy.upstream_timeout),
     })
 }
@@ -776,6 +975,11 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
         }
     };
 
+    let connector = v.connector_ref(rp.connector.take(), path);
+    let mut kind = kind;
+    if let Some(ProfileKind::OAuth(o)) = &mut kind {
+        o.connector = connector.clone();
+    }
     let user_fields = match rp.user_fields.take() {
         Some(raw) if allowed.contains(&"user_fields") => user_fields(raw, path, v),
         _ => Vec::new(),
@@ -836,6 +1040,7 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
         user_fields,
         per_user,
         on_authorized,
+        connector,
     })
 }
 
@@ -1166,6 +1371,7 @@ fn oauth_settings(
         scope,
         token_params,
         tls,
+        connector: None,
         idp_timeout,
         default_token_lifetime,
         refresh_before,

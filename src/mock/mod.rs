@@ -169,6 +169,7 @@ pub fn spawn(
     tokio::spawn(serve::serve(
         listener,
         limits,
+        None,
         shutdown,
         move |_c: ConnInfo| MockHandler(state.clone()),
     ));

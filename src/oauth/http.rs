@@ -12,13 +12,14 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
+
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use oauth2::{AsyncHttpClient, HttpRequest, HttpResponse};
 use thiserror::Error;
 
-use crate::config::ClientTls;
+use crate::config::{ClientTls, Connector};
+use crate::egress::Egress;
 
 /// Largest token-endpoint response read.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -32,6 +33,8 @@ pub enum IdpHttpError {
     Connect(String),
     #[error("TLS with the identity provider failed: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Egress(String),
     #[error("the identity provider answered {0} (a redirect); redirects are never followed")]
     Redirect(u16),
     #[error("the identity provider answered {status}")]
@@ -58,15 +61,21 @@ pub struct Exchange {
 /// One client per TLS setting; cheap to clone.
 #[derive(Clone)]
 pub struct IdpHttp {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<HttpsConnector<Egress>, Full<Bytes>>,
     timeout: Duration,
+    connector: Option<Arc<Connector>>,
     /// When set, the last exchange is kept for the test report.
     capture: Option<Arc<Mutex<Option<Exchange>>>>,
 }
 
 impl IdpHttp {
-    pub fn new(tls: &ClientTls, timeout: Duration) -> Result<IdpHttp, String> {
-        let https = crate::tls::https_connector(tls, IDP_CONNECT_TIMEOUT.min(timeout))?;
+    pub fn new(
+        tls: &ClientTls,
+        connector: Option<Arc<Connector>>,
+        timeout: Duration,
+    ) -> Result<IdpHttp, String> {
+        let https =
+            crate::tls::https_connector(tls, connector.clone(), IDP_CONNECT_TIMEOUT.min(timeout))?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
@@ -75,6 +84,7 @@ impl IdpHttp {
         Ok(IdpHttp {
             client,
             timeout,
+            connector,
             capture: None,
         })
     }
@@ -92,16 +102,22 @@ impl IdpHttp {
     }
 
     async fn exchange(&self, req: HttpRequest) -> Result<HttpResponse, IdpHttpError> {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        if let Some(v) = crate::egress::proxy_authorization(self.connector.as_deref(), &parts.uri) {
+            parts.headers.insert(http::header::PROXY_AUTHORIZATION, v);
+        }
         let req = http::Request::from_parts(parts, Full::new(Bytes::from(body)));
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.timeout;
         let resp = match tokio::time::timeout_at(deadline, self.client.request(req)).await {
             Err(_) => return Err(IdpHttpError::Timeout(self.timeout)),
             Ok(Err(e)) => {
-                return Err(match crate::tls::tls_reason(&e) {
-                    Some(r) => IdpHttpError::Tls(r),
-                    None => IdpHttpError::Connect(crate::tls::root_cause(&e)),
+                return Err(if let Some(g) = crate::egress::find(&e) {
+                    IdpHttpError::Egress(g.to_string())
+                } else if let Some(r) = crate::tls::tls_reason(&e) {
+                    IdpHttpError::Tls(r)
+                } else {
+                    IdpHttpError::Connect(crate::tls::root_cause(&e))
                 })
             }
             Ok(Ok(r)) => r,

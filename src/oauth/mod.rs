@@ -77,7 +77,11 @@ impl OAuthSource {
         };
         Ok(Some(OAuthSource {
             profile: profile.name.clone(),
-            http: IdpHttp::new(&settings.tls, settings.idp_timeout)?,
+            http: IdpHttp::new(
+                &settings.tls,
+                settings.connector.clone(),
+                settings.idp_timeout,
+            )?,
             settings: settings.clone(),
         }))
     }
@@ -323,6 +327,7 @@ fn map_error(e: RequestTokenError<IdpHttpError, BasicErrorResponse>) -> TokenErr
                     TokenErrorKind::Unavailable
                 }
                 IdpHttpError::Client(_) => TokenErrorKind::Rejected,
+                IdpHttpError::Egress(_) => TokenErrorKind::Egress,
                 IdpHttpError::Redirect(_) | IdpHttpError::TooLarge | IdpHttpError::Request(_) => {
                     TokenErrorKind::InvalidResponse
                 }

@@ -198,24 +198,30 @@ impl Snapshot {
                 }),
             );
         }
-        // One pooled client per distinct TLS setting.
-        let mut clients: HashMap<ClientTls, Upstream> = HashMap::new();
+        // One pooled client per distinct TLS setting and connector. A route's connector wins; else
+        // the selected profile's; else direct.
+        let mut clients: HashMap<(ClientTls, Option<String>), Upstream> = HashMap::new();
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
-            let client = match clients.get(&r.tls) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = Upstream::new(&r.tls, config.proxy.connect_timeout)?;
-                    clients.insert(r.tls.clone(), c.clone());
-                    c
-                }
-            };
-            let profs = r
-                .profiles
-                .iter()
-                .filter_map(|n| profiles.get(n).cloned())
-                .collect();
-            routes.push(RouteRt::new(r, profs, client));
+            let mut profs = Vec::with_capacity(r.profiles.len());
+            for name in &r.profiles {
+                let (Some(rt), Some(cfg)) = (profiles.get(name), config.profile(name)) else {
+                    continue;
+                };
+                let connector = r.connector.clone().or_else(|| cfg.connector.clone());
+                let key = (r.tls.clone(), connector.as_ref().map(|c| c.name.clone()));
+                let client = match clients.get(&key) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c =
+                            Upstream::new(&r.tls, connector, config.proxy.connect_timeout)?;
+                        clients.insert(key, c.clone());
+                        c
+                    }
+                };
+                profs.push((rt.clone(), client));
+            }
+            routes.push(RouteRt::new(r, profs));
         }
         Ok(Snapshot {
             config,
@@ -352,12 +358,12 @@ impl Proxy {
         let control = headers::take_control(&mut parts.headers);
 
         // 2. select profile
-        let profile = match &control.profile {
+        let (profile, client) = match &control.profile {
             None => &route.profiles[0],
             Some(v) => route
                 .profiles
                 .iter()
-                .find(|p| p.plan.profile().as_bytes() == v.as_bytes())
+                .find(|(p, _)| p.plan.profile().as_bytes() == v.as_bytes())
                 .ok_or_else(|| {
                     ProxyError::new(
                         ErrorCode::ProfileNotAllowed,
@@ -478,8 +484,7 @@ impl Proxy {
             first_headers,
             first_body,
         )?;
-        let resp = route
-            .client
+        let resp = client
             .send(req, route.timeout)
             .await
             .map_err(with_profile)?;
@@ -511,8 +516,7 @@ impl Proxy {
                                 headers,
                                 AttemptBody::Buffered(bytes),
                             )?;
-                            route
-                                .client
+                            client
                                 .send(req, route.timeout)
                                 .await
                                 .map_err(with_profile)?

@@ -13,19 +13,18 @@ use crate::error::{ErrorCode, ProxyError};
 pub struct RouteRt {
     pub prefix: String,
     pub upstream: UpstreamUrl,
-    /// Allowed profiles; the first is the default.
-    pub profiles: Vec<Arc<ProfileRt>>,
-    pub client: Upstream,
+    /// Allowed profiles, each with the upstream client for it (TLS and connector); the first is
+    /// the default.
+    pub profiles: Vec<(Arc<ProfileRt>, Upstream)>,
     pub timeout: Duration,
 }
 
 impl RouteRt {
-    pub fn new(route: &Route, profiles: Vec<Arc<ProfileRt>>, client: Upstream) -> Self {
+    pub fn new(route: &Route, profiles: Vec<(Arc<ProfileRt>, Upstream)>) -> Self {
         RouteRt {
             prefix: route.prefix.clone(),
             upstream: route.upstream.clone(),
             profiles,
-            client,
             timeout: route.timeout,
         }
     }

@@ -8,12 +8,14 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::{find_body_error, OutBody};
-use crate::config::ClientTls;
+use std::sync::Arc;
+
+use crate::config::{ClientTls, Connector};
+use crate::egress::Egress;
 use crate::error::{ErrorCode, ProxyError};
 
 /// Idle pooled connections per upstream host.
@@ -23,27 +25,37 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// A client for one TLS setting; cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, OutBody>,
+    client: Client<HttpsConnector<Egress>, OutBody>,
+    /// The connector, for `Proxy-Authorization` on plain-HTTP requests through it.
+    pub connector: Option<Arc<Connector>>,
 }
 
 impl Upstream {
-    pub fn new(tls: &ClientTls, connect_timeout: Duration) -> Result<Upstream, String> {
-        let https = crate::tls::https_connector(tls, connect_timeout)?;
+    pub fn new(
+        tls: &ClientTls,
+        connector: Option<Arc<Connector>>,
+        connect_timeout: Duration,
+    ) -> Result<Upstream, String> {
+        let https = crate::tls::https_connector(tls, connector.clone(), connect_timeout)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
             .build(https);
-        Ok(Upstream { client })
+        Ok(Upstream { client, connector })
     }
 
     /// Sends one request; the upstream must start answering within `timeout`.
     pub async fn send(
         &self,
-        req: Request<OutBody>,
+        mut req: Request<OutBody>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, ProxyError> {
+        // Plain HTTP through a connector: its credentials go on the request (absolute form).
+        if let Some(v) = crate::egress::proxy_authorization(self.connector.as_deref(), req.uri()) {
+            req.headers_mut().insert(http::header::PROXY_AUTHORIZATION, v);
+        }
         match tokio::time::timeout(timeout, self.client.request(req)).await {
             Err(_) => Err(ProxyError::new(
                 ErrorCode::UpstreamTimeout,
@@ -74,6 +86,9 @@ fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
                 "the caller's request body ended early",
             ),
         };
+    }
+    if let Some(g) = crate::egress::find(e) {
+        return ProxyError::new(ErrorCode::EgressProxyUnavailable, g.to_string());
     }
     if let Some(reason) = crate::tls::tls_reason(e) {
         return ProxyError::new(

@@ -185,6 +185,8 @@ pub enum TokenErrorKind {
     Timeout,
     /// There is no grant for this key (an end user must authorize first); not backed off.
     AuthorizationRequired,
+    /// The connector (egress proxy) on the way to the source failed or refused.
+    Egress,
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +214,7 @@ impl TokenError {
             TokenErrorKind::Unavailable => ErrorCode::IdpUnavailable,
             TokenErrorKind::Timeout => ErrorCode::IdpTimeout,
             TokenErrorKind::AuthorizationRequired => ErrorCode::AuthorizationRequired,
+            TokenErrorKind::Egress => ErrorCode::EgressProxyUnavailable,
         }
     }
 

@@ -37,7 +37,7 @@ fn every_error_is_reported_at_once_with_its_key_path() {
 [proxy]
 listen = "nowhere"
 header_read_timeout = 10
-tls = true
+tls_mode = true
 
 [[routes]]
 prefix = "api/"
@@ -76,7 +76,7 @@ password = "${MISSING_PASSWORD}"
         "proxy.listen: invalid address \"nowhere\"; expected IP:port",
     );
     has(&all, "proxy.header_read_timeout: ");
-    has(&all, "proxy.tls: unknown key \"tls\"");
+    has(&all, "proxy.tls_mode: unknown key \"tls_mode\"");
     has(&all, "routes[0].prefix: \"api/\" must start with '/'");
     has(&all, "routes[0].upstream: not an absolute URL");
     has(&all, "routes[0].profiles[0]: unknown profile \"ghost\"");
