@@ -29,8 +29,8 @@ const MAX_CONNECT_HEAD: usize = 8 * 1024;
 pub enum EgressError {
     /// The connector could not be reached, or broke the tunnel.
     Unavailable { connector: String, reason: String },
-    /// The connector answered 407: its credentials are missing or wrong.
-    AuthRequired { connector: String },
+    /// The connector answered 407 (or 401): its credentials are missing or wrong.
+    AuthRequired { connector: String, status: u16 },
     /// The connector answered the CONNECT with another non-2xx status.
     Refused { connector: String, status: u16 },
 }
@@ -41,9 +41,14 @@ impl std::fmt::Display for EgressError {
             EgressError::Unavailable { connector, reason } => {
                 write!(f, "connector {connector} is unavailable: {reason}")
             }
-            EgressError::AuthRequired { connector } => write!(
+            EgressError::AuthRequired { connector, status } => write!(
                 f,
-                "connector {connector} answered 407 Proxy Authentication Required: check its username and password"
+                "connector {connector} refused its credentials ({status} {}): check its username and password",
+                if *status == 407 {
+                    "Proxy Authentication Required"
+                } else {
+                    "Unauthorized"
+                }
             ),
             EgressError::Refused { connector, status } => {
                 write!(f, "connector {connector} refused the tunnel with status {status}")
@@ -56,21 +61,14 @@ impl std::error::Error for EgressError {}
 
 /// The `EgressError` in an error's source chain, if any.
 pub fn find<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a EgressError> {
-    std::iter::successors(Some(e), |e| e.source()).find_map(|e| {
-        e.downcast_ref::<EgressError>().or_else(|| {
-            e.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<EgressError>())
-        })
-    })
+    crate::tls::find_in_chain::<EgressError>(e)
 }
 
 /// `Proxy-Authorization` for requests sent in absolute form to `connector` (plain `http://`
 /// destinations), when it has credentials and `uri`'s host does not bypass it.
 pub fn proxy_authorization(connector: Option<&Connector>, uri: &Uri) -> Option<HeaderValue> {
     let c = connector?;
-    if uri.scheme() != Some(&http::uri::Scheme::HTTP) || uri.host().is_some_and(|h| c.bypasses(h))
-    {
+    if uri.scheme() != Some(&http::uri::Scheme::HTTP) || uri.host().is_some_and(|h| c.bypasses(h)) {
         return None;
     }
     basic(c)
@@ -79,7 +77,8 @@ pub fn proxy_authorization(connector: Option<&Connector>, uri: &Uri) -> Option<H
 fn basic(c: &Connector) -> Option<HeaderValue> {
     use base64::Engine;
     let (u, p) = c.credentials.as_ref()?;
-    let b = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", u.expose(), p.expose()));
+    let b =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", u.expose(), p.expose()));
     let mut v = HeaderValue::from_str(&format!("Basic {b}")).ok()?;
     v.set_sensitive(true);
     Some(v)
@@ -124,10 +123,7 @@ impl hyper::rt::Write for EgressStream {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
     fn poll_write_vectored(
@@ -265,8 +261,9 @@ async fn connect_tunnel(tcp: &mut TcpStream, dst: &Uri, c: &Connector) -> Result
         .ok_or_else(|| unavailable("not an HTTP answer to CONNECT".into()))?;
     match status {
         200..=299 => Ok(()),
-        407 => Err(EgressError::AuthRequired {
+        401 | 407 => Err(EgressError::AuthRequired {
             connector: c.name.clone(),
+            status,
         }
         .into()),
         status => Err(EgressError::Refused {

@@ -311,7 +311,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
                     let (n, errors) = tls::reload_all(true);
-                    tracing::info!(reloaded = n, failed = errors.len(), "SIGHUP: certificates re-read");
+                    tracing::info!(
+                        reloaded = n,
+                        failed = errors.len(),
+                        "SIGHUP: certificates re-read"
+                    );
                 }
             });
         }

@@ -275,7 +275,18 @@ pub async fn serve<H, F>(
                 state: state.clone(),
             };
             match acceptor {
-                None => drive(TokioIo::new(tracked), builder, handler, state, limits, peer, shutdown).await,
+                None => {
+                    drive(
+                        TokioIo::new(tracked),
+                        builder,
+                        handler,
+                        state,
+                        limits,
+                        peer,
+                        shutdown,
+                    )
+                    .await
+                }
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(
                         limits.header_read_timeout.min(limits.idle_timeout),
@@ -284,8 +295,16 @@ pub async fn serve<H, F>(
                     .await;
                     match handshake {
                         Ok(Ok(tls)) => {
-                            drive(TokioIo::new(tls), builder, handler, state, limits, peer, shutdown)
-                                .await
+                            drive(
+                                TokioIo::new(tls),
+                                builder,
+                                handler,
+                                state,
+                                limits,
+                                peer,
+                                shutdown,
+                            )
+                            .await
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake not completed in time"),

@@ -255,7 +255,10 @@ pub fn not_after(der: &[u8]) -> Option<i64> {
     let (year, rest) = match tag {
         0x17 => {
             let yy: i64 = digits.get(0..2)?.parse().ok()?;
-            (if yy < 50 { 2000 + yy } else { 1900 + yy }, digits.get(2..)?)
+            (
+                if yy < 50 { 2000 + yy } else { 1900 + yy },
+                digits.get(2..)?,
+            )
         }
         0x18 => (digits.get(0..4)?.parse().ok()?, digits.get(4..)?),
         _ => return None,
@@ -263,7 +266,11 @@ pub fn not_after(der: &[u8]) -> Option<i64> {
     let n = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
     let (month, day, hour, min, sec) = (n(0)?, n(2)?, n(4)?, n(6)?, n(8)?);
     // Days from 1970-01-01 (civil calendar, proleptic Gregorian).
-    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let doy = (153 * m + 2) / 5 + day - 1;
@@ -362,17 +369,32 @@ fn chain<'a>(
     std::iter::successors(Some(e), |e| e.source())
 }
 
+/// The first error of type `T` in an error's source chain, looking inside `io::Error`s (whose own
+/// `source` skips the error they wrap).
+pub fn find_in_chain<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
+    // Bounded: error chains are short; a cycle would be a bug elsewhere.
+    for _ in 0..32 {
+        let err = cur?;
+        if let Some(t) = err.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cur = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner),
+            None => err.source(),
+        };
+    }
+    None
+}
+
 /// The TLS failure somewhere in an error's source chain, as text (unknown CA, name mismatch, …).
 pub fn tls_reason(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    chain(e).find_map(|err| {
-        if let Some(r) = err.downcast_ref::<rustls::Error>() {
-            return Some(r.to_string());
-        }
-        err.downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            .map(|r| r.to_string())
-    })
+    find_in_chain::<rustls::Error>(e).map(|r| r.to_string())
 }
 
 /// The innermost cause of an error, as text.

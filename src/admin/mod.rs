@@ -168,10 +168,15 @@ impl Admin {
                 if m != Method::POST {
                     return method_not_allowed();
                 }
-                let (reloaded, errors) = tokio::task::spawn_blocking(|| crate::tls::reload_all(true))
-                    .await
-                    .unwrap_or_default();
-                tracing::info!(reloaded, failed = errors.len(), "admin: certificates re-read");
+                let (reloaded, errors) =
+                    tokio::task::spawn_blocking(|| crate::tls::reload_all(true))
+                        .await
+                        .unwrap_or_default();
+                tracing::info!(
+                    reloaded,
+                    failed = errors.len(),
+                    "admin: certificates re-read"
+                );
                 json_response(
                     if errors.is_empty() {
                         StatusCode::OK

@@ -577,7 +577,10 @@ fn connector(name: &str, rc: RawConnector, path: &str, v: &mut V) -> Option<Conn
     let credentials = match (rc.username, rc.password) {
         (Some(u), Some(p)) => {
             if u.expose().contains(':') {
-                v.err(&format!("{path}.username"), "must not contain ':' (RFC 7617)");
+                v.err(
+                    &format!("{path}.username"),
+                    "must not contain ':' (RFC 7617)",
+                );
             }
             Some((u, p))
         }

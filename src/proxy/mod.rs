@@ -213,8 +213,7 @@ impl Snapshot {
                 let client = match clients.get(&key) {
                     Some(c) => c.clone(),
                     None => {
-                        let c =
-                            Upstream::new(&r.tls, connector, config.proxy.connect_timeout)?;
+                        let c = Upstream::new(&r.tls, connector, config.proxy.connect_timeout)?;
                         clients.insert(key, c.clone());
                         c
                     }

@@ -54,7 +54,8 @@ impl Upstream {
     ) -> Result<Response<Incoming>, ProxyError> {
         // Plain HTTP through a connector: its credentials go on the request (absolute form).
         if let Some(v) = crate::egress::proxy_authorization(self.connector.as_deref(), req.uri()) {
-            req.headers_mut().insert(http::header::PROXY_AUTHORIZATION, v);
+            req.headers_mut()
+                .insert(http::header::PROXY_AUTHORIZATION, v);
         }
         match tokio::time::timeout(timeout, self.client.request(req)).await {
             Err(_) => Err(ProxyError::new(

@@ -13,4 +13,5 @@ mod limits;
 mod mock_authorize;
 mod oauth;
 mod store;
+mod tls;
 mod user_auth;

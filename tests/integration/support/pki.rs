@@ -1,0 +1,244 @@
+//! Certificates generated at run time (rcgen), TLS servers in front of the mock provider, TLS
+//! clients, and a tinyproxy started on a free port.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+
+/// A throwaway CA and the files it issues, in a temporary folder.
+pub struct Pki {
+    pub dir: PathBuf,
+    ca: Certificate,
+    ca_key: KeyPair,
+}
+
+/// A certificate and key written as PEM files.
+#[derive(Clone)]
+pub struct Issued {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub der: Vec<u8>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Pki {
+    pub fn new(name: &str) -> Pki {
+        let dir = std::env::temp_dir().join(format!(
+            "authsidecar-pki-{name}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(DnType::CommonName, format!("authsidecar test CA {name}"));
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca = p.self_signed(&ca_key).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        Pki { dir, ca, ca_key }
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Issues a certificate for `names` (DNS names) as `file` (.pem and .key). `client` makes a
+    /// client certificate, otherwise a server one. `expired` dates it in the past.
+    pub fn issue_with(&self, file: &str, names: &[&str], client: bool, expired: bool) -> Issued {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+        p.distinguished_name
+            .push(DnType::CommonName, names.first().copied().unwrap_or(file));
+        p.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        if expired {
+            p.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2020, 1, 1);
+        }
+        let cert = p.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        let issued = Issued {
+            cert: self.dir.join(format!("{file}.pem")),
+            key: self.dir.join(format!("{file}.key")),
+            der: cert.der().to_vec(),
+        };
+        std::fs::write(&issued.cert, cert.pem()).unwrap();
+        std::fs::write(&issued.key, key.serialize_pem()).unwrap();
+        issued
+    }
+
+    pub fn server(&self, file: &str) -> Issued {
+        self.issue_with(file, &["localhost"], false, false)
+    }
+
+    pub fn client(&self, file: &str) -> Issued {
+        self.issue_with(file, &["service-node"], true, false)
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn roots(ca: &Path) -> Arc<rustls::RootCertStore> {
+    let mut store = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut std::fs::read(ca).unwrap().as_slice()) {
+        store.add(c.unwrap()).unwrap();
+    }
+    Arc::new(store)
+}
+
+fn chain_and_key(
+    i: &Issued,
+) -> (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+) {
+    let chain = rustls_pemfile::certs(&mut std::fs::read(&i.cert).unwrap().as_slice())
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls_pemfile::private_key(&mut std::fs::read(&i.key).unwrap().as_slice())
+        .unwrap()
+        .unwrap();
+    (chain, key)
+}
+
+/// A TLS server config; with `client_ca` a client certificate from that CA is required.
+pub fn server_config(server: &Issued, client_ca: Option<&Path>) -> Arc<rustls::ServerConfig> {
+    let b = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let b = match client_ca {
+        Some(ca) => b.with_client_cert_verifier(
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots(ca), provider())
+                .build()
+                .unwrap(),
+        ),
+        None => b.with_no_client_auth(),
+    };
+    let (chain, key) = chain_and_key(server);
+    let mut cfg = b.with_single_cert(chain, key).unwrap();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+/// A TLS client config trusting `ca`, presenting `client` when given.
+pub fn client_config(ca: &Path, client: Option<&Issued>) -> rustls::ClientConfig {
+    let b = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots(ca));
+    match client {
+        Some(c) => {
+            let (chain, key) = chain_and_key(c);
+            b.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => b.with_no_client_auth(),
+    }
+}
+
+/// A TLS front: accepts TLS with `cfg` on a free port and pipes each connection to `target`
+/// (the mock provider), so the mock's endpoints are served over real (m)TLS.
+pub async fn tls_front(target: SocketAddr, cfg: Arc<rustls::ServerConfig>) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut up) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    addr
+}
+
+/// tinyproxy on a free port (`BasicAuth user pass` when `auth`), logging to a file in `dir`.
+pub struct Tinyproxy {
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    child: std::process::Child,
+}
+
+impl Tinyproxy {
+    pub async fn start(dir: &Path, auth: Option<(&str, &str)>) -> Tinyproxy {
+        let port = free_port();
+        let log = dir.join(format!("tinyproxy-{port}.log"));
+        let conf = dir.join(format!("tinyproxy-{port}.conf"));
+        let mut text = format!(
+            "Port {port}\nListen 127.0.0.1\nTimeout 30\nLogFile \"{}\"\nLogLevel Info\nMaxClients 64\nDisableViaHeader Yes\n",
+            log.display()
+        );
+        if let Some((u, p)) = auth {
+            text.push_str(&format!("BasicAuth {u} {p}\n"));
+        }
+        std::fs::write(&conf, text).unwrap();
+        let bin = ["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("tinyproxy is not installed: run scripts/setup.sh");
+        let child = std::process::Command::new(bin)
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Tinyproxy { addr, log, child }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Tinyproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
