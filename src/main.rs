@@ -84,11 +84,23 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// How a listener's TLS reads in the summary.
+fn tls_note(tls: Option<&authsidecar::config::ServerTls>) -> &'static str {
+    match tls {
+        None => "",
+        Some(t) if t.client_ca.is_some() => " (TLS, client certificates required)",
+        Some(_) => " (TLS)",
+    }
+}
+
 fn summary(config: &Config) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "proxy listen: {}\nadmin listen: {}\n",
-        config.proxy.listen, config.admin.listen
+        "proxy listen: {}{}\nadmin listen: {}{}\n",
+        config.proxy.listen,
+        tls_note(config.proxy.tls.as_ref()),
+        config.admin.listen,
+        tls_note(config.admin.tls.as_ref())
     ));
     if let Some(m) = &config.mock_provider {
         out.push_str(&format!("mock provider: {}\n", m.listen));
@@ -96,8 +108,15 @@ fn summary(config: &Config) -> String {
     out.push_str(&format!("routes ({}):\n", config.routes.len()));
     for r in &config.routes {
         let names: Vec<&str> = r.profiles.iter().map(|p| &**p).collect();
+        let mut via = String::new();
+        if let Some(c) = &r.connector {
+            via.push_str(&format!("  via connector {}", c.name));
+        }
+        if r.tls.client_cert.is_some() {
+            via.push_str("  client certificate");
+        }
         out.push_str(&format!(
-            "  {} -> {}  profiles: {}\n",
+            "  {} -> {}  profiles: {}{via}\n",
             r.prefix,
             // The fixed query may hold a ${VAR} value: not printed.
             if r.upstream.query.is_some() {
@@ -110,10 +129,26 @@ fn summary(config: &Config) -> String {
     }
     if let Some(a) = &config.auth {
         out.push_str(&format!(
-            "auth listen: {}\ncallback link (register it at the IdP): {}\n",
+            "auth listen: {}{}\ncallback link (register it at the IdP): {}\n",
             a.listen,
+            tls_note(a.tls.as_ref()),
             a.callback_url()
         ));
+    }
+    if !config.connectors.is_empty() {
+        out.push_str(&format!("connectors ({}):\n", config.connectors.len()));
+        for c in config.connectors.values() {
+            out.push_str(&format!(
+                "  {} -> {}{}\n",
+                c.name,
+                c.url,
+                if c.credentials.is_some() {
+                    "  (with credentials)"
+                } else {
+                    ""
+                }
+            ));
+        }
     }
     for w in &config.warnings {
         out.push_str(&format!("warning: {w}\n"));
