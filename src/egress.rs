@@ -59,6 +59,15 @@ impl std::fmt::Display for EgressError {
 
 impl std::error::Error for EgressError {}
 
+impl EgressError {
+    pub fn code(&self) -> crate::error::ErrorCode {
+        match self {
+            EgressError::AuthRequired { .. } => crate::error::ErrorCode::EgressProxyAuthFailed,
+            _ => crate::error::ErrorCode::EgressProxyUnavailable,
+        }
+    }
+}
+
 /// The `EgressError` in an error's source chain, if any.
 pub fn find<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a EgressError> {
     crate::tls::find_in_chain::<EgressError>(e)

@@ -39,12 +39,13 @@ pub enum ErrorCode {
     UpstreamTlsError,
     UpstreamTimeout,
     EgressProxyUnavailable,
+    EgressProxyAuthFailed,
     Internal,
 }
 
 impl ErrorCode {
     /// All codes, in table order (used by tests and the docs check).
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::NoRoute,
         ErrorCode::ProfileNotAllowed,
         ErrorCode::UserRequired,
@@ -65,6 +66,7 @@ impl ErrorCode {
         ErrorCode::UpstreamTlsError,
         ErrorCode::UpstreamTimeout,
         ErrorCode::EgressProxyUnavailable,
+        ErrorCode::EgressProxyAuthFailed,
         ErrorCode::Internal,
     ];
 
@@ -90,6 +92,7 @@ impl ErrorCode {
             ErrorCode::UpstreamTlsError => "upstream_tls_error",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::EgressProxyUnavailable => "egress_proxy_unavailable",
+            ErrorCode::EgressProxyAuthFailed => "egress_proxy_auth_failed",
             ErrorCode::Internal => "internal",
         }
     }
@@ -113,7 +116,8 @@ impl ErrorCode {
             ErrorCode::IdpTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::UpstreamUnavailable
             | ErrorCode::UpstreamTlsError
-            | ErrorCode::EgressProxyUnavailable => StatusCode::BAD_GATEWAY,
+            | ErrorCode::EgressProxyUnavailable
+            | ErrorCode::EgressProxyAuthFailed => StatusCode::BAD_GATEWAY,
             ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }

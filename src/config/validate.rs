@@ -249,6 +249,35 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
         );
     }
 
+    // Plain HTTP through a connector: the connector sees the whole request, credential included.
+    for (i, r) in routes.iter().enumerate() {
+        if !r.upstream.raw.starts_with("http://") {
+            continue;
+        }
+        for name in &r.profiles {
+            let via = r
+                .connector
+                .clone()
+                .or_else(|| profiles.get(name).and_then(|p| p.connector.clone()));
+            if let Some(c) = via.filter(|c| !c.no_proxy.iter().any(|n| n == "*")) {
+                v.warn(format!(
+                    "routes[{i}]: plain http:// upstream through connector {}: the connector sees the request and its credential (profile {name}); use https://",
+                    c.name
+                ));
+            }
+        }
+    }
+    for (name, p) in &profiles {
+        if let (Some(o), Some(c)) = (p.kind.oauth(), &p.connector) {
+            if o.token_url.starts_with("http://") && !c.no_proxy.iter().any(|n| n == "*") {
+                v.warn(format!(
+                    "profiles.{name}.token_url: plain http:// through connector {}: the connector sees the client secret and the tokens; use https://",
+                    c.name
+                ));
+            }
+        }
+    }
+
     if v.errors.is_empty() {
         // Longest prefix first, so the first match is the longest.
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));

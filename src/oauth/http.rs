@@ -35,6 +35,8 @@ pub enum IdpHttpError {
     Tls(String),
     #[error("{0}")]
     Egress(String),
+    #[error("{0}")]
+    EgressAuth(String),
     #[error("the identity provider answered {0} (a redirect); redirects are never followed")]
     Redirect(u16),
     #[error("the identity provider answered {status}")]
@@ -113,7 +115,12 @@ impl IdpHttp {
             Err(_) => return Err(IdpHttpError::Timeout(self.timeout)),
             Ok(Err(e)) => {
                 return Err(if let Some(g) = crate::egress::find(&e) {
-                    IdpHttpError::Egress(g.to_string())
+                    match g {
+                        crate::egress::EgressError::AuthRequired { .. } => {
+                            IdpHttpError::EgressAuth(g.to_string())
+                        }
+                        _ => IdpHttpError::Egress(g.to_string()),
+                    }
                 } else if let Some(r) = crate::tls::tls_reason(&e) {
                     IdpHttpError::Tls(r)
                 } else {

@@ -328,6 +328,7 @@ fn map_error(e: RequestTokenError<IdpHttpError, BasicErrorResponse>) -> TokenErr
                 }
                 IdpHttpError::Client(_) => TokenErrorKind::Rejected,
                 IdpHttpError::Egress(_) => TokenErrorKind::Egress,
+                IdpHttpError::EgressAuth(_) => TokenErrorKind::EgressAuth,
                 IdpHttpError::Redirect(_) | IdpHttpError::TooLarge | IdpHttpError::Request(_) => {
                     TokenErrorKind::InvalidResponse
                 }

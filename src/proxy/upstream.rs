@@ -89,7 +89,7 @@ fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
         };
     }
     if let Some(g) = crate::egress::find(e) {
-        return ProxyError::new(ErrorCode::EgressProxyUnavailable, g.to_string());
+        return ProxyError::new(g.code(), g.to_string());
     }
     if let Some(reason) = crate::tls::tls_reason(e) {
         return ProxyError::new(

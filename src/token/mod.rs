@@ -187,6 +187,8 @@ pub enum TokenErrorKind {
     AuthorizationRequired,
     /// The connector (egress proxy) on the way to the source failed or refused.
     Egress,
+    /// The connector refused its credentials (407/401).
+    EgressAuth,
 }
 
 #[derive(Debug, Clone)]
@@ -215,6 +217,7 @@ impl TokenError {
             TokenErrorKind::Timeout => ErrorCode::IdpTimeout,
             TokenErrorKind::AuthorizationRequired => ErrorCode::AuthorizationRequired,
             TokenErrorKind::Egress => ErrorCode::EgressProxyUnavailable,
+            TokenErrorKind::EgressAuth => ErrorCode::EgressProxyAuthFailed,
         }
     }
 

@@ -332,6 +332,17 @@ async fn a_connector_carries_https_upstream_and_idp_traffic_and_sees_no_token() 
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
+    // A "proxy" that accepts and closes at once.
+    let closer = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((c, _)) = l.accept().await {
+                drop(c);
+            }
+        });
+        addr
+    };
     let ca = p(&pki.ca());
     let text = format!(
         r#"
@@ -350,6 +361,13 @@ url = "http://{proxy}"
 
 [connectors.down]
 url = "http://{dead}"
+
+[connectors.closer]
+url = "http://{closer}"
+
+[connectors.bypassed]
+url = "http://{dead}"
+no_proxy = ["127.0.0.1"]
 
 [[routes]]
 prefix = "/tls/"
@@ -371,6 +389,27 @@ upstream = "https://127.0.0.1:{port}/echo/"
 profiles = ["key"]
 connector = "nocreds"
 tls = {{ ca_file = "{ca}", server_name = "localhost" }}
+
+[[routes]]
+prefix = "/closer/"
+upstream = "https://127.0.0.1:{port}/echo/"
+profiles = ["key"]
+connector = "closer"
+tls = {{ ca_file = "{ca}", server_name = "localhost" }}
+
+[[routes]]
+prefix = "/bypassed/"
+upstream = "https://127.0.0.1:{port}/echo/"
+profiles = ["key"]
+connector = "bypassed"
+tls = {{ ca_file = "{ca}", server_name = "localhost" }}
+
+# Plain http through the connector: absolute form (accepted with a warning).
+[[routes]]
+prefix = "/plain/"
+upstream = "http://{mock}/echo/"
+profiles = ["key"]
+connector = "corp"
 
 [[routes]]
 prefix = "/down/"
@@ -409,20 +448,40 @@ value = "{{{{api_key}}}}"
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(mock.token_requests(), 1);
 
+    let config = load(&text);
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("plain http:// upstream through connector corp")),
+        "{:?}",
+        config.warnings
+    );
     let r = get(&format!("{base}/badauth/x"), &[]).await;
     assert_eq!(r.status, 502);
-    assert_eq!(r.error_code(), "egress_proxy_unavailable");
+    assert_eq!(r.error_code(), "egress_proxy_auth_failed");
     let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(msg.contains("check its username and password"), "{msg}");
     assert!(!msg.contains("wrong"));
     let r = get(&format!("{base}/nocreds/x"), &[]).await;
-    assert_eq!(r.error_code(), "egress_proxy_unavailable");
+    assert_eq!(r.error_code(), "egress_proxy_auth_failed");
     let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(msg.contains("407 Proxy Authentication Required"), "{msg}");
 
     let r = get(&format!("{base}/down/x"), &[]).await;
     assert_eq!(r.status, 502);
     assert_eq!(r.error_code(), "egress_proxy_unavailable");
+    let r = get(&format!("{base}/closer/x"), &[]).await;
+    assert_eq!(r.error_code(), "egress_proxy_unavailable");
+    // no_proxy: the host is reached directly, the dead connector is not used.
+    let r = get(&format!("{base}/bypassed/x"), &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // Plain http through the connector: the credential for the connector never reaches the origin.
+    let r = get(&format!("{base}/plain/x?q=1"), &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.echoed("x-api-key"), ["k-0123456789abcdef"]);
+    assert!(r.echoed("proxy-authorization").is_empty());
+    assert_eq!(r.json()["path"], "/echo/x");
     s.shutdown().await;
 
     // The connector saw the CONNECT and the token request line, never a token or the secrets.
@@ -430,10 +489,14 @@ value = "{{{{api_key}}}}"
     let log = proxy.log_text();
     assert!(log.contains("CONNECT"), "{log}");
     assert!(log.contains("/oauth/token"), "{log}");
+    assert!(
+        log.contains("/echo/x"),
+        "the plain-http request went through the connector: {log}"
+    );
     for t in mock.state.issued_tokens() {
         assert!(!log.contains(&t), "token in the connector's log");
     }
-    for secret in ["demo-secret-0123456789", "k-0123456789abcdef"] {
+    for secret in ["demo-secret-0123456789", "s3cret-pw"] {
         assert!(!log.contains(secret), "{secret} in the connector's log");
     }
 }
