@@ -313,6 +313,22 @@ type = "none"
     ] {
         assert!(errors.contains(needle), "{needle:?} not in:\n{errors}");
     }
+    // A certificate that expires within 30 days is accepted with a warning.
+    let soon = pki.issue_expiring("soon", 10);
+    let text = format!(
+        "[proxy]\ntls = {{ cert = \"{}\", key = \"{}\" }}\n[[routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1/\"\nprofiles = [\"none\"]\n[profiles.none]\ntype = \"none\"\n",
+        p(&soon.cert),
+        p(&soon.key)
+    );
+    let c = Config::from_str_with_env(&text, &Env::default()).unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("proxy.tls.cert: the certificate in")
+                && (w.contains("expires in 9 days") || w.contains("expires in 10 days"))),
+        "{:?}",
+        c.warnings
+    );
     // No key material in the messages.
     let key_pem = std::fs::read_to_string(&other.key).unwrap();
     let body = key_pem.lines().nth(1).unwrap();
@@ -418,14 +434,14 @@ profiles = ["key"]
 connector = "down"
 tls = {{ ca_file = "{ca}", server_name = "localhost" }}
 
-# The IdP (plain http here) is reached through the connector too: absolute form with
-# Proxy-Authorization.
+# The IdP is reached through the connector too (a CONNECT tunnel to its https endpoint).
 [profiles.cc]
 type = "oauth2_client_credentials"
-token_url = "http://{mock}/oauth/token"
+token_url = "https://127.0.0.1:{port}/oauth/token"
 client_id = "demo-client"
 client_secret = "demo-secret-0123456789"
 connector = "corp"
+tls = {{ ca_file = "{ca}", server_name = "localhost" }}
 
 [profiles.key]
 type = "api_key"
@@ -484,11 +500,14 @@ value = "{{{{api_key}}}}"
     assert_eq!(r.json()["path"], "/echo/x");
     s.shutdown().await;
 
-    // The connector saw the CONNECT and the token request line, never a token or the secrets.
+    // The connector saw tunnels (upstream and IdP) and the plain request, never a token or a secret.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let log = proxy.log_text();
-    assert!(log.contains("CONNECT"), "{log}");
-    assert!(log.contains("/oauth/token"), "{log}");
+    let tunnels = log
+        .matches(&format!("CONNECT 127.0.0.1:{}", front.port()))
+        .count();
+    assert!(tunnels >= 2, "upstream and IdP tunnels: {log}");
+    assert!(!log.contains("/oauth/token"), "{log}");
     assert!(
         log.contains("/echo/x"),
         "the plain-http request went through the connector: {log}"
@@ -496,7 +515,7 @@ value = "{{{{api_key}}}}"
     for t in mock.state.issued_tokens() {
         assert!(!log.contains(&t), "token in the connector's log");
     }
-    for secret in ["demo-secret-0123456789", "s3cret-pw"] {
+    for secret in ["demo-secret-0123456789", "s3cret-pw", "ZGVtby1jbGllbnQ6"] {
         assert!(!log.contains(secret), "{secret} in the connector's log");
     }
 }

@@ -90,6 +90,23 @@ impl Pki {
         issued
     }
 
+    /// A server certificate for localhost that expires `days` from now.
+    pub fn issue_expiring(&self, file: &str, days: i64) -> Issued {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        p.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(days);
+        let cert = p.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        let issued = Issued {
+            cert: self.dir.join(format!("{file}.pem")),
+            key: self.dir.join(format!("{file}.key")),
+            der: cert.der().to_vec(),
+        };
+        std::fs::write(&issued.cert, cert.pem()).unwrap();
+        std::fs::write(&issued.key, key.serialize_pem()).unwrap();
+        issued
+    }
+
     pub fn server(&self, file: &str) -> Issued {
         self.issue_with(file, &["localhost"], false, false)
     }
