@@ -54,12 +54,16 @@ trap cleanup EXIT
 KEEP_LOGS=${KEEP_LOGS:-0}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() {
-  for _ in $(seq 1 100); do
+wait_port() { # port [name]
+  for _ in $(seq 1 300); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
     sleep 0.05
   done
-  echo "port $1 did not open (logs: KEEP_LOGS=1)" >&2; return 1
+  echo "port $1 (${2:-?}) did not open within 15 s; logs:" >&2
+  for f in "$WORK"/*.log "$WORK"/*/*.log; do
+    [ -f "$f" ] && { echo "--- $f" >&2; tail -20 "$f" >&2; }
+  done
+  return 1
 }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
@@ -222,10 +226,12 @@ start_sidecar() {
   RUST_LOG=warn "$BIN" -c "$WORK/authsidecar.toml" run 2>"$WORK/authsidecar.log" &
   SIDECAR=$!
   PIDS+=($SIDECAR)
-  wait_port "$AS"
+  wait_port "$AS" authsidecar
 }
 start_sidecar
-for p in $UP $NG $HA $MOCK $MOCK2 $AS $AUTH; do wait_port "$p"; done
+for p in "$UP upstream" "$NG nginx" "$HA haproxy" "$MOCK mock" "$MOCK2 mock2" "$AS authsidecar" "$AUTH auth"; do
+  wait_port $p
+done
 
 declare -A URL=(
   [direct]="http://127.0.0.1:$UP/"

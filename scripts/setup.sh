@@ -2,7 +2,8 @@
 # Installs what the tests and benchmarks need beyond the Rust toolchain (Debian packages).
 # Skips what is already installed; safe to run again. Called by .ci/run and bench/compare.sh.
 #
-#   scripts/setup.sh            # everything (tests: tinyproxy as the connector, openssl for dev certificates)
+#   scripts/setup.sh            # everything (tests: tinyproxy as the connector, redis-server for replicas,
+#                               # openssl for dev certificates)
 #   scripts/setup.sh bench      # only the benchmark tools
 set -euo pipefail
 
@@ -12,10 +13,11 @@ declare -A BIN_OF=(
   [wrk]=wrk
   [tinyproxy]=tinyproxy
   [openssl]=openssl
+  [redis-server]=redis-server
 )
 case "${1:-all}" in
   bench) WANT=(nginx haproxy wrk) ;;
-  all) WANT=(nginx haproxy wrk tinyproxy openssl) ;;
+  all) WANT=(nginx haproxy wrk tinyproxy openssl redis-server) ;;
   *) echo "usage: $0 [all|bench]" >&2; exit 2 ;;
 esac
 
@@ -38,7 +40,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # The packages start system services on install where an init system runs; the benchmark starts
 # its own instances on free ports, so stop those if they came up.
-for svc in nginx haproxy tinyproxy; do
+for svc in nginx haproxy tinyproxy redis-server; do
   if command -v service >/dev/null 2>&1; then $SUDO service "$svc" stop >/dev/null 2>&1 || true; fi
 done
 echo "setup: done"

@@ -40,12 +40,13 @@ pub enum ErrorCode {
     UpstreamTimeout,
     EgressProxyUnavailable,
     EgressProxyAuthFailed,
+    TokenStoreUnavailable,
     Internal,
 }
 
 impl ErrorCode {
     /// All codes, in table order (used by tests and the docs check).
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::NoRoute,
         ErrorCode::ProfileNotAllowed,
         ErrorCode::UserRequired,
@@ -67,6 +68,7 @@ impl ErrorCode {
         ErrorCode::UpstreamTimeout,
         ErrorCode::EgressProxyUnavailable,
         ErrorCode::EgressProxyAuthFailed,
+        ErrorCode::TokenStoreUnavailable,
         ErrorCode::Internal,
     ];
 
@@ -93,6 +95,7 @@ impl ErrorCode {
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::EgressProxyUnavailable => "egress_proxy_unavailable",
             ErrorCode::EgressProxyAuthFailed => "egress_proxy_auth_failed",
+            ErrorCode::TokenStoreUnavailable => "token_store_unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -112,7 +115,9 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::IdpRejected | ErrorCode::IdpInvalidResponse => StatusCode::BAD_GATEWAY,
-            ErrorCode::IdpUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::IdpUnavailable | ErrorCode::TokenStoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorCode::IdpTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::UpstreamUnavailable
             | ErrorCode::UpstreamTlsError

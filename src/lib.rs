@@ -56,6 +56,8 @@ pub struct Server {
     pub mock_addr: Option<SocketAddr>,
     shutdown: Shutdown,
     drain_timeout: Duration,
+    /// Stops the store's event listener (Redis pub/sub thread).
+    events_stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A listening socket with SO_REUSEPORT, so every proxy worker can have its own on one address.
@@ -126,10 +128,70 @@ impl Server {
                     token::TokenCache::with_persist(Arc::new(token::StorePersist(store.clone())));
                 (store, cache)
             }
+            config::StoreConfig::Redis {
+                url,
+                prefix,
+                key,
+                previous_key,
+                timeout,
+            } => {
+                let store = Arc::new(store::Store::open_redis(
+                    url.expose(),
+                    prefix,
+                    *key,
+                    *previous_key,
+                    *timeout,
+                )?);
+                if let Err(e) = store.ping() {
+                    tracing::warn!("store: Redis is not reachable yet ({e}); requests that need it get token_store_unavailable until it is");
+                }
+                let cache =
+                    token::TokenCache::with_persist(Arc::new(token::StorePersist(store.clone())));
+                (store, cache)
+            }
         };
         let snapshot = Arc::new(
             proxy::Snapshot::build(config.clone(), store.clone()).map_err(StartError::Tls)?,
         );
+        // Replicas tell each other to forget cached tokens (revocations, refused refreshes).
+        let events_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if store.shared().is_some() {
+            let (store, snapshot, cache, stop) = (
+                store.clone(),
+                snapshot.clone(),
+                cache.clone(),
+                events_stop.clone(),
+            );
+            let _ = std::thread::Builder::new()
+                .name("authsidecar-events".into())
+                .spawn(move || {
+                    let Some(r) = store.shared() else {
+                        return;
+                    };
+                    r.subscribe(
+                        |msg| {
+                            let Some((profile, tenant, user)) =
+                                oauth::grants::parse_invalidation(msg)
+                            else {
+                                return;
+                            };
+                            if let Some((name, o)) = snapshot
+                                .profiles
+                                .get_key_value(profile)
+                                .and_then(|(n, p)| p.oauth.as_ref().map(|o| (n, o)))
+                            {
+                                if cache.remove(&o.key(name, tenant, user)) {
+                                    tracing::debug!(
+                                        profile,
+                                        "cached token dropped (another replica)"
+                                    );
+                                }
+                            }
+                        },
+                        || stop.load(Ordering::Relaxed),
+                    );
+                });
+        }
         // Login tickets and authorization states expire unread when users never finish: sweep
         // them every few minutes so the store does not grow.
         if config.auth.is_some() {
@@ -283,6 +345,7 @@ impl Server {
             mock_addr,
             shutdown,
             drain_timeout: config.proxy.drain_timeout,
+            events_stop,
         })
     }
 
@@ -294,6 +357,7 @@ impl Server {
     /// Stops accepting, lets in-flight requests finish (up to the drain timeout). Returns false when
     /// some connections were still open at the deadline.
     pub async fn shutdown(self) -> bool {
+        self.events_stop.store(true, Ordering::Relaxed);
         self.shutdown.drain(self.drain_timeout).await
     }
 }

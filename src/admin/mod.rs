@@ -142,10 +142,26 @@ impl Admin {
         match (req.method(), path.as_str()) {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/readyz") => {
-                if self.ready.load(Ordering::Acquire) {
-                    text(StatusCode::OK, "ready\n")
-                } else {
-                    text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+                if !self.ready.load(Ordering::Acquire) {
+                    return text(StatusCode::SERVICE_UNAVAILABLE, "starting\n");
+                }
+                // The store's state is reported, not a reason to stop serving: requests whose
+                // token is cached keep working while a shared store is away.
+                let store = self.snapshot.store.clone();
+                let state = tokio::task::spawn_blocking(move || {
+                    (store.ping().map_err(|e| e.to_string()), store.errors())
+                })
+                .await;
+                match state {
+                    Ok((Ok(()), errors)) => text(
+                        StatusCode::OK,
+                        format!("ready\nstore: ok\nstore_errors: {errors}\n"),
+                    ),
+                    Ok((Err(e), errors)) => text(
+                        StatusCode::OK,
+                        format!("ready\nstore: unavailable ({e})\nstore_errors: {errors}\n"),
+                    ),
+                    Err(_) => text(StatusCode::OK, "ready\n"),
                 }
             }
             (_, "/healthz" | "/readyz") => method_not_allowed(),
@@ -325,6 +341,7 @@ impl Admin {
                 }
             }
         }
+        crate::oauth::grants::publish_invalidation(&self.snapshot.store, &key).await;
         tracing::info!(profile, user = user.is_some(), "admin: token revoked");
         json_response(
             StatusCode::OK,
@@ -430,7 +447,7 @@ fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
-fn text(status: StatusCode, s: &'static str) -> Response<Body> {
+fn text(status: StatusCode, s: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(full(s));
     *r.status_mut() = status;
     r.headers_mut()

@@ -156,7 +156,21 @@ pub enum StoreConfig {
         key: [u8; 32],
         previous_key: Option<[u8; 32]>,
     },
+    /// Shared by replicas: grants, tickets, `state`, machine tokens and refresh locks.
+    Redis {
+        /// `redis://[user:password@]host:port/db` or `rediss://…` (TLS); may hold a password.
+        url: Secret,
+        /// Prepended to every key.
+        prefix: String,
+        key: [u8; 32],
+        previous_key: Option<[u8; 32]>,
+        /// Bound on every Redis call (connect, command).
+        timeout: Duration,
+    },
 }
+
+pub const DEFAULT_REDIS_PREFIX: &str = "authsidecar:";
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// `[mock_provider]`: the built-in mock provider with one client and one user.
 #[derive(Debug, Clone)]

@@ -99,6 +99,9 @@ pub struct RawStore {
     pub path: Option<PathBuf>,
     pub key: Option<Secret>,
     pub previous_key: Option<Secret>,
+    pub url: Option<Secret>,
+    pub prefix: Option<String>,
+    pub timeout: Option<Dur>,
 }
 
 #[derive(Deserialize, Default)]

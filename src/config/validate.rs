@@ -393,6 +393,9 @@ fn store_config(s: Option<RawStore>, v: &mut V) -> StoreConfig {
                 ("path", s.path.is_some()),
                 ("key", s.key.is_some()),
                 ("previous_key", s.previous_key.is_some()),
+                ("url", s.url.is_some()),
+                ("prefix", s.prefix.is_some()),
+                ("timeout", s.timeout.is_some()),
             ] {
                 if set {
                     v.err(&format!("store.{k}"), "not used by kind \"memory\"");
@@ -401,6 +404,15 @@ fn store_config(s: Option<RawStore>, v: &mut V) -> StoreConfig {
             StoreConfig::Memory
         }
         "file" => {
+            for (k, set) in [
+                ("url", s.url.is_some()),
+                ("prefix", s.prefix.is_some()),
+                ("timeout", s.timeout.is_some()),
+            ] {
+                if set {
+                    v.err(&format!("store.{k}"), "not used by kind \"file\"");
+                }
+            }
             if s.key.is_none() {
                 v.err(
                     "store.key",
@@ -425,16 +437,61 @@ fn store_config(s: Option<RawStore>, v: &mut V) -> StoreConfig {
             }
         }
         "redis" => {
-            v.err(
-                "store.kind",
-                "\"redis\" is not available yet; expected memory or file",
-            );
-            StoreConfig::Memory
+            if s.path.is_some() {
+                v.err("store.path", "not used by kind \"redis\"");
+            }
+            if s.key.is_none() {
+                v.err(
+                    "store.key",
+                    "required for kind \"redis\": records are encrypted; `authsidecar keygen` prints a key",
+                );
+            }
+            let key = key_of("key", &s.key, v);
+            let previous_key = key_of("previous_key", &s.previous_key, v);
+            let url = match s.url {
+                Some(u)
+                    if (u.expose().starts_with("redis://")
+                        || u.expose().starts_with("rediss://"))
+                        && redis::parse_redis_url(u.expose()).is_some() =>
+                {
+                    Some(u)
+                }
+                Some(_) => {
+                    // Never echo the URL: it may hold the password.
+                    v.err(
+                        "store.url",
+                        "expected redis://[user:password@]host:port[/db] or rediss://… (TLS)",
+                    );
+                    None
+                }
+                None => {
+                    v.err("store.url", "required for kind \"redis\"");
+                    None
+                }
+            };
+            let timeout = s.timeout.map_or(DEFAULT_REDIS_TIMEOUT, |d| d.0);
+            if timeout.is_zero() || timeout > std::time::Duration::from_secs(30) {
+                v.err("store.timeout", "expected a duration from 1ms to 30s");
+            }
+            let prefix = s.prefix.unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_string());
+            if prefix.contains(['*', '?', '[', ']', '\\', '{', '}']) {
+                v.err("store.prefix", "must not contain * ? [ ] \\ { }");
+            }
+            match (url, key) {
+                (Some(url), Some(key)) => StoreConfig::Redis {
+                    url,
+                    prefix,
+                    key,
+                    previous_key,
+                    timeout,
+                },
+                _ => StoreConfig::Memory,
+            }
         }
         other => {
             v.err(
                 "store.kind",
-                format!("unknown kind \"{other}\"; expected memory or file"),
+                format!("unknown kind \"{other}\"; expected memory, file or redis"),
             );
             StoreConfig::Memory
         }

@@ -7,7 +7,8 @@
 //! answer without a refresh token keeps the old one; `invalid_grant` deletes the grant, so the next
 //! call gets `authorization_required`; other IdP errors keep it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -25,7 +26,10 @@ pub fn grant_name(profile: &str, tenant: Option<&str>, user: &str) -> String {
 }
 
 fn store_error(e: impl std::fmt::Display) -> TokenError {
-    TokenError::new(TokenErrorKind::Unavailable, format!("token store: {e}"))
+    TokenError::new(
+        TokenErrorKind::StoreUnavailable,
+        format!("the token store is unavailable: {e}"),
+    )
 }
 
 /// Saves a user's grant (blocking: call from `spawn_blocking`).
@@ -42,11 +46,277 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(store_error)
 }
 
+/// How long a replica holds the fleet-wide refresh lock without renewing it; renewed every third of
+/// it while the IdP call runs, so only a holder that died or stalled loses it.
+pub const REFRESH_LEASE: Duration = Duration::from_secs(3);
+/// How often a replica waiting for another's refresh looks at the grant again.
+const REFRESH_POLL: Duration = Duration::from_millis(50);
+
 /// Token source for an authorization-code profile.
 pub struct UserGrants {
     /// The IdP (`None` for per-user basic and api_key: their records never refresh).
     pub source: Option<Arc<OAuthSource>>,
     pub store: Arc<Store>,
+    /// Grants refreshed at the IdP whose store write failed: used instead of the store's copy and
+    /// written as soon as the store answers again (a rotated refresh token is never dropped).
+    pub pending: Arc<Mutex<HashMap<String, (Fetched, std::time::Instant)>>>,
+}
+
+impl UserGrants {
+    pub fn new(source: Option<Arc<OAuthSource>>, store: Arc<Store>) -> UserGrants {
+        UserGrants {
+            source,
+            store,
+            pending: Arc::default(),
+        }
+    }
+
+    /// A grant waiting to be written, with the time its access token has left.
+    fn pending(&self, name: &str) -> Option<(Fetched, Duration)> {
+        let p = self.pending.lock().ok()?;
+        let (f, at) = p.get(name)?;
+        let left = f
+            .expires_in
+            .unwrap_or_default()
+            .saturating_sub(at.elapsed());
+        Some((f.clone(), left))
+    }
+
+    /// Keeps `f` for a later write and starts the writer if it is not running.
+    fn keep_for_later(&self, name: &str, f: &Fetched) {
+        let Ok(mut p) = self.pending.lock() else {
+            return;
+        };
+        let first = p.is_empty();
+        p.insert(name.to_string(), (f.clone(), std::time::Instant::now()));
+        drop(p);
+        tracing::warn!("token store write failed: the refreshed grant is kept in memory and written when the store is back");
+        if first {
+            let (pending, store) = (self.pending.clone(), self.store.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let batch: Vec<(String, Fetched)> = match pending.lock() {
+                        Ok(p) => p.iter().map(|(k, (f, _))| (k.clone(), f.clone())).collect(),
+                        Err(_) => return,
+                    };
+                    if batch.is_empty() {
+                        return;
+                    }
+                    let store = store.clone();
+                    let written = tokio::task::spawn_blocking(move || {
+                        batch
+                            .into_iter()
+                            .filter(|(n, f)| save_grant(&store, n, f).is_ok())
+                            .map(|(n, _)| n)
+                            .collect::<Vec<_>>()
+                    })
+                    .await
+                    .unwrap_or_default();
+                    if let Ok(mut p) = pending.lock() {
+                        for n in written {
+                            p.remove(&n);
+                        }
+                        if p.is_empty() {
+                            tracing::info!("pending grants written to the token store");
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    async fn read(&self, name: &str) -> Result<Option<(Fetched, Duration)>, TokenError> {
+        if let Some(p) = self.pending(name) {
+            return Ok(Some(p));
+        }
+        let (store, n) = (self.store.clone(), name.to_string());
+        let record = blocking(move || store.get(&n))
+            .await?
+            .map_err(store_error)?;
+        Ok(record.as_deref().and_then(decode_record))
+    }
+
+    /// Saves a refreshed grant: fenced by the lock when shared; kept for later when the store fails.
+    async fn save(&self, name: &str, f: &Fetched, lock: Option<(&str, &str)>) {
+        let (store, n, g) = (self.store.clone(), name.to_string(), f.clone());
+        let lock = lock.map(|(l, t)| (l.to_string(), t.to_string()));
+        let saved = blocking(move || match (&lock, store.shared()) {
+            (Some((l, t)), Some(r)) => {
+                let lifetime = g.expires_in.unwrap_or(crate::token::DEFAULT_TOKEN_LIFETIME);
+                let (bytes, _) = encode_record(&g, lifetime);
+                r.put_fenced(l, t, &n, &crate::store::frame_plain(&bytes))
+                    .map(|wrote| {
+                        if !wrote {
+                            tracing::warn!("refresh lock lost before the write: another replica holds it; not overwriting");
+                        }
+                    })
+                    .map_err(store_error)
+            }
+            _ => save_grant(&store, &n, &g),
+        })
+        .await;
+        if !matches!(saved, Ok(Ok(()))) {
+            self.keep_for_later(name, f);
+        }
+    }
+
+    /// Refresh at the IdP with the grant's refresh token; `None` source: nothing to refresh.
+    async fn refresh(
+        &self,
+        key: &TokenKey,
+        name: &str,
+        tenant: Option<&str>,
+        saved: Fetched,
+        lock: Option<(&str, &str)>,
+    ) -> Result<Fetched, TokenError> {
+        let (Some(rt), Some(source)) = (saved.refresh_token.clone(), &self.source) else {
+            return Err(authorization_required());
+        };
+        match source
+            .request(&source.http, tenant, Request::Refresh(&rt))
+            .await
+        {
+            Ok(r) => {
+                let mut f = to_fetched(r);
+                if f.refresh_token.is_none() {
+                    f.refresh_token = Some(rt);
+                }
+                f.entered = saved.entered;
+                self.save(name, &f, lock).await;
+                Ok(f)
+            }
+            Err(e) if e.kind == TokenErrorKind::GrantInvalid => {
+                tracing::info!(profile = %key.profile, "refresh token refused: grant deleted");
+                if let Ok(mut p) = self.pending.lock() {
+                    p.remove(name);
+                }
+                let (store, n) = (self.store.clone(), name.to_string());
+                blocking(move || store.remove(&n))
+                    .await?
+                    .map_err(store_error)?;
+                publish_invalidation(&self.store, key).await;
+                Err(authorization_required())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The fleet-wide single flight (shared store): one replica refreshes under a lease-based lock
+    /// (renewed while the IdP call runs, fenced writes); the others poll the grant until it changes
+    /// or the lock is free (a holder that died loses it when the lease ends).
+    async fn refresh_shared(
+        &self,
+        key: &TokenKey,
+        name: &str,
+        tenant: Option<&str>,
+        observed: &Fetched,
+    ) -> Result<Fetched, TokenError> {
+        let lock = format!("lock:{name}");
+        let idp_timeout = self
+            .source
+            .as_ref()
+            .map_or(Duration::from_secs(10), |s| s.settings().idp_timeout);
+        let deadline = tokio::time::Instant::now() + idp_timeout + REFRESH_LEASE * 2;
+        let changed = |f: &Fetched, left: Duration| {
+            left >= Duration::from_secs(2)
+                && (f.access_token.expose() != observed.access_token.expose()
+                    || f.refresh_token.as_ref().map(|s| s.expose().to_string())
+                        != observed
+                            .refresh_token
+                            .as_ref()
+                            .map(|s| s.expose().to_string()))
+        };
+        loop {
+            let token = random_id();
+            let (store, l, t) = (self.store.clone(), lock.clone(), token.clone());
+            let got = blocking(move || match store.shared() {
+                Some(r) => r.try_lock(&l, &t, REFRESH_LEASE),
+                None => Ok(true),
+            })
+            .await?
+            .map_err(store_error)?;
+            if got {
+                // Renew the lease while this replica works.
+                let renew = {
+                    let (store, l, t) = (self.store.clone(), lock.clone(), token.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::time::sleep(REFRESH_LEASE / 3).await;
+                            let (store, l, t) = (store.clone(), l.clone(), t.clone());
+                            let _ = tokio::task::spawn_blocking(move || {
+                                store.shared().map(|r| r.renew(&l, &t, REFRESH_LEASE))
+                            })
+                            .await;
+                        }
+                    })
+                };
+                // Another replica may have refreshed between our read and the lock.
+                let result = match self.read(name).await {
+                    Ok(None) => Err(authorization_required()),
+                    Ok(Some((fresh, left))) if changed(&fresh, left) => Ok(fresh),
+                    Ok(Some((fresh, _))) => {
+                        self.refresh(key, name, tenant, fresh, Some((&lock, &token)))
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                renew.abort();
+                let (store, l, t) = (self.store.clone(), lock.clone(), token.clone());
+                let _ =
+                    tokio::task::spawn_blocking(move || store.shared().map(|r| r.unlock(&l, &t)))
+                        .await;
+                return result;
+            }
+            tokio::time::sleep(REFRESH_POLL).await;
+            match self.read(name).await? {
+                None => return Err(authorization_required()),
+                Some((fresh, left)) if changed(&fresh, left) => return Ok(fresh),
+                Some(_) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(TokenError::new(
+                    TokenErrorKind::Unavailable,
+                    "another replica's refresh of this grant did not finish in time",
+                ));
+            }
+        }
+    }
+}
+
+/// Tells every replica to forget a user's cached token (`DELETE /admin/tokens`, a refused refresh).
+pub async fn publish_invalidation(store: &Arc<Store>, key: &TokenKey) {
+    if store.shared().is_none() {
+        return;
+    }
+    let msg = invalidation_message(&key.profile, key.tenant.as_deref(), key.user.as_deref());
+    let store = store.clone();
+    let _ = tokio::task::spawn_blocking(move || store.shared().map(|r| r.publish(&msg))).await;
+}
+
+/// `inv\n{profile}\n{tenant}\n{user}` (empty for none).
+pub fn invalidation_message(profile: &str, tenant: Option<&str>, user: Option<&str>) -> String {
+    format!(
+        "inv\n{profile}\n{}\n{}",
+        tenant.unwrap_or(""),
+        user.unwrap_or("")
+    )
+}
+
+/// Parses an invalidation message: `(profile, tenant, user)`.
+pub fn parse_invalidation(msg: &str) -> Option<(&str, Option<&str>, Option<&str>)> {
+    let mut parts = msg.splitn(4, '\n');
+    if parts.next()? != "inv" {
+        return None;
+    }
+    let profile = parts.next()?;
+    fn opt(s: &str) -> Option<&str> {
+        (!s.is_empty()).then_some(s)
+    }
+    let tenant = opt(parts.next()?);
+    let user = parts.next().and_then(opt);
+    Some((profile, tenant, user))
 }
 
 fn authorization_required() -> TokenError {
@@ -68,12 +338,7 @@ impl TokenSource for UserGrants {
             };
             let tenant = key.tenant.as_deref();
             let name = grant_name(&key.profile, tenant, user);
-            let store = self.store.clone();
-            let n = name.clone();
-            let record = blocking(move || store.get(&n))
-                .await?
-                .map_err(store_error)?;
-            let Some((saved, left)) = record.as_deref().and_then(decode_record) else {
+            let Some((saved, left)) = self.read(&name).await? else {
                 return Err(authorization_required());
             };
             // A tenant chosen on the start page (the request named none) is kept with the grant.
@@ -85,41 +350,22 @@ impl TokenSource for UserGrants {
             let tenant = tenant.or(chosen.as_deref());
             // On a cold cache (a restart) the stored access token is used while it is good. Once
             // the cache has had a token for this user (it holds the refresh token), a fetch means
-            // "refresh": expiry, or an upstream refused the token.
-            if cached_refresh.is_none() && left >= Duration::from_secs(2) {
+            // "refresh": expiry, or an upstream refused the token; unless another replica has
+            // already refreshed (the stored refresh token is not the one the cache holds).
+            let rotated_elsewhere = cached_refresh.as_ref().is_some_and(|c| {
+                saved.refresh_token.as_ref().map(|s| s.expose()) != Some(c.expose())
+            });
+            if (cached_refresh.is_none() || rotated_elsewhere) && left >= Duration::from_secs(2) {
                 return Ok(saved);
             }
             if self.source.is_none() && left >= Duration::from_secs(2) {
                 // Entered credentials (basic, api_key): nothing to refresh.
                 return Ok(saved);
             }
-            let (Some(rt), Some(source)) = (saved.refresh_token.clone(), &self.source) else {
-                return Err(authorization_required());
-            };
-            match source
-                .request(&source.http, tenant, Request::Refresh(&rt))
-                .await
-            {
-                Ok(r) => {
-                    let mut f = to_fetched(r);
-                    if f.refresh_token.is_none() {
-                        f.refresh_token = Some(rt);
-                    }
-                    f.entered = saved.entered;
-                    let (store, n, g) = (self.store.clone(), name, f.clone());
-                    blocking(move || save_grant(&store, &n, &g)).await??;
-                    Ok(f)
-                }
-                Err(e) if e.kind == TokenErrorKind::GrantInvalid => {
-                    tracing::info!(profile = %key.profile, "refresh token refused: grant deleted");
-                    let store = self.store.clone();
-                    blocking(move || store.remove(&name))
-                        .await?
-                        .map_err(store_error)?;
-                    Err(authorization_required())
-                }
-                Err(e) => Err(e),
+            if self.store.shared().is_some() && self.source.is_some() {
+                return self.refresh_shared(key, &name, tenant, &saved).await;
             }
+            self.refresh(key, &name, tenant, saved, None).await
         })
     }
 }

@@ -136,10 +136,10 @@ impl Snapshot {
             let oauth = match OAuthSource::new(p).map_err(|e| format!("profile {name}: {e}"))? {
                 None if p.per_user => Some(OAuthRt {
                     source: None,
-                    dyn_source: Arc::new(crate::oauth::grants::UserGrants {
-                        source: None,
-                        store: store.clone(),
-                    }),
+                    dyn_source: Arc::new(crate::oauth::grants::UserGrants::new(
+                        None,
+                        store.clone(),
+                    )),
                     per_user: true,
                     entry: match p.kind {
                         crate::config::ProfileKind::UserApiKey => Entry::ApiKey,
@@ -168,10 +168,10 @@ impl Snapshot {
                     let per_user = entry != Entry::Machine;
                     let source = Arc::new(src);
                     let dyn_source: Arc<dyn TokenSource> = if per_user {
-                        Arc::new(crate::oauth::grants::UserGrants {
-                            source: Some(source.clone()),
-                            store: store.clone(),
-                        })
+                        Arc::new(crate::oauth::grants::UserGrants::new(
+                            Some(source.clone()),
+                            store.clone(),
+                        ))
                     } else {
                         source.clone()
                     };
@@ -596,7 +596,7 @@ impl Proxy {
             }
             _ => {
                 let mut e = ProxyError::new(
-                    ErrorCode::IdpUnavailable,
+                    ErrorCode::TokenStoreUnavailable,
                     "the token store is unavailable; try again",
                 )
                 .with_profile(profile);

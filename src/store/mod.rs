@@ -13,6 +13,7 @@
 //! `tokio::task::spawn_blocking`.
 
 pub mod crypto;
+pub mod redis;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -42,6 +43,7 @@ fn now_unix() -> u64 {
 enum Backend {
     Memory(Mutex<HashMap<String, Vec<u8>>>),
     File(Box<FileBackend>),
+    Redis(Box<redis::RedisBackend>),
 }
 
 struct FileBackend {
@@ -64,6 +66,11 @@ fn frame(data: &[u8], expires_at: Option<u64>) -> Vec<u8> {
     v.extend_from_slice(&expires_at.unwrap_or(0).to_be_bytes());
     v.extend_from_slice(data);
     v
+}
+
+/// A record without expiry as the store keeps it (for writes that bypass [`Store::put`]).
+pub fn frame_plain(data: &[u8]) -> Vec<u8> {
+    frame(data, None)
 }
 
 fn unframe(v: &[u8]) -> Option<(u64, &[u8])> {
@@ -101,14 +108,61 @@ impl Store {
         })
     }
 
+    /// Opens the Redis store (connections are made on first use: Redis may come up later).
+    pub fn open_redis(
+        url: &str,
+        prefix: &str,
+        key: [u8; 32],
+        previous: Option<[u8; 32]>,
+        timeout: std::time::Duration,
+    ) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Backend::Redis(Box::new(redis::RedisBackend::open(
+                url,
+                prefix,
+                Crypto::new(key, previous),
+                timeout,
+            )?)),
+        })
+    }
+
     pub fn is_durable(&self) -> bool {
-        matches!(self.backend, Backend::File(_))
+        matches!(self.backend, Backend::File(_) | Backend::Redis(_))
+    }
+
+    /// Shared by several processes (Redis): refreshes take the fleet-wide lock.
+    pub fn shared(&self) -> Option<&redis::RedisBackend> {
+        match &self.backend {
+            Backend::Redis(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Whether the store answers (Redis: `PING`); the others always do.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => r.ping(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Failed store calls since start.
+    pub fn errors(&self) -> u64 {
+        match &self.backend {
+            Backend::Redis(r) => r.errors.load(std::sync::atomic::Ordering::Relaxed),
+            _ => 0,
+        }
     }
 
     /// Writes one record atomically.
     pub fn put(&self, name: &str, data: &[u8], expires_at: Option<u64>) -> Result<(), StoreError> {
         let plain = frame(data, expires_at);
         match &self.backend {
+            Backend::Redis(r) => r.put(
+                name,
+                &plain,
+                expires_at.map(|e| e.saturating_sub(now_unix())),
+            ),
             Backend::Memory(m) => {
                 m.lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -131,6 +185,7 @@ impl Store {
     /// Reads a record; expired or unreadable records read as absent.
     pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let raw = match &self.backend {
+            Backend::Redis(r) => r.get(name)?,
             Backend::Memory(m) => m
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -182,7 +237,7 @@ impl Store {
         let raw = self.take_raw(name)?;
         let plain = match (&self.backend, raw) {
             (_, None) => return Ok(None),
-            (Backend::Memory(_), Some(p)) => p,
+            (Backend::Memory(_) | Backend::Redis(_), Some(p)) => p,
             (Backend::File(f), Some(s)) => match f.crypto.open(name, &s) {
                 Ok(Opened::Current(p) | Opened::Previous(p)) => p,
                 Err(_) => return Ok(None),
@@ -197,6 +252,8 @@ impl Store {
 
     fn take_raw(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match &self.backend {
+            // Opened already: GETDEL, then the seal is checked.
+            Backend::Redis(r) => r.take(name),
             Backend::Memory(m) => Ok(m.lock().unwrap_or_else(|p| p.into_inner()).remove(name)),
             Backend::File(f) => {
                 let db = &f.db;
@@ -215,6 +272,10 @@ impl Store {
     /// Removes expired records whose names start with `prefix` (reading an expired record removes
     /// it); returns how many were looked at.
     pub fn sweep(&self, prefix: &str) -> Result<usize, StoreError> {
+        if self.shared().is_some() {
+            // Redis expires records itself.
+            return Ok(0);
+        }
         let names = self.names(prefix)?;
         for n in &names {
             self.get(n)?;
@@ -225,6 +286,7 @@ impl Store {
     /// Names of the records starting with `prefix`.
     pub fn names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         match &self.backend {
+            Backend::Redis(r) => r.names(prefix),
             Backend::Memory(m) => Ok(m
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

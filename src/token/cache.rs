@@ -226,7 +226,11 @@ impl TokenCache {
                         }
                         // A missing user grant is not the source failing: the user may authorize
                         // any moment, so it is not backed off.
-                        if e.kind != TokenErrorKind::AuthorizationRequired {
+                        if !matches!(
+                            e.kind,
+                            TokenErrorKind::AuthorizationRequired
+                                | TokenErrorKind::StoreUnavailable
+                        ) {
                             inner.failures += 1;
                             let wait = policy.backoff(inner.failures);
                             inner.retry_at = Some(now + wait);

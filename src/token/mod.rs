@@ -189,6 +189,8 @@ pub enum TokenErrorKind {
     Egress,
     /// The connector refused its credentials (407/401).
     EgressAuth,
+    /// The token store (Redis) could not be reached; the grant is not known to be gone.
+    StoreUnavailable,
 }
 
 #[derive(Debug, Clone)]
@@ -218,12 +220,16 @@ impl TokenError {
             TokenErrorKind::AuthorizationRequired => ErrorCode::AuthorizationRequired,
             TokenErrorKind::Egress => ErrorCode::EgressProxyUnavailable,
             TokenErrorKind::EgressAuth => ErrorCode::EgressProxyAuthFailed,
+            TokenErrorKind::StoreUnavailable => ErrorCode::TokenStoreUnavailable,
         }
     }
 
     pub fn into_proxy_error(self, profile: &Arc<str>) -> ProxyError {
         let mut e = ProxyError::new(self.code(), self.message).with_profile(profile);
-        if e.code == ErrorCode::IdpUnavailable {
+        if matches!(
+            e.code,
+            ErrorCode::IdpUnavailable | ErrorCode::TokenStoreUnavailable
+        ) {
             e.retry_after = Some(self.retry_after.unwrap_or(1).max(1));
         }
         e

@@ -1,0 +1,323 @@
+//! Several sidecar processes sharing one real Redis: one refresh for the fleet, logins that cross
+//! replicas, revocations that reach every replica, and Redis going away and coming back.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use authsidecar::mock::{MockProvider, MockSettings, TokenFault};
+
+use crate::support::fleet::{free_port, Redis, Replica};
+use crate::support::*;
+
+struct Fleet {
+    dir: std::path::PathBuf,
+    mock: MockProvider,
+    redis: Redis,
+    replicas: Vec<Replica>,
+    auth_port: u16,
+}
+
+fn location(r: &Resp) -> String {
+    r.headers
+        .get("location")
+        .unwrap_or_else(|| {
+            panic!(
+                "no redirect: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            )
+        })
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The same URL on another replica's auth listener.
+fn on(replica: &Replica, url: &str) -> String {
+    let path = &url[url.find("/oauth/").unwrap()..];
+    format!("http://{}{path}", replica.auth)
+}
+
+impl Fleet {
+    async fn start(n: usize, lifetime: Duration) -> Fleet {
+        let dir = std::env::temp_dir().join(format!(
+            "authsidecar-fleet-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mock = MockProvider::start_with(
+            ([127, 0, 0, 1], 0).into(),
+            MockSettings {
+                token_lifetime: lifetime,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let redis = Redis::start(&dir.join("redis")).await;
+        let key = authsidecar::store::crypto::generate_key();
+        let m = mock.addr;
+        let body = format!(
+            r#"
+[store]
+kind = "redis"
+url = "{url}"
+key = "{key}"
+timeout = "500ms"
+
+[[routes]]
+prefix = "/u/"
+upstream = "http://{m}/protected/"
+profiles = ["user"]
+
+[profiles.user]
+type = "oauth2_authorization_code"
+authorization_url = "http://{m}/oauth/authorize"
+token_url = "http://{m}/oauth/token"
+revocation_url = "http://{m}/oauth/revoke"
+client_id = "demo-client"
+client_secret = "demo-secret"
+"#,
+            url = redis.url()
+        );
+        // Every replica puts the same public URL in its links (one name behind a balancer): the
+        // first replica's auth listener.
+        let auth_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let public = format!("http://127.0.0.1:{}", auth_ports[0]);
+        let mut replicas = Vec::new();
+        for (i, port) in auth_ports.iter().enumerate() {
+            replicas.push(Replica::start(&dir, &format!("r{i}"), &body, &public, *port).await);
+        }
+        Fleet {
+            dir,
+            mock,
+            redis,
+            replicas,
+            auth_port: auth_ports[0],
+        }
+    }
+
+    fn counter(
+        &self,
+        f: impl Fn(&authsidecar::mock::Counters) -> &std::sync::atomic::AtomicU64,
+    ) -> u64 {
+        f(self.mock.counters()).load(Ordering::SeqCst)
+    }
+
+    /// `user` signs in: the link comes from replica `via`, every step runs on replica `via`.
+    async fn log_in(&self, user: &str, via: usize) {
+        let r = &self.replicas[via];
+        let resp = get(&r.url("/u/x"), &[("X-Authsidecar-User", user)]).await;
+        assert_eq!(resp.error_code(), "authorization_required");
+        let login = resp.json()["error"]["login_url"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let to_idp = get(&on(r, &login), &[]).await;
+        let callback = location(&get(&location(&to_idp), &[]).await);
+        let done = get(&on(r, &callback), &[]).await;
+        assert_eq!(done.status, 200, "{}", String::from_utf8_lossy(&done.body));
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.replicas.clear();
+        self.redis.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn six_hundred_requests_on_three_replicas_make_one_refresh() {
+    let f = Fleet::start(3, Duration::from_secs(5)).await;
+    f.log_in("alice", 0).await;
+    // Every replica uses alice's token once (their caches now hold it), then it expires.
+    for r in &f.replicas {
+        assert_eq!(
+            get(&r.url("/u/x"), &[("X-Authsidecar-User", "alice")])
+                .await
+                .status,
+            200
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let before = f.counter(|c| &c.refresh_token);
+    let mut tasks = Vec::new();
+    for i in 0..600 {
+        let url = f.replicas[i % 3].url("/u/x");
+        tasks.push(tokio::spawn(async move {
+            get(&url, &[("X-Authsidecar-User", "alice")])
+                .await
+                .status
+                .as_u16()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap() == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 600, "every request succeeds");
+    assert_eq!(
+        f.counter(|c| &c.refresh_token) - before,
+        1,
+        "one refresh for the fleet"
+    );
+    assert_eq!(f.counter(|c| &c.token_errors), 0, "no invalid_grant");
+}
+
+#[tokio::test]
+async fn a_login_crosses_replicas_and_a_replayed_callback_redeems_the_code_once() {
+    let f = Fleet::start(2, Duration::from_secs(3600)).await;
+    let (a, b) = (&f.replicas[0], &f.replicas[1]);
+    let resp = get(&a.url("/u/x"), &[("X-Authsidecar-User", "bob")]).await;
+    let login = resp.json()["error"]["login_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(login.contains(&format!(":{}/oauth/start/", f.auth_port)));
+    // The link from A is opened on B.
+    let to_idp = get(&on(b, &login), &[]).await;
+    assert_eq!(to_idp.status, 302);
+    let callback = location(&get(&location(&to_idp), &[]).await);
+    // The callback arrives twice at once, on both replicas: one redeems the code.
+    let (on_a, on_b) = (on(a, &callback), on(b, &callback));
+    let (x, y) = tokio::join!(get(&on_a, &[]), get(&on_b, &[]));
+    let mut statuses = [x.status.as_u16(), y.status.as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [200, 400]);
+    assert_eq!(f.counter(|c| &c.authorization_code), 1, "one token request");
+    for r in &f.replicas {
+        assert_eq!(
+            get(&r.url("/u/x"), &[("X-Authsidecar-User", "bob")])
+                .await
+                .status,
+            200
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_on_one_replica_reaches_the_others_within_a_second() {
+    let f = Fleet::start(2, Duration::from_secs(3600)).await;
+    let (a, b) = (&f.replicas[0], &f.replicas[1]);
+    f.log_in("carol", 0).await;
+    // B caches carol's token.
+    assert_eq!(
+        get(&b.url("/u/x"), &[("X-Authsidecar-User", "carol")])
+            .await
+            .status,
+        200
+    );
+    let r = send(
+        http::Method::DELETE,
+        &format!("http://{}/admin/tokens/user?user=carol", a.admin),
+        &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let started = Instant::now();
+    loop {
+        let r = get(&b.url("/u/x"), &[("X-Authsidecar-User", "carol")]).await;
+        if r.status == 401 {
+            assert_eq!(r.error_code(), "authorization_required");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "B still serves carol's token"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_going_away_and_coming_back() {
+    let mut f = Fleet::start(2, Duration::from_secs(3600)).await;
+    f.log_in("dave", 0).await;
+    let (a, b) = (f.replicas[0].url("/u/x"), f.replicas[1].url("/u/x"));
+    let readyz = format!("http://{}/readyz", f.replicas[0].admin);
+    assert_eq!(get(&a, &[("X-Authsidecar-User", "dave")]).await.status, 200);
+
+    f.redis.stop();
+    // Cached: still served. Needing the store: 503 token_store_unavailable, never
+    // authorization_required.
+    assert_eq!(get(&a, &[("X-Authsidecar-User", "dave")]).await.status, 200);
+    for (url, user) in [(&b, "dave"), (&a, "erin")] {
+        let r = get(url, &[("X-Authsidecar-User", user)]).await;
+        assert_eq!(r.status, 503, "{user}");
+        assert_eq!(r.error_code(), "token_store_unavailable");
+        assert!(r.headers.get("retry-after").is_some());
+    }
+    let r = get(&readyz, &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("store: unavailable"));
+
+    f.redis.restart().await;
+    // Full recovery: dave's grant survived (append-only file), erin can be sent a login link.
+    let started = Instant::now();
+    loop {
+        let r = get(&b, &[("X-Authsidecar-User", "dave")]).await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no recovery: {}",
+            r.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        get(&a, &[("X-Authsidecar-User", "erin")])
+            .await
+            .error_code(),
+        "authorization_required"
+    );
+    assert!(String::from_utf8_lossy(&get(&readyz, &[]).await.body).contains("store: ok"));
+}
+
+#[tokio::test]
+async fn the_lock_holder_killed_mid_refresh_another_replica_finishes_it() {
+    let mut f = Fleet::start(2, Duration::from_secs(5)).await;
+    f.log_in("frank", 0).await;
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    // A's refresh hangs at the IdP; A is killed while it holds the lock.
+    f.mock
+        .state
+        .set_token_fault(Some(TokenFault::Slow(Duration::from_secs(2))), Some(1));
+    let a_url = f.replicas[0].url("/u/x");
+    let hanging = tokio::spawn(async move {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            get(&a_url, &[("X-Authsidecar-User", "frank")]),
+        )
+        .await;
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    f.replicas[0].kill();
+    hanging.abort();
+    // B waits for A's lease to end, then refreshes with the grant's refresh token: nothing lost.
+    let started = Instant::now();
+    let r = get(
+        &f.replicas[1].url("/u/x"),
+        &[("X-Authsidecar-User", "frank")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(f.counter(|c| &c.token_errors), 0, "no invalid_grant");
+    assert_eq!(
+        get(
+            &f.replicas[1].url("/u/x"),
+            &[("X-Authsidecar-User", "frank")]
+        )
+        .await
+        .status,
+        200
+    );
+}
