@@ -137,23 +137,26 @@ async fn burst(url: String, n: usize) {
     );
 }
 
-async fn keys(url: String, n: u64, concurrency: u64) {
-    let c = client(concurrency as usize);
+/// Runs `job(i)` for i in 0..n on `concurrency` workers; prints `{"mode","n","ok","elapsed_ms"}`
+/// where `ok` counts the jobs that returned true.
+async fn spread<F, Fut>(mode: &str, n: u64, concurrency: u64, job: F)
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
     let next = Arc::new(AtomicU64::new(0));
     let ok = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (c, url, next, ok) = (c.clone(), url.clone(), next.clone(), ok.clone());
+            let (next, ok, job) = (next.clone(), ok.clone(), job.clone());
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= n {
                         break;
                     }
-                    // Each request names its own tenant, so each needs its own cached token.
-                    let tenant = format!("t{i}");
-                    if matches!(one_with(&c, &url, Some(&tenant)).await, Some(s) if s < 400) {
+                    if job(i).await {
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -164,10 +167,23 @@ async fn keys(url: String, n: u64, concurrency: u64) {
         let _ = w.await;
     }
     println!(
-        "{{\"mode\":\"keys\",\"n\":{n},\"ok\":{},\"elapsed_ms\":{:.1}}}",
+        "{{\"mode\":\"{mode}\",\"n\":{n},\"ok\":{},\"elapsed_ms\":{:.1}}}",
         ok.load(Ordering::Relaxed),
         start.elapsed().as_secs_f64() * 1000.0
     );
+}
+
+async fn keys(url: String, n: u64, concurrency: u64) {
+    let c = client(concurrency as usize);
+    spread("keys", n, concurrency, move |i| {
+        let (c, url) = (c.clone(), url.clone());
+        async move {
+            // Each request names its own tenant, so each needs its own cached token.
+            let tenant = format!("t{i}");
+            matches!(one_with(&c, &url, Some(&tenant)).await, Some(s) if s < 400)
+        }
+    })
+    .await
 }
 
 /// GET `url` (absolute), optionally as end user `user`; returns the status, the Location header and
@@ -222,33 +238,11 @@ async fn log_in(c: &Client<HttpConnector, Full<Bytes>>, url: &str, user: &str) -
 
 async fn users(url: String, n: u64, concurrency: u64) {
     let c = client(concurrency as usize);
-    let next = Arc::new(AtomicU64::new(0));
-    let ok = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (c, url, next, ok) = (c.clone(), url.clone(), next.clone(), ok.clone());
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n {
-                        break;
-                    }
-                    if log_in(&c, &url, &format!("u{i}")).await {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        let _ = w.await;
-    }
-    println!(
-        "{{\"mode\":\"users\",\"n\":{n},\"ok\":{},\"elapsed_ms\":{:.1}}}",
-        ok.load(Ordering::Relaxed),
-        start.elapsed().as_secs_f64() * 1000.0
-    );
+    spread("users", n, concurrency, move |i| {
+        let (c, url) = (c.clone(), url.clone());
+        async move { log_in(&c, &url, &format!("u{i}")).await }
+    })
+    .await
 }
 
 async fn idle(addr: String, n: usize, hold: u64) {

@@ -274,19 +274,16 @@ pub async fn serve<H, F>(
                 inner: stream,
                 state: state.clone(),
             };
+            let conn = Conn {
+                builder,
+                handler,
+                state,
+                limits,
+                peer,
+                shutdown,
+            };
             match acceptor {
-                None => {
-                    drive(
-                        TokioIo::new(tracked),
-                        builder,
-                        handler,
-                        state,
-                        limits,
-                        peer,
-                        shutdown,
-                    )
-                    .await
-                }
+                None => conn.drive(TokioIo::new(tracked)).await,
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(
                         limits.header_read_timeout.min(limits.idle_timeout),
@@ -294,18 +291,7 @@ pub async fn serve<H, F>(
                     )
                     .await;
                     match handshake {
-                        Ok(Ok(tls)) => {
-                            drive(
-                                TokioIo::new(tls),
-                                builder,
-                                handler,
-                                state,
-                                limits,
-                                peer,
-                                shutdown,
-                            )
-                            .await
-                        }
+                        Ok(Ok(tls)) => conn.drive(TokioIo::new(tls)).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake not completed in time"),
                     }
@@ -319,60 +305,72 @@ pub async fn serve<H, F>(
     while conns.join_next().await.is_some() {}
 }
 
-/// Serves one connection (plain or TLS) until it ends, with the header-read and idle clocks.
-async fn drive<I, H>(
-    io: TokioIo<I>,
+/// One accepted connection and what serving it needs.
+struct Conn<H> {
     builder: auto::Builder<TokioExecutor>,
     handler: H,
     state: Arc<ConnState>,
     limits: Limits,
     peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Handler,
-{
-    let req_state = state.clone();
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        // Every listener's requests count as in flight, so the idle and header clocks never cut a
-        // connection that is waiting for its own answer.
-        let in_flight = req_state.start_request(req.version() == http::Version::HTTP_2);
-        let h = handler.clone();
-        async move {
-            let resp = h.call(req).await;
-            drop(in_flight);
-            Ok::<_, Infallible>(resp)
-        }
-    });
-    let conn = builder.serve_connection(io, svc);
-    tokio::pin!(conn);
-    let first = limits.header_read_timeout.min(limits.idle_timeout);
-    let sleep = tokio::time::sleep(first);
-    tokio::pin!(sleep);
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                break;
+    shutdown: watch::Receiver<bool>,
+}
+
+impl<H: Handler> Conn<H> {
+    /// Serves the connection (plain or TLS) until it ends, with the header-read and idle clocks.
+    async fn drive<I>(self, io: TokioIo<I>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            builder,
+            handler,
+            state,
+            limits,
+            peer,
+            mut shutdown,
+        } = self;
+        let req_state = state.clone();
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            // Every listener's requests count as in flight, so the idle and header clocks never cut a
+            // connection that is waiting for its own answer.
+            let in_flight = req_state.start_request(req.version() == http::Version::HTTP_2);
+            let h = handler.clone();
+            async move {
+                let resp = h.call(req).await;
+                drop(in_flight);
+                Ok::<_, Infallible>(resp)
             }
-            _ = shutdown.changed(), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            _ = &mut sleep, if !closing => match state.check(&limits) {
-                Verdict::HeaderTimeout => {
-                    tracing::debug!(%peer, "closing connection: request head not received in time");
+        });
+        let conn = builder.serve_connection(io, svc);
+        tokio::pin!(conn);
+        let first = limits.header_read_timeout.min(limits.idle_timeout);
+        let sleep = tokio::time::sleep(first);
+        tokio::pin!(sleep);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
                     break;
                 }
-                Verdict::Idle => {
+                _ = shutdown.changed(), if !closing => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                Verdict::Wait(d) => sleep.as_mut().reset(Instant::now() + d),
-            },
+                _ = &mut sleep, if !closing => match state.check(&limits) {
+                    Verdict::HeaderTimeout => {
+                        tracing::debug!(%peer, "closing connection: request head not received in time");
+                        break;
+                    }
+                    Verdict::Idle => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    Verdict::Wait(d) => sleep.as_mut().reset(Instant::now() + d),
+                },
+            }
         }
     }
 }

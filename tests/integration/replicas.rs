@@ -17,21 +17,6 @@ struct Fleet {
     auth_port: u16,
 }
 
-fn location(r: &Resp) -> String {
-    r.headers
-        .get("location")
-        .unwrap_or_else(|| {
-            panic!(
-                "no redirect: {} {}",
-                r.status,
-                String::from_utf8_lossy(&r.body)
-            )
-        })
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
 /// The same URL on another replica's auth listener.
 fn on(replica: &Replica, url: &str) -> String {
     let path = &url[url.find("/oauth/").unwrap()..];

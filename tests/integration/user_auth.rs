@@ -9,14 +9,6 @@ use authsidecar::Server;
 
 use crate::support::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Setup {
     echo: MockProvider,
     auth_port: u16,
@@ -85,21 +77,6 @@ scope = {{ scope = "read" }}
         );
         Config::from_str_with_env(&with_listeners(&text), &Env::default()).unwrap()
     }
-}
-
-fn location(r: &Resp) -> String {
-    r.headers
-        .get("location")
-        .unwrap_or_else(|| {
-            panic!(
-                "no redirect: {} {}",
-                r.status,
-                String::from_utf8_lossy(&r.body)
-            )
-        })
-        .to_str()
-        .unwrap()
-        .to_string()
 }
 
 /// Follows a login link: sidecar start page → IdP authorize → sidecar callback.

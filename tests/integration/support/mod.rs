@@ -160,3 +160,28 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
     let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The `Location` of a redirect (panics with the answer when there is none).
+pub fn location(r: &Resp) -> String {
+    r.headers
+        .get("location")
+        .unwrap_or_else(|| {
+            panic!(
+                "no redirect: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            )
+        })
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A port that was free a moment ago (for listeners that must be named before they start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -12,6 +12,8 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 
+use super::free_port;
+
 /// A throwaway CA and the files it issues, in a temporary folder.
 pub struct Pki {
     pub dir: PathBuf,
@@ -25,14 +27,6 @@ pub struct Issued {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub der: Vec<u8>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Pki {
@@ -65,7 +59,6 @@ impl Pki {
     /// Issues a certificate for `names` (DNS names) as `file` (.pem and .key). `client` makes a
     /// client certificate, otherwise a server one. `expired` dates it in the past.
     pub fn issue_with(&self, file: &str, names: &[&str], client: bool, expired: bool) -> Issued {
-        let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .unwrap();
         p.distinguished_name
@@ -79,23 +72,20 @@ impl Pki {
             p.not_before = rcgen::date_time_ymd(2019, 1, 1);
             p.not_after = rcgen::date_time_ymd(2020, 1, 1);
         }
-        let cert = p.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        let issued = Issued {
-            cert: self.dir.join(format!("{file}.pem")),
-            key: self.dir.join(format!("{file}.key")),
-            der: cert.der().to_vec(),
-        };
-        std::fs::write(&issued.cert, cert.pem()).unwrap();
-        std::fs::write(&issued.key, key.serialize_pem()).unwrap();
-        issued
+        self.sign(file, p)
     }
 
     /// A server certificate for localhost that expires `days` from now.
     pub fn issue_expiring(&self, file: &str, days: i64) -> Issued {
-        let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         p.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
         p.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(days);
+        self.sign(file, p)
+    }
+
+    /// Signs `p` with the CA under a new key; writes `file`.pem and `file`.key.
+    fn sign(&self, file: &str, p: CertificateParams) -> Issued {
+        let key = KeyPair::generate().unwrap();
         let cert = p.signed_by(&key, &self.ca, &self.ca_key).unwrap();
         let issued = Issued {
             cert: self.dir.join(format!("{file}.pem")),
