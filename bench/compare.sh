@@ -38,8 +38,9 @@ done
 bash scripts/setup.sh bench
 echo "building (release)…"
 cargo build --release --quiet --bin authsidecar --example loadgen
-BIN="$ROOT/target/release/authsidecar"
-LOADGEN="$ROOT/target/release/examples/loadgen"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN="$TARGET_DIR/release/authsidecar"
+LOADGEN="$TARGET_DIR/release/examples/loadgen"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
