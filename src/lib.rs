@@ -129,14 +129,17 @@ impl Server {
                 (store, cache)
             }
             config::StoreConfig::Redis {
-                url,
+                urls,
+                cluster,
                 prefix,
                 key,
                 previous_key,
                 timeout,
             } => {
+                let urls: Vec<&str> = urls.iter().map(|u| u.expose()).collect();
                 let store = Arc::new(store::Store::open_redis(
-                    url.expose(),
+                    &urls,
+                    *cluster,
                     prefix,
                     *key,
                     *previous_key,

@@ -158,8 +158,10 @@ pub enum StoreConfig {
     },
     /// Shared by replicas: grants, tickets, `state`, machine tokens and refresh locks.
     Redis {
-        /// `redis://[user:password@]host:port/db` or `rediss://…` (TLS); may hold a password.
-        url: Secret,
+        /// `redis://[user:password@]host:port/db` or `rediss://…` (TLS); may hold a password. With
+        /// `cluster`, the seed nodes of a Redis Cluster.
+        urls: Vec<Secret>,
+        cluster: bool,
         /// Prepended to every key.
         prefix: String,
         key: [u8; 32],

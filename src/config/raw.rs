@@ -100,6 +100,7 @@ pub struct RawStore {
     pub key: Option<Secret>,
     pub previous_key: Option<Secret>,
     pub url: Option<Secret>,
+    pub cluster: Option<Vec<Secret>>,
     pub prefix: Option<String>,
     pub timeout: Option<Dur>,
 }

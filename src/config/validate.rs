@@ -394,6 +394,7 @@ fn store_config(s: Option<RawStore>, v: &mut V) -> StoreConfig {
                 ("key", s.key.is_some()),
                 ("previous_key", s.previous_key.is_some()),
                 ("url", s.url.is_some()),
+                ("cluster", s.cluster.is_some()),
                 ("prefix", s.prefix.is_some()),
                 ("timeout", s.timeout.is_some()),
             ] {
@@ -406,6 +407,7 @@ fn store_config(s: Option<RawStore>, v: &mut V) -> StoreConfig {
         "file" => {
             for (k, set) in [
                 ("url", s.url.is_some()),
+                ("cluster", s.cluster.is_some()),
                 ("prefix", s.prefix.is_some()),
                 ("timeout", s.timeout.is_some()),
             ] {
@@ -448,25 +450,43 @@ fn store_config(s: Option<RawStore>, v: &mut V) -> StoreConfig {
             }
             let key = key_of("key", &s.key, v);
             let previous_key = key_of("previous_key", &s.previous_key, v);
-            let url = match s.url {
-                Some(u)
-                    if (u.expose().starts_with("redis://")
-                        || u.expose().starts_with("rediss://"))
-                        && redis::parse_redis_url(u.expose()).is_some() =>
-                {
-                    Some(u)
+            let valid = |u: &crate::secret::Secret| {
+                (u.expose().starts_with("redis://") || u.expose().starts_with("rediss://"))
+                    && redis::parse_redis_url(u.expose()).is_some()
+            };
+            // Never echo a URL: it may hold the password.
+            let url_form = "expected redis://[user:password@]host:port[/db] or rediss://… (TLS)";
+            let (urls, cluster) = match (s.url, s.cluster) {
+                (Some(u), None) => {
+                    if !valid(&u) {
+                        v.err("store.url", url_form);
+                    }
+                    (vec![u], false)
                 }
-                Some(_) => {
-                    // Never echo the URL: it may hold the password.
+                (None, Some(nodes)) => {
+                    if nodes.is_empty() {
+                        v.err("store.cluster", "expected at least one seed node URL");
+                    }
+                    for (i, u) in nodes.iter().enumerate() {
+                        if !valid(u) {
+                            v.err(&format!("store.cluster[{i}]"), url_form);
+                        }
+                    }
+                    (nodes, true)
+                }
+                (Some(_), Some(_)) => {
+                    v.err(
+                        "store.cluster",
+                        "set either url (one Redis) or cluster (Redis Cluster seed nodes), not both",
+                    );
+                    (Vec::new(), false)
+                }
+                (None, None) => {
                     v.err(
                         "store.url",
-                        "expected redis://[user:password@]host:port[/db] or rediss://… (TLS)",
+                        "required for kind \"redis\" (or cluster = [seed node URLs])",
                     );
-                    None
-                }
-                None => {
-                    v.err("store.url", "required for kind \"redis\"");
-                    None
+                    (Vec::new(), false)
                 }
             };
             let timeout = s.timeout.map_or(DEFAULT_REDIS_TIMEOUT, |d| d.0);
@@ -477,9 +497,10 @@ fn store_config(s: Option<RawStore>, v: &mut V) -> StoreConfig {
             if prefix.contains(['*', '?', '[', ']', '\\', '{', '}']) {
                 v.err("store.prefix", "must not contain * ? [ ] \\ { }");
             }
-            match (url, key) {
-                (Some(url), Some(key)) => StoreConfig::Redis {
-                    url,
+            match key {
+                Some(key) if !urls.is_empty() => StoreConfig::Redis {
+                    urls,
+                    cluster,
                     prefix,
                     key,
                     previous_key,

@@ -110,7 +110,8 @@ impl Store {
 
     /// Opens the Redis store (connections are made on first use: Redis may come up later).
     pub fn open_redis(
-        url: &str,
+        urls: &[&str],
+        cluster: bool,
         prefix: &str,
         key: [u8; 32],
         previous: Option<[u8; 32]>,
@@ -118,7 +119,8 @@ impl Store {
     ) -> Result<Store, StoreError> {
         Ok(Store {
             backend: Backend::Redis(Box::new(redis::RedisBackend::open(
-                url,
+                urls,
+                cluster,
                 prefix,
                 Crypto::new(key, previous),
                 timeout,

@@ -2,6 +2,10 @@
 //! Redis itself (relative TTLs, so the replicas' clocks do not matter). Also the fleet-wide refresh
 //! lock (a lease with a fencing token) and invalidation messages (pub/sub).
 //!
+//! Standalone Redis (one URL) or Redis Cluster (seed nodes). Keys carry a hash tag
+//! (`{prefix}{name}` as `prefix` + `{` name `}`, the lock `prefix` + `lock:{` name `}`) so a record and
+//! its refresh lock live in one slot and the fenced write is one script on one node.
+//!
 //! Every call is bounded by `store.timeout` (connect, read, write). Connections are pooled; one that
 //! failed is dropped.
 
@@ -9,19 +13,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use redis::{Commands, Connection};
+use redis::{Connection, ConnectionLike};
 
 use super::crypto::{Crypto, Opened};
 use super::StoreError;
 
 const MAX_IDLE: usize = 8;
 
+type Conn = Box<dyn ConnectionLike + Send>;
+
+enum Target {
+    Single(redis::Client),
+    /// The cluster client, and one seed node's client for pub/sub and node addresses.
+    Cluster {
+        client: Box<redis::cluster::ClusterClient>,
+        seed: redis::Client,
+    },
+}
+
 pub struct RedisBackend {
-    client: redis::Client,
+    target: Target,
     prefix: String,
     pub(super) crypto: Crypto,
     timeout: Duration,
-    pool: Mutex<Vec<Connection>>,
+    pool: Mutex<Vec<Conn>>,
     /// Failed calls since start (exported as a metric).
     pub errors: AtomicU64,
 }
@@ -48,16 +63,32 @@ const UNLOCK: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis
 const PUT_FENCED: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[2], ARGV[2]) return 1 else return 0 end";
 
 impl RedisBackend {
+    /// `urls`: one URL (standalone), or the seed nodes of a cluster (`cluster`).
     pub fn open(
-        url: &str,
+        urls: &[&str],
+        cluster: bool,
         prefix: &str,
         crypto: Crypto,
         timeout: Duration,
     ) -> Result<RedisBackend, StoreError> {
-        let client = redis::Client::open(url)
-            .map_err(|_| StoreError::Io("redis: invalid store.url".into()))?;
+        let invalid = || StoreError::Io("redis: invalid store url".into());
+        let first = urls.first().ok_or_else(invalid)?;
+        let single = redis::Client::open(*first).map_err(|_| invalid())?;
+        let target = if cluster {
+            let client = redis::cluster::ClusterClient::builder(urls.to_vec())
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .build()
+                .map_err(|_| invalid())?;
+            Target::Cluster {
+                client: Box::new(client),
+                seed: single,
+            }
+        } else {
+            Target::Single(single)
+        };
         Ok(RedisBackend {
-            client,
+            target,
             prefix: prefix.to_string(),
             crypto,
             timeout,
@@ -66,21 +97,44 @@ impl RedisBackend {
         })
     }
 
+    /// The Redis key of a record (hash-tagged: a record and its lock share a slot).
     fn key(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
+        match name.strip_prefix("lock:") {
+            Some(rest) => format!("{}lock:{{{rest}}}", self.prefix),
+            None => format!("{}{{{name}}}", self.prefix),
+        }
     }
 
-    fn connect(&self) -> redis::RedisResult<Connection> {
-        let c = self.client.get_connection_with_timeout(self.timeout)?;
-        c.set_read_timeout(Some(self.timeout))?;
-        c.set_write_timeout(Some(self.timeout))?;
+    /// The record name of a Redis key (`None` for locks and foreign keys).
+    fn name_of(&self, key: &str) -> Option<String> {
+        let inner = key.strip_prefix(self.prefix.as_str())?;
+        let inner = inner.strip_prefix('{')?.strip_suffix('}')?;
+        Some(inner.to_string())
+    }
+
+    fn single(client: &redis::Client, timeout: Duration) -> redis::RedisResult<Connection> {
+        let c = client.get_connection_with_timeout(timeout)?;
+        c.set_read_timeout(Some(timeout))?;
+        c.set_write_timeout(Some(timeout))?;
         Ok(c)
+    }
+
+    fn connect(&self) -> redis::RedisResult<Conn> {
+        Ok(match &self.target {
+            Target::Single(c) => Box::new(Self::single(c, self.timeout)?),
+            Target::Cluster { client, .. } => {
+                let c = client.get_connection()?;
+                c.set_read_timeout(Some(self.timeout))?;
+                c.set_write_timeout(Some(self.timeout))?;
+                Box::new(c)
+            }
+        })
     }
 
     /// Runs `f` on a pooled connection; a failed call drops its connection and counts an error.
     fn with<T>(
         &self,
-        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+        f: impl FnOnce(&mut dyn ConnectionLike) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
         let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
         let mut c = match pooled {
@@ -90,7 +144,7 @@ impl RedisBackend {
                 err(e)
             })?,
         };
-        match f(&mut c) {
+        match f(c.as_mut()) {
             Ok(v) => {
                 if let Ok(mut p) = self.pool.lock() {
                     if p.len() < MAX_IDLE {
@@ -116,14 +170,19 @@ impl RedisBackend {
         let sealed = self.crypto.seal(name, plain);
         let key = self.key(name);
         self.with(|c| match ttl_secs {
-            Some(t) => c.set_ex::<_, _, ()>(&key, sealed, t.max(1)),
-            None => c.set::<_, _, ()>(&key, sealed),
+            Some(t) => redis::cmd("SET")
+                .arg(&key)
+                .arg(sealed)
+                .arg("EX")
+                .arg(t.max(1))
+                .query::<()>(c),
+            None => redis::cmd("SET").arg(&key).arg(sealed).query::<()>(c),
         })
     }
 
     pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let key = self.key(name);
-        let sealed: Option<Vec<u8>> = self.with(|c| c.get(&key))?;
+        let sealed: Option<Vec<u8>> = self.with(|c| redis::cmd("GET").arg(&key).query(c))?;
         Ok(match sealed.map(|s| self.crypto.open(name, &s)) {
             None => None,
             Some(Ok(Opened::Current(p))) => Some(p),
@@ -158,14 +217,14 @@ impl RedisBackend {
 
     pub fn remove(&self, name: &str) -> Result<bool, StoreError> {
         let key = self.key(name);
-        self.with(|c| c.del::<_, u64>(&key)).map(|n| n > 0)
+        self.with(|c| redis::cmd("DEL").arg(&key).query::<u64>(c))
+            .map(|n| n > 0)
     }
 
-    /// Names starting with `prefix` (`SCAN`, bounded to 100,000 names).
+    /// Names starting with `prefix` (`SCAN` on every node; bounded to 100,000 names).
     pub fn names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let pattern = format!("{}*", glob_escape(&self.key(prefix)));
-        let strip = self.prefix.len();
-        self.with(|c| {
+        let pattern = format!("{}{{{}*", glob_escape(&self.prefix), glob_escape(prefix));
+        let scan = |c: &mut dyn ConnectionLike| -> redis::RedisResult<Vec<String>> {
             let iter: redis::Iter<String> = redis::cmd("SCAN")
                 .cursor_arg(0)
                 .arg("MATCH")
@@ -174,11 +233,50 @@ impl RedisBackend {
                 .arg(1000)
                 .clone()
                 .iter(c)?;
-            Ok(iter
-                .take(100_000)
-                .filter_map(|k| k.get(strip..).map(str::to_owned))
-                .collect())
-        })
+            Ok(iter.take(100_000).collect())
+        };
+        let keys = match &self.target {
+            Target::Single(_) => self.with(scan)?,
+            Target::Cluster { seed, .. } => {
+                // Each master holds its own keys: ask every one.
+                let nodes: String = self.with(|c| redis::cmd("CLUSTER").arg("NODES").query(c))?;
+                let mut keys = Vec::new();
+                for line in nodes.lines().filter(|l| l.contains("master")) {
+                    let Some(addr) = line.split(' ').nth(1).and_then(|a| a.split('@').next())
+                    else {
+                        continue;
+                    };
+                    let Some((host, port)) = addr
+                        .rsplit_once(':')
+                        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                    else {
+                        continue;
+                    };
+                    let mut info = seed.get_connection_info().clone();
+                    info.addr = match info.addr {
+                        redis::ConnectionAddr::TcpTls {
+                            insecure,
+                            tls_params,
+                            ..
+                        } => redis::ConnectionAddr::TcpTls {
+                            host,
+                            port,
+                            insecure,
+                            tls_params,
+                        },
+                        _ => redis::ConnectionAddr::Tcp(host, port),
+                    };
+                    let node = redis::Client::open(info).map_err(err)?;
+                    let mut c = Self::single(&node, self.timeout).map_err(|e| {
+                        self.errors.fetch_add(1, Ordering::Relaxed);
+                        err(e)
+                    })?;
+                    keys.extend(scan(&mut c).map_err(err)?);
+                }
+                keys
+            }
+        };
+        Ok(keys.iter().filter_map(|k| self.name_of(k)).collect())
     }
 
     /// Takes the lock `name` for `lease` if free: `SET NX PX`.
@@ -248,7 +346,7 @@ impl RedisBackend {
 
     pub fn publish(&self, message: &str) -> Result<(), StoreError> {
         let ch = self.channel();
-        self.with(|c| c.publish::<_, _, i64>(&ch, message))
+        self.with(|c| redis::cmd("PUBLISH").arg(&ch).arg(message).query::<i64>(c))
             .map(|_| ())
     }
 
@@ -256,8 +354,13 @@ impl RedisBackend {
     /// reconnects (every second) while Redis is away. Blocking: run it on its own thread.
     pub fn subscribe(&self, on_message: impl Fn(&str), stop: impl Fn() -> bool) {
         let ch = self.channel();
+        // In a cluster, PUBLISH reaches every node: one seed node is enough to listen on.
+        let client = match &self.target {
+            Target::Single(c) => c,
+            Target::Cluster { seed, .. } => seed,
+        };
         while !stop() {
-            let mut conn = match self.connect() {
+            let mut conn = match Self::single(client, self.timeout) {
                 Ok(c) => c,
                 Err(_) => {
                     std::thread::sleep(Duration::from_secs(1));

@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 
 use authsidecar::mock::{MockProvider, MockSettings, TokenFault};
 
-use crate::support::fleet::{free_port, Redis, Replica};
+use crate::support::fleet::{free_port, Redis, RedisCluster, Replica};
 use crate::support::*;
 
 struct Fleet {
     dir: std::path::PathBuf,
     mock: MockProvider,
-    redis: Redis,
+    redis: Option<Redis>,
+    cluster: Option<RedisCluster>,
     replicas: Vec<Replica>,
     auth_port: u16,
 }
@@ -25,6 +26,11 @@ fn on(replica: &Replica, url: &str) -> String {
 
 impl Fleet {
     async fn start(n: usize, lifetime: Duration) -> Fleet {
+        Self::start_on(n, lifetime, false).await
+    }
+
+    /// `cluster`: a three-node Redis Cluster instead of one Redis.
+    async fn start_on(n: usize, lifetime: Duration, cluster: bool) -> Fleet {
         let dir = std::env::temp_dir().join(format!(
             "authsidecar-fleet-{}-{}",
             std::process::id(),
@@ -40,14 +46,22 @@ impl Fleet {
         )
         .await
         .unwrap();
-        let redis = Redis::start(&dir.join("redis")).await;
+        let (redis, redis_cluster, target) = if cluster {
+            let c = RedisCluster::start(&dir.join("cluster"), 3).await;
+            let seeds = format!("cluster = [{}]", c.seeds());
+            (None, Some(c), seeds)
+        } else {
+            let r = Redis::start(&dir.join("redis")).await;
+            let url = format!("url = \"{}\"", r.url());
+            (Some(r), None, url)
+        };
         let key = authsidecar::store::crypto::generate_key();
         let m = mock.addr;
         let body = format!(
             r#"
 [store]
 kind = "redis"
-url = "{url}"
+{target}
 key = "{key}"
 timeout = "500ms"
 
@@ -63,8 +77,7 @@ token_url = "http://{m}/oauth/token"
 revocation_url = "http://{m}/oauth/revoke"
 client_id = "demo-client"
 client_secret = "demo-secret"
-"#,
-            url = redis.url()
+"#
         );
         // Every replica puts the same public URL in its links (one name behind a balancer): the
         // first replica's auth listener.
@@ -78,6 +91,7 @@ client_secret = "demo-secret"
             dir,
             mock,
             redis,
+            cluster: redis_cluster,
             replicas,
             auth_port: auth_ports[0],
         }
@@ -109,7 +123,10 @@ client_secret = "demo-secret"
 impl Drop for Fleet {
     fn drop(&mut self) {
         self.replicas.clear();
-        self.redis.stop();
+        if let Some(r) = self.redis.as_mut() {
+            r.stop();
+        }
+        self.cluster.take();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -228,7 +245,7 @@ async fn redis_going_away_and_coming_back() {
     let readyz = format!("http://{}/readyz", f.replicas[0].admin);
     assert_eq!(get(&a, &[("X-Authsidecar-User", "dave")]).await.status, 200);
 
-    f.redis.stop();
+    f.redis.as_mut().unwrap().stop();
     // Cached: still served. Needing the store: 503 token_store_unavailable, never
     // authorization_required.
     assert_eq!(get(&a, &[("X-Authsidecar-User", "dave")]).await.status, 200);
@@ -242,7 +259,7 @@ async fn redis_going_away_and_coming_back() {
     assert_eq!(r.status, 200);
     assert!(String::from_utf8_lossy(&r.body).contains("store: unavailable"));
 
-    f.redis.restart().await;
+    f.redis.as_mut().unwrap().restart().await;
     // Full recovery: dave's grant survived (append-only file), erin can be sent a login link.
     let started = Instant::now();
     loop {
@@ -305,4 +322,67 @@ async fn the_lock_holder_killed_mid_refresh_another_replica_finishes_it() {
         .status,
         200
     );
+}
+
+#[tokio::test]
+async fn a_redis_cluster_serves_the_fleet() {
+    let f = Fleet::start_on(2, Duration::from_secs(5), true).await;
+    f.log_in("gina", 0).await;
+    for r in &f.replicas {
+        assert_eq!(
+            get(&r.url("/u/x"), &[("X-Authsidecar-User", "gina")])
+                .await
+                .status,
+            200
+        );
+    }
+    // The grant is listed (keys are spread over the cluster's nodes).
+    let r = get(
+        &format!("http://{}/admin/tokens", f.replicas[1].admin),
+        &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+    )
+    .await;
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("gina"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // One refresh for the fleet.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let before = f.counter(|c| &c.refresh_token);
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let url = f.replicas[i % 2].url("/u/x");
+        tasks.push(tokio::spawn(async move {
+            get(&url, &[("X-Authsidecar-User", "gina")])
+                .await
+                .status
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(f.counter(|c| &c.refresh_token) - before, 1);
+    // A revocation reaches the other replica.
+    let r = send(
+        http::Method::DELETE,
+        &format!("http://{}/admin/tokens/user?user=gina", f.replicas[0].admin),
+        &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let started = Instant::now();
+    while get(
+        &f.replicas[1].url("/u/x"),
+        &[("X-Authsidecar-User", "gina")],
+    )
+    .await
+    .status
+        != 401
+    {
+        assert!(started.elapsed() < Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

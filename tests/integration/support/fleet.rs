@@ -155,3 +155,106 @@ impl Drop for Replica {
         self.kill();
     }
 }
+
+/// A Redis Cluster of `n` masters (no replicas) on free ports, created with `redis-cli --cluster`.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    children: Vec<Child>,
+}
+
+/// A port whose cluster bus port (+10000) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p < 55000 && std::net::TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+            return p;
+        }
+        // Ask for one in a lower range explicitly.
+        for candidate in (20000u16..30000).step_by(97) {
+            let c = candidate + (std::process::id() % 97) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", c)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", c + 10000)).is_ok()
+            {
+                return c;
+            }
+        }
+    }
+}
+
+impl RedisCluster {
+    pub async fn start(dir: &Path, n: usize) -> RedisCluster {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < n {
+            let p = cluster_port();
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        let mut children = Vec::new();
+        for p in &ports {
+            let child = Command::new("redis-server")
+                .args(["--port", &p.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", &format!("nodes-{p}.conf")])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .arg("--dir")
+                .arg(dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server is not installed: run scripts/setup.sh");
+            children.push(child);
+        }
+        for p in &ports {
+            assert!(wait_port(([127, 0, 0, 1], *p).into(), Duration::from_secs(10)).await);
+        }
+        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // Wait until every node agrees the cluster is up.
+        for _ in 0..200 {
+            let ok = ports.iter().all(|p| {
+                Command::new("redis-cli")
+                    .args(["-p", &p.to_string(), "cluster", "info"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+                    .unwrap_or(false)
+            });
+            if ok {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        RedisCluster { ports, children }
+    }
+
+    /// The `[store]` cluster list.
+    pub fn seeds(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("\"redis://127.0.0.1:{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
