@@ -386,3 +386,48 @@ async fn a_redis_cluster_serves_the_fleet() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_refresh_whose_write_fails_is_kept_and_written_when_redis_is_back() {
+    let mut f = Fleet::start(2, Duration::from_secs(5)).await;
+    f.log_in("hana", 0).await;
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    // A's refresh is slow at the IdP; Redis goes away while it runs, so the rotated grant cannot be
+    // written when the answer comes.
+    f.mock
+        .state
+        .set_token_fault(Some(TokenFault::Slow(Duration::from_millis(1500))), Some(1));
+    let a_url = f.replicas[0].url("/u/x");
+    let refreshing =
+        tokio::spawn(async move { get(&a_url, &[("X-Authsidecar-User", "hana")]).await.status });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    f.redis.as_mut().unwrap().stop();
+    assert_eq!(
+        refreshing.await.unwrap(),
+        200,
+        "the new token is used at once"
+    );
+    f.redis.as_mut().unwrap().restart().await;
+    // The kept grant reaches Redis: B (which never saw hana) uses the rotated grant, with no second
+    // refresh and no invalid_grant.
+    let started = Instant::now();
+    loop {
+        let r = get(
+            &f.replicas[1].url("/u/x"),
+            &[("X-Authsidecar-User", "hana")],
+        )
+        .await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(f.counter(|c| &c.refresh_token), 1);
+    assert_eq!(f.counter(|c| &c.token_errors), 0);
+}
