@@ -149,6 +149,7 @@ cat > "$WORK/authsidecar.toml" <<EOF
 [proxy]
 listen = "127.0.0.1:$AS"
 max_body_bytes = 1048576
+access_log = false
 [admin]
 listen = "127.0.0.1:$ADM"
 [auth]

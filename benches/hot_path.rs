@@ -105,7 +105,8 @@ fn benches(c: &mut Criterion) {
         .expect("runtime");
     let _guard = rt.enter();
     let store = Arc::new(authsidecar::store::Store::memory());
-    let snapshot = Snapshot::build(config.clone(), store).expect("snapshot");
+    let snapshot = Snapshot::build(config.clone(), store, authsidecar::metrics::Metrics::new())
+        .expect("snapshot");
 
     c.bench_function("route_match_50_routes", |b| {
         b.iter(|| snapshot.route_prefix(black_box("/svc37/items/42")))

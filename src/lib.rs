@@ -12,6 +12,7 @@ pub mod credential;
 pub mod egress;
 pub mod error;
 pub mod inject;
+pub mod metrics;
 pub mod mock;
 pub mod oauth;
 pub mod proxy;
@@ -153,8 +154,10 @@ impl Server {
                 (store, cache)
             }
         };
+        let metrics = metrics::Metrics::new();
         let snapshot = Arc::new(
-            proxy::Snapshot::build(config.clone(), store.clone()).map_err(StartError::Tls)?,
+            proxy::Snapshot::build(config.clone(), store.clone(), metrics.clone())
+                .map_err(StartError::Tls)?,
         );
         // Replicas tell each other to forget cached tokens (revocations, refused refreshes).
         let events_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -242,6 +245,12 @@ impl Server {
             }
         });
         let stats = Arc::new(proxy::ProxyStats::default());
+        metrics.add_source(Arc::new(Counted {
+            cache: cache.clone(),
+            store: store.clone(),
+            stats: stats.clone(),
+        }));
+        record_cert_expiry(&metrics, &config);
         let limits = Limits {
             header_read_timeout: config.proxy.header_read_timeout,
             idle_timeout: config.proxy.idle_timeout,
@@ -270,7 +279,7 @@ impl Server {
                 snapshot.clone()
             } else {
                 Arc::new(
-                    proxy::Snapshot::build(config.clone(), store.clone())
+                    proxy::Snapshot::build(config.clone(), store.clone(), metrics.clone())
                         .map_err(StartError::Tls)?,
                 )
             };
@@ -362,6 +371,107 @@ impl Server {
     pub async fn shutdown(self) -> bool {
         self.events_stop.store(true, Ordering::Relaxed);
         self.shutdown.drain(self.drain_timeout).await
+    }
+}
+
+/// Counters kept elsewhere, read at scrape time.
+struct Counted {
+    cache: Arc<token::TokenCache>,
+    store: Arc<store::Store>,
+    stats: Arc<proxy::ProxyStats>,
+}
+
+impl metrics::Source for Counted {
+    fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let c = &self.cache.stats;
+        let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            (
+                "token_cache_hits",
+                "Token cache lookups answered from the cache",
+                g(&c.hits),
+            ),
+            (
+                "token_cache_misses",
+                "Token cache lookups that needed a fetch",
+                g(&c.misses),
+            ),
+            (
+                "token_early_refreshes",
+                "Background refreshes started before expiry",
+                g(&c.early_refreshes),
+            ),
+            (
+                "token_fetches",
+                "Fetches started by the cache (one per single flight)",
+                g(&c.fetches),
+            ),
+            (
+                "token_fetch_failures",
+                "Fetches that failed",
+                g(&c.fetch_failures),
+            ),
+            (
+                "single_flight_waiters",
+                "Requests that waited for a fetch another request started",
+                g(&c.waiters),
+            ),
+            (
+                "token_backoff_rejections",
+                "Requests refused while a key backs off after failures",
+                g(&c.backoff_rejections),
+            ),
+            (
+                "upstream_replays",
+                "Requests replayed once after the upstream refused the token",
+                g(&self.stats.replays),
+            ),
+            (
+                "upstream_replays_skipped",
+                "Refusals passed through because the body could not be replayed",
+                g(&self.stats.replays_skipped),
+            ),
+            (
+                "store_errors",
+                "Failed calls to the token store",
+                self.store.errors(),
+            ),
+        ]
+    }
+}
+
+/// Sets `cert_expiry_seconds` for every configured certificate.
+pub fn record_cert_expiry(metrics: &metrics::Metrics, config: &Config) {
+    let mut files = Vec::new();
+    for t in [
+        config.proxy.tls.as_ref(),
+        config.admin.tls.as_ref(),
+        config.auth.as_ref().and_then(|a| a.tls.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        files.push(t.cert.clone());
+    }
+    for r in &config.routes {
+        files.extend(r.tls.client_cert.clone());
+    }
+    for p in config.profiles.values() {
+        if let Some(o) = p.kind.oauth() {
+            files.extend(o.tls.client_cert.clone());
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    for f in files {
+        let end = std::fs::read(&f).ok().and_then(|pem| {
+            let leaf = rustls_pemfile::certs(&mut pem.as_slice()).next()?.ok()?;
+            tls::not_after(&leaf)
+        });
+        if let Some(end) = end {
+            metrics.cert_expiry(&f.display().to_string(), end - now);
+        }
     }
 }
 

@@ -164,7 +164,17 @@ impl Admin {
                     Err(_) => text(StatusCode::OK, "ready\n"),
                 }
             }
-            (_, "/healthz" | "/readyz") => method_not_allowed(),
+            (&Method::GET, "/metrics") => {
+                let mut r = text(StatusCode::OK, self.snapshot.metrics.encode());
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                r
+            }
+            (_, "/healthz" | "/readyz" | "/metrics") => method_not_allowed(),
             (m, p) if p == "/admin/tokens" || p.starts_with("/admin/tokens/") => {
                 if let Err(r) = self.authorized(&req) {
                     return *r;

@@ -122,6 +122,8 @@ pub struct ProxySettings {
     /// connection pool; the token cache is shared. Default: one per CPU.
     pub workers: usize,
     pub tls: Option<ServerTls>,
+    /// One log line per request (target `authsidecar::access`, INFO).
+    pub access_log: bool,
 }
 
 pub const DEFAULT_STORE_PATH: &str = "data/tokens.db";

@@ -43,6 +43,7 @@ pub struct RawProxy {
     pub max_body_bytes: Option<u64>,
     pub workers: Option<usize>,
     pub tls: Option<RawServerTls>,
+    pub access_log: Option<bool>,
 }
 
 /// `tls = { cert, key, client_ca }` of a listener.

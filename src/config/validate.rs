@@ -346,6 +346,7 @@ fn proxy_settings(p: RawProxy, v: &mut V) -> ProxySettings {
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         tls: server_tls(p.tls, "proxy", v),
+        access_log: p.access_log.unwrap_or(true),
     };
     if s.workers == 0 || s.workers > 256 {
         v.err("proxy.workers", "expected 1-256 worker threads");

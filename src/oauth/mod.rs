@@ -68,6 +68,8 @@ pub struct OAuthSource {
     profile: Arc<str>,
     settings: OAuthSettings,
     pub(crate) http: IdpHttp,
+    /// Where token requests are counted (set when the snapshot is built).
+    pub metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl OAuthSource {
@@ -83,6 +85,7 @@ impl OAuthSource {
                 settings.idp_timeout,
             )?,
             settings: settings.clone(),
+            metrics: std::sync::OnceLock::new(),
         }))
     }
 
@@ -220,6 +223,41 @@ impl OAuthSource {
                 r.request_async(http).await
             }
         };
+        if let Some(m) = self.metrics.get() {
+            let grant = match (which, &s.grant) {
+                (Request::Refresh(_), _) => "refresh_token",
+                (Request::Code { .. }, _) => "authorization_code",
+                (Request::UserPassword { .. }, _) | (_, Grant::Password { .. }) => "password",
+                _ => "client_credentials",
+            };
+            let error = match &result {
+                Err(RequestTokenError::ServerResponse(e)) => {
+                    let code = e.error().as_ref().to_string();
+                    // Bounded: the RFC 6749 codes, else "other".
+                    const KNOWN: [&str; 6] = [
+                        "invalid_request",
+                        "invalid_client",
+                        "invalid_grant",
+                        "unauthorized_client",
+                        "unsupported_grant_type",
+                        "invalid_scope",
+                    ];
+                    if KNOWN.contains(&code.as_str()) {
+                        code
+                    } else {
+                        "other".to_string()
+                    }
+                }
+                _ => String::new(),
+            };
+            let mapped = result.map_err(map_error);
+            let outcome = match &mapped {
+                Ok(_) => "ok",
+                Err(e) => e.code().as_str(),
+            };
+            m.token_request(&self.profile, grant, outcome, &error);
+            return mapped;
+        }
         result.map_err(map_error)
     }
 }

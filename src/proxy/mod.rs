@@ -41,6 +41,7 @@ use hyper::body::Incoming;
 use crate::config::{ClientTls, Config};
 use crate::error::{ErrorCode, ProxyError};
 use crate::inject::{Inputs, Plan};
+use crate::metrics::{Metrics, RequestMetrics};
 use crate::oauth::OAuthSource;
 use crate::serve::{ConnInfo, Handler};
 use crate::store::Store;
@@ -122,6 +123,10 @@ pub struct ProfileRt {
 /// Everything the proxy needs from one config, built once per load.
 pub struct Snapshot {
     pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    /// Metrics of requests that match no route (or fail before a profile is chosen).
+    unrouted: RequestMetrics,
+    access_log: bool,
     routes: Vec<RouteRt>,
     pub profiles: HashMap<Arc<str>, Arc<ProfileRt>>,
     /// Grants, tickets and authorization state.
@@ -129,7 +134,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn build(config: Arc<Config>, store: Arc<Store>) -> Result<Snapshot, String> {
+    pub fn build(
+        config: Arc<Config>,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Snapshot, String> {
         let mut profiles: HashMap<Arc<str>, Arc<ProfileRt>> = HashMap::new();
         for (name, p) in &config.profiles {
             let user_fields: Vec<String> = p.user_fields.iter().map(|f| f.key.clone()).collect();
@@ -160,6 +169,7 @@ impl Snapshot {
                         (s.fingerprint, s.reauth_on.clone(), s.replay_max_body_bytes);
                     let policy = src.policy();
                     let needs_tenant = s.needs_tenant();
+                    let _ = src.metrics.set(metrics.clone());
                     let entry = match s.grant {
                         crate::config::Grant::AuthorizationCode(_) => Entry::Code,
                         crate::config::Grant::UserPassword => Entry::Password,
@@ -218,11 +228,14 @@ impl Snapshot {
                         c
                     }
                 };
-                profs.push((rt.clone(), client));
+                profs.push((rt.clone(), client, metrics.for_request(&r.prefix, name)));
             }
             routes.push(RouteRt::new(r, profs));
         }
         Ok(Snapshot {
+            unrouted: metrics.for_request("", ""),
+            access_log: config.proxy.access_log,
+            metrics,
             config,
             routes,
             profiles,
@@ -315,26 +328,57 @@ impl Proxy {
         format!("{:08x}{:012x}", self.id_prefix, n)
     }
 
-    async fn handle(&self, req: Request<Incoming>, conn: &ConnCtx) -> Response<RespBody> {
-        let given_id = req.headers().get(X_REQUEST_ID).cloned();
-        match self.process(req, conn).await {
+    async fn handle(&self, mut req: Request<Incoming>, conn: &ConnCtx) -> Response<RespBody> {
+        let started = tokio::time::Instant::now();
+        let snap = &self.snapshot;
+        // The caller's X-Request-Id (when usable) or a new one; it goes upstream, into the access
+        // log and into every error body.
+        let rid = self.request_id(req.headers().get(X_REQUEST_ID).cloned());
+        if let Ok(v) = HeaderValue::from_str(&rid) {
+            req.headers_mut().insert(X_REQUEST_ID, v);
+        }
+        let method = snap.access_log.then(|| req.method().clone());
+        let mut metrics = None;
+        let resp = match self.process(req, conn, &mut metrics).await {
             Ok(resp) => resp,
             Err(e) => {
-                let rid = self.request_id(given_id);
                 if e.code == ErrorCode::Internal {
                     tracing::warn!(code = %e.code, request_id = %rid, "{}", e.message);
                 } else {
                     tracing::debug!(code = %e.code, request_id = %rid, "{}", e.message);
                 }
+                if e.code == ErrorCode::AuthorizationRequired {
+                    if let Some(m) = metrics {
+                        m.authorization_required();
+                    }
+                }
                 e.into_response(&rid).map(Either::Right)
             }
+        };
+        let took = started.elapsed();
+        let m = metrics.unwrap_or(&snap.unrouted);
+        let status = resp.status().as_u16();
+        m.record(status, took);
+        if let Some(method) = method {
+            // Route prefix and profile come from the config; no path, query or header values.
+            tracing::info!(
+                target: "authsidecar::access",
+                method = %method,
+                route = %m.route,
+                profile = %m.profile,
+                status,
+                ms = (took.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+                request_id = %rid,
+            );
         }
+        resp
     }
 
-    async fn process(
-        &self,
+    async fn process<'s>(
+        &'s self,
         req: Request<Incoming>,
         conn: &ConnCtx,
+        metrics: &mut Option<&'s RequestMetrics>,
     ) -> Result<Response<RespBody>, ProxyError> {
         let snap = &self.snapshot;
         let (mut parts, body) = req.into_parts();
@@ -357,12 +401,12 @@ impl Proxy {
         let control = headers::take_control(&mut parts.headers);
 
         // 2. select profile
-        let (profile, client) = match &control.profile {
+        let (profile, client, m) = match &control.profile {
             None => &route.profiles[0],
             Some(v) => route
                 .profiles
                 .iter()
-                .find(|(p, _)| p.plan.profile().as_bytes() == v.as_bytes())
+                .find(|(p, _, _)| p.plan.profile().as_bytes() == v.as_bytes())
                 .ok_or_else(|| {
                     ProxyError::new(
                         ErrorCode::ProfileNotAllowed,
@@ -373,6 +417,7 @@ impl Proxy {
                     )
                 })?,
         };
+        *metrics = Some(m);
         let plan = &profile.plan;
         let with_profile = |e: ProxyError| e.with_profile(plan.profile());
 
@@ -483,10 +528,12 @@ impl Proxy {
             first_headers,
             first_body,
         )?;
+        let sent = tokio::time::Instant::now();
         let resp = client
             .send(req, route.timeout)
             .await
             .map_err(with_profile)?;
+        m.upstream(sent.elapsed());
 
         // 8. upstream refused the token: refresh once, replay once
         let resp = match (oauth, &token_key, &inputs.token) {

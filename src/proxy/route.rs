@@ -15,12 +15,15 @@ pub struct RouteRt {
     pub upstream: UpstreamUrl,
     /// Allowed profiles, each with the upstream client for it (TLS and connector); the first is
     /// the default.
-    pub profiles: Vec<(Arc<ProfileRt>, Upstream)>,
+    pub profiles: Vec<(Arc<ProfileRt>, Upstream, crate::metrics::RequestMetrics)>,
     pub timeout: Duration,
 }
 
 impl RouteRt {
-    pub fn new(route: &Route, profiles: Vec<(Arc<ProfileRt>, Upstream)>) -> Self {
+    pub fn new(
+        route: &Route,
+        profiles: Vec<(Arc<ProfileRt>, Upstream, crate::metrics::RequestMetrics)>,
+    ) -> Self {
         RouteRt {
             prefix: route.prefix.clone(),
             upstream: route.upstream.clone(),
