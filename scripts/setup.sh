@@ -3,7 +3,8 @@
 # Skips what is already installed; safe to run again. Called by .ci/run and bench/compare.sh.
 #
 #   scripts/setup.sh            # everything (tests: tinyproxy as the connector, redis-server for replicas,
-#                               # openssl for dev certificates)
+#                               # openssl for dev certificates, chromium + chromium-driver for the
+#                               # admin console's browser test)
 #   scripts/setup.sh bench      # only the benchmark tools
 set -euo pipefail
 
@@ -14,10 +15,12 @@ declare -A BIN_OF=(
   [tinyproxy]=tinyproxy
   [openssl]=openssl
   [redis-server]=redis-server
+  [chromium]=chromium
+  [chromium-driver]=chromedriver
 )
 case "${1:-all}" in
   bench) WANT=(nginx haproxy wrk) ;;
-  all) WANT=(nginx haproxy wrk tinyproxy openssl redis-server) ;;
+  all) WANT=(nginx haproxy wrk tinyproxy openssl redis-server chromium chromium-driver) ;;
   *) echo "usage: $0 [all|bench]" >&2; exit 2 ;;
 esac
 

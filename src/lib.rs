@@ -59,6 +59,130 @@ pub struct Server {
     drain_timeout: Duration,
     /// Stops the store's event listener (Redis pub/sub thread).
     events_stop: Arc<std::sync::atomic::AtomicBool>,
+    reloader: Arc<Reloader>,
+}
+
+/// Applies a new config to a running server: validated first; a config that does not load, or that
+/// changes what only a restart can change, is refused whole and the old one stays in force.
+pub struct Reloader {
+    path: Option<std::path::PathBuf>,
+    current: std::sync::Mutex<Arc<Config>>,
+    store: Arc<store::Store>,
+    metrics: Arc<metrics::Metrics>,
+    cache: Arc<token::TokenCache>,
+    /// The admin and auth listeners' snapshot.
+    live: Arc<arc_swap::ArcSwap<proxy::Snapshot>>,
+    /// Every proxy worker (each has its own snapshot, for its own upstream pools).
+    proxies: Vec<Arc<proxy::Proxy>>,
+}
+
+/// What a reload cannot change: listeners, workers, the store, the auth listener.
+fn restart_only(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |changed: bool, key: &str| {
+        if changed {
+            out.push(format!(
+                "{key}: changed; restart the process to apply it (nothing was reloaded)"
+            ));
+        }
+    };
+    check(old.proxy.listen != new.proxy.listen, "proxy.listen");
+    check(old.proxy.workers != new.proxy.workers, "proxy.workers");
+    check(old.proxy.tls != new.proxy.tls, "proxy.tls");
+    check(old.admin.listen != new.admin.listen, "admin.listen");
+    check(old.admin.tls != new.admin.tls, "admin.tls");
+    let auth = |c: &Config| {
+        c.auth
+            .as_ref()
+            .map(|a| (a.listen, a.public_url.clone(), a.ticket_ttl, a.tls.clone()))
+    };
+    check(auth(old) != auth(new), "auth");
+    check(
+        std::mem::discriminant(&old.store) != std::mem::discriminant(&new.store),
+        "store.kind",
+    );
+    check(
+        old.mock_provider.as_ref().map(|m| m.listen)
+            != new.mock_provider.as_ref().map(|m| m.listen),
+        "mock_provider.listen",
+    );
+    out
+}
+
+impl Reloader {
+    /// Reads the config file again and applies it.
+    pub fn reload_from_file(&self) -> Result<String, Vec<String>> {
+        let Some(path) = &self.path else {
+            return Err(vec![
+                "no config file to read again (started without one)".into()
+            ]);
+        };
+        match Config::load(path) {
+            Ok(c) => self.apply(c),
+            Err(e) => {
+                self.metrics.reload(false);
+                Err(e.0.iter().map(|e| e.to_string()).collect())
+            }
+        }
+    }
+
+    /// Applies `config`: new snapshots for every worker and the admin/auth listeners, swapped at
+    /// once; requests in flight finish on the snapshot they started with. Cached tokens stay for
+    /// profiles whose OAuth settings did not change (their cache keys are the same); changed
+    /// profiles get new tokens.
+    pub fn apply(&self, config: Config) -> Result<String, Vec<String>> {
+        let Ok(mut current) = self.current.lock() else {
+            return Err(vec!["a reload is already failing; restart".into()]);
+        };
+        let refused = restart_only(&current, &config);
+        if !refused.is_empty() {
+            self.metrics.reload(false);
+            return Err(refused);
+        }
+        let config = Arc::new(config);
+        let build = || {
+            proxy::Snapshot::build(config.clone(), self.store.clone(), self.metrics.clone())
+                .map(Arc::new)
+        };
+        let mut worker_snapshots = Vec::with_capacity(self.proxies.len());
+        for _ in &self.proxies {
+            match build() {
+                Ok(s) => worker_snapshots.push(s),
+                Err(e) => {
+                    self.metrics.reload(false);
+                    return Err(vec![e]);
+                }
+            }
+        }
+        let main = match build() {
+            Ok(s) => s,
+            Err(e) => {
+                self.metrics.reload(false);
+                return Err(vec![e]);
+            }
+        };
+        for (p, s) in self.proxies.iter().zip(worker_snapshots) {
+            p.swap(s);
+        }
+        // Tokens of removed profiles, or of profiles whose token settings changed, are dropped;
+        // the others stay cached (same key).
+        let dropped = self.cache.retain(|k| main.has_token_key(k));
+        self.live.store(main);
+        record_cert_expiry(&self.metrics, &config);
+        for w in &config.warnings {
+            tracing::warn!("config: {w}");
+        }
+        let summary = format!(
+            "reloaded: {} routes, {} profiles, {} cached tokens dropped",
+            config.routes.len(),
+            config.profiles.len(),
+            dropped
+        );
+        *current = config;
+        self.metrics.reload(true);
+        tracing::info!("{summary}");
+        Ok(summary)
+    }
 }
 
 /// A listening socket with SO_REUSEPORT, so every proxy worker can have its own on one address.
@@ -86,6 +210,15 @@ impl Server {
     /// Binds every listener and starts serving. Listeners on port 0 get a free port; the chosen
     /// addresses are in the returned [`Server`].
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        Self::start_with_path(config, None).await
+    }
+
+    /// Like [`Server::start`]; `path` is the config file a reload (SIGHUP, `POST /admin/reload`)
+    /// reads again.
+    pub async fn start_with_path(
+        config: Config,
+        path: Option<std::path::PathBuf>,
+    ) -> Result<Server, StartError> {
         let config = Arc::new(config);
         let shutdown = Shutdown::new();
         let ready = Arc::new(AtomicBool::new(false));
@@ -266,6 +399,8 @@ impl Server {
         })?;
         let proxy_addr = first.local_addr().unwrap_or(config.proxy.listen);
         let mut listener = Some(first);
+        let live = Arc::new(arc_swap::ArcSwap::new(snapshot.clone()));
+        let mut proxies = Vec::with_capacity(config.proxy.workers);
         for i in 0..config.proxy.workers {
             let l = match listener.take() {
                 Some(l) => l,
@@ -284,6 +419,7 @@ impl Server {
                 )
             };
             let proxy = proxy::Proxy::new(worker_snapshot, cache.clone(), stats.clone());
+            proxies.push(proxy.clone());
             let rx = shutdown.subscribe();
             let tls = proxy_tls.clone();
             std::thread::Builder::new()
@@ -321,7 +457,7 @@ impl Server {
             Some(a) => {
                 let l = bind("auth", a.listen).await?;
                 let local = l.local_addr().unwrap_or(a.listen);
-                let auth = auth::Auth::new(snapshot.clone(), a.clone());
+                let auth = auth::Auth::new(live.clone(), a.clone());
                 tokio::spawn(serve::serve(
                     l,
                     limits,
@@ -333,7 +469,20 @@ impl Server {
             }
             None => None,
         };
-        let admin = admin::Admin::new(snapshot, cache, ready.clone());
+        let reloader = Arc::new(Reloader {
+            path,
+            current: std::sync::Mutex::new(config.clone()),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            cache: cache.clone(),
+            live: live.clone(),
+            proxies,
+        });
+        let reload_fn: Arc<dyn Fn() -> Result<String, Vec<String>> + Send + Sync> = {
+            let r = reloader.clone();
+            Arc::new(move || r.reload_from_file())
+        };
+        let admin = admin::Admin::new(live, cache, ready.clone(), Some(reload_fn));
         let al = bind("admin", config.admin.listen).await?;
         let admin_addr = al.local_addr().unwrap_or(config.admin.listen);
         tokio::spawn(serve::serve(
@@ -358,7 +507,13 @@ impl Server {
             shutdown,
             drain_timeout: config.proxy.drain_timeout,
             events_stop,
+            reloader,
         })
+    }
+
+    /// Applies a new config now (what `POST /admin/reload` and SIGHUP do with the file).
+    pub fn reload(&self, config: Config) -> Result<String, Vec<String>> {
+        self.reloader.apply(config)
     }
 
     /// Counters of the request path (replays, …).
@@ -478,15 +633,27 @@ pub fn record_cert_expiry(metrics: &metrics::Metrics, config: &Config) {
 /// How often certificate and key files are checked for changes.
 pub const CERT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Runs until SIGINT or SIGTERM, then drains. SIGHUP re-reads every certificate and key.
-pub async fn run(config: Config) -> Result<(), StartError> {
-    let server = Server::start(config).await?;
+/// Runs until SIGINT or SIGTERM, then drains. SIGHUP reloads the config file (when `path` is
+/// given) and re-reads every certificate and key.
+pub async fn run(config: Config, path: Option<std::path::PathBuf>) -> Result<(), StartError> {
+    let server = Server::start_with_path(config, path).await?;
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            let reloader = server.reloader.clone();
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
+                    let r = reloader.clone();
+                    match tokio::task::spawn_blocking(move || r.reload_from_file()).await {
+                        Ok(Ok(summary)) => tracing::info!("SIGHUP: {summary}"),
+                        Ok(Err(errors)) => {
+                            for e in errors {
+                                tracing::warn!("SIGHUP: config not reloaded: {e}");
+                            }
+                        }
+                        Err(_) => {}
+                    }
                     let (n, errors) = tls::reload_all(true);
                     tracing::info!(
                         reloaded = n,

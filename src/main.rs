@@ -187,7 +187,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             match runtime().and_then(|rt| {
-                rt.block_on(authsidecar::run(config))
+                rt.block_on(authsidecar::run(config, Some(cli.config.clone())))
                     .context("startup failed")
             }) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -22,7 +22,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use crate::config::{Config, Profile, ProfileKind};
+use crate::config::{Profile, ProfileKind};
 use crate::proxy::Snapshot;
 use crate::secret::Secret;
 use crate::serve::{ConnInfo, Handler};
@@ -31,29 +31,38 @@ use crate::token::TokenCache;
 type Body = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 pub struct Admin {
-    config: Arc<Config>,
-    snapshot: Arc<Snapshot>,
+    /// The current config's snapshot (swapped by a reload).
+    live: Arc<arc_swap::ArcSwap<Snapshot>>,
+    /// Re-reads the config (`POST /admin/reload`).
+    reloader: Option<Arc<dyn Fn() -> Result<String, Vec<String>> + Send + Sync>>,
     cache: Arc<TokenCache>,
     ready: Arc<AtomicBool>,
 }
 
 impl Admin {
     pub fn new(
-        snapshot: Arc<Snapshot>,
+        live: Arc<arc_swap::ArcSwap<Snapshot>>,
         cache: Arc<TokenCache>,
         ready: Arc<AtomicBool>,
+        reloader: Option<Arc<dyn Fn() -> Result<String, Vec<String>> + Send + Sync>>,
     ) -> Arc<Admin> {
         Arc::new(Admin {
-            config: snapshot.config.clone(),
-            snapshot,
+            live,
+            reloader,
             cache,
             ready,
         })
     }
 
+    /// The snapshot of the config in force now.
+    fn snap(&self) -> Arc<Snapshot> {
+        self.live.load_full()
+    }
+
     /// `POST /admin/profiles/{name}/test`.
     async fn test(&self, name: &str, query: Option<&str>) -> Response<Body> {
-        let Some(p) = self.snapshot.profiles.get(name) else {
+        let snap = self.snap();
+        let Some(p) = snap.profiles.get(name) else {
             return not_found_profile();
         };
         let Some((o, source)) = p
@@ -111,7 +120,7 @@ impl Admin {
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> Result<(), Box<Response<Body>>> {
-        let Some(token) = &self.config.admin.token else {
+        let Some(token) = &self.snap().config.admin.token else {
             return Err(Box::new(json_response(
                 StatusCode::FORBIDDEN,
                 json!({"error": {"code": "admin_disabled", "message": "set [admin] token to use the admin API"}}),
@@ -147,7 +156,7 @@ impl Admin {
                 }
                 // The store's state is reported, not a reason to stop serving: requests whose
                 // token is cached keep working while a shared store is away.
-                let store = self.snapshot.store.clone();
+                let store = self.snap().store.clone();
                 let state = tokio::task::spawn_blocking(move || {
                     (store.ping().map_err(|e| e.to_string()), store.errors())
                 })
@@ -165,7 +174,7 @@ impl Admin {
                 }
             }
             (&Method::GET, "/metrics") => {
-                let mut r = text(StatusCode::OK, self.snapshot.metrics.encode());
+                let mut r = text(StatusCode::OK, self.snap().metrics.encode());
                 r.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static(
@@ -185,6 +194,40 @@ impl Admin {
                         self.revoke(profile, req.uri().query()).await
                     }
                     _ => method_not_allowed(),
+                }
+            }
+            (m, "/admin/reload") => {
+                if let Err(r) = self.authorized(&req) {
+                    return *r;
+                }
+                if m != Method::POST {
+                    return method_not_allowed();
+                }
+                let Some(reload) = self.reloader.clone() else {
+                    return json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"error": {"code": "reload_unavailable", "message": "this server has no config file to read again"}}),
+                    );
+                };
+                match tokio::task::spawn_blocking(move || reload()).await {
+                    Ok(Ok(summary)) => {
+                        tracing::info!("admin: {summary}");
+                        json_response(
+                            StatusCode::OK,
+                            json!({"reloaded": true, "summary": summary}),
+                        )
+                    }
+                    Ok(Err(errors)) => {
+                        tracing::warn!(errors = errors.len(), "admin: config not reloaded");
+                        json_response(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            json!({"reloaded": false, "errors": errors}),
+                        )
+                    }
+                    Err(_) => json_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        json!({"reloaded": false, "errors": ["reload task failed"]}),
+                    ),
                 }
             }
             (m, "/admin/certificates/reload") => {
@@ -231,9 +274,9 @@ impl Admin {
                 match p.strip_prefix("/admin/profiles/") {
                     None => json_response(
                         StatusCode::OK,
-                        json!({"profiles": self.config.profiles.values().map(|p| self.profile_json(p)).collect::<Vec<_>>()}),
+                        json!({"profiles": self.snap().config.profiles.values().map(|p| self.profile_json(p)).collect::<Vec<_>>()}),
                     ),
-                    Some(name) => match self.config.profile(name) {
+                    Some(name) => match self.snap().config.profile(name) {
                         Some(p) => json_response(StatusCode::OK, self.profile_json(p)),
                         None => not_found_profile(),
                     },
@@ -257,7 +300,7 @@ impl Admin {
                        "source": "cache", "expires_in": expires_in, "has_refresh_token": has_rt})
             })
             .collect();
-        let store = self.snapshot.store.clone();
+        let store = self.snap().store.clone();
         let grants = tokio::task::spawn_blocking(move || {
             let names = store.names("grant:").unwrap_or_default();
             names
@@ -286,7 +329,8 @@ impl Admin {
     /// `DELETE /admin/tokens/{profile}?user=&tenant=`: forgets the token (and the user's grant), and
     /// asks the IdP to revoke the refresh token when the profile has a `revocation_url`.
     async fn revoke(&self, profile: &str, query: Option<&str>) -> Response<Body> {
-        let Some(p) = self.snapshot.profiles.get(profile) else {
+        let snap = self.snap();
+        let Some(p) = snap.profiles.get(profile) else {
             return not_found_profile();
         };
         let Some(o) = &p.oauth else {
@@ -313,7 +357,7 @@ impl Admin {
         let key = o.key(p.plan.profile(), tenant.as_deref(), user.as_deref());
         let cached = self.cache.remove(&key);
         if !o.per_user {
-            let store = self.snapshot.store.clone();
+            let store = self.snap().store.clone();
             let name = crate::token::persisted_name(&key);
             let _ = tokio::task::spawn_blocking(move || store.remove(&name)).await;
         }
@@ -321,7 +365,7 @@ impl Admin {
         let mut grant_deleted = false;
         if let (true, Some(u)) = (o.per_user, &user) {
             let name = crate::oauth::grants::grant_name(profile, key.tenant.as_deref(), u);
-            let store = self.snapshot.store.clone();
+            let store = self.snap().store.clone();
             let record = tokio::task::spawn_blocking(move || {
                 let r = store.get(&name).ok().flatten();
                 let _ = store.remove(&name);
@@ -351,7 +395,7 @@ impl Admin {
                 }
             }
         }
-        crate::oauth::grants::publish_invalidation(&self.snapshot.store, &key).await;
+        crate::oauth::grants::publish_invalidation(&self.snap().store, &key).await;
         tracing::info!(profile, user = user.is_some(), "admin: token revoked");
         json_response(
             StatusCode::OK,
@@ -389,7 +433,8 @@ impl Admin {
                 c
             }
         };
-        let routes: Vec<&str> = self
+        let snap = self.snap();
+        let routes: Vec<&str> = snap
             .config
             .routes
             .iter()
@@ -409,7 +454,7 @@ impl Admin {
                 })
             })
             .collect();
-        let callback = match (&p.kind, &self.config.auth) {
+        let callback = match (&p.kind, &self.snap().config.auth) {
             (ProfileKind::OAuth(o), Some(a))
                 if matches!(o.grant, crate::config::Grant::AuthorizationCode(_)) =>
             {

@@ -36,7 +36,8 @@ use form::Form;
 type Body = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 pub struct Auth {
-    snapshot: Arc<Snapshot>,
+    /// The current config's snapshot (swapped by a reload).
+    live: Arc<arc_swap::ArcSwap<Snapshot>>,
     settings: AuthSettings,
     /// Client for `on_authorized` webhooks.
     hooks: Option<IdpHttp>,
@@ -121,16 +122,21 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl Auth {
-    pub fn new(snapshot: Arc<Snapshot>, settings: AuthSettings) -> Arc<Auth> {
+    pub fn new(live: Arc<arc_swap::ArcSwap<Snapshot>>, settings: AuthSettings) -> Arc<Auth> {
         // Webhooks (`on_authorized`): system roots, 10 s for the whole call, no redirects.
         let hooks = IdpHttp::new(&ClientTls::default(), None, Duration::from_secs(10))
             .map_err(|e| tracing::warn!("on_authorized client: {e}"))
             .ok();
         Arc::new(Auth {
-            snapshot,
+            live,
             settings,
             hooks,
         })
+    }
+
+    /// The snapshot of the config in force now.
+    fn snap(&self) -> Arc<Snapshot> {
+        self.live.load_full()
     }
 
     pub fn handler(self: &Arc<Self>, _conn: ConnInfo) -> AuthHandler {
@@ -176,7 +182,7 @@ impl Auth {
         ticket_id: &str,
         answers: Option<Vec<(String, String)>>,
     ) -> Response<Body> {
-        let store = self.snapshot.store.clone();
+        let store = self.snap().store.clone();
         let id = ticket_id.to_string();
         let ticket = match blocking(move || grants::read_ticket(&store, &id)).await {
             Some(Ok(Some(t))) => t,
@@ -189,8 +195,8 @@ impl Auth {
             }
             _ => return busy(),
         };
-        let Some(o) = self
-            .snapshot
+        let snap = self.snap();
+        let Some(o) = snap
             .profiles
             .get(ticket.profile.as_str())
             .and_then(|p| p.oauth.as_ref())
@@ -198,7 +204,7 @@ impl Auth {
         else {
             return link_invalid();
         };
-        let config_profile = self.snapshot.config.profile(&ticket.profile);
+        let config_profile = snap.config.profile(&ticket.profile);
         let form = Form {
             title: profile_title(config_profile.and_then(|p| p.identity_provider.as_deref())),
             ask_tenant: o.tenancy && ticket.tenant.is_none(),
@@ -344,7 +350,7 @@ impl Auth {
                 None => return link_invalid(),
             }
         }
-        let (store, ttl) = (self.snapshot.store.clone(), self.settings.ticket_ttl);
+        let (store, ttl) = (self.snap().store.clone(), self.settings.ticket_ttl);
         let state = match blocking(move || grants::new_flow(&store, ttl, &flow)).await {
             Some(Ok(s)) => s,
             _ => return busy(),
@@ -392,7 +398,7 @@ impl Auth {
                 "The answer from the identity provider has no state.",
             );
         };
-        let store = self.snapshot.store.clone();
+        let store = self.snap().store.clone();
         let flow = match blocking(move || grants::take_flow(&store, &state)).await {
             Some(Ok(Some(f))) => f,
             Some(Ok(None)) => {
@@ -412,8 +418,8 @@ impl Auth {
                 &format!("{err}: {desc}"),
             );
         }
-        let Some(source) = self
-            .snapshot
+        let snap = self.snap();
+        let Some(source) = snap
             .profiles
             .get(flow.profile.as_str())
             .and_then(|p| p.oauth.as_ref())
@@ -486,7 +492,7 @@ impl Auth {
     /// Stores the user's grant, uses up the login link, tells `on_authorized`, shows success.
     async fn finish(&self, flow: &Flow, fetched: Fetched) -> Response<Body> {
         let name = grants::grant_name(&flow.profile, flow.tenant.as_deref(), &flow.user);
-        let store = self.snapshot.store.clone();
+        let store = self.snap().store.clone();
         let ticket = flow.ticket.clone();
         let saved = blocking(move || {
             grants::save_grant(&store, &name, &fetched)?;
@@ -498,7 +504,7 @@ impl Auth {
             Some(Ok(())) => {
                 tracing::info!(profile = %flow.profile, "end user authorized");
                 let hook = self
-                    .snapshot
+                    .snap()
                     .config
                     .profile(&flow.profile)
                     .and_then(|p| p.on_authorized.clone());

@@ -134,6 +134,15 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Whether a cached token under `key` belongs to a profile of this config with the same token
+    /// settings (same name and fingerprint).
+    pub fn has_token_key(&self, key: &TokenKey) -> bool {
+        self.profiles
+            .get(&key.profile)
+            .and_then(|p| p.oauth.as_ref())
+            .is_some_and(|o| o.fingerprint == key.fingerprint)
+    }
+
     pub fn build(
         config: Arc<Config>,
         store: Arc<Store>,
@@ -273,7 +282,8 @@ enum AttemptBody {
 
 /// The proxy service shared by all connections.
 pub struct Proxy {
-    snapshot: Arc<Snapshot>,
+    /// Swapped by a config reload; a request keeps the snapshot it started with.
+    snapshot: arc_swap::ArcSwap<Snapshot>,
     cache: Arc<TokenCache>,
     pub stats: Arc<ProxyStats>,
     request_seq: AtomicU64,
@@ -298,7 +308,7 @@ impl Proxy {
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0));
         Arc::new(Proxy {
-            snapshot,
+            snapshot: arc_swap::ArcSwap::new(snapshot),
             cache,
             stats,
             request_seq: AtomicU64::new(0),
@@ -328,9 +338,14 @@ impl Proxy {
         format!("{:08x}{:012x}", self.id_prefix, n)
     }
 
+    /// Puts a new snapshot in place (config reload); requests in flight finish on the old one.
+    pub fn swap(&self, snapshot: Arc<Snapshot>) {
+        self.snapshot.store(snapshot);
+    }
+
     async fn handle(&self, mut req: Request<Incoming>, conn: &ConnCtx) -> Response<RespBody> {
         let started = tokio::time::Instant::now();
-        let snap = &self.snapshot;
+        let snap = &self.snapshot.load_full();
         // The caller's X-Request-Id (when usable) or a new one; it goes upstream, into the access
         // log and into every error body.
         let rid = self.request_id(req.headers().get(X_REQUEST_ID).cloned());
@@ -339,7 +354,7 @@ impl Proxy {
         }
         let method = snap.access_log.then(|| req.method().clone());
         let mut metrics = None;
-        let resp = match self.process(req, conn, &mut metrics).await {
+        let resp = match self.process(snap, req, conn, &mut metrics).await {
             Ok(resp) => resp,
             Err(e) => {
                 if e.code == ErrorCode::Internal {
@@ -375,12 +390,12 @@ impl Proxy {
     }
 
     async fn process<'s>(
-        &'s self,
+        &self,
+        snap: &'s Snapshot,
         req: Request<Incoming>,
         conn: &ConnCtx,
         metrics: &mut Option<&'s RequestMetrics>,
     ) -> Result<Response<RespBody>, ProxyError> {
-        let snap = &self.snapshot;
         let (mut parts, body) = req.into_parts();
 
         // 1. route
@@ -487,14 +502,14 @@ impl Proxy {
             let token = match self.cache.get(&key, &o.dyn_source, &o.policy).await {
                 Ok(t) => t,
                 Err(e) if e.kind == TokenErrorKind::AuthorizationRequired => {
-                    return Err(self.login_required(plan.profile(), &inputs).await)
+                    return Err(self.login_required(snap, plan.profile(), &inputs).await)
                 }
                 Err(e) => return Err(e.into_proxy_error(plan.profile())),
             };
             if o.per_user {
                 // A grant from before a user field was added: ask the user again.
                 if o.user_fields.iter().any(|k| token.user_field(k).is_none()) {
-                    return Err(self.login_required(plan.profile(), &inputs).await);
+                    return Err(self.login_required(snap, plan.profile(), &inputs).await);
                 }
                 if inputs.tenant.is_none() {
                     inputs.tenant = token.entered("tenant").map(str::to_owned);
@@ -582,13 +597,17 @@ impl Proxy {
 
 impl Proxy {
     /// `authorization_required` with a fresh login link for this user.
-    async fn login_required(&self, profile: &Arc<str>, inputs: &Inputs) -> ProxyError {
-        let Some(auth) = self.snapshot.config.auth.clone() else {
+    async fn login_required(
+        &self,
+        snapshot: &Snapshot,
+        profile: &Arc<str>,
+        inputs: &Inputs,
+    ) -> ProxyError {
+        let Some(auth) = snapshot.config.auth.clone() else {
             return ProxyError::new(ErrorCode::Internal, "no [auth] listener for login links")
                 .with_profile(profile);
         };
-        let settings = self
-            .snapshot
+        let settings = snapshot
             .profiles
             .get(profile)
             .and_then(|p| p.oauth.as_ref())
@@ -614,7 +633,7 @@ impl Proxy {
             user: inputs.user.clone().unwrap_or_default(),
             // Only profiles with tenancy keep grants per tenant.
             tenant: inputs.tenant.clone().filter(|_| {
-                self.snapshot
+                snapshot
                     .profiles
                     .get(profile)
                     .and_then(|p| p.oauth.as_ref())
@@ -622,7 +641,7 @@ impl Proxy {
             }),
             context,
         };
-        let store = self.snapshot.store.clone();
+        let store = snapshot.store.clone();
         let ttl = auth.ticket_ttl;
         let made = tokio::task::spawn_blocking(move || {
             crate::oauth::grants::new_ticket(&store, ttl, &ticket)

@@ -292,6 +292,14 @@ impl TokenCache {
             .is_some_and(|(_, s)| s.current.load().is_some())
     }
 
+    /// Keeps only the tokens whose key `keep` accepts (a config reload drops the tokens of
+    /// profiles whose token settings changed). Returns how many keys were dropped.
+    pub fn retain(&self, mut keep: impl FnMut(&TokenKey) -> bool) -> usize {
+        let before = self.slots.len();
+        self.slots.retain(|k, _| keep(k));
+        before.saturating_sub(self.slots.len())
+    }
+
     /// Number of keys with a slot.
     pub fn len(&self) -> usize {
         self.slots.len()

@@ -12,6 +12,7 @@ mod injection;
 mod limits;
 mod mock_authorize;
 mod oauth;
+mod reload;
 mod replicas;
 mod store;
 mod tls;
