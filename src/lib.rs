@@ -478,7 +478,7 @@ impl Server {
             live: live.clone(),
             proxies,
         });
-        let reload_fn: Arc<dyn Fn() -> Result<String, Vec<String>> + Send + Sync> = {
+        let reload_fn: admin::ReloadFn = {
             let r = reloader.clone();
             Arc::new(move || r.reload_from_file())
         };

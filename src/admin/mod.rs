@@ -30,11 +30,14 @@ use crate::token::TokenCache;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
+/// Reads the config again and applies it (`POST /admin/reload`): a summary, or every error.
+pub type ReloadFn = Arc<dyn Fn() -> Result<String, Vec<String>> + Send + Sync>;
+
 pub struct Admin {
     /// The current config's snapshot (swapped by a reload).
     live: Arc<arc_swap::ArcSwap<Snapshot>>,
     /// Re-reads the config (`POST /admin/reload`).
-    reloader: Option<Arc<dyn Fn() -> Result<String, Vec<String>> + Send + Sync>>,
+    reloader: Option<ReloadFn>,
     cache: Arc<TokenCache>,
     ready: Arc<AtomicBool>,
 }
@@ -44,7 +47,7 @@ impl Admin {
         live: Arc<arc_swap::ArcSwap<Snapshot>>,
         cache: Arc<TokenCache>,
         ready: Arc<AtomicBool>,
-        reloader: Option<Arc<dyn Fn() -> Result<String, Vec<String>> + Send + Sync>>,
+        reloader: Option<ReloadFn>,
     ) -> Arc<Admin> {
         Arc::new(Admin {
             live,
