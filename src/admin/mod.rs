@@ -28,6 +28,8 @@ use crate::secret::Secret;
 use crate::serve::{ConnInfo, Handler};
 use crate::token::TokenCache;
 
+mod console;
+
 type Body = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Reads the config again and applies it (`POST /admin/reload`): a summary, or every error.
@@ -40,6 +42,8 @@ pub struct Admin {
     reloader: Option<ReloadFn>,
     cache: Arc<TokenCache>,
     ready: Arc<AtomicBool>,
+    /// Signed-in console sessions.
+    sessions: console::Sessions,
 }
 
 impl Admin {
@@ -54,6 +58,7 @@ impl Admin {
             reloader,
             cache,
             ready,
+            sessions: console::Sessions::default(),
         })
     }
 
@@ -122,31 +127,74 @@ impl Admin {
         AdminHandler(self.clone())
     }
 
+    /// Whether the call may use `/admin/*`: the bearer token, or a console session (whose calls
+    /// that change state must carry its CSRF token and come from the console's own origin).
     fn authorized(&self, req: &Request<Incoming>) -> Result<(), Box<Response<Body>>> {
         let Some(token) = &self.snap().config.admin.token else {
-            return Err(Box::new(json_response(
-                StatusCode::FORBIDDEN,
-                json!({"error": {"code": "admin_disabled", "message": "set [admin] token to use the admin API"}}),
-            )));
+            return Err(Box::new(admin_disabled()));
         };
         let given = req
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-        match given {
-            Some(g) if token.ct_eq(g) => Ok(()),
-            _ => {
-                let mut r = json_response(
-                    StatusCode::UNAUTHORIZED,
-                    json!({"error": {"code": "unauthorized", "message": "missing or wrong admin bearer token"}}),
-                );
-                r.headers_mut().insert(
-                    WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"authsidecar-admin\""),
-                );
-                Err(Box::new(r))
+        if let Some(g) = given {
+            if token.ct_eq(g) {
+                return Ok(());
             }
+        } else if let Some(csrf) = self.sessions.find(req.headers()) {
+            if console::csrf_ok(req.method(), req.headers(), &csrf) {
+                return Ok(());
+            }
+            return Err(Box::new(json_response(
+                StatusCode::FORBIDDEN,
+                json!({"error": {"code": "csrf_failed", "message": "a console call that changes state needs the X-CSRF-Token header and the console's own origin"}}),
+            )));
         }
+        let mut r = json_response(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": {"code": "unauthorized", "message": "missing or wrong admin bearer token"}}),
+        );
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"authsidecar-admin\""),
+        );
+        Err(Box::new(r))
+    }
+
+    /// `POST /admin/login`: the console's sign-in form (`token=`), answered with a session cookie.
+    async fn login(&self, req: Request<Incoming>) -> Response<Body> {
+        let snap = self.snap();
+        let Some(token) = &snap.config.admin.token else {
+            return admin_disabled();
+        };
+        if console::cross_site(req.headers()) {
+            return console::login_page(
+                StatusCode::FORBIDDEN,
+                "Sign-in from another site refused.",
+            );
+        }
+        let body = http_body_util::Limited::new(req.into_body(), 4096)
+            .collect()
+            .await
+            .map(|b| b.to_bytes());
+        let Ok(body) = body else {
+            return console::login_page(
+                StatusCode::BAD_REQUEST,
+                "The sign-in form could not be read.",
+            );
+        };
+        let form = crate::inject::encode::parse_form(&body);
+        let given = form
+            .iter()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.as_bytes());
+        if !given.is_some_and(|g| token.ct_eq(g)) {
+            tracing::warn!("admin console: sign-in with a wrong token");
+            return console::login_page(StatusCode::UNAUTHORIZED, "Wrong admin token.");
+        }
+        let (id, _) = self.sessions.create();
+        tracing::info!("admin console: signed in");
+        console::redirect_with_cookie(Some(&id), snap.config.admin.tls.is_some())
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
@@ -187,6 +235,42 @@ impl Admin {
                 r
             }
             (_, "/healthz" | "/readyz" | "/metrics") => method_not_allowed(),
+            (&Method::GET, "/admin" | "/admin/") => {
+                if self.snap().config.admin.token.is_none() {
+                    return console::login_page(
+                        StatusCode::FORBIDDEN,
+                        "The console is off: set [admin] token in the config.",
+                    );
+                }
+                match self.sessions.find(req.headers()) {
+                    Some(csrf) => console::console_page(&csrf),
+                    None => console::login_page(StatusCode::OK, ""),
+                }
+            }
+            (&Method::GET, p @ ("/admin/console.js" | "/admin/console.css")) => {
+                console::asset(p).unwrap_or_else(method_not_allowed)
+            }
+            (&Method::POST, "/admin/login") => self.login(req).await,
+            (m, "/admin/logout") => {
+                if let Err(r) = self.authorized(&req) {
+                    return *r;
+                }
+                if m != Method::POST {
+                    return method_not_allowed();
+                }
+                self.sessions.remove(req.headers());
+                let mut r = json_response(StatusCode::OK, json!({"signed_out": true}));
+                let clear =
+                    console::redirect_with_cookie(None, self.snap().config.admin.tls.is_some());
+                if let Some(c) = clear.headers().get(http::header::SET_COOKIE) {
+                    r.headers_mut().insert(http::header::SET_COOKIE, c.clone());
+                }
+                r
+            }
+            (
+                _,
+                "/admin" | "/admin/" | "/admin/login" | "/admin/console.js" | "/admin/console.css",
+            ) => method_not_allowed(),
             (m, p) if p == "/admin/tokens" || p.starts_with("/admin/tokens/") => {
                 if let Err(r) = self.authorized(&req) {
                     return *r;
@@ -520,6 +604,13 @@ fn json_response(status: StatusCode, v: Value) -> Response<Body> {
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+fn admin_disabled() -> Response<Body> {
+    json_response(
+        StatusCode::FORBIDDEN,
+        json!({"error": {"code": "admin_disabled", "message": "set [admin] token to use the admin API"}}),
+    )
 }
 
 fn not_found_profile() -> Response<Body> {

@@ -7,6 +7,7 @@ mod support;
 
 mod admin;
 mod config_check;
+mod console;
 mod forwarding;
 mod injection;
 mod limits;

@@ -1,0 +1,172 @@
+// authsidecar admin console. Talks to the admin JSON API with the session cookie; every call that
+// changes something carries the session's CSRF token. Data is put on the page as text only.
+'use strict';
+
+const csrf = document.querySelector('meta[name="csrf-token"]').content;
+
+async function api(method, path) {
+  const headers = method === 'GET' ? {} : { 'X-CSRF-Token': csrf };
+  const r = await fetch(path, { method, headers, credentials: 'same-origin' });
+  if (r.status === 401) {
+    location.href = '/admin/';
+    throw new Error('signed out');
+  }
+  let body = null;
+  try { body = await r.json(); } catch (e) { body = null; }
+  return { status: r.status, body };
+}
+
+function el(tag, props, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props || {})) {
+    if (k === 'className') e.className = v;
+    else if (k === 'onclick') e.addEventListener('click', v);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) {
+    e.append(c instanceof Node ? c : document.createTextNode(c == null ? '' : String(c)));
+  }
+  return e;
+}
+
+function errorText(body, status) {
+  const e = body && body.error;
+  return e ? `${e.code}: ${e.message}` : `HTTP ${status}`;
+}
+
+const TESTABLE = ['oauth2_client_credentials', 'oauth2_password'];
+let tokens = [];
+
+function tokenStatus(p) {
+  const mine = tokens.filter((t) => t.profile === p.name);
+  if (p.per_user || p.type === 'oauth2_authorization_code') {
+    const users = new Set(mine.map((t) => `${t.user}\u0000${t.tenant}`));
+    return users.size === 0 ? 'no user grants' : `${users.size} user grant(s)`;
+  }
+  const cached = mine.filter((t) => t.source === 'cache');
+  if (TESTABLE.includes(p.type)) {
+    if (cached.length === 0) return 'none yet';
+    const left = Math.min(...cached.map((t) => t.expires_in));
+    return left > 0 ? `cached, expires in ${left} s` : 'cached, expired';
+  }
+  return 'static credential';
+}
+
+async function loadTokens() {
+  const r = await api('GET', '/admin/tokens');
+  tokens = (r.body && r.body.tokens) || [];
+  const tbody = document.querySelector('#tokens tbody');
+  tbody.replaceChildren();
+  if (tokens.length === 0) {
+    tbody.append(el('tr', {}, el('td', { colspan: '7' }, 'No tokens held.')));
+  }
+  for (const t of tokens) {
+    const revoke = el('button', { type: 'button', className: 'revoke', onclick: () => revokeToken(t) }, 'Revoke');
+    tbody.append(el('tr', { 'data-profile': t.profile },
+      el('td', {}, t.profile), el('td', {}, t.user ?? '—'), el('td', {}, t.tenant ?? '—'),
+      el('td', {}, t.source), el('td', {}, `${t.expires_in} s`),
+      el('td', {}, t.has_refresh_token ? 'yes' : 'no'), el('td', {}, revoke)));
+  }
+}
+
+async function loadProfiles() {
+  await loadTokens();
+  const r = await api('GET', '/admin/profiles');
+  const tbody = document.querySelector('#profiles tbody');
+  tbody.replaceChildren();
+  if (r.status !== 200) {
+    tbody.append(el('tr', {}, el('td', { colspan: '7', className: 'error' }, errorText(r.body, r.status))));
+    return;
+  }
+  for (const p of r.body.profiles) {
+    const testable = TESTABLE.includes(p.type) && !p.per_user;
+    const button = el('button', {
+      type: 'button', className: 'test', 'data-profile': p.name,
+      title: testable ? 'Run the token request now' : 'No token request to test for this type',
+      onclick: () => runTest(p.name),
+    }, 'Test');
+    if (!testable) button.disabled = true;
+    tbody.append(el('tr', { 'data-profile': p.name },
+      el('td', {}, el('strong', {}, p.name)), el('td', {}, p.type),
+      el('td', {}, p.identity_provider ?? '—'), el('td', {}, (p.routes || []).join(', ') || '—'),
+      el('td', {}, p.callback_url ? el('code', {}, p.callback_url) : '—'),
+      el('td', { className: 'token-status' }, tokenStatus(p)), el('td', {}, button)));
+  }
+}
+
+function showTab(name) {
+  for (const t of ['headers', 'response']) {
+    document.getElementById(`tab-${t}`).setAttribute('aria-selected', String(t === name));
+    document.getElementById(`pane-${t}`).hidden = t !== name;
+  }
+}
+
+async function runTest(name) {
+  const panel = document.getElementById('test-panel');
+  const outcome = document.getElementById('test-outcome');
+  panel.hidden = false;
+  document.getElementById('test-profile').textContent = name;
+  outcome.textContent = 'Testing…';
+  outcome.className = 'outcome';
+  document.getElementById('test-summary').textContent = '';
+  document.querySelector('#test-headers tbody').replaceChildren();
+  document.getElementById('test-body').textContent = '';
+  const r = await api('POST', `/admin/profiles/${encodeURIComponent(name)}/test`);
+  const rep = r.body || {};
+  const ok = r.status === 200 && rep.ok === true;
+  outcome.textContent = ok ? 'Auth Test Succeeded' : 'Auth Test Failed';
+  outcome.className = `outcome ${ok ? 'ok' : 'failed'}`;
+  const parts = [];
+  if (r.status !== 200) parts.push(errorText(rep, r.status));
+  if (rep.token_url) parts.push(`token URL ${rep.token_url}`);
+  if (rep.status != null) parts.push(`HTTP ${rep.status}`);
+  if (rep.elapsed_ms != null) parts.push(`${rep.elapsed_ms} ms`);
+  if (rep.error) parts.push(`${rep.error.code}: ${rep.error.message}`);
+  if (rep.token) parts.push(`token type ${rep.token.token_type}, expires in ${rep.token.expires_in ?? '?'} s`);
+  document.getElementById('test-summary').textContent = parts.join(' · ');
+  const tbody = document.querySelector('#test-headers tbody');
+  for (const [k, v] of rep.headers || []) tbody.append(el('tr', {}, el('td', {}, k), el('td', {}, v)));
+  if ((rep.headers || []).length === 0) tbody.append(el('tr', {}, el('td', { colspan: '2' }, 'No response headers.')));
+  document.getElementById('test-body').textContent = rep.body ?? JSON.stringify(rep, null, 2);
+  showTab('headers');
+  await loadProfiles();
+}
+
+async function revokeToken(t) {
+  const q = new URLSearchParams();
+  if (t.user != null) q.set('user', t.user);
+  if (t.tenant != null) q.set('tenant', t.tenant);
+  const r = await api('DELETE', `/admin/tokens/${encodeURIComponent(t.profile)}?${q}`);
+  const out = document.getElementById('revoke-result');
+  out.textContent = r.status === 200
+    ? `Revoked ${t.profile}${t.user ? ` for ${t.user}` : ''}: cached token dropped ${r.body.cached_token_dropped}, grant deleted ${r.body.grant_deleted}`
+    : `Revoke failed: ${errorText(r.body, r.status)}`;
+  out.className = r.status === 200 ? 'ok' : 'error';
+  await loadProfiles();
+}
+
+async function reload() {
+  const r = await api('POST', '/admin/reload');
+  const out = document.getElementById('reload-result');
+  out.replaceChildren();
+  if (r.status === 200) {
+    out.append(el('p', { className: 'ok' }, r.body.summary));
+  } else {
+    out.append(el('p', { className: 'error' }, 'Config not reloaded; the running config stays in force.'));
+    const list = el('ul', {});
+    for (const e of (r.body && r.body.errors) || [errorText(r.body, r.status)]) list.append(el('li', {}, e));
+    out.append(list);
+  }
+  await loadProfiles();
+}
+
+async function signOut() {
+  await api('POST', '/admin/logout');
+  location.href = '/admin/';
+}
+
+document.getElementById('tab-headers').addEventListener('click', () => showTab('headers'));
+document.getElementById('tab-response').addEventListener('click', () => showTab('response'));
+document.getElementById('reload').addEventListener('click', reload);
+document.getElementById('sign-out').addEventListener('click', signOut);
+loadProfiles();
