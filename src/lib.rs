@@ -12,6 +12,7 @@ pub mod credential;
 pub mod egress;
 pub mod error;
 pub mod inject;
+pub mod logging;
 pub mod metrics;
 pub mod mock;
 pub mod oauth;

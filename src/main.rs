@@ -63,15 +63,10 @@ enum Command {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    authsidecar::logging::init(match format {
+        LogFormat::Text => authsidecar::logging::Format::Text,
+        LogFormat::Json => authsidecar::logging::Format::Json,
+    });
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {

@@ -127,6 +127,8 @@ pub struct Snapshot {
     /// Metrics of requests that match no route (or fail before a profile is chosen).
     unrouted: RequestMetrics,
     access_log: bool,
+    /// Query parameters that profiles inject: their values are `REDACTED` in the access log.
+    injected_query_names: Vec<String>,
     routes: Vec<RouteRt>,
     pub profiles: HashMap<Arc<str>, Arc<ProfileRt>>,
     /// Grants, tickets and authorization state.
@@ -244,6 +246,13 @@ impl Snapshot {
         Ok(Snapshot {
             unrouted: metrics.for_request("", ""),
             access_log: config.proxy.access_log,
+            injected_query_names: config
+                .profiles
+                .values()
+                .flat_map(|p| p.fields.iter())
+                .filter(|f| f.location.as_str() == "query")
+                .map(|f| f.key.to_string())
+                .collect(),
             metrics,
             config,
             routes,
@@ -352,7 +361,9 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&rid) {
             req.headers_mut().insert(X_REQUEST_ID, v);
         }
-        let method = snap.access_log.then(|| req.method().clone());
+        let logged = snap
+            .access_log
+            .then(|| (req.method().clone(), req.uri().clone()));
         let mut metrics = None;
         let resp = match self.process(snap, req, conn, &mut metrics).await {
             Ok(resp) => resp,
@@ -374,11 +385,17 @@ impl Proxy {
         let m = metrics.unwrap_or(&snap.unrouted);
         let status = resp.status().as_u16();
         m.record(status, took);
-        if let Some(method) = method {
-            // Route prefix and profile come from the config; no path, query or header values.
+        if let Some((method, uri)) = logged {
+            // Route prefix and profile come from the config. The path is the caller's; values of
+            // query parameters that carry credentials are REDACTED; no header values.
+            let query = uri
+                .query()
+                .map(|q| crate::logging::redact_query(q, &snap.injected_query_names));
             tracing::info!(
                 target: "authsidecar::access",
                 method = %method,
+                path = uri.path(),
+                query = query.as_deref().unwrap_or(""),
                 route = %m.route,
                 profile = %m.profile,
                 status,

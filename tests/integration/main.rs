@@ -6,6 +6,7 @@
 mod support;
 
 mod admin;
+mod audit;
 mod config_check;
 mod console;
 mod forwarding;
