@@ -215,3 +215,95 @@ async fn reloads_under_load_lose_no_request() {
     s.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_file_in_a_running_process() {
+    let mock = MockProvider::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "authsidecar-sighup-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (proxy, admin) = (free_port(), free_port());
+    let text = |extra: &str| {
+        config_text(mock.addr, "demo-client", "demo-secret", extra)
+            .replacen(
+                "[proxy]\nlisten = \"127.0.0.1:0\"",
+                &format!("[proxy]\nlisten = \"127.0.0.1:{proxy}\"\nworkers = 2"),
+                1,
+            )
+            .replacen(
+                "[admin]\nlisten = \"127.0.0.1:0\"",
+                &format!("[admin]\nlisten = \"127.0.0.1:{admin}\""),
+                1,
+            )
+    };
+    let path = dir.join("sidecar.toml");
+    std::fs::write(&path, text("")).unwrap();
+    let log = dir.join("sidecar.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_authsidecar"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(
+        crate::support::fleet::wait_port(([127, 0, 0, 1], proxy).into(), Duration::from_secs(20))
+            .await
+    );
+    let extra_url = format!("http://127.0.0.1:{proxy}/extra/x");
+    assert_eq!(get(&extra_url, &[]).await.error_code(), "no_route");
+    let hup = || {
+        std::process::Command::new("kill")
+            .args(["-s", "HUP", &child.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    // An invalid file: the process keeps running on the old config and logs the key path.
+    std::fs::write(&path, text("colour = 1")).unwrap();
+    assert!(hup().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("profiles.cc.colour: unknown key")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload error logged"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{proxy}/api/x"), &[])
+            .await
+            .status,
+        200
+    );
+    // A valid file with a new route: served after the signal, on every worker.
+    std::fs::write(
+        &path,
+        text(&EXTRA_ROUTE.replace("{mock}", &mock.addr.to_string())),
+    )
+    .unwrap();
+    assert!(hup().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if get(&extra_url, &[]).await.status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..20 {
+        assert_eq!(get(&extra_url, &[]).await.status, 200);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
