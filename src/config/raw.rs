@@ -93,9 +93,15 @@ pub struct RawAuth {
     pub tls: Option<RawServerTls>,
 }
 
+fn default_store_kind() -> String {
+    "file".into()
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
+    /// `file` (the embedded default) when the section leaves it out.
+    #[serde(default = "default_store_kind")]
     pub kind: String,
     pub path: Option<PathBuf>,
     pub key: Option<Secret>,

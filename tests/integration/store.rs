@@ -93,6 +93,8 @@ fn a_file_store_needs_a_valid_key() {
             "[store]\nkind = \"file\"\n",
             "store.key: required for kind \"file\"",
         ),
+        // Without `kind` the section means the embedded file store: it needs a key too.
+        ("[store]\n", "store.key: required for kind \"file\""),
         (
             "[store]\nkind = \"file\"\nkey = \"c2hvcnQ=\"\n",
             "store.key: 5 bytes; expected 32",

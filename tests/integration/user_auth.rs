@@ -879,3 +879,127 @@ client_secret = "other-secret"
     assert_eq!(get(&for_a, &[]).await.status, 400);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_callback_from_another_issuer_or_without_one_is_refused_without_a_token_request() {
+    use std::sync::atomic::Ordering;
+    let s = Setup::new().await;
+    let server = Server::start(s.config()).await.unwrap();
+    let url = format!("http://{}/u/me", server.proxy_addr);
+    let real = s.echo.state.issuer();
+
+    // The IdP's answer names another issuer (a mix-up attack): 400, no token request.
+    s.echo.state.set_issuer("http://evil.example".into());
+    let login = login_link(&url, "mia").await;
+    let to_idp = get(&login, &[]).await;
+    let to_callback = get(&location(&to_idp), &[]).await;
+    let callback = location(&to_callback);
+    assert!(
+        callback.contains("iss=http%3A%2F%2Fevil.example"),
+        "{callback}"
+    );
+    let r = get(&callback, &[]).await;
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("issuer mismatch"));
+
+    // The answer names no issuer at all: 400 as well.
+    s.echo.state.set_issuer(real);
+    let login = login_link(&url, "mia").await;
+    let to_idp = get(&login, &[]).await;
+    let to_callback = get(&location(&to_idp), &[]).await;
+    let callback = location(&to_callback);
+    let (base, query) = callback.split_once('?').unwrap();
+    let without_iss: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.starts_with("iss="))
+        .collect();
+    let r = get(&format!("{base}?{}", without_iss.join("&")), &[]).await;
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("issuer missing"));
+    assert_eq!(
+        s.echo.counters().authorization_code.load(Ordering::SeqCst),
+        0,
+        "no code was redeemed"
+    );
+    assert_eq!(
+        get(&url, &[("X-Authsidecar-User", "mia")])
+            .await
+            .error_code(),
+        "authorization_required"
+    );
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
+}
+
+#[tokio::test]
+async fn a_user_grant_survives_idp_trouble_and_is_dropped_on_invalid_grant() {
+    use authsidecar::mock::TokenFault;
+    use std::time::Duration;
+    let s = Setup::with_lifetime(Duration::from_secs(2)).await;
+    let server = Server::start(s.config()).await.unwrap();
+    let url = format!("http://{}/u/me", server.proxy_addr);
+    let nia = [("X-Authsidecar-User", "nia")];
+    let login = login_link(&url, "nia").await;
+    assert_eq!(sign_in(&login).await.status, 200);
+    assert_eq!(get(&url, &nia).await.status, 200);
+
+    // The token expires; the IdP fails the refresh with a 500: 503 idp_unavailable, grant kept.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    s.echo
+        .state
+        .set_token_fault(Some(TokenFault::ServerError), Some(1));
+    let r = get(&url, &nia).await;
+    assert_eq!(
+        (r.status.as_u16(), r.error_code().as_str()),
+        (503, "idp_unavailable")
+    );
+    // After the backoff the same grant refreshes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(&url, &nia).await;
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.error_code(), "idp_unavailable");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the grant never refreshed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The IdP refuses the refresh token (invalid_grant): the grant is deleted, the user must log in.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    s.echo
+        .state
+        .set_token_fault(Some(TokenFault::InvalidGrant), Some(1));
+    let r = get(&url, &nia).await;
+    assert_eq!(
+        (r.status.as_u16(), r.error_code().as_str()),
+        (401, "authorization_required")
+    );
+    let before = s.echo.token_requests();
+    let r = get(&url, &nia).await;
+    assert_eq!(r.error_code(), "authorization_required");
+    assert_eq!(
+        s.echo.token_requests(),
+        before,
+        "a deleted grant makes no token request"
+    );
+    let tokens = get(
+        &format!("http://{}/admin/tokens", server.admin_addr),
+        &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+    )
+    .await
+    .json();
+    assert!(
+        !tokens["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["source"] == "store" && t["user"] == "nia"),
+        "{tokens}"
+    );
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
+}
