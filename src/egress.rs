@@ -76,11 +76,17 @@ pub fn find<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a EgressEr
 /// `Proxy-Authorization` for requests sent in absolute form to `connector` (plain `http://`
 /// destinations), when it has credentials and `uri`'s host does not bypass it.
 pub fn proxy_authorization(connector: Option<&Connector>, uri: &Uri) -> Option<HeaderValue> {
+    basic(absolute_form_via(connector, uri)?)
+}
+
+/// The connector a plain `http://` request to `uri` goes through in absolute form (`None` for
+/// https, which tunnels, and for hosts that bypass it).
+pub fn absolute_form_via<'c>(connector: Option<&'c Connector>, uri: &Uri) -> Option<&'c Connector> {
     let c = connector?;
     if uri.scheme() != Some(&http::uri::Scheme::HTTP) || uri.host().is_some_and(|h| c.bypasses(h)) {
         return None;
     }
-    basic(c)
+    Some(c)
 }
 
 fn basic(c: &Connector) -> Option<HeaderValue> {

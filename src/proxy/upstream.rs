@@ -53,6 +53,8 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Response<Incoming>, ProxyError> {
         // Plain HTTP through a connector: its credentials go on the request (absolute form).
+        let via = crate::egress::absolute_form_via(self.connector.as_deref(), req.uri())
+            .map(|c| c.name.clone());
         if let Some(v) = crate::egress::proxy_authorization(self.connector.as_deref(), req.uri()) {
             req.headers_mut()
                 .insert(http::header::PROXY_AUTHORIZATION, v);
@@ -62,6 +64,17 @@ impl Upstream {
                 ErrorCode::UpstreamTimeout,
                 format!("the upstream did not answer within {timeout:?}"),
             )),
+            // A 407 on an absolute-form request is the connector's own answer, not the origin's.
+            Ok(Ok(resp))
+                if via.is_some()
+                    && resp.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED =>
+            {
+                let e = crate::egress::EgressError::AuthRequired {
+                    connector: via.unwrap_or_default(),
+                    status: 407,
+                };
+                Err(ProxyError::new(e.code(), e.to_string()))
+            }
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(classify(&e)),
         }

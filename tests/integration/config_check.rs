@@ -215,6 +215,40 @@ identity_provider = "x"
 }
 
 #[test]
+fn a_connector_that_does_not_exist_is_a_config_error() {
+    let base = r#"
+[[routes]]
+prefix = "/a/"
+upstream = "https://127.0.0.1:1/"
+profiles = ["cc"]
+connector = "nowhere"
+
+[profiles.cc]
+type = "oauth2_client_credentials"
+token_url = "https://127.0.0.1:1/token"
+client_id = "c"
+client_secret = "s-0123456789"
+connector = "elsewhere"
+"#;
+    let all = errors(base);
+    has(
+        &all,
+        "routes[0].connector: unknown connector \"nowhere\"; no [connectors.NAME] section is defined",
+    );
+    has(
+        &all,
+        "profiles.cc.connector: unknown connector \"elsewhere\"",
+    );
+    let all = errors(&format!(
+        "[connectors.corp]\nurl = \"http://127.0.0.1:3128\"\n{base}"
+    ));
+    has(
+        &all,
+        "routes[0].connector: unknown connector \"nowhere\"; expected one of corp",
+    );
+}
+
+#[test]
 fn a_secret_of_the_wrong_type_is_not_echoed() {
     let all = errors(
         "[[routes]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:1/\"\nprofiles = [\"k\"]\n[profiles.k]\ntype = \"basic\"\nusername = \"u\"\npassword = 9182.73645\n",

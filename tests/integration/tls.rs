@@ -428,6 +428,12 @@ profiles = ["key"]
 connector = "corp"
 
 [[routes]]
+prefix = "/plain-nocreds/"
+upstream = "http://{mock}/echo/"
+profiles = ["key"]
+connector = "nocreds"
+
+[[routes]]
 prefix = "/down/"
 upstream = "https://127.0.0.1:{port}/echo/"
 profiles = ["key"]
@@ -498,6 +504,17 @@ value = "{{{{api_key}}}}"
     assert_eq!(r.echoed("x-api-key"), ["k-0123456789abcdef"]);
     assert!(r.echoed("proxy-authorization").is_empty());
     assert_eq!(r.json()["path"], "/echo/x");
+    // The connector asks for credentials (407) on a plain http request: reported as the
+    // connector's problem, not passed through as the origin's answer.
+    let before = mock.echo_count();
+    let r = get(&format!("{base}/plain-nocreds/x"), &[]).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.error_code(), "egress_proxy_auth_failed");
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("connector nocreds refused its credentials (407"));
+    assert_eq!(mock.echo_count(), before, "nothing reached the origin");
     s.shutdown().await;
 
     // The connector saw tunnels (upstream and IdP) and the plain request, never a token or a secret.
