@@ -289,6 +289,7 @@ async fn the_lock_holder_killed_mid_refresh_another_replica_finishes_it() {
     f.log_in("frank", 0).await;
     tokio::time::sleep(Duration::from_millis(5500)).await;
     // A's refresh hangs at the IdP; A is killed while it holds the lock.
+    let refreshes = f.counter(|c| &c.refresh_token);
     f.mock
         .state
         .set_token_fault(Some(TokenFault::Slow(Duration::from_secs(2))), Some(1));
@@ -311,7 +312,19 @@ async fn the_lock_holder_killed_mid_refresh_another_replica_finishes_it() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    assert!(started.elapsed() < Duration::from_secs(10));
+    let waited = started.elapsed();
+    // A took the lock about 0.5 s before it died and never renewed it: B waited for the rest of
+    // the 3-second lease rather than refreshing beside A.
+    assert!(
+        waited >= authsidecar::oauth::grants::REFRESH_LEASE - Duration::from_millis(1000),
+        "B did not wait for A's lease: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(10));
+    assert_eq!(
+        f.counter(|c| &c.refresh_token) - refreshes,
+        1,
+        "one refresh completed at the IdP (B's); A's was cut off before the IdP answered"
+    );
     assert_eq!(f.counter(|c| &c.token_errors), 0, "no invalid_grant");
     assert_eq!(
         get(
