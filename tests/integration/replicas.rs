@@ -444,3 +444,72 @@ async fn a_refresh_whose_write_fails_is_kept_and_written_when_redis_is_back() {
     assert_eq!(f.counter(|c| &c.refresh_token), 1);
     assert_eq!(f.counter(|c| &c.token_errors), 0);
 }
+
+#[tokio::test]
+async fn a_holder_whose_lease_ran_out_cannot_overwrite_the_next_holders_grant() {
+    let dir = std::env::temp_dir().join(format!(
+        "authsidecar-fence-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    let redis = crate::support::fleet::Redis::start(&dir).await;
+    let key = authsidecar::store::crypto::parse_key(&authsidecar::secret::Secret::new(
+        authsidecar::store::crypto::generate_key(),
+    ))
+    .unwrap();
+    let url = redis.url();
+    let open = || {
+        authsidecar::store::Store::open_redis(
+            &[&url],
+            false,
+            "fence:",
+            key,
+            None,
+            Duration::from_secs(2),
+        )
+        .unwrap()
+    };
+    let (a, b) = (open(), open());
+    use authsidecar::store::frame_plain;
+    let (ra, rb) = (a.shared().unwrap(), b.shared().unwrap());
+    let lease = Duration::from_millis(300);
+    assert!(ra.try_lock("lock:g", "token-a", lease).unwrap());
+    // While A holds the lock nobody else gets it.
+    assert!(!rb.try_lock("lock:g", "token-b", lease).unwrap());
+    assert!(ra
+        .put_fenced(
+            "lock:g",
+            "token-a",
+            "grant:g",
+            &frame_plain(b"from A, in time")
+        )
+        .unwrap());
+    // A stalls past its lease; B takes the lock and writes the newer grant.
+    std::thread::sleep(lease + Duration::from_millis(200));
+    assert!(
+        !ra.renew("lock:g", "token-a", lease).unwrap(),
+        "a lost lease is not renewed"
+    );
+    assert!(rb.try_lock("lock:g", "token-b", lease).unwrap());
+    assert!(rb
+        .put_fenced("lock:g", "token-b", "grant:g", &frame_plain(b"from B"))
+        .unwrap());
+    // A wakes up: its write is refused, B's grant stays; A's unlock leaves B's lock alone.
+    assert!(!ra
+        .put_fenced(
+            "lock:g",
+            "token-a",
+            "grant:g",
+            &frame_plain(b"stale, from A")
+        )
+        .unwrap());
+    ra.unlock("lock:g", "token-a").unwrap();
+    assert!(
+        !ra.try_lock("lock:g", "token-c", lease).unwrap(),
+        "B still holds the lock"
+    );
+    assert_eq!(b.get("grant:g").unwrap().as_deref(), Some(&b"from B"[..]));
+    assert_eq!(a.get("grant:g").unwrap().as_deref(), Some(&b"from B"[..]));
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
