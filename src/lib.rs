@@ -11,6 +11,7 @@ pub mod config;
 pub mod credential;
 pub mod egress;
 pub mod error;
+pub mod fuzzing;
 pub mod inject;
 pub mod logging;
 pub mod metrics;

@@ -231,9 +231,11 @@ fn resolve_ref(inner: &str, env: &Env) -> Result<String, String> {
         None => (inner, None),
     };
     if !valid_var_name(name) {
-        return Err(format!(
-            "invalid reference \"${{{name}}}\"; expected ${{VAR}}, ${{VAR:-default}} or ${{file:PATH}}"
-        ));
+        // The text is not quoted: in a secret field it may be part of the secret itself.
+        return Err(
+            "invalid reference: the name in ${…} must be letters, digits and _ (not starting with a digit); expected ${VAR}, ${VAR:-default} or ${file:PATH}, or $${ for a literal ${"
+                .to_string(),
+        );
     }
     match (env.get(name), default) {
         (Some(""), Some(d)) => Ok(d.to_string()),
