@@ -42,11 +42,14 @@ pub enum ErrorCode {
     EgressProxyAuthFailed,
     TokenStoreUnavailable,
     Internal,
+    BadRequest,
+    UriTooLong,
+    IdpDnsError,
 }
 
 impl ErrorCode {
     /// All codes, in table order (used by tests and the docs check).
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::NoRoute,
         ErrorCode::ProfileNotAllowed,
         ErrorCode::UserRequired,
@@ -70,6 +73,9 @@ impl ErrorCode {
         ErrorCode::EgressProxyAuthFailed,
         ErrorCode::TokenStoreUnavailable,
         ErrorCode::Internal,
+        ErrorCode::BadRequest,
+        ErrorCode::UriTooLong,
+        ErrorCode::IdpDnsError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -97,6 +103,9 @@ impl ErrorCode {
             ErrorCode::EgressProxyAuthFailed => "egress_proxy_auth_failed",
             ErrorCode::TokenStoreUnavailable => "token_store_unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::IdpDnsError => "idp_dns_error",
         }
     }
 
@@ -125,6 +134,9 @@ impl ErrorCode {
             | ErrorCode::EgressProxyAuthFailed => StatusCode::BAD_GATEWAY,
             ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorCode::IdpDnsError => StatusCode::BAD_GATEWAY,
         }
     }
 }
@@ -190,6 +202,11 @@ impl ProxyError {
         h.insert(ERROR_HEADER, HeaderValue::from_static(self.code.as_str()));
         if let Some(secs) = self.retry_after {
             h.insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        // A request whose framing or Host could not be trusted ends its connection: whatever
+        // follows it on the same connection cannot be trusted either.
+        if self.code == ErrorCode::BadRequest {
+            h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }

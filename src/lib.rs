@@ -380,15 +380,20 @@ impl Server {
             }
         });
         let stats = Arc::new(proxy::ProxyStats::default());
+        let proxy_gate = serve::ConnGate::new(config.proxy.max_connections);
         metrics.add_source(Arc::new(Counted {
             cache: cache.clone(),
             store: store.clone(),
             stats: stats.clone(),
+            gate: proxy_gate.clone(),
         }));
         record_cert_expiry(&metrics, &config);
         let limits = Limits {
             header_read_timeout: config.proxy.header_read_timeout,
             idle_timeout: config.proxy.idle_timeout,
+            max_headers: config.proxy.max_headers,
+            max_head_bytes: config.proxy.max_header_bytes,
+            gate: Some(proxy_gate.clone()),
         };
         // Thread per core, like nginx's workers: each worker has its own single-threaded event
         // loop, its own listening socket on the same address (SO_REUSEPORT: the kernel spreads
@@ -424,6 +429,7 @@ impl Server {
             proxies.push(proxy.clone());
             let rx = shutdown.subscribe();
             let tls = proxy_tls.clone();
+            let limits = limits.clone();
             std::thread::Builder::new()
                 .name(format!("authsidecar-w{i}"))
                 .spawn(move || {
@@ -460,9 +466,14 @@ impl Server {
                 let l = bind("auth", a.listen).await?;
                 let local = l.local_addr().unwrap_or(a.listen);
                 let auth = auth::Auth::new(live.clone(), a.clone());
+                // The auth listener faces end users' browsers: same limits, its own cap.
+                let auth_limits = Limits {
+                    gate: Some(serve::ConnGate::new(config.proxy.max_connections)),
+                    ..limits.clone()
+                };
                 tokio::spawn(serve::serve(
                     l,
-                    limits,
+                    auth_limits,
                     auth_tls,
                     shutdown.subscribe(),
                     move |c| auth.handler(c),
@@ -487,9 +498,13 @@ impl Server {
         let admin = admin::Admin::new(live, cache, ready.clone(), Some(reload_fn));
         let al = bind("admin", config.admin.listen).await?;
         let admin_addr = al.local_addr().unwrap_or(config.admin.listen);
+        let admin_limits = Limits {
+            gate: Some(serve::ConnGate::new(ADMIN_MAX_CONNECTIONS)),
+            ..limits
+        };
         tokio::spawn(serve::serve(
             al,
-            limits,
+            admin_limits,
             admin_tls,
             shutdown.subscribe(),
             move |c| admin.handler(c),
@@ -532,10 +547,14 @@ impl Server {
 }
 
 /// Counters kept elsewhere, read at scrape time.
+/// Connection cap of the admin listener (it serves operators and scrapers, not traffic).
+const ADMIN_MAX_CONNECTIONS: usize = 256;
+
 struct Counted {
     cache: Arc<token::TokenCache>,
     store: Arc<store::Store>,
     stats: Arc<proxy::ProxyStats>,
+    gate: Arc<serve::ConnGate>,
 }
 
 impl metrics::Source for Counted {
@@ -592,6 +611,11 @@ impl metrics::Source for Counted {
                 "store_errors",
                 "Failed calls to the token store",
                 self.store.errors(),
+            ),
+            (
+                "connections_refused",
+                "Proxy connections closed at accept because max_connections were open",
+                self.gate.refused(),
             ),
         ]
     }

@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -29,11 +29,82 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// Connection limits of one listener.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Limits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// HTTP/1: most header fields in one request head (more → 431).
+    pub max_headers: usize,
+    /// HTTP/1: largest request head in bytes, request line included (more → 431); HTTP/2: largest
+    /// header list.
+    pub max_head_bytes: usize,
+    /// Open connections allowed across every worker of the listener; `None`: no cap.
+    pub gate: Option<Arc<ConnGate>>,
 }
+
+impl Limits {
+    /// Timeouts only, hyper's default header limits, no connection cap (internal listeners).
+    pub fn timeouts(header_read_timeout: Duration, idle_timeout: Duration) -> Limits {
+        Limits {
+            header_read_timeout,
+            idle_timeout,
+            max_headers: 100,
+            max_head_bytes: 64 * 1024,
+            gate: None,
+        }
+    }
+}
+
+/// The connection cap shared by the workers of one listener: a connection past `max` is answered
+/// with a bare 503 (plain listeners, if the socket takes it at once) and closed before any request
+/// is read.
+#[derive(Debug)]
+pub struct ConnGate {
+    max: usize,
+    open: AtomicUsize,
+    refused: AtomicU64,
+}
+
+impl ConnGate {
+    pub fn new(max: usize) -> Arc<ConnGate> {
+        Arc::new(ConnGate {
+            max,
+            open: AtomicUsize::new(0),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    fn enter(self: &Arc<Self>) -> Option<GatePass> {
+        let prev = self.open.fetch_add(1, Ordering::AcqRel);
+        if prev >= self.max {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(GatePass(self.clone()))
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused so far because the cap was reached.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+/// One admitted connection; leaving frees its slot.
+struct GatePass(Arc<ConnGate>);
+
+impl Drop for GatePass {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+const OVER_CAP: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\nretry-after: 1\r\nx-authsidecar-error: overloaded\r\n\r\n";
 
 /// Milliseconds on tokio's clock (so tests can pause time), never 0.
 fn now_ms() -> u64 {
@@ -237,12 +308,19 @@ pub async fn serve<H, F>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
+        .max_headers(limits.max_headers)
+        .max_buf_size(limits.max_head_bytes.max(8192))
         .keep_alive(true);
+    // HTTP/2 floods: streams the client resets before they are served (Rapid Reset) and streams
+    // the server has to reset for protocol errors are capped, past which the connection ends with
+    // GOAWAY; CONTINUATION frames count against the header list size.
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
-        .max_header_list_size(64 * 1024);
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(256)
+        .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX));
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     // Connection tasks, so the accept loop can wait for them after a shutdown signal.
     let mut conns = tokio::task::JoinSet::new();
@@ -260,6 +338,19 @@ pub async fn serve<H, F>(
             },
             _ = shutdown.changed() => break,
         };
+        let pass = match &limits.gate {
+            None => None,
+            Some(g) => match g.enter() {
+                Some(p) => Some(p),
+                None => {
+                    if acceptor.is_none() {
+                        let _ = stream.try_write(OVER_CAP);
+                    }
+                    tracing::debug!(%peer, "connection refused: the connection cap is reached");
+                    continue;
+                }
+            },
+        };
         let _ = stream.set_nodelay(true);
         let state = Arc::new(ConnState::new());
         let handler = make(ConnInfo {
@@ -269,11 +360,14 @@ pub async fn serve<H, F>(
         let builder = builder.clone();
         let shutdown = shutdown.clone();
         let acceptor = acceptor.clone();
+        let limits = limits.clone();
         conns.spawn(async move {
+            let _pass = pass;
             let tracked = Tracked {
                 inner: stream,
                 state: state.clone(),
             };
+            let handshake_within = limits.header_read_timeout.min(limits.idle_timeout);
             let conn = Conn {
                 builder,
                 handler,
@@ -286,7 +380,7 @@ pub async fn serve<H, F>(
                 None => conn.drive(TokioIo::new(tracked)).await,
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(
-                        limits.header_read_timeout.min(limits.idle_timeout),
+                        handshake_within,
                         acceptor.accept(tracked),
                     )
                     .await;

@@ -38,6 +38,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
 
 /// One config error: where and what was expected.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,6 +122,14 @@ pub struct ProxySettings {
     /// On shutdown, how long in-flight requests may take to finish.
     pub drain_timeout: Duration,
     pub max_body_bytes: u64,
+    /// Open connections across all workers; past it new connections get a bare 503 and are closed.
+    pub max_connections: usize,
+    /// Header fields in one HTTP/1 request head (more → 431).
+    pub max_headers: usize,
+    /// Bytes in one request head, request line included (more → 431); also HTTP/2's header list.
+    pub max_header_bytes: usize,
+    /// Bytes in the request target, path plus query (more → 414 `uri_too_long`).
+    pub max_uri_bytes: usize,
     /// Proxy worker threads, each with its own event loop, listener (SO_REUSEPORT) and upstream
     /// connection pool; the token cache is shared. Default: one per CPU.
     pub workers: usize,

@@ -342,6 +342,10 @@ fn proxy_settings(p: RawProxy, v: &mut V) -> ProxySettings {
         upstream_timeout: dur(p.upstream_timeout, DEFAULT_UPSTREAM_TIMEOUT),
         drain_timeout: dur(p.drain_timeout, DEFAULT_DRAIN_TIMEOUT),
         max_body_bytes: p.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        max_connections: p.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        max_headers: p.max_headers.unwrap_or(DEFAULT_MAX_HEADERS),
+        max_header_bytes: p.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+        max_uri_bytes: p.max_uri_bytes.unwrap_or(DEFAULT_MAX_URI_BYTES),
         workers: p
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
@@ -369,6 +373,27 @@ fn proxy_settings(p: RawProxy, v: &mut V) -> ProxySettings {
         v.err(
             "proxy.max_body_bytes",
             "must be greater than zero; expected a byte count like 1048576",
+        );
+    }
+    if s.max_connections == 0 {
+        v.err(
+            "proxy.max_connections",
+            "must be greater than zero; expected a count like 16384",
+        );
+    }
+    if !(1..=1000).contains(&s.max_headers) {
+        v.err("proxy.max_headers", "expected 1-1000 header fields");
+    }
+    if !(8192..=1024 * 1024).contains(&s.max_header_bytes) {
+        v.err(
+            "proxy.max_header_bytes",
+            "expected 8192-1048576 bytes (the request line counts too)",
+        );
+    }
+    if s.max_uri_bytes < 256 || s.max_uri_bytes > s.max_header_bytes {
+        v.err(
+            "proxy.max_uri_bytes",
+            "expected at least 256 bytes and no more than proxy.max_header_bytes",
         );
     }
     s

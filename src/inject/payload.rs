@@ -157,18 +157,56 @@ fn raw(v: &impl serde::Serialize) -> Result<Box<RawValue>, ProxyError> {
 /// Deepest nesting accepted in a JSON body (serde_json's own limit for trees).
 pub const MAX_JSON_DEPTH: usize = 128;
 
-/// Whether the nesting of `[`/`{` outside strings stays within `max`: raw values are skipped without
-/// recursion, so the limit is checked here, in one pass.
-fn depth_within(body: &[u8], max: usize) -> bool {
-    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
-    for &b in body {
+/// Why a JSON body is refused before it is parsed: raw values are skipped without recursion and
+/// copied as they are, so their nesting and their `\u` escapes are checked here, in one pass.
+#[derive(Debug, PartialEq, Eq)]
+enum Unfit {
+    TooDeep,
+    LoneSurrogate,
+}
+
+fn hex4(b: &[u8]) -> Option<u16> {
+    let d = b.get(..4)?;
+    if !d.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u16::from_str_radix(std::str::from_utf8(d).ok()?, 16).ok()
+}
+
+/// Checks that the nesting of `[`/`{` outside strings stays within `max`, and that every surrogate
+/// escape inside a string is a high/low pair: serde_json skips a raw value without decoding its
+/// escapes, and a lone surrogate copied into the rewritten body would make it invalid JSON.
+fn check_raw(body: &[u8], max: usize) -> Result<(), Unfit> {
+    let (mut depth, mut in_str, mut i) = (0usize, false, 0usize);
+    while i < body.len() {
+        let b = body[i];
         if in_str {
-            match (esc, b) {
-                (true, _) => esc = false,
-                (false, b'\\') => esc = true,
-                (false, b'"') => in_str = false,
+            match b {
+                b'"' => in_str = false,
+                b'\\' if body.get(i + 1) == Some(&b'u') => {
+                    match hex4(&body[i + 2..]) {
+                        Some(0xD800..=0xDBFF) => {
+                            let low = body
+                                .get(i + 6..i + 8)
+                                .filter(|p| *p == b"\\u")
+                                .and_then(|_| hex4(&body[i + 8..]));
+                            if !matches!(low, Some(0xDC00..=0xDFFF)) {
+                                return Err(Unfit::LoneSurrogate);
+                            }
+                            i += 12;
+                        }
+                        Some(0xDC00..=0xDFFF) => return Err(Unfit::LoneSurrogate),
+                        _ => i += 2,
+                    }
+                    continue;
+                }
+                b'\\' => {
+                    i += 2;
+                    continue;
+                }
                 _ => {}
             }
+            i += 1;
             continue;
         }
         match b {
@@ -176,21 +214,30 @@ fn depth_within(body: &[u8], max: usize) -> bool {
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
-                    return false;
+                    return Err(Unfit::TooDeep);
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
-    true
+    Ok(())
 }
 
 fn rewrite_json(body: &[u8], values: &[(&PayloadOp, Cow<'_, str>)]) -> Result<Vec<u8>, ProxyError> {
-    if !depth_within(body, MAX_JSON_DEPTH) {
-        return Err(not_injectable(format!(
-            "the JSON body nests deeper than {MAX_JSON_DEPTH} levels"
-        )));
+    match check_raw(body, MAX_JSON_DEPTH) {
+        Ok(()) => {}
+        Err(Unfit::TooDeep) => {
+            return Err(not_injectable(format!(
+                "the JSON body nests deeper than {MAX_JSON_DEPTH} levels"
+            )))
+        }
+        Err(Unfit::LoneSurrogate) => {
+            return Err(not_injectable(
+                "the JSON body holds a \\u escape of a lone surrogate, which is not a character",
+            ))
+        }
     }
     let mut root = if body.iter().all(u8::is_ascii_whitespace) {
         RawObject(IndexMap::new())

@@ -198,6 +198,34 @@ fn bad_json_bodies_are_not_injectable() {
 }
 
 #[test]
+fn a13_lone_surrogate_escapes_in_raw_values_are_not_injectable() {
+    let p = json_plan("token");
+    for body in [
+        r#"{"a":{"\udAd1":1}}"#,
+        r#"{"a":"\uDC00"}"#,
+        r#"{"a":["\uD800x"]}"#,
+        r#"{"a":"\uD800\u0041"}"#,
+        r#"{"a":"\uD800"}"#,
+    ] {
+        let err = rewrite(&p, Method::POST, Some("application/json"), body).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BodyNotInjectable, "{body}");
+    }
+    // A proper pair, an escaped backslash before `u`, and ordinary escapes pass unchanged.
+    let (out, _) = rewrite(
+        &p,
+        Method::POST,
+        Some("application/json"),
+        r#"{"a":"\uD83D\uDE00","b":"\\uD800","c":"\u00e9\n"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        r#"{"a":"\uD83D\uDE00","b":"\\uD800","c":"\u00e9\n","token":"K3y"}"#
+    );
+    serde_json::from_str::<serde_json::Value>(&out).unwrap();
+}
+
+#[test]
 fn other_media_types_are_unsupported() {
     let p = json_plan("token");
     for ct in [

@@ -162,10 +162,7 @@ pub fn spawn(
     state: Arc<MockState>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let limits = Limits {
-        header_read_timeout: Duration::from_secs(30),
-        idle_timeout: Duration::from_secs(120),
-    };
+    let limits = Limits::timeouts(Duration::from_secs(30), Duration::from_secs(120));
     tokio::spawn(serve::serve(
         listener,
         limits,

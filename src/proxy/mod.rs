@@ -55,6 +55,62 @@ pub use headers::{strip_hop_by_hop, tenant_bytes as validate_tenant};
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Checks what hyper leaves to the application: the request target's length, one valid `Host` on
+/// HTTP/1.1 (at most one elsewhere), and no `Content-Length` next to `Transfer-Encoding` (the body
+/// was read as chunked; the length is dropped so it never travels upstream).
+fn check_head(parts: &mut http::request::Parts, max_uri_bytes: usize) -> Result<(), ProxyError> {
+    let target = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > max_uri_bytes {
+        return Err(ProxyError::new(
+            ErrorCode::UriTooLong,
+            format!("the request target is {target} bytes; proxy.max_uri_bytes allows {max_uri_bytes}"),
+        ));
+    }
+    let mut hosts = parts.headers.get_all(HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::new(
+            ErrorCode::BadRequest,
+            "the request has more than one Host header",
+        ));
+    }
+    match first {
+        None if parts.version == Version::HTTP_11 => {
+            return Err(ProxyError::new(
+                ErrorCode::BadRequest,
+                "an HTTP/1.1 request needs a Host header",
+            ))
+        }
+        Some(h) if http::uri::Authority::try_from(h.as_bytes()).is_err() || h.is_empty() => {
+            return Err(ProxyError::new(
+                ErrorCode::BadRequest,
+                "the Host header is not a valid host[:port]",
+            ))
+        }
+        _ => {}
+    }
+    let (mut chunked, mut other) = (0usize, false);
+    for v in parts.headers.get_all(http::header::TRANSFER_ENCODING) {
+        for c in v.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if c.eq_ignore_ascii_case(b"chunked") {
+                chunked += 1;
+            } else if !c.is_empty() {
+                other = true;
+            }
+        }
+    }
+    if other || chunked > 1 {
+        return Err(ProxyError::new(
+            ErrorCode::BadRequest,
+            "Transfer-Encoding must be chunked, once: other or repeated codings are refused",
+        ));
+    }
+    if chunked == 1 {
+        parts.headers.remove(CONTENT_LENGTH);
+    }
+    Ok(())
+}
+
 /// How an end user's credentials get into the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entry {
@@ -364,8 +420,12 @@ impl Proxy {
         let logged = snap
             .access_log
             .then(|| (req.method().clone(), req.uri().clone()));
+        // Content-Length with Transfer-Encoding (hyper reads the body as chunked): the message is
+        // served, but the connection is closed after it (RFC 9112 §6.1).
+        let framing_conflict = req.headers().contains_key(http::header::TRANSFER_ENCODING)
+            && req.headers().contains_key(CONTENT_LENGTH);
         let mut metrics = None;
-        let resp = match self.process(snap, req, conn, &mut metrics).await {
+        let mut resp = match self.process(snap, req, conn, &mut metrics).await {
             Ok(resp) => resp,
             Err(e) => {
                 if e.code == ErrorCode::Internal {
@@ -381,6 +441,12 @@ impl Proxy {
                 e.into_response(&rid).map(Either::Right)
             }
         };
+        if framing_conflict {
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                HeaderValue::from_static("close"),
+            );
+        }
         let took = started.elapsed();
         let m = metrics.unwrap_or(&snap.unrouted);
         let status = resp.status().as_u16();
@@ -414,6 +480,9 @@ impl Proxy {
         metrics: &mut Option<&'s RequestMetrics>,
     ) -> Result<Response<RespBody>, ProxyError> {
         let (mut parts, body) = req.into_parts();
+
+        // 0. the request head: target length, Host (RFC 9112 §3.2), framing
+        check_head(&mut parts, snap.config.proxy.max_uri_bytes)?;
 
         // 1. route
         if parts.version != Version::HTTP_2 && parts.uri.authority().is_some() {

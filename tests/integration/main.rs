@@ -9,6 +9,7 @@ mod admin;
 mod audit;
 mod config_check;
 mod console;
+mod edge;
 mod forwarding;
 mod fuzz_corpus;
 mod injection;
