@@ -31,6 +31,8 @@ pub enum IdpHttpError {
     Timeout(Duration),
     #[error("cannot reach the identity provider: {0}")]
     Connect(String),
+    #[error("the identity provider's host name did not resolve: {0}")]
+    Dns(String),
     #[error("TLS with the identity provider failed: {0}")]
     Tls(String),
     #[error("{0}")]
@@ -50,6 +52,19 @@ pub enum IdpHttpError {
     TooLarge,
     #[error("bad request: {0}")]
     Request(String),
+}
+
+/// Whether a connect failure came from name resolution (hyper-util's connector reports it as
+/// "dns error" somewhere in the source chain).
+fn is_dns_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.to_string().starts_with("dns error") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// What the test command shows: the raw exchange.
@@ -123,6 +138,8 @@ impl IdpHttp {
                     }
                 } else if let Some(r) = crate::tls::tls_reason(&e) {
                     IdpHttpError::Tls(r)
+                } else if is_dns_error(&e) {
+                    IdpHttpError::Dns(crate::tls::root_cause(&e))
                 } else {
                     IdpHttpError::Connect(crate::tls::root_cause(&e))
                 })

@@ -361,6 +361,7 @@ fn map_error(e: RequestTokenError<IdpHttpError, BasicErrorResponse>) -> TokenErr
         RequestTokenError::Request(h) => {
             let kind = match &h {
                 IdpHttpError::Timeout(_) => TokenErrorKind::Timeout,
+                IdpHttpError::Dns(_) => TokenErrorKind::Dns,
                 IdpHttpError::Connect(_) | IdpHttpError::Tls(_) | IdpHttpError::Server { .. } => {
                     TokenErrorKind::Unavailable
                 }

@@ -183,6 +183,8 @@ pub enum TokenErrorKind {
     Unavailable,
     /// The source did not answer in time.
     Timeout,
+    /// The source's host name did not resolve.
+    Dns,
     /// There is no grant for this key (an end user must authorize first); not backed off.
     AuthorizationRequired,
     /// The connector (egress proxy) on the way to the source failed or refused.
@@ -217,6 +219,7 @@ impl TokenError {
             TokenErrorKind::InvalidResponse => ErrorCode::IdpInvalidResponse,
             TokenErrorKind::Unavailable => ErrorCode::IdpUnavailable,
             TokenErrorKind::Timeout => ErrorCode::IdpTimeout,
+            TokenErrorKind::Dns => ErrorCode::IdpDnsError,
             TokenErrorKind::AuthorizationRequired => ErrorCode::AuthorizationRequired,
             TokenErrorKind::Egress => ErrorCode::EgressProxyUnavailable,
             TokenErrorKind::EgressAuth => ErrorCode::EgressProxyAuthFailed,

@@ -590,3 +590,20 @@ async fn test_auth_command_masks_tokens_and_exits_by_result() {
     assert!(String::from_utf8_lossy(&failed.stdout).contains("Auth Test Failed: idp_rejected"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// B17: a token endpoint whose name does not resolve is 502 `idp_dns_error`, named as the auth
+/// step, and nothing reaches the upstream. (`.invalid` never resolves, RFC 6761.)
+#[tokio::test]
+async fn b17_an_idp_name_that_does_not_resolve_is_idp_dns_error() {
+    let text = CC.replace(
+        "http://{echo}/oauth/token",
+        "https://idp.authsidecar-test.invalid/oauth/token",
+    );
+    let h = start(&text, settings()).await;
+    let r = expect_idp_error(&h, 502, "idp_dns_error").await;
+    assert_eq!(r.json()["error"]["profile"], "cc");
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("did not resolve"), "{msg}");
+    assert!(!msg.contains(SECRET), "{msg}");
+    assert_eq!(h.echo.echo_count(), 0);
+}

@@ -1003,3 +1003,48 @@ async fn a_user_grant_survives_idp_trouble_and_is_dropped_on_invalid_grant() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
 }
+
+/// A24: every login gets its own S256 challenge (43 base64url characters: SHA-256 of a verifier
+/// from 32 random bytes); the verifier stays server-side and the IdP, which checks its syntax
+/// (43-128 unreserved characters) and its hash, accepts it. No `plain` method is ever sent.
+#[tokio::test]
+async fn a24_each_login_gets_a_fresh_s256_challenge_and_a_valid_verifier() {
+    let s = Setup::new().await;
+    let server = Server::start(s.config()).await.unwrap();
+    let url = format!("http://{}/u/me", server.proxy_addr);
+    let mut challenges = Vec::new();
+    for user in ["alice", "bob", "carol"] {
+        let r = get(&url, &[("X-Authsidecar-User", user)]).await;
+        let login = r.json()["error"]["login_url"].as_str().unwrap().to_string();
+        let to_idp = get(&login, &[]).await;
+        let idp_url = location(&to_idp);
+        let q: std::collections::HashMap<&str, &str> = idp_url
+            .split_once('?')
+            .unwrap()
+            .1
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        assert_eq!(q["code_challenge_method"], "S256", "{idp_url}");
+        let c = q["code_challenge"].to_string();
+        assert_eq!(c.len(), 43, "{c}");
+        assert!(
+            c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "{c}"
+        );
+        assert!(!idp_url.contains("code_verifier"));
+        assert!(!idp_url.contains("plain"));
+        challenges.push(c);
+        // Finish this login: the IdP verifies the verifier against the challenge.
+        let to_callback = get(&idp_url, &[]).await;
+        let done = get(&location(&to_callback), &[]).await;
+        assert_eq!(done.status, 200, "{}", String::from_utf8_lossy(&done.body));
+    }
+    assert_ne!(challenges[0], challenges[1]);
+    assert_ne!(challenges[1], challenges[2]);
+    assert_ne!(challenges[0], challenges[2]);
+    let r = get(&url, &[("X-Authsidecar-User", "bob")]).await;
+    assert_eq!(r.status, 200);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
+}
