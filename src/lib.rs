@@ -289,6 +289,7 @@ impl Server {
                 (store, cache)
             }
         };
+        let cache = cache.with_max_entries(config.proxy.max_cached_tokens);
         let metrics = metrics::Metrics::new();
         let snapshot = Arc::new(
             proxy::Snapshot::build(config.clone(), store.clone(), metrics.clone())
@@ -591,6 +592,11 @@ impl metrics::Source for Counted {
                 "single_flight_waiters",
                 "Requests that waited for a fetch another request started",
                 g(&c.waiters),
+            ),
+            (
+                "token_cache_evictions",
+                "Keys dropped because the cache held proxy.max_cached_tokens",
+                g(&c.evictions),
             ),
             (
                 "token_backoff_rejections",

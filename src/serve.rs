@@ -379,11 +379,8 @@ pub async fn serve<H, F>(
             match acceptor {
                 None => conn.drive(TokioIo::new(tracked)).await,
                 Some(acceptor) => {
-                    let handshake = tokio::time::timeout(
-                        handshake_within,
-                        acceptor.accept(tracked),
-                    )
-                    .await;
+                    let handshake =
+                        tokio::time::timeout(handshake_within, acceptor.accept(tracked)).await;
                     match handshake {
                         Ok(Ok(tls)) => conn.drive(TokioIo::new(tls)).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),

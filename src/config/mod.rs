@@ -130,6 +130,8 @@ pub struct ProxySettings {
     pub max_header_bytes: usize,
     /// Bytes in the request target, path plus query (more → 414 `uri_too_long`).
     pub max_uri_bytes: usize,
+    /// Keys (profile, tenant, user) the token cache holds before it evicts the oldest.
+    pub max_cached_tokens: usize,
     /// Proxy worker threads, each with its own event loop, listener (SO_REUSEPORT) and upstream
     /// connection pool; the token cache is shared. Default: one per CPU.
     pub workers: usize,

@@ -45,6 +45,7 @@ pub struct RawProxy {
     pub max_headers: Option<usize>,
     pub max_header_bytes: Option<usize>,
     pub max_uri_bytes: Option<usize>,
+    pub max_cached_tokens: Option<usize>,
     pub workers: Option<usize>,
     pub tls: Option<RawServerTls>,
     pub access_log: Option<bool>,

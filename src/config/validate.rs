@@ -346,6 +346,9 @@ fn proxy_settings(p: RawProxy, v: &mut V) -> ProxySettings {
         max_headers: p.max_headers.unwrap_or(DEFAULT_MAX_HEADERS),
         max_header_bytes: p.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
         max_uri_bytes: p.max_uri_bytes.unwrap_or(DEFAULT_MAX_URI_BYTES),
+        max_cached_tokens: p
+            .max_cached_tokens
+            .unwrap_or(crate::token::DEFAULT_MAX_ENTRIES),
         workers: p
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
@@ -379,6 +382,12 @@ fn proxy_settings(p: RawProxy, v: &mut V) -> ProxySettings {
         v.err(
             "proxy.max_connections",
             "must be greater than zero; expected a count like 16384",
+        );
+    }
+    if s.max_cached_tokens == 0 {
+        v.err(
+            "proxy.max_cached_tokens",
+            "must be greater than zero; expected a count like 100000",
         );
     }
     if !(1..=1000).contains(&s.max_headers) {

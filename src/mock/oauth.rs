@@ -652,8 +652,7 @@ async fn token_inner(state: &MockState, req: Request<Incoming>) -> Response<Body
                 // RFC 7636 §4.1: 43-128 characters from the unreserved set.
                 let ok = verifier.is_some_and(|v| {
                     (43..=128).contains(&v.len())
-                        && v
-                            .bytes()
+                        && v.bytes()
                             .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
                 }) && verifier.is_some_and(|v| {
                     oauth2::PkceCodeChallenge::from_code_verifier_sha256(

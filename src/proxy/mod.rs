@@ -63,7 +63,9 @@ fn check_head(parts: &mut http::request::Parts, max_uri_bytes: usize) -> Result<
     if target > max_uri_bytes {
         return Err(ProxyError::new(
             ErrorCode::UriTooLong,
-            format!("the request target is {target} bytes; proxy.max_uri_bytes allows {max_uri_bytes}"),
+            format!(
+                "the request target is {target} bytes; proxy.max_uri_bytes allows {max_uri_bytes}"
+            ),
         ));
     }
     let mut hosts = parts.headers.get_all(HOST).iter();
@@ -442,10 +444,8 @@ impl Proxy {
             }
         };
         if framing_conflict {
-            resp.headers_mut().insert(
-                http::header::CONNECTION,
-                HeaderValue::from_static("close"),
-            );
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         let took = started.elapsed();
         let m = metrics.unwrap_or(&snap.unrouted);

@@ -1,6 +1,6 @@
 //! The cache itself: slots in a sharded map, single flight per slot.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -44,14 +44,37 @@ pub struct CacheStats {
     /// Callers that waited on a fetch another caller started.
     pub waiters: AtomicU64,
     pub backoff_rejections: AtomicU64,
+    /// Keys dropped because the cache was full.
+    pub evictions: AtomicU64,
 }
 
+/// Keys the cache holds by default before it evicts (see [`TokenCache::with_max_entries`]).
+pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
+
 /// Shared token cache; see the module docs.
-#[derive(Default)]
+///
+/// Bounded: every request with a new user or tenant value makes a key, so past `max_entries` keys
+/// the cache first drops keys without a usable token, then the oldest tokens, down to 90 % of the
+/// bound. A key with a fetch in flight is never dropped. Dropping costs at most one fetch later
+/// (per-user grants stay in the store).
 pub struct TokenCache {
     slots: DashMap<TokenKey, Arc<Slot>>,
     persist: Option<Arc<dyn super::Persist>>,
     pub stats: CacheStats,
+    max_entries: usize,
+    evicting: AtomicBool,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache {
+            slots: DashMap::new(),
+            persist: None,
+            stats: CacheStats::default(),
+            max_entries: DEFAULT_MAX_ENTRIES,
+            evicting: AtomicBool::new(false),
+        }
+    }
 }
 
 fn lock(m: &Mutex<SlotInner>) -> std::sync::MutexGuard<'_, SlotInner> {
@@ -74,11 +97,68 @@ impl TokenCache {
         })
     }
 
+    /// The same cache holding at most about `max` keys (at least 1).
+    pub fn with_max_entries(self: Arc<Self>, max: usize) -> Arc<TokenCache> {
+        match Arc::try_unwrap(self) {
+            Ok(mut c) => {
+                c.max_entries = max.max(1);
+                Arc::new(c)
+            }
+            Err(shared) => shared,
+        }
+    }
+
     fn slot(&self, key: &TokenKey) -> Arc<Slot> {
         if let Some(s) = self.slots.get(key) {
             return s.clone();
         }
+        if self.slots.len() >= self.max_entries {
+            self.evict();
+        }
         self.slots.entry(key.clone()).or_default().clone()
+    }
+
+    /// Makes room: keys without a usable token first, then the oldest tokens, down to 90 % of
+    /// the bound. One caller evicts at a time; the others go on (the map may pass the bound by a
+    /// few keys meanwhile). Slot locks are only tried, never waited for, under the map's lock.
+    fn evict(&self) {
+        if self.evicting.swap(true, Ordering::Acquire) {
+            return;
+        }
+        let target = self.max_entries - self.max_entries / 10;
+        let before = self.slots.len();
+        let now = Instant::now();
+        let busy = |s: &Slot| s.inner.try_lock().map_or(true, |i| i.flight.is_some());
+        self.slots.retain(|_, s| {
+            busy(s)
+                || s.current
+                    .load()
+                    .as_ref()
+                    .is_some_and(|t| now < t.usable_until)
+        });
+        if self.slots.len() > target {
+            let mut ages: Vec<(Instant, TokenKey)> = self
+                .slots
+                .iter()
+                .filter(|e| !busy(e.value()))
+                .filter_map(|e| {
+                    Some((
+                        e.value().current.load().as_ref()?.received_at,
+                        e.key().clone(),
+                    ))
+                })
+                .collect();
+            ages.sort_unstable_by_key(|(at, _)| *at);
+            let excess = self.slots.len() - target;
+            for (_, k) in ages.into_iter().take(excess) {
+                self.slots.remove(&k);
+            }
+        }
+        let dropped = before.saturating_sub(self.slots.len());
+        self.stats
+            .evictions
+            .fetch_add(dropped as u64, Ordering::Relaxed);
+        self.evicting.store(false, Ordering::Release);
     }
 
     /// A usable token for `key`: from the cache, or from the one fetch in flight for it.
@@ -298,6 +378,11 @@ impl TokenCache {
         let before = self.slots.len();
         self.slots.retain(|k, _| keep(k));
         before.saturating_sub(self.slots.len())
+    }
+
+    /// Whether `key` has a slot (with or without a token).
+    pub fn contains(&self, key: &TokenKey) -> bool {
+        self.slots.contains_key(key)
     }
 
     /// Number of keys with a slot.

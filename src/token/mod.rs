@@ -17,7 +17,7 @@
 mod cache;
 mod persist;
 
-pub use cache::TokenCache;
+pub use cache::{TokenCache, DEFAULT_MAX_ENTRIES};
 pub use persist::{decode_record, encode_record, name as persisted_name, Persist, StorePersist};
 
 use std::fmt;

@@ -316,3 +316,50 @@ async fn a_refused_refresh_token_is_forgotten_even_without_a_new_one() {
         vec![None, Some("rt-0".into()), None]
     );
 }
+
+/// B16: a flood of distinct keys (one per made-up user) keeps the cache within its bound; keys
+/// without a token go first, and a key whose fetch is in flight is never dropped.
+#[tokio::test(start_paused = true)]
+async fn b16_the_cache_stays_within_its_bound() {
+    let cache = TokenCache::new().with_max_entries(100);
+    let fake = Fake::new(Some(Duration::from_secs(600)));
+    let source = src(&fake);
+    let user_key = |u: usize| TokenKey {
+        user: Some(Arc::from(format!("u{u}").as_str())),
+        ..key()
+    };
+    // One fetch in flight the whole time (its source answers after an hour).
+    let slow_source: Arc<dyn TokenSource> = Arc::new(Fake {
+        calls: AtomicUsize::new(0),
+        delay: Duration::from_secs(3600),
+        lifetime: None,
+        fail: Mutex::new(None),
+        refresh_tokens_seen: Mutex::new(Vec::new()),
+        issue_refresh_token: false,
+    });
+    let slow = {
+        let c = cache.clone();
+        tokio::spawn(async move { c.get(&key(), &slow_source, &Policy::default()).await })
+    };
+    tokio::task::yield_now().await;
+    *fake.fail.lock().unwrap() = Some(TokenErrorKind::AuthorizationRequired);
+    for u in 0..1000 {
+        let _ = cache.get(&user_key(u), &source, &Policy::default()).await;
+        assert!(cache.len() <= 101, "{} keys", cache.len());
+        assert!(cache.contains(&key()), "the key in flight was dropped");
+    }
+    *fake.fail.lock().unwrap() = None;
+    for u in 1000..1300 {
+        cache
+            .get(&user_key(u), &source, &Policy::default())
+            .await
+            .unwrap();
+        assert!(cache.len() <= 101, "{} keys", cache.len());
+    }
+    assert!(cache.stats.evictions.load(Ordering::Relaxed) >= 1000);
+    // The newest tokens are kept, the oldest went first.
+    assert!(cache.entries().iter().any(|(k, _, _)| k == &user_key(1299)));
+    assert!(!cache.entries().iter().any(|(k, _, _)| k == &user_key(1000)));
+    assert!(cache.contains(&key()));
+    slow.abort();
+}

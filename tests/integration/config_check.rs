@@ -704,3 +704,61 @@ value = "{{api_key}}"
         );
     }
 }
+
+/// A5: two routes with the same prefix would make the profile choice depend on file order: refused
+/// with both places named. Profiles are chosen per route (its list, then `X-Authsidecar-Profile`
+/// among that list), so there is no other matcher that can overlap.
+#[test]
+fn a5_two_routes_with_the_same_prefix_are_ambiguous() {
+    let all = errors(
+        r#"
+[[routes]]
+prefix = "/api/"
+upstream = "http://127.0.0.1:9/"
+profiles = ["a"]
+
+[[routes]]
+prefix = "/other/"
+upstream = "http://127.0.0.1:9/"
+profiles = ["a"]
+
+[[routes]]
+prefix = "/api/"
+upstream = "http://127.0.0.1:9/b/"
+profiles = ["b"]
+
+[profiles.a]
+type = "api_key"
+api_key = "k"
+[profiles.b]
+type = "api_key"
+api_key = "k"
+"#,
+    );
+    has(
+        &all,
+        "routes[2].prefix: ambiguous route: prefix \"/api/\" is also used by routes[0]",
+    );
+}
+
+/// The edge limits are checked at load with their key paths.
+#[test]
+fn edge_limits_out_of_range_are_named() {
+    let all = errors(
+        r#"
+[proxy]
+max_connections = 0
+max_headers = 0
+max_header_bytes = 100
+max_uri_bytes = 10
+"#,
+    );
+    for key in [
+        "proxy.max_connections",
+        "proxy.max_headers",
+        "proxy.max_header_bytes",
+        "proxy.max_uri_bytes",
+    ] {
+        has(&all, key);
+    }
+}

@@ -242,7 +242,12 @@ async fn a17_ambiguous_framing_is_refused_and_the_connection_closed() {
         ("bad request line", format!("GET /h/a HTTP/1.1 extra\r\nHost: x\r\n\r\n{SMUGGLED}")),
     ];
     for (name, bytes) in &cases {
-        let (answer, closed) = exchange(h.server.proxy_addr, bytes.as_bytes(), Duration::from_secs(3)).await;
+        let (answer, closed) = exchange(
+            h.server.proxy_addr,
+            bytes.as_bytes(),
+            Duration::from_secs(3),
+        )
+        .await;
         let st = statuses(&answer);
         assert_eq!(st, vec![400], "{name}: {answer}");
         assert!(closed, "{name}: connection left open");
@@ -265,14 +270,18 @@ async fn a17_content_length_with_chunked_is_one_request_then_close() {
         let req = format!(
             "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n{SMUGGLED}"
         );
-        let (answer, closed) = exchange(h.server.proxy_addr, req.as_bytes(), Duration::from_secs(3)).await;
+        let (answer, closed) =
+            exchange(h.server.proxy_addr, req.as_bytes(), Duration::from_secs(3)).await;
         let st = statuses(&answer);
         assert!(st == vec![200] || st == vec![400], "{path}: {answer}");
         assert!(closed, "{path}: connection left open after CL+TE");
         let seen = up.seen();
         assert!(seen.len() - before <= 1, "{path}: {seen:?}");
         for s in &seen[before..] {
-            assert!(!s.head.contains("/h/smuggled"), "{path}: smuggled request forwarded");
+            assert!(
+                !s.head.contains("/h/smuggled"),
+                "{path}: smuggled request forwarded"
+            );
             assert!(
                 s.header_count("content-length") + s.header_count("transfer-encoding") == 1,
                 "{path}: upstream framing {:?}",
@@ -356,10 +365,17 @@ async fn a15_oversized_heads_get_431_and_long_request_lines_414() {
     let h = Harness::start(&cfg(up.addr, "")).await;
     let many: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
     let cases = [
-        ("101 headers", format!("GET /h/a HTTP/1.1\r\nHost: x\r\n{many}\r\n"), 431),
+        (
+            "101 headers",
+            format!("GET /h/a HTTP/1.1\r\nHost: x\r\n{many}\r\n"),
+            431,
+        ),
         (
             "one 64 KiB header",
-            format!("GET /h/a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(64 * 1024)),
+            format!(
+                "GET /h/a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(64 * 1024)
+            ),
             431,
         ),
         (
@@ -374,13 +390,21 @@ async fn a15_oversized_heads_get_431_and_long_request_lines_414() {
         ),
         (
             "16 KiB request line",
-            format!("GET /h/{} HTTP/1.1\r\nHost: x\r\n\r\n", "c".repeat(16 * 1024)),
+            format!(
+                "GET /h/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+                "c".repeat(16 * 1024)
+            ),
             414,
         ),
     ];
     for (name, req, want) in cases {
-        let (answer, _) = exchange(h.server.proxy_addr, req.as_bytes(), Duration::from_secs(2)).await;
-        assert_eq!(statuses(&answer).first(), Some(&want), "{name}: {answer:.300}");
+        let (answer, _) =
+            exchange(h.server.proxy_addr, req.as_bytes(), Duration::from_secs(2)).await;
+        assert_eq!(
+            statuses(&answer).first(),
+            Some(&want),
+            "{name}: {answer:.300}"
+        );
     }
     assert!(up.seen().is_empty(), "{:?}", up.seen().len());
     let ok = get(&h.url("/h/after"), &[]).await;
@@ -460,7 +484,8 @@ async fn h2_until_goaway(s: &mut TcpStream, within: Duration) -> Option<u32> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         while buf.len() >= 9 {
-            let len = (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+            let len =
+                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
             if buf.len() < 9 + len {
                 break;
             }
@@ -500,7 +525,10 @@ async fn a17_http2_rapid_reset_ends_in_goaway() {
     assert_eq!(code, Some(ENHANCE_YOUR_CALM));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let reached = up.seen().len();
-    assert!(reached < 100, "{reached} of 2000 reset streams reached the upstream");
+    assert!(
+        reached < 100,
+        "{reached} of 2000 reset streams reached the upstream"
+    );
     let r = get(&h.url("/h/after"), &[]).await;
     assert_eq!(r.status, 200);
 }
@@ -511,7 +539,7 @@ async fn a17_http2_rapid_reset_ends_in_goaway() {
 async fn a17_http2_continuation_flood_is_cut_off() {
     let up = RawUpstream::start().await;
     let h = Harness::start(&cfg(up.addr, "")).await;
-    let mut s = TcpStream::connect(h.server.proxy_addr).await.unwrap();
+    let s = TcpStream::connect(h.server.proxy_addr).await.unwrap();
     let mut field = vec![0x00, 3];
     field.extend_from_slice(b"x-a");
     field.push(100);
@@ -547,7 +575,10 @@ async fn a17_http2_continuation_flood_is_cut_off() {
             }
         })
         .await;
-        assert!(r.is_ok(), "the connection was neither closed nor sent GOAWAY");
+        assert!(
+            r.is_ok(),
+            "the connection was neither closed nor sent GOAWAY"
+        );
         w
     };
     writer.abort();

@@ -1029,7 +1029,8 @@ async fn a24_each_login_gets_a_fresh_s256_challenge_and_a_valid_verifier() {
         let c = q["code_challenge"].to_string();
         assert_eq!(c.len(), 43, "{c}");
         assert!(
-            c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
             "{c}"
         );
         assert!(!idp_url.contains("code_verifier"));
