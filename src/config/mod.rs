@@ -106,6 +106,52 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
+/// An address range: `10.0.0.0/8`, `::1/128`, or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(s: &str) -> Option<IpNet> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = a.trim().parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max)?,
+            None => max,
+        };
+        Some(IpNet { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let ip = match ip {
+            V6(v6) => v6.to_ipv4_mapped().map_or(V6(v6), V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (V4(n), V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (V6(n), V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     pub listen: SocketAddr,
@@ -132,6 +178,9 @@ pub struct ProxySettings {
     pub max_uri_bytes: usize,
     /// Keys (profile, tenant, user) the token cache holds before it evicts the oldest.
     pub max_cached_tokens: usize,
+    /// Peers whose `X-Forwarded-*` / `Forwarded` headers are kept (and `X-Forwarded-For`
+    /// appended to); from any other peer they are removed and `X-Forwarded-For` is its address.
+    pub trusted_proxies: Vec<IpNet>,
     /// Proxy worker threads, each with its own event loop, listener (SO_REUSEPORT) and upstream
     /// connection pool; the token cache is shared. Default: one per CPU.
     pub workers: usize,

@@ -46,6 +46,7 @@ pub struct RawProxy {
     pub max_header_bytes: Option<usize>,
     pub max_uri_bytes: Option<usize>,
     pub max_cached_tokens: Option<usize>,
+    pub trusted_proxies: Option<Vec<String>>,
     pub workers: Option<usize>,
     pub tls: Option<RawServerTls>,
     pub access_log: Option<bool>,

@@ -349,6 +349,22 @@ fn proxy_settings(p: RawProxy, v: &mut V) -> ProxySettings {
         max_cached_tokens: p
             .max_cached_tokens
             .unwrap_or(crate::token::DEFAULT_MAX_ENTRIES),
+        trusted_proxies: p
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let net = IpNet::parse(t);
+                if net.is_none() {
+                    v.err(
+                        &format!("proxy.trusted_proxies[{i}]"),
+                        "expected an IP address or a range like 10.0.0.0/8",
+                    );
+                }
+                net
+            })
+            .collect(),
         workers: p
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),

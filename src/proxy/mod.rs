@@ -387,9 +387,20 @@ impl Proxy {
     pub fn handler(self: &Arc<Self>, conn: ConnInfo) -> ProxyHandler {
         let forwarded_for = HeaderValue::from_str(&conn.peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        let trusted = self
+            .snapshot
+            .load()
+            .config
+            .proxy
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(conn.peer.ip()));
         ProxyHandler {
             proxy: self.clone(),
-            conn: Arc::new(ConnCtx { forwarded_for }),
+            conn: Arc::new(ConnCtx {
+                forwarded_for,
+                trusted,
+            }),
         }
     }
 
@@ -607,6 +618,11 @@ impl Proxy {
 
         // 6–7. inject and forward
         parts.headers.remove(HOST);
+        if !conn.trusted {
+            for h in FORWARDING_HEADERS {
+                parts.headers.remove(h);
+            }
+        }
         append_forwarded_for(&mut parts.headers, &conn.forwarded_for);
         let replayable = matches!(&body, AttemptBody::Buffered(b) if replay_cap > 0 && b.len() as u64 <= replay_cap);
         let uri = parts.uri.clone();
@@ -816,10 +832,24 @@ fn append_forwarded_for(headers: &mut http::HeaderMap, own: &HeaderValue) {
     }
 }
 
+/// Headers that describe hops before the sidecar: kept only from `proxy.trusted_proxies`.
+const FORWARDING_HEADERS: [&str; 8] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-uri",
+    "x-real-ip",
+];
+
 /// What the request path needs of its connection, computed once per connection.
 pub struct ConnCtx {
     /// The caller's IP as a header value, for `X-Forwarded-For`.
     forwarded_for: HeaderValue,
+    /// The caller is in `proxy.trusted_proxies` (checked at accept, against the config then live).
+    trusted: bool,
 }
 
 /// One connection's view of the proxy.

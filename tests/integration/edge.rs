@@ -587,3 +587,65 @@ async fn a17_http2_continuation_flood_is_cut_off() {
     let r = get(&h.url("/h/after"), &[]).await;
     assert_eq!(r.status, 200);
 }
+
+/// A18: forwarding headers from a peer outside `proxy.trusted_proxies` are removed (and
+/// `X-Forwarded-For` is the peer's address); from a trusted peer they are kept and appended to.
+/// Neither changes where the request goes. An absolute-form target with a foreign authority is
+/// refused: the sidecar is not an open forward proxy.
+#[tokio::test]
+async fn a18_forwarding_headers_count_only_from_trusted_proxies() {
+    let forwarding = "X-Forwarded-For: 10.9.9.9\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Uri: /admin\r\nForwarded: for=10.9.9.9;host=evil.example\r\nX-Real-IP: 10.9.9.9\r\n";
+    for (trusted, extra) in [
+        (false, ""),
+        (true, "trusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\"]"),
+    ] {
+        let up = RawUpstream::start().await;
+        let h = Harness::start(&cfg(up.addr, extra)).await;
+        let req = format!("GET /h/fwd HTTP/1.1\r\nHost: evil.example\r\n{forwarding}\r\n");
+        let (answer, _) = exchange(
+            h.server.proxy_addr,
+            req.as_bytes(),
+            Duration::from_millis(500),
+        )
+        .await;
+        assert_eq!(statuses(&answer), vec![200], "{answer}");
+        let seen = up.seen();
+        assert_eq!(seen.len(), 1);
+        let head = seen[0].head.to_ascii_lowercase();
+        assert!(head.starts_with("get /h/fwd "), "{head}");
+        assert!(head.contains(&format!("\nhost: {}", up.addr)), "{head}");
+        for name in [
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-forwarded-uri",
+            "forwarded",
+            "x-real-ip",
+        ] {
+            assert_eq!(
+                seen[0].header_count(name),
+                usize::from(trusted),
+                "{name} (trusted {trusted}): {head}"
+            );
+        }
+        let xff = if trusted {
+            "10.9.9.9, 127.0.0.1"
+        } else {
+            "127.0.0.1"
+        };
+        assert!(
+            head.contains(&format!("\nx-forwarded-for: {xff}\r")),
+            "{head}"
+        );
+
+        // Absolute form: refused, nothing forwarded.
+        let (answer, _) = exchange(
+            h.server.proxy_addr,
+            b"GET http://evil.example/h/x HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+            Duration::from_millis(500),
+        )
+        .await;
+        assert_eq!(statuses(&answer), vec![400], "{answer}");
+        assert!(answer.contains("path_invalid"), "{answer}");
+        assert_eq!(up.seen().len(), 1);
+    }
+}
