@@ -282,7 +282,7 @@ impl MockState {
             || lock(&self.refresh).contains_key(token)
     }
 
-    fn revoke_tokens(&self, tokens: &[String]) {
+    pub fn revoke_tokens(&self, tokens: &[String]) {
         let (mut issued, mut refresh) = (lock(&self.issued), lock(&self.refresh));
         for t in tokens {
             issued.remove(t);

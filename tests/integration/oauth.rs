@@ -607,3 +607,44 @@ async fn b17_an_idp_name_that_does_not_resolve_is_idp_dns_error() {
     assert!(!msg.contains(SECRET), "{msg}");
     assert_eq!(h.echo.echo_count(), 0);
 }
+
+/// B7 (b): a 403 (`insufficient_scope`) is not a reason to refresh: it passes through, no new token
+/// is fetched and nothing is replayed.
+#[tokio::test]
+async fn b7_a_403_passes_through_without_refresh_or_replay() {
+    let h = start(CC, settings()).await;
+    let r = get(&h.url("/api/x"), &[("X-Mock-Status", "403")]).await;
+    assert_eq!(r.status, 403);
+    assert!(r.headers.get("x-authsidecar-error").is_none());
+    assert_eq!(h.echo.token_requests(), 1);
+    assert_eq!(h.server.proxy_stats().replays.load(Ordering::SeqCst), 0);
+}
+
+/// B7 (e): 50 concurrent requests whose cached token the upstream no longer accepts: exactly one
+/// new token is fetched, every request is replayed once and succeeds, and no request reaches the
+/// upstream more than twice.
+#[tokio::test]
+async fn b7_fifty_concurrent_401s_make_one_refresh() {
+    let h = start(CC, settings()).await;
+    assert_eq!(get(&h.url("/api/warm"), &[]).await.status, 200);
+    assert_eq!(h.echo.token_requests(), 1);
+    h.echo.state.revoke_tokens(&h.echo.state.issued_tokens());
+    let c = h.echo.counters();
+    let (rejected0, ok0) = (
+        c.resource_rejected.load(Ordering::SeqCst),
+        c.resource_ok.load(Ordering::SeqCst),
+    );
+    let statuses = burst(&h.url("/api/x"), 50).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(h.echo.token_requests(), 2, "one refresh for all 50");
+    let (rejected, ok) = (
+        c.resource_rejected.load(Ordering::SeqCst) - rejected0,
+        c.resource_ok.load(Ordering::SeqCst) - ok0,
+    );
+    assert_eq!(ok, 50);
+    assert!(rejected <= 50, "{rejected} rejections");
+    assert_eq!(
+        h.server.proxy_stats().replays.load(Ordering::SeqCst),
+        rejected
+    );
+}
