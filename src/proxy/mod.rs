@@ -803,6 +803,13 @@ fn build(
         )
         .map_err(|e| e.with_profile(plan.profile()))?;
     plan.apply_headers(&mut headers, inputs)?;
+    if new_query.is_some() {
+        // RFC 6750 §2.3: a credential in the URI asks caches not to keep the request.
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+    }
     let body: OutBody = match body {
         AttemptBody::Stream(g) => Either::Left(g),
         AttemptBody::Buffered(b) if plan.has_payload() => Either::Right(Full::new(

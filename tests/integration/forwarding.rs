@@ -65,18 +65,22 @@ async fn streamed_body_arrives_unchanged() {
 
 #[tokio::test]
 async fn redirects_are_passed_back_not_followed() {
+    // A26: no status makes the sidecar follow a redirect, 307/308 (which would re-send the body and
+    // the credential) included.
     let h = Harness::start(ROUTE).await;
-    let r = get(
-        &h.url("/e/r"),
-        &[
-            ("X-Mock-Status", "302"),
-            ("X-Mock-Location", "http://elsewhere.example/"),
-        ],
-    )
-    .await;
-    assert_eq!(r.status, 302);
-    assert_eq!(r.headers["location"], "http://elsewhere.example/");
-    assert_eq!(h.echo.echo_count(), 1);
+    for (i, status) in ["301", "302", "303", "307", "308"].into_iter().enumerate() {
+        let r = get(
+            &h.url("/e/r"),
+            &[
+                ("X-Mock-Status", status),
+                ("X-Mock-Location", "http://elsewhere.example/"),
+            ],
+        )
+        .await;
+        assert_eq!(r.status.as_str(), status);
+        assert_eq!(r.headers["location"], "http://elsewhere.example/");
+        assert_eq!(h.echo.echo_count(), i as u64 + 1);
+    }
 }
 
 #[tokio::test]

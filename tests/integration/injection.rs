@@ -89,6 +89,11 @@ async fn query_parameter_is_replaced_and_the_rest_kept_byte_for_byte() {
         r.json()["query"],
         "b=%7e1&c=a+b&&d&api_key=k%26%3D%2B%20%23%25%C3%A9"
     );
+    // A12 / RFC 6750 §2.3: a credential in the query goes with `Cache-Control: no-store`.
+    assert_eq!(r.echoed("cache-control"), vec!["no-store"]);
+    // A header-placed credential does not add it.
+    let r = get(&h.url("/h/x?a=1"), &[("X-Authsidecar-Profile", "hdr")]).await;
+    assert!(r.echoed("cache-control").is_empty());
 }
 
 #[tokio::test]
