@@ -4,7 +4,8 @@
 #
 #   scripts/setup.sh            # everything (tests: tinyproxy as the connector, redis-server for replicas,
 #                               # openssl for dev certificates, chromium + chromium-driver for the
-#                               # admin console's browser test)
+#                               # admin console's browser test, libfaketime for the wall-clock
+#                               # jump test)
 #   scripts/setup.sh bench      # only the benchmark tools
 set -euo pipefail
 
@@ -17,17 +18,18 @@ declare -A BIN_OF=(
   [redis-server]=redis-server
   [chromium]=chromium
   [chromium-driver]=chromedriver
+  [libfaketime]=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
 )
 case "${1:-all}" in
   bench) WANT=(nginx haproxy wrk) ;;
-  all) WANT=(nginx haproxy wrk tinyproxy openssl redis-server chromium chromium-driver) ;;
+  all) WANT=(nginx haproxy wrk tinyproxy openssl redis-server chromium chromium-driver libfaketime) ;;
   *) echo "usage: $0 [all|bench]" >&2; exit 2 ;;
 esac
 
 missing=()
 for pkg in "${WANT[@]}"; do
   bin="${BIN_OF[$pkg]}"
-  if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then
+  if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ] && [ ! -e "$bin" ]; then
     missing+=("$pkg")
   fi
 done

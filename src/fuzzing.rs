@@ -288,11 +288,7 @@ pub fn config(data: &[u8]) {
             for key in e.path.split(['.', '[', ']']).filter(|k| k.contains(CANARY)) {
                 message = message.replace(key, "");
             }
-            assert!(
-                !message.contains(CANARY),
-                "a secret in an error: {}",
-                e
-            );
+            assert!(!message.contains(CANARY), "a secret in an error: {}", e);
         }
     }
 }

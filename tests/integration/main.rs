@@ -7,6 +7,7 @@ mod support;
 
 mod admin;
 mod audit;
+mod clock;
 mod config_check;
 mod console;
 mod edge;
