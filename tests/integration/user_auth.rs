@@ -1049,3 +1049,75 @@ async fn a24_each_login_gets_a_fresh_s256_challenge_and_a_valid_verifier() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
 }
+
+/// A20: no input to the auth listener chooses where a browser is sent. The start page redirects only
+/// to the configured authorization URL with the configured `redirect_uri` (exact string), whatever
+/// return/redirect parameters are added; the callback never redirects, also not with open-redirect
+/// payloads.
+#[tokio::test]
+async fn a20_no_auth_listener_input_chooses_a_redirect_target() {
+    let s = Setup::new().await;
+    let server = Server::start(s.config()).await.unwrap();
+    let url = format!("http://{}/u/me", server.proxy_addr);
+    let r = get(&url, &[("X-Authsidecar-User", "alice")]).await;
+    let login = r.json()["error"]["login_url"].as_str().unwrap().to_string();
+    let payloads = [
+        "//evil.example",
+        "/\\evil.example",
+        "/%09/evil.example",
+        "https:evil.example",
+        "javascript:alert(1)",
+        "https://ok@evil.example",
+        "%2F%2Fevil.example",
+    ];
+    let callback = format!("http://127.0.0.1:{}/oauth/callback", s.auth_port);
+    let want_redirect_uri: String =
+        percent_encoding::utf8_percent_encode(&callback, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+    let mut redirected = 0;
+    for p in payloads {
+        let sep = if login.contains('?') { '&' } else { '?' };
+        let to_idp = get(
+            &format!("{login}{sep}return_to={p}&redirect={p}&next={p}"),
+            &[],
+        )
+        .await;
+        if to_idp.status.is_redirection() {
+            let loc = location(&to_idp);
+            assert!(
+                loc.starts_with(&format!("http://{}/oauth/authorize?", s.echo.addr)),
+                "{p}: {loc}"
+            );
+            let redirect_uri = loc
+                .split(['?', '&'])
+                .find_map(|kv| kv.strip_prefix("redirect_uri="))
+                .unwrap();
+            assert_eq!(
+                percent_encoding::percent_decode_str(redirect_uri).decode_utf8_lossy(),
+                percent_encoding::percent_decode_str(&want_redirect_uri).decode_utf8_lossy(),
+                "{p}"
+            );
+            assert!(!loc.contains("evil"), "{p}: {loc}");
+            redirected += 1;
+        } else {
+            assert!(to_idp.status.is_client_error(), "{p}: {}", to_idp.status);
+        }
+        let cb = get(
+            &format!("{callback}?code=c&state=s&redirect={p}&return_to={p}"),
+            &[],
+        )
+        .await;
+        assert!(
+            cb.headers.get("location").is_none(),
+            "{p}: callback redirected"
+        );
+        assert!(cb.status.is_client_error(), "{p}: {}", cb.status);
+    }
+    assert_eq!(
+        redirected,
+        payloads.len(),
+        "the start page stopped redirecting to the IdP"
+    );
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
+}
