@@ -317,6 +317,11 @@ async fn a17_odd_but_valid_requests_arrive_once_and_well_framed() {
             br#"{"token":"pk-123"}"#,
         ),
         (
+            "Transfer-Encoding with an empty list element (RFC 9110 §5.6.1)",
+            "POST /h/list HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ,chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".to_string(),
+            b"ok",
+        ),
+        (
             "Upgrade with bytes after the head",
             "GET /h/up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n".to_string(),
             b"",
