@@ -648,3 +648,36 @@ async fn b7_fifty_concurrent_401s_make_one_refresh() {
         rejected
     );
 }
+
+/// B1 (a): with a valid cached token, an IdP that fails serves nothing new and changes nothing:
+/// requests keep succeeding from the cache and the IdP is not called.
+#[tokio::test]
+async fn b1_a_cached_token_keeps_working_while_the_idp_is_down() {
+    let h = start(CC, settings()).await;
+    assert_eq!(get(&h.url("/api/warm"), &[]).await.status, 200);
+    h.echo
+        .state
+        .set_token_fault(Some(TokenFault::ServerError), None);
+    for _ in 0..20 {
+        assert_eq!(get(&h.url("/api/x"), &[]).await.status, 200);
+    }
+    assert_eq!(h.echo.token_requests(), 1);
+}
+
+/// B5: a rejected client (`invalid_client`, e.g. a rotated secret) is not retried in a loop: 50
+/// concurrent callers and 20 more inside the backoff make one token request in all.
+#[tokio::test]
+async fn b5_a_rejected_client_is_not_retried_in_a_loop() {
+    let h = start(CC, settings()).await;
+    h.echo
+        .state
+        .set_token_fault(Some(TokenFault::InvalidClient), None);
+    let statuses = burst(&h.url("/api/x"), 50).await;
+    assert!(statuses.iter().all(|s| *s == 502), "{statuses:?}");
+    for _ in 0..20 {
+        let r = expect_idp_error(&h, 502, "idp_rejected").await;
+        assert!(String::from_utf8_lossy(&r.body).contains("invalid_client"));
+    }
+    assert_eq!(h.echo.token_requests(), 1);
+    assert_eq!(h.echo.echo_count(), 0);
+}
