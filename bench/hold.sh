@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Load hold and soak for the proxy listener (reliability matrix A16/B16; targets in DESIGN.md §11).
 #
-#   bench/hold.sh                 # 10,000 idle keep-alive connections held for 60 s, then 2,000
-#                                 # concurrent in-flight requests against a 2-second upstream
+#   bench/hold.sh                 # 1,000 slowloris connections (1 header byte per 5 s) with traffic
+#                                 # beside them, 10,000 idle keep-alive connections held for 60 s,
+#                                 # then 2,000 concurrent in-flight requests against a 2-second upstream
 #   bench/hold.sh --soak 1800 --rps 6000
 #                                 # soak: a fixed request rate for 1800 s (default: 30 min at 6,000
 #                                 # req/s), RSS and open fds sampled every 30 s
@@ -137,6 +138,15 @@ PY
   exit 0
 fi
 
+echo "slowloris: 1,000 connections sending one header byte every 5 s, traffic beside them"
+baseline=$("$LOADGEN" rate --url "http://127.0.0.1:$AS/api/base" --rps 500 --seconds 5 --connections 16)
+"$LOADGEN" slowloris --addr "127.0.0.1:$AS" --n 1000 --every 5 --seconds 30 > "$WORK/slow.json" &
+SLOW=$!
+sleep 2
+attacked=$("$LOADGEN" rate --url "http://127.0.0.1:$AS/api/attacked" --rps 500 --seconds 10 --connections 16)
+wait "$SLOW" || true
+sleep 1
+
 base_rss=$(rss_kb "$SIDECAR"); base_fds=$(fds "$SIDECAR")
 echo "idle: opening $IDLE keep-alive connections, holding them $HOLD s"
 "$LOADGEN" idle --addr "127.0.0.1:$AS" --n "$IDLE" --hold "$HOLD" > "$WORK/idle.json" &
@@ -165,10 +175,14 @@ end_fds=$(fds "$SIDECAR"); end_rss=$(rss_kb "$SIDECAR")
 python3 - "$OUT" <<PY
 import json, sys
 idle = json.load(open("$WORK/idle.json"))
+slow = json.load(open("$WORK/slow.json"))
+baseline = json.loads('''$baseline''')
+attacked = json.loads('''$attacked''')
 during = json.loads('''$during''')
 inflight = json.loads('''$inflight''')
 d = {
   "scenario": "hold",
+  "slowloris": {"attack": slow, "traffic_before": baseline, "traffic_during": attacked},
   "idle": {"connections": idle["open"], "held_s": $HOLD, "rss_before_kb": $base_rss, "rss_held_kb": $idle_rss,
            "bytes_per_connection": ($idle_rss - $base_rss) * 1024 / max(1, idle["open"]),
            "fds_before": $base_fds, "fds_held": $idle_fds, "fds_late_in_hold": $late_fds, "fds_after": $after_idle_fds,
@@ -178,6 +192,9 @@ d = {
                "fds_after": $end_fds, "rss_after_kb": $end_rss},
 }
 json.dump(d, open(sys.argv[1], "w"), indent=1)
+sl = d["slowloris"]
+print(f"slowloris: {slow['closed']}/{slow['n']} closed by the sidecar (after {slow['closed_after_p50_s']:.1f} s median, {slow['closed_after_max_s']:.1f} s max), {slow['still_open']} still open")
+print(f"  traffic beside it: p99 {attacked['p99_ms']:.2f} ms ({attacked['errors']} errors) vs {baseline['p99_ms']:.2f} ms before")
 i, f = d["idle"], d["inflight"]
 print(f"idle: {i['connections']} connections held {i['held_s']} s; RSS {i['rss_before_kb']} -> {i['rss_held_kb']} KiB = {i['bytes_per_connection']:.0f} bytes/connection; fds {i['fds_before']} -> {i['fds_held']} (late {i['fds_late_in_hold']}) -> {i['fds_after']}")
 t = i["traffic_during"]

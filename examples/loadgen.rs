@@ -7,6 +7,7 @@
 //! loadgen keys  --url URL --n 100000 [--concurrency 64]                # distinct tenants t{i}
 //! loadgen idle  --addr HOST:PORT --n 10000 --hold 10                   # idle keep-alive connections
 //! loadgen users --url URL --n 10000 [--concurrency 64]                # end users u{i} log in, then call
+//! loadgen slowloris --addr HOST:PORT --n 1000 --every 5 --seconds 30   # heads trickled 1 byte at a time
 //! ```
 //! Each prints one JSON object on stdout. Latencies are measured from the scheduled send time (open
 //! loop), so a stalled server shows up as latency, not as a lower rate.
@@ -270,6 +271,56 @@ async fn idle(addr: String, n: usize, hold: u64) {
     drop(conns);
 }
 
+/// Slowloris: `n` connections each start a request head and send one more byte every `every`
+/// seconds, for at most `seconds`. Prints how many the server closed and when (seconds after the
+/// first byte: median and max), and how many were still open at the end.
+async fn slowloris(addr: String, n: usize, every: u64, seconds: u64) {
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let addr = addr.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
+            let opened = Instant::now();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .await
+                .ok()?;
+            let mut buf = [0u8; 256];
+            while opened.elapsed() < Duration::from_secs(seconds) {
+                tokio::select! {
+                    r = s.read(&mut buf) => {
+                        if matches!(r, Ok(0) | Err(_)) {
+                            return Some(Some(opened.elapsed().as_secs_f64()));
+                        }
+                    }
+                    _ = tokio::time::sleep(Duration::from_secs(every)) => {
+                        if s.write_all(b"a").await.is_err() {
+                            return Some(Some(opened.elapsed().as_secs_f64()));
+                        }
+                    }
+                }
+            }
+            Some(None)
+        }));
+    }
+    let (mut closed, mut open, mut failed) = (Vec::new(), 0, 0);
+    for t in tasks {
+        match t.await {
+            Ok(Some(Some(at))) => closed.push(at),
+            Ok(Some(None)) => open += 1,
+            _ => failed += 1,
+        }
+    }
+    closed.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "{{\"mode\":\"slowloris\",\"n\":{n},\"closed\":{},\"still_open\":{open},\"connect_failed\":{failed},\"closed_after_p50_s\":{:.2},\"closed_after_max_s\":{:.2},\"elapsed_s\":{:.1}}}",
+        closed.len(),
+        pct(&closed, 0.5),
+        closed.last().copied().unwrap_or(0.0),
+        start.elapsed().as_secs_f64()
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -310,8 +361,17 @@ async fn main() {
             )
             .await
         }
+        "slowloris" => {
+            slowloris(
+                arg(&args, "--addr").unwrap_or_default(),
+                num(&args, "--n", 1000) as usize,
+                num(&args, "--every", 5),
+                num(&args, "--seconds", 30),
+            )
+            .await
+        }
         _ => {
-            eprintln!("usage: loadgen rate|burst|keys|users|idle …");
+            eprintln!("usage: loadgen rate|burst|keys|users|idle|slowloris …");
             std::process::exit(2);
         }
     }

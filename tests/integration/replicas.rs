@@ -70,6 +70,17 @@ prefix = "/u/"
 upstream = "http://{m}/protected/"
 profiles = ["user"]
 
+[[routes]]
+prefix = "/m/"
+upstream = "http://{m}/protected/"
+profiles = ["machine"]
+
+[profiles.machine]
+type = "oauth2_client_credentials"
+token_url = "http://{m}/oauth/token"
+client_id = "demo-client"
+client_secret = "demo-secret"
+
 [profiles.user]
 type = "oauth2_authorization_code"
 authorization_url = "http://{m}/oauth/authorize"
@@ -258,6 +269,14 @@ async fn redis_going_away_and_coming_back() {
     let r = get(&readyz, &[]).await;
     assert_eq!(r.status, 200);
     assert!(String::from_utf8_lossy(&r.body).contains("store: unavailable"));
+    // B10 (a): a machine token does not need the store: with Redis down a replica that has none
+    // cached fetches one from the IdP and serves, once, then from its memory cache.
+    let before = f.mock.token_requests();
+    for _ in 0..5 {
+        let r = get(&f.replicas[1].url("/m/x"), &[]).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    assert_eq!(f.mock.token_requests() - before, 1);
 
     f.redis.as_mut().unwrap().restart().await;
     // Full recovery: dave's grant survived (append-only file), erin can be sent a login link.
