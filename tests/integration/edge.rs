@@ -654,3 +654,41 @@ async fn a18_forwarding_headers_count_only_from_trusted_proxies() {
         assert_eq!(up.seen().len(), 1);
     }
 }
+
+/// B14: an upstream that reads the request and drops the connection without answering: 502
+/// `upstream_unavailable`, and the POST is not sent again (RFC 9110 §9.2.2).
+#[tokio::test]
+async fn b14_an_upstream_that_drops_the_request_is_not_retried() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let heads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while find(&buf, b"\r\n\r\n").is_none() {
+                    if !read_more(&mut s, &mut buf).await {
+                        return;
+                    }
+                }
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = s.set_linger(Some(Duration::ZERO));
+                drop(s);
+            });
+        }
+    });
+    let h = Harness::start(&cfg(addr, "")).await;
+    for method in [http::Method::POST, http::Method::GET] {
+        let before = heads.load(std::sync::atomic::Ordering::SeqCst);
+        let r = send(method.clone(), &h.url("/h/x"), &[], "body").await;
+        assert_eq!(r.status, 502, "{method}");
+        assert_eq!(r.error_code(), "upstream_unavailable", "{method}");
+        assert_eq!(
+            heads.load(std::sync::atomic::Ordering::SeqCst) - before,
+            1,
+            "{method} was sent more than once"
+        );
+    }
+}
