@@ -674,7 +674,6 @@ async fn b14_an_upstream_that_drops_the_request_is_not_retried() {
                     }
                 }
                 seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let _ = s.set_linger(Some(Duration::ZERO));
                 drop(s);
             });
         }
