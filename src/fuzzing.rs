@@ -276,19 +276,36 @@ pub fn path_param(data: &[u8]) {
     }
 }
 
-/// Config parsing and validation: any text gives a config or a list of errors, never a panic;
-/// no error message quotes the canary secret. An error may name a key (or table) that has the
-/// canary in its name: key names are not secret, and naming them is the point of the error.
+/// Keys whose values are secrets (or may hold one, like a Redis URL with a password).
+const SECRET_KEYS: &[&str] = &[
+    "client_secret",
+    "password",
+    "api_key",
+    "token",
+    "key",
+    "previous_key",
+    "url",
+    "urls",
+    "secret",
+];
+
+/// Config parsing and validation: any text gives a config or a list of errors, never a panic; an
+/// error about a secret-bearing key never quotes the canary, wherever the fuzzer put it. Errors
+/// about other keys may quote the offending key or value (`unknown type "…"`): a profile type or a
+/// section name is not a secret, and naming it is the point of the error.
 pub fn config(data: &[u8]) {
     const CANARY: &str = "fuzz-canary-secret-4f1d";
     let src = text(data).replace("SECRET", CANARY);
     if let Err(errors) = Config::from_str_with_env(&src, &Env::default()) {
         for e in &errors.0 {
-            let mut message = e.message.clone();
-            for key in e.path.split(['.', '[', ']']).filter(|k| k.contains(CANARY)) {
-                message = message.replace(key, "");
+            let last = e
+                .path
+                .rsplit(['.', '[', ']'])
+                .find(|s| !s.is_empty())
+                .unwrap_or("");
+            if SECRET_KEYS.contains(&last) {
+                assert!(!e.message.contains(CANARY), "a secret in an error: {e}");
             }
-            assert!(!message.contains(CANARY), "a secret in an error: {}", e);
         }
     }
 }
