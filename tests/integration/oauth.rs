@@ -103,10 +103,14 @@ async fn burst(url: &str, n: usize) -> Vec<u16> {
 async fn a_thousand_concurrent_requests_on_a_cold_cache_make_one_token_request() {
     // 6-second tokens refreshed only in their last second, so a slow burst (the whole suite runs in
     // parallel on two cores) cannot trigger an early refresh.
-    let text = CC.replace(
-        "replay_max_body_bytes = 64",
-        "replay_max_body_bytes = 64\nrefresh_before = \"1s\"",
-    );
+    // The IdP timeout is raised from the shared 500 ms: on a busy machine 1,000 concurrent callers
+    // can delay the single fetch past it, which would test the timeout instead.
+    let text = CC
+        .replace(
+            "replay_max_body_bytes = 64",
+            "replay_max_body_bytes = 64\nrefresh_before = \"1s\"",
+        )
+        .replace("idp_timeout = \"500ms\"", "idp_timeout = \"5s\"");
     let h = start(
         &text,
         MockSettings {
