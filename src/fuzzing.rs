@@ -317,33 +317,6 @@ pub fn config(data: &[u8]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::is_secret_path;
-
-    #[test]
-    fn secret_paths_are_told_from_other_keys() {
-        for p in [
-            "profiles.a.client_secret",
-            "profiles.a.password",
-            "admin.token",
-            "store.key",
-            "store.urls[1]",
-            "connectors.c.password",
-        ] {
-            assert!(is_secret_path(p), "{p}");
-        }
-        for p in [
-            "profiles.a.fields[0].key",
-            "profiles.a.type",
-            "token_url",
-            "x_password_hint",
-        ] {
-            assert!(!is_secret_path(p), "{p}");
-        }
-    }
-}
-
 /// Token-response parsing: never a panic; an accepted response has a usable access token.
 pub fn token_response(data: &[u8]) {
     let Ok(map) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(data) else {
@@ -413,4 +386,31 @@ pub fn run(name: &str, data: &[u8]) {
         .map(|(_, f)| *f)
         .unwrap_or_else(|| panic!("no fuzz target {name}"));
     f(data);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_secret_path;
+
+    #[test]
+    fn secret_paths_are_told_from_other_keys() {
+        for p in [
+            "profiles.a.client_secret",
+            "profiles.a.password",
+            "admin.token",
+            "store.key",
+            "store.urls[1]",
+            "connectors.c.password",
+        ] {
+            assert!(is_secret_path(p), "{p}");
+        }
+        for p in [
+            "profiles.a.fields[0].key",
+            "profiles.a.type",
+            "token_url",
+            "x_password_hint",
+        ] {
+            assert!(!is_secret_path(p), "{p}");
+        }
+    }
 }
