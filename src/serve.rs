@@ -135,6 +135,13 @@ impl ConnState {
         }
     }
 
+    /// Starts both clocks afresh (hyper takes a connection served elsewhere until now).
+    fn restart(&self) {
+        let now = now_ms();
+        self.last_active.store(now, Ordering::Relaxed);
+        self.head_started.store(now, Ordering::Relaxed);
+    }
+
     /// Marks a request as in flight until the guard drops.
     pub fn start_request(self: &Arc<Self>, http2: bool) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -193,8 +200,10 @@ impl Drop for InFlight {
     }
 }
 
-/// TCP stream that tells the connection's clock when bytes arrive.
+/// TCP stream that tells the connection's clock when bytes arrive; bytes read before hyper took
+/// the connection come first.
 struct Tracked {
+    pre: Bytes,
     inner: TcpStream,
     state: Arc<ConnState>,
 }
@@ -205,6 +214,12 @@ impl AsyncRead for Tracked {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            let head = self.pre.split_to(n);
+            buf.put_slice(&head);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -288,6 +303,18 @@ pub trait Handler: Clone + Send + Sync + 'static {
         &self,
         req: Request<Incoming>,
     ) -> impl std::future::Future<Output = Response<Self::Body>> + Send + 'static;
+
+    /// Serves a plain-TCP connection before hyper sees it. Returns the stream and the bytes already
+    /// read from it when hyper should serve the rest, `None` when the connection is done. By
+    /// default hyper serves everything.
+    fn take(
+        &self,
+        stream: TcpStream,
+        _limits: Limits,
+        _shutdown: watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = Option<(TcpStream, Bytes)>> + Send {
+        async move { Some((stream, Bytes::new())) }
+    }
 }
 
 /// Accepts connections until `shutdown` fires. `make` builds one handler per connection. With `tls`,
@@ -363,7 +390,18 @@ pub async fn serve<H, F>(
         let limits = limits.clone();
         conns.spawn(async move {
             let _pass = pass;
+            let (stream, pre) = if acceptor.is_none() {
+                match handler.take(stream, limits.clone(), shutdown.clone()).await {
+                    Some(x) => x,
+                    None => return,
+                }
+            } else {
+                (stream, Bytes::new())
+            };
+            // The clocks start now: the connection may have been served before it got here.
+            state.restart();
             let tracked = Tracked {
+                pre,
                 inner: stream,
                 state: state.clone(),
             };
@@ -377,7 +415,7 @@ pub async fn serve<H, F>(
                 shutdown,
             };
             match acceptor {
-                None => conn.drive(TokioIo::new(tracked)).await,
+                None => Box::pin(conn.drive(TokioIo::new(tracked))).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(handshake_within, acceptor.accept(tracked)).await;

@@ -25,6 +25,11 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authenticate",
 ];
 
+/// Whether `name` is one of the hop-by-hop headers above (any case).
+pub fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
 /// The caller's control headers, taken out of the request.
 #[derive(Debug, Default)]
 pub struct Control {

@@ -23,6 +23,7 @@
 //!    hop-by-hop headers; errors become the JSON error response of `error.rs`.
 
 pub mod body;
+mod h1;
 pub(crate) mod headers;
 mod route;
 mod upstream;
@@ -421,6 +422,39 @@ impl Proxy {
         self.snapshot.store(snapshot);
     }
 
+    /// Metrics and the access log line of one finished request.
+    fn finish(
+        &self,
+        snap: &Snapshot,
+        metrics: Option<&RequestMetrics>,
+        status: u16,
+        started: tokio::time::Instant,
+        logged: Option<(Method, Uri)>,
+        rid: &str,
+    ) {
+        let took = started.elapsed();
+        let m = metrics.unwrap_or(&snap.unrouted);
+        m.record(status, took);
+        if let Some((method, uri)) = logged {
+            // Route prefix and profile come from the config. The path is the caller's; values of
+            // query parameters that carry credentials are REDACTED; no header values.
+            let query = uri
+                .query()
+                .map(|q| crate::logging::redact_query(q, &snap.injected_query_names));
+            tracing::info!(
+                target: "authsidecar::access",
+                method = %method,
+                path = uri.path(),
+                query = query.as_deref().unwrap_or(""),
+                route = %m.route,
+                profile = %m.profile,
+                status,
+                ms = (took.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+                request_id = %rid,
+            );
+        }
+    }
+
     async fn handle(&self, mut req: Request<Incoming>, conn: &ConnCtx) -> Response<RespBody> {
         let started = tokio::time::Instant::now();
         let snap = &self.snapshot.load_full();
@@ -458,28 +492,7 @@ impl Proxy {
             resp.headers_mut()
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
-        let took = started.elapsed();
-        let m = metrics.unwrap_or(&snap.unrouted);
-        let status = resp.status().as_u16();
-        m.record(status, took);
-        if let Some((method, uri)) = logged {
-            // Route prefix and profile come from the config. The path is the caller's; values of
-            // query parameters that carry credentials are REDACTED; no header values.
-            let query = uri
-                .query()
-                .map(|q| crate::logging::redact_query(q, &snap.injected_query_names));
-            tracing::info!(
-                target: "authsidecar::access",
-                method = %method,
-                path = uri.path(),
-                query = query.as_deref().unwrap_or(""),
-                route = %m.route,
-                profile = %m.profile,
-                status,
-                ms = (took.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-                request_id = %rid,
-            );
-        }
+        self.finish(snap, metrics, resp.status().as_u16(), started, logged, &rid);
         resp
     }
 
@@ -491,61 +504,16 @@ impl Proxy {
         metrics: &mut Option<&'s RequestMetrics>,
     ) -> Result<Response<RespBody>, ProxyError> {
         let (mut parts, body) = req.into_parts();
-
-        // 0. the request head: target length, Host (RFC 9112 §3.2), framing
-        check_head(&mut parts, snap.config.proxy.max_uri_bytes)?;
-
-        // 1. route
-        if parts.version != Version::HTTP_2 && parts.uri.authority().is_some() {
-            return Err(ProxyError::new(
-                ErrorCode::PathInvalid,
-                "absolute-form request targets are refused: this is not a forward proxy",
-            ));
-        }
-        let path = parts.uri.path();
-        route::check_path(path)?;
-        let (route, rest) = snap.route(path).ok_or_else(|| {
-            ProxyError::new(ErrorCode::NoRoute, "no route matches the request path")
-        })?;
-        let rest_start = path.len() - rest.len();
-
-        // 3. control values (taken out before anything else looks at the headers)
-        let control = headers::take_control(&mut parts.headers);
-
-        // 2. select profile
-        let (profile, client, m) = match &control.profile {
-            None => &route.profiles[0],
-            Some(v) => route
-                .profiles
-                .iter()
-                .find(|(p, _, _)| p.plan.profile().as_bytes() == v.as_bytes())
-                .ok_or_else(|| {
-                    ProxyError::new(
-                        ErrorCode::ProfileNotAllowed,
-                        format!(
-                            "the profile named by X-Authsidecar-Profile is not allowed on route {}",
-                            route.prefix
-                        ),
-                    )
-                })?,
-        };
-        *metrics = Some(m);
+        let Resolved {
+            route,
+            rest_start,
+            profile,
+            client,
+            metrics: m,
+            mut inputs,
+        } = resolve(snap, &mut parts, metrics)?;
         let plan = &profile.plan;
         let with_profile = |e: ProxyError| e.with_profile(plan.profile());
-
-        let mut inputs = Inputs::default();
-        if let Some(v) = &control.user {
-            inputs.user = Some(headers::user(v).map_err(with_profile)?);
-        }
-        if let Some(v) = &control.tenant {
-            inputs.tenant = Some(headers::tenant(v).map_err(with_profile)?);
-        }
-        for (name, v) in &control.context {
-            inputs.context.push((
-                name.clone(),
-                headers::context(name, v).map_err(with_profile)?,
-            ));
-        }
 
         // 4. body: a declared length over the cap is refused before reading anything.
         let max = snap.config.proxy.max_body_bytes;
@@ -576,54 +544,10 @@ impl Proxy {
         };
 
         // 5. obtain credential
-        let mut token_key = None;
-        if let Some(o) = oauth {
-            // Per-user profiles without a tenant in the request ask the end user on the start page.
-            if inputs.tenant.is_none() && o.needs_tenant && !o.per_user {
-                return Err(with_profile(ProxyError::new(
-                    ErrorCode::TenantInvalid,
-                    "X-Authsidecar-Tenant is required: the profile's identity provider URLs use {tenant}",
-                )));
-            }
-            if o.per_user && inputs.user.is_none() {
-                return Err(with_profile(ProxyError::new(
-                    ErrorCode::UserRequired,
-                    "X-Authsidecar-User is required: this profile's tokens belong to end users",
-                )));
-            }
-            let key = o.key(
-                plan.profile(),
-                inputs.tenant.as_deref(),
-                inputs.user.as_deref(),
-            );
-            let token = match self.cache.get(&key, &o.dyn_source, &o.policy).await {
-                Ok(t) => t,
-                Err(e) if e.kind == TokenErrorKind::AuthorizationRequired => {
-                    return Err(self.login_required(snap, plan.profile(), &inputs).await)
-                }
-                Err(e) => return Err(e.into_proxy_error(plan.profile())),
-            };
-            if o.per_user {
-                // A grant from before a user field was added: ask the user again.
-                if o.user_fields.iter().any(|k| token.user_field(k).is_none()) {
-                    return Err(self.login_required(snap, plan.profile(), &inputs).await);
-                }
-                if inputs.tenant.is_none() {
-                    inputs.tenant = token.entered("tenant").map(str::to_owned);
-                }
-            }
-            inputs.token = Some(token);
-            token_key = Some(key);
-        }
+        let token_key = self.credential(snap, profile, &mut inputs).await?;
 
         // 6–7. inject and forward
-        parts.headers.remove(HOST);
-        if !conn.trusted {
-            for h in FORWARDING_HEADERS {
-                parts.headers.remove(h);
-            }
-        }
-        append_forwarded_for(&mut parts.headers, &conn.forwarded_for);
+        forwarding(&mut parts.headers, conn);
         let replayable = matches!(&body, AttemptBody::Buffered(b) if replay_cap > 0 && b.len() as u64 <= replay_cap);
         let uri = parts.uri.clone();
         let first_headers = if replayable {
@@ -694,6 +618,152 @@ impl Proxy {
         let mut resp = resp;
         strip_hop_by_hop(resp.headers_mut());
         Ok(resp.map(Either::Left))
+    }
+}
+
+/// What steps 0–3 found for a request: its route, profile and control values.
+struct Resolved<'s> {
+    route: &'s RouteRt,
+    /// Where the part of the path after the route prefix starts.
+    rest_start: usize,
+    profile: &'s Arc<ProfileRt>,
+    client: &'s Upstream,
+    metrics: &'s RequestMetrics,
+    inputs: Inputs,
+}
+
+/// Steps 0–3: checks the head, finds the route, takes the control headers out and selects the
+/// profile. Nothing here waits or has side effects, so the HTTP/1 fast path can run it and still
+/// hand the request to the general path.
+fn resolve<'s>(
+    snap: &'s Snapshot,
+    parts: &mut http::request::Parts,
+    metrics: &mut Option<&'s RequestMetrics>,
+) -> Result<Resolved<'s>, ProxyError> {
+    // 0. the request head: target length, Host (RFC 9112 §3.2), framing
+    check_head(parts, snap.config.proxy.max_uri_bytes)?;
+
+    // 1. route
+    if parts.version != Version::HTTP_2 && parts.uri.authority().is_some() {
+        return Err(ProxyError::new(
+            ErrorCode::PathInvalid,
+            "absolute-form request targets are refused: this is not a forward proxy",
+        ));
+    }
+    let path = parts.uri.path();
+    route::check_path(path)?;
+    let (route, rest) = snap
+        .route(path)
+        .ok_or_else(|| ProxyError::new(ErrorCode::NoRoute, "no route matches the request path"))?;
+    let rest_start = path.len() - rest.len();
+
+    // 3. control values (taken out before anything else looks at the headers)
+    let control = headers::take_control(&mut parts.headers);
+
+    // 2. select profile
+    let (profile, client, m) = match &control.profile {
+        None => &route.profiles[0],
+        Some(v) => route
+            .profiles
+            .iter()
+            .find(|(p, _, _)| p.plan.profile().as_bytes() == v.as_bytes())
+            .ok_or_else(|| {
+                ProxyError::new(
+                    ErrorCode::ProfileNotAllowed,
+                    format!(
+                        "the profile named by X-Authsidecar-Profile is not allowed on route {}",
+                        route.prefix
+                    ),
+                )
+            })?,
+    };
+    *metrics = Some(m);
+    let with_profile = |e: ProxyError| e.with_profile(profile.plan.profile());
+
+    let mut inputs = Inputs::default();
+    if let Some(v) = &control.user {
+        inputs.user = Some(headers::user(v).map_err(with_profile)?);
+    }
+    if let Some(v) = &control.tenant {
+        inputs.tenant = Some(headers::tenant(v).map_err(with_profile)?);
+    }
+    for (name, v) in &control.context {
+        inputs.context.push((
+            name.clone(),
+            headers::context(name, v).map_err(with_profile)?,
+        ));
+    }
+    Ok(Resolved {
+        route,
+        rest_start,
+        profile,
+        client,
+        metrics: m,
+        inputs,
+    })
+}
+
+/// Step 7's header part: `Host` comes from the upstream URL, forwarding headers from untrusted
+/// peers are dropped, and the caller's address is appended to `X-Forwarded-For`.
+fn forwarding(headers: &mut HeaderMap, conn: &ConnCtx) {
+    headers.remove(HOST);
+    if !conn.trusted {
+        for h in FORWARDING_HEADERS {
+            headers.remove(h);
+        }
+    }
+    append_forwarded_for(headers, &conn.forwarded_for);
+}
+
+impl Proxy {
+    /// Step 5: the profile's token (OAuth profiles), put into `inputs`; returns its cache key.
+    async fn credential(
+        &self,
+        snap: &Snapshot,
+        profile: &ProfileRt,
+        inputs: &mut Inputs,
+    ) -> Result<Option<TokenKey>, ProxyError> {
+        let Some(o) = profile.oauth.as_ref() else {
+            return Ok(None);
+        };
+        let plan = &profile.plan;
+        let with_profile = |e: ProxyError| e.with_profile(plan.profile());
+        // Per-user profiles without a tenant in the request ask the end user on the start page.
+        if inputs.tenant.is_none() && o.needs_tenant && !o.per_user {
+            return Err(with_profile(ProxyError::new(
+                ErrorCode::TenantInvalid,
+                "X-Authsidecar-Tenant is required: the profile's identity provider URLs use {tenant}",
+            )));
+        }
+        if o.per_user && inputs.user.is_none() {
+            return Err(with_profile(ProxyError::new(
+                ErrorCode::UserRequired,
+                "X-Authsidecar-User is required: this profile's tokens belong to end users",
+            )));
+        }
+        let key = o.key(
+            plan.profile(),
+            inputs.tenant.as_deref(),
+            inputs.user.as_deref(),
+        );
+        let token = match self.cache.get(&key, &o.dyn_source, &o.policy).await {
+            Ok(t) => t,
+            Err(e) if e.kind == TokenErrorKind::AuthorizationRequired => {
+                return Err(self.login_required(snap, plan.profile(), inputs).await)
+            }
+            Err(e) => return Err(e.into_proxy_error(plan.profile())),
+        };
+        if o.per_user {
+            // A grant from before a user field was added: ask the user again.
+            if o.user_fields.iter().any(|k| token.user_field(k).is_none()) {
+                return Err(self.login_required(snap, plan.profile(), inputs).await);
+            }
+            if inputs.tenant.is_none() {
+                inputs.tenant = token.entered("tenant").map(str::to_owned);
+            }
+        }
+        inputs.token = Some(token);
+        Ok(Some(key))
     }
 }
 
@@ -787,6 +857,32 @@ fn build(
     mut headers: HeaderMap,
     body: AttemptBody,
 ) -> Result<Request<OutBody>, ProxyError> {
+    let upstream_uri = build_head(route, plan, inputs, uri, rest_start, &mut headers)?;
+    let body: OutBody = match body {
+        AttemptBody::Stream(g) => Either::Left(g),
+        AttemptBody::Buffered(b) if plan.has_payload() => Either::Right(Full::new(
+            plan.rewrite_payload(method, &mut headers, b, inputs)?,
+        )),
+        AttemptBody::Buffered(b) => Either::Right(Full::new(b)),
+    };
+    let mut req = Request::new(body);
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = upstream_uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// Step 6 for everything but the payload: path parameters and query (they shape the upstream
+/// URI, which is returned), then headers.
+fn build_head(
+    route: &RouteRt,
+    plan: &Plan,
+    inputs: &Inputs,
+    uri: &Uri,
+    rest_start: usize,
+    headers: &mut HeaderMap,
+) -> Result<Uri, ProxyError> {
     let params = if plan.has_path() {
         plan.path_params(inputs)?
     } else {
@@ -802,7 +898,7 @@ fn build(
             &params,
         )
         .map_err(|e| e.with_profile(plan.profile()))?;
-    plan.apply_headers(&mut headers, inputs)?;
+    plan.apply_headers(headers, inputs)?;
     if new_query.is_some() {
         // RFC 6750 §2.3: a credential in the URI asks caches not to keep the request.
         headers.insert(
@@ -810,19 +906,7 @@ fn build(
             HeaderValue::from_static("no-store"),
         );
     }
-    let body: OutBody = match body {
-        AttemptBody::Stream(g) => Either::Left(g),
-        AttemptBody::Buffered(b) if plan.has_payload() => Either::Right(Full::new(
-            plan.rewrite_payload(method, &mut headers, b, inputs)?,
-        )),
-        AttemptBody::Buffered(b) => Either::Right(Full::new(b)),
-    };
-    let mut req = Request::new(body);
-    *req.method_mut() = method.clone();
-    *req.uri_mut() = upstream_uri;
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
-    Ok(req)
+    Ok(upstream_uri)
 }
 
 /// Appends the caller's address to `X-Forwarded-For` (`own` is that address, prebuilt per
@@ -868,6 +952,21 @@ pub struct ProxyHandler {
 
 impl Handler for ProxyHandler {
     type Body = RespBody;
+
+    fn take(
+        &self,
+        stream: tokio::net::TcpStream,
+        limits: crate::serve::Limits,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = Option<(tokio::net::TcpStream, Bytes)>> + Send {
+        let this = self.clone();
+        async move {
+            match h1::serve(this.proxy, this.conn, stream, limits, shutdown).await {
+                h1::Ended::Closed => None,
+                h1::Ended::Handover(s, pre) => Some((s, pre)),
+            }
+        }
+    }
 
     fn call(
         &self,

@@ -28,6 +28,8 @@ pub struct Upstream {
     client: Client<HttpsConnector<Egress>, OutBody>,
     /// The connector, for `Proxy-Authorization` on plain-HTTP requests through it.
     pub connector: Option<Arc<Connector>>,
+    /// For connections the HTTP/1 fast path opens itself.
+    pub connect_timeout: Duration,
 }
 
 impl Upstream {
@@ -43,7 +45,11 @@ impl Upstream {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
             .build(https);
-        Ok(Upstream { client, connector })
+        Ok(Upstream {
+            client,
+            connector,
+            connect_timeout,
+        })
     }
 
     /// Sends one request; the upstream must start answering within `timeout`.

@@ -11,6 +11,7 @@ mod clock;
 mod config_check;
 mod console;
 mod edge;
+mod fast_path;
 mod forwarding;
 mod fuzz_corpus;
 mod injection;

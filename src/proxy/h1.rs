@@ -1,0 +1,1175 @@
+//! The HTTP/1.1 fast path of the plain-TCP proxy listener.
+//!
+//! Most calls a sidecar carries are bodiless HTTP/1.1 requests to a plain-HTTP upstream next to
+//! it. For those, this loop reads the head with `httparse`, runs the same steps as the general path
+//! (`resolve`, `credential`, `build_head`), writes the upstream request itself on a connection from
+//! this worker's own pool, and passes the answer through as bytes, framing checked, hop-by-hop
+//! headers removed. No HTTP library object is built for the answer, no task or channel sits between
+//! the two sockets, and an idle connection keeps no buffer.
+//!
+//! Anything else goes to the general (hyper) path, with the bytes read so far, for the rest of the
+//! connection: a request with a body (`Content-Length` other than 0, `Transfer-Encoding`),
+//! `Expect`, `Upgrade`, a `Connection` option other than `close` / `keep-alive`, HTTP/1.0, a
+//! target not in origin form, a head `httparse` does not accept or that is over the limits (hyper
+//! answers 400 / 431), HTTP/2, and routes whose upstream uses TLS or a connector or whose profile
+//! rewrites the payload. The hand-over happens before anything with an effect (no token is fetched,
+//! nothing is sent), so the general path serves the request as if it had seen it first.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Uri, Version};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::upstream::{POOL_IDLE_TIMEOUT, POOL_MAX_IDLE_PER_HOST};
+use super::{build_head, forwarding, resolve, ConnCtx, Proxy, Resolved, X_REQUEST_ID};
+use crate::error::{ErrorCode, ProxyError};
+use crate::serve::Limits;
+
+/// Most header fields the fast path parses in one request head; a listener that allows more
+/// leaves such heads to the general path.
+const MAX_FAST_HEADERS: usize = 128;
+/// Most header fields in an upstream answer's head, and its largest size.
+const MAX_RESPONSE_HEADERS: usize = 128;
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Read buffer growth step (request heads and answer bytes).
+const READ_CHUNK: usize = 4096;
+
+/// How one connection ended on the fast path.
+pub enum Ended {
+    /// Closed (by either side, a timeout or shutdown).
+    Closed,
+    /// The general path takes the connection, starting with these bytes.
+    Handover(TcpStream, Bytes),
+}
+
+/// One parsed request head.
+struct Head {
+    parts: http::request::Parts,
+    /// Bytes of the head in the buffer.
+    len: usize,
+    /// The caller sent `Connection: close`.
+    close: bool,
+}
+
+enum Parse {
+    Partial,
+    Handover,
+    Done(Box<Head>),
+}
+
+/// Parses a request head the fast path can serve, or says why not.
+fn parse_request(buf: &[u8], max_headers: usize) -> Parse {
+    if max_headers > MAX_FAST_HEADERS {
+        return Parse::Handover;
+    }
+    let mut storage = [httparse::EMPTY_HEADER; MAX_FAST_HEADERS];
+    let mut req = httparse::Request::new(&mut storage[..max_headers]);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parse::Partial,
+        Err(_) => return Parse::Handover,
+    };
+    if req.version != Some(1) {
+        return Parse::Handover;
+    }
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return Parse::Handover;
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parse::Handover;
+    };
+    if method == Method::CONNECT || !path.starts_with('/') {
+        return Parse::Handover;
+    }
+    let Ok(uri) = Uri::from_maybe_shared(Bytes::copy_from_slice(path.as_bytes())) else {
+        return Parse::Handover;
+    };
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let mut close = false;
+    let mut lengths = 0;
+    for h in req.headers.iter() {
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+            return Parse::Handover;
+        };
+        let Ok(value) = HeaderValue::from_bytes(h.value) else {
+            return Parse::Handover;
+        };
+        if name == http::header::CONTENT_LENGTH {
+            lengths += 1;
+            if h.value != b"0" || lengths > 1 {
+                return Parse::Handover;
+            }
+        } else if name == http::header::TRANSFER_ENCODING
+            || name == http::header::EXPECT
+            || name == http::header::UPGRADE
+        {
+            return Parse::Handover;
+        } else if name == http::header::CONNECTION {
+            for t in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if !t.eq_ignore_ascii_case(b"keep-alive") && !t.is_empty() {
+                    return Parse::Handover;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    parts.headers = headers;
+    Parse::Done(Box::new(Head { parts, len, close }))
+}
+
+enum Wait {
+    Ready,
+    Closed,
+}
+
+/// Waits until the caller sends something (no buffer is held meanwhile), for at most `within`,
+/// or until shutdown.
+async fn wait_readable(
+    stream: &TcpStream,
+    within: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Wait {
+    if *shutdown.borrow() {
+        return Wait::Closed;
+    }
+    tokio::select! {
+        r = tokio::time::timeout(within, stream.readable()) => match r {
+            Ok(Ok(())) => Wait::Ready,
+            _ => Wait::Closed,
+        },
+        _ = shutdown.changed() => Wait::Closed,
+    }
+}
+
+/// Serves one plain-TCP proxy connection until it ends or needs the general path.
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnCtx>,
+    mut stream: TcpStream,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) -> Ended {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut first = true;
+    loop {
+        // The next head: from accept (first request) or from its first byte, within the
+        // header-read timeout; between requests, within the idle timeout.
+        if buf.is_empty() {
+            let within = if first {
+                limits.header_read_timeout.min(limits.idle_timeout)
+            } else {
+                limits.idle_timeout
+            };
+            if let Wait::Closed = wait_readable(&stream, within, &mut shutdown).await {
+                return Ended::Closed;
+            }
+        }
+        let deadline = Instant::now() + limits.header_read_timeout;
+        let head = loop {
+            match parse_request(&buf, limits.max_headers) {
+                // Over the head limit: hyper answers 431.
+                Parse::Done(h) if h.len > limits.max_head_bytes => {
+                    return Ended::Handover(stream, Bytes::from(buf))
+                }
+                Parse::Done(h) => break h,
+                Parse::Handover => return Ended::Handover(stream, Bytes::from(buf)),
+                Parse::Partial if buf.len() > limits.max_head_bytes => {
+                    return Ended::Handover(stream, Bytes::from(buf))
+                }
+                Parse::Partial => {}
+            }
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Ended::Closed,
+                Ok(Ok(_)) => {}
+                Err(_) => {
+                    tracing::debug!("closing connection: request head not received in time");
+                    return Ended::Closed;
+                }
+            }
+        };
+        first = false;
+        let len = head.len;
+        match Box::pin(proxy.fast_one(&conn, head, &mut stream)).await {
+            Step::KeepAlive => {}
+            Step::Close => return Ended::Closed,
+            Step::Handover => return Ended::Handover(stream, Bytes::from(buf)),
+        }
+        buf.drain(..len);
+        if buf.is_empty() {
+            // Idle connections keep no buffer.
+            buf = Vec::new();
+        }
+    }
+}
+
+/// What the connection does after one request.
+enum Step {
+    KeepAlive,
+    Close,
+    Handover,
+}
+
+/// How an answer's body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes: the caller's connection closes after it too.
+    Close,
+}
+
+/// An upstream answer's head, ready for the caller.
+struct RespHead {
+    status: u16,
+    /// The head as the caller gets it (status line and headers, without the final blank line).
+    bytes: Vec<u8>,
+    framing: Framing,
+    /// The upstream connection can carry another request after this answer.
+    reusable: bool,
+}
+
+/// `Connection` options in an answer: `close`, and the header names it lists.
+fn connection_options(headers: &[httparse::Header<'_>]) -> (bool, Vec<String>) {
+    let mut close = false;
+    let mut listed = Vec::new();
+    for h in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+    {
+        for t in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if t.eq_ignore_ascii_case(b"close") {
+                close = true;
+            } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"keep-alive") {
+                listed.push(String::from_utf8_lossy(t).to_ascii_lowercase());
+            }
+        }
+    }
+    (close, listed)
+}
+
+enum RespParse {
+    Partial,
+    /// A 1xx answer of this many bytes: skipped, the final answer follows.
+    Interim(usize),
+    Done(RespHead, usize),
+}
+
+fn invalid_answer(what: &str) -> ProxyError {
+    ProxyError::new(
+        ErrorCode::UpstreamUnavailable,
+        format!("the upstream connection failed: {what}"),
+    )
+}
+
+/// Parses an upstream answer's head for a request with `method`.
+fn parse_response(
+    buf: &[u8],
+    method: &Method,
+    close_caller: bool,
+) -> Result<RespParse, ProxyError> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut resp = httparse::Response::new(&mut storage);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
+            return Err(invalid_answer("the answer's head is too large"))
+        }
+        Ok(httparse::Status::Partial) => return Ok(RespParse::Partial),
+        Err(e) => return Err(invalid_answer(&format!("invalid answer head: {e}"))),
+    };
+    let status = resp.code.unwrap_or(0);
+    if status == 101 {
+        return Err(invalid_answer("the upstream switched protocols unasked"));
+    }
+    if (100..200).contains(&status) {
+        return Ok(RespParse::Interim(len));
+    }
+    let http11 = resp.version == Some(1);
+    let (upstream_close, listed) = connection_options(resp.headers);
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| invalid_answer("invalid Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(invalid_answer("conflicting Content-Length values"));
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Only the last coding matters: chunked frames the body, anything else runs to close.
+            let last = h
+                .value
+                .rsplit(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+                .find(|t| !t.is_empty());
+            chunked = Some(last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")));
+        }
+    }
+    let bodiless = *method == Method::HEAD || status == 204 || status == 304;
+    let framing = match (bodiless, chunked, length) {
+        (true, _, _) => Framing::Empty,
+        (false, Some(true), _) => Framing::Chunked,
+        (false, Some(false), _) => Framing::Close,
+        (false, None, Some(n)) => Framing::Length(n),
+        (false, None, None) => Framing::Close,
+    };
+    // Content-Length beside Transfer-Encoding: the length is dropped, and the connection is not
+    // trusted with another message.
+    let conflict = chunked.is_some() && length.is_some();
+    let closing = close_caller || framing == Framing::Close;
+    let mut out = Vec::with_capacity(len + 64);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.to_string().as_bytes());
+    out.push(b' ');
+    match resp.reason.filter(|r| !r.is_empty()) {
+        Some(r) => out.extend_from_slice(r.as_bytes()),
+        None => out.extend_from_slice(
+            http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("")
+                .as_bytes(),
+        ),
+    }
+    out.extend_from_slice(b"\r\n");
+    let mut has_date = false;
+    for h in resp.headers.iter() {
+        let name = h.name;
+        let hop = super::headers::is_hop_by_hop(name)
+            || listed.iter().any(|l| l.eq_ignore_ascii_case(name));
+        let framing_header = name.eq_ignore_ascii_case("content-length")
+            && (framing == Framing::Chunked || framing == Framing::Close);
+        if hop || framing_header {
+            continue;
+        }
+        has_date |= name.eq_ignore_ascii_case("date");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if framing == Framing::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if !has_date {
+        date_header(&mut out);
+    }
+    if closing {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    Ok(RespParse::Done(
+        RespHead {
+            status,
+            bytes: out,
+            framing,
+            reusable: http11 && !upstream_close && !conflict && framing != Framing::Close,
+        },
+        len,
+    ))
+}
+
+thread_local! {
+    /// The `Date` value of the current second, formatted once.
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    /// This worker's idle upstream connections, by `host:port`, newest last.
+    static POOL: RefCell<HashMap<String, Vec<(TcpStream, Instant)>>> = RefCell::new(HashMap::new());
+}
+
+fn date_header(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs || d.1.is_empty() {
+            *d = (secs, httpdate::fmt_http_date(now));
+        }
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(d.1.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    });
+}
+
+/// An idle pooled connection to `key` that still looks open, if any.
+fn checkout(key: &str) -> Option<TcpStream> {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let list = p.get_mut(key)?;
+        while let Some((s, since)) = list.pop() {
+            if since.elapsed() >= POOL_IDLE_TIMEOUT {
+                continue;
+            }
+            // Readable while idle means closed (or stray bytes): not reusable. No syscall when
+            // the socket has had no event.
+            let mut probe = [0u8; 1];
+            match s.try_read(&mut probe) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(s),
+                _ => continue,
+            }
+        }
+        None
+    })
+}
+
+fn checkin(key: &str, s: TcpStream) {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let list = match p.get_mut(key) {
+            Some(l) => l,
+            None => p.entry(key.to_owned()).or_default(),
+        };
+        // Oldest first: drop the expired ones.
+        let expired = list
+            .iter()
+            .take_while(|(_, t)| t.elapsed() >= POOL_IDLE_TIMEOUT)
+            .count();
+        list.drain(..expired);
+        if list.len() < POOL_MAX_IDLE_PER_HOST {
+            list.push((s, Instant::now()));
+        }
+    });
+}
+
+async fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, ProxyError> {
+    let fail = |e: &dyn std::fmt::Display| {
+        ProxyError::new(
+            ErrorCode::UpstreamUnavailable,
+            format!("cannot connect to the upstream: {e}"),
+        )
+    };
+    let attempt = async {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let addrs: Vec<std::net::SocketAddr> = match bare.parse::<std::net::IpAddr>() {
+            Ok(ip) => vec![(ip, port).into()],
+            Err(_) => tokio::net::lookup_host((bare, port)).await?.collect(),
+        };
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address for the host");
+        for a in addrs {
+            match TcpStream::connect(a).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(fail(&e)),
+        Err(_) => Err(fail(&"connection timed out")),
+    }
+}
+
+/// Finds the end of a chunked body as its bytes pass (RFC 9112 §7.1); trailers pass through.
+#[derive(Debug, Default)]
+struct Chunks {
+    state: ChunkState,
+    size: u64,
+    digits: u8,
+    line: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Ext,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerStart,
+    Trailer,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+/// Longest chunk-size line (extensions included) or trailer line.
+const MAX_CHUNK_LINE: usize = 4096;
+
+impl Chunks {
+    /// Consumes bytes of the body; returns how many belong to it (fewer than `data.len()` only
+    /// once the body is complete).
+    fn feed(&mut self, data: &[u8]) -> Result<usize, ()> {
+        use ChunkState::*;
+        let mut i = 0;
+        while i < data.len() && self.state != Done {
+            if self.state == Data {
+                let take = (data.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
+                i += take;
+                self.size -= take as u64;
+                if self.size == 0 {
+                    self.state = DataCr;
+                }
+                continue;
+            }
+            let b = data[i];
+            i += 1;
+            self.line += 1;
+            if self.line > MAX_CHUNK_LINE {
+                return Err(());
+            }
+            self.state = match (self.state, b) {
+                (Size, b) if b.is_ascii_hexdigit() => {
+                    self.digits += 1;
+                    if self.digits > 15 {
+                        return Err(());
+                    }
+                    self.size = self.size * 16 + u64::from((b as char).to_digit(16).ok_or(())?);
+                    Size
+                }
+                (Size, b';' | b' ' | b'\t') if self.digits > 0 => Ext,
+                (Size, b'\r') if self.digits > 0 => SizeLf,
+                (Ext, b'\r') => SizeLf,
+                (Ext, b'\n') => return Err(()),
+                (Ext, _) => Ext,
+                (SizeLf, b'\n') => {
+                    self.line = 0;
+                    self.digits = 0;
+                    if self.size == 0 {
+                        TrailerStart
+                    } else {
+                        Data
+                    }
+                }
+                (DataCr, b'\r') => DataLf,
+                (DataLf, b'\n') => {
+                    self.line = 0;
+                    Size
+                }
+                (TrailerStart, b'\r') => EndLf,
+                (Trailer, b'\r') => TrailerLf,
+                (TrailerStart | Trailer, b'\n') => return Err(()),
+                (TrailerStart | Trailer, _) => Trailer,
+                (TrailerLf, b'\n') => {
+                    self.line = 0;
+                    TrailerStart
+                }
+                (EndLf, b'\n') => Done,
+                _ => return Err(()),
+            };
+        }
+        Ok(i)
+    }
+
+    fn done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+}
+
+/// Bytes of an answer's body still to come, as the fast path tracks them.
+enum BodyLeft {
+    Length(u64),
+    Chunked(Chunks),
+    Close,
+}
+
+impl BodyLeft {
+    fn new(f: Framing) -> BodyLeft {
+        match f {
+            Framing::Empty => BodyLeft::Length(0),
+            Framing::Length(n) => BodyLeft::Length(n),
+            Framing::Chunked => BodyLeft::Chunked(Chunks::default()),
+            Framing::Close => BodyLeft::Close,
+        }
+    }
+
+    /// How many of `data` belong to the body.
+    fn take(&mut self, data: &[u8]) -> Result<usize, ()> {
+        match self {
+            BodyLeft::Length(n) => {
+                let k = (data.len() as u64).min(*n);
+                *n -= k;
+                Ok(k as usize)
+            }
+            BodyLeft::Chunked(c) => c.feed(data),
+            BodyLeft::Close => Ok(data.len()),
+        }
+    }
+
+    fn done(&self) -> bool {
+        match self {
+            BodyLeft::Length(n) => *n == 0,
+            BodyLeft::Chunked(c) => c.done(),
+            BodyLeft::Close => false,
+        }
+    }
+}
+
+/// Where the upstream request goes, and its head as bytes.
+struct Outgoing {
+    key: String,
+    host: String,
+    port: u16,
+    head: Vec<u8>,
+}
+
+fn outgoing(uri: &Uri, method: &Method, headers: &HeaderMap) -> Result<Outgoing, ProxyError> {
+    let (Some(host), Some(pq)) = (uri.host(), uri.path_and_query()) else {
+        return Err(ProxyError::new(
+            ErrorCode::Internal,
+            "the upstream URI has no host",
+        ));
+    };
+    let port = uri.port_u16().unwrap_or(80);
+    let mut head = Vec::with_capacity(256 + headers.len() * 32);
+    head.extend_from_slice(method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(pq.as_str().as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    head.extend_from_slice(host.as_bytes());
+    if port != 80 {
+        head.push(b':');
+        head.extend_from_slice(port.to_string().as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    let wants_length = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
+    if wants_length && !headers.contains_key(http::header::CONTENT_LENGTH) {
+        head.extend_from_slice(b"content-length: 0\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    Ok(Outgoing {
+        key: format!("{host}:{port}"),
+        host: host.to_owned(),
+        port,
+        head,
+    })
+}
+
+/// An upstream connection with its answer's head read.
+struct Answer {
+    stream: TcpStream,
+    head: RespHead,
+    /// Bytes read past the head (the start of the body).
+    rest: Vec<u8>,
+    /// The pool the connection goes back to.
+    key: String,
+}
+
+/// Sends `out` and reads the answer's head. A pooled connection that turns out closed before any
+/// answer byte is replaced once by a new one, for idempotent methods (RFC 9110 §9.2.2).
+async fn exchange(
+    out: Outgoing,
+    method: &Method,
+    connect_timeout: Duration,
+    close_caller: bool,
+) -> Result<Answer, ProxyError> {
+    let mut pooled = checkout(&out.key);
+    loop {
+        let reused = pooled.is_some();
+        let mut stream = match pooled.take() {
+            Some(s) => s,
+            None => connect(&out.host, out.port, connect_timeout).await?,
+        };
+        match read_answer(&mut stream, &out.head, method, close_caller).await {
+            Ok((head, rest)) => {
+                return Ok(Answer {
+                    stream,
+                    head,
+                    rest,
+                    key: out.key,
+                })
+            }
+            Err(AnswerError::Closed) if reused && method.is_idempotent() => continue,
+            Err(AnswerError::Closed) => {
+                return Err(invalid_answer("connection closed before an answer"))
+            }
+            Err(AnswerError::Io(e)) if reused && method.is_idempotent() => {
+                tracing::debug!(error = %e, "pooled upstream connection failed; retrying");
+                continue;
+            }
+            Err(AnswerError::Io(e)) => return Err(invalid_answer(&e.to_string())),
+            Err(AnswerError::Invalid(e)) => return Err(e),
+        }
+    }
+}
+
+enum AnswerError {
+    /// The connection ended before any byte of an answer.
+    Closed,
+    Io(io::Error),
+    Invalid(ProxyError),
+}
+
+async fn read_answer(
+    stream: &mut TcpStream,
+    head: &[u8],
+    method: &Method,
+    close_caller: bool,
+) -> Result<(RespHead, Vec<u8>), AnswerError> {
+    stream.write_all(head).await.map_err(AnswerError::Io)?;
+    let mut buf = Vec::with_capacity(READ_CHUNK);
+    let mut start = 0;
+    loop {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        match stream.read_buf(&mut buf).await {
+            Ok(0) if buf.is_empty() => return Err(AnswerError::Closed),
+            Ok(0) => {
+                return Err(AnswerError::Invalid(invalid_answer(
+                    "connection closed inside the answer's head",
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if buf.is_empty() => return Err(AnswerError::Io(e)),
+            Err(e) => return Err(AnswerError::Invalid(invalid_answer(&e.to_string()))),
+        }
+        loop {
+            match parse_response(&buf[start..], method, close_caller)
+                .map_err(AnswerError::Invalid)?
+            {
+                RespParse::Partial => break,
+                RespParse::Interim(n) => start += n,
+                RespParse::Done(h, n) => {
+                    buf.drain(..start + n);
+                    return Ok((h, buf));
+                }
+            }
+        }
+    }
+}
+
+/// Streams the rest of an answer's body to the caller. Returns whether the caller's connection
+/// can stay open, and the upstream connection when it can carry another request.
+async fn relay(mut ans: Answer, caller: &mut TcpStream) -> (bool, Option<TcpStream>) {
+    let mut left = BodyLeft::new(ans.head.framing);
+    let mut out = std::mem::take(&mut ans.head.bytes);
+    out.extend_from_slice(b"\r\n");
+    let mut spill = false;
+    let ok = left.take(&ans.rest);
+    let Ok(n) = ok else {
+        return (false, None);
+    };
+    spill |= n < ans.rest.len();
+    out.extend_from_slice(&ans.rest[..n]);
+    if caller.write_all(&out).await.is_err() {
+        return (false, None);
+    }
+    let mut buf = ans.rest;
+    while !left.done() {
+        buf.clear();
+        if buf.capacity() < READ_CHUNK {
+            buf.reserve(READ_CHUNK);
+        }
+        match ans.stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => {
+                // The body ended early (or runs to close): nothing more for this caller either.
+                return (false, None);
+            }
+            Ok(_) => {}
+        }
+        let Ok(n) = left.take(&buf) else {
+            return (false, None);
+        };
+        spill |= n < buf.len();
+        if caller.write_all(&buf[..n]).await.is_err() {
+            return (false, None);
+        }
+    }
+    let keep = ans.head.reusable && !spill;
+    (true, keep.then_some(ans.stream))
+}
+
+impl Proxy {
+    /// Serves one request on the fast path.
+    async fn fast_one(&self, conn: &ConnCtx, head: Box<Head>, caller: &mut TcpStream) -> Step {
+        let started = Instant::now();
+        let snap = &self.snapshot.load_full();
+        let Head {
+            mut parts, close, ..
+        } = *head;
+        let rid = self.request_id(parts.headers.get(X_REQUEST_ID).cloned());
+        if let Ok(v) = HeaderValue::from_str(&rid) {
+            parts.headers.insert(X_REQUEST_ID, v);
+        }
+        let logged = snap
+            .access_log
+            .then(|| (parts.method.clone(), parts.uri.clone()));
+        let mut metrics = None;
+        let resolved = match resolve(snap, &mut parts, &mut metrics) {
+            Ok(r) if !fast_route(&r) => return Step::Handover,
+            r => r,
+        };
+        let result = match resolved {
+            Ok(r) => {
+                self.fast_forward(snap, conn, r, &mut parts, close, caller)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let (status, step) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                if e.code == ErrorCode::Internal {
+                    tracing::warn!(code = %e.code, request_id = %rid, "{}", e.message);
+                } else {
+                    tracing::debug!(code = %e.code, request_id = %rid, "{}", e.message);
+                }
+                if e.code == ErrorCode::AuthorizationRequired {
+                    if let Some(m) = metrics {
+                        m.authorization_required();
+                    }
+                }
+                let close = close || e.code == ErrorCode::BadRequest;
+                let resp = e.into_response(&rid);
+                let status = resp.status().as_u16();
+                let ok = write_response(caller, resp, close).await;
+                (
+                    status,
+                    if ok && !close {
+                        Step::KeepAlive
+                    } else {
+                        Step::Close
+                    },
+                )
+            }
+        };
+        self.finish(snap, metrics, status, started, logged, &rid);
+        step
+    }
+
+    /// Steps 5–9 of a resolved fast-path request; the answer is written to the caller as it comes.
+    async fn fast_forward(
+        &self,
+        snap: &super::Snapshot,
+        conn: &ConnCtx,
+        r: Resolved<'_>,
+        parts: &mut http::request::Parts,
+        close: bool,
+        caller: &mut TcpStream,
+    ) -> Result<(u16, Step), ProxyError> {
+        let Resolved {
+            route,
+            rest_start,
+            profile,
+            client,
+            metrics: m,
+            mut inputs,
+        } = r;
+        let plan = &profile.plan;
+        let with_profile = |e: ProxyError| e.with_profile(plan.profile());
+        let token_key = self.credential(snap, profile, &mut inputs).await?;
+        forwarding(&mut parts.headers, conn);
+        let mut headers = std::mem::take(&mut parts.headers);
+        let oauth = profile.oauth.as_ref();
+        let replay = oauth.is_some_and(|o| !o.reauth_on.is_empty() && o.replay_max > 0);
+        let parts = &*parts;
+        let send = |inputs: &super::Inputs, mut headers: HeaderMap| {
+            let uri = build_head(route, plan, inputs, &parts.uri, rest_start, &mut headers)?;
+            outgoing(&uri, &parts.method, &headers)
+        };
+        let exchange_once = |out: Outgoing| async move {
+            match tokio::time::timeout(
+                route.timeout,
+                exchange(out, &parts.method, client.connect_timeout, close),
+            )
+            .await
+            {
+                Err(_) => Err(with_profile(ProxyError::new(
+                    ErrorCode::UpstreamTimeout,
+                    format!("the upstream did not answer within {:?}", route.timeout),
+                ))),
+                Ok(r) => r.map_err(with_profile),
+            }
+        };
+        let first = if replay {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
+        let out = send(&inputs, first)?;
+        let sent = Instant::now();
+        let mut ans = exchange_once(out).await?;
+        m.upstream(sent.elapsed());
+
+        // 8. upstream refused the token: refresh once, replay once
+        if let (Some(o), Some(key), Some(token)) = (oauth, &token_key, &inputs.token) {
+            if o.reauth_on.contains(&ans.head.status) {
+                self.cache.invalidate_if_current(key, token);
+                if !replay {
+                    self.stats.replays_skipped.fetch_add(1, Ordering::Relaxed);
+                } else if let Ok(new_token) = self.cache.get(key, &o.dyn_source, &o.policy).await {
+                    self.stats.replays.fetch_add(1, Ordering::Relaxed);
+                    // The first answer's body is not read: its connection is closed.
+                    drop(ans);
+                    inputs.token = Some(new_token);
+                    let out = send(&inputs, std::mem::take(&mut headers))?;
+                    ans = exchange_once(out).await?;
+                }
+            }
+        }
+
+        // 9. respond
+        let status = ans.head.status;
+        let closing = close || ans.head.framing == Framing::Close;
+        let key = std::mem::take(&mut ans.key);
+        let (caller_ok, back) = relay(ans, caller).await;
+        if let Some(s) = back {
+            checkin(&key, s);
+        }
+        let step = if caller_ok && !closing {
+            Step::KeepAlive
+        } else {
+            Step::Close
+        };
+        Ok((status, step))
+    }
+}
+
+/// Whether a resolved request can stay on the fast path: a plain-HTTP upstream reached directly,
+/// and a profile that does not rewrite the payload.
+fn fast_route(r: &Resolved<'_>) -> bool {
+    r.route.upstream.scheme == http::uri::Scheme::HTTP
+        && r.client.connector.is_none()
+        && !r.profile.plan.has_payload()
+}
+
+/// Writes a response the sidecar made itself. Returns false when the caller is gone.
+async fn write_response(
+    caller: &mut TcpStream,
+    resp: http::Response<http_body_util::Full<Bytes>>,
+    close: bool,
+) -> bool {
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(256 + body.len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == http::header::CONNECTION {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    date_header(&mut out);
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    caller.write_all(&out).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunked_end(input: &[u8]) -> Result<Option<usize>, ()> {
+        let mut c = Chunks::default();
+        let n = c.feed(input)?;
+        Ok(c.done().then_some(n))
+    }
+
+    #[test]
+    fn chunked_bodies_end_where_the_last_chunk_and_trailers_end() {
+        let body = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\n\r\n";
+        assert_eq!(chunked_end(body), Ok(Some(body.len())));
+        let mut more = body.to_vec();
+        more.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(chunked_end(&more), Ok(Some(body.len())));
+        let trailers = b"1\r\na\r\n0\r\nx-sum: 1\r\n\r\n";
+        assert_eq!(chunked_end(trailers), Ok(Some(trailers.len())));
+        // Split anywhere: the same end.
+        for cut in 0..body.len() {
+            let mut c = Chunks::default();
+            let a = c.feed(&body[..cut]).unwrap();
+            assert_eq!(a, cut);
+            let b = c.feed(&body[cut..]).unwrap();
+            assert!(c.done());
+            assert_eq!(a + b, body.len());
+        }
+        assert_eq!(chunked_end(b"4\r\nWi"), Ok(None));
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_refused() {
+        for bad in [
+            &b"x\r\n"[..],
+            b"\r\n",
+            b"4\nWiki\r\n",
+            b"4\r\nWikiXX",
+            b"ffffffffffffffff0\r\n",
+            b"0\r\nx\n",
+            b"0\r\n\n",
+        ] {
+            assert_eq!(
+                chunked_end(bad),
+                Err(()),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    fn parsed(raw: &str) -> Parse {
+        parse_request(raw.as_bytes(), 100)
+    }
+
+    #[test]
+    fn bodiless_http11_requests_stay_on_the_fast_path() {
+        let Parse::Done(h) = parsed("GET /a?b=1 HTTP/1.1\r\nhost: x\r\nx-y: z\r\n\r\n") else {
+            panic!("not parsed");
+        };
+        assert_eq!(h.parts.uri, "/a?b=1");
+        assert_eq!(h.parts.headers["x-y"], "z");
+        assert!(!h.close);
+        let Parse::Done(h) = parsed(
+            "DELETE / HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        ) else {
+            panic!("not parsed");
+        };
+        assert!(h.close);
+        assert!(matches!(
+            parsed("GET / HTTP/1.1\r\nhost: x\r\n"),
+            Parse::Partial
+        ));
+    }
+
+    #[test]
+    fn anything_else_goes_to_the_general_path() {
+        for raw in [
+            "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello",
+            "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\ncontent-length: 0\r\n\r\n",
+            "PUT / HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost: x\r\nconnection: x-secret\r\n\r\n",
+            "GET / HTTP/1.0\r\nhost: x\r\n\r\n",
+            "GET http://x/ HTTP/1.1\r\nhost: x\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\nhost: x\r\n\r\n",
+            "CONNECT x:443 HTTP/1.1\r\nhost: x\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET / HTTP/1.1\r\nho st: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost: x\r\nx: a\x01b\r\n\r\n",
+        ] {
+            assert!(matches!(parsed(raw), Parse::Handover), "{raw:?}");
+        }
+        let many: String = (0..101).map(|i| format!("x-{i}: v\r\n")).collect();
+        assert!(matches!(
+            parsed(&format!("GET / HTTP/1.1\r\nhost: x\r\n{many}\r\n")),
+            Parse::Handover
+        ));
+    }
+
+    #[test]
+    fn answers_are_framed_and_cleaned() {
+        let get = Method::GET;
+        let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive, x-hop\r\nx-hop: 1\r\nkeep-alive: timeout=5\r\nx-keep: 2\r\n\r\nok";
+        let Ok(RespParse::Done(h, n)) = parse_response(raw, &get, false) else {
+            panic!("not parsed");
+        };
+        assert_eq!(&raw[n..], b"ok");
+        assert_eq!(h.framing, Framing::Length(2));
+        assert!(h.reusable);
+        let text = String::from_utf8(h.bytes).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(text.contains("x-keep: 2\r\n") && text.contains("date: "));
+        assert!(
+            !text.contains("x-hop") && !text.contains("keep-alive") && !text.contains("connection")
+        );
+
+        let raw = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 9\r\n\r\n";
+        let Ok(RespParse::Done(h, _)) = parse_response(raw, &get, false) else {
+            panic!("not parsed");
+        };
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(!h.reusable, "CL beside TE: not reused");
+        let text = String::from_utf8(h.bytes).unwrap();
+        assert!(!text.contains("content-length"));
+        assert!(text.contains("transfer-encoding: chunked\r\n"));
+
+        let raw = b"HTTP/1.1 200 OK\r\nx: y\r\n\r\nrest";
+        let Ok(RespParse::Done(h, _)) = parse_response(raw, &get, false) else {
+            panic!("not parsed");
+        };
+        assert_eq!(h.framing, Framing::Close);
+        assert!(String::from_utf8(h.bytes)
+            .unwrap()
+            .contains("connection: close\r\n"));
+
+        let raw = b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n";
+        let Ok(RespParse::Done(h, _)) = parse_response(raw, &get, false) else {
+            panic!("not parsed");
+        };
+        assert_eq!(h.framing, Framing::Empty);
+        let Ok(RespParse::Done(h, _)) = parse_response(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+            &Method::HEAD,
+            false,
+        ) else {
+            panic!("not parsed");
+        };
+        assert_eq!(h.framing, Framing::Empty);
+
+        assert!(matches!(
+            parse_response(
+                b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n",
+                &get,
+                false
+            ),
+            Ok(RespParse::Interim(_))
+        ));
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1,1\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"NOT HTTP\r\n\r\n",
+        ] {
+            assert!(
+                parse_response(bad, &get, false).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

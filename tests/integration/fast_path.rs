@@ -1,0 +1,417 @@
+//! The HTTP/1.1 fast path (`src/proxy/h1.rs`): answers passed through as the upstream framed them,
+//! hop-by-hop headers removed, pooled upstream connections reused and replaced, pipelining, and
+//! the hand-over to the general path in the middle of a connection.
+//!
+//! The upstream is a scripted raw TCP server: the request path picks the answer bytes, and every
+//! request head is recorded with the number of the upstream connection it came on.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::*;
+
+/// What the scripted upstream does after answering.
+#[derive(PartialEq)]
+enum After {
+    KeepOpen,
+    Close,
+}
+
+/// The answer for a request path, and what happens to the connection after it.
+fn script(path: &str) -> (Vec<u8>, After) {
+    let (bytes, after): (&[u8], After) = match path.rsplit('/').next().unwrap_or("") {
+        "len" => (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: keep-alive, x-hop\r\nx-hop: 1\r\nkeep-alive: timeout=5\r\nx-kept: yes\r\n\r\nhello",
+            After::KeepOpen,
+        ),
+        "chunked" => (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6;e=1\r\n world\r\n0\r\nx-trailer: t\r\n\r\n",
+            After::KeepOpen,
+        ),
+        "head" => (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n",
+            After::KeepOpen,
+        ),
+        "nocontent" => (b"HTTP/1.1 204 No Content\r\n\r\n", After::KeepOpen),
+        "early" => (
+            b"HTTP/1.1 103 Early Hints\r\nlink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nafter",
+            After::KeepOpen,
+        ),
+        "toclose" => (b"HTTP/1.1 200 OK\r\n\r\nuntil close", After::Close),
+        "bye" => (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nbye",
+            After::Close,
+        ),
+        // Answers, then closes without saying so: the sidecar finds out when it reuses it.
+        "silent" => (b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsilent", After::Close),
+        "conflict" => (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok",
+            After::KeepOpen,
+        ),
+        "garbage" => (b"NOT HTTP AT ALL\r\n\r\n", After::Close),
+        _ => (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            After::KeepOpen,
+        ),
+    };
+    (bytes.to_vec(), after)
+}
+
+/// One request head as the upstream read it, with its connection's number.
+#[derive(Clone, Debug)]
+struct Seen {
+    conn: usize,
+    head: String,
+    body: Vec<u8>,
+}
+
+struct Scripted {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+impl Scripted {
+    async fn start() -> Scripted {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let rec = seen.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(serve_scripted(s, n, rec.clone()));
+                n += 1;
+            }
+        });
+        Scripted { addr, seen }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn serve_scripted(mut s: TcpStream, conn: usize, rec: Arc<Mutex<Vec<Seen>>>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        while buf.len() < end + len {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = buf[end..end + len].to_vec();
+        buf.drain(..end + len);
+        let path = head.split(' ').nth(1).unwrap_or("").to_string();
+        rec.lock().unwrap().push(Seen { conn, head, body });
+        let (answer, after) = script(&path);
+        if path.ends_with("/slow") {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        if s.write_all(&answer).await.is_err() || after == After::Close {
+            return;
+        }
+    }
+}
+
+fn cfg(upstream: SocketAddr) -> String {
+    format!(
+        r#"
+[proxy]
+idle_timeout = "1s"
+
+[[routes]]
+prefix = "/f/"
+upstream = "http://{upstream}/f/"
+profiles = ["key"]
+timeout = "1s"
+
+[profiles.key]
+type = "api_key"
+api_key = "fk-789"
+[[profiles.key.fields]]
+in = "header"
+key = "X-Api-Key"
+value = "{{{{api_key}}}}"
+"#
+    )
+}
+
+/// Sends `bytes` on `s` and reads until the sidecar closes the connection or `wait` passes.
+async fn answer_until_close(s: &mut TcpStream, bytes: &[u8], wait: Duration) -> (String, bool) {
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(wait, async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+/// Reads one answer framed by `Content-Length` (the sidecar's own and these tests' answers).
+async fn one_answer(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: ")?.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= i + 4 + len {
+                return String::from_utf8_lossy(&buf[..i + 4 + len]).into_owned();
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("answer within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn get_req(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: sidecar\r\n\r\n")
+}
+
+/// Pipelined bodiless requests on one connection: each answer arrives in order, framed as the
+/// upstream framed it (length, chunked with trailers, HEAD, 204, 103 then 200, until close),
+/// hop-by-hop headers gone, credential injected, all on one upstream connection.
+#[tokio::test]
+async fn answers_pass_through_framed_as_the_upstream_sent_them() {
+    let up = Scripted::start().await;
+    let h = Harness::start(&cfg(up.addr)).await;
+    let mut s = TcpStream::connect(h.server.proxy_addr).await.unwrap();
+    let reqs = [
+        get_req("/f/len"),
+        get_req("/f/chunked"),
+        "HEAD /f/head HTTP/1.1\r\nHost: sidecar\r\n\r\n".to_string(),
+        get_req("/f/nocontent"),
+        get_req("/f/early"),
+        get_req("/f/toclose"),
+    ]
+    .concat();
+    let (answer, closed) =
+        answer_until_close(&mut s, reqs.as_bytes(), Duration::from_secs(5)).await;
+    assert!(
+        closed,
+        "a body that runs to close ends the caller's connection too"
+    );
+    let starts: Vec<&str> = answer
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &answer[i..i + 12])
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "HTTP/1.1 200",
+            "HTTP/1.1 200",
+            "HTTP/1.1 200",
+            "HTTP/1.1 204",
+            "HTTP/1.1 200",
+            "HTTP/1.1 200"
+        ],
+        "{answer}"
+    );
+    let parts: Vec<&str> = answer.split("HTTP/1.1 ").skip(1).collect();
+    let lower = |p: &str| p.to_ascii_lowercase();
+    // Length-framed: the body, the kept header, no hop-by-hop header.
+    assert!(parts[0].ends_with("\r\n\r\nhello"), "{:?}", parts[0]);
+    assert!(lower(parts[0]).contains("x-kept: yes\r\n"));
+    for gone in ["x-hop", "keep-alive", "connection:"] {
+        assert!(!lower(parts[0]).contains(gone), "{gone} in {:?}", parts[0]);
+    }
+    assert!(lower(parts[0]).contains("date: "));
+    // Chunked: passed through byte for byte, trailers included.
+    assert!(
+        parts[1].ends_with("\r\n\r\n5\r\nhello\r\n6;e=1\r\n world\r\n0\r\nx-trailer: t\r\n\r\n"),
+        "{:?}",
+        parts[1]
+    );
+    assert!(lower(parts[1]).contains("transfer-encoding: chunked\r\n"));
+    // HEAD and 204: heads only.
+    assert!(
+        parts[2].ends_with("content-length: 100\r\n\r\n")
+            || lower(parts[2]).contains("content-length: 100")
+    );
+    assert!(parts[2].ends_with("\r\n\r\n"), "{:?}", parts[2]);
+    assert!(parts[3].ends_with("\r\n\r\n"), "{:?}", parts[3]);
+    // The 103 stays between the sidecar and the upstream.
+    assert!(!answer.contains("103") && !answer.contains("s.css"));
+    assert!(parts[4].ends_with("\r\n\r\nafter"));
+    // Until close: said so, and the body arrives whole.
+    assert!(lower(parts[5]).contains("connection: close\r\n"));
+    assert!(parts[5].ends_with("\r\n\r\nuntil close"));
+
+    let seen = up.seen();
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    assert!(
+        seen.iter().all(|r| r.conn == seen[0].conn),
+        "one upstream connection: {seen:?}"
+    );
+    for r in &seen {
+        let head = r.head.to_ascii_lowercase();
+        assert!(head.contains("x-api-key: fk-789\r\n"), "{}", r.head);
+        assert!(
+            head.contains(&format!("host: {}\r\n", up.addr)),
+            "{}",
+            r.head
+        );
+        assert!(
+            head.contains("x-forwarded-for: 127.0.0.1\r\n"),
+            "{}",
+            r.head
+        );
+        assert!(r.body.is_empty());
+    }
+    assert!(seen[2].head.starts_with("HEAD /f/head HTTP/1.1\r\n"));
+}
+
+/// Upstream connections go back to the worker's pool after a complete answer and are replaced
+/// when the upstream closed them: announced (`Connection: close`) or silently.
+#[tokio::test]
+async fn pooled_connections_are_reused_and_replaced_when_closed() {
+    let up = Scripted::start().await;
+    let h = Harness::start(&cfg(up.addr)).await;
+    let mut s = TcpStream::connect(h.server.proxy_addr).await.unwrap();
+    for path in ["/f/a", "/f/b", "/f/bye", "/f/c", "/f/silent"] {
+        s.write_all(get_req(path).as_bytes()).await.unwrap();
+        let a = one_answer(&mut s).await;
+        assert!(a.starts_with("HTTP/1.1 200"), "{path}: {a}");
+    }
+    // The silent close reaches the sidecar's worker before the next request.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for path in ["/f/d", "/f/e"] {
+        s.write_all(get_req(path).as_bytes()).await.unwrap();
+        let a = one_answer(&mut s).await;
+        assert!(a.starts_with("HTTP/1.1 200"), "{path}: {a}");
+    }
+    let conns: Vec<usize> = up.seen().iter().map(|r| r.conn).collect();
+    // a, b, bye on the first connection; c, silent on the second; d, e on a third.
+    assert_eq!(conns[0], conns[1]);
+    assert_eq!(conns[1], conns[2]);
+    assert_ne!(conns[2], conns[3]);
+    assert_eq!(conns[3], conns[4]);
+    assert_ne!(conns[4], conns[5]);
+    assert_eq!(conns[5], conns[6]);
+}
+
+/// A broken or slow answer is the sidecar's error, in its JSON form, and the connection goes on.
+#[tokio::test]
+async fn invalid_answers_are_502_and_slow_ones_504() {
+    let up = Scripted::start().await;
+    let h = Harness::start(&cfg(up.addr)).await;
+    let mut s = TcpStream::connect(h.server.proxy_addr).await.unwrap();
+    for (path, status, code) in [
+        ("/f/conflict", "502", "upstream_unavailable"),
+        ("/f/garbage", "502", "upstream_unavailable"),
+        ("/f/slow", "504", "upstream_timeout"),
+    ] {
+        s.write_all(get_req(path).as_bytes()).await.unwrap();
+        let a = one_answer(&mut s).await;
+        assert!(a.starts_with(&format!("HTTP/1.1 {status}")), "{path}: {a}");
+        assert!(a.contains(&format!("\"code\":\"{code}\"")), "{path}: {a}");
+        assert!(a.contains("\"profile\":\"key\""), "{path}: {a}");
+        assert!(!a.contains("fk-789"), "{path}: the credential leaked: {a}");
+    }
+    s.write_all(get_req("/f/ok").as_bytes()).await.unwrap();
+    assert!(one_answer(&mut s).await.starts_with("HTTP/1.1 200"));
+}
+
+/// A request with a body moves the connection to the general path, which serves it and every
+/// request after it; the upstream gets the body.
+#[tokio::test]
+async fn a_request_with_a_body_hands_the_connection_over() {
+    let up = Scripted::start().await;
+    let h = Harness::start(&cfg(up.addr)).await;
+    let mut s = TcpStream::connect(h.server.proxy_addr).await.unwrap();
+    let reqs = [
+        get_req("/f/one"),
+        "POST /f/two HTTP/1.1\r\nHost: sidecar\r\nContent-Length: 5\r\n\r\nhello".to_string(),
+        get_req("/f/three"),
+    ];
+    for r in &reqs {
+        s.write_all(r.as_bytes()).await.unwrap();
+        let a = one_answer(&mut s).await;
+        assert!(a.starts_with("HTTP/1.1 200"), "{r}: {a}");
+    }
+    let seen = up.seen();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[1].body, b"hello");
+    assert!(seen.iter().all(|r| r
+        .head
+        .to_ascii_lowercase()
+        .contains("x-api-key: fk-789\r\n")));
+}
+
+/// `Connection: close` from the caller: answered with `connection: close`, then closed. An idle
+/// connection is closed after `idle_timeout`.
+#[tokio::test]
+async fn connection_close_and_the_idle_timeout_end_the_connection() {
+    let up = Scripted::start().await;
+    let h = Harness::start(&cfg(up.addr)).await;
+    let mut s = TcpStream::connect(h.server.proxy_addr).await.unwrap();
+    let (a, closed) = answer_until_close(
+        &mut s,
+        b"GET /f/x HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(closed, "{a}");
+    assert!(
+        a.starts_with("HTTP/1.1 200") && a.to_ascii_lowercase().contains("connection: close\r\n"),
+        "{a}"
+    );
+
+    let mut s = TcpStream::connect(h.server.proxy_addr).await.unwrap();
+    s.write_all(get_req("/f/y").as_bytes()).await.unwrap();
+    assert!(one_answer(&mut s).await.starts_with("HTTP/1.1 200"));
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("closed within 5 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+}
