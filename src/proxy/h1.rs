@@ -18,11 +18,13 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Uri, Version};
 use http_body_util::BodyExt;
@@ -140,21 +142,17 @@ enum Wait {
 }
 
 /// Waits until the caller sends something (no buffer is held meanwhile), for at most `within`,
-/// or until shutdown.
-async fn wait_readable(
-    stream: &TcpStream,
-    within: Duration,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Wait {
-    if *shutdown.borrow() {
-        return Wait::Closed;
-    }
+/// or until `shutdown` (the connection's one registration with the shutdown signal) fires.
+async fn wait_readable<S>(stream: &TcpStream, within: Duration, shutdown: Pin<&mut S>) -> Wait
+where
+    S: std::future::Future,
+{
     tokio::select! {
         r = tokio::time::timeout(within, stream.readable()) => match r {
             Ok(Ok(())) => Wait::Ready,
             _ => Wait::Closed,
         },
-        _ = shutdown.changed() => Wait::Closed,
+        _ = shutdown => Wait::Closed,
     }
 }
 
@@ -166,22 +164,30 @@ pub async fn serve(
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) -> Ended {
+    if *shutdown.borrow() {
+        return Ended::Closed;
+    }
+    let stop = shutdown.changed();
+    tokio::pin!(stop);
     let mut buf: Vec<u8> = Vec::new();
     let mut first = true;
     loop {
         // The next head: from accept (first request) or from its first byte, within the
         // header-read timeout; between requests, within the idle timeout.
         if buf.is_empty() {
+            give_buf(std::mem::take(&mut buf));
             let within = if first {
                 limits.header_read_timeout.min(limits.idle_timeout)
             } else {
                 limits.idle_timeout
             };
-            if let Wait::Closed = wait_readable(&stream, within, &mut shutdown).await {
+            if let Wait::Closed = wait_readable(&stream, within, stop.as_mut()).await {
                 return Ended::Closed;
             }
+            buf = take_buf();
         }
-        let deadline = Instant::now() + limits.header_read_timeout;
+        // Usually the whole head is there at once: the timer starts only when it is not.
+        let mut deadline = None;
         let head = loop {
             match parse_request(&buf, limits.max_headers) {
                 // Over the head limit: hyper answers 431.
@@ -198,7 +204,18 @@ pub async fn serve(
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
-            match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
+            let read = match deadline {
+                None => match stream.read_buf(&mut buf).now_or_never() {
+                    Some(r) => Ok(r),
+                    None => {
+                        let d = Instant::now() + limits.header_read_timeout;
+                        deadline = Some(d);
+                        tokio::time::timeout_at(d, stream.read_buf(&mut buf)).await
+                    }
+                },
+                Some(d) => tokio::time::timeout_at(d, stream.read_buf(&mut buf)).await,
+            };
+            match read {
                 Ok(Ok(0)) | Ok(Err(_)) => return Ended::Closed,
                 Ok(Ok(_)) => {}
                 Err(_) => {
@@ -209,16 +226,13 @@ pub async fn serve(
         };
         first = false;
         let len = head.len;
-        match Box::pin(proxy.fast_one(&conn, head, &mut stream)).await {
+        match proxy.fast_one(&conn, head, &mut stream).await {
             Step::KeepAlive => {}
             Step::Close => return Ended::Closed,
             Step::Handover => return Ended::Handover(stream, Bytes::from(buf)),
         }
+        // Idle connections keep no buffer (it goes back to the worker's free list above).
         buf.drain(..len);
-        if buf.is_empty() {
-            // Idle connections keep no buffer.
-            buf = Vec::new();
-        }
     }
 }
 
@@ -342,7 +356,7 @@ fn parse_response(
     // trusted with another message.
     let conflict = chunked.is_some() && length.is_some();
     let closing = close_caller || framing == Framing::Close;
-    let mut out = Vec::with_capacity(len + 64);
+    let mut out = take_buf();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.to_string().as_bytes());
     out.push(b' ');
@@ -398,6 +412,33 @@ thread_local! {
     static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
     /// This worker's idle upstream connections, by `host:port`, newest last.
     static POOL: RefCell<HashMap<String, Vec<(TcpStream, Instant)>>> = RefCell::new(HashMap::new());
+}
+
+/// Buffers kept for reuse by this worker, so a request does not allocate its read and write
+/// buffers (and an idle connection holds none).
+const POOLED_BUFS: usize = 256;
+
+thread_local! {
+    static BUFS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_buf() -> Vec<u8> {
+    BUFS.with(|b| b.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK))
+}
+
+fn give_buf(mut b: Vec<u8>) {
+    // Only ordinary sizes come back: a buffer grown for a large head or body is freed.
+    if b.capacity() < READ_CHUNK || b.capacity() > 4 * READ_CHUNK {
+        return;
+    }
+    b.clear();
+    BUFS.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOLED_BUFS {
+            p.push(b);
+        }
+    });
 }
 
 fn date_header(out: &mut Vec<u8>) {
@@ -627,8 +668,8 @@ impl BodyLeft {
 
 /// Where the upstream request goes, and its head as bytes.
 struct Outgoing {
-    key: String,
-    host: String,
+    /// Also the pool key.
+    authority: http::uri::Authority,
     port: u16,
     head: Vec<u8>,
 }
@@ -641,7 +682,7 @@ fn outgoing(uri: &Uri, method: &Method, headers: &HeaderMap) -> Result<Outgoing,
         ));
     };
     let port = uri.port_u16().unwrap_or(80);
-    let mut head = Vec::with_capacity(256 + headers.len() * 32);
+    let mut head = take_buf();
     head.extend_from_slice(method.as_str().as_bytes());
     head.push(b' ');
     head.extend_from_slice(pq.as_str().as_bytes());
@@ -663,9 +704,14 @@ fn outgoing(uri: &Uri, method: &Method, headers: &HeaderMap) -> Result<Outgoing,
         head.extend_from_slice(b"content-length: 0\r\n");
     }
     head.extend_from_slice(b"\r\n");
+    let Some(authority) = uri.authority().cloned() else {
+        return Err(ProxyError::new(
+            ErrorCode::Internal,
+            "the upstream URI has no host",
+        ));
+    };
     Ok(Outgoing {
-        key: format!("{host}:{port}"),
-        host: host.to_owned(),
+        authority,
         port,
         head,
     })
@@ -678,7 +724,7 @@ struct Answer {
     /// Bytes read past the head (the start of the body).
     rest: Vec<u8>,
     /// The pool the connection goes back to.
-    key: String,
+    key: http::uri::Authority,
 }
 
 /// Sends `out` and reads the answer's head. A pooled connection that turns out closed before any
@@ -689,21 +735,22 @@ async fn exchange(
     connect_timeout: Duration,
     close_caller: bool,
 ) -> Result<Answer, ProxyError> {
-    let mut pooled = checkout(&out.key);
+    let mut pooled = checkout(out.authority.as_str());
     loop {
         let reused = pooled.is_some();
         let mut stream = match pooled.take() {
             Some(s) => s,
-            None => connect(&out.host, out.port, connect_timeout).await?,
+            None => connect(out.authority.host(), out.port, connect_timeout).await?,
         };
         match read_answer(&mut stream, &out.head, method, close_caller).await {
             Ok((head, rest)) => {
+                give_buf(out.head);
                 return Ok(Answer {
                     stream,
                     head,
                     rest,
-                    key: out.key,
-                })
+                    key: out.authority,
+                });
             }
             Err(AnswerError::Closed) if reused && method.is_idempotent() => continue,
             Err(AnswerError::Closed) => {
@@ -733,7 +780,7 @@ async fn read_answer(
     close_caller: bool,
 ) -> Result<(RespHead, Vec<u8>), AnswerError> {
     stream.write_all(head).await.map_err(AnswerError::Io)?;
-    let mut buf = Vec::with_capacity(READ_CHUNK);
+    let mut buf = take_buf();
     let mut start = 0;
     loop {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
@@ -781,6 +828,7 @@ async fn relay(mut ans: Answer, caller: &mut TcpStream) -> (bool, Option<TcpStre
     if caller.write_all(&out).await.is_err() {
         return (false, None);
     }
+    give_buf(out);
     let mut buf = ans.rest;
     while !left.done() {
         buf.clear();
@@ -802,6 +850,7 @@ async fn relay(mut ans: Answer, caller: &mut TcpStream) -> (bool, Option<TcpStre
             return (false, None);
         }
     }
+    give_buf(buf);
     let keep = ans.head.reusable && !spill;
     (true, keep.then_some(ans.stream))
 }
@@ -938,10 +987,10 @@ impl Proxy {
         // 9. respond
         let status = ans.head.status;
         let closing = close || ans.head.framing == Framing::Close;
-        let key = std::mem::take(&mut ans.key);
+        let key = ans.key.clone();
         let (caller_ok, back) = relay(ans, caller).await;
         if let Some(s) = back {
-            checkin(&key, s);
+            checkin(key.as_str(), s);
         }
         let step = if caller_ok && !closing {
             Step::KeepAlive
