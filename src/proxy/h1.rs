@@ -1221,4 +1221,53 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        /// Any chunk sizes, extensions and trailers, cut into any pieces: the scanner ends exactly
+        /// at the end of the body and never takes a byte of what follows.
+        #[test]
+        fn the_chunked_scanner_finds_the_exact_end(
+            sizes in proptest::collection::vec(0usize..300, 0..6),
+            ext in proptest::bool::ANY,
+            trailer in proptest::bool::ANY,
+            cuts in proptest::collection::vec(1usize..64, 1..20),
+        ) {
+            let mut body = Vec::new();
+            for (i, n) in sizes.iter().filter(|n| **n > 0).enumerate() {
+                body.extend_from_slice(format!("{n:x}").as_bytes());
+                if ext {
+                    body.extend_from_slice(b";x=1");
+                }
+                body.extend_from_slice(b"\r\n");
+                body.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, *n));
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\n");
+            if trailer {
+                body.extend_from_slice(b"x-t: 1\r\n");
+            }
+            body.extend_from_slice(b"\r\n");
+            let end = body.len();
+            body.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+            let mut c = Chunks::default();
+            let (mut pos, mut k) = (0, 0);
+            while pos < body.len() && !c.done() {
+                let step = cuts[k % cuts.len()].min(body.len() - pos);
+                k += 1;
+                let n = c.feed(&body[pos..pos + step]).unwrap();
+                proptest::prop_assert!(n == step || c.done());
+                pos += n;
+            }
+            proptest::prop_assert!(c.done());
+            proptest::prop_assert_eq!(pos, end);
+        }
+
+        /// Arbitrary bytes never panic the parsers.
+        #[test]
+        fn the_parsers_take_any_bytes(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = Chunks::default().feed(&data);
+            let _ = parse_request(&data, 100);
+            let _ = parse_response(&data, &Method::GET, false);
+        }
+    }
 }

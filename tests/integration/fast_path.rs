@@ -102,6 +102,8 @@ impl Scripted {
 async fn serve_scripted(mut s: TcpStream, conn: usize, rec: Arc<Mutex<Vec<Seen>>>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
+    // After `/once`: the next request on this connection is read and dropped unanswered.
+    let mut drop_next = false;
     loop {
         let end = loop {
             if let Some(i) = find(&buf, b"\r\n\r\n") {
@@ -131,6 +133,10 @@ async fn serve_scripted(mut s: TcpStream, conn: usize, rec: Arc<Mutex<Vec<Seen>>
         buf.drain(..end + len);
         let path = head.split(' ').nth(1).unwrap_or("").to_string();
         rec.lock().unwrap().push(Seen { conn, head, body });
+        if drop_next {
+            return;
+        }
+        drop_next = path.ends_with("/once");
         let (answer, after) = script(&path);
         if path.ends_with("/slow") {
             tokio::time::sleep(Duration::from_secs(3)).await;
@@ -414,4 +420,43 @@ async fn connection_close_and_the_idle_timeout_end_the_connection() {
         waited >= Duration::from_millis(800) && waited < Duration::from_secs(4),
         "{waited:?}"
     );
+}
+
+/// A pooled connection that the upstream drops when the next request arrives: a GET is sent
+/// once more on a new connection (RFC 9110 §9.2.2: idempotent), a POST is not (502, sent once).
+#[tokio::test]
+async fn only_idempotent_requests_are_retried_on_a_new_connection() {
+    let up = Scripted::start().await;
+    let h = Harness::start(&cfg(up.addr)).await;
+    let mut s = TcpStream::connect(h.server.proxy_addr).await.unwrap();
+    s.write_all(get_req("/f/once").as_bytes()).await.unwrap();
+    assert!(one_answer(&mut s).await.starts_with("HTTP/1.1 200"));
+    s.write_all(get_req("/f/again").as_bytes()).await.unwrap();
+    let a = one_answer(&mut s).await;
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    let seen = up.seen();
+    let paths: Vec<(usize, &str)> = seen
+        .iter()
+        .map(|r| (r.conn, r.head.split(' ').nth(1).unwrap_or("")))
+        .collect();
+    assert_eq!(paths.len(), 3, "{paths:?}");
+    assert_eq!(paths[1].1, "/f/again");
+    assert_eq!(paths[2].1, "/f/again");
+    assert_eq!(paths[0].0, paths[1].0);
+    assert_ne!(paths[1].0, paths[2].0, "the retry uses a new connection");
+
+    s.write_all(get_req("/f/once").as_bytes()).await.unwrap();
+    assert!(one_answer(&mut s).await.starts_with("HTTP/1.1 200"));
+    s.write_all(b"POST /f/post HTTP/1.1\r\nHost: sidecar\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let a = one_answer(&mut s).await;
+    assert!(a.starts_with("HTTP/1.1 502"), "{a}");
+    assert!(a.contains("\"code\":\"upstream_unavailable\""), "{a}");
+    let posts = up
+        .seen()
+        .iter()
+        .filter(|r| r.head.starts_with("POST /f/post "))
+        .count();
+    assert_eq!(posts, 1, "the POST was sent more than once");
 }
