@@ -7,7 +7,11 @@
 //! - templates: parsing never panics, rendering is one pass (a value containing `{{…}}` stays
 //!   literal);
 //! - config, token responses, the callback query and `state`, tenant and context values: never a
-//!   panic, and what is accepted has the accepted shape.
+//!   panic, and what is accepted has the accepted shape;
+//! - the HTTP/1 fast path's parsers (request head, upstream answer head, chunked scanner): never a
+//!   panic, only bodiless well-framed requests are kept, an answer head goes out as clean lines
+//!   without hop-by-hop headers, and the chunked scanner's verdict does not depend on how the bytes
+//!   are cut.
 //!
 //! Not part of the public API.
 #![doc(hidden)]
@@ -27,6 +31,7 @@ use crate::inject::{encode, Inputs, Plan};
 pub type Target = fn(&[u8]);
 
 pub const TARGETS: &[(&str, Target)] = &[
+    ("http1", http1),
     ("template", template),
     ("header", header),
     ("query", query),
@@ -374,6 +379,88 @@ pub fn tenant_context(data: &[u8]) {
     if let Ok(v) = HeaderValue::from_bytes(data) {
         if let Ok(s) = crate::proxy::headers::context("x", &v) {
             assert_eq!(s.as_bytes(), data);
+        }
+    }
+}
+
+/// The HTTP/1 fast path's parsers. The first byte picks one: request head, answer head (to a GET or
+/// a HEAD), or the chunked scanner fed whole and in two pieces.
+pub fn http1(data: &[u8]) {
+    use crate::proxy::h1::{parse_request, parse_response, Chunks, Framing, Parse, RespParse};
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    match mode % 4 {
+        0 => {
+            if let Parse::Done(h) = parse_request(rest, 100) {
+                assert!(h.len <= rest.len());
+                assert_eq!(h.parts.version, http::Version::HTTP_11);
+                let hs = &h.parts.headers;
+                assert!(!hs.contains_key(http::header::TRANSFER_ENCODING));
+                assert!(!hs.contains_key(http::header::EXPECT));
+                assert!(!hs.contains_key(http::header::UPGRADE));
+                assert!(hs
+                    .get_all(http::header::CONTENT_LENGTH)
+                    .iter()
+                    .all(|v| v == "0"));
+                assert!(h.parts.uri.path().starts_with('/'));
+            }
+        }
+        1 | 2 => {
+            let method = if mode % 4 == 1 {
+                Method::GET
+            } else {
+                Method::HEAD
+            };
+            if let Ok(RespParse::Done(h, n)) = parse_response(rest, &method, false) {
+                assert!(n <= rest.len());
+                assert!((200..=999).contains(&h.status));
+                let text = &h.bytes;
+                assert!(text.ends_with(b"\r\n"));
+                let mut lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+                assert_eq!(lines.pop(), Some(&b""[..]));
+                for (i, line) in lines.iter().enumerate() {
+                    let line = line
+                        .strip_suffix(b"\r")
+                        .unwrap_or_else(|| panic!("bare LF in the answer head"));
+                    assert!(!line.is_empty(), "an empty line inside the answer head");
+                    assert!(!line.contains(&b'\r'), "bare CR in the answer head");
+                    if i == 0 {
+                        continue;
+                    }
+                    let name = line.split(|&b| b == b':').next().unwrap_or_default();
+                    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+                    let framing = name == "transfer-encoding" && h.framing == Framing::Chunked;
+                    assert!(
+                        framing || !crate::proxy::headers::is_hop_by_hop(&name),
+                        "{name} passed"
+                    );
+                }
+                if method == Method::HEAD {
+                    assert_eq!(h.framing, Framing::Empty);
+                }
+            }
+        }
+        _ => {
+            let mut whole = Chunks::default();
+            let one = whole.feed(rest);
+            let cut = usize::from(rest.first().copied().unwrap_or(0)) % (rest.len() + 1);
+            let mut split = Chunks::default();
+            let two = split.feed(&rest[..cut]).and_then(|a| {
+                if split.done() {
+                    Ok(a)
+                } else {
+                    split.feed(&rest[cut..]).map(|b| a + b)
+                }
+            });
+            match (one, two) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a, b);
+                    assert_eq!(whole.done(), split.done());
+                }
+                (Err(()), Err(())) => {}
+                (a, b) => panic!("whole {a:?}, in two pieces {b:?}"),
+            }
         }
     }
 }

@@ -56,22 +56,22 @@ pub enum Ended {
 }
 
 /// One parsed request head.
-struct Head {
-    parts: http::request::Parts,
+pub(crate) struct Head {
+    pub(crate) parts: http::request::Parts,
     /// Bytes of the head in the buffer.
-    len: usize,
+    pub(crate) len: usize,
     /// The caller sent `Connection: close`.
-    close: bool,
+    pub(crate) close: bool,
 }
 
-enum Parse {
+pub(crate) enum Parse {
     Partial,
     Handover,
     Done(Box<Head>),
 }
 
 /// Parses a request head the fast path can serve, or says why not.
-fn parse_request(buf: &[u8], max_headers: usize) -> Parse {
+pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Parse {
     if max_headers > MAX_FAST_HEADERS {
         return Parse::Handover;
     }
@@ -245,7 +245,7 @@ enum Step {
 
 /// How an answer's body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub(crate) enum Framing {
     Empty,
     Length(u64),
     Chunked,
@@ -254,13 +254,13 @@ enum Framing {
 }
 
 /// An upstream answer's head, ready for the caller.
-struct RespHead {
-    status: u16,
+pub(crate) struct RespHead {
+    pub(crate) status: u16,
     /// The head as the caller gets it (status line and headers, without the final blank line).
-    bytes: Vec<u8>,
-    framing: Framing,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) framing: Framing,
     /// The upstream connection can carry another request after this answer.
-    reusable: bool,
+    pub(crate) reusable: bool,
 }
 
 /// `Connection` options in an answer: `close`, and the header names it lists.
@@ -282,7 +282,7 @@ fn connection_options(headers: &[httparse::Header<'_>]) -> (bool, Vec<String>) {
     (close, listed)
 }
 
-enum RespParse {
+pub(crate) enum RespParse {
     Partial,
     /// A 1xx answer of this many bytes: skipped, the final answer follows.
     Interim(usize),
@@ -297,7 +297,7 @@ fn invalid_answer(what: &str) -> ProxyError {
 }
 
 /// Parses an upstream answer's head for a request with `method`.
-fn parse_response(
+pub(crate) fn parse_response(
     buf: &[u8],
     method: &Method,
     close_caller: bool,
@@ -313,6 +313,9 @@ fn parse_response(
         Err(e) => return Err(invalid_answer(&format!("invalid answer head: {e}"))),
     };
     let status = resp.code.unwrap_or(0);
+    if status < 100 {
+        return Err(invalid_answer("the answer's status is not 100-999"));
+    }
     if status == 101 {
         return Err(invalid_answer("the upstream switched protocols unasked"));
     }
@@ -531,7 +534,7 @@ async fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, 
 
 /// Finds the end of a chunked body as its bytes pass (RFC 9112 §7.1); trailers pass through.
 #[derive(Debug, Default)]
-struct Chunks {
+pub(crate) struct Chunks {
     state: ChunkState,
     size: u64,
     digits: u8,
@@ -560,7 +563,7 @@ const MAX_CHUNK_LINE: usize = 4096;
 impl Chunks {
     /// Consumes bytes of the body; returns how many belong to it (fewer than `data.len()` only
     /// once the body is complete).
-    fn feed(&mut self, data: &[u8]) -> Result<usize, ()> {
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<usize, ()> {
         use ChunkState::*;
         let mut i = 0;
         while i < data.len() && self.state != Done {
@@ -622,7 +625,7 @@ impl Chunks {
         Ok(i)
     }
 
-    fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.state == ChunkState::Done
     }
 }
@@ -876,14 +879,26 @@ impl Proxy {
             r => r,
         };
         let result = match resolved {
-            Ok(r) => {
-                self.fast_forward(snap, conn, r, &mut parts, close, caller)
-                    .await
-            }
+            Ok(r) => self.fast_forward(snap, conn, r, &mut parts, close).await,
             Err(e) => Err(e),
         };
-        let (status, step) = match result {
-            Ok(done) => done,
+        // Metrics and the access log are written when the answer's head is known, before it
+        // goes out (as on the general path), so a caller that has its answer sees them counted.
+        match result {
+            Ok(ans) => {
+                self.finish(snap, metrics, ans.head.status, started, logged, &rid);
+                let closing = close || ans.head.framing == Framing::Close;
+                let key = ans.key.clone();
+                let (caller_ok, back) = relay(ans, caller).await;
+                if let Some(s) = back {
+                    checkin(key.as_str(), s);
+                }
+                if caller_ok && !closing {
+                    Step::KeepAlive
+                } else {
+                    Step::Close
+                }
+            }
             Err(e) => {
                 if e.code == ErrorCode::Internal {
                     tracing::warn!(code = %e.code, request_id = %rid, "{}", e.message);
@@ -897,23 +912,17 @@ impl Proxy {
                 }
                 let close = close || e.code == ErrorCode::BadRequest;
                 let resp = e.into_response(&rid);
-                let status = resp.status().as_u16();
-                let ok = write_response(caller, resp, close).await;
-                (
-                    status,
-                    if ok && !close {
-                        Step::KeepAlive
-                    } else {
-                        Step::Close
-                    },
-                )
+                self.finish(snap, metrics, resp.status().as_u16(), started, logged, &rid);
+                if write_response(caller, resp, close).await && !close {
+                    Step::KeepAlive
+                } else {
+                    Step::Close
+                }
             }
-        };
-        self.finish(snap, metrics, status, started, logged, &rid);
-        step
+        }
     }
 
-    /// Steps 5–9 of a resolved fast-path request; the answer is written to the caller as it comes.
+    /// Steps 5–8 of a resolved fast-path request: the upstream's answer with its head read.
     async fn fast_forward(
         &self,
         snap: &super::Snapshot,
@@ -921,8 +930,7 @@ impl Proxy {
         r: Resolved<'_>,
         parts: &mut http::request::Parts,
         close: bool,
-        caller: &mut TcpStream,
-    ) -> Result<(u16, Step), ProxyError> {
+    ) -> Result<Answer, ProxyError> {
         let Resolved {
             route,
             rest_start,
@@ -984,20 +992,7 @@ impl Proxy {
             }
         }
 
-        // 9. respond
-        let status = ans.head.status;
-        let closing = close || ans.head.framing == Framing::Close;
-        let key = ans.key.clone();
-        let (caller_ok, back) = relay(ans, caller).await;
-        if let Some(s) = back {
-            checkin(key.as_str(), s);
-        }
-        let step = if caller_ok && !closing {
-            Step::KeepAlive
-        } else {
-            Step::Close
-        };
-        Ok((status, step))
+        Ok(ans)
     }
 }
 

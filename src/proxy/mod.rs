@@ -23,7 +23,7 @@
 //!    hop-by-hop headers; errors become the JSON error response of `error.rs`.
 
 pub mod body;
-mod h1;
+pub(crate) mod h1;
 pub(crate) mod headers;
 mod route;
 mod upstream;
