@@ -226,7 +226,10 @@ pub async fn serve(
         };
         first = false;
         let len = head.len;
-        match proxy.fast_one(&conn, head, &mut stream).await {
+        match proxy
+            .fast_one(&conn, head, &mut stream, limits.idle_timeout)
+            .await
+        {
             Step::KeepAlive => {}
             Step::Close => return Ended::Closed,
             Step::Handover => return Ended::Handover(stream, Bytes::from(buf)),
@@ -816,8 +819,14 @@ async fn read_answer(
 }
 
 /// Streams the rest of an answer's body to the caller. Returns whether the caller's connection
-/// can stay open, and the upstream connection when it can carry another request.
-async fn relay(mut ans: Answer, caller: &mut TcpStream) -> (bool, Option<TcpStream>) {
+/// can stay open, and the upstream connection when it can carry another request. Each wait, for
+/// body bytes from the upstream or for the caller to take them, is bounded by `stall` (the idle
+/// timeout): past it both connections are closed.
+async fn relay(
+    mut ans: Answer,
+    caller: &mut TcpStream,
+    stall: Duration,
+) -> (bool, Option<TcpStream>) {
     let mut left = BodyLeft::new(ans.head.framing);
     let mut out = std::mem::take(&mut ans.head.bytes);
     out.extend_from_slice(b"\r\n");
@@ -828,7 +837,10 @@ async fn relay(mut ans: Answer, caller: &mut TcpStream) -> (bool, Option<TcpStre
     };
     spill |= n < ans.rest.len();
     out.extend_from_slice(&ans.rest[..n]);
-    if caller.write_all(&out).await.is_err() {
+    if !matches!(
+        tokio::time::timeout(stall, caller.write_all(&out)).await,
+        Ok(Ok(()))
+    ) {
         return (false, None);
     }
     give_buf(out);
@@ -838,18 +850,25 @@ async fn relay(mut ans: Answer, caller: &mut TcpStream) -> (bool, Option<TcpStre
         if buf.capacity() < READ_CHUNK {
             buf.reserve(READ_CHUNK);
         }
-        match ans.stream.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => {
+        match tokio::time::timeout(stall, ans.stream.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
                 // The body ended early (or runs to close): nothing more for this caller either.
                 return (false, None);
             }
-            Ok(_) => {}
+            Err(_) => {
+                tracing::debug!("closing connection: the upstream's body stalled");
+                return (false, None);
+            }
+            Ok(Ok(_)) => {}
         }
         let Ok(n) = left.take(&buf) else {
             return (false, None);
         };
         spill |= n < buf.len();
-        if caller.write_all(&buf[..n]).await.is_err() {
+        if !matches!(
+            tokio::time::timeout(stall, caller.write_all(&buf[..n])).await,
+            Ok(Ok(()))
+        ) {
             return (false, None);
         }
     }
@@ -860,7 +879,13 @@ async fn relay(mut ans: Answer, caller: &mut TcpStream) -> (bool, Option<TcpStre
 
 impl Proxy {
     /// Serves one request on the fast path.
-    async fn fast_one(&self, conn: &ConnCtx, head: Box<Head>, caller: &mut TcpStream) -> Step {
+    async fn fast_one(
+        &self,
+        conn: &ConnCtx,
+        head: Box<Head>,
+        caller: &mut TcpStream,
+        stall: Duration,
+    ) -> Step {
         let started = Instant::now();
         let snap = &self.snapshot.load_full();
         let Head {
@@ -889,7 +914,7 @@ impl Proxy {
                 self.finish(snap, metrics, ans.head.status, started, logged, &rid);
                 let closing = close || ans.head.framing == Framing::Close;
                 let key = ans.key.clone();
-                let (caller_ok, back) = relay(ans, caller).await;
+                let (caller_ok, back) = relay(ans, caller, stall).await;
                 if let Some(s) = back {
                     checkin(key.as_str(), s);
                 }

@@ -141,6 +141,14 @@ async fn serve_scripted(mut s: TcpStream, conn: usize, rec: Arc<Mutex<Vec<Seen>>
         if path.ends_with("/slow") {
             tokio::time::sleep(Duration::from_secs(3)).await;
         }
+        if path.ends_with("/stall") {
+            // Head and 3 of 10 body bytes, then nothing.
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+                .await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            return;
+        }
         if s.write_all(&answer).await.is_err() || after == After::Close {
             return;
         }
@@ -485,4 +493,34 @@ async fn pipelined_requests_survive_the_hand_over() {
         .collect();
     assert_eq!(paths, ["/f/one", "/f/two", "/f/three"]);
     assert_eq!(seen[1].body, b"hello");
+}
+
+/// An upstream that stops in the middle of a body: after the idle timeout (1 s here) without a
+/// byte, the sidecar closes the caller's connection (the answer cannot be completed) and the
+/// upstream's; the next connection is served.
+#[tokio::test]
+async fn a_body_that_stalls_ends_after_the_idle_timeout() {
+    let up = Scripted::start().await;
+    let h = Harness::start(&cfg(up.addr)).await;
+    let mut s = TcpStream::connect(h.server.proxy_addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let (answer, closed) = answer_until_close(
+        &mut s,
+        get_req("/f/stall").as_bytes(),
+        Duration::from_secs(6),
+    )
+    .await;
+    let waited = started.elapsed();
+    assert!(closed, "still open after 6 s: {answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("\r\n\r\nabc"),
+        "{answer}"
+    );
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    let mut s = TcpStream::connect(h.server.proxy_addr).await.unwrap();
+    s.write_all(get_req("/f/after").as_bytes()).await.unwrap();
+    assert!(one_answer(&mut s).await.starts_with("HTTP/1.1 200"));
 }
