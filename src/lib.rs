@@ -515,7 +515,7 @@ impl Server {
             tracing::warn!("config: {w}");
         }
         ready.store(true, Ordering::Release);
-        tracing::info!(%proxy_addr, %admin_addr, mock = ?mock_addr, routes = config.routes.len(), profiles = config.profiles.len(), "authsidecar started");
+        tracing::info!(%proxy_addr, %admin_addr, auth_addr = ?auth_addr, mock = ?mock_addr, routes = config.routes.len(), profiles = config.profiles.len(), "authsidecar started");
         Ok(Server {
             stats,
             proxy_addr,

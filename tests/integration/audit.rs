@@ -12,7 +12,7 @@ use authsidecar::mock::{MockProvider, MockSettings, TokenFault};
 use base64::Engine;
 use http::Method;
 
-use crate::support::fleet::wait_port;
+use crate::support::fleet::{started, Exit};
 use crate::support::*;
 
 const CLIENT_ID: &str = "audit-client";
@@ -25,16 +25,15 @@ const BASIC_PASSWORD: &str = "canary-basic-pass-Q5x";
 const USER_KEY: &str = "canary-user-key-Q6x";
 const ADMIN: &str = "canary-admin-token-Q7x-0123456789";
 
-fn config(mock: std::net::SocketAddr, ports: [u16; 3], store: &str, key: &str) -> String {
-    let [proxy, admin, auth] = ports;
+fn config(mock: std::net::SocketAddr, auth: u16, store: &str, key: &str) -> String {
     format!(
         r#"
 [proxy]
-listen = "127.0.0.1:{proxy}"
+listen = "127.0.0.1:0"
 workers = 1
 
 [admin]
-listen = "127.0.0.1:{admin}"
+listen = "127.0.0.1:0"
 token = "{ADMIN}"
 
 [auth]
@@ -181,34 +180,39 @@ async fn no_secret_reaches_logs_errors_metrics_or_admin_output() {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let store_key = authsidecar::store::crypto::generate_key();
-    let ports = [free_port(), free_port(), free_port()];
     let path = dir.join("audit.toml");
-    std::fs::write(
-        &path,
-        config(
-            mock.addr,
-            ports,
-            &dir.join("grants.db").display().to_string(),
-            &store_key,
-        ),
-    )
-    .unwrap();
     let log_path = dir.join("sidecar.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_authsidecar"))
-        .args(["run", "-c"])
-        .arg(&path)
-        .env("RUST_LOG", "trace")
-        .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
+    // Proxy and admin on port 0; the auth port is in the links, so it is chosen here, and
+    // chosen again should something take it before the sidecar binds it.
+    let mut tries = 0;
+    let (mut child, at) = loop {
+        tries += 1;
+        std::fs::write(
+            &path,
+            config(
+                mock.addr,
+                free_port(),
+                &dir.join("grants.db").display().to_string(),
+                &store_key,
+            ),
+        )
         .unwrap();
-    let base = format!("http://127.0.0.1:{}", ports[0]);
-    let admin = format!("http://127.0.0.1:{}", ports[1]);
-    assert!(
-        wait_port(([127, 0, 0, 1], ports[0]).into(), Duration::from_secs(20)).await,
-        "the sidecar did not start: {}",
-        std::fs::read_to_string(&log_path).unwrap_or_default()
-    );
+        let mut child = Command::new(env!("CARGO_BIN_EXE_authsidecar"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("RUST_LOG", "trace")
+            .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap();
+        match started(&mut child, &log_path, Duration::from_secs(20)).await {
+            Ok(at) => break (child, at),
+            Err(Exit::Bind(_)) if tries < 5 => {}
+            Err(e) => panic!("the sidecar {e}"),
+        }
+    };
+    let base = format!("http://{}", at.proxy);
+    let admin = format!("http://{}", at.admin);
     let bearer = format!("Bearer {ADMIN}");
     let auth = [("authorization", bearer.as_str())];
     let mut seen = Seen::default();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use authsidecar::mock::{MockProvider, MockSettings};
 
-use crate::support::fleet::wait_port;
+use crate::support::fleet::started;
 use crate::support::*;
 
 const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
@@ -71,17 +71,16 @@ async fn b13_a_wall_clock_jump_neither_expires_good_tokens_nor_revives_dead_ones
 
     let long = mock(Duration::from_secs(3600)).await;
     let short = mock(Duration::from_secs(2)).await;
-    let (proxy, admin) = (free_port(), free_port());
     let config = dir.join("clock.toml");
     std::fs::write(
         &config,
         format!(
             r#"
 [proxy]
-listen = "127.0.0.1:{proxy}"
+listen = "127.0.0.1:0"
 workers = 1
 [admin]
-listen = "127.0.0.1:{admin}"
+listen = "127.0.0.1:0"
 
 [[routes]]
 prefix = "/long/"
@@ -114,16 +113,15 @@ client_secret = "demo-secret"
     cmd.arg("run")
         .arg("-c")
         .arg(&config)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,authsidecar=info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("clock.log")).unwrap());
     faked(&mut cmd, &offset);
     let mut child = cmd.spawn().unwrap();
-    let addr = ([127, 0, 0, 1], proxy).into();
-    assert!(
-        wait_port(addr, Duration::from_secs(15)).await,
-        "sidecar did not start"
-    );
+    let addr = started(&mut child, &dir.join("clock.log"), Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|e| panic!("sidecar {e}"))
+        .proxy;
     let url = |p: &str| format!("http://{addr}{p}");
 
     // A one-hour token survives the wall clock jumping two hours ahead, and back.

@@ -227,19 +227,12 @@ async fn sighup_reloads_the_file_in_a_running_process() {
         free_port()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    let (proxy, admin) = (free_port(), free_port());
     let text = |extra: &str| {
-        config_text(mock.addr, "demo-client", "demo-secret", extra)
-            .replacen(
-                "[proxy]\nlisten = \"127.0.0.1:0\"",
-                &format!("[proxy]\nlisten = \"127.0.0.1:{proxy}\"\nworkers = 2"),
-                1,
-            )
-            .replacen(
-                "[admin]\nlisten = \"127.0.0.1:0\"",
-                &format!("[admin]\nlisten = \"127.0.0.1:{admin}\""),
-                1,
-            )
+        config_text(mock.addr, "demo-client", "demo-secret", extra).replacen(
+            "[proxy]\nlisten = \"127.0.0.1:0\"",
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nworkers = 2",
+            1,
+        )
     };
     let path = dir.join("sidecar.toml");
     std::fs::write(&path, text("")).unwrap();
@@ -250,11 +243,11 @@ async fn sighup_reloads_the_file_in_a_running_process() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    assert!(
-        crate::support::fleet::wait_port(([127, 0, 0, 1], proxy).into(), Duration::from_secs(20))
-            .await
-    );
-    let extra_url = format!("http://127.0.0.1:{proxy}/extra/x");
+    let proxy = crate::support::fleet::started(&mut child, &log, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("sidecar {e}"))
+        .proxy;
+    let extra_url = format!("http://{proxy}/extra/x");
     assert_eq!(get(&extra_url, &[]).await.error_code(), "no_route");
     let hup = || {
         std::process::Command::new("kill")
@@ -276,12 +269,7 @@ async fn sighup_reloads_the_file_in_a_running_process() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        get(&format!("http://127.0.0.1:{proxy}/api/x"), &[])
-            .await
-            .status,
-        200
-    );
+    assert_eq!(get(&format!("http://{proxy}/api/x"), &[]).await.status, 200);
     // A valid file with a new route: served after the signal, on every worker.
     std::fs::write(
         &path,

@@ -28,14 +28,22 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// On a free port; a port taken between choosing and binding (redis-server exits) is
+    /// replaced by another.
     pub async fn start(dir: &Path) -> Redis {
         let mut r = Redis {
             port: free_port(),
             dir: dir.to_path_buf(),
             child: None,
         };
-        r.restart().await;
-        r
+        for _ in 0..5 {
+            if r.launch().await {
+                return r;
+            }
+            r.stop();
+            r.port = free_port();
+        }
+        panic!("redis-server did not start on any of 5 ports");
     }
 
     pub fn url(&self) -> String {
@@ -44,6 +52,11 @@ impl Redis {
 
     /// Starts it again (same port and data folder) after `stop`.
     pub async fn restart(&mut self) {
+        assert!(self.launch().await, "redis-server did not start again");
+    }
+
+    /// Runs redis-server on `self.port`; false when it is not listening within 10 s.
+    async fn launch(&mut self) -> bool {
         let bin = ["/usr/bin/redis-server", "/usr/sbin/redis-server"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -67,10 +80,18 @@ impl Redis {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        assert!(
-            wait_port(([127, 0, 0, 1], self.port).into(), Duration::from_secs(10)).await,
-            "redis-server did not start"
-        );
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let end = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < end {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return false;
+            }
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
 
     pub fn stop(&mut self) {
@@ -99,6 +120,10 @@ pub struct Replica {
 impl Replica {
     /// Starts `authsidecar run` with `body` (routes, profiles, store, …) plus its own listeners;
     /// `public_url` is the auth URL every replica puts in its links (one name behind a balancer).
+    /// The proxy and admin listeners bind port 0 and their addresses are read from the started
+    /// line of the replica's log, so no other test can take them between choosing and binding;
+    /// the auth port is chosen by the caller (it is in the links) and a start that finds it taken
+    /// is tried again.
     pub async fn start(
         dir: &Path,
         name: &str,
@@ -106,35 +131,40 @@ impl Replica {
         public_url: &str,
         auth_port: u16,
     ) -> Replica {
-        let (proxy, admin) = (free_port(), free_port());
         let text = format!(
-            "[proxy]\nlisten = \"127.0.0.1:{proxy}\"\nworkers = 1\n[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"{}\"\n[auth]\nlisten = \"127.0.0.1:{auth_port}\"\npublic_url = \"{public_url}\"\n{body}",
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{}\"\n[auth]\nlisten = \"127.0.0.1:{auth_port}\"\npublic_url = \"{public_url}\"\n{body}",
             crate::support::ADMIN_TOKEN
         );
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, text).unwrap();
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_authsidecar"))
-            .arg("run")
-            .arg("-c")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let r = Replica {
-            proxy: ([127, 0, 0, 1], proxy).into(),
-            admin: ([127, 0, 0, 1], admin).into(),
-            auth: ([127, 0, 0, 1], auth_port).into(),
-            child: Some(child),
-            config,
-        };
-        assert!(
-            wait_port(r.proxy, Duration::from_secs(15)).await,
-            "replica {name} did not start"
-        );
-        r
+        let log_path = dir.join(format!("{name}.log"));
+        for attempt in 1..=5 {
+            let log = std::fs::File::create(&log_path).unwrap();
+            let mut child = Command::new(env!("CARGO_BIN_EXE_authsidecar"))
+                .arg("run")
+                .arg("-c")
+                .arg(&config)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            match started(&mut child, &log_path, Duration::from_secs(15)).await {
+                Ok(at) => {
+                    return Replica {
+                        proxy: at.proxy,
+                        admin: at.admin,
+                        auth: ([127, 0, 0, 1], auth_port).into(),
+                        child: Some(child),
+                        config,
+                    }
+                }
+                Err(Exit::Bind(_)) if attempt < 5 => {}
+                Err(e) => panic!("replica {name} {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        unreachable!()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -148,6 +178,81 @@ impl Replica {
             let _ = c.wait();
         }
     }
+}
+
+/// Where a started sidecar process listens, from the `authsidecar started` line of its log.
+#[derive(Debug, Clone, Copy)]
+pub struct Started {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub auth: Option<SocketAddr>,
+}
+
+/// Why a sidecar process did not start; each carries its log.
+#[derive(Debug)]
+pub enum Exit {
+    /// It exited because a listener's port was taken (a port chosen in advance went to
+    /// something else meanwhile): worth another try.
+    Bind(String),
+    Exited(String),
+    Timeout(String),
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (Exit::Bind(t) | Exit::Exited(t) | Exit::Timeout(t)) = self;
+        f.write_str(t)
+    }
+}
+
+/// Waits until the process `child` (writing its log, at `info` or finer for the `authsidecar`
+/// target, to `log`) has started, and reads its listeners' addresses from the log, so a test can
+/// give it port 0 everywhere.
+pub async fn started(child: &mut Child, log: &Path, within: Duration) -> Result<Started, Exit> {
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("authsidecar started")) {
+            let auth = logged(line, "auth_addr=");
+            return Ok(Started {
+                proxy: parse_addr(logged(line, "proxy_addr="), line),
+                admin: parse_addr(logged(line, "admin_addr="), line),
+                auth: auth
+                    .strip_prefix("Some(")
+                    .map(|a| parse_addr(a.trim_end_matches(')'), line)),
+            });
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = format!("exited ({status}) before it started:\n{text}");
+            return Err(if text.contains("cannot listen on") {
+                Exit::Bind(text)
+            } else {
+                Exit::Exited(text)
+            });
+        }
+        if tokio::time::Instant::now() > end {
+            let _ = child.kill();
+            return Err(Exit::Timeout(format!(
+                "did not start within {within:?}:\n{text}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The value after `key` in a log line (up to the next space).
+fn logged<'a>(line: &'a str, key: &str) -> &'a str {
+    let at = line
+        .find(key)
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        + key.len();
+    line[at..].split_whitespace().next().unwrap_or_default()
+}
+
+fn parse_addr(value: &str, line: &str) -> SocketAddr {
+    value
+        .parse()
+        .unwrap_or_else(|e| panic!("{value} in {line}: {e}"))
 }
 
 impl Drop for Replica {
