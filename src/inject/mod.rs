@@ -50,7 +50,7 @@ impl Inputs {
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.as_str()),
             Var::AccessToken => self.token.as_ref().map(|t| t.access_token.expose()),
-            Var::TokenType => self.token.as_ref().map(|t| t.token_type.as_str()),
+            Var::TokenType => self.token.as_ref().map(|t| t.token_type()),
             Var::IdToken => self
                 .token
                 .as_ref()

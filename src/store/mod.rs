@@ -41,7 +41,8 @@ fn now_unix() -> u64 {
 }
 
 enum Backend {
-    Memory(Mutex<HashMap<String, Vec<u8>>>),
+    /// Boxed keys and values: two words each instead of three, and no spare capacity.
+    Memory(Mutex<HashMap<Box<str>, Box<[u8]>>>),
     File(Box<FileBackend>),
     Redis(Box<redis::RedisBackend>),
 }
@@ -168,7 +169,7 @@ impl Store {
             Backend::Memory(m) => {
                 m.lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(name.to_string(), plain);
+                    .insert(name.into(), plain.into_boxed_slice());
                 Ok(())
             }
             Backend::File(f) => {
@@ -192,7 +193,7 @@ impl Store {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get(name)
-                .cloned(),
+                .map(|v| v.to_vec()),
             Backend::File(f) => {
                 let (db, crypto) = (&f.db, &f.crypto);
                 let tx = db.begin_read().map_err(io)?;
@@ -256,7 +257,11 @@ impl Store {
         match &self.backend {
             // Opened already: GETDEL, then the seal is checked.
             Backend::Redis(r) => r.take(name),
-            Backend::Memory(m) => Ok(m.lock().unwrap_or_else(|p| p.into_inner()).remove(name)),
+            Backend::Memory(m) => Ok(m
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(name)
+                .map(Vec::from)),
             Backend::File(f) => {
                 let db = &f.db;
                 let tx = db.begin_write().map_err(io)?;
@@ -294,7 +299,7 @@ impl Store {
                 .unwrap_or_else(|p| p.into_inner())
                 .keys()
                 .filter(|k| k.starts_with(prefix))
-                .cloned()
+                .map(|k| k.to_string())
                 .collect()),
             Backend::File(f) => {
                 let db = &f.db;

@@ -26,11 +26,18 @@ struct SlotInner {
     flight: Option<watch::Receiver<Option<FlightResult>>>,
     /// Kept apart from `current`, so a token dropped after a 401 keeps its refresh token.
     refresh_token: Option<Secret>,
-    failures: u32,
-    retry_at: Option<Instant>,
-    last_error: Option<TokenError>,
+    /// Set by a failed fetch, cleared by a good one: boxed, since most slots never fail and
+    /// every per-user grant has a slot.
+    backoff: Option<Box<Backoff>>,
     /// The store was asked for a saved token (once per slot, on its first fetch).
     store_checked: bool,
+}
+
+/// A slot's failures since its last good fetch.
+struct Backoff {
+    failures: u32,
+    retry_at: Instant,
+    last_error: TokenError,
 }
 
 /// Counters (exported as metrics later).
@@ -134,7 +141,7 @@ impl TokenCache {
                 || s.current
                     .load()
                     .as_ref()
-                    .is_some_and(|t| now < t.usable_until)
+                    .is_some_and(|t| now < t.usable_until())
         });
         if self.slots.len() > target {
             let mut ages: Vec<(Instant, TokenKey)> = self
@@ -171,9 +178,9 @@ impl TokenCache {
         let slot = self.slot(key);
         let now = Instant::now();
         if let Some(tok) = slot.current.load_full() {
-            if now < tok.usable_until {
+            if now < tok.usable_until() {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                if now >= tok.refresh_at {
+                if now >= tok.refresh_at() {
                     self.refresh_in_background(&slot, key, source, policy, now);
                 }
                 return Ok(tok);
@@ -184,7 +191,7 @@ impl TokenCache {
             let mut inner = lock(&slot.inner);
             // Another caller may have stored a token while we waited for the lock.
             if let Some(tok) = slot.current.load_full() {
-                if now < tok.usable_until {
+                if now < tok.usable_until() {
                     return Ok(tok);
                 }
             }
@@ -194,7 +201,8 @@ impl TokenCache {
                     rx.clone()
                 }
                 None => {
-                    if let (Some(at), Some(err)) = (inner.retry_at, &inner.last_error) {
+                    if let Some(b) = &inner.backoff {
+                        let (at, err) = (b.retry_at, &b.last_error);
                         if now < at {
                             self.stats
                                 .backoff_rejections
@@ -227,7 +235,7 @@ impl TokenCache {
         now: Instant,
     ) {
         let mut inner = lock(&slot.inner);
-        if inner.flight.is_some() || inner.retry_at.is_some_and(|at| now < at) {
+        if inner.flight.is_some() || inner.backoff.as_ref().is_some_and(|b| now < b.retry_at) {
             return;
         }
         self.stats.early_refreshes.fetch_add(1, Ordering::Relaxed);
@@ -289,14 +297,12 @@ impl TokenCache {
                         }
                         let token = Arc::new(policy.token(f.clone(), now));
                         if let (Some(p), false, None) = (&cache.persist, from_store, &key.user) {
-                            let (p, k, lifetime) = (p.clone(), key.clone(), token.lifetime);
+                            let (p, k, lifetime) = (p.clone(), key.clone(), token.lifetime());
                             // Off the request path; a failed write only costs a fetch after a restart.
                             tokio::task::spawn_blocking(move || p.save(&k, &f, lifetime));
                         }
                         slot.current.store(Some(token.clone()));
-                        inner.failures = 0;
-                        inner.retry_at = None;
-                        inner.last_error = None;
+                        inner.backoff = None;
                         Ok(token)
                     }
                     Err(e) => {
@@ -311,10 +317,12 @@ impl TokenCache {
                             TokenErrorKind::AuthorizationRequired
                                 | TokenErrorKind::StoreUnavailable
                         ) {
-                            inner.failures += 1;
-                            let wait = policy.backoff(inner.failures);
-                            inner.retry_at = Some(now + wait);
-                            inner.last_error = Some(e.clone());
+                            let failures = inner.backoff.as_ref().map_or(0, |b| b.failures) + 1;
+                            inner.backoff = Some(Box::new(Backoff {
+                                failures,
+                                retry_at: now + policy.backoff(failures),
+                                last_error: e.clone(),
+                            }));
                         }
                         Err(e)
                     }
@@ -342,9 +350,7 @@ impl TokenCache {
         if refresh_token.is_some() {
             inner.refresh_token = refresh_token;
         }
-        inner.failures = 0;
-        inner.retry_at = None;
-        inner.last_error = None;
+        inner.backoff = None;
         slot.current.store(Some(Arc::new(token)));
     }
 

@@ -59,34 +59,97 @@ pub struct Fetched {
     pub entered: Vec<(String, Secret)>,
 }
 
-/// A cached token with its timeline.
+/// Name/value pairs in one allocation (`u32 name length | name | u32 value length | value`, …):
+/// a cached token keeps its response's other members and an end user's entered values this way,
+/// one allocation instead of one per string. `Debug` shows the names only, never a value.
+#[derive(Clone, Default)]
+pub struct Pairs(Box<[u8]>);
+
+impl Pairs {
+    pub fn new<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Pairs {
+        let mut buf = Vec::new();
+        for (k, v) in pairs {
+            for part in [k, v] {
+                let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+                buf.extend_from_slice(&len.to_le_bytes());
+                buf.extend_from_slice(&part.as_bytes()[..len as usize]);
+            }
+        }
+        Pairs(buf.into_boxed_slice())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut rest: &[u8] = &self.0;
+        let mut next = move || -> Option<&str> {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let (part, tail) = tail.split_at_checked(u32::from_le_bytes(*len) as usize)?;
+            rest = tail;
+            std::str::from_utf8(part).ok()
+        };
+        std::iter::from_fn(move || Some((next()?, next()?)))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Pairs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter().map(|(k, _)| k)).finish()
+    }
+}
+
+/// A cached token with its timeline. Kept small: every end user with a grant has one.
 #[derive(Debug)]
 pub struct Token {
     pub access_token: Secret,
-    pub token_type: String,
+    /// `None` for "Bearer" (the usual value): see [`Token::token_type`].
+    token_type: Option<Box<str>>,
     pub id_token: Option<Secret>,
-    pub scope: Option<String>,
-    pub extra: Vec<(String, String)>,
+    /// The response's other members (`{{token.<name>}}`).
+    pub extra: Pairs,
     /// See [`Fetched::entered`].
-    pub entered: Vec<(String, Secret)>,
+    pub entered: Pairs,
     pub has_refresh_token: bool,
     pub received_at: Instant,
-    pub lifetime: Duration,
-    pub refresh_at: Instant,
-    pub usable_until: Instant,
+    /// The timeline as milliseconds after `received_at` (a lifetime is at most a day):
+    /// expiry, when to refresh early, and the end of use.
+    lifetime_ms: u32,
+    refresh_ms: u32,
+    usable_ms: u32,
 }
 
 impl Token {
+    pub fn token_type(&self) -> &str {
+        self.token_type.as_deref().unwrap_or("Bearer")
+    }
+
+    pub fn lifetime(&self) -> Duration {
+        Duration::from_millis(self.lifetime_ms.into())
+    }
+
     pub fn expires_at(&self) -> Instant {
-        self.received_at + self.lifetime
+        self.received_at + self.lifetime()
+    }
+
+    /// From here on a request starts a refresh in the background.
+    pub fn refresh_at(&self) -> Instant {
+        self.received_at + Duration::from_millis(self.refresh_ms.into())
+    }
+
+    /// Never injected from here on (the expiry margin).
+    pub fn usable_until(&self) -> Instant {
+        self.received_at + Duration::from_millis(self.usable_ms.into())
     }
 
     /// A value the end user entered (`user_field.<key>` or `tenant`).
     pub fn entered(&self, name: &str) -> Option<&str> {
-        self.entered
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.expose())
+        self.entered.get(name)
     }
 
     /// A user field's value.
@@ -94,15 +157,16 @@ impl Token {
         self.entered
             .iter()
             .find(|(k, _)| k.strip_prefix("user_field.") == Some(key))
-            .map(|(_, v)| v.expose())
+            .map(|(_, v)| v)
     }
 
     pub fn extra(&self, name: &str) -> Option<&str> {
-        self.extra
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.extra.get(name)
     }
+}
+
+fn ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 /// How a key's tokens age and how failures back off.
@@ -151,16 +215,15 @@ impl Policy {
         let margin = self.expiry_margin.min(lifetime / 10);
         Token {
             access_token: f.access_token,
-            token_type: f.token_type,
+            token_type: (f.token_type != "Bearer").then(|| f.token_type.into()),
             id_token: f.id_token,
-            scope: f.scope,
-            extra: f.extra,
-            entered: f.entered,
+            extra: Pairs::new(f.extra.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            entered: Pairs::new(f.entered.iter().map(|(k, v)| (k.as_str(), v.expose()))),
             has_refresh_token: f.refresh_token.is_some(),
             received_at: now,
-            lifetime,
-            refresh_at: now + lifetime - refresh_before,
-            usable_until: now + lifetime - margin,
+            lifetime_ms: ms(lifetime),
+            refresh_ms: ms(lifetime - refresh_before),
+            usable_ms: ms(lifetime - margin),
         }
     }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{Fetched, TokenKey};
 use crate::secret::Secret;
@@ -87,16 +87,32 @@ pub fn encode_record(f: &Fetched, lifetime: Duration) -> (Vec<u8>, u64) {
             .iter()
             .map(|(k, v)| (k.clone(), Value::String(v.expose().to_string())))
             .collect();
-        let record = json!({
-            "entered": entered,
-            "access_token": f.access_token.expose(),
-            "token_type": f.token_type,
-            "refresh_token": f.refresh_token.as_ref().map(Secret::expose),
-            "id_token": f.id_token.as_ref().map(Secret::expose),
-            "scope": f.scope,
-            "extra": extra,
-            "expires_at": expires_at,
-        });
+        // Members without a value are left out (a reader takes a missing one as none): every
+        // end user's grant is one record, in memory with the memory store.
+        let mut record = serde_json::Map::new();
+        let mut put = |k: &str, v: Value| {
+            record.insert(k.to_string(), v);
+        };
+        put("access_token", f.access_token.expose().into());
+        if f.token_type != "Bearer" {
+            put("token_type", f.token_type.as_str().into());
+        }
+        if let Some(rt) = &f.refresh_token {
+            put("refresh_token", rt.expose().into());
+        }
+        if let Some(it) = &f.id_token {
+            put("id_token", it.expose().into());
+        }
+        if let Some(scope) = &f.scope {
+            put("scope", scope.as_str().into());
+        }
+        if !extra.is_empty() {
+            put("extra", Value::Object(extra));
+        }
+        if !entered.is_empty() {
+            put("entered", Value::Object(entered));
+        }
+        put("expires_at", expires_at.into());
         (serde_json::to_vec(&record).unwrap_or_default(), expires_at)
     }
 }

@@ -120,15 +120,18 @@ async fn a_token_in_its_last_margin_is_never_injected() {
     let p = Policy::default();
     let t1 = cache.get(&key(), &source, &p).await.unwrap();
     // 5 s token: refresh from 2.5 s, never used from 4.5 s.
-    assert_eq!(t1.refresh_at - t1.received_at, Duration::from_millis(2500));
     assert_eq!(
-        t1.usable_until - t1.received_at,
+        t1.refresh_at() - t1.received_at,
+        Duration::from_millis(2500)
+    );
+    assert_eq!(
+        t1.usable_until() - t1.received_at,
         Duration::from_millis(4500)
     );
     tokio::time::advance(Duration::from_millis(4600)).await;
     let t2 = cache.get(&key(), &source, &p).await.unwrap();
     assert_eq!(t2.access_token.expose(), "tok-2");
-    assert!(Instant::now() < t2.usable_until);
+    assert!(Instant::now() < t2.usable_until());
 }
 
 #[tokio::test(start_paused = true)]
@@ -259,18 +262,19 @@ fn lifetimes_default_and_clamp() {
         entered: vec![],
     };
     let now = Instant::now();
-    assert_eq!(p.token(f(None), now).lifetime, DEFAULT_TOKEN_LIFETIME);
+    assert_eq!(p.token(f(None), now).lifetime(), DEFAULT_TOKEN_LIFETIME);
     assert_eq!(
-        p.token(f(Some(Duration::ZERO)), now).lifetime,
+        p.token(f(Some(Duration::ZERO)), now).lifetime(),
         Duration::from_secs(1)
     );
     assert_eq!(
-        p.token(f(Some(Duration::from_secs(1 << 40))), now).lifetime,
+        p.token(f(Some(Duration::from_secs(1 << 40))), now)
+            .lifetime(),
         MAX_TOKEN_LIFETIME
     );
     let t = p.token(f(Some(Duration::from_secs(3600))), now);
-    assert_eq!(t.expires_at() - t.refresh_at, DEFAULT_REFRESH_BEFORE);
-    assert_eq!(t.expires_at() - t.usable_until, DEFAULT_EXPIRY_MARGIN);
+    assert_eq!(t.expires_at() - t.refresh_at(), DEFAULT_REFRESH_BEFORE);
+    assert_eq!(t.expires_at() - t.usable_until(), DEFAULT_EXPIRY_MARGIN);
 }
 
 #[tokio::test(start_paused = true)]
@@ -362,4 +366,80 @@ async fn b16_the_cache_stays_within_its_bound() {
     assert!(!cache.entries().iter().any(|(k, _, _)| k == &user_key(1000)));
     assert!(cache.contains(&key()));
     slow.abort();
+}
+
+#[test]
+fn pairs_keep_names_and_values_in_order_and_show_no_value() {
+    let p = Pairs::new([
+        ("a", "1"),
+        ("", ""),
+        ("user_field.pin", "4242"),
+        ("ü", "ẞ\0x"),
+    ]);
+    let all: Vec<_> = p.iter().collect();
+    assert_eq!(
+        all,
+        [
+            ("a", "1"),
+            ("", ""),
+            ("user_field.pin", "4242"),
+            ("ü", "ẞ\0x")
+        ]
+    );
+    assert_eq!(p.get("user_field.pin"), Some("4242"));
+    assert_eq!(p.get("missing"), None);
+    assert!(!format!("{p:?}").contains("4242"));
+    assert!(Pairs::default().is_empty());
+    assert_eq!(Pairs::default().iter().count(), 0);
+}
+
+#[test]
+fn a_record_leaves_out_empty_members_and_reads_back_whole() {
+    let mut f = Fetched {
+        access_token: Secret::new("at"),
+        token_type: "Bearer".into(),
+        expires_in: Some(Duration::from_secs(600)),
+        refresh_token: None,
+        id_token: None,
+        scope: None,
+        extra: vec![],
+        refresh_token_refused: false,
+        entered: vec![],
+    };
+    let (bytes, _) = encode_record(&f, Duration::from_secs(600));
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    for absent in [
+        "token_type",
+        "refresh_token",
+        "id_token",
+        "scope",
+        "extra",
+        "entered",
+        "null",
+    ] {
+        assert!(!text.contains(absent), "{text}");
+    }
+    let (back, left) = decode_record(&bytes).unwrap();
+    assert_eq!(back.token_type, "Bearer");
+    assert!(back.refresh_token.is_none() && back.extra.is_empty() && back.entered.is_empty());
+    assert!(left > Duration::from_secs(590));
+
+    f.token_type = "MAC".into();
+    f.refresh_token = Some(Secret::new("rt"));
+    f.id_token = Some(Secret::new("it"));
+    f.scope = Some("a b".into());
+    f.extra = vec![("instance_url".into(), "https://x".into())];
+    f.entered = vec![("tenant".into(), Secret::new("acme"))];
+    let (bytes, _) = encode_record(&f, Duration::from_secs(600));
+    let (back, _) = decode_record(&bytes).unwrap();
+    assert_eq!(back.token_type, "MAC");
+    assert_eq!(back.refresh_token.as_ref().unwrap().expose(), "rt");
+    assert_eq!(back.id_token.as_ref().unwrap().expose(), "it");
+    assert_eq!(back.scope.as_deref(), Some("a b"));
+    assert_eq!(back.extra, f.extra);
+    assert_eq!(back.entered[0].1.expose(), "acme");
+    let t = Policy::default().token(back, Instant::now());
+    assert_eq!(t.extra("instance_url"), Some("https://x"));
+    assert_eq!(t.entered("tenant"), Some("acme"));
+    assert_eq!(t.token_type(), "MAC");
 }
