@@ -6,7 +6,7 @@
 //! loadgen burst --url URL --n 1000                                     # n concurrent requests
 //! loadgen keys  --url URL --n 100000 [--concurrency 64]                # distinct tenants t{i}
 //! loadgen idle  --addr HOST:PORT --n 10000 --hold 10                   # idle keep-alive connections
-//! loadgen users --url URL --n 10000 [--concurrency 64]                # end users u{i} log in, then call
+//! loadgen users --url URL --n 10000 [--concurrency 64] [--from 0]     # end users u{from+i} log in, then call
 //! loadgen slowloris --addr HOST:PORT --n 1000 --every 5 --seconds 30   # heads trickled 1 byte at a time
 //! ```
 //! Each prints one JSON object on stdout. Latencies are measured from the scheduled send time (open
@@ -237,11 +237,11 @@ async fn log_in(c: &Client<HttpConnector, Full<Bytes>>, url: &str, user: &str) -
     matches!(fetch(c, url, Some(user)).await, Some((s, _, _)) if s < 400)
 }
 
-async fn users(url: String, n: u64, concurrency: u64) {
+async fn users(url: String, n: u64, concurrency: u64, from: u64) {
     let c = client(concurrency as usize);
     spread("users", n, concurrency, move |i| {
         let (c, url) = (c.clone(), url.clone());
-        async move { log_in(&c, &url, &format!("u{i}")).await }
+        async move { log_in(&c, &url, &format!("u{}", from + i)).await }
     })
     .await
 }
@@ -350,6 +350,7 @@ async fn main() {
                 url,
                 num(&args, "--n", 10_000),
                 num(&args, "--concurrency", 64),
+                num(&args, "--from", 0),
             )
             .await
         }
