@@ -443,3 +443,20 @@ fn a_record_leaves_out_empty_members_and_reads_back_whole() {
     assert_eq!(t.entered("tenant"), Some("acme"));
     assert_eq!(t.token_type(), "MAC");
 }
+
+proptest::proptest! {
+    /// Any names and values (empty, NUL, multi-byte, long) come back as they went in, in order.
+    #[test]
+    fn pairs_give_back_what_they_were_given(
+        items in proptest::collection::vec((".{0,40}", ".{0,300}"), 0..12),
+    ) {
+        let p = Pairs::new(items.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let back: Vec<(String, String)> =
+            p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        proptest::prop_assert_eq!(&back, &items);
+        for (k, _) in &items {
+            let first = items.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            proptest::prop_assert_eq!(p.get(k), first);
+        }
+    }
+}
