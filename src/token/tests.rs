@@ -460,3 +460,17 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_record_written_with_null_and_empty_members_still_reads() {
+    // The form records had before empty members were left out.
+    let old = br#"{"entered":{},"access_token":"at","token_type":"Bearer","refresh_token":"rt","id_token":null,"scope":null,"extra":{},"expires_at":99999999999}"#;
+    let (f, left) = decode_record(old).unwrap();
+    assert_eq!(f.access_token.expose(), "at");
+    assert_eq!(f.token_type, "Bearer");
+    assert_eq!(f.refresh_token.as_ref().map(|s| s.expose()), Some("rt"));
+    assert!(
+        f.id_token.is_none() && f.scope.is_none() && f.extra.is_empty() && f.entered.is_empty()
+    );
+    assert!(left > Duration::from_secs(3600));
+}
