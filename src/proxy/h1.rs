@@ -463,21 +463,69 @@ fn date_header(out: &mut Vec<u8>) {
     });
 }
 
+/// How often a worker looks over its idle upstream connections and closes those the upstream has
+/// closed or that idled out, so none waits in CLOSE_WAIT for the next request to its host.
+const POOL_SWEEP_EVERY: Duration = Duration::from_secs(2);
+
+thread_local! {
+    /// This worker runs its pool sweep.
+    static SWEEPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Readable while idle means closed (or stray bytes): not reusable. No syscall when the socket
+/// has had no event.
+fn still_open(s: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// Closes this worker's idle connections that are closed or too old; returns how many.
+fn sweep() -> usize {
+    POOL.with(|p| {
+        let mut closed = 0;
+        p.borrow_mut().retain(|_, list| {
+            let before = list.len();
+            list.retain(|(s, since)| since.elapsed() < POOL_IDLE_TIMEOUT && still_open(s));
+            closed += before - list.len();
+            !list.is_empty()
+        });
+        closed
+    })
+}
+
+/// Starts this worker's sweep once it pools a connection; the sweep ends when the pool is empty.
+/// Only on a worker's own single-threaded loop, where the task runs on this thread and so sees
+/// this thread's pool.
+fn start_sweep() {
+    if SWEEPING.with(|s| s.get()) {
+        return;
+    }
+    let own_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+    if !own_thread {
+        return;
+    }
+    SWEEPING.with(|s| s.set(true));
+    tokio::spawn(async {
+        loop {
+            tokio::time::sleep(POOL_SWEEP_EVERY).await;
+            sweep();
+            if POOL.with(|p| p.borrow().is_empty()) {
+                SWEEPING.with(|s| s.set(false));
+                return;
+            }
+        }
+    });
+}
+
 /// An idle pooled connection to `key` that still looks open, if any.
 fn checkout(key: &str) -> Option<TcpStream> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let list = p.get_mut(key)?;
         while let Some((s, since)) = list.pop() {
-            if since.elapsed() >= POOL_IDLE_TIMEOUT {
-                continue;
-            }
-            // Readable while idle means closed (or stray bytes): not reusable. No syscall when
-            // the socket has had no event.
-            let mut probe = [0u8; 1];
-            match s.try_read(&mut probe) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(s),
-                _ => continue,
+            if since.elapsed() < POOL_IDLE_TIMEOUT && still_open(&s) {
+                return Some(s);
             }
         }
         None
@@ -501,6 +549,7 @@ fn checkin(key: &str, s: TcpStream) {
             list.push((s, Instant::now()));
         }
     });
+    start_sweep();
 }
 
 async fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, ProxyError> {

@@ -524,3 +524,50 @@ async fn a_body_that_stalls_ends_after_the_idle_timeout() {
     s.write_all(get_req("/f/after").as_bytes()).await.unwrap();
     assert!(one_answer(&mut s).await.starts_with("HTTP/1.1 200"));
 }
+
+/// TCP states (`/proc/net/tcp`, hex) of the sockets whose remote end is `port` on 127.0.0.1.
+fn states_towards(port: u16) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&remote.as_str())).then(|| f[3].to_string())
+        })
+        .collect()
+}
+
+/// An upstream that closes an idle pooled connection without a word: the sidecar's worker closes
+/// its end within its pool sweep (every 2 s), not only when the next request to that host comes.
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_closed_without_waiting_for_a_request() {
+    let up = Scripted::start().await;
+    let h = Harness::start(&cfg(up.addr)).await;
+    let mut s = TcpStream::connect(h.server.proxy_addr).await.unwrap();
+    s.write_all(get_req("/f/silent").as_bytes()).await.unwrap();
+    let a = one_answer(&mut s).await;
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    // The upstream closed after answering: at first the sidecar's pooled end is in CLOSE_WAIT
+    // ("08") or already gone, and within the sweep it is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    loop {
+        let states = states_towards(up.addr.port());
+        if !states.iter().any(|st| st == "08") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still in CLOSE_WAIT after 6 s: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The next request (on a new client connection: this one idled out after 1 s) opens a new
+    // upstream connection and works.
+    let mut s = TcpStream::connect(h.server.proxy_addr).await.unwrap();
+    s.write_all(get_req("/f/a").as_bytes()).await.unwrap();
+    assert!(one_answer(&mut s).await.starts_with("HTTP/1.1 200"));
+    let conns: Vec<usize> = up.seen().iter().map(|r| r.conn).collect();
+    assert_ne!(conns[0], conns[1]);
+}
