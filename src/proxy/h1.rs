@@ -364,7 +364,7 @@ pub(crate) fn parse_response(
     let closing = close_caller || framing == Framing::Close;
     let mut out = take_buf();
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
+    push_decimal(&mut out, u64::from(status));
     out.push(b' ');
     match resp.reason.filter(|r| !r.is_empty()) {
         Some(r) => out.extend_from_slice(r.as_bytes()),
@@ -445,6 +445,21 @@ fn give_buf(mut b: Vec<u8>) {
             p.push(b);
         }
     });
+}
+
+/// Appends `n` in decimal (a status code or a port: no formatter or allocation on the hot path).
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 fn date_header(out: &mut Vec<u8>) {
@@ -540,13 +555,14 @@ fn checkin(key: &str, s: TcpStream) {
             None => p.entry(key.to_owned()).or_default(),
         };
         // Oldest first: drop the expired ones.
+        let now = Instant::now();
         let expired = list
             .iter()
-            .take_while(|(_, t)| t.elapsed() >= POOL_IDLE_TIMEOUT)
+            .take_while(|(_, t)| now.duration_since(*t) >= POOL_IDLE_TIMEOUT)
             .count();
         list.drain(..expired);
         if list.len() < POOL_MAX_IDLE_PER_HOST {
-            list.push((s, Instant::now()));
+            list.push((s, now));
         }
     });
     start_sweep();
@@ -745,7 +761,7 @@ fn outgoing(uri: &Uri, method: &Method, headers: &HeaderMap) -> Result<Outgoing,
     head.extend_from_slice(host.as_bytes());
     if port != 80 {
         head.push(b':');
-        head.extend_from_slice(port.to_string().as_bytes());
+        push_decimal(&mut head, u64::from(port));
     }
     head.extend_from_slice(b"\r\n");
     for (name, value) in headers {
@@ -1125,6 +1141,15 @@ mod tests {
         let mut c = Chunks::default();
         let n = c.feed(input)?;
         Ok(c.done().then_some(n))
+    }
+
+    #[test]
+    fn decimals_are_written_as_the_formatter_would() {
+        for n in [0u64, 7, 10, 99, 100, 200, 404, 999, 8080, 65535, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
     }
 
     #[test]

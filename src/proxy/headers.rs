@@ -41,6 +41,11 @@ pub struct Control {
 
 /// Removes hop-by-hop headers (including those the `Connection` header names).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Usually there is none (and so no `Connection` either): one pass over the few names present
+    // instead of a lookup for each hop-by-hop name.
+    if !any_of(headers, HOP_BY_HOP) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -53,6 +58,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     for name in HOP_BY_HOP {
         headers.remove(*name);
+    }
+}
+
+/// Whether `headers` has any of `names` (lowercase, as `HeaderName`s are).
+fn any_of(headers: &HeaderMap, names: &[&str]) -> bool {
+    headers.keys().any(|k| names.contains(&k.as_str()))
+}
+
+/// Removes every header of `names` (lowercase): a removal only when one of them is there.
+pub fn remove_all_of(headers: &mut HeaderMap, names: &[&str]) {
+    if any_of(headers, names) {
+        for name in names {
+            headers.remove(*name);
+        }
     }
 }
 
@@ -151,6 +170,32 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_removed() {
+        // The one-pass check must see every name of the list, not only `connection`.
+        for name in HOP_BY_HOP {
+            let mut h = HeaderMap::new();
+            h.insert(*name, HeaderValue::from_static("x"));
+            h.insert("x-keep", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{name} was kept");
+        }
+    }
+
+    #[test]
+    fn remove_all_of_removes_every_listed_name_and_nothing_else() {
+        let mut h = HeaderMap::new();
+        h.append("x-real-ip", HeaderValue::from_static("1"));
+        h.append("forwarded", HeaderValue::from_static("a"));
+        h.append("forwarded", HeaderValue::from_static("b"));
+        h.append("accept", HeaderValue::from_static("*/*"));
+        remove_all_of(&mut h, &["forwarded", "x-real-ip", "x-forwarded-for"]);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+        remove_all_of(&mut h, &["forwarded"]);
+        assert_eq!(h.len(), 1);
     }
 
     #[test]

@@ -571,3 +571,54 @@ async fn a_pooled_connection_the_upstream_closed_is_closed_without_waiting_for_a
     let conns: Vec<usize> = up.seen().iter().map(|r| r.conn).collect();
     assert_ne!(conns[0], conns[1]);
 }
+
+/// Every request reaches the upstream with an `X-Request-Id`: the caller's when usable, else a new
+/// one of 20 lowercase hex digits, different for each request. Forwarding headers from an
+/// untrusted caller are dropped (any of them, alone or together) and `X-Forwarded-For` names the
+/// caller; headers the caller sent otherwise arrive as sent.
+#[tokio::test]
+async fn request_ids_and_forwarding_headers_on_the_fast_path() {
+    let up = Scripted::start().await;
+    let h = Harness::start(&cfg(up.addr)).await;
+    let mut s = TcpStream::connect(h.server.proxy_addr).await.unwrap();
+    let reqs = [
+        get_req("/f/a"),
+        get_req("/f/b"),
+        "GET /f/c HTTP/1.1\r\nHost: s\r\nX-Request-Id: caller-id-1\r\nX-Real-IP: 6.6.6.6\r\nAccept: */*\r\n\r\n".to_string(),
+        "GET /f/d HTTP/1.1\r\nHost: s\r\nForwarded: for=6.6.6.6\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: evil\r\n\r\n".to_string(),
+    ];
+    for r in &reqs {
+        s.write_all(r.as_bytes()).await.unwrap();
+        assert!(one_answer(&mut s).await.starts_with("HTTP/1.1 200"));
+    }
+    let heads: Vec<String> = up
+        .seen()
+        .iter()
+        .map(|r| r.head.to_ascii_lowercase())
+        .collect();
+    let id = |head: &str| -> String {
+        head.lines()
+            .find_map(|l| l.strip_prefix("x-request-id: "))
+            .unwrap_or_else(|| panic!("no request id in {head}"))
+            .trim()
+            .to_string()
+    };
+    let (a, b) = (id(&heads[0]), id(&heads[1]));
+    for v in [&a, &b] {
+        assert_eq!(v.len(), 20, "{v}");
+        assert!(
+            v.bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+            "{v}"
+        );
+    }
+    assert_ne!(a, b);
+    assert_eq!(a[..8], b[..8], "one prefix per process");
+    assert_eq!(id(&heads[2]), "caller-id-1");
+    assert!(heads[2].contains("accept: */*"), "{}", heads[2]);
+    for head in &heads[2..] {
+        assert!(!head.contains("6.6.6.6"), "{head}");
+        assert!(!head.contains("evil"), "{head}");
+        assert!(head.contains("x-forwarded-for: 127.0.0.1"), "{head}");
+    }
+}
