@@ -90,7 +90,7 @@ http {
 }
 EOF
 "$NGINX" -c "$WORK/up/nginx.conf" -g 'daemon off;' &
-PIDS+=($!)
+PIDS+=($!); UP_PID=$!
 
 # --- nginx as the injecting proxy
 cat > "$WORK/ng/nginx.conf" <<EOF
@@ -115,7 +115,7 @@ http {
 }
 EOF
 "$NGINX" -c "$WORK/ng/nginx.conf" -g 'daemon off;' &
-PIDS+=($!)
+PIDS+=($!); NG_PID=$!
 
 # --- HAProxy
 cat > "$WORK/haproxy.cfg" <<EOF
@@ -137,7 +137,7 @@ backend b
   server s1 127.0.0.1:$UP
 EOF
 "$HAPROXY" -f "$WORK/haproxy.cfg" -q &
-PIDS+=($!)
+PIDS+=($!); HA_PID=$!
 
 # --- mock provider (its own process) and authsidecar
 "$BIN" mock-provider --listen "127.0.0.1:$MOCK" 2>"$WORK/mock.log" &
@@ -245,14 +245,31 @@ ORDER=(direct nginx haproxy authsidecar)
 RAW="$WORK/raw.jsonl"
 : > "$RAW"
 
+# The processes that do a target's work (nginx: its workers), for CPU time per request.
+procs_of() {
+  case "$1" in
+    direct) pgrep -P "$UP_PID" | tr '\n' ' ' ;;
+    nginx) pgrep -P "$NG_PID" | tr '\n' ' ' ;;
+    haproxy) echo "$HA_PID" ;;
+    authsidecar) echo "$SIDECAR" ;;
+  esac
+}
+# "user sys" clock ticks of the given processes (all their threads), and the machine's busy ticks.
+ticks_of() { for p in $1; do cat "/proc/$p/stat" 2>/dev/null; done | awk '{u += $14; s += $15} END {print u + 0, s + 0}'; }
+busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+
 run_wrk() { # scenario target url [script]
   local scenario=$1 target=$2 url=$3 script=${4:-}
   local args=(-t "$THREADS" -c "$CONNS" -d "${DURATION}s" --latency)
   [ -n "$script" ] && args+=(-s "$script")
+  local procs; procs=$(procs_of "$target")
+  local t0 b0 t1 b1
+  t0=$(ticks_of "$procs"); b0=$(busy_ticks)
   wrk "${args[@]}" "$url" > "$WORK/wrk.out" 2>&1 || true
-  python3 - "$scenario" "$target" "$WORK/wrk.out" >> "$RAW" <<'PY'
+  t1=$(ticks_of "$procs"); b1=$(busy_ticks)
+  python3 - "$scenario" "$target" "$WORK/wrk.out" "$t0 $b0 $t1 $b1 $(getconf CLK_TCK) $DURATION" >> "$RAW" <<'PY'
 import json, re, sys
-scenario, target, path = sys.argv[1:4]
+scenario, target, path, cpu = sys.argv[1:5]
 text = open(path).read()
 def ms(v, unit):
     return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
@@ -260,7 +277,13 @@ rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
 lat = {p: ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)}
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+# CPU time per request (microseconds): the target's own processes (user, kernel) and the whole
+# machine (load generator, upstream and target together).
+u0, s0, b0, u1, s1, b1, tck, dur = map(float, cpu.split())
+n = (float(rps.group(1)) if rps else 0.0) * dur
+per = lambda ticks: round(ticks / tck / n * 1e6, 2) if n else 0.0
 print(json.dumps({"scenario": scenario, "target": target,
+                  "cpu_user_us": per(u1 - u0), "cpu_sys_us": per(s1 - s0), "machine_cpu_us": per(b1 - b0),
                   "rps": float(rps.group(1)) if rps else 0.0,
                   "p50_ms": lat.get("50", 0.0), "p99_ms": lat.get("99", 0.0),
                   "non2xx": int(errors.group(1)) if errors else 0,
@@ -374,6 +397,7 @@ def agg(scenario, target):
     med = lambda k: statistics.median(r[k] for r in rs)
     return {"rounds": len(rs), "rps": med("rps"), "rps_min": min(r["rps"] for r in rs), "rps_max": max(r["rps"] for r in rs),
             "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"), "p99_ms_max": max(r["p99_ms"] for r in rs),
+            "cpu_user_us": med("cpu_user_us"), "cpu_sys_us": med("cpu_sys_us"), "machine_cpu_us": med("machine_cpu_us"),
             "errors": sum(r.get("non2xx", 0) + r.get("socket_errors", 0) for r in rs)}
 result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
           "machine": {"cores": os.cpu_count(), "kernel": platform.release()},
@@ -398,6 +422,20 @@ print(f"| target | req/s (median) | min–max | p50 ms | p99 ms | errors |")
 print(f"| --- | ---: | ---: | ---: | ---: | ---: |")
 for t, v in h.items():
     if v: print(f"| {t} | {v['rps']:.0f} | {v['rps_min']:.0f}–{v['rps_max']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['errors']} |")
+print()
+print("CPU time per request, µs (medians; direct: the upstream's own; machine: load generator, upstream and target together)")
+print(f"| target | user | kernel | machine |")
+print(f"| --- | ---: | ---: | ---: |")
+for t, v in h.items():
+    if v: print(f"| {t} | {v['cpu_user_us']:.2f} | {v['cpu_sys_us']:.2f} | {v['machine_cpu_us']:.2f} |")
+n, d = h.get("nginx"), h.get("direct")
+if n and d and n["rps"]:
+    # 1.2 x nginx's rate on the same cores: the machine may spend 1/1.2 of nginx's CPU per request;
+    # what the load generator and upstream take (the direct run) is not the proxy's to spend.
+    budget = n["machine_cpu_us"] / 1.2 - d["machine_cpu_us"]
+    print(f"budget of a proxy for 1.2 x nginx: {budget:.2f} µs per request in all (nginx's kernel time alone: {n['cpu_sys_us']:.2f} µs)")
+    result["budget_for_1_2x_nginx_us"] = round(budget, 2)
+    json.dump(result, open(out, "w"), indent=2)
 print()
 for k, v in result["ratios"].items():
     print(f"{k}: {v}")

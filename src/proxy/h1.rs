@@ -97,7 +97,9 @@ pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Parse {
     let Ok(uri) = Uri::from_maybe_shared(Bytes::copy_from_slice(path.as_bytes())) else {
         return Parse::Handover;
     };
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    // Room for what the sidecar adds (request id, X-Forwarded-For, the credential, Cache-Control),
+    // so the map does not grow on the way.
+    let mut headers = HeaderMap::with_capacity(req.headers.len() + 4);
     let mut close = false;
     let mut lengths = 0;
     for h in req.headers.iter() {
