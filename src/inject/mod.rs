@@ -283,7 +283,7 @@ impl Plan {
                 Some(v) => v.clone(),
                 None => {
                     let s = self.render(&h.op, inputs)?;
-                    let mut v = HeaderValue::from_str(&s).map_err(|_| {
+                    let mut v = header_value(s).map_err(|_| {
                         let from_token = match &h.op.value {
                             Value::Dynamic(t) => t.vars().any(|v| {
                                 matches!(v, Var::AccessToken | Var::TokenType | Var::IdToken | Var::Token(_))
@@ -331,6 +331,17 @@ impl Plan {
 }
 
 /// Removes every header whose name equals `name` once `_` is read as `-` (names are lowercase).
+/// A rendered header value, under `HeaderValue::from_str`'s rule; a rendered `String` becomes
+/// the value's buffer without a copy.
+fn header_value(
+    s: std::borrow::Cow<'_, str>,
+) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    match s {
+        std::borrow::Cow::Borrowed(b) => HeaderValue::from_str(b),
+        std::borrow::Cow::Owned(o) => HeaderValue::from_maybe_shared(Bytes::from(o)),
+    }
+}
+
 pub fn remove_variants(headers: &mut HeaderMap, name: &HeaderName) {
     headers.remove(name);
     let target = name.as_str().as_bytes();

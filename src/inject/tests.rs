@@ -319,3 +319,26 @@ fn depth_counting_ignores_brackets_inside_strings() {
     let (out, _) = rewrite(&p, Method::POST, Some("application/json"), &in_string).unwrap();
     assert!(out.ends_with(",\"token\":\"K3y\"}"));
 }
+
+#[test]
+fn rendered_header_values_follow_the_from_str_rule() {
+    use std::borrow::Cow;
+    for s in [
+        "Bearer abc.def",
+        "a\tb",
+        "",
+        "é",
+        "caf\u{e9}",
+        "a\nb",
+        "a\rb",
+        "\u{7f}",
+        "\0",
+        "~!@#$%^&*()",
+    ] {
+        let want = HeaderValue::from_str(s).ok();
+        let owned = header_value(Cow::Owned(s.to_string())).ok();
+        let borrowed = header_value(Cow::Borrowed(s)).ok();
+        assert_eq!(owned, want, "{s:?}");
+        assert_eq!(borrowed, want, "{s:?}");
+    }
+}

@@ -904,10 +904,7 @@ async fn relay(
     };
     spill |= n < ans.rest.len();
     out.extend_from_slice(&ans.rest[..n]);
-    if !matches!(
-        tokio::time::timeout(stall, caller.write_all(&out)).await,
-        Ok(Ok(()))
-    ) {
+    if !write_within(caller, &out, stall).await {
         return (false, None);
     }
     give_buf(out);
@@ -932,16 +929,28 @@ async fn relay(
             return (false, None);
         };
         spill |= n < buf.len();
-        if !matches!(
-            tokio::time::timeout(stall, caller.write_all(&buf[..n])).await,
-            Ok(Ok(()))
-        ) {
+        if !write_within(caller, &buf[..n], stall).await {
             return (false, None);
         }
     }
     give_buf(buf);
     let keep = ans.head.reusable && !spill;
     (true, keep.then_some(ans.stream))
+}
+
+/// Writes all of `buf` to the caller, each wait for the caller to take bytes bounded by `stall`.
+/// Usually the socket takes it all at once, and then no timer is set.
+async fn write_within(caller: &mut TcpStream, buf: &[u8], stall: Duration) -> bool {
+    let n = match caller.try_write(buf) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(_) => return false,
+    };
+    n == buf.len()
+        || matches!(
+            tokio::time::timeout(stall, caller.write_all(&buf[n..])).await,
+            Ok(Ok(()))
+        )
 }
 
 impl Proxy {

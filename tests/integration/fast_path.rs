@@ -23,6 +23,11 @@ enum After {
 
 /// The answer for a request path, and what happens to the connection after it.
 fn script(path: &str) -> (Vec<u8>, After) {
+    if path.ends_with("/big") {
+        let mut answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {BIG}\r\n\r\n").into_bytes();
+        answer.resize(answer.len() + BIG, b'x');
+        return (answer, After::KeepOpen);
+    }
     let (bytes, after): (&[u8], After) = match path.rsplit('/').next().unwrap_or("") {
         "len" => (
             b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: keep-alive, x-hop\r\nx-hop: 1\r\nkeep-alive: timeout=5\r\nx-kept: yes\r\n\r\nhello",
@@ -523,6 +528,40 @@ async fn a_body_that_stalls_ends_after_the_idle_timeout() {
     let mut s = TcpStream::connect(h.server.proxy_addr).await.unwrap();
     s.write_all(get_req("/f/after").as_bytes()).await.unwrap();
     assert!(one_answer(&mut s).await.starts_with("HTTP/1.1 200"));
+}
+
+/// Body size of `/big`: more than every socket buffer between the upstream and the caller holds.
+const BIG: usize = 64 << 20;
+
+/// A caller that stops reading a large answer: once the sidecar has waited the idle timeout (1 s
+/// here) for the caller to take more bytes, it closes the caller's connection; the caller, reading
+/// again later, gets what was buffered and then the end, not the whole body.
+#[tokio::test]
+async fn a_caller_that_stops_reading_is_closed_after_the_idle_timeout() {
+    let up = Scripted::start().await;
+    let h = Harness::start(&cfg(up.addr)).await;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(h.server.proxy_addr).await.unwrap();
+    s.write_all(get_req("/f/big").as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await
+    .is_ok();
+    assert!(
+        ended,
+        "the connection was still open after 10 s ({got} bytes)"
+    );
+    assert!(got > 0 && got < BIG, "{got} bytes of a {BIG}-byte body");
 }
 
 /// TCP states (`/proc/net/tcp`, hex) of the sockets whose remote end is `port` on 127.0.0.1.
