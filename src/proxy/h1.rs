@@ -143,18 +143,33 @@ enum Wait {
     Closed,
 }
 
-/// Waits until the caller sends something (no buffer is held meanwhile), for at most `within`,
-/// or until `shutdown` (the connection's one registration with the shutdown signal) fires.
-async fn wait_readable<S>(stream: &TcpStream, within: Duration, shutdown: Pin<&mut S>) -> Wait
+/// Waits until the caller sends something (no buffer is held meanwhile), until `deadline`, or
+/// until `shutdown` (the connection's one registration with the shutdown signal) fires.
+///
+/// `timer` is the connection's one timer, set once and reset only when it fires: it must never be
+/// due later than `deadline` (deadlines only move later over a connection's life). When it fires
+/// before `deadline` (the connection was busy since it was set), it is set to `deadline` and the
+/// wait goes on, so a request costs no timer registration.
+async fn wait_readable<S>(
+    stream: &TcpStream,
+    deadline: Instant,
+    mut timer: Pin<&mut tokio::time::Sleep>,
+    mut shutdown: Pin<&mut S>,
+) -> Wait
 where
     S: std::future::Future,
 {
-    tokio::select! {
-        r = tokio::time::timeout(within, stream.readable()) => match r {
-            Ok(Ok(())) => Wait::Ready,
-            _ => Wait::Closed,
-        },
-        _ = shutdown => Wait::Closed,
+    loop {
+        tokio::select! {
+            r = stream.readable() => return if r.is_ok() { Wait::Ready } else { Wait::Closed },
+            () = timer.as_mut() => {
+                if Instant::now() >= deadline {
+                    return Wait::Closed;
+                }
+                timer.as_mut().reset(deadline);
+            }
+            _ = shutdown.as_mut() => return Wait::Closed,
+        }
     }
 }
 
@@ -171,6 +186,9 @@ pub async fn serve(
     }
     let stop = shutdown.changed();
     tokio::pin!(stop);
+    // Due no later than the first wait's deadline; see `wait_readable`.
+    let timer = tokio::time::sleep(limits.header_read_timeout.min(limits.idle_timeout));
+    tokio::pin!(timer);
     let mut buf: Vec<u8> = Vec::new();
     let mut first = true;
     loop {
@@ -183,7 +201,10 @@ pub async fn serve(
             } else {
                 limits.idle_timeout
             };
-            if let Wait::Closed = wait_readable(&stream, within, stop.as_mut()).await {
+            let deadline = Instant::now() + within;
+            if let Wait::Closed =
+                wait_readable(&stream, deadline, timer.as_mut(), stop.as_mut()).await
+            {
                 return Ended::Closed;
             }
             buf = take_buf();

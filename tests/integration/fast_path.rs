@@ -435,6 +435,40 @@ async fn connection_close_and_the_idle_timeout_end_the_connection() {
     );
 }
 
+/// The idle timeout (1 s here) counts from the end of the last answer, not from accept: a
+/// connection busy for 2.5 s (a request every 250 ms) stays open, then closes about 1 s after
+/// its last answer.
+#[tokio::test]
+async fn the_idle_timeout_counts_from_the_last_answer() {
+    let up = Scripted::start().await;
+    let h = Harness::start(&cfg(up.addr)).await;
+    let mut s = TcpStream::connect(h.server.proxy_addr).await.unwrap();
+    for i in 0..10 {
+        s.write_all(get_req(&format!("/f/n{i}")).as_bytes())
+            .await
+            .unwrap();
+        assert!(
+            one_answer(&mut s).await.starts_with("HTTP/1.1 200"),
+            "request {i}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let last = std::time::Instant::now() - Duration::from_millis(250);
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("closed within 5 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let waited = last.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    // All ten came on one caller connection.
+    assert_eq!(up.seen().len(), 10);
+}
+
 /// A pooled connection that the upstream drops when the next request arrives: a GET is sent
 /// once more on a new connection (RFC 9110 §9.2.2: idempotent), a POST is not (502, sent once).
 #[tokio::test]
