@@ -556,13 +556,13 @@ fn start_sweep() {
     });
 }
 
-/// An idle pooled connection to `key` that still looks open, if any.
-fn checkout(key: &str) -> Option<TcpStream> {
+/// An idle pooled connection to `key` that still looks open at `now`, if any.
+fn checkout(key: &str, now: Instant) -> Option<TcpStream> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let list = p.get_mut(key)?;
         while let Some((s, since)) = list.pop() {
-            if since.elapsed() < POOL_IDLE_TIMEOUT && still_open(&s) {
+            if now.saturating_duration_since(since) < POOL_IDLE_TIMEOUT && still_open(&s) {
                 return Some(s);
             }
         }
@@ -828,8 +828,9 @@ async fn exchange(
     method: &Method,
     connect_timeout: Duration,
     close_caller: bool,
+    now: Instant,
 ) -> Result<Answer, ProxyError> {
-    let mut pooled = checkout(out.authority.as_str());
+    let mut pooled = checkout(out.authority.as_str(), now);
     loop {
         let reused = pooled.is_some();
         let mut stream = match pooled.take() {
@@ -1073,10 +1074,11 @@ impl Proxy {
             let uri = build_head(route, plan, inputs, &parts.uri, rest_start, &mut headers)?;
             outgoing(&uri, &parts.method, &headers)
         };
-        let exchange_once = |out: Outgoing| async move {
-            match tokio::time::timeout(
-                route.timeout,
-                exchange(out, &parts.method, client.connect_timeout, close),
+        // `at`: when the request is sent (the caller reads the clock once for both uses).
+        let exchange_once = |out: Outgoing, at: Instant| async move {
+            match tokio::time::timeout_at(
+                at + route.timeout,
+                exchange(out, &parts.method, client.connect_timeout, close, at),
             )
             .await
             {
@@ -1094,7 +1096,7 @@ impl Proxy {
         };
         let out = send(&inputs, first)?;
         let sent = Instant::now();
-        let mut ans = exchange_once(out).await?;
+        let mut ans = exchange_once(out, sent).await?;
         m.upstream(sent.elapsed());
 
         // 8. upstream refused the token: refresh once, replay once
@@ -1109,7 +1111,7 @@ impl Proxy {
                     drop(ans);
                     inputs.token = Some(new_token);
                     let out = send(&inputs, std::mem::take(&mut headers))?;
-                    ans = exchange_once(out).await?;
+                    ans = exchange_once(out, Instant::now()).await?;
                 }
             }
         }
