@@ -169,23 +169,22 @@ impl Template {
     }
 
     /// Like [`Template::render_into`], into a new string.
-    pub fn render<'v, F>(&self, lookup: F) -> Result<String, &Var>
+    pub fn render<'v, F>(&self, mut lookup: F) -> Result<String, &Var>
     where
         F: FnMut(&Var) -> Option<&'v str>,
     {
-        let mut out = String::with_capacity(self.len_hint());
+        // Exactly sized: the string is not grown on the way (and becomes a header value's
+        // buffer as it is).
+        let mut len = 0;
+        for part in &self.parts {
+            len += match part {
+                Part::Lit(s) => s.len(),
+                Part::Var(v) => lookup(v).ok_or(v)?.len(),
+            };
+        }
+        let mut out = String::with_capacity(len);
         self.render_into(&mut out, lookup)?;
         Ok(out)
-    }
-
-    fn len_hint(&self) -> usize {
-        self.parts
-            .iter()
-            .map(|p| match p {
-                Part::Lit(s) => s.len(),
-                Part::Var(_) => 48,
-            })
-            .sum()
     }
 }
 
@@ -206,6 +205,16 @@ mod tests {
         let t = Template::parse("Bearer {{ access_token }}!").unwrap();
         assert_eq!(t.render(vals).unwrap(), "Bearer tok!");
         assert_eq!(t.vars().collect::<Vec<_>>(), vec![&Var::AccessToken]);
+    }
+
+    #[test]
+    fn a_rendered_string_is_exactly_sized() {
+        let t = Template::parse("Bearer {{ access_token }} for {{context.org}}").unwrap();
+        let s = t.render(vals).unwrap();
+        assert_eq!(s, "Bearer tok for {{client_secret}} ${HOME} {tenant}");
+        assert_eq!(s.capacity(), s.len());
+        let missing = Template::parse("{{access_token}} {{user}}").unwrap();
+        assert_eq!(missing.render(vals), Err(&Var::User));
     }
 
     #[test]

@@ -440,7 +440,9 @@ thread_local! {
     /// The `Date` value of the current second, formatted once.
     static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
     /// This worker's idle upstream connections, by `host:port`, newest last.
-    static POOL: RefCell<HashMap<String, Vec<(TcpStream, Instant)>>> = RefCell::new(HashMap::new());
+    /// (Keys come from the config, so a fast hasher will do.)
+    static POOL: RefCell<HashMap<String, Vec<(TcpStream, Instant)>, foldhash::fast::RandomState>> =
+        RefCell::new(HashMap::with_hasher(foldhash::fast::RandomState::default()));
 }
 
 /// Buffers kept for reuse by this worker, so a request does not allocate its read and write
