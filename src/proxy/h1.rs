@@ -436,13 +436,15 @@ pub(crate) fn parse_response(
     ))
 }
 
+/// A worker's idle upstream connections by `host:port`, each with the time it was put back.
+type Pool = HashMap<String, Vec<(TcpStream, Instant)>, foldhash::fast::RandomState>;
+
 thread_local! {
     /// The `Date` value of the current second, formatted once.
     static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
     /// This worker's idle upstream connections, by `host:port`, newest last.
     /// (Keys come from the config, so a fast hasher will do.)
-    static POOL: RefCell<HashMap<String, Vec<(TcpStream, Instant)>, foldhash::fast::RandomState>> =
-        RefCell::new(HashMap::with_hasher(foldhash::fast::RandomState::default()));
+    static POOL: RefCell<Pool> = RefCell::new(HashMap::with_hasher(foldhash::fast::RandomState::default()));
 }
 
 /// Buffers kept for reuse by this worker, so a request does not allocate its read and write
@@ -1072,9 +1074,11 @@ impl Proxy {
         let oauth = profile.oauth.as_ref();
         let replay = oauth.is_some_and(|o| !o.reauth_on.is_empty() && o.replay_max > 0);
         let parts = &*parts;
-        let send = |inputs: &super::Inputs, mut headers: HeaderMap| {
-            let uri = build_head(route, plan, inputs, &parts.uri, rest_start, &mut headers)?;
-            outgoing(&uri, &parts.method, &headers)
+        // Building the head again on the map it was built on gives the same head as on the
+        // caller's: the profile's headers replace what is there. So a replay needs no copy.
+        let send = |inputs: &super::Inputs, headers: &mut HeaderMap| {
+            let uri = build_head(route, plan, inputs, &parts.uri, rest_start, headers)?;
+            outgoing(&uri, &parts.method, headers)
         };
         // `at`: when the request is sent (the caller reads the clock once for both uses).
         let exchange_once = |out: Outgoing, at: Instant| async move {
@@ -1091,12 +1095,7 @@ impl Proxy {
                 Ok(r) => r.map_err(with_profile),
             }
         };
-        let first = if replay {
-            headers.clone()
-        } else {
-            std::mem::take(&mut headers)
-        };
-        let out = send(&inputs, first)?;
+        let out = send(&inputs, &mut headers)?;
         let sent = Instant::now();
         let mut ans = exchange_once(out, sent).await?;
         m.upstream(sent.elapsed());
@@ -1112,7 +1111,7 @@ impl Proxy {
                     // The first answer's body is not read: its connection is closed.
                     drop(ans);
                     inputs.token = Some(new_token);
-                    let out = send(&inputs, std::mem::take(&mut headers))?;
+                    let out = send(&inputs, &mut headers)?;
                     ans = exchange_once(out, Instant::now()).await?;
                 }
             }

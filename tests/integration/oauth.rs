@@ -211,6 +211,34 @@ async fn one_upstream_401_means_one_refresh_and_one_replay() {
     assert_eq!(h.server.proxy_stats().replays.load(Ordering::SeqCst), 1);
 }
 
+/// A bodiless GET (the fast path) refused once: the replay carries the new token, once, beside
+/// the caller's own headers and query, and no header twice.
+#[tokio::test]
+async fn a_fast_path_replay_carries_the_new_token_and_the_callers_headers() {
+    let h = start(CC, settings()).await;
+    // A first token is cached, then refused once by the upstream.
+    let first = get(&h.url("/api/warm"), &[]).await;
+    assert_eq!(first.status, 200);
+    let old = first.echoed("authorization");
+    h.echo.state.reject_resource(1);
+    let r = get(
+        &h.url("/api/x?a=1&b=two"),
+        &[("x-keep", "kept"), ("accept", "*/*")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(h.echo.token_requests(), 2);
+    let auth = r.echoed("authorization");
+    assert_eq!(auth.len(), 1, "{auth:?}");
+    assert_ne!(auth, old, "the replay carries the new token");
+    assert_eq!(r.echoed("x-keep"), ["kept"]);
+    assert_eq!(r.echoed("accept"), ["*/*"]);
+    assert_eq!(r.echoed("x-forwarded-for").len(), 1);
+    assert_eq!(r.echoed("x-request-id").len(), 1);
+    assert_eq!(r.json()["query"], "a=1&b=two");
+    assert_eq!(h.server.proxy_stats().replays.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn a_second_401_passes_through_with_no_third_attempt() {
     let h = start(CC, settings()).await;
