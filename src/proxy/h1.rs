@@ -768,27 +768,43 @@ impl BodyLeft {
 struct Outgoing {
     /// Also the pool key.
     authority: http::uri::Authority,
-    port: u16,
     head: Vec<u8>,
 }
 
-fn outgoing(uri: &Uri, method: &Method, headers: &HeaderMap) -> Result<Outgoing, ProxyError> {
-    let (Some(host), Some(pq)) = (uri.host(), uri.path_and_query()) else {
+/// `host: <host>[:<port>]` (no CRLF) for an upstream authority; the port is left out when it is 80.
+pub(crate) fn host_line(authority: &http::uri::Authority) -> Vec<u8> {
+    let mut line = b"host: ".to_vec();
+    line.extend_from_slice(authority.host().as_bytes());
+    let port = authority.port_u16().unwrap_or(80);
+    if port != 80 {
+        line.push(b':');
+        push_decimal(&mut line, u64::from(port));
+    }
+    line
+}
+
+/// The upstream request head. `fixed_host`: the route's own `host:` line, when its authority is fixed (made
+/// once per config load); otherwise it is made from `uri`.
+fn outgoing(
+    uri: &Uri,
+    method: &Method,
+    headers: &HeaderMap,
+    fixed_host: Option<&[u8]>,
+) -> Result<Outgoing, ProxyError> {
+    let (Some(authority), Some(pq)) = (uri.authority(), uri.path_and_query()) else {
         return Err(ProxyError::new(
             ErrorCode::Internal,
             "the upstream URI has no host",
         ));
     };
-    let port = uri.port_u16().unwrap_or(80);
     let mut head = take_buf();
     head.extend_from_slice(method.as_str().as_bytes());
     head.push(b' ');
     head.extend_from_slice(pq.as_str().as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    head.extend_from_slice(host.as_bytes());
-    if port != 80 {
-        head.push(b':');
-        push_decimal(&mut head, u64::from(port));
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    match fixed_host {
+        Some(line) => head.extend_from_slice(line),
+        None => head.extend_from_slice(&host_line(authority)),
     }
     head.extend_from_slice(b"\r\n");
     for (name, value) in headers {
@@ -802,15 +818,8 @@ fn outgoing(uri: &Uri, method: &Method, headers: &HeaderMap) -> Result<Outgoing,
         head.extend_from_slice(b"content-length: 0\r\n");
     }
     head.extend_from_slice(b"\r\n");
-    let Some(authority) = uri.authority().cloned() else {
-        return Err(ProxyError::new(
-            ErrorCode::Internal,
-            "the upstream URI has no host",
-        ));
-    };
     Ok(Outgoing {
-        authority,
-        port,
+        authority: authority.clone(),
         head,
     })
 }
@@ -839,7 +848,10 @@ async fn exchange(
         let reused = pooled.is_some();
         let mut stream = match pooled.take() {
             Some(s) => s,
-            None => connect(out.authority.host(), out.port, connect_timeout).await?,
+            None => {
+                let port = out.authority.port_u16().unwrap_or(80);
+                connect(out.authority.host(), port, connect_timeout).await?
+            }
         };
         match read_answer(&mut stream, &out.head, method, close_caller).await {
             Ok((head, rest)) => {
@@ -1078,7 +1090,7 @@ impl Proxy {
         // caller's: the profile's headers replace what is there. So a replay needs no copy.
         let send = |inputs: &super::Inputs, headers: &mut HeaderMap| {
             let uri = build_head(route, plan, inputs, &parts.uri, rest_start, headers)?;
-            outgoing(&uri, &parts.method, headers)
+            outgoing(&uri, &parts.method, headers, route.host_line.as_deref())
         };
         // `at`: when the request is sent (the caller reads the clock once for both uses).
         let exchange_once = |out: Outgoing, at: Instant| async move {
@@ -1176,6 +1188,20 @@ mod tests {
         let mut c = Chunks::default();
         let n = c.feed(input)?;
         Ok(c.done().then_some(n))
+    }
+
+    #[test]
+    fn host_lines_leave_out_port_80_only() {
+        for (authority, line) in [
+            ("example.com", "host: example.com"),
+            ("example.com:80", "host: example.com"),
+            ("127.0.0.1:8080", "host: 127.0.0.1:8080"),
+            ("[::1]:9000", "host: [::1]:9000"),
+            ("[::1]", "host: [::1]"),
+        ] {
+            let a: http::uri::Authority = authority.parse().unwrap();
+            assert_eq!(host_line(&a), line.as_bytes(), "{authority}");
+        }
     }
 
     #[test]

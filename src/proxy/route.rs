@@ -17,6 +17,8 @@ pub struct RouteRt {
     /// the default.
     pub profiles: Vec<(Arc<ProfileRt>, Upstream, crate::metrics::RequestMetrics)>,
     pub timeout: Duration,
+    /// The fast path's `host:` line for the upstream, when its authority is fixed.
+    pub host_line: Option<Box<[u8]>>,
 }
 
 impl RouteRt {
@@ -29,6 +31,11 @@ impl RouteRt {
             upstream: route.upstream.clone(),
             profiles,
             timeout: route.timeout,
+            host_line: route
+                .upstream
+                .authority
+                .as_ref()
+                .map(|a| super::h1::host_line(a).into_boxed_slice()),
         }
     }
 
