@@ -19,9 +19,10 @@ declare -A BIN_OF=(
   [chromium]=chromium
   [chromium-driver]=chromedriver
   [libfaketime]=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+  [valgrind]=valgrind
 )
 case "${1:-all}" in
-  bench) WANT=(nginx haproxy wrk) ;;
+  bench) WANT=(nginx haproxy wrk valgrind) ;;
   all) WANT=(nginx haproxy wrk tinyproxy openssl redis-server chromium chromium-driver libfaketime) ;;
   *) echo "usage: $0 [all|bench]" >&2; exit 2 ;;
 esac
