@@ -6,7 +6,7 @@
 #                               # openssl for dev certificates, chromium + chromium-driver for the
 #                               # admin console's browser test, libfaketime for the wall-clock
 #                               # jump test)
-#   scripts/setup.sh bench      # only the benchmark tools
+#   scripts/setup.sh bench      # only the benchmark tools (nginx, haproxy, wrk, valgrind)
 set -euo pipefail
 
 declare -A BIN_OF=(
@@ -23,7 +23,7 @@ declare -A BIN_OF=(
 )
 case "${1:-all}" in
   bench) WANT=(nginx haproxy wrk valgrind) ;;
-  all) WANT=(nginx haproxy wrk tinyproxy openssl redis-server chromium chromium-driver libfaketime) ;;
+  all) WANT=(nginx haproxy wrk valgrind tinyproxy openssl redis-server chromium chromium-driver libfaketime) ;;
   *) echo "usage: $0 [all|bench]" >&2; exit 2 ;;
 esac
 
