@@ -1736,10 +1736,10 @@ fn field(
     if let (Some(t), Some(k)) = (&value, kind) {
         if location == Some(Location::Path) {
             if let Some(rendered) = crate::credential::render_static(t, k) {
-                if rendered.is_empty() || rendered == "." || rendered == ".." {
+                if !crate::inject::path_param_ok(&rendered) {
                     v.err(
                         &value_path,
-                        "a path parameter can never be empty, \".\" or \"..\"",
+                        "renders to a path parameter every request would refuse: it must be 1-4096 bytes, hold no '/' or '\\', and not be \".\" or \"..\" (also once percent-decoded, and cut at ';')",
                     );
                 }
             }

@@ -237,11 +237,11 @@ impl Plan {
         let mut out = Vec::with_capacity(self.path.len());
         for op in &self.path {
             let v = self.render(op, inputs)?;
-            if v.is_empty() || v == "." || v == ".." || v.len() > MAX_PATH_PARAM_BYTES {
+            if !path_param_ok(&v) {
                 return Err(ProxyError::new(
                     ErrorCode::PathParamInvalid,
                     format!(
-                        "path parameter {{{}}} (fields[{}]) must be 1-{MAX_PATH_PARAM_BYTES} bytes and not \".\" or \"..\"",
+                        "path parameter {{{}}} (fields[{}]) must be 1-{MAX_PATH_PARAM_BYTES} bytes, hold no '/' or '\\' and not be \".\" or \"..\" (also once percent-decoded, and cut at ';')",
                         op.key, op.field_index
                     ),
                 )
@@ -364,3 +364,15 @@ pub fn remove_variants(headers: &mut HeaderMap, name: &HeaderName) {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether a path parameter's value stays one segment below the base path however the upstream
+/// decodes it: 1 to `MAX_PATH_PARAM_BYTES` bytes, and in no form an upstream may decode it to
+/// (`route::any_form`) does it hold `/` or `\\`, or is it `.` or `..` once cut at `;`.
+pub(crate) fn path_param_ok(v: &str) -> bool {
+    use crate::proxy::route::{any_form, is_dot_segment};
+    !v.is_empty()
+        && v.len() <= MAX_PATH_PARAM_BYTES
+        && !any_form(v, |b| {
+            b.contains(&b'/') || b.contains(&b'\\') || is_dot_segment(b)
+        })
+}

@@ -80,9 +80,17 @@ pub fn remove_all_of(headers: &mut HeaderMap, names: &[&str]) {
 pub fn take_control(headers: &mut HeaderMap) -> Control {
     strip_hop_by_hop(headers);
     let mut c = Control::default();
-    let has_control = headers
-        .keys()
-        .any(|k| k.as_str().starts_with(CONTROL_PREFIX));
+    let (mut has_control, mut has_underscore) = (false, false);
+    for k in headers.keys() {
+        has_control |= k.as_str().starts_with(CONTROL_PREFIX);
+        has_underscore |= k.as_str().contains('_');
+    }
+    if has_underscore {
+        drop_underscore_lookalikes(headers);
+        has_control = headers
+            .keys()
+            .any(|k| k.as_str().starts_with(CONTROL_PREFIX));
+    }
     if !has_control {
         return c;
     }
@@ -107,6 +115,34 @@ pub fn take_control(headers: &mut HeaderMap) -> Control {
         }
     }
     c
+}
+
+/// Framing and routing headers an upstream (or a server in front of it) may read a name with `_` for
+/// `-` as, besides the hop-by-hop ones and the control headers.
+const FRAMING: &[&str] = &["content-length", "host", "expect"];
+
+/// Removes headers whose names differ from a control, hop-by-hop or framing header only by `_` for
+/// `-` (`X_Authsidecar_User`, `Transfer_Encoding`): servers that map `_` to `-` (CGI-style
+/// environments, some frameworks) would read them as the real one, so they go, as nginx drops
+/// names with underscores. Other names with `_` pass unchanged.
+fn drop_underscore_lookalikes(headers: &mut HeaderMap) {
+    let lookalikes: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            let n = k.as_str();
+            if !n.contains('_') {
+                return false;
+            }
+            let dashed = n.replace('_', "-");
+            dashed.starts_with(CONTROL_PREFIX)
+                || HOP_BY_HOP.contains(&dashed.as_str())
+                || FRAMING.contains(&dashed.as_str())
+        })
+        .cloned()
+        .collect();
+    for name in lookalikes {
+        headers.remove(name);
+    }
 }
 
 /// Validates `X-Authsidecar-Tenant` as one DNS label and lowercases it.
@@ -170,6 +206,30 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn underscore_lookalikes_are_dropped_and_other_underscores_kept() {
+        let mut h = HeaderMap::new();
+        for n in [
+            "x_authsidecar_user",
+            "x-authsidecar_context_acct",
+            "transfer_encoding",
+            "content_length",
+            "proxy_authorization",
+            "host_",
+        ] {
+            h.insert(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_static("x"),
+            );
+        }
+        h.insert("x_trace_id", HeaderValue::from_static("1"));
+        let c = take_control(&mut h);
+        assert!(c.user.is_none() && c.context.is_empty());
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, vec!["host_", "x_trace_id"]);
     }
 
     #[test]

@@ -25,7 +25,7 @@
 pub mod body;
 pub(crate) mod h1;
 pub(crate) mod headers;
-mod route;
+pub(crate) mod route;
 mod upstream;
 
 use std::collections::HashMap;

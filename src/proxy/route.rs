@@ -162,8 +162,38 @@ impl RouteRt {
     }
 }
 
-/// Rejects paths with `.` or `..` segments, literal or percent-encoded (`%2e`), so a request can never
-/// climb out of a route's upstream base path.
+/// Whether `s`, in any form an upstream may read it as, satisfies `f`: as sent, then percent-decoded
+/// once, twice and three times (an upstream, or a chain of them, may decode more than once). Stops at
+/// the first form that no longer changes.
+pub(crate) fn any_form(s: &str, mut f: impl FnMut(&[u8]) -> bool) -> bool {
+    let mut cur: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(s.as_bytes());
+    for _ in 0..4 {
+        if f(&cur) {
+            return true;
+        }
+        if !cur.contains(&b'%') {
+            return false;
+        }
+        let next: Vec<u8> = percent_encoding::percent_decode(&cur).collect();
+        if next[..] == cur[..] {
+            return false;
+        }
+        cur = std::borrow::Cow::Owned(next);
+    }
+    false
+}
+
+/// Whether one path segment is `.` or `..` once cut at its first `;` (path parameters, which
+/// Tomcat-style servers strip before they resolve dot-segments: `..;x` is `..` to them).
+pub(crate) fn is_dot_segment(seg: &[u8]) -> bool {
+    let seg = seg.split(|b| *b == b';').next().unwrap_or(seg);
+    seg == b"." || seg == b".."
+}
+
+/// Rejects a request path that has, in any form an upstream may decode it to, a `.` or `..` segment,
+/// with `/` and `\` both taken as separators and each segment cut at `;`. So `..%2f`, `%2e%2e%2f`,
+/// `..;/`, `..\` and `..%5c` are all refused, and a request can never climb out of a route's
+/// upstream base path. An encoded slash inside a name (`group%2Fproject`) passes unchanged.
 pub fn check_path(path: &str) -> Result<(), ProxyError> {
     if !path.starts_with('/') {
         return Err(ProxyError::new(
@@ -171,17 +201,17 @@ pub fn check_path(path: &str) -> Result<(), ProxyError> {
             "the request target must be a path starting with '/'",
         ));
     }
+    // A dot-segment needs a `.`, literal or encoded.
     if !path.contains('.') && !path.contains('%') {
         return Ok(());
     }
-    for seg in path.split('/') {
-        let decoded = percent_encoding::percent_decode_str(seg).collect::<Vec<u8>>();
-        if decoded == b"." || decoded == b".." {
-            return Err(ProxyError::new(
-                ErrorCode::PathInvalid,
-                "the request path has a '.' or '..' segment",
-            ));
-        }
+    if any_form(path, |b| {
+        b.split(|c| *c == b'/' || *c == b'\\').any(is_dot_segment)
+    }) {
+        return Err(ProxyError::new(
+            ErrorCode::PathInvalid,
+            "the request path has a '.' or '..' segment (after percent-decoding, with '/' or '\\' as separators and ';' parameters cut)",
+        ));
     }
     Ok(())
 }
@@ -192,10 +222,43 @@ mod tests {
 
     #[test]
     fn dot_segments_are_rejected() {
-        for bad in ["/a/../b", "/a/./b", "/a/%2e%2E/b", "/a/..", "/%2e", "x"] {
+        for bad in [
+            "/a/../b",
+            "/a/./b",
+            "/a/%2e%2E/b",
+            "/a/..",
+            "/%2e",
+            "x",
+            "/ng/..%2fadmin",
+            "/ng/..%2Fadmin",
+            "/ng/%2e%2e%2fadmin",
+            "/ng/..;/admin",
+            "/ng/..;jsessionid=x/admin",
+            "/ng/..\\admin",
+            "/ng/..%5cadmin",
+            "/ng/..%5Cadmin",
+            "/ng/%2e%2e%5cadmin",
+            "/ng/.%2e/admin",
+            "/ng/%252e%252e%252fadmin",
+            "/ng/a%2f..%2f..%2fadmin",
+            "/ng/.;/admin",
+            "/ng/x/..",
+            "/ng/x/%2e%2e;",
+        ] {
             assert!(check_path(bad).is_err(), "{bad}");
         }
-        for good in ["/a/b", "/a/..b/c", "/a/.well-known/x", "/a%2fb", "/"] {
+        for good in [
+            "/a/b",
+            "/a/..b/c",
+            "/a/.well-known/x",
+            "/a%2fb",
+            "/",
+            "/api/v4/projects/group%2Fproject/issues",
+            "/a/b;c=d",
+            "/a/...;/b",
+            "/a/%2e%2e%2e",
+            "/a/..a%2fb",
+        ] {
             assert!(check_path(good).is_ok(), "{good}");
         }
     }

@@ -413,7 +413,7 @@ payload_format = "form"
     );
     has(
         &all,
-        "profiles.q.fields[1].value: a path parameter can never be empty, \".\" or \"..\"",
+        "profiles.q.fields[1].value: renders to a path parameter every request would refuse",
     );
     has(
         &all,

@@ -165,3 +165,44 @@ async fn shutdown_lets_in_flight_requests_finish() {
         "no longer accepting"
     );
 }
+
+/// Names that differ from a control, hop-by-hop or framing header only by `_` for `-` are dropped
+/// on both request paths (a GET takes the fast path, a POST the general one); other names with `_`
+/// pass.
+#[tokio::test]
+async fn underscore_lookalikes_of_control_and_framing_headers_are_dropped() {
+    let h = Harness::start(ROUTE).await;
+    for (method, body) in [("GET", ""), ("POST", "x=1")] {
+        let req = format!(
+            "{method} /e/u HTTP/1.1\r\nHost: x\r\nX_Authsidecar_User: mallory\r\nx_authsidecar_profile: k\r\nTransfer_Encoding: chunked\r\nContent_Length: 9\r\nX_Key: forged\r\nKeep_Alive: 1\r\nX_Trace_Id: t-1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let answer = raw(h.server.proxy_addr, req.as_bytes(), Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{method}: {answer}");
+        let json = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        let names: Vec<String> = v["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h[0].as_str().unwrap().to_ascii_lowercase())
+            .collect();
+        for gone in [
+            "x_authsidecar_user",
+            "x_authsidecar_profile",
+            "transfer_encoding",
+            "content_length",
+            "keep_alive",
+        ] {
+            assert!(
+                !names.iter().any(|n| n == gone),
+                "{method}: {gone} in {names:?}"
+            );
+        }
+        assert!(
+            names.iter().any(|n| n == "x_trace_id"),
+            "{method}: {names:?}"
+        );
+        assert!(!answer.contains("forged"), "{method}: {answer}");
+    }
+}
