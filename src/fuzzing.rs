@@ -382,7 +382,8 @@ pub fn tenant_context(data: &[u8]) {
 /// The HTTP/1 fast path's parsers. The first byte picks one: request head, answer head (to a GET or
 /// a HEAD), or the chunked scanner fed whole and in two pieces.
 pub fn http1(data: &[u8]) {
-    use crate::proxy::h1::{parse_request, parse_response, Chunks, Framing, Parse, RespParse};
+    use crate::proxy::h1::{parse_request, parse_response, Chunks, Parse, RespParse};
+    use crate::proxy::message::Framing;
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };

@@ -337,6 +337,8 @@ pub async fn serve<H, F>(
         .header_read_timeout(None)
         .max_headers(limits.max_headers)
         .max_buf_size(limits.max_head_bytes.max(8192))
+        // A caller that shuts down its sending side after its request still gets the answer.
+        .half_close(true)
         .keep_alive(true);
     // HTTP/2 floods: streams the client resets before they are served (Rapid Reset) and streams
     // the server has to reset for protocol errors are capped, past which the connection ends with

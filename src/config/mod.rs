@@ -187,6 +187,9 @@ pub struct ProxySettings {
     pub tls: Option<ServerTls>,
     /// One log line per request (target `authsidecar::access`, INFO).
     pub access_log: bool,
+    /// Plain-TCP HTTP/1.1 requests that the fast front end can carry take it; `false` sends every
+    /// request through the general (hyper) front end.
+    pub fast_path: bool,
 }
 
 pub const DEFAULT_STORE_PATH: &str = "data/tokens.db";

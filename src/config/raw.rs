@@ -50,6 +50,7 @@ pub struct RawProxy {
     pub workers: Option<usize>,
     pub tls: Option<RawServerTls>,
     pub access_log: Option<bool>,
+    pub fast_path: Option<bool>,
 }
 
 /// `tls = { cert, key, client_ca }` of a listener.

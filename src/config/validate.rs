@@ -344,6 +344,7 @@ fn proxy_settings(p: RawProxy, v: &mut V) -> ProxySettings {
         max_body_bytes: p.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
         max_connections: p.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
         max_headers: p.max_headers.unwrap_or(DEFAULT_MAX_HEADERS),
+        fast_path: p.fast_path.unwrap_or(true),
         max_header_bytes: p.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
         max_uri_bytes: p.max_uri_bytes.unwrap_or(DEFAULT_MAX_URI_BYTES),
         max_cached_tokens: p

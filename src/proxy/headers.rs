@@ -12,13 +12,14 @@ const CONTEXT_PREFIX: &str = "x-authsidecar-context-";
 const CONTROL_PREFIX: &str = "x-authsidecar-";
 
 /// Hop-by-hop headers, never forwarded in either direction. `Proxy-Authorization` belongs to the
-/// next proxy only (the sidecar), so the caller's is dropped too.
+/// next proxy only (the sidecar), so the caller's is dropped too. `Trailer` is not among them: it
+/// announces a chunked message's trailer fields end to end (RFC 9110 §6.6.2), and a server only
+/// sends the fields it announced.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",
     "te",
-    "trailer",
     "transfer-encoding",
     "upgrade",
     "proxy-authorization",
@@ -46,15 +47,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !any_of(headers, HOP_BY_HOP) {
         return;
     }
-    let listed: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
+    let listed = super::message::connection_options(
+        headers
+            .get_all(CONNECTION)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    )
+    .listed;
     for name in listed {
-        headers.remove(name);
+        headers.remove(name.as_str());
     }
     for name in HOP_BY_HOP {
         headers.remove(*name);

@@ -25,6 +25,8 @@
 pub mod body;
 pub(crate) mod h1;
 pub(crate) mod headers;
+pub(crate) mod message;
+pub(crate) mod pipeline;
 pub(crate) mod route;
 mod upstream;
 
@@ -35,8 +37,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
 use http::{HeaderMap, HeaderName, Method, Request, Response, Uri, Version};
-use http_body::Body as _;
-use http_body_util::{Either, Full};
+use http_body_util::Either;
 use hyper::body::Incoming;
 
 use crate::config::{ClientTls, Config};
@@ -47,7 +48,7 @@ use crate::oauth::OAuthSource;
 use crate::serve::{ConnInfo, Handler};
 use crate::store::Store;
 use crate::token::{Policy, TokenCache, TokenErrorKind, TokenKey, TokenSource};
-use body::{GuardedBody, OutBody, RespBody};
+use body::RespBody;
 use route::RouteRt;
 use upstream::Upstream;
 
@@ -92,23 +93,15 @@ fn check_head(parts: &mut http::request::Parts, max_uri_bytes: usize) -> Result<
         }
         _ => {}
     }
-    let (mut chunked, mut other) = (0usize, false);
-    for v in parts.headers.get_all(http::header::TRANSFER_ENCODING) {
-        for c in v.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            if c.eq_ignore_ascii_case(b"chunked") {
-                chunked += 1;
-            } else if !c.is_empty() {
-                other = true;
-            }
-        }
-    }
-    if other || chunked > 1 {
-        return Err(ProxyError::new(
-            ErrorCode::BadRequest,
-            "Transfer-Encoding must be chunked, once: other or repeated codings are refused",
-        ));
-    }
-    if chunked == 1 {
+    let chunked = message::request_chunked(
+        parts
+            .headers
+            .get_all(http::header::TRANSFER_ENCODING)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    )
+    .map_err(|m| ProxyError::new(ErrorCode::BadRequest, m))?;
+    if chunked {
         parts.headers.remove(CONTENT_LENGTH);
     }
     Ok(())
@@ -342,12 +335,6 @@ pub struct ProxyStats {
     pub replays_skipped: AtomicU64,
 }
 
-/// The request body as the attempts see it.
-enum AttemptBody {
-    Stream(GuardedBody),
-    Buffered(Bytes),
-}
-
 /// The proxy service shared by all connections.
 pub struct Proxy {
     /// Swapped by a config reload; a request keeps the snapshot it started with.
@@ -463,174 +450,41 @@ impl Proxy {
         }
     }
 
-    async fn handle(&self, mut req: Request<Incoming>, conn: &ConnCtx) -> Response<RespBody> {
-        let started = tokio::time::Instant::now();
+    /// The general front end: one request as hyper read it, through the pipeline.
+    async fn handle(&self, req: Request<Incoming>, conn: &ConnCtx) -> Response<RespBody> {
         let snap = &self.snapshot.load_full();
-        // The caller's X-Request-Id (when usable) or a new one; it goes upstream, into the access
-        // log and into every error body.
-        let rid = self.request_id(req.headers().get(X_REQUEST_ID).cloned());
-        if let Ok(v) = HeaderValue::from_str(&rid) {
-            req.headers_mut().insert(X_REQUEST_ID, v);
-        }
-        let logged = snap
-            .access_log
-            .then(|| (req.method().clone(), req.uri().clone()));
+        let (mut parts, body) = req.into_parts();
+        let begun = self.begin(snap, &mut parts);
         // Content-Length with Transfer-Encoding (hyper reads the body as chunked): the message is
         // served, but the connection is closed after it (RFC 9112 §6.1).
-        let framing_conflict = req.headers().contains_key(http::header::TRANSFER_ENCODING)
-            && req.headers().contains_key(CONTENT_LENGTH);
+        let framing_conflict = parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+            && parts.headers.contains_key(CONTENT_LENGTH);
         let mut metrics = None;
-        let mut resp = match self.process(snap, req, conn, &mut metrics).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                if e.code == ErrorCode::Internal {
-                    tracing::warn!(code = %e.code, request_id = %rid, "{}", e.message);
-                } else {
-                    tracing::debug!(code = %e.code, request_id = %rid, "{}", e.message);
-                }
-                if e.code == ErrorCode::AuthorizationRequired {
-                    if let Some(m) = metrics {
-                        m.authorization_required();
-                    }
-                }
-                e.into_response(&rid).map(Either::Right)
+        let result = match resolve(snap, &mut parts, &mut metrics) {
+            Ok(r) => {
+                let transport = pipeline::HyperTransport(r.client);
+                self.journey(snap, conn, r, &mut parts, Some(body), &transport)
+                    .await
             }
+            Err(e) => Err(e),
+        };
+        let mut resp = match result {
+            Ok(resp) => {
+                self.done(snap, metrics, resp.status().as_u16(), begun);
+                resp.map(Either::Left)
+            }
+            Err(e) => self.fail(snap, e, begun, metrics).map(Either::Right),
         };
         if framing_conflict {
             resp.headers_mut()
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
-        self.finish(snap, metrics, resp.status().as_u16(), started, logged, &rid);
         resp
-    }
-
-    async fn process<'s>(
-        &self,
-        snap: &'s Snapshot,
-        req: Request<Incoming>,
-        conn: &ConnCtx,
-        metrics: &mut Option<&'s RequestMetrics>,
-    ) -> Result<Response<RespBody>, ProxyError> {
-        let (mut parts, body) = req.into_parts();
-        let Resolved {
-            route,
-            rest_start,
-            profile,
-            client,
-            metrics: m,
-            mut inputs,
-        } = resolve(snap, &mut parts, metrics)?;
-        let plan = &profile.plan;
-        let with_profile = |e: ProxyError| e.with_profile(plan.profile());
-
-        // 4. body: a declared length over the cap is refused before reading anything.
-        let max = snap.config.proxy.max_body_bytes;
-        if let Some(len) = content_length(&parts.headers) {
-            if len > max {
-                return Err(with_profile(ProxyError::new(
-                    ErrorCode::PayloadTooLarge,
-                    format!("request body of {len} bytes is over max_body_bytes ({max})"),
-                )));
-            }
-        }
-        let oauth = profile.oauth.as_ref();
-        let replay_cap = oauth
-            .filter(|o| !o.reauth_on.is_empty())
-            .map_or(0, |o| o.replay_max);
-        let known_len = body.size_hint().exact();
-        let guarded = GuardedBody::new(body, max, snap.config.proxy.body_read_timeout);
-        let buffer =
-            plan.has_payload() || known_len.is_some_and(|n| replay_cap > 0 && n <= replay_cap);
-        let body = if buffer {
-            AttemptBody::Buffered(
-                body::read_all(guarded)
-                    .await
-                    .map_err(|e| with_profile(e.into_proxy_error()))?,
-            )
-        } else {
-            AttemptBody::Stream(guarded)
-        };
-
-        // 5. obtain credential
-        let token_key = self.credential(snap, profile, &mut inputs).await?;
-
-        // 6–7. inject and forward
-        forwarding(&mut parts.headers, conn);
-        let replayable = matches!(&body, AttemptBody::Buffered(b) if replay_cap > 0 && b.len() as u64 <= replay_cap);
-        let uri = parts.uri.clone();
-        let first_headers = if replayable {
-            parts.headers.clone()
-        } else {
-            std::mem::take(&mut parts.headers)
-        };
-        let (first_body, again) = match body {
-            AttemptBody::Buffered(b) => (AttemptBody::Buffered(b.clone()), Some(b)),
-            s => (s, None),
-        };
-        let req = build(
-            route,
-            plan,
-            &inputs,
-            &parts.method,
-            &uri,
-            rest_start,
-            first_headers,
-            first_body,
-        )?;
-        let sent = tokio::time::Instant::now();
-        let resp = client
-            .send(req, route.timeout)
-            .await
-            .map_err(with_profile)?;
-        m.upstream(sent.elapsed());
-
-        // 8. upstream refused the token: refresh once, replay once
-        let resp = match (oauth, &token_key, &inputs.token) {
-            (Some(o), Some(key), Some(token)) if o.reauth_on.contains(&resp.status().as_u16()) => {
-                self.cache.invalidate_if_current(key, token);
-                match again.filter(|_| replayable) {
-                    None => {
-                        self.stats.replays_skipped.fetch_add(1, Ordering::Relaxed);
-                        resp
-                    }
-                    Some(bytes) => match self.cache.get(key, &o.dyn_source, &o.policy).await {
-                        // No new token: the upstream's own answer is the most honest reply.
-                        Err(_) => resp,
-                        Ok(new_token) => {
-                            self.stats.replays.fetch_add(1, Ordering::Relaxed);
-                            drop(resp);
-                            inputs.token = Some(new_token);
-                            let headers = std::mem::take(&mut parts.headers);
-                            let req = build(
-                                route,
-                                plan,
-                                &inputs,
-                                &parts.method,
-                                &uri,
-                                rest_start,
-                                headers,
-                                AttemptBody::Buffered(bytes),
-                            )?;
-                            client
-                                .send(req, route.timeout)
-                                .await
-                                .map_err(with_profile)?
-                        }
-                    },
-                }
-            }
-            _ => resp,
-        };
-
-        // 9. respond
-        let mut resp = resp;
-        strip_hop_by_hop(resp.headers_mut());
-        Ok(resp.map(Either::Left))
     }
 }
 
 /// What steps 0–3 found for a request: its route, profile and control values.
-struct Resolved<'s> {
+pub(crate) struct Resolved<'s> {
     route: &'s RouteRt,
     /// Where the part of the path after the route prefix starts.
     rest_start: usize,
@@ -851,34 +705,6 @@ impl Proxy {
     }
 }
 
-/// Builds one upstream request from the caller's (pre-injection) request.
-#[allow(clippy::too_many_arguments)]
-fn build(
-    route: &RouteRt,
-    plan: &Plan,
-    inputs: &Inputs,
-    method: &Method,
-    uri: &Uri,
-    rest_start: usize,
-    mut headers: HeaderMap,
-    body: AttemptBody,
-) -> Result<Request<OutBody>, ProxyError> {
-    let upstream_uri = build_head(route, plan, inputs, uri, rest_start, &mut headers)?;
-    let body: OutBody = match body {
-        AttemptBody::Stream(g) => Either::Left(g),
-        AttemptBody::Buffered(b) if plan.has_payload() => Either::Right(Full::new(
-            plan.rewrite_payload(method, &mut headers, b, inputs)?,
-        )),
-        AttemptBody::Buffered(b) => Either::Right(Full::new(b)),
-    };
-    let mut req = Request::new(body);
-    *req.method_mut() = method.clone();
-    *req.uri_mut() = upstream_uri;
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
-    Ok(req)
-}
-
 /// Step 6 for everything but the payload: path parameters and query (they shape the upstream
 /// URI, which is returned), then headers.
 fn build_head(
@@ -967,6 +793,10 @@ impl Handler for ProxyHandler {
     ) -> impl std::future::Future<Output = Option<(tokio::net::TcpStream, Bytes)>> + Send {
         let this = self.clone();
         async move {
+            // `proxy.fast_path = false`: hyper serves every request.
+            if !this.proxy.snapshot.load().config.proxy.fast_path {
+                return Some((stream, Bytes::new()));
+            }
             match h1::serve(this.proxy, this.conn, stream, limits, shutdown).await {
                 h1::Ended::Closed => None,
                 h1::Ended::Handover(s, pre) => Some((s, pre)),

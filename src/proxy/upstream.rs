@@ -44,6 +44,9 @@ impl Upstream {
             .timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+            // The same answer-head limits as the fast path (`message.rs`).
+            .http1_max_headers(super::message::MAX_ANSWER_HEADERS)
+            .http1_max_buf_size(super::message::MAX_ANSWER_HEAD + 8192)
             .build(https);
         Ok(Upstream {
             client,

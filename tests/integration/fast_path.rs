@@ -239,7 +239,7 @@ async fn answers_pass_through_framed_as_the_upstream_sent_them() {
     let mut s = TcpStream::connect(h.server.proxy_addr).await.unwrap();
     let reqs = [
         get_req("/f/len"),
-        get_req("/f/chunked"),
+        "GET /f/chunked HTTP/1.1\r\nHost: sidecar\r\nTE: trailers\r\n\r\n".to_string(),
         "HEAD /f/head HTTP/1.1\r\nHost: sidecar\r\n\r\n".to_string(),
         get_req("/f/nocontent"),
         get_req("/f/early"),
@@ -277,7 +277,7 @@ async fn answers_pass_through_framed_as_the_upstream_sent_them() {
         assert!(!lower(parts[0]).contains(gone), "{gone} in {:?}", parts[0]);
     }
     assert!(lower(parts[0]).contains("date: "));
-    // Chunked: passed through byte for byte, trailers included.
+    // Chunked: passed through byte for byte, trailers included (the caller sent `TE: trailers`).
     assert!(
         parts[1].ends_with("\r\n\r\n5\r\nhello\r\n6;e=1\r\n world\r\n0\r\nx-trailer: t\r\n\r\n"),
         "{:?}",

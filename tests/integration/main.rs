@@ -18,6 +18,7 @@ mod injection;
 mod limits;
 mod mock_authorize;
 mod oauth;
+mod pipeline;
 mod properties;
 mod reload;
 mod replicas;

@@ -1,0 +1,346 @@
+//! HTTP/1 message rules (RFC 9112, RFC 9110), written once for every front end and transport:
+//! `Connection` options, `Transfer-Encoding` and `Content-Length` of requests and answers, how an
+//! answer's body is delimited, which answer header fields reach the caller, and the limits on an
+//! upstream answer's head. The HTTP/1 fast path applies them to the bytes it parses; the general
+//! path applies them to the header maps hyper builds.
+
+use http::{HeaderMap, Method};
+
+use crate::error::{ErrorCode, ProxyError};
+
+/// Most header fields in an upstream answer's head, on every path.
+pub const MAX_ANSWER_HEADERS: usize = 128;
+/// Largest upstream answer head (status line and header fields), on every path.
+pub const MAX_ANSWER_HEAD: usize = 64 * 1024;
+/// Most interim (1xx) answers before the final one; more is a broken upstream.
+pub const MAX_INTERIM_ANSWERS: usize = 16;
+
+/// A `Connection` header's options: `close`, `keep-alive`, and the other names it lists (lowercase),
+/// which are hop-by-hop for this message.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ConnectionOptions {
+    pub close: bool,
+    pub keep_alive: bool,
+    pub listed: Vec<String>,
+}
+
+/// Reads every `Connection` value of a message.
+pub fn connection_options<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> ConnectionOptions {
+    let mut o = ConnectionOptions::default();
+    for v in values {
+        for t in v.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if t.eq_ignore_ascii_case(b"close") {
+                o.close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                o.keep_alive = true;
+            } else if !t.is_empty() {
+                o.listed
+                    .push(String::from_utf8_lossy(t).to_ascii_lowercase());
+            }
+        }
+    }
+    o
+}
+
+/// A request's `Transfer-Encoding` (RFC 9112 §6.1): `Ok(true)` when it is `chunked`, once and
+/// alone; `Ok(false)` when there is none; any other coding, or `chunked` twice, is refused.
+pub fn request_chunked<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<bool, &'static str> {
+    let (mut chunked, mut other) = (0usize, false);
+    for v in values {
+        for c in v.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if c.eq_ignore_ascii_case(b"chunked") {
+                chunked += 1;
+            } else if !c.is_empty() {
+                other = true;
+            }
+        }
+    }
+    if other || chunked > 1 {
+        return Err(
+            "Transfer-Encoding must be chunked, once: other or repeated codings are refused",
+        );
+    }
+    Ok(chunked == 1)
+}
+
+/// An answer's `Transfer-Encoding`: `None` without one, else whether its last coding is `chunked`
+/// (anything else runs until the upstream closes).
+pub fn answer_chunked<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Option<bool> {
+    let mut last = None;
+    for v in values {
+        if let Some(t) = v
+            .rsplit(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .find(|t| !t.is_empty())
+        {
+            last = Some(t.eq_ignore_ascii_case(b"chunked"));
+        } else if last.is_none() {
+            last = Some(false);
+        }
+    }
+    last
+}
+
+/// Every `Content-Length` value of a message, which must agree: `Ok(None)` without one.
+pub fn content_length<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Option<u64>, &'static str> {
+    let mut length: Option<u64> = None;
+    for v in values {
+        for part in v.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            let n = std::str::from_utf8(part)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or("invalid Content-Length")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("conflicting Content-Length values");
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length)
+}
+
+/// How an answer's body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes: the caller's connection closes after it too.
+    Close,
+}
+
+/// What kind of answer a status is, for a proxy that never asked to switch protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusKind {
+    /// 1xx other than 101: skipped; the final answer follows.
+    Interim,
+    Final,
+}
+
+/// Checks an upstream answer's status: below 100 is invalid, 101 is refused (the sidecar never
+/// forwards `Upgrade`, so no upstream was asked to switch), other 1xx are interim.
+pub fn answer_status(status: u16) -> Result<StatusKind, ProxyError> {
+    match status {
+        0..=99 => Err(invalid_answer("the answer's status is not 100-999")),
+        101 => Err(invalid_answer("the upstream switched protocols unasked")),
+        100..=199 => Ok(StatusKind::Interim),
+        _ => Ok(StatusKind::Final),
+    }
+}
+
+/// The answer's framing for a request with `method` (RFC 9112 §6.3): a HEAD answer, 204 and 304
+/// have no body; `Transfer-Encoding` wins over `Content-Length`; a coding other than chunked, or
+/// neither header, runs until close.
+pub fn answer_framing(
+    method: &Method,
+    status: u16,
+    chunked: Option<bool>,
+    length: Option<u64>,
+) -> Framing {
+    let bodiless = *method == Method::HEAD || status == 204 || status == 304;
+    match (bodiless, chunked, length) {
+        (true, _, _) => Framing::Empty,
+        (false, Some(true), _) => Framing::Chunked,
+        (false, Some(false), _) => Framing::Close,
+        (false, None, Some(n)) => Framing::Length(n),
+        (false, None, None) => Framing::Close,
+    }
+}
+
+/// Whether an answer header field reaches the caller: hop-by-hop fields (RFC 9110 §7.6.1, and those
+/// the answer's `Connection` lists) never do; `Content-Length` does not when the body is chunked or
+/// runs to close (RFC 9112 §6.3: a proxy removes it beside `Transfer-Encoding`), nor on a 204 (RFC
+/// 9110 §8.6). The proxy writes its own framing fields.
+pub fn answer_field_kept(name: &str, status: u16, framing: Framing, listed: &[String]) -> bool {
+    if super::headers::is_hop_by_hop(name) || listed.iter().any(|l| l.eq_ignore_ascii_case(name)) {
+        return false;
+    }
+    if name.eq_ignore_ascii_case("content-length") {
+        return status != 204 && !matches!(framing, Framing::Chunked | Framing::Close);
+    }
+    true
+}
+
+/// An answer as hyper read it, made ready for the caller by the same rules: its status checked,
+/// and every field `answer_field_kept` refuses removed. Returns the framing.
+pub fn clean_answer(
+    method: &Method,
+    status: u16,
+    headers: &mut HeaderMap,
+) -> Result<Framing, ProxyError> {
+    answer_status(status)?;
+    // The head as it came: status line, fields, blank line (hyper has its own larger buffer).
+    let head = 15
+        + headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head > MAX_ANSWER_HEAD {
+        return Err(invalid_answer("the answer's head is too large"));
+    }
+    let chunked = answer_chunked(
+        headers
+            .get_all(http::header::TRANSFER_ENCODING)
+            .iter()
+            .map(|v| v.as_bytes()),
+    );
+    let length = content_length(
+        headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .map(|v| v.as_bytes()),
+    )
+    .map_err(invalid_answer)?;
+    let framing = answer_framing(method, status, chunked, length);
+    let listed = connection_options(
+        headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .map(|v| v.as_bytes()),
+    )
+    .listed;
+    let drop: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|k| !answer_field_kept(k.as_str(), status, framing, &listed))
+        .cloned()
+        .collect();
+    for name in drop {
+        headers.remove(name);
+    }
+    Ok(framing)
+}
+
+/// Whether the caller accepts trailer fields in a chunked answer (`TE: trailers`, RFC 9110 §10.1.4).
+pub fn accepts_trailers<'a>(te_values: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    te_values.into_iter().any(|v| {
+        v.split(|&b| b == b',')
+            .map(|t| t.split(|&b| b == b';').next().unwrap_or(t).trim_ascii())
+            .any(|t| t.eq_ignore_ascii_case(b"trailers"))
+    })
+}
+
+/// The error for an upstream answer that breaks these rules (502 `upstream_unavailable`).
+pub fn invalid_answer(what: &str) -> ProxyError {
+    ProxyError::new(
+        ErrorCode::UpstreamUnavailable,
+        format!("the upstream connection failed: {what}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&'static str]) -> Vec<&'static [u8]> {
+        s.iter().map(|x| x.as_bytes()).collect()
+    }
+
+    #[test]
+    fn connection_options_are_read_from_every_value() {
+        let o = connection_options(v(&["Keep-Alive, X-Hop", " close ,", "te"]));
+        assert!(o.close && o.keep_alive);
+        assert_eq!(o.listed, vec!["x-hop", "te"]);
+        assert_eq!(connection_options(v(&[])), ConnectionOptions::default());
+    }
+
+    #[test]
+    fn request_codings_other_than_one_chunked_are_refused() {
+        assert_eq!(request_chunked(v(&[])), Ok(false));
+        assert_eq!(request_chunked(v(&["Chunked"])), Ok(true));
+        for bad in [
+            &["gzip, chunked"][..],
+            &["chunked", "chunked"],
+            &["chunked, chunked"],
+            &["identity"],
+        ] {
+            assert!(request_chunked(v(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn answer_codings_and_lengths() {
+        assert_eq!(answer_chunked(v(&[])), None);
+        assert_eq!(answer_chunked(v(&["gzip, chunked"])), Some(true));
+        assert_eq!(answer_chunked(v(&["chunked, gzip"])), Some(false));
+        assert_eq!(content_length(v(&["5", "5"])), Ok(Some(5)));
+        assert_eq!(content_length(v(&["5, 5"])), Ok(Some(5)));
+        assert!(content_length(v(&["5", "6"])).is_err());
+        assert!(content_length(v(&["+5"])).is_err());
+        assert!(content_length(v(&[""])).is_err());
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112_section_6_3() {
+        let get = Method::GET;
+        assert_eq!(
+            answer_framing(&Method::HEAD, 200, Some(true), Some(3)),
+            Framing::Empty
+        );
+        assert_eq!(answer_framing(&get, 204, None, Some(3)), Framing::Empty);
+        assert_eq!(answer_framing(&get, 304, None, Some(3)), Framing::Empty);
+        assert_eq!(
+            answer_framing(&get, 200, Some(true), Some(3)),
+            Framing::Chunked
+        );
+        assert_eq!(
+            answer_framing(&get, 200, Some(false), Some(3)),
+            Framing::Close
+        );
+        assert_eq!(answer_framing(&get, 200, None, Some(3)), Framing::Length(3));
+        assert_eq!(answer_framing(&get, 200, None, None), Framing::Close);
+    }
+
+    #[test]
+    fn statuses() {
+        assert!(answer_status(99).is_err());
+        assert!(answer_status(101).is_err());
+        assert_eq!(answer_status(100).unwrap(), StatusKind::Interim);
+        assert_eq!(answer_status(103).unwrap(), StatusKind::Interim);
+        assert_eq!(answer_status(200).unwrap(), StatusKind::Final);
+    }
+
+    #[test]
+    fn cleaning_drops_framing_and_hop_by_hop_fields() {
+        let mut h = HeaderMap::new();
+        h.insert("content-length", "5".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("connection", "x-hop".parse().unwrap());
+        h.insert("x-hop", "1".parse().unwrap());
+        h.insert("x-keep", "1".parse().unwrap());
+        assert_eq!(
+            clean_answer(&Method::GET, 200, &mut h).unwrap(),
+            Framing::Chunked
+        );
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            vec!["x-keep"]
+        );
+
+        let mut h = HeaderMap::new();
+        h.insert("content-length", "0".parse().unwrap());
+        assert_eq!(
+            clean_answer(&Method::GET, 204, &mut h).unwrap(),
+            Framing::Empty
+        );
+        assert!(h.is_empty());
+
+        let mut h = HeaderMap::new();
+        h.insert("content-length", "7".parse().unwrap());
+        clean_answer(&Method::HEAD, 200, &mut h).unwrap();
+        assert_eq!(h["content-length"], "7");
+        assert!(clean_answer(&Method::GET, 101, &mut HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn trailers_are_accepted_only_when_asked_for() {
+        assert!(accepts_trailers(v(&["trailers"])));
+        assert!(accepts_trailers(v(&["gzip;q=1, Trailers"])));
+        assert!(!accepts_trailers(v(&["gzip"])));
+        assert!(!accepts_trailers(v(&[])));
+    }
+}

@@ -1,0 +1,341 @@
+//! The journey of every proxied request, written once, in named phases. Both protocol front ends
+//! (the HTTP/1 fast front end in `h1.rs`, and hyper for everything else) only turn bytes into a
+//! request head and the answer back into bytes; both call these phases, and both send through a
+//! [`Transport`]:
+//!
+//! 1. [`Proxy::begin`]: request id (the caller's `X-Request-Id` when usable) and the access-log
+//!    fields, before anything can fail;
+//! 2. `resolve` (in `mod.rs`): head checks, route, control headers, profile, caller values;
+//! 3. [`Proxy::journey`]:
+//!    - **body**: a declared length over the cap is refused; the body is buffered when the payload
+//!      is rewritten or a replay may need it, streamed otherwise;
+//!    - **credential**: static ones are in the plan; OAuth tokens come from the token cache;
+//!    - **place**: path parameters and query, headers, then the payload ([`place`]);
+//!    - **send**: through the route's transport;
+//!    - **replay**: on a `reauth_on` status, the token is dropped, a new one obtained once, and a
+//!      buffered request is sent once more;
+//! 4. [`Proxy::finish`] (metrics and the access log) on success, [`Proxy::fail`] on an error
+//!    (error log, the `authorization_required` metric, the JSON error answer).
+//!
+//! Transports: [`HyperTransport`] (pooled hyper client: TLS, HTTP/2, connectors, streamed bodies)
+//! and the fast path's own pooled plain HTTP/1 connections (`h1::FastTransport`). Each applies the
+//! HTTP/1 message rules of `message.rs` to the answer it reads, so an answer is cleaned the same way
+//! whichever carried it.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http_body::Body as _;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+use super::body::{self, GuardedBody, OutBody};
+use super::route::RouteRt;
+use super::upstream::Upstream;
+use super::{
+    build_head, content_length, forwarding, ConnCtx, Proxy, Resolved, Snapshot, X_REQUEST_ID,
+};
+use crate::error::{ErrorCode, ProxyError};
+use crate::inject::{Inputs, Plan};
+use crate::metrics::RequestMetrics;
+
+/// The request body as the attempts see it.
+pub(crate) enum AttemptBody {
+    Stream(GuardedBody),
+    Buffered(Bytes),
+}
+
+/// One upstream request, placed and ready for a transport.
+pub(crate) struct Outbound<'a> {
+    pub route: &'a RouteRt,
+    pub method: &'a Method,
+    pub uri: Uri,
+    /// The placed header fields. A transport that needs them owned takes them only when `last`.
+    pub headers: &'a mut HeaderMap,
+    pub body: AttemptBody,
+    /// No other attempt follows this one.
+    pub last: bool,
+}
+
+/// How the pipeline reaches an upstream. An answer comes back with its status checked and its
+/// header fields cleaned by the rules of `message.rs`.
+pub(crate) trait Transport {
+    type Answer;
+    fn status(answer: &Self::Answer) -> u16;
+    fn send(&self, out: Outbound<'_>) -> impl Future<Output = Result<Self::Answer, ProxyError>>;
+}
+
+/// The hyper client of a route (TLS, connectors, HTTP/2 upstreams, streamed bodies).
+pub(crate) struct HyperTransport<'a>(pub &'a Upstream);
+
+impl Transport for HyperTransport<'_> {
+    type Answer = Response<Incoming>;
+
+    fn status(answer: &Self::Answer) -> u16 {
+        answer.status().as_u16()
+    }
+
+    async fn send(&self, out: Outbound<'_>) -> Result<Response<Incoming>, ProxyError> {
+        let headers = if out.last {
+            std::mem::take(out.headers)
+        } else {
+            out.headers.clone()
+        };
+        let chunked_stream = matches!(out.body, AttemptBody::Stream(_))
+            && !headers.contains_key(http::header::CONTENT_LENGTH);
+        let body: OutBody = match out.body {
+            AttemptBody::Stream(g) => Either::Left(g),
+            AttemptBody::Buffered(b) => Either::Right(Full::new(b)),
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = out.method.clone();
+        *req.uri_mut() = out.uri;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = headers;
+        // A streamed body of unknown length goes out chunked, whatever the method: hyper would
+        // otherwise send a GET or HEAD without its body.
+        if chunked_stream && body_may_follow(&req) {
+            req.headers_mut().insert(
+                http::header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
+        let mut resp = self.0.send(req, out.route.timeout).await?;
+        let status = resp.status().as_u16();
+        super::message::clean_answer(out.method, status, resp.headers_mut())?;
+        Ok(resp)
+    }
+}
+
+/// Whether a request's streamed body has anything left (a body that is already at its end needs
+/// no framing).
+fn body_may_follow(req: &Request<OutBody>) -> bool {
+    !req.body().is_end_stream()
+}
+
+/// What [`Proxy::begin`] records for the end of a request.
+pub(crate) struct Begun {
+    pub started: tokio::time::Instant,
+    pub rid: String,
+    pub logged: Option<(Method, Uri)>,
+}
+
+impl Proxy {
+    /// Phase 1: the request id, set on the request (it goes upstream, into the access log and
+    /// into every error body), and the access log's method and target.
+    pub(crate) fn begin(&self, snap: &Snapshot, parts: &mut http::request::Parts) -> Begun {
+        let started = tokio::time::Instant::now();
+        let rid = self.request_id(parts.headers.get(X_REQUEST_ID).cloned());
+        if let Ok(v) = HeaderValue::from_str(&rid) {
+            parts.headers.insert(X_REQUEST_ID, v);
+        }
+        let logged = snap
+            .access_log
+            .then(|| (parts.method.clone(), parts.uri.clone()));
+        Begun {
+            started,
+            rid,
+            logged,
+        }
+    }
+
+    /// Phase 4 for an error: the error log line, the `authorization_required` metric, the error
+    /// answer, and then metrics and the access log.
+    pub(crate) fn fail(
+        &self,
+        snap: &Snapshot,
+        e: ProxyError,
+        begun: Begun,
+        metrics: Option<&RequestMetrics>,
+    ) -> Response<Full<Bytes>> {
+        if e.code == ErrorCode::Internal {
+            tracing::warn!(code = %e.code, request_id = %begun.rid, "{}", e.message);
+        } else {
+            tracing::debug!(code = %e.code, request_id = %begun.rid, "{}", e.message);
+        }
+        if e.code == ErrorCode::AuthorizationRequired {
+            if let Some(m) = metrics {
+                m.authorization_required();
+            }
+        }
+        let resp = e.into_response(&begun.rid);
+        self.done(snap, metrics, resp.status().as_u16(), begun);
+        resp
+    }
+
+    /// Phase 4: metrics and the access log line, once the answer's status is known.
+    pub(crate) fn done(
+        &self,
+        snap: &Snapshot,
+        metrics: Option<&RequestMetrics>,
+        status: u16,
+        begun: Begun,
+    ) {
+        self.finish(
+            snap,
+            metrics,
+            status,
+            begun.started,
+            begun.logged,
+            &begun.rid,
+        );
+    }
+
+    /// Phase 3: body, credential, place, send, replay. `body` is `None` for a request the front
+    /// end knows to be bodiless.
+    pub(crate) async fn journey<T: Transport>(
+        &self,
+        snap: &Snapshot,
+        conn: &ConnCtx,
+        r: Resolved<'_>,
+        parts: &mut http::request::Parts,
+        body: Option<Incoming>,
+        transport: &T,
+    ) -> Result<T::Answer, ProxyError> {
+        let Resolved {
+            route,
+            rest_start,
+            profile,
+            metrics: m,
+            mut inputs,
+            ..
+        } = r;
+        let plan = &profile.plan;
+        let with_profile = |e: ProxyError| e.with_profile(plan.profile());
+        let oauth = profile.oauth.as_ref();
+
+        // body
+        let replay_cap = oauth
+            .filter(|o| !o.reauth_on.is_empty())
+            .map_or(0, |o| o.replay_max);
+        let body = match body {
+            None => AttemptBody::Buffered(Bytes::new()),
+            Some(body) => {
+                let max = snap.config.proxy.max_body_bytes;
+                if let Some(len) = content_length(&parts.headers) {
+                    if len > max {
+                        return Err(with_profile(ProxyError::new(
+                            ErrorCode::PayloadTooLarge,
+                            format!("request body of {len} bytes is over max_body_bytes ({max})"),
+                        )));
+                    }
+                }
+                let known_len = body.size_hint().exact();
+                let guarded = GuardedBody::new(body, max, snap.config.proxy.body_read_timeout);
+                if plan.has_payload()
+                    || known_len.is_some_and(|n| replay_cap > 0 && n <= replay_cap)
+                {
+                    AttemptBody::Buffered(
+                        body::read_all(guarded)
+                            .await
+                            .map_err(|e| with_profile(e.into_proxy_error()))?,
+                    )
+                } else {
+                    AttemptBody::Stream(guarded)
+                }
+            }
+        };
+
+        // credential
+        let token_key = self.credential(snap, profile, &mut inputs).await?;
+
+        // place and send
+        forwarding(&mut parts.headers, conn);
+        let again = match &body {
+            AttemptBody::Buffered(b) if replay_cap > 0 && b.len() as u64 <= replay_cap => {
+                Some(b.clone())
+            }
+            _ => None,
+        };
+        let mut headers = std::mem::take(&mut parts.headers);
+        let parts = &*parts;
+        let (uri, first) = place(route, plan, &inputs, parts, rest_start, &mut headers, body)?;
+        let sent = tokio::time::Instant::now();
+        let ans = transport
+            .send(Outbound {
+                route,
+                method: &parts.method,
+                uri,
+                headers: &mut headers,
+                body: first,
+                last: again.is_none(),
+            })
+            .await
+            .map_err(with_profile)?;
+        m.upstream(sent.elapsed());
+
+        // replay: the upstream refused the token; refresh once, send once more
+        if let (Some(o), Some(key), Some(token)) = (oauth, &token_key, &inputs.token) {
+            if o.reauth_on.contains(&T::status(&ans)) {
+                self.cache.invalidate_if_current(key, token);
+                let Some(bytes) = again else {
+                    count_replay(self, false);
+                    return Ok(ans);
+                };
+                // No new token: the upstream's own answer is the most honest reply.
+                let Ok(new_token) = self.cache.get(key, &o.dyn_source, &o.policy).await else {
+                    return Ok(ans);
+                };
+                count_replay(self, true);
+                // The first answer is not read: its connection is closed.
+                drop(ans);
+                inputs.token = Some(new_token);
+                let (uri, body) = place(
+                    route,
+                    plan,
+                    &inputs,
+                    parts,
+                    rest_start,
+                    &mut headers,
+                    AttemptBody::Buffered(bytes),
+                )?;
+                return transport
+                    .send(Outbound {
+                        route,
+                        method: &parts.method,
+                        uri,
+                        headers: &mut headers,
+                        body,
+                        last: true,
+                    })
+                    .await
+                    .map_err(with_profile);
+            }
+        }
+        Ok(ans)
+    }
+}
+
+/// Phase "place": path parameters and query (they shape the upstream URI), header fields, then
+/// the payload of a buffered body. Placing again on a map it was placed on gives the same head:
+/// the profile's fields replace what is there, so a replay needs no copy of the caller's head.
+pub(crate) fn place(
+    route: &RouteRt,
+    plan: &Plan,
+    inputs: &Inputs,
+    parts: &http::request::Parts,
+    rest_start: usize,
+    headers: &mut HeaderMap,
+    body: AttemptBody,
+) -> Result<(Uri, AttemptBody), ProxyError> {
+    let uri = build_head(route, plan, inputs, &parts.uri, rest_start, headers)?;
+    let body = match body {
+        AttemptBody::Buffered(b) if plan.has_payload() => {
+            AttemptBody::Buffered(plan.rewrite_payload(&parts.method, headers, b, inputs)?)
+        }
+        b => b,
+    };
+    Ok((uri, body))
+}
+
+/// Counts a replay, or one skipped because the body could not be kept.
+pub(crate) fn count_replay(proxy: &Proxy, done: bool) {
+    if done {
+        proxy.stats.replays.fetch_add(1, Ordering::Relaxed);
+    } else {
+        proxy.stats.replays_skipped.fetch_add(1, Ordering::Relaxed);
+    }
+}
