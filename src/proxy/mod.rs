@@ -358,7 +358,7 @@ pub struct Proxy {
     id_prefix: u32,
 }
 
-fn content_length(h: &HeaderMap) -> Option<u64> {
+pub(crate) fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok())
@@ -538,7 +538,12 @@ impl Proxy {
             .filter(|o| !o.reauth_on.is_empty())
             .map_or(0, |o| o.replay_max);
         let known_len = body.size_hint().exact();
-        let guarded = GuardedBody::new(body, max, snap.config.proxy.body_read_timeout);
+        let guarded = GuardedBody::new(
+            body,
+            max,
+            snap.config.proxy.body_read_timeout,
+            snap.config.proxy.body_total_timeout,
+        );
         let buffer =
             plan.has_payload() || known_len.is_some_and(|n| replay_cap > 0 && n <= replay_cap);
         let body = if buffer {
