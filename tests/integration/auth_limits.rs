@@ -42,6 +42,15 @@ impl Setup {
     /// A per-user password profile (`/pw/`) and an authorization-code profile (`/code/`), with
     /// `extra` added to `[auth]` and `proxy` as the `[proxy]` section's keys.
     fn config(&self, proxy: &str, extra: &str) -> Config {
+        let store = format!(
+            "kind = \"file\"\npath = \"{}\"\nkey = \"{}\"",
+            self.store.display(),
+            self.key
+        );
+        self.config_with(proxy, extra, &store, self.auth_port)
+    }
+
+    fn config_with(&self, proxy: &str, extra: &str, store: &str, port: u16) -> Config {
         let idp = self.idp.addr;
         let text = format!(
             r#"
@@ -54,9 +63,7 @@ public_url = "http://127.0.0.1:{port}"
 {extra}
 
 [store]
-kind = "file"
-path = "{store}"
-key = "{key}"
+{store}
 
 [[routes]]
 prefix = "/pw/"
@@ -90,9 +97,6 @@ token_url = "http://{idp}/oauth/token"
 client_id = "demo-client"
 client_secret = "demo-secret"
 "#,
-            port = self.auth_port,
-            store = self.store.display(),
-            key = self.key
         );
         Config::from_str_with_env(&with_listeners(&text), &Env::default())
             .unwrap_or_else(|e| panic!("{e}"))
@@ -445,5 +449,70 @@ async fn a_login_link_keeps_one_live_state_and_an_earlier_one_fails() {
     .await;
     assert_eq!(r.status, 200, "{}", text(&r));
     server.shutdown().await;
+    s.cleanup();
+}
+
+#[tokio::test]
+async fn replicas_sharing_redis_count_one_links_guesses_together_and_keep_one_state() {
+    let s = Setup::new().await;
+    let redis = crate::support::fleet::Redis::start(&s.store.parent().unwrap().join("redis")).await;
+    let store = format!(
+        "kind = \"redis\"\nurl = \"{}\"\nkey = \"{}\"\nprefix = \"limits:\"",
+        redis.url(),
+        s.key
+    );
+    let (pa, pb) = (free_port(), free_port());
+    let a = Server::start(s.config_with("", "", &store, pa))
+        .await
+        .unwrap();
+    let b = Server::start(s.config_with("", "", &store, pb))
+        .await
+        .unwrap();
+    let on = |port: u16, link: &str| {
+        let path = link.split_once("/oauth/start/").unwrap().1;
+        format!("http://127.0.0.1:{port}/oauth/start/{path}")
+    };
+    let password_requests = || s.idp.state.counters.password.load(Ordering::SeqCst);
+
+    // Guesses on one link, alternating between the replicas: five reach the IdP in all.
+    let login = login_link(a.proxy_addr, "/pw/x", "gus").await;
+    for i in 0..12 {
+        let port = if i % 2 == 0 { pa } else { pb };
+        let r = post_form(
+            &on(port, &login),
+            &format!("username=demo-user&password=g{i}"),
+        )
+        .await;
+        assert!(r.status == 400 || r.status == 403, "{}", text(&r));
+    }
+    assert_eq!(password_requests(), 5);
+    let r = get(&on(pb, &login), &[]).await;
+    assert!(text(&r).contains("This link is used up"), "{}", text(&r));
+
+    // Starts of one code link on both replicas leave one state record.
+    let login = login_link(b.proxy_addr, "/code/x", "gus").await;
+    for i in 0..20 {
+        let port = if i % 2 == 0 { pa } else { pb };
+        assert_eq!(get(&on(port, &login), &[]).await.status, 302);
+    }
+    let key =
+        authsidecar::store::crypto::parse_key(&authsidecar::secret::Secret::new(s.key.as_str()))
+            .unwrap();
+    let direct = authsidecar::store::Store::open_redis(
+        &[&redis.url()],
+        false,
+        "limits:",
+        key,
+        None,
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let states = tokio::task::spawn_blocking(move || direct.names("state:").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(states.len(), 1, "{states:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+    drop(redis);
     s.cleanup();
 }
