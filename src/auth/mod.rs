@@ -3,8 +3,10 @@
 //! Routes:
 //! - `GET /oauth/start/{ticket}`: from an `authorization_required` link. Starts an authorization:
 //!   a new `state` (256 random bits, single use, expiring, bound to the ticket) and a PKCE S256 pair,
-//!   kept server-side; then a redirect to the profile's authorization URL. Two logins in flight for
-//!   one user both work (one state each).
+//!   kept server-side; then a redirect to the profile's authorization URL. A link has one live
+//!   state: a new start deletes the previous one (two logins in flight for one user need two
+//!   links). `POST` (the start page's form) checks the link before reading the form, reads it whole
+//!   within `body_read_timeout`, and counts password grants per link and per profile and user.
 //! - `GET /oauth/callback`: the "Bots Callback Link" registered at the IdP. Consumes the `state`
 //!   (unknown, used or expired → 400 page, no token request), shows the IdP's `error` (escaped),
 //!   checks `iss` when the profile names an `issuer` (RFC 9207), redeems the code with the verifier,
