@@ -349,6 +349,7 @@ impl Server {
                     let _ = tokio::task::spawn_blocking(move || {
                         let _ = s.sweep("ticket:");
                         let _ = s.sweep("state:");
+                        let _ = s.sweep("attempts:");
                     })
                     .await;
                 }

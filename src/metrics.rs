@@ -105,6 +105,13 @@ pub struct TokenLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub profile: String,
+    /// `link_spent` or `user_limit`.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -127,6 +134,7 @@ pub struct Metrics {
     upstream_seconds: Family<RouteLabels, Histogram>,
     token_requests: Family<TokenLabels, Counter>,
     authorization_required: Family<ProfileLabels, Counter>,
+    sign_in_attempts_refused: Family<AttemptLabels, Counter>,
     pub replays: Counter,
     reloads: Family<ResultLabels, Counter>,
     cert_expiry: Family<CertLabels, Gauge>,
@@ -180,6 +188,7 @@ impl Metrics {
             upstream_seconds: Family::default(),
             token_requests: Family::default(),
             authorization_required: Family::default(),
+            sign_in_attempts_refused: Family::default(),
             replays: Counter::default(),
             reloads: Family::default(),
             cert_expiry: Family::default(),
@@ -210,6 +219,11 @@ impl Metrics {
                 "authorization_required",
                 "Requests answered with authorization_required (a login link), by profile",
                 m.authorization_required.clone(),
+            );
+            r.register(
+                "sign_in_attempts_refused",
+                "Start-page credential checks refused before reaching the IdP, by profile and reason (link_spent: the login link used its attempts; user_limit: the user's attempts in the window)",
+                m.sign_in_attempts_refused.clone(),
             );
             r.register(
                 "replays",
@@ -268,6 +282,16 @@ impl Metrics {
                 grant: grant.to_string(),
                 outcome: outcome.to_string(),
                 error: error.to_string(),
+            })
+            .inc();
+    }
+
+    /// A start-page credential check refused by the attempt limits (`link_spent`, `user_limit`).
+    pub fn sign_in_attempt_refused(&self, profile: &str, reason: &str) {
+        self.sign_in_attempts_refused
+            .get_or_create(&AttemptLabels {
+                profile: profile.to_string(),
+                reason: reason.to_string(),
             })
             .inc();
     }

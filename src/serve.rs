@@ -7,7 +7,10 @@
 //!   until the head is complete; past it the connection is closed at once. HTTP/1 only: HTTP/2 frames
 //!   are bounded by h2's own limits.
 //! - **idle**: no request in flight and no bytes received for this long → graceful close.
-//! - **body read**: enforced by the proxy on each wait for body data (`proxy::body`).
+//! - **body read**: the proxy bounds each wait for body data and the whole body (`proxy::body`); the
+//!   auth and admin listeners read their small form bodies with [`read_small_body`], whole within
+//!   `body_read_timeout`. A handler that answers without reading the body leaves hyper to close the
+//!   connection.
 
 use std::convert::Infallible;
 use std::io;
@@ -503,5 +506,32 @@ impl<H: Handler> Conn<H> {
                 },
             }
         }
+    }
+}
+
+/// Why a small request body (a form on the auth or admin listener) could not be read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SmallBodyError {
+    TooLarge,
+    /// Not all there within the time allowed (stalled, or trickling).
+    Timeout,
+    Read,
+}
+
+/// Reads a whole small body: at most `max` bytes, all of it within `within` (a deadline for the whole
+/// body, so neither a stalled nor a trickling sender holds the connection longer). The caller
+/// answers an error and closes the connection.
+pub async fn read_small_body(
+    body: Incoming,
+    max: usize,
+    within: Duration,
+) -> Result<Bytes, SmallBodyError> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(body, max);
+    match tokio::time::timeout(within, limited.collect()).await {
+        Err(_) => Err(SmallBodyError::Timeout),
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(SmallBodyError::TooLarge),
+        Ok(Err(_)) => Err(SmallBodyError::Read),
     }
 }

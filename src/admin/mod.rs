@@ -173,15 +173,28 @@ impl Admin {
                 "Sign-in from another site refused.",
             );
         }
-        let body = http_body_util::Limited::new(req.into_body(), 4096)
-            .collect()
-            .await
-            .map(|b| b.to_bytes());
-        let Ok(body) = body else {
-            return console::login_page(
-                StatusCode::BAD_REQUEST,
-                "The sign-in form could not be read.",
-            );
+        // A small form, all of it within `body_read_timeout`; otherwise answered and closed.
+        let within = snap.config.proxy.body_read_timeout;
+        let body = crate::serve::read_small_body(req.into_body(), 4096, within).await;
+        let body = match body {
+            Ok(b) => b,
+            Err(e) => {
+                let mut r = match e {
+                    crate::serve::SmallBodyError::Timeout => console::login_page(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "The sign-in form did not arrive in time.",
+                    ),
+                    _ => console::login_page(
+                        StatusCode::BAD_REQUEST,
+                        "The sign-in form could not be read.",
+                    ),
+                };
+                r.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+                return r;
+            }
         };
         let form = crate::inject::encode::parse_form(&body);
         let given = form

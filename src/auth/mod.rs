@@ -3,8 +3,10 @@
 //! Routes:
 //! - `GET /oauth/start/{ticket}`: from an `authorization_required` link. Starts an authorization:
 //!   a new `state` (256 random bits, single use, expiring, bound to the ticket) and a PKCE S256 pair,
-//!   kept server-side; then a redirect to the profile's authorization URL. Two logins in flight for
-//!   one user both work (one state each).
+//!   kept server-side; then a redirect to the profile's authorization URL. A link has one live
+//!   state: a new start deletes the previous one (two logins in flight for one user need two
+//!   links). `POST` (the start page's form) checks the link before reading the form, reads it whole
+//!   within `body_read_timeout`, and counts password grants per link and per profile and user.
 //! - `GET /oauth/callback`: the "Bots Callback Link" registered at the IdP. Consumes the `state`
 //!   (unknown, used or expired → 400 page, no token request), shows the IdP's `error` (escaped),
 //!   checks `iss` when the profile names an `issuer` (RFC 9207), redeems the code with the verifier,
@@ -28,7 +30,7 @@ use crate::oauth::http::IdpHttp;
 use crate::oauth::{to_fetched, OAuthSource, Request as TokenRequest};
 use crate::proxy::{Entry, Snapshot};
 use crate::secret::Secret;
-use crate::serve::{ConnInfo, Handler};
+use crate::serve::{read_small_body, ConnInfo, Handler, SmallBodyError};
 use crate::template::{Template, Var};
 use crate::token::{Fetched, TokenErrorKind};
 use form::Form;
@@ -102,6 +104,22 @@ fn link_invalid() -> Response<Body> {
     )
 }
 
+/// A login link whose credential checks are used up.
+fn link_spent() -> Response<Body> {
+    page(
+        StatusCode::FORBIDDEN,
+        "This link is used up",
+        "Too many sign-in attempts were made with this link. Ask for a new sign-in link.",
+    )
+}
+
+/// Closes the connection after this answer (an unread or unfinished body).
+fn closing(mut r: Response<Body>) -> Response<Body> {
+    r.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
 fn busy() -> Response<Body> {
     page(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -145,20 +163,48 @@ impl Auth {
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
-        if let Some(ticket) = path.strip_prefix("/oauth/start/") {
-            let ticket = ticket.to_string();
+        if let Some(ticket_id) = path.strip_prefix("/oauth/start/") {
+            let ticket_id = ticket_id.to_string();
             return match *req.method() {
-                Method::GET => self.start(&ticket, None).await,
+                Method::GET => match self.ticket(&ticket_id, false).await {
+                    Ok(t) => self.start(&ticket_id, t, None).await,
+                    Err(r) => r,
+                },
                 Method::POST => {
-                    // The start page's form: small, form-urlencoded.
-                    let body = http_body_util::Limited::new(req.into_body(), MAX_FORM_BYTES);
-                    match body.collect().await {
-                        Ok(b) => self.start(&ticket, Some(parse_form(&b.to_bytes()))).await,
-                        Err(_) => page(
+                    // The link first: a post to an unknown, expired or spent link is answered
+                    // without reading its body (and the connection closed).
+                    let ticket = match self.ticket(&ticket_id, true).await {
+                        Ok(t) => t,
+                        Err(r) => return closing(r),
+                    };
+                    // The start page's form: small, form-urlencoded, all of it within
+                    // `body_read_timeout`.
+                    let within = self.snap().config.proxy.body_read_timeout;
+                    let too_large = || {
+                        closing(page(
                             StatusCode::PAYLOAD_TOO_LARGE,
                             "Sign-in failed",
                             "The form was too large.",
-                        ),
+                        ))
+                    };
+                    if crate::proxy::content_length(req.headers())
+                        .is_some_and(|n| n > MAX_FORM_BYTES as u64)
+                    {
+                        return too_large();
+                    }
+                    match read_small_body(req.into_body(), MAX_FORM_BYTES, within).await {
+                        Ok(b) => self.start(&ticket_id, ticket, Some(parse_form(&b))).await,
+                        Err(SmallBodyError::TooLarge) => too_large(),
+                        Err(SmallBodyError::Timeout) => closing(page(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "Sign-in failed",
+                            "The form did not arrive in time. Open the link again.",
+                        )),
+                        Err(SmallBodyError::Read) => closing(page(
+                            StatusCode::BAD_REQUEST,
+                            "Sign-in failed",
+                            "The form could not be read.",
+                        )),
                     }
                 }
                 _ => not_allowed(),
@@ -173,6 +219,87 @@ impl Auth {
         page(StatusCode::NOT_FOUND, "Not found", "There is nothing here.")
     }
 
+    /// The login link's ticket, unless it is unknown, expired or spent (the page to show then). A
+    /// form posted (`posting`) to a spent link counts as a refused attempt.
+    async fn ticket(&self, ticket_id: &str, posting: bool) -> Result<Ticket, Response<Body>> {
+        let store = self.snap().store.clone();
+        let id = ticket_id.to_string();
+        let read = blocking(move || {
+            let Some(t) = grants::read_ticket(&store, &id)? else {
+                return Ok(None);
+            };
+            Ok::<_, crate::token::TokenError>(Some((t, grants::link_attempts(&store, &id)?)))
+        })
+        .await;
+        match read {
+            Some(Ok(Some((t, used)))) if used >= self.settings.max_link_attempts => {
+                if posting {
+                    self.snap()
+                        .metrics
+                        .sign_in_attempt_refused(&t.profile, "link_spent");
+                    tracing::warn!(profile = %t.profile, user = %t.user, reason = "link_spent", "sign-in attempt refused: too many credential checks");
+                }
+                Err(link_spent())
+            }
+            Some(Ok(Some((t, _)))) => Ok(t),
+            Some(Ok(None)) => Err(page(
+                StatusCode::BAD_REQUEST,
+                "This link has expired",
+                "Ask for a new sign-in link and try again.",
+            )),
+            _ => Err(busy()),
+        }
+    }
+
+    /// Counts one credential check at the IdP against the login link and against the user's
+    /// window, before it is made; past either limit nothing is sent to the IdP. Returns the
+    /// attempts the link has left after this one.
+    async fn admit_attempt(&self, flow: &Flow) -> Result<u64, Response<Body>> {
+        let s = &self.settings;
+        let (max_link, max_user) = (s.max_link_attempts, s.max_user_attempts);
+        let window = s.user_attempt_window.as_secs().max(1);
+        let now = grants::now_unix();
+        let start = now - now % window;
+        let user_name = grants::user_attempts_name(&flow.profile, &flow.user, start);
+        let link_name = grants::link_attempts_name(&flow.ticket);
+        let link_expiry = now + s.ticket_ttl.as_secs();
+        let store = self.snap().store.clone();
+        let counted = blocking(move || {
+            let u = store.incr(&user_name, Some(start + window))?;
+            if u > max_user {
+                return Ok(Err("user_limit"));
+            }
+            let l = store.incr(&link_name, Some(link_expiry))?;
+            if l > max_link {
+                return Ok(Err("link_spent"));
+            }
+            Ok::<_, crate::store::StoreError>(Ok(max_link - l))
+        })
+        .await;
+        match counted {
+            Some(Ok(Ok(left))) => Ok(left),
+            Some(Ok(Err(reason))) => {
+                self.snap()
+                    .metrics
+                    .sign_in_attempt_refused(&flow.profile, reason);
+                tracing::warn!(profile = %flow.profile, user = %flow.user, reason, "sign-in attempt refused: too many credential checks");
+                Err(if reason == "user_limit" {
+                    let mut r = page(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "Too many sign-in attempts",
+                        "There were too many sign-in attempts for this account. Try again later.",
+                    );
+                    r.headers_mut()
+                        .insert(http::header::RETRY_AFTER, HeaderValue::from(window));
+                    r
+                } else {
+                    link_spent()
+                })
+            }
+            _ => Err(busy()),
+        }
+    }
+
     /// The start page. Shows the form when the profile asks the user for anything (a tenant,
     /// credentials, user fields); with the form's answers (`answers`) checks them, then goes on to
     /// the IdP (authorization code), exchanges the credentials (password) or keeps them (basic,
@@ -180,21 +307,9 @@ impl Auth {
     async fn start(
         &self,
         ticket_id: &str,
+        ticket: Ticket,
         answers: Option<Vec<(String, String)>>,
     ) -> Response<Body> {
-        let store = self.snap().store.clone();
-        let id = ticket_id.to_string();
-        let ticket = match blocking(move || grants::read_ticket(&store, &id)).await {
-            Some(Ok(Some(t))) => t,
-            Some(Ok(None)) => {
-                return page(
-                    StatusCode::BAD_REQUEST,
-                    "This link has expired",
-                    "Ask for a new sign-in link and try again.",
-                )
-            }
-            _ => return busy(),
-        };
         let snap = self.snap();
         let Some(o) = snap
             .profiles
@@ -239,6 +354,10 @@ impl Auth {
                 self.to_idp(&ticket, flow, source, form.is_empty()).await
             }
             (Entry::Password, Some(source), Some((a, raw))) => {
+                let left = match self.admit_attempt(&flow).await {
+                    Ok(left) => left,
+                    Err(r) => return r,
+                };
                 let result = source
                     .request(
                         &source.http,
@@ -258,10 +377,17 @@ impl Auth {
                         };
                         self.finish(&flow, fetched).await
                     }
+                    Err(e) if e.kind == TokenErrorKind::GrantInvalid && left == 0 => {
+                        tracing::warn!(profile = %flow.profile, user = %flow.user, "login link spent: the identity provider refused its last credential check");
+                        link_spent()
+                    }
                     Err(e) if e.kind == TokenErrorKind::GrantInvalid => form.render(
                         StatusCode::BAD_REQUEST,
                         &raw,
-                        Some("The identity provider refused this username and password."),
+                        Some(&format!(
+                            "The identity provider refused this username and password ({left} {} left with this link).",
+                            if left == 1 { "attempt" } else { "attempts" }
+                        )),
                     ),
                     Err(e) => {
                         tracing::warn!(profile = %flow.profile, "password exchange failed: {}", e.message);
@@ -496,7 +622,7 @@ impl Auth {
         let ticket = flow.ticket.clone();
         let saved = blocking(move || {
             grants::save_grant(&store, &name, &fetched)?;
-            let _ = store.remove(&format!("ticket:{ticket}"));
+            let _ = grants::remove_ticket(&store, &ticket);
             Ok::<(), crate::token::TokenError>(())
         })
         .await;

@@ -33,6 +33,7 @@ pub const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_BODY_TOTAL_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
@@ -160,6 +161,9 @@ pub struct ProxySettings {
     pub header_read_timeout: Duration,
     /// Longest wait for the next piece of a request body.
     pub body_read_timeout: Duration,
+    /// Longest time for a whole request body, counted from the request head: a body that trickles
+    /// (a byte now and then, each within `body_read_timeout`) still ends.
+    pub body_total_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
@@ -194,6 +198,9 @@ pub struct ProxySettings {
 
 pub const DEFAULT_STORE_PATH: &str = "data/tokens.db";
 pub const DEFAULT_TICKET_TTL: Duration = Duration::from_secs(600);
+pub const DEFAULT_MAX_LINK_ATTEMPTS: u64 = 5;
+pub const DEFAULT_MAX_USER_ATTEMPTS: u64 = 20;
+pub const DEFAULT_USER_ATTEMPT_WINDOW: Duration = Duration::from_secs(3600);
 
 /// `[auth]`.
 #[derive(Debug, Clone)]
@@ -204,6 +211,12 @@ pub struct AuthSettings {
     pub public_url: String,
     /// Lifetime of a login link and of an authorization in progress.
     pub ticket_ttl: Duration,
+    /// Credential checks at the IdP (password grant) one login link allows; then it is spent.
+    pub max_link_attempts: u64,
+    /// Credential checks per profile and user in one `user_attempt_window` (fixed window), across
+    /// every link and replica.
+    pub max_user_attempts: u64,
+    pub user_attempt_window: Duration,
     pub tls: Option<ServerTls>,
 }
 

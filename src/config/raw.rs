@@ -36,6 +36,7 @@ pub struct RawProxy {
     pub listen: Option<String>,
     pub header_read_timeout: Option<Dur>,
     pub body_read_timeout: Option<Dur>,
+    pub body_total_timeout: Option<Dur>,
     pub idle_timeout: Option<Dur>,
     pub connect_timeout: Option<Dur>,
     pub upstream_timeout: Option<Dur>,
@@ -97,6 +98,9 @@ pub struct RawAuth {
     pub listen: String,
     pub public_url: String,
     pub ticket_ttl: Option<Dur>,
+    pub max_link_attempts: Option<u64>,
+    pub max_user_attempts: Option<u64>,
+    pub user_attempt_window: Option<Dur>,
     pub tls: Option<RawServerTls>,
 }
 

@@ -80,11 +80,30 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
                 "under a minute leaves no time to sign in; expected a duration like \"10m\"",
             );
         }
+        for (key, n) in [
+            ("max_link_attempts", a.max_link_attempts),
+            ("max_user_attempts", a.max_user_attempts),
+        ] {
+            if n.is_some_and(|n| n == 0 || n > 1000) {
+                v.err(&format!("auth.{key}"), "expected a count from 1 to 1000");
+            }
+        }
+        if a.user_attempt_window.is_some_and(|d| d.0.as_secs() < 1) {
+            v.err(
+                "auth.user_attempt_window",
+                "must be at least one second; expected a duration like \"1h\"",
+            );
+        }
         let tls = server_tls(a.tls, "auth", &mut v);
         Some(AuthSettings {
             listen,
             public_url,
             ticket_ttl: a.ticket_ttl.map_or(DEFAULT_TICKET_TTL, |d| d.0),
+            max_link_attempts: a.max_link_attempts.unwrap_or(DEFAULT_MAX_LINK_ATTEMPTS),
+            max_user_attempts: a.max_user_attempts.unwrap_or(DEFAULT_MAX_USER_ATTEMPTS),
+            user_attempt_window: a
+                .user_attempt_window
+                .map_or(DEFAULT_USER_ATTEMPT_WINDOW, |d| d.0),
             tls,
         })
     });
@@ -337,6 +356,7 @@ fn proxy_settings(p: RawProxy, v: &mut V) -> ProxySettings {
         listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
         header_read_timeout: dur(p.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT),
         body_read_timeout: dur(p.body_read_timeout, DEFAULT_BODY_READ_TIMEOUT),
+        body_total_timeout: dur(p.body_total_timeout, DEFAULT_BODY_TOTAL_TIMEOUT),
         idle_timeout: dur(p.idle_timeout, DEFAULT_IDLE_TIMEOUT),
         connect_timeout: dur(p.connect_timeout, DEFAULT_CONNECT_TIMEOUT),
         upstream_timeout: dur(p.upstream_timeout, DEFAULT_UPSTREAM_TIMEOUT),
@@ -378,6 +398,7 @@ fn proxy_settings(p: RawProxy, v: &mut V) -> ProxySettings {
     for (name, d) in [
         ("header_read_timeout", s.header_read_timeout),
         ("body_read_timeout", s.body_read_timeout),
+        ("body_total_timeout", s.body_total_timeout),
         ("idle_timeout", s.idle_timeout),
         ("connect_timeout", s.connect_timeout),
         ("upstream_timeout", s.upstream_timeout),

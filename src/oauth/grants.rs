@@ -390,7 +390,7 @@ pub fn random_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
-fn now_unix() -> u64 {
+pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -454,18 +454,59 @@ impl Flow {
     }
 }
 
-/// Stores a flow under a new random `state`; returns the state (blocking).
+/// Store name of the pointer to a ticket's live `state` (one per ticket).
+fn live_state_name(ticket: &str) -> String {
+    format!("ticket:{ticket}:state")
+}
+
+/// Store name of a ticket's count of credential checks at the IdP (next to the ticket, so replicas
+/// sharing the store count together).
+pub fn link_attempts_name(ticket: &str) -> String {
+    format!("ticket:{ticket}:attempts")
+}
+
+/// Store name of a user's credential checks for a profile in the fixed window starting at
+/// `window_start` (Unix seconds).
+pub fn user_attempts_name(profile: &str, user: &str, window_start: u64) -> String {
+    format!("attempts:{profile}:{window_start}:{user}")
+}
+
+/// Credential checks made so far with a ticket (blocking).
+pub fn link_attempts(store: &Store, ticket: &str) -> Result<u64, TokenError> {
+    store
+        .count(&link_attempts_name(ticket))
+        .map_err(store_error)
+}
+
+/// Stores a flow under a new random `state`; returns the state (blocking). A ticket has one live
+/// state: the previous one (an earlier submission of the start page) is deleted, so its callback
+/// finds nothing, and one link holder cannot pile up records.
 pub fn new_flow(store: &Store, ttl: Duration, flow: &Flow) -> Result<String, TokenError> {
     let state = random_id();
     let bytes = serde_json::to_vec(flow).map_err(store_error)?;
+    let expires = Some(now_unix() + ttl.as_secs());
     store
-        .put(
-            &format!("state:{state}"),
-            &bytes,
-            Some(now_unix() + ttl.as_secs()),
-        )
+        .put(&format!("state:{state}"), &bytes, expires)
         .map_err(store_error)?;
+    let previous = store
+        .replace(&live_state_name(&flow.ticket), state.as_bytes(), expires)
+        .map_err(store_error)?;
+    if let Some(p) = previous.and_then(|p| String::from_utf8(p).ok()) {
+        store.remove(&format!("state:{p}")).map_err(store_error)?;
+    }
     Ok(state)
+}
+
+/// Removes a ticket and the records beside it (a finished sign-in).
+pub fn remove_ticket(store: &Store, ticket: &str) -> Result<(), TokenError> {
+    for name in [
+        format!("ticket:{ticket}"),
+        live_state_name(ticket),
+        link_attempts_name(ticket),
+    ] {
+        store.remove(&name).map_err(store_error)?;
+    }
+    Ok(())
 }
 
 /// Takes (consumes) the flow of a `state`: a second callback with it finds nothing (blocking).

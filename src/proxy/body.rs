@@ -1,4 +1,5 @@
-//! Request and response bodies: the caller's body streamed with a size cap and a per-read timeout.
+//! Request and response bodies: the caller's body streamed with a size cap, a per-read timeout and a
+//! deadline for the whole body (so a body that trickles a byte per read timeout still ends).
 
 use std::fmt;
 use std::pin::Pin;
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use crate::error::{ErrorCode, ProxyError};
 
@@ -23,6 +24,8 @@ pub type OutBody = Either<GuardedBody, Full<Bytes>>;
 pub enum BodyError {
     TooLarge(u64),
     Timeout(Duration),
+    /// The whole body did not arrive within `body_total_timeout`.
+    TotalTimeout(Duration),
     Read(hyper::Error),
 }
 
@@ -31,6 +34,12 @@ impl fmt::Display for BodyError {
         match self {
             BodyError::TooLarge(max) => write!(f, "request body over max_body_bytes ({max})"),
             BodyError::Timeout(d) => write!(f, "no request body data for {d:?}"),
+            BodyError::TotalTimeout(d) => {
+                write!(
+                    f,
+                    "request body not complete within {d:?} (body_total_timeout)"
+                )
+            }
             BodyError::Read(e) => write!(f, "reading the request body: {e}"),
         }
     }
@@ -49,29 +58,34 @@ impl BodyError {
     pub fn into_proxy_error(self) -> ProxyError {
         let code = match &self {
             BodyError::TooLarge(_) => ErrorCode::PayloadTooLarge,
-            BodyError::Timeout(_) => ErrorCode::RequestTimeout,
+            BodyError::Timeout(_) | BodyError::TotalTimeout(_) => ErrorCode::RequestTimeout,
             BodyError::Read(_) => ErrorCode::BodyNotInjectable,
         };
         ProxyError::new(code, self.to_string())
     }
 }
 
-/// The caller's body with a byte cap and a timeout on each wait for data.
+/// The caller's body with a byte cap, a timeout on each wait for data and a deadline for all of it.
 pub struct GuardedBody {
     inner: Incoming,
     remaining: u64,
     max: u64,
     timeout: Duration,
+    /// `body_total_timeout`, and the moment it runs out (counted from `new`, the request head).
+    total: Duration,
+    deadline: Instant,
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
 impl GuardedBody {
-    pub fn new(inner: Incoming, max: u64, timeout: Duration) -> Self {
+    pub fn new(inner: Incoming, max: u64, timeout: Duration, total: Duration) -> Self {
         GuardedBody {
             inner,
             remaining: max,
             max,
             timeout,
+            total,
+            deadline: Instant::now() + total,
             sleep: None,
         }
     }
@@ -89,6 +103,9 @@ impl Body for GuardedBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.sleep = None;
+                if frame.is_some() && Instant::now() >= this.deadline {
+                    return Poll::Ready(Some(Err(BodyError::TotalTimeout(this.total))));
+                }
                 let frame = match frame {
                     None => return Poll::Ready(None),
                     Some(Err(e)) => return Poll::Ready(Some(Err(BodyError::Read(e)))),
@@ -104,11 +121,16 @@ impl Body for GuardedBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Pending => {
-                let timeout = this.timeout;
-                let sleep = this
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                let (timeout, deadline) = (this.timeout, this.deadline);
+                let sleep = this.sleep.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until(
+                        (Instant::now() + timeout).min(deadline),
+                    ))
+                });
                 ready!(sleep.as_mut().poll(cx));
+                if Instant::now() >= deadline {
+                    return Poll::Ready(Some(Err(BodyError::TotalTimeout(this.total))));
+                }
                 Poll::Ready(Some(Err(BodyError::Timeout(timeout))))
             }
         }

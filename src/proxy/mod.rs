@@ -345,7 +345,7 @@ pub struct Proxy {
     id_prefix: u32,
 }
 
-fn content_length(h: &HeaderMap) -> Option<u64> {
+pub(crate) fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok())

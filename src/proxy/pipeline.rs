@@ -224,7 +224,12 @@ impl Proxy {
                     }
                 }
                 let known_len = body.size_hint().exact();
-                let guarded = GuardedBody::new(body, max, snap.config.proxy.body_read_timeout);
+                let guarded = GuardedBody::new(
+                    body,
+                    max,
+                    snap.config.proxy.body_read_timeout,
+                    snap.config.proxy.body_total_timeout,
+                );
                 if plan.has_payload()
                     || known_len.is_some_and(|n| replay_cap > 0 && n <= replay_cap)
                 {

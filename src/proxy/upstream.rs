@@ -95,15 +95,15 @@ impl Upstream {
 fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
     if let Some(b) = find_body_error(e) {
         return match b {
-            super::body::BodyError::TooLarge(_) | super::body::BodyError::Timeout(_) => {
-                ProxyError::new(
-                    match b {
-                        super::body::BodyError::TooLarge(_) => ErrorCode::PayloadTooLarge,
-                        _ => ErrorCode::RequestTimeout,
-                    },
-                    b.to_string(),
-                )
-            }
+            super::body::BodyError::TooLarge(_)
+            | super::body::BodyError::Timeout(_)
+            | super::body::BodyError::TotalTimeout(_) => ProxyError::new(
+                match b {
+                    super::body::BodyError::TooLarge(_) => ErrorCode::PayloadTooLarge,
+                    _ => ErrorCode::RequestTimeout,
+                },
+                b.to_string(),
+            ),
             super::body::BodyError::Read(_) => ProxyError::new(
                 ErrorCode::UpstreamUnavailable,
                 "the caller's request body ended early",

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 use thiserror::Error;
 
 use crypto::{Crypto, Opened};
@@ -274,6 +274,115 @@ impl Store {
                 Ok(old)
             }
         }
+    }
+
+    /// Adds one to the counter `name` in one atomic step and returns its new value; a new (or
+    /// expired) counter starts at 1 and expires at `expires_at`, an existing one keeps its expiry.
+    /// Replicas sharing a Redis store count together (`INCR`). Counters are not secret.
+    pub fn incr(&self, name: &str, expires_at: Option<u64>) -> Result<u64, StoreError> {
+        let bump = |old: Option<&[u8]>| -> (u64, Vec<u8>) {
+            let now = now_unix();
+            let (n, exp) = match old.and_then(unframe) {
+                Some((exp, _)) if exp != 0 && exp <= now => (0, expires_at),
+                Some((exp, data)) => (
+                    std::str::from_utf8(data)
+                        .ok()
+                        .and_then(|t| t.parse::<u64>().ok())
+                        .unwrap_or(0),
+                    (exp != 0).then_some(exp),
+                ),
+                None => (0, expires_at),
+            };
+            let n = n.saturating_add(1);
+            (n, frame(n.to_string().as_bytes(), exp))
+        };
+        match &self.backend {
+            Backend::Redis(r) => r.incr(name, expires_at.map(|e| e.saturating_sub(now_unix()))),
+            Backend::Memory(m) => {
+                let mut map = m.lock().unwrap_or_else(|p| p.into_inner());
+                let (n, plain) = bump(map.get(name).map(|v| &v[..]));
+                map.insert(name.into(), plain.into_boxed_slice());
+                Ok(n)
+            }
+            Backend::File(f) => {
+                let (db, crypto) = (&f.db, &f.crypto);
+                let tx = db.begin_write().map_err(io)?;
+                let n = {
+                    let mut t = tx.open_table(RECORDS).map_err(io)?;
+                    let old = t
+                        .get(name)
+                        .map_err(io)?
+                        .map(|v| v.value().to_vec())
+                        .and_then(|s| match crypto.open(name, &s) {
+                            Ok(Opened::Current(p) | Opened::Previous(p)) => Some(p),
+                            Err(_) => None,
+                        });
+                    let (n, plain) = bump(old.as_deref());
+                    t.insert(name, crypto.seal(name, &plain).as_slice())
+                        .map_err(io)?;
+                    n
+                };
+                tx.commit().map_err(io)?;
+                Ok(n)
+            }
+        }
+    }
+
+    /// The value of the counter `name` (0 when absent or expired).
+    pub fn count(&self, name: &str) -> Result<u64, StoreError> {
+        if let Some(r) = self.shared() {
+            return r.count(name);
+        }
+        Ok(self
+            .get(name)?
+            .and_then(|d| std::str::from_utf8(&d).ok()?.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Writes one record and returns the one it replaced (unless that had expired), in one atomic
+    /// step: of many concurrent writers, each sees a different previous value.
+    pub fn replace(
+        &self,
+        name: &str,
+        data: &[u8],
+        expires_at: Option<u64>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let plain = frame(data, expires_at);
+        let old = match &self.backend {
+            Backend::Redis(r) => r.replace(
+                name,
+                &plain,
+                expires_at.map(|e| e.saturating_sub(now_unix())),
+            )?,
+            Backend::Memory(m) => m
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.into(), plain.into_boxed_slice())
+                .map(Vec::from),
+            Backend::File(f) => {
+                let (db, crypto) = (&f.db, &f.crypto);
+                let sealed = crypto.seal(name, &plain);
+                let tx = db.begin_write().map_err(io)?;
+                let old = {
+                    let mut t = tx.open_table(RECORDS).map_err(io)?;
+                    let v = t
+                        .insert(name, sealed.as_slice())
+                        .map_err(io)?
+                        .map(|v| v.value().to_vec());
+                    v
+                };
+                tx.commit().map_err(io)?;
+                old.and_then(|s| match crypto.open(name, &s) {
+                    Ok(Opened::Current(p) | Opened::Previous(p)) => Some(p),
+                    Err(_) => None,
+                })
+            }
+        };
+        Ok(match old.as_deref().and_then(unframe) {
+            Some((exp, _)) if exp != 0 && exp <= now_unix() => None,
+            Some((_, d)) => Some(d.to_vec()),
+            None => None,
+        })
     }
 
     /// Removes expired records whose names start with `prefix` (reading an expired record removes

@@ -60,6 +60,8 @@ fn glob_escape(s: &str) -> String {
 
 const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
 const UNLOCK: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+const INCR: &str = "local n = redis.call('INCR', KEYS[1]) if n == 1 and tonumber(ARGV[1]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end return n";
+const REPLACE: &str = "local o = redis.call('GET', KEYS[1]) if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) else redis.call('SET', KEYS[1], ARGV[1]) end return o";
 const PUT_FENCED: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[2], ARGV[2]) return 1 else return 0 end";
 
 impl RedisBackend {
@@ -210,6 +212,43 @@ impl RedisBackend {
         let key = self.key(name);
         let sealed: Option<Vec<u8>> = self.with(|c| redis::cmd("GETDEL").arg(&key).query(c))?;
         Ok(sealed.and_then(|s| match self.crypto.open(name, &s) {
+            Ok(Opened::Current(p) | Opened::Previous(p)) => Some(p),
+            Err(_) => None,
+        }))
+    }
+
+    /// `INCR` (with the TTL set by the first increment): a plain counter, not sealed.
+    pub fn incr(&self, name: &str, ttl_secs: Option<u64>) -> Result<u64, StoreError> {
+        let key = self.key(name);
+        let ttl = ttl_secs.map_or(0, |t| t.max(1));
+        self.with(|c| redis::Script::new(INCR).key(&key).arg(ttl).invoke::<u64>(c))
+    }
+
+    /// A counter written by [`RedisBackend::incr`] (0 when absent).
+    pub fn count(&self, name: &str) -> Result<u64, StoreError> {
+        let key = self.key(name);
+        self.with(|c| redis::cmd("GET").arg(&key).query::<Option<u64>>(c))
+            .map(|n| n.unwrap_or(0))
+    }
+
+    /// `GET` and `SET` in one script: the previous record, opened.
+    pub fn replace(
+        &self,
+        name: &str,
+        plain: &[u8],
+        ttl_secs: Option<u64>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let sealed = self.crypto.seal(name, plain);
+        let key = self.key(name);
+        let ttl = ttl_secs.map_or(0, |t| t.max(1));
+        let old: Option<Vec<u8>> = self.with(|c| {
+            redis::Script::new(REPLACE)
+                .key(&key)
+                .arg(sealed)
+                .arg(ttl)
+                .invoke(c)
+        })?;
+        Ok(old.and_then(|s| match self.crypto.open(name, &s) {
             Ok(Opened::Current(p) | Opened::Previous(p)) => Some(p),
             Err(_) => None,
         }))

@@ -30,6 +30,21 @@ fn exercise(s: &Store) {
     assert_eq!(s.take("tok:a").unwrap(), None, "single use");
     assert!(s.remove("tok:b").unwrap());
     assert!(!s.remove("tok:b").unwrap());
+
+    // Counters: start at 1, keep their first expiry, restart once expired.
+    assert_eq!(s.count("n:a").unwrap(), 0);
+    assert_eq!(s.incr("n:a", Some(now_unix() + 3600)).unwrap(), 1);
+    assert_eq!(s.incr("n:a", None).unwrap(), 2);
+    assert_eq!(s.count("n:a").unwrap(), 2);
+    s.put("n:old", b"7", Some(now_unix() - 1)).unwrap();
+    assert_eq!(s.incr("n:old", Some(now_unix() + 60)).unwrap(), 1);
+    // Replace: each write sees the one before it.
+    assert_eq!(s.replace("p", b"1", None).unwrap(), None);
+    assert_eq!(
+        s.replace("p", b"2", None).unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(s.get("p").unwrap().as_deref(), Some(&b"2"[..]));
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod support;
 
 mod admin;
 mod audit;
+mod auth_limits;
 mod clock;
 mod config_check;
 mod console;
