@@ -21,6 +21,7 @@ mod oauth;
 mod properties;
 mod reload;
 mod replicas;
+mod secret_mask;
 mod store;
 mod tls;
 mod user_auth;
