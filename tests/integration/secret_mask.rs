@@ -78,10 +78,7 @@ impl OpenSsl {
     fn key(&self, name: &str, kind: &str) {
         let out = format!("{name}.key");
         match kind {
-            "rsa-pkcs1" => openssl(
-                &self.dir,
-                &["genrsa", "-traditional", "-out", &out, "2048"],
-            ),
+            "rsa-pkcs1" => openssl(&self.dir, &["genrsa", "-traditional", "-out", &out, "2048"]),
             "rsa-pkcs8" => openssl(
                 &self.dir,
                 &[
@@ -186,7 +183,10 @@ impl OpenSsl {
             .unwrap();
             Some("client.ext")
         };
-        (self.sign(name, "service-node", ext), self.path(&format!("{name}.key")))
+        (
+            self.sign(name, "service-node", ext),
+            self.path(&format!("{name}.key")),
+        )
     }
 }
 
@@ -238,14 +238,16 @@ fn v1_client_certificates_are_matched_with_their_key_by_check() {
         ("v3-ec", "ec-sec1", false),
     ] {
         let (cert, key) = o.client(name, kind, v1);
-        authsidecar::tls::load_certified_key(&cert, &key)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        authsidecar::tls::load_certified_key(&cert, &key).unwrap_or_else(|e| panic!("{name}: {e}"));
         pairs.push((name, cert, key));
     }
     let (ok, out) = check_client_cert(&o.dir, &pairs[0].1, &pairs[0].2);
     assert!(ok, "check refused a v1 certificate with its own key: {out}");
     let (ok, out) = check_client_cert(&o.dir, &pairs[2].1, &pairs[2].2);
-    assert!(ok, "check refused a v1 EC certificate with its own key: {out}");
+    assert!(
+        ok,
+        "check refused a v1 EC certificate with its own key: {out}"
+    );
 
     // Another key (same type, and another type) is refused with "does not belong".
     for (cert, key) in [
@@ -374,4 +376,363 @@ type = "none"
     assert_eq!(r.status, 200, "{body}");
     assert!(body.contains("service-node"), "{body}");
     s.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Defect 6: the test report masks every encoded form of the profile's secrets.
+// ---------------------------------------------------------------------------------------------
+
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use http::Method;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CLIENT_ID: &str = "mask client";
+const CLIENT_SECRET: &str = "cs~ a+b/c&d=e-é€😀";
+const USERNAME: &str = "svc user~ø+/&=";
+const PASSWORD: &str = "pw~ x+y/z&q=r-ü中";
+
+/// `s` with every non-ASCII character as `\uXXXX` (lower or upper hex) and `/` as `\/`.
+fn json_escape(s: &str, upper: bool) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        match c {
+            '/' => out.push_str("\\/"),
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_ascii() => out.push(c),
+            c => {
+                for u in c.encode_utf16(&mut [0; 2]).iter() {
+                    if upper {
+                        out.push_str(&format!("\\u{u:04X}"));
+                    } else {
+                        out.push_str(&format!("\\u{u:04x}"));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `s` with a line fold (`fold`) after every 7 characters.
+fn fold_every_7(s: &str, fold: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && i % 7 == 0 {
+            out.push_str(fold);
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A token endpoint that answers with the request it got (head and body), in several forms: as
+/// received, JSON-escaped (lower- and upper-case `\u` hex, `\/`), and split by line folds, raw and
+/// JSON-escaped. `/raw/…` answers 200 text/plain with all of them; `/json/…` answers 400 with a
+/// valid JSON OAuth error whose description and members hold the escaped request. The
+/// `Authorization` value and the body are also echoed in response headers.
+async fn echo_token_endpoint() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = l.accept().await {
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut chunk)).await {
+                        Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                    if buf.len() > 1 << 20 {
+                        return;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (n, v) = l.split_once(':')?;
+                        n.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                while buf.len() < head_end + len {
+                    match tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut chunk)).await {
+                        Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                }
+                let request = String::from_utf8_lossy(&buf[..head_end + len]).to_string();
+                let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
+                seen.lock().unwrap().push(request.clone());
+                let auth = head
+                    .lines()
+                    .find_map(|l| {
+                        let (n, v) = l.split_once(':')?;
+                        n.eq_ignore_ascii_case("authorization")
+                            .then(|| v.trim().to_string())
+                    })
+                    .unwrap_or_default();
+                // The parameters decoded (the body's, and the id and secret inside Basic), as an
+                // endpoint that parses the request would show them: JSON-escaped.
+                let mut decoded: Vec<(String, String)> = body
+                    .split('&')
+                    .filter_map(|p| p.split_once('='))
+                    .map(|(n, v)| (form_decode(n), form_decode(v)))
+                    .collect();
+                if let Some(b) = auth.strip_prefix("Basic ") {
+                    let pair = base64::engine::general_purpose::STANDARD.decode(b).unwrap();
+                    let pair = String::from_utf8(pair).unwrap();
+                    let (id, secret) = pair.split_once(':').unwrap();
+                    decoded.push(("basic_id".into(), form_decode(id)));
+                    decoded.push(("basic_pw".into(), form_decode(secret)));
+                }
+                let decoded_json = |upper: bool| {
+                    decoded
+                        .iter()
+                        .map(|(n, v)| format!("[\"{n}\", \"{}\"]", json_escape(v, upper)))
+                        .collect::<Vec<_>>()
+                        .join(",\n")
+                };
+                let (status, ctype, answer) = if head.contains("/json/") {
+                    let lower = json_escape(&request, false);
+                    let upper = json_escape(&request, true);
+                    let folded = json_escape(&fold_every_7(&request, "\r\n "), false);
+                    (
+                        "400 Bad Request",
+                        "application/json",
+                        format!(
+                            r#"{{"error":"invalid_request","error_description":"{}","lower":"{lower}","upper":"{upper}","folded":"{folded}"}}"#,
+                            json_escape(&body, false)
+                        ),
+                    )
+                } else {
+                    (
+                        "200 OK",
+                        "text/plain; charset=utf-8",
+                        format!(
+                            "{request}\n--json-lower--\n{}\n--json-upper--\n{}\n--folded--\n{}\n--json-folded--\n{}\n--decoded--\n{}\n{}\n{}\n",
+                            json_escape(&request, false),
+                            json_escape(&request, true),
+                            fold_every_7(&request, "\r\n "),
+                            fold_every_7(&json_escape(&request, false), "\\r\\n\\t"),
+                            decoded_json(false),
+                            decoded_json(true),
+                            fold_every_7(&decoded_json(false), "\\r\\n "),
+                        ),
+                    )
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\nx-echo-authorization: {auth}\r\nx-echo-body: {body}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = tcp.write_all(answer.as_bytes()).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// `application/x-www-form-urlencoded` as the `oauth2` crate writes it: `*-._` raw, space `+`.
+const FORM: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'*')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_');
+/// RFC 3986 unreserved characters raw.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn form_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn form(s: &str) -> String {
+    utf8_percent_encode(s, FORM).to_string().replace("%20", "+")
+}
+
+/// Every form of `secret` that must not appear in a report (computed here, independently of the
+/// product's redactor).
+fn forms(secret: &str) -> Vec<String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = vec![
+        secret.to_string(),
+        form(secret),
+        form(secret).to_lowercase(),
+        utf8_percent_encode(secret, UNRESERVED).to_string(),
+        utf8_percent_encode(secret, UNRESERVED)
+            .to_string()
+            .to_lowercase(),
+        utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string(),
+        json_escape(secret, false),
+        json_escape(secret, true),
+        b64.encode(secret),
+        b64.encode(format!("{}:{}", form(CLIENT_ID), form(secret))),
+    ];
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn assert_masked(what: &str, report: &str, secrets: &[&str]) {
+    // Folds taken out, so a secret split by one would show here.
+    let unfolded = report
+        .replace("\r\n ", "")
+        .replace("\\r\\n\\t", "")
+        .replace("\\r\\n ", "");
+    for s in secrets {
+        for f in forms(s) {
+            assert!(!report.contains(&f), "{what}: {f:?} leaked in:\n{report}");
+            assert!(
+                !unfolded.contains(&f),
+                "{what}: {f:?} leaked split by a fold in:\n{report}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_test_report_masks_secrets_in_every_encoded_form() {
+    let (idp, seen) = echo_token_endpoint().await;
+    let mut text = String::new();
+    for mode in ["raw", "json"] {
+        for auth in ["basic", "post"] {
+            text.push_str(&format!(
+                r#"
+[profiles.cc-{auth}-{mode}]
+type = "oauth2_client_credentials"
+token_url = "http://{idp}/{mode}/oauth/token"
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+client_auth = "{auth}"
+allow_insecure_http = true
+
+[profiles.pw-{auth}-{mode}]
+type = "oauth2_password"
+token_url = "http://{idp}/{mode}/oauth/token"
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+client_auth = "{auth}"
+username = "{USERNAME}"
+password = "{PASSWORD}"
+allow_insecure_http = true
+"#
+            ));
+        }
+    }
+    text.push_str(
+        "[[routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1/\"\nprofiles = [\"cc-basic-raw\"]\n",
+    );
+    let config = Config::from_str_with_env(&with_listeners(&text), &Env::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let s = Server::start(config).await.unwrap();
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    for mode in ["raw", "json"] {
+        for client_auth in ["basic", "post"] {
+            for kind in ["cc", "pw"] {
+                let name = format!("{kind}-{client_auth}-{mode}");
+                let before = seen.lock().unwrap().len();
+                let r = send(
+                    Method::POST,
+                    &format!("http://{}/admin/profiles/{name}/test", s.admin_addr),
+                    &[("Authorization", &auth)],
+                    "",
+                )
+                .await;
+                assert_eq!(r.status, 200, "{name}");
+                let report = String::from_utf8_lossy(&r.body).to_string();
+                let v = r.json();
+                // The endpoint got the secrets, and echoed them: the report had them to mask.
+                let request = seen.lock().unwrap()[before].clone();
+                let sent = if client_auth == "basic" {
+                    base64::engine::general_purpose::STANDARD.encode(format!(
+                        "{}:{}",
+                        form(CLIENT_ID),
+                        form(CLIENT_SECRET)
+                    ))
+                } else {
+                    form(CLIENT_SECRET)
+                };
+                assert!(request.contains(&sent), "{name}: {request}");
+                if client_auth == "post" || kind == "pw" {
+                    assert!(request.contains("%7E"), "{name}: {request}");
+                }
+                if kind == "pw" {
+                    assert!(request.contains(&form(PASSWORD)), "{name}: {request}");
+                    assert!(request.contains(&form(USERNAME)), "{name}: {request}");
+                }
+                let secrets: &[&str] = if kind == "pw" {
+                    &[CLIENT_SECRET, USERNAME, PASSWORD]
+                } else {
+                    &[CLIENT_SECRET]
+                };
+                // The report as sent (JSON) and its decoded texts.
+                assert_masked(&name, &report, secrets);
+                let body = v["body"].as_str().unwrap();
+                assert_masked(&name, body, secrets);
+                assert_masked(&name, &v["error"]["message"].to_string(), secrets);
+                for h in v["headers"].as_array().unwrap() {
+                    assert_masked(&name, h[1].as_str().unwrap(), secrets);
+                }
+                // What is not secret is still shown.
+                assert!(body.contains("grant_type"), "{name}: {body}");
+                assert!(body.contains("[redacted len="), "{name}: {body}");
+                if mode == "raw" {
+                    assert!(body.contains("POST /raw/oauth/token"), "{name}: {body}");
+                }
+            }
+        }
+    }
+    s.shutdown().await;
+
+    // `authsidecar test-auth` prints the same masked report.
+    let dir = std::env::temp_dir().join(format!(
+        "authsidecar-mask-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mask.toml");
+    std::fs::write(&file, &text).unwrap();
+    for name in ["pw-basic-raw", "cc-post-json"] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_authsidecar"));
+        cmd.arg("test-auth")
+            .arg(name)
+            .arg("-c")
+            .arg(&file)
+            .env_remove("AUTHSIDECAR_CONFIG");
+        // Off this thread: the echo endpoint runs on this test's runtime.
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        let printed = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        let status = if name.ends_with("json") { 400 } else { 200 };
+        assert!(
+            printed.contains(&format!("Status:    {status}")),
+            "{printed}"
+        );
+        assert!(printed.contains("grant_type"), "{printed}");
+        assert!(printed.contains("[redacted len="), "{printed}");
+        assert_masked(name, &printed, &[CLIENT_SECRET, USERNAME, PASSWORD]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
