@@ -293,7 +293,7 @@ impl Redactor {
                 flat.push_str(&text[last..m.start()]);
                 at.extend(last..m.start());
                 flat.push_str(replacement);
-                at.extend(std::iter::repeat(m.start()).take(replacement.len()));
+                at.extend(std::iter::repeat_n(m.start(), replacement.len()));
                 last = m.end();
             }
             if last == 0 {
