@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod mock;
 pub mod oauth;
 pub mod proxy;
+pub mod redact;
 pub mod secret;
 pub mod serve;
 pub mod store;

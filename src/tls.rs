@@ -197,40 +197,90 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, 
         .key_provider
         .load_private_key(der)
         .map_err(|e| format!("{}: unusable private key: {e}", key.display()))?;
-    let ck = CertifiedKey::new(chain, signing);
-    ck.keys_match().map_err(|_| {
+    // Compare the key's public key with the leaf's SubjectPublicKeyInfo, read by a DER walk that
+    // accepts X.509 v1 certificates too (rustls' own `keys_match` parses the certificate with webpki,
+    // which refuses v1, so a v1 certificate and its own key would be called a mismatch).
+    let leaf_spki = subject_public_key_info(&chain[0]).ok_or_else(|| {
         format!(
-            "{} does not belong to the certificate in {}",
+            "cannot read the certificate in {}: not an X.509 certificate (DER inside the PEM)",
+            cert.display()
+        )
+    })?;
+    let key_spki = signing.public_key().ok_or_else(|| {
+        format!(
+            "{}: cannot compare this kind of key with the certificate in {}",
             key.display(),
             cert.display()
         )
     })?;
-    Ok(Arc::new(ck))
+    if key_spki.as_ref() != leaf_spki {
+        return Err(format!(
+            "{} does not belong to the certificate in {}",
+            key.display(),
+            cert.display()
+        ));
+    }
+    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+}
+
+/// One DER TLV at the start of `b`: (tag, content, rest).
+fn der_tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *b.first()?;
+    let first = *b.get(1)? as usize;
+    let (len, start) = if first < 0x80 {
+        (first, 2)
+    } else {
+        let n = first & 0x7f;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for i in 0..n {
+            len = (len << 8) | *b.get(2 + i)? as usize;
+        }
+        (len, 2 + n)
+    };
+    let end = start.checked_add(len)?;
+    Some((tag, b.get(start..end)?, b.get(end..)?))
+}
+
+/// The leaf certificate's subjectPublicKeyInfo, whole (tag and length included), by a small DER walk:
+/// Certificate → tbsCertificate → [0] version (absent in X.509 v1), serialNumber, signature, issuer,
+/// validity, subject, subjectPublicKeyInfo. `None` when the DER is not shaped like a certificate.
+pub fn subject_public_key_info(der: &[u8]) -> Option<&[u8]> {
+    const SEQUENCE: u8 = 0x30;
+    let (tag, cert, _) = der_tlv(der)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (tag, tbs, _) = der_tlv(cert)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let mut rest = tbs;
+    let (tag, _, r) = der_tlv(rest)?;
+    if tag == 0xa0 {
+        rest = r;
+    }
+    // serialNumber (INTEGER), signature, issuer, validity, subject (SEQUENCEs).
+    for expected in [0x02, SEQUENCE, SEQUENCE, SEQUENCE, SEQUENCE] {
+        let (tag, _, r) = der_tlv(rest)?;
+        if tag != expected {
+            return None;
+        }
+        rest = r;
+    }
+    let (tag, _, after) = der_tlv(rest)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    Some(&rest[..rest.len() - after.len()])
 }
 
 /// The leaf certificate's `notAfter` as Unix seconds (a small DER walk: Certificate → tbsCertificate
 /// → validity). `None` when the certificate cannot be read that far.
 pub fn not_after(der: &[u8]) -> Option<i64> {
-    /// One DER TLV at the start of `b`: (tag, content, rest).
-    fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let tag = *b.first()?;
-        let first = *b.get(1)? as usize;
-        let (len, start) = if first < 0x80 {
-            (first, 2)
-        } else {
-            let n = first & 0x7f;
-            if n == 0 || n > 4 {
-                return None;
-            }
-            let mut len = 0usize;
-            for i in 0..n {
-                len = (len << 8) | *b.get(2 + i)? as usize;
-            }
-            (len, 2 + n)
-        };
-        let end = start.checked_add(len)?;
-        Some((tag, b.get(start..end)?, b.get(end..)?))
-    }
+    let tlv = der_tlv;
     let (_, cert, _) = tlv(der)?;
     let (_, tbs, _) = tlv(cert)?;
     let mut rest = tbs;

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{to_fetched, OAuthSource, Request};
+use crate::redact::Redactor;
 use crate::token::{Fetched, TokenError};
 
 /// Largest body shown in a report.
@@ -83,23 +84,18 @@ fn mask_json(v: &mut Value) {
     }
 }
 
-/// Masks a response body: JSON members that hold tokens or secrets, then every known secret value
-/// wherever it appears.
-pub fn mask_body(body: &[u8], known: &[&str]) -> String {
+/// Masks a response body: JSON members that hold tokens or secrets, then every form of every known
+/// secret wherever it appears (see [`Redactor`]).
+pub fn mask_body(body: &[u8], redactor: &Redactor) -> String {
     let body = &body[..body.len().min(MAX_REPORT_BODY)];
-    let mut text = match serde_json::from_slice::<Value>(body) {
+    let text = match serde_json::from_slice::<Value>(body) {
         Ok(mut v) => {
             mask_json(&mut v);
             serde_json::to_string_pretty(&v).unwrap_or_default()
         }
         Err(_) => String::from_utf8_lossy(body).into_owned(),
     };
-    for k in known.iter().filter(|k| k.len() >= 4) {
-        if text.contains(*k) {
-            text = text.replace(*k, &redacted(k));
-        }
-    }
-    text
+    redactor.mask(&text)
 }
 
 /// Runs the profile's token request once (never through the cache) and reports.
@@ -111,43 +107,48 @@ pub async fn run(source: &OAuthSource, tenant: Option<&str>) -> (TestReport, Opt
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let exchange = capture.lock().unwrap_or_else(|p| p.into_inner()).take();
 
-    let mut known: Vec<String> = Vec::new();
+    // The profile's own secrets: masked in every encoded form (raw, percent- and form-encoded,
+    // JSON-escaped, base64 and inside `Authorization: Basic`).
+    let mut secrets: Vec<&str> = Vec::new();
     if let Some(cs) = &s.client_secret {
-        known.push(cs.expose().to_string());
+        secrets.push(cs.expose());
     }
-    if let crate::config::Grant::Password { password, .. } = &s.grant {
-        known.push(password.expose().to_string());
+    if let crate::config::Grant::Password { username, password } = &s.grant {
+        secrets.push(username.expose());
+        secrets.push(password.expose());
     }
     let (fetched, error) = match result {
-        Ok(r) => {
-            let f = to_fetched(r);
-            known.push(f.access_token.expose().to_string());
-            if let Some(rt) = &f.refresh_token {
-                known.push(rt.expose().to_string());
-            }
-            if let Some(it) = &f.id_token {
-                known.push(it.expose().to_string());
-            }
-            (Some(f), None)
-        }
+        Ok(r) => (Some(to_fetched(r)), None),
         Err(e) => (None, Some(e)),
     };
-    let known_refs: Vec<&str> = known.iter().map(String::as_str).collect();
+    let mut tokens: Vec<&str> = Vec::new();
+    if let Some(f) = &fetched {
+        tokens.push(f.access_token.expose());
+        if let Some(rt) = &f.refresh_token {
+            tokens.push(rt.expose());
+        }
+        if let Some(it) = &f.id_token {
+            tokens.push(it.expose());
+        }
+    }
+    // Every text of the report that can quote the IdP goes through this one redactor.
+    let redactor = Redactor::new(secrets, tokens, Some(&s.client_id));
     let (status, headers, body) = match &exchange {
         Some(x) => (
             Some(x.status),
             x.headers
                 .iter()
                 .map(|(n, v)| {
+                    let raw = String::from_utf8_lossy(v.as_bytes());
                     let shown = if SECRET_HEADERS.contains(&n.as_str()) {
-                        redacted(&String::from_utf8_lossy(v.as_bytes()))
+                        redacted(&raw)
                     } else {
-                        mask_body(v.as_bytes(), &known_refs)
+                        redactor.mask(&raw)
                     };
                     (n.as_str().to_string(), shown)
                 })
                 .collect(),
-            mask_body(&x.body, &known_refs),
+            mask_body(&x.body, &redactor),
         ),
         None => (None, Vec::new(), String::new()),
     };
@@ -179,7 +180,7 @@ pub async fn run(source: &OAuthSource, tenant: Option<&str>) -> (TestReport, Opt
         body,
         error: error.as_ref().map(|e: &TokenError| ReportError {
             code: e.code().as_str().to_string(),
-            message: e.message.clone(),
+            message: redactor.mask(&e.message),
         }),
         token,
         stored: false,
@@ -233,13 +234,13 @@ mod tests {
     #[test]
     fn tokens_and_known_secrets_are_masked() {
         let body = br#"{"access_token":"tok-abc","refresh_token":"rt-xyz","expires_in":60,"note":"secret s3cr3t-value here","nested":{"id_token":"idt"}}"#;
-        let out = mask_body(body, &["s3cr3t-value"]);
+        let out = mask_body(body, &Redactor::new(["s3cr3t-value"], ["tok-abc"], None));
         for s in ["tok-abc", "rt-xyz", "idt\"", "s3cr3t-value"] {
             assert!(!out.contains(s), "{s} in {out}");
         }
         assert!(out.contains("\"expires_in\": 60"));
         assert!(out.contains("[redacted len=7]"));
         let html = b"<html>token tok-abc</html>";
-        assert!(!mask_body(html, &["tok-abc"]).contains("tok-abc"));
+        assert!(!mask_body(html, &Redactor::new([], ["tok-abc"], None)).contains("tok-abc"));
     }
 }

@@ -23,6 +23,7 @@ mod pipeline;
 mod properties;
 mod reload;
 mod replicas;
+mod secret_mask;
 mod store;
 mod tls;
 mod user_auth;
