@@ -397,6 +397,7 @@ impl Server {
             max_headers: config.proxy.max_headers,
             max_head_bytes: config.proxy.max_header_bytes,
             gate: Some(proxy_gate.clone()),
+            half_close: true,
         };
         // Thread per core, like nginx's workers: each worker has its own single-threaded event
         // loop, its own listening socket on the same address (SO_REUSEPORT: the kernel spreads
@@ -472,6 +473,7 @@ impl Server {
                 // The auth listener faces end users' browsers: same limits, its own cap.
                 let auth_limits = Limits {
                     gate: Some(serve::ConnGate::new(config.proxy.max_connections)),
+                    half_close: false,
                     ..limits.clone()
                 };
                 tokio::spawn(serve::serve(
@@ -503,6 +505,7 @@ impl Server {
         let admin_addr = al.local_addr().unwrap_or(config.admin.listen);
         let admin_limits = Limits {
             gate: Some(serve::ConnGate::new(ADMIN_MAX_CONNECTIONS)),
+            half_close: false,
             ..limits
         };
         tokio::spawn(serve::serve(

@@ -43,6 +43,9 @@ pub struct Limits {
     pub max_head_bytes: usize,
     /// Open connections allowed across every worker of the listener; `None`: no cap.
     pub gate: Option<Arc<ConnGate>>,
+    /// HTTP/1: a caller that shuts down its sending side after a request still gets the answer
+    /// (the proxy listener). Elsewhere an end of input cancels the request in flight.
+    pub half_close: bool,
 }
 
 impl Limits {
@@ -54,6 +57,7 @@ impl Limits {
             max_headers: 100,
             max_head_bytes: 64 * 1024,
             gate: None,
+            half_close: false,
         }
     }
 }
@@ -340,8 +344,7 @@ pub async fn serve<H, F>(
         .header_read_timeout(None)
         .max_headers(limits.max_headers)
         .max_buf_size(limits.max_head_bytes.max(8192))
-        // A caller that shuts down its sending side after its request still gets the answer.
-        .half_close(true)
+        .half_close(limits.half_close)
         .keep_alive(true);
     // HTTP/2 floods: streams the client resets before they are served (Rapid Reset) and streams
     // the server has to reset for protocol errors are capped, past which the connection ends with
