@@ -127,7 +127,6 @@ pub struct Metrics {
     upstream_seconds: Family<RouteLabels, Histogram>,
     token_requests: Family<TokenLabels, Counter>,
     authorization_required: Family<ProfileLabels, Counter>,
-    pub replays: Counter,
     reloads: Family<ResultLabels, Counter>,
     cert_expiry: Family<CertLabels, Gauge>,
     sources: Arc<Mutex<Vec<Arc<dyn Source>>>>,
@@ -180,7 +179,6 @@ impl Metrics {
             upstream_seconds: Family::default(),
             token_requests: Family::default(),
             authorization_required: Family::default(),
-            replays: Counter::default(),
             reloads: Family::default(),
             cert_expiry: Family::default(),
             sources: Arc::default(),
@@ -210,11 +208,6 @@ impl Metrics {
                 "authorization_required",
                 "Requests answered with authorization_required (a login link), by profile",
                 m.authorization_required.clone(),
-            );
-            r.register(
-                "replays",
-                "Requests replayed once after the upstream refused the token",
-                m.replays.clone(),
             );
             r.register(
                 "config_reloads",
