@@ -19,7 +19,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -1112,21 +1111,18 @@ impl Proxy {
         let mut ans = exchange_once(out, sent).await?;
         m.upstream(sent.elapsed());
 
-        // 8. upstream refused the token: refresh once, replay once
-        if let (Some(o), Some(key), Some(token)) = (oauth, &token_key, &inputs.token) {
-            if o.reauth_on.contains(&ans.head.status) {
-                self.cache.invalidate_if_current(key, token);
-                if !replay {
-                    self.stats.replays_skipped.fetch_add(1, Ordering::Relaxed);
-                } else if let Ok(new_token) = self.cache.get(key, &o.dyn_source, &o.policy).await {
-                    self.stats.replays.fetch_add(1, Ordering::Relaxed);
-                    // The first answer's body is not read: its connection is closed.
-                    drop(ans);
-                    inputs.token = Some(new_token);
-                    let out = send(&inputs, &mut headers)?;
-                    ans = exchange_once(out, Instant::now()).await?;
-                }
-            }
+        // 8. upstream refused the token: refresh once, replay once (decided by `reauth`, as on
+        // the general path)
+        let status = ans.head.status;
+        if let super::Reauth::Replay(new_token) = self
+            .reauth(snap, profile, token_key.as_ref(), &inputs, status, replay)
+            .await?
+        {
+            // The first answer's body is not read: its connection is closed.
+            drop(ans);
+            inputs.token = Some(new_token);
+            let out = send(&inputs, &mut headers)?;
+            ans = exchange_once(out, Instant::now()).await?;
         }
 
         Ok(ans)

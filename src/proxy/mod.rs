@@ -146,6 +146,8 @@ pub struct OAuthRt {
     /// Keys of the profile's `user_fields`.
     user_fields: Vec<String>,
     reauth_on: Vec<u16>,
+    /// A token younger than this is not replaced after a `reauth_on` answer.
+    min_token_age: std::time::Duration,
     replay_max: u64,
 }
 
@@ -230,13 +232,18 @@ impl Snapshot {
                     needs_tenant: false,
                     user_fields,
                     reauth_on: Vec::new(),
+                    min_token_age: std::time::Duration::ZERO,
                     replay_max: 0,
                 }),
                 None => None,
                 Some(src) => {
                     let s = src.settings();
-                    let (fingerprint, reauth_on, replay_max) =
-                        (s.fingerprint, s.reauth_on.clone(), s.replay_max_body_bytes);
+                    let (fingerprint, reauth_on, replay_max, min_token_age) = (
+                        s.fingerprint,
+                        s.reauth_on.clone(),
+                        s.replay_max_body_bytes,
+                        s.reauth_min_token_age,
+                    );
                     let policy = src.policy();
                     let needs_tenant = s.needs_tenant();
                     let _ = src.metrics.set(metrics.clone());
@@ -266,6 +273,7 @@ impl Snapshot {
                         fingerprint,
                         tenancy: p.tenancy,
                         reauth_on,
+                        min_token_age,
                         replay_max,
                     })
                 }
@@ -340,6 +348,9 @@ pub struct ProxyStats {
     pub replays: AtomicU64,
     /// `reauth_on` answers passed through because the body could not be replayed.
     pub replays_skipped: AtomicU64,
+    /// `reauth_on` answers passed through because the token was younger than
+    /// `reauth_min_token_age` (no new token was asked for).
+    pub reauth_too_young: AtomicU64,
 }
 
 /// The request body as the attempts see it.
@@ -585,39 +596,38 @@ impl Proxy {
         m.upstream(sent.elapsed());
 
         // 8. upstream refused the token: refresh once, replay once
-        let resp = match (oauth, &token_key, &inputs.token) {
-            (Some(o), Some(key), Some(token)) if o.reauth_on.contains(&resp.status().as_u16()) => {
-                self.cache.invalidate_if_current(key, token);
-                match again.filter(|_| replayable) {
-                    None => {
-                        self.stats.replays_skipped.fetch_add(1, Ordering::Relaxed);
-                        resp
-                    }
-                    Some(bytes) => match self.cache.get(key, &o.dyn_source, &o.policy).await {
-                        // No new token: the upstream's own answer is the most honest reply.
-                        Err(_) => resp,
-                        Ok(new_token) => {
-                            self.stats.replays.fetch_add(1, Ordering::Relaxed);
-                            drop(resp);
-                            inputs.token = Some(new_token);
-                            let headers = std::mem::take(&mut parts.headers);
-                            let req = build(
-                                route,
-                                plan,
-                                &inputs,
-                                &parts.method,
-                                &uri,
-                                rest_start,
-                                headers,
-                                AttemptBody::Buffered(bytes),
-                            )?;
-                            client
-                                .send(req, route.timeout)
-                                .await
-                                .map_err(with_profile)?
-                        }
-                    },
-                }
+        let again = again.filter(|_| replayable);
+        let status = resp.status().as_u16();
+        let resp = match (
+            self.reauth(
+                snap,
+                profile,
+                token_key.as_ref(),
+                &inputs,
+                status,
+                again.is_some(),
+            )
+            .await?,
+            again,
+        ) {
+            (Reauth::Replay(new_token), Some(bytes)) => {
+                drop(resp);
+                inputs.token = Some(new_token);
+                let headers = std::mem::take(&mut parts.headers);
+                let req = build(
+                    route,
+                    plan,
+                    &inputs,
+                    &parts.method,
+                    &uri,
+                    rest_start,
+                    headers,
+                    AttemptBody::Buffered(bytes),
+                )?;
+                client
+                    .send(req, route.timeout)
+                    .await
+                    .map_err(with_profile)?
             }
             _ => resp,
         };
@@ -773,7 +783,64 @@ impl Proxy {
     }
 }
 
+/// Step 8's decision about an upstream answer (see [`Proxy::reauth`]).
+pub(crate) enum Reauth {
+    /// Return the upstream's answer as it is.
+    PassThrough,
+    /// Send the request once more, with this new token.
+    Replay(Arc<crate::token::Token>),
+}
+
 impl Proxy {
+    /// Step 8, decided in one place for every front end: what to do with an upstream answer of
+    /// `status` to a request that carried `inputs.token` (cached under `key`).
+    ///
+    /// - Not a `reauth_on` status, or no cached token: pass the answer through.
+    /// - The token is younger than `reauth_min_token_age`: pass the answer through and keep the
+    ///   token, so an upstream that refuses every token cannot make one token request per call.
+    /// - Otherwise the token is dropped (only if it is still the cached one). A request that cannot
+    ///   be replayed passes the answer through; one that can gets a new token through the single
+    ///   flight and is replayed with it.
+    /// - No new token: the upstream's own answer is returned, except when the end user's grant is
+    ///   gone (the refresh was refused): then `authorization_required` with a new login link, built
+    ///   as on the expiry path.
+    async fn reauth(
+        &self,
+        snap: &Snapshot,
+        profile: &ProfileRt,
+        key: Option<&TokenKey>,
+        inputs: &Inputs,
+        status: u16,
+        replayable: bool,
+    ) -> Result<Reauth, ProxyError> {
+        let (Some(o), Some(key), Some(token)) = (profile.oauth.as_ref(), key, &inputs.token) else {
+            return Ok(Reauth::PassThrough);
+        };
+        if !o.reauth_on.contains(&status) {
+            return Ok(Reauth::PassThrough);
+        }
+        if token.received_at.elapsed() < o.min_token_age {
+            self.stats.reauth_too_young.fetch_add(1, Ordering::Relaxed);
+            return Ok(Reauth::PassThrough);
+        }
+        self.cache.invalidate_if_current(key, token);
+        if !replayable {
+            self.stats.replays_skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(Reauth::PassThrough);
+        }
+        match self.cache.get(key, &o.dyn_source, &o.policy).await {
+            Ok(new_token) => {
+                self.stats.replays.fetch_add(1, Ordering::Relaxed);
+                Ok(Reauth::Replay(new_token))
+            }
+            Err(e) if e.kind == TokenErrorKind::AuthorizationRequired && o.per_user => Err(self
+                .login_required(snap, profile.plan.profile(), inputs)
+                .await),
+            // No new token: the upstream's own answer is the most honest reply.
+            Err(_) => Ok(Reauth::PassThrough),
+        }
+    }
+
     /// `authorization_required` with a fresh login link for this user.
     async fn login_required(
         &self,
