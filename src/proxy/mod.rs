@@ -15,10 +15,12 @@
 //!    payload.
 //! 7. **forward**: to the configured authority only, `Host` from the upstream URL, `X-Forwarded-For`
 //!    appended, body streamed with a size cap and read timeout, answer bounded by the route timeout.
-//! 8. **401 → refresh → replay**: when the upstream answers a `reauth_on` status to a request that
-//!    carried a cached token, that token is dropped (only if it is still the cached one), a new one
-//!    is obtained through the single flight, and a buffered request is sent once more; the second
-//!    answer is returned whatever it is.
+//! 8. **401 → refresh → replay** ([`Proxy::reauth`], for both front ends): when the upstream answers
+//!    a `reauth_on` status to a request that carried a cached token at least
+//!    `reauth_min_token_age` old, that token is dropped (only if it is still the cached one), a new
+//!    one is obtained through the single flight, and a buffered request is sent once more; the
+//!    second answer is returned whatever it is. A refused refresh of a user's grant answers
+//!    `authorization_required` with a login link.
 //! 9. **respond**: the upstream's answer passes through (redirects included, never followed), minus
 //!    hop-by-hop headers; errors become the JSON error response of `error.rs`.
 
