@@ -619,6 +619,11 @@ impl metrics::Source for Counted {
                 g(&self.stats.replays_skipped),
             ),
             (
+                "upstream_replays_too_young",
+                "Refusals passed through because the token was younger than reauth_min_token_age",
+                g(&self.stats.reauth_too_young),
+            ),
+            (
                 "store_errors",
                 "Failed calls to the token store",
                 self.store.errors(),

@@ -135,7 +135,6 @@ pub struct Metrics {
     token_requests: Family<TokenLabels, Counter>,
     authorization_required: Family<ProfileLabels, Counter>,
     sign_in_attempts_refused: Family<AttemptLabels, Counter>,
-    pub replays: Counter,
     reloads: Family<ResultLabels, Counter>,
     cert_expiry: Family<CertLabels, Gauge>,
     sources: Arc<Mutex<Vec<Arc<dyn Source>>>>,
@@ -189,7 +188,6 @@ impl Metrics {
             token_requests: Family::default(),
             authorization_required: Family::default(),
             sign_in_attempts_refused: Family::default(),
-            replays: Counter::default(),
             reloads: Family::default(),
             cert_expiry: Family::default(),
             sources: Arc::default(),
@@ -224,11 +222,6 @@ impl Metrics {
                 "sign_in_attempts_refused",
                 "Start-page credential checks refused before reaching the IdP, by profile and reason (link_spent: the login link used its attempts; user_limit: the user's attempts in the window)",
                 m.sign_in_attempts_refused.clone(),
-            );
-            r.register(
-                "replays",
-                "Requests replayed once after the upstream refused the token",
-                m.replays.clone(),
             );
             r.register(
                 "config_reloads",

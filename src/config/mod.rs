@@ -492,6 +492,8 @@ pub struct OAuthSettings {
     pub refresh_before: Duration,
     /// Upstream statuses that mean "token refused": refresh once and replay.
     pub reauth_on: Vec<u16>,
+    /// A token younger than this is kept after a `reauth_on` answer (the answer passes through).
+    pub reauth_min_token_age: Duration,
     /// Largest request body kept for a replay.
     pub replay_max_body_bytes: u64,
     /// Hash of everything that decides which token the IdP returns.

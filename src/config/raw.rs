@@ -176,6 +176,7 @@ pub struct RawProfile {
     pub default_token_lifetime: Option<Dur>,
     pub refresh_before: Option<Dur>,
     pub reauth_on: Option<Vec<u16>>,
+    pub reauth_min_token_age: Option<Dur>,
     pub replay_max_body_bytes: Option<u64>,
     pub allow_insecure_http: Option<bool>,
     pub authorization_url: Option<String>,

@@ -953,6 +953,7 @@ const OAUTH_KEYS: &[&str] = &[
     "default_token_lifetime",
     "refresh_before",
     "reauth_on",
+    "reauth_min_token_age",
     "replay_max_body_bytes",
     "allow_insecure_http",
 ];
@@ -1022,6 +1023,7 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
         ),
         ("refresh_before", rp.refresh_before.is_some()),
         ("reauth_on", rp.reauth_on.is_some()),
+        ("reauth_min_token_age", rp.reauth_min_token_age.is_some()),
         ("replay_max_body_bytes", rp.replay_max_body_bytes.is_some()),
         ("allow_insecure_http", rp.allow_insecure_http.is_some()),
         ("authorization_url", rp.authorization_url.is_some()),
@@ -1559,6 +1561,10 @@ fn oauth_settings(
         default_token_lifetime,
         refresh_before,
         reauth_on,
+        reauth_min_token_age: dur(
+            rp.reauth_min_token_age,
+            crate::token::DEFAULT_REAUTH_MIN_TOKEN_AGE,
+        ),
         replay_max_body_bytes: rp
             .replay_max_body_bytes
             .unwrap_or(DEFAULT_REPLAY_MAX_BODY_BYTES),

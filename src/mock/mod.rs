@@ -19,8 +19,11 @@
 //!   body is not UTF-8). `X-Mock-Status`, `X-Mock-Location` and `X-Mock-Delay-Ms` steer the answer.
 //! - `GET /__mock/counters`: request counters; `POST /__mock/reset`: zero them and clear faults;
 //!   `POST /__mock/faults` with `{"token": "slow:MS" | "500" | "garbage" | "html" |
-//!   "invalid_client" | "invalid_grant" | null, "times": N, "resource_401": N}`: make the next N
-//!   token requests fail that way (all, without `times`), or the next N resource requests answer 401.
+//!   "invalid_client" | "invalid_grant" | "bare:STATUS" | null, "times": N, "resource_401": N}`:
+//!   make the next N token requests fail that way (all, without `times`; `bare:400` is a 400 with
+//!   an empty body, no OAuth error), or the next N resource requests answer 401;
+//!   `POST /__mock/revoke-user` with `{"user": "alice"}`: revoke every access and refresh token
+//!   issued for that user (as when the user removes the app at the IdP).
 
 mod oauth;
 
@@ -238,6 +241,24 @@ async fn handle(state: &MockState, req: Request<Incoming>) -> Response<Body> {
             match state.set_faults_json(&body) {
                 Ok(()) => json_response(StatusCode::OK, &json!({"ok": true})),
                 Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e})),
+            }
+        }
+        (&Method::POST, "/__mock/revoke-user") => {
+            let body = match read_body(req.into_body()).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let user = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("user")?.as_str().map(str::to_string));
+            match user {
+                Some(u) => {
+                    json_response(StatusCode::OK, &json!({"revoked": state.revoke_user(&u)}))
+                }
+                None => json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "expected {\"user\": \"NAME\"}"}),
+                ),
             }
         }
         (&Method::GET, p) if p.ends_with("/oauth/authorize") => {

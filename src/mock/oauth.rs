@@ -61,6 +61,9 @@ pub enum TokenFault {
     Html,
     InvalidClient,
     InvalidGrant,
+    /// This status (e.g. 400 or 401) with an empty body and no OAuth error, as some IdPs answer a
+    /// revoked or reused refresh token.
+    Bare(u16),
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +79,8 @@ struct Faults {
 #[derive(Debug)]
 struct Issued {
     expires: Instant,
+    /// The end user the token was issued for (password, authorization code and their refreshes).
+    user: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +197,13 @@ impl MockState {
                 "html" => TokenFault::Html,
                 "invalid_client" => TokenFault::InvalidClient,
                 "invalid_grant" => TokenFault::InvalidGrant,
+                s if s.starts_with("bare:") => TokenFault::Bare(
+                    s[5..]
+                        .parse()
+                        .ok()
+                        .filter(|n| (400..=599).contains(n))
+                        .ok_or("bare:STATUS expects a status 400-599")?,
+                ),
                 s if s.starts_with("slow:") => TokenFault::Slow(Duration::from_millis(
                     s[5..].parse().map_err(|_| "slow:MS expects milliseconds")?,
                 )),
@@ -290,6 +302,17 @@ impl MockState {
         }
     }
 
+    /// Revokes every access and refresh token issued for `user` (the user removed the app at the
+    /// IdP): the resource refuses the access tokens, a refresh gets `invalid_grant`. Returns how
+    /// many tokens were revoked.
+    pub fn revoke_user(&self, user: &str) -> usize {
+        let (mut issued, mut refresh) = (lock(&self.issued), lock(&self.refresh));
+        let before = issued.len() + refresh.len();
+        issued.retain(|_, i| i.user.as_deref() != Some(user));
+        refresh.retain(|_, i| i.user.as_deref() != Some(user));
+        before - issued.len() - refresh.len()
+    }
+
     fn issue(
         &self,
         grant: &str,
@@ -317,6 +340,7 @@ impl MockState {
             access.clone(),
             Issued {
                 expires: Instant::now() + lifetime,
+                user: user.map(str::to_string),
             },
         );
         let mut body = json!({
@@ -502,6 +526,10 @@ async fn token_inner(state: &MockState, req: Request<Incoming>) -> Response<Body
                 "invalid_grant",
                 "mock: grant rejected",
             )
+        }
+        Some(TokenFault::Bare(status)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            return raw_response(status, "text/plain", "");
         }
         None => {}
     }

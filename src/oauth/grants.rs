@@ -174,10 +174,26 @@ impl UserGrants {
         let (Some(rt), Some(source)) = (saved.refresh_token.clone(), &self.source) else {
             return Err(authorization_required());
         };
-        match source
+        let result = source
             .request(&source.http, tenant, Request::Refresh(&rt))
-            .await
-        {
+            .await;
+        if let Err(e) = &result {
+            // One line per failed refresh, for the operator: whose grant, and why (the message
+            // never holds a token; at most the IdP's OAuth error code and description).
+            tracing::warn!(
+                profile = %key.profile,
+                user = %key.user.as_deref().unwrap_or("-"),
+                tenant = %tenant.unwrap_or("-"),
+                reason = %e.message,
+                "an end user's token refresh failed{}",
+                if e.kind == TokenErrorKind::GrantInvalid {
+                    ": the grant is deleted and the user must sign in again"
+                } else {
+                    "; the grant is kept"
+                }
+            );
+        }
+        match result {
             Ok(r) => {
                 let mut f = to_fetched(r);
                 if f.refresh_token.is_none() {
@@ -188,7 +204,6 @@ impl UserGrants {
                 Ok(f)
             }
             Err(e) if e.kind == TokenErrorKind::GrantInvalid => {
-                tracing::info!(profile = %key.profile, "refresh token refused: grant deleted");
                 if let Ok(mut p) = self.pending.lock() {
                     p.remove(name);
                 }

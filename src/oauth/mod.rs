@@ -250,7 +250,7 @@ impl OAuthSource {
                 }
                 _ => String::new(),
             };
-            let mapped = result.map_err(map_error);
+            let mapped = result.map_err(|e| map_error(e, which));
             let outcome = match &mapped {
                 Ok(_) => "ok",
                 Err(e) => e.code().as_str(),
@@ -258,7 +258,7 @@ impl OAuthSource {
             m.token_request(&self.profile, grant, outcome, &error);
             return mapped;
         }
-        result.map_err(map_error)
+        result.map_err(|e| map_error(e, which))
     }
 }
 
@@ -340,7 +340,25 @@ fn clean(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
-fn map_error(e: RequestTokenError<IdpHttpError, BasicErrorResponse>) -> TokenError {
+/// Turns a failed token request into a [`TokenError`]. A refresh answered 400 or 401 without an
+/// OAuth error body counts as `invalid_grant`: some IdPs answer a revoked or reused refresh token
+/// that way, and the grant is as dead as with the code (any other request keeps `Rejected`).
+fn map_error(
+    e: RequestTokenError<IdpHttpError, BasicErrorResponse>,
+    which: Request<'_>,
+) -> TokenError {
+    if let (
+        RequestTokenError::Request(IdpHttpError::Client(status @ (400 | 401))),
+        Request::Refresh(_),
+    ) = (&e, which)
+    {
+        return TokenError::new(
+            TokenErrorKind::GrantInvalid,
+            format!(
+                "the identity provider refused the refresh token: it answered {status} without an OAuth error (taken as invalid_grant)"
+            ),
+        );
+    }
     match e {
         RequestTokenError::ServerResponse(err) => {
             let code = clean(err.error().as_ref());

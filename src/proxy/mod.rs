@@ -1,26 +1,21 @@
 //! The proxy listener's request path.
 //!
-//! Every request goes through these phases, in this order ([`Proxy::process`]):
+//! The journey of a request is written once, in `pipeline.rs`; this module holds what its phases
+//! use: the config snapshot (routes, profiles, upstream clients), `resolve` (head checks, route,
+//! profile selection, control values), the credential phase with login links, and `build_head`
+//! (path parameters, query and header fields). The front ends are hyper (`Proxy::handle`, every
+//! protocol) and the HTTP/1 fast front end (`h1.rs`, bodiless HTTP/1.1 requests to plain-HTTP
+//! upstreams when `proxy.fast_path` is on); the HTTP/1 message rules both apply are in
+//! `message.rs`.
 //!
-//! 1. **route**: longest prefix of the path; the request path must not climb out with `..`.
-//! 2. **select profile**: `X-Authsidecar-Profile` or the route's first profile; only the route's
-//!    list is allowed, so a caller cannot borrow another route's credential.
-//! 3. **control values**: user, tenant and context are read from `X-Authsidecar-*` headers, which are
-//!    then removed with every hop-by-hop header, so none of them reaches the upstream.
-//! 4. **body**: buffered when the payload is rewritten, or when a token request may have to be
-//!    replayed after a 401 and the body is small (≤ `replay_max_body_bytes`); streamed otherwise.
-//! 5. **obtain credential**: static credentials are part of the compiled plan; OAuth tokens come
-//!    from the token cache (one fetch per key under any concurrency, refreshed early).
-//! 6. **inject**: path parameters and query first (they shape the URI), then headers, then the
-//!    payload.
-//! 7. **forward**: to the configured authority only, `Host` from the upstream URL, `X-Forwarded-For`
-//!    appended, body streamed with a size cap and read timeout, answer bounded by the route timeout.
-//! 8. **401 → refresh → replay**: when the upstream answers a `reauth_on` status to a request that
-//!    carried a cached token, that token is dropped (only if it is still the cached one), a new one
-//!    is obtained through the single flight, and a buffered request is sent once more; the second
-//!    answer is returned whatever it is.
-//! 9. **respond**: the upstream's answer passes through (redirects included, never followed), minus
-//!    hop-by-hop headers; errors become the JSON error response of `error.rs`.
+//! What a caller can count on, whichever front end serves it:
+//! - a route is the longest prefix of the path, and the path can never climb out of the route's
+//!   upstream base path, however the upstream decodes it;
+//! - only the route's own profiles can be chosen (`X-Authsidecar-Profile`), so a caller cannot
+//!   borrow another route's credential;
+//! - control and hop-by-hop headers never reach the upstream;
+//! - the upstream authority is the configured one; `Host` comes from it;
+//! - errors are the JSON error answer of `error.rs`.
 
 pub mod body;
 pub(crate) mod h1;
@@ -139,6 +134,8 @@ pub struct OAuthRt {
     /// Keys of the profile's `user_fields`.
     user_fields: Vec<String>,
     reauth_on: Vec<u16>,
+    /// A token younger than this is not replaced after a `reauth_on` answer.
+    min_token_age: std::time::Duration,
     replay_max: u64,
 }
 
@@ -223,13 +220,18 @@ impl Snapshot {
                     needs_tenant: false,
                     user_fields,
                     reauth_on: Vec::new(),
+                    min_token_age: std::time::Duration::ZERO,
                     replay_max: 0,
                 }),
                 None => None,
                 Some(src) => {
                     let s = src.settings();
-                    let (fingerprint, reauth_on, replay_max) =
-                        (s.fingerprint, s.reauth_on.clone(), s.replay_max_body_bytes);
+                    let (fingerprint, reauth_on, replay_max, min_token_age) = (
+                        s.fingerprint,
+                        s.reauth_on.clone(),
+                        s.replay_max_body_bytes,
+                        s.reauth_min_token_age,
+                    );
                     let policy = src.policy();
                     let needs_tenant = s.needs_tenant();
                     let _ = src.metrics.set(metrics.clone());
@@ -259,6 +261,7 @@ impl Snapshot {
                         fingerprint,
                         tenancy: p.tenancy,
                         reauth_on,
+                        min_token_age,
                         replay_max,
                     })
                 }
@@ -333,6 +336,9 @@ pub struct ProxyStats {
     pub replays: AtomicU64,
     /// `reauth_on` answers passed through because the body could not be replayed.
     pub replays_skipped: AtomicU64,
+    /// `reauth_on` answers passed through because the token was younger than
+    /// `reauth_min_token_age` (no new token was asked for).
+    pub reauth_too_young: AtomicU64,
 }
 
 /// The proxy service shared by all connections.

@@ -12,8 +12,10 @@
 //!    - **credential**: static ones are in the plan; OAuth tokens come from the token cache;
 //!    - **place**: path parameters and query, headers, then the payload ([`place`]);
 //!    - **send**: through the route's transport;
-//!    - **replay**: on a `reauth_on` status, the token is dropped, a new one obtained once, and a
-//!      buffered request is sent once more;
+//!    - **replay** ([`Proxy::reauth`]): on a `reauth_on` status to a token at least
+//!      `reauth_min_token_age` old, the token is dropped, a new one obtained once, and a buffered
+//!      request is sent once more; a user's grant refused on the way answers
+//!      `authorization_required` with a login link;
 //! 4. [`Proxy::finish`] (metrics and the access log) on success, [`Proxy::fail`] on an error
 //!    (error log, the `authorization_required` metric, the JSON error answer).
 //!
@@ -24,6 +26,7 @@
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::HeaderValue;
@@ -36,11 +39,13 @@ use super::body::{self, GuardedBody, OutBody};
 use super::route::RouteRt;
 use super::upstream::Upstream;
 use super::{
-    build_head, content_length, forwarding, ConnCtx, Proxy, Resolved, Snapshot, X_REQUEST_ID,
+    build_head, content_length, forwarding, ConnCtx, ProfileRt, Proxy, Resolved, Snapshot,
+    X_REQUEST_ID,
 };
 use crate::error::{ErrorCode, ProxyError};
 use crate::inject::{Inputs, Plan};
 use crate::metrics::RequestMetrics;
+use crate::token::{TokenErrorKind, TokenKey};
 
 /// The request body as the attempts see it.
 pub(crate) enum AttemptBody {
@@ -273,46 +278,99 @@ impl Proxy {
         m.upstream(sent.elapsed());
 
         // replay: the upstream refused the token; refresh once, send once more
-        if let (Some(o), Some(key), Some(token)) = (oauth, &token_key, &inputs.token) {
-            if o.reauth_on.contains(&T::status(&ans)) {
-                self.cache.invalidate_if_current(key, token);
-                let Some(bytes) = again else {
-                    count_replay(self, false);
-                    return Ok(ans);
-                };
-                // No new token: the upstream's own answer is the most honest reply.
-                let Ok(new_token) = self.cache.get(key, &o.dyn_source, &o.policy).await else {
-                    return Ok(ans);
-                };
-                count_replay(self, true);
-                // The first answer is not read: its connection is closed.
-                drop(ans);
-                inputs.token = Some(new_token);
-                let (uri, body) = place(
-                    route,
-                    plan,
-                    &inputs,
-                    parts,
-                    rest_start,
-                    &mut headers,
-                    AttemptBody::Buffered(bytes),
-                )?;
-                return transport
-                    .send(Outbound {
-                        route,
-                        method: &parts.method,
-                        uri,
-                        headers: &mut headers,
-                        body,
-                        last: true,
-                    })
-                    .await
-                    .map_err(with_profile);
-            }
+        let status = T::status(&ans);
+        let Reauth::Replay(new_token) = self
+            .reauth(snap, profile, token_key.as_ref(), &inputs, status, again.is_some())
+            .await?
+        else {
+            return Ok(ans);
+        };
+        let Some(bytes) = again else {
+            return Ok(ans);
+        };
+        // The first answer is not read: its connection is closed.
+        drop(ans);
+        inputs.token = Some(new_token);
+        let (uri, body) = place(
+            route,
+            plan,
+            &inputs,
+            parts,
+            rest_start,
+            &mut headers,
+            AttemptBody::Buffered(bytes),
+        )?;
+        transport
+            .send(Outbound {
+                route,
+                method: &parts.method,
+                uri,
+                headers: &mut headers,
+                body,
+                last: true,
+            })
+            .await
+            .map_err(with_profile)
+    }
+
+    /// Phase "replay", decided here for every front end and transport: what to do with an
+    /// upstream answer of `status` to a request that carried `inputs.token` (cached under `key`).
+    ///
+    /// - Not a `reauth_on` status, or no cached token: pass the answer through.
+    /// - The token is younger than `reauth_min_token_age`: pass the answer through and keep the
+    ///   token, so an upstream that refuses every token cannot make one token request per call.
+    /// - Otherwise the token is dropped (only if it is still the cached one). A request that cannot
+    ///   be replayed passes the answer through; one that can gets a new token through the single
+    ///   flight and is replayed with it.
+    /// - No new token: the upstream's own answer is returned, except when the end user's grant is
+    ///   gone (the refresh was refused): then `authorization_required` with a new login link, built
+    ///   as on the expiry path.
+    async fn reauth(
+        &self,
+        snap: &Snapshot,
+        profile: &ProfileRt,
+        key: Option<&TokenKey>,
+        inputs: &Inputs,
+        status: u16,
+        replayable: bool,
+    ) -> Result<Reauth, ProxyError> {
+        let (Some(o), Some(key), Some(token)) = (profile.oauth.as_ref(), key, &inputs.token) else {
+            return Ok(Reauth::PassThrough);
+        };
+        if !o.reauth_on.contains(&status) {
+            return Ok(Reauth::PassThrough);
         }
-        Ok(ans)
+        if token.received_at.elapsed() < o.min_token_age {
+            self.stats.reauth_too_young.fetch_add(1, Ordering::Relaxed);
+            return Ok(Reauth::PassThrough);
+        }
+        self.cache.invalidate_if_current(key, token);
+        if !replayable {
+            self.stats.replays_skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(Reauth::PassThrough);
+        }
+        match self.cache.get(key, &o.dyn_source, &o.policy).await {
+            Ok(new_token) => {
+                self.stats.replays.fetch_add(1, Ordering::Relaxed);
+                Ok(Reauth::Replay(new_token))
+            }
+            Err(e) if e.kind == TokenErrorKind::AuthorizationRequired && o.per_user => Err(self
+                .login_required(snap, profile.plan.profile(), inputs)
+                .await),
+            // No new token: the upstream's own answer is the most honest reply.
+            Err(_) => Ok(Reauth::PassThrough),
+        }
     }
 }
+
+/// The replay phase's decision about an upstream answer (see [`Proxy::reauth`]).
+pub(crate) enum Reauth {
+    /// Return the upstream's answer as it is.
+    PassThrough,
+    /// Send the request once more, with this new token.
+    Replay(Arc<crate::token::Token>),
+}
+
 
 /// Phase "place": path parameters and query (they shape the upstream URI), header fields, then
 /// the payload of a buffered body. Placing again on a map it was placed on gives the same head:
@@ -334,13 +392,4 @@ pub(crate) fn place(
         b => b,
     };
     Ok((uri, body))
-}
-
-/// Counts a replay, or one skipped because the body could not be kept.
-pub(crate) fn count_replay(proxy: &Proxy, done: bool) {
-    if done {
-        proxy.stats.replays.fetch_add(1, Ordering::Relaxed);
-    } else {
-        proxy.stats.replays_skipped.fetch_add(1, Ordering::Relaxed);
-    }
 }

@@ -188,6 +188,8 @@ pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(60);
 pub const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(10);
+/// How old a token must be before an upstream's refusal (`reauth_on`) may replace it.
+pub const DEFAULT_REAUTH_MIN_TOKEN_AGE: Duration = Duration::from_secs(5);
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 

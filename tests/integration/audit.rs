@@ -75,6 +75,7 @@ type = "oauth2_client_credentials"
 token_url = "http://{mock}/oauth/token"
 client_id = "{CLIENT_ID}"
 client_secret = "{CLIENT_SECRET}"
+reauth_min_token_age = "0s"
 
 [profiles.pw]
 type = "oauth2_password"

@@ -15,6 +15,7 @@ mod edge;
 mod fast_path;
 mod forwarding;
 mod fuzz_corpus;
+mod grant_life;
 mod injection;
 mod limits;
 mod mock_authorize;

@@ -28,6 +28,8 @@ scope = { scope = "read write" }
 token_params = { audience = "https://api.example" }
 idp_timeout = "500ms"
 replay_max_body_bytes = 64
+# The replay tests refuse a token right after it was fetched.
+reauth_min_token_age = "0s"
 [[profiles.cc.fields]]
 in = "header"
 key = "Authorization"

@@ -407,6 +407,7 @@ client_id = "svc"
 client_secret = "s3cret"
 token_url = "http://{{echo}}/oauth/token"
 replay_max_body_bytes = 64
+reauth_min_token_age = "0s"
 "#,
         up.addr
     );

@@ -70,6 +70,7 @@ revocation_url = "http://{echo}/oauth/revoke"
 client_id = "demo-client"
 client_secret = "demo-secret"
 scope = {{ scope = "read" }}
+reauth_min_token_age = "0s"
 "#,
             port = self.auth_port,
             store = self.store.display(),
