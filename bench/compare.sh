@@ -5,7 +5,7 @@
 #   bench/compare.sh                      # throughput + latency comparison (5 rounds x 5 s, 64 conns)
 #   bench/compare.sh --all                # plus payload, query, per-user tokens, open-loop latency,
 #                                         # refresh storm, memory per token / grant / idle connection
-#   bench/compare.sh --smoke              # a few seconds: proves the script works (used by .ci/run)
+#   bench/compare.sh --smoke              # ~30 s, plain and HTTPS: proves the script works (used by .ci/run)
 #   options: --rounds N --duration S --connections C --threads T --out FILE
 #
 # Targets (all on 127.0.0.1, ports chosen by the OS):
@@ -41,6 +41,9 @@ while [ $# -gt 0 ]; do
 done
 
 bash scripts/setup.sh bench
+# The HTTPS scenario's certificates are made with the openssl tool, which `setup.sh bench` does not
+# install (`setup.sh` without an argument does, as .ci/run's test step runs it).
+command -v openssl >/dev/null || { echo "openssl not found: run scripts/setup.sh (or apt-get install openssl)" >&2; exit 1; }
 echo "building (release)…"
 cargo build --release --quiet --bin authsidecar --example loadgen
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
