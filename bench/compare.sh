@@ -5,7 +5,7 @@
 #   bench/compare.sh                      # throughput + latency comparison (5 rounds x 5 s, 64 conns)
 #   bench/compare.sh --all                # plus payload, query, per-user tokens, open-loop latency,
 #                                         # refresh storm, memory per token / grant / idle connection
-#   bench/compare.sh --smoke              # a few seconds: proves the script works (used by .ci/run)
+#   bench/compare.sh --smoke              # ~30 s, plain and HTTPS: proves the script works (used by .ci/run)
 #   options: --rounds N --duration S --connections C --threads T --out FILE
 #
 # Targets (all on 127.0.0.1, ports chosen by the OS):
@@ -14,6 +14,11 @@
 #   haproxy    HAProxy with http-request set-header Authorization …, http-reuse always
 #   authsidecar  a client-credentials profile; the token is fetched once from the built-in mock
 #              provider (a separate process) and then served from the cache
+# HTTPS upstream (scenario "https", run after the plain one, in --smoke too): the same four targets in
+# front of the same nginx serving TLS with keep-alive (a CA and a server certificate for
+# 127.0.0.1/localhost made by scripts/dev-certs.sh in the temp dir); each proxy verifies the upstream's
+# certificate against that CA, keeps its upstream TLS connections open and injects the same API key
+# header (X-Api-Key); the upstream answers 401 without it, so a missing injection shows as errors.
 # Each proxy gets the same worker/thread count (--threads, default 2). Results: a table on stdout and
 # JSON in bench/results/latest.json (or --out).
 set -euo pipefail
@@ -36,6 +41,9 @@ while [ $# -gt 0 ]; do
 done
 
 bash scripts/setup.sh bench
+# The HTTPS scenario's certificates are made with the openssl tool, which `setup.sh bench` does not
+# install (`setup.sh` without an argument does, as .ci/run's test step runs it).
+command -v openssl >/dev/null || { echo "openssl not found: run scripts/setup.sh (or apt-get install openssl)" >&2; exit 1; }
 echo "building (release)…"
 cargo build --release --quiet --bin authsidecar --example loadgen
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -70,7 +78,13 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 UP=$(free_port); NG=$(free_port); HA=$(free_port); AS=$(free_port); ADM=$(free_port); MOCK=$(free_port); MOCK2=$(free_port)
 AUTH=$(free_port)
+UPS=$(free_port); NGS=$(free_port); HAS=$(free_port)
 TOKEN="static-benchmark-token-0123456789abcdef"
+APIKEY="benchmark-api-key-0123456789abcdef"
+
+# --- a CA and a server certificate (127.0.0.1, localhost) for the HTTPS upstream
+bash scripts/dev-certs.sh "$WORK/tls" 2 > /dev/null
+CA="$WORK/tls/ca.pem"
 
 # --- upstream: nginx answering 200 "ok", one worker (shared by every target)
 mkdir -p "$WORK/up" "$WORK/ng"
@@ -86,6 +100,17 @@ http {
   server {
     listen 127.0.0.1:$UP reuseport;
     location / { return 200 "ok\n"; }
+  }
+  # The HTTPS upstream: same worker, TLS with keep-alive and session resumption; 401 without the key.
+  server {
+    listen 127.0.0.1:$UPS ssl reuseport;
+    ssl_certificate $WORK/tls/server.pem;
+    ssl_certificate_key $WORK/tls/server.key;
+    ssl_session_cache shared:up_tls:1m;
+    location / {
+      if (\$http_x_api_key != "$APIKEY") { return 401 "no key\n"; }
+      return 200 "ok\n";
+    }
   }
 }
 EOF
@@ -112,6 +137,22 @@ http {
       proxy_set_header Authorization "Bearer $TOKEN";
     }
   }
+  # HTTPS upstream: verified against the bench's CA, TLS sessions reused, 64 idle connections kept.
+  upstream ups { server 127.0.0.1:$UPS; keepalive 64; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$NGS;
+    location / {
+      proxy_pass https://ups;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Api-Key "$APIKEY";
+      proxy_ssl_session_reuse on;
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate $CA;
+      proxy_ssl_name localhost;
+      proxy_ssl_server_name on;
+    }
+  }
 }
 EOF
 "$NGINX" -c "$WORK/ng/nginx.conf" -g 'daemon off;' &
@@ -135,6 +176,13 @@ backend b
   http-reuse always
   http-request set-header Authorization "Bearer $TOKEN"
   server s1 127.0.0.1:$UP
+frontend fs
+  bind 127.0.0.1:$HAS
+  default_backend bs
+backend bs
+  http-reuse always
+  http-request set-header X-Api-Key "$APIKEY"
+  server s1 127.0.0.1:$UPS ssl verify required ca-file $CA verifyhost localhost sni str(localhost)
 EOF
 "$HAPROXY" -f "$WORK/haproxy.cfg" -q &
 PIDS+=($!); HA_PID=$!
@@ -161,6 +209,13 @@ prefix = "/"
 upstream = "http://127.0.0.1:$UP/"
 profiles = ["cc", "json", "query"]
 
+# HTTPS upstream, an API key header (the "https" scenario).
+[[routes]]
+prefix = "/s/"
+upstream = "https://127.0.0.1:$UPS/"
+profiles = ["key"]
+tls = { ca_file = "$CA" }
+
 [[routes]]
 prefix = "/t/"
 upstream = "http://127.0.0.1:$UP/{tenant}/"
@@ -175,6 +230,14 @@ profiles = ["user"]
 prefix = "/storm/"
 upstream = "http://127.0.0.1:$UP/"
 profiles = ["storm"]
+
+[profiles.key]
+type = "api_key"
+api_key = "$APIKEY"
+[[profiles.key.fields]]
+in = "header"
+key = "X-Api-Key"
+value = "{{api_key}}"
 
 [profiles.cc]
 type = "oauth2_client_credentials"
@@ -231,7 +294,8 @@ start_sidecar() {
   wait_port "$AS" authsidecar
 }
 start_sidecar
-for p in "$UP upstream" "$NG nginx" "$HA haproxy" "$MOCK mock" "$MOCK2 mock2" "$AS authsidecar" "$AUTH auth"; do
+for p in "$UP upstream" "$NG nginx" "$HA haproxy" "$MOCK mock" "$MOCK2 mock2" "$AS authsidecar" "$AUTH auth" \
+  "$UPS upstream-https" "$NGS nginx-https" "$HAS haproxy-https"; do
   wait_port $p
 done
 
@@ -303,6 +367,42 @@ for r in $(seq 1 "$ROUNDS"); do
   for i in 0 1 2 3; do
     t=${ORDER[$(( (i + r) % 4 ))]}
     run_wrk header "$t" "${URL[$t]}"
+  done
+done
+
+# HTTPS upstream: the same targets, each keeping TLS connections to the upstream and injecting the
+# API key; direct sends the key itself (wrk over TLS to the upstream).
+declare -A URLS=(
+  [direct]="https://127.0.0.1:$UPS/"
+  [nginx]="http://127.0.0.1:$NGS/"
+  [haproxy]="http://127.0.0.1:$HAS/"
+  [authsidecar]="http://127.0.0.1:$AS/s/"
+)
+printf 'wrk.headers["X-Api-Key"] = "%s"\n' "$APIKEY" > "$WORK/apikey.lua"
+https_script() { [ "$1" = direct ] && echo "$WORK/apikey.lua" || true; }
+for t in "${ORDER[@]}"; do
+  key=(); [ "$t" = direct ] && key=(-H "X-Api-Key: $APIKEY")
+  code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$CA" "${key[@]}" "${URLS[$t]}")
+  if [ "$code" != 200 ]; then
+    echo "https: $t answered $code to a first request (expected 200)" >&2
+    for f in "$WORK"/*.log "$WORK"/*/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -5 "$f" >&2; }; done
+    exit 1
+  fi
+done
+# The plain upstream would answer 200 as well: check that the sidecar took the HTTPS route.
+if ! curl -s "http://127.0.0.1:$ADM/metrics" | grep -q '^authsidecar_requests_total{route="/s/",profile="key",status="2xx"} [1-9]'; then
+  echo "https: authsidecar did not serve the first request on its HTTPS route" >&2
+  exit 1
+fi
+DURATION=1
+for t in "${ORDER[@]}"; do run_wrk warmup "$t" "${URLS[$t]}" "$(https_script "$t")"; done
+DURATION=$DURATION_SAVED
+
+echo "https upstream: $ROUNDS rounds x ${DURATION}s, $CONNS connections, $THREADS threads each"
+for r in $(seq 1 "$ROUNDS"); do
+  for i in 0 1 2 3; do
+    t=${ORDER[$(( (i + r) % 4 ))]}
+    run_wrk https "$t" "${URLS[$t]}" "$(https_script "$t")"
   done
 done
 
@@ -386,9 +486,9 @@ EOF
 fi
 
 mkdir -p "$(dirname "$OUT")"
-python3 - "$RAW" "$OUT" "$ROUNDS" "$DURATION" "$CONNS" "$THREADS" <<'PY'
+python3 - "$RAW" "$OUT" "$ROUNDS" "$DURATION" "$CONNS" "$THREADS" "$SMOKE" <<'PY'
 import json, statistics, sys, datetime, os, platform
-raw, out, rounds, duration, conns, threads = sys.argv[1:7]
+raw, out, rounds, duration, conns, threads, smoke = sys.argv[1:8]
 rows = [json.loads(l) for l in open(raw) if l.strip()]
 rows = [r for r in rows if r.get("scenario") != "warmup"]
 def agg(scenario, target):
@@ -409,6 +509,14 @@ def ratio(a, b):
 result["ratios"] = {"authsidecar/nginx": ratio("authsidecar", "nginx"), "authsidecar/haproxy": ratio("authsidecar", "haproxy"),
                     "nginx/direct": ratio("nginx", "direct"), "haproxy/direct": ratio("haproxy", "direct"),
                     "authsidecar/direct": ratio("authsidecar", "direct")}
+# HTTPS upstream: the same targets, API key header, TLS to the upstream.
+result["https"] = {t: agg("https", t) for t in ["direct", "nginx", "haproxy", "authsidecar"]}
+hs = result["https"]
+def ratio_s(a, b):
+    return round(hs[a]["rps"] / hs[b]["rps"], 3) if hs.get(a) and hs.get(b) and hs[b]["rps"] else None
+result["https_ratios"] = {"authsidecar/nginx": ratio_s("authsidecar", "nginx"), "authsidecar/haproxy": ratio_s("authsidecar", "haproxy"),
+                          "nginx/direct": ratio_s("nginx", "direct"), "haproxy/direct": ratio_s("haproxy", "direct"),
+                          "authsidecar/direct": ratio_s("authsidecar", "direct")}
 for sc in ["payload", "query", "per_user"]:
     v = {t: agg(sc, t) for t in ["direct", "authsidecar"]}
     if any(v.values()): result[sc] = v
@@ -439,6 +547,14 @@ if n and d and n["rps"]:
 print()
 for k, v in result["ratios"].items():
     print(f"{k}: {v}")
+print()
+print("HTTPS upstream (TLS with keep-alive, certificate verified; API key header; direct: wrk over TLS to the upstream)")
+print(f"| target | req/s (median) | min–max | p50 ms | p99 ms | user µs | kernel µs | errors |")
+print(f"| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+for t, v in hs.items():
+    if v: print(f"| {t} | {v['rps']:.0f} | {v['rps_min']:.0f}–{v['rps_max']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['cpu_user_us']:.2f} | {v['cpu_sys_us']:.2f} | {v['errors']} |")
+for k, v in result["https_ratios"].items():
+    print(f"https {k}: {v}")
 for sc in ["payload", "query", "per_user"]:
     if sc in result:
         for t, v in result[sc].items():
@@ -457,4 +573,12 @@ for sc, key in [("memory_per_token", "bytes_per_token"), ("memory_per_grant", "b
         cold = f", {v['bytes_per_grant_from_cold']:.0f} counted from a cold process" if "bytes_per_grant_from_cold" in v else ""
         print(f"{sc}: {v[key]:.0f} bytes (RSS {v['rss_before_kb']} → {v['rss_after_kb']} KiB{cold})")
 print(f"\nJSON: {out}")
+if smoke == "1":
+    # The smoke run proves the script works: every HTTPS target answered 2xx (the upstream answers 401
+    # without the key). Socket errors are left to the figures: a busy CI machine may time one out.
+    non2xx = lambda t: sum(r.get("non2xx", 0) for r in rows if r["scenario"] == "https" and r["target"] == t)
+    bad = [t for t, v in hs.items() if not v or not v["rps"] or non2xx(t)]
+    if bad:
+        print(f"smoke: HTTPS targets without answers or with errors: {', '.join(bad)}", file=sys.stderr)
+        sys.exit(1)
 PY
