@@ -1,18 +1,18 @@
-//! The HTTP/1.1 fast path of the plain-TCP proxy listener.
+//! The HTTP/1.1 fast front end of the plain-TCP proxy listener, and its transport.
 //!
-//! Most calls a sidecar carries are bodiless HTTP/1.1 requests to a plain-HTTP upstream next to
-//! it. For those, this loop reads the head with `httparse`, runs the same steps as the general path
-//! (`resolve`, `credential`, `build_head`), writes the upstream request itself on a connection from
-//! this worker's own pool, and passes the answer through as bytes, framing checked, hop-by-hop
-//! headers removed. No HTTP library object is built for the answer, no task or channel sits between
-//! the two sockets, and an idle connection keeps no buffer.
+//! Most calls a sidecar carries are bodiless HTTP/1.1 requests. For those, this loop reads the head
+//! with `httparse`, runs the pipeline's phases (`pipeline.rs`) with [`FastTransport`]: it writes the
+//! upstream request itself on a connection from this worker's own pool (plain TCP, or TLS with the
+//! route's settings for an `https` upstream), reads the answer's head by the rules of `message.rs`,
+//! and passes the body through as bytes. No HTTP library object is built for the answer, no task
+//! or channel sits between the two sockets, and an idle connection keeps no buffer.
 //!
 //! Anything else goes to the general (hyper) path, with the bytes read so far, for the rest of the
 //! connection: a request with a body (`Content-Length` other than 0, `Transfer-Encoding`),
 //! `Expect`, `Upgrade`, a `Connection` option other than `close` / `keep-alive`, HTTP/1.0, a
 //! target not in origin form, a head `httparse` does not accept or that is over the limits (hyper
-//! answers 400 / 431), HTTP/2, and routes whose upstream uses TLS or a connector or whose profile
-//! rewrites the payload. The hand-over happens before anything with an effect (no token is fetched,
+//! answers 400 / 431), HTTP/2, `proxy.fast_path = false`, and routes whose upstream is reached
+//! through a connector or whose profile rewrites the payload. The hand-over happens before anything with an effect (no token is fetched,
 //! nothing is sent), so the general path serves the request as if it had seen it first.
 
 use std::cell::RefCell;
@@ -375,7 +375,7 @@ pub(crate) fn parse_response(
 }
 
 /// A worker's idle upstream connections by `host:port`, each with the time it was put back.
-type Pool = HashMap<String, Vec<(TcpStream, Instant)>, foldhash::fast::RandomState>;
+type Pool = HashMap<String, Vec<(Conn, Instant)>, foldhash::fast::RandomState>;
 
 thread_local! {
     /// The `Date` value of the current second, formatted once.
@@ -454,9 +454,16 @@ thread_local! {
 
 /// Readable while idle means closed (or stray bytes): not reusable. No syscall when the socket
 /// has had no event.
-fn still_open(s: &TcpStream) -> bool {
+fn still_open(s: &mut Conn) -> bool {
     let mut probe = [0u8; 1];
-    matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    match s {
+        Conn::Plain(s) => {
+            matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        }
+        // Through TLS: what arrived may be a session ticket or a key update, which rustls takes
+        // without any plaintext for us (the read stays pending); a close or stray bytes end it.
+        Conn::Tls(s) => s.read(&mut probe).now_or_never().is_none(),
+    }
 }
 
 /// Closes this worker's idle connections that are closed or too old; returns how many.
@@ -465,7 +472,7 @@ fn sweep() -> usize {
         let mut closed = 0;
         p.borrow_mut().retain(|_, list| {
             let before = list.len();
-            list.retain(|(s, since)| since.elapsed() < POOL_IDLE_TIMEOUT && still_open(s));
+            list.retain_mut(|(s, since)| since.elapsed() < POOL_IDLE_TIMEOUT && still_open(s));
             closed += before - list.len();
             !list.is_empty()
         });
@@ -499,12 +506,12 @@ fn start_sweep() {
 }
 
 /// An idle pooled connection to `key` that still looks open at `now`, if any.
-fn checkout(key: &str, now: Instant) -> Option<TcpStream> {
+fn checkout(key: &str, now: Instant) -> Option<Conn> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let list = p.get_mut(key)?;
-        while let Some((s, since)) = list.pop() {
-            if now.saturating_duration_since(since) < POOL_IDLE_TIMEOUT && still_open(&s) {
+        while let Some((mut s, since)) = list.pop() {
+            if now.saturating_duration_since(since) < POOL_IDLE_TIMEOUT && still_open(&mut s) {
                 return Some(s);
             }
         }
@@ -512,7 +519,7 @@ fn checkout(key: &str, now: Instant) -> Option<TcpStream> {
     })
 }
 
-fn checkin(key: &str, s: TcpStream) {
+fn checkin(key: &str, s: Conn) {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let list = match p.get_mut(key) {
@@ -563,6 +570,100 @@ async fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, 
         Ok(Err(e)) => Err(fail(&e)),
         Err(_) => Err(fail(&"connection timed out")),
     }
+}
+
+/// An upstream connection of the fast transport: plain TCP, or TLS over it.
+pub(crate) enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Opens a connection to the upstream: TCP within `connect_timeout`, then, for an `https`
+/// upstream, the TLS handshake with the route's settings (HTTP/1.1 by ALPN).
+async fn open(
+    authority: &http::uri::Authority,
+    tls: Option<&super::upstream::FastTls>,
+    connect_timeout: Duration,
+) -> Result<Conn, ProxyError> {
+    let default = if tls.is_some() { 443 } else { 80 };
+    let port = authority.port_u16().unwrap_or(default);
+    let tcp = connect(authority.host(), port, connect_timeout).await?;
+    let Some(tls) = tls else {
+        return Ok(Conn::Plain(tcp));
+    };
+    let name = match &tls.server_name {
+        Some(n) => n.clone(),
+        None => rustls::pki_types::ServerName::try_from(
+            authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        )
+        .map_err(|e| {
+            ProxyError::new(
+                ErrorCode::UpstreamTlsError,
+                format!("the upstream host is not a TLS server name: {e}"),
+            )
+        })?,
+    };
+    tokio_rustls::TlsConnector::from(tls.config.clone())
+        .connect(name, tcp)
+        .await
+        .map(|s| Conn::Tls(Box::new(s)))
+        .map_err(|e| {
+            let reason = crate::tls::tls_reason(&e).unwrap_or_else(|| e.to_string());
+            ProxyError::new(
+                ErrorCode::UpstreamTlsError,
+                format!("TLS handshake with the upstream failed: {reason}"),
+            )
+        })
 }
 
 /// Finds the end of a chunked body as its bytes pass (RFC 9112 §7.1); trailers pass through.
@@ -754,17 +855,17 @@ impl BodyLeft {
 
 /// Where the upstream request goes, and its head as bytes.
 struct Outgoing {
-    /// Also the pool key.
     authority: http::uri::Authority,
     head: Vec<u8>,
 }
 
-/// `host: <host>[:<port>]` (no CRLF) for an upstream authority; the port is left out when it is 80.
-pub(crate) fn host_line(authority: &http::uri::Authority) -> Vec<u8> {
+/// `host: <host>[:<port>]` (no CRLF) for an upstream authority; the port is left out when it is the
+/// scheme's default (`default_port`: 80 or 443).
+pub(crate) fn host_line(authority: &http::uri::Authority, default_port: u16) -> Vec<u8> {
     let mut line = b"host: ".to_vec();
     line.extend_from_slice(authority.host().as_bytes());
-    let port = authority.port_u16().unwrap_or(80);
-    if port != 80 {
+    let port = authority.port_u16().unwrap_or(default_port);
+    if port != default_port {
         line.push(b':');
         push_decimal(&mut line, u64::from(port));
     }
@@ -793,7 +894,14 @@ fn outgoing(
     head.extend_from_slice(b" HTTP/1.1\r\n");
     match fixed_host {
         Some(line) => head.extend_from_slice(line),
-        None => head.extend_from_slice(&host_line(authority)),
+        None => {
+            let default = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+                443
+            } else {
+                80
+            };
+            head.extend_from_slice(&host_line(authority, default));
+        }
     }
     head.extend_from_slice(b"\r\n");
     for (name, value) in headers {
@@ -819,12 +927,12 @@ fn outgoing(
 
 /// An upstream connection with its answer's head read.
 pub(crate) struct Answer {
-    stream: TcpStream,
+    stream: Conn,
     head: RespHead,
     /// Bytes read past the head (the start of the body).
     rest: Vec<u8>,
     /// The pool the connection goes back to.
-    key: http::uri::Authority,
+    key: String,
 }
 
 /// Sends `out` and reads the answer's head. A pooled connection that turns out closed before any
@@ -832,28 +940,29 @@ pub(crate) struct Answer {
 async fn exchange(
     out: Outgoing,
     method: &Method,
-    connect_timeout: Duration,
-    close_caller: bool,
+    t: &FastTransport<'_>,
     now: Instant,
 ) -> Result<Answer, ProxyError> {
-    let mut pooled = checkout(out.authority.as_str(), now);
+    // Plain connections are pooled by authority; TLS ones by authority and TLS settings.
+    let key = match t.tls {
+        None => out.authority.as_str().to_owned(),
+        Some(tls) => format!("{}#{}", out.authority, tls.id),
+    };
+    let mut pooled = checkout(&key, now);
     loop {
         let reused = pooled.is_some();
         let mut stream = match pooled.take() {
             Some(s) => s,
-            None => {
-                let port = out.authority.port_u16().unwrap_or(80);
-                connect(out.authority.host(), port, connect_timeout).await?
-            }
+            None => open(&out.authority, t.tls, t.connect_timeout).await?,
         };
-        match read_answer(&mut stream, &out.head, method, close_caller).await {
+        match read_answer(&mut stream, &out.head, method, t.close_caller).await {
             Ok((head, rest)) => {
                 give_buf(out.head);
                 return Ok(Answer {
                     stream,
                     head,
                     rest,
-                    key: out.authority,
+                    key,
                 });
             }
             Err(AnswerError::Closed) if reused && method.is_idempotent() => continue,
@@ -864,9 +973,22 @@ async fn exchange(
                 tracing::debug!(error = %e, "pooled upstream connection failed; retrying");
                 continue;
             }
-            Err(AnswerError::Io(e)) => return Err(invalid_answer(&e.to_string())),
+            Err(AnswerError::Io(e)) => return Err(io_failure(&e)),
             Err(AnswerError::Invalid(e)) => return Err(e),
         }
+    }
+}
+
+/// An I/O error on an upstream connection: a TLS alert (TLS 1.3 servers refuse a client
+/// certificate only after the client's side of the handshake is done) is `upstream_tls_error`, as
+/// on hyper's transport; anything else a broken connection.
+fn io_failure(e: &io::Error) -> ProxyError {
+    match crate::tls::tls_reason(e) {
+        Some(reason) => ProxyError::new(
+            ErrorCode::UpstreamTlsError,
+            format!("TLS handshake with the upstream failed: {reason}"),
+        ),
+        None => invalid_answer(&e.to_string()),
     }
 }
 
@@ -878,7 +1000,7 @@ enum AnswerError {
 }
 
 async fn read_answer(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     head: &[u8],
     method: &Method,
     close_caller: bool,
@@ -899,7 +1021,7 @@ async fn read_answer(
             }
             Ok(_) => {}
             Err(e) if buf.is_empty() => return Err(AnswerError::Io(e)),
-            Err(e) => return Err(AnswerError::Invalid(invalid_answer(&e.to_string()))),
+            Err(e) => return Err(AnswerError::Invalid(io_failure(&e))),
         }
         loop {
             match parse_response(&buf, method, close_caller).map_err(AnswerError::Invalid)? {
@@ -956,7 +1078,7 @@ fn ready(mut ans: Answer, trailers: bool) -> Result<Ready, ProxyError> {
     })
 }
 
-async fn relay(r: Ready, caller: &mut TcpStream, stall: Duration) -> (bool, Option<TcpStream>) {
+async fn relay(r: Ready, caller: &mut TcpStream, stall: Duration) -> (bool, Option<Conn>) {
     let Ready {
         mut ans,
         mut left,
@@ -1017,13 +1139,15 @@ async fn write_within(caller: &mut TcpStream, buf: &[u8], stall: Duration) -> bo
 
 /// The fast path's transport: this worker's pooled plain HTTP/1 connections, the request head
 /// written by hand, the answer's head parsed by the rules of `message.rs`.
-pub(crate) struct FastTransport {
+pub(crate) struct FastTransport<'a> {
     connect_timeout: Duration,
     /// The caller's connection closes after this request.
     close_caller: bool,
+    /// TLS settings of an `https` upstream.
+    tls: Option<&'a super::upstream::FastTls>,
 }
 
-impl super::pipeline::Transport for FastTransport {
+impl super::pipeline::Transport for FastTransport<'_> {
     type Answer = Answer;
 
     fn status(answer: &Answer) -> u16 {
@@ -1050,12 +1174,7 @@ impl super::pipeline::Transport for FastTransport {
         // `at`: when the request is sent (read once for the deadline and the pool's idle check).
         let at = Instant::now();
         let timeout = out.route.timeout;
-        match tokio::time::timeout_at(
-            at + timeout,
-            exchange(req, out.method, self.connect_timeout, self.close_caller, at),
-        )
-        .await
-        {
+        match tokio::time::timeout_at(at + timeout, exchange(req, out.method, self, at)).await {
             Err(_) => Err(ProxyError::new(
                 ErrorCode::UpstreamTimeout,
                 format!("the upstream did not answer within {timeout:?}"),
@@ -1094,6 +1213,11 @@ impl Proxy {
                 let transport = FastTransport {
                     connect_timeout: r.client.connect_timeout,
                     close_caller: close,
+                    tls: r
+                        .client
+                        .fast_tls
+                        .as_deref()
+                        .filter(|_| r.route.upstream.scheme == http::uri::Scheme::HTTPS),
                 };
                 self.journey(snap, conn, r, &mut parts, None, &transport)
                     .await
@@ -1109,7 +1233,7 @@ impl Proxy {
                 let key = r.ans.key.clone();
                 let (caller_ok, back) = relay(r, caller, stall).await;
                 if let Some(s) = back {
-                    checkin(key.as_str(), s);
+                    checkin(&key, s);
                 }
                 if caller_ok && !closing {
                     Step::KeepAlive
@@ -1133,7 +1257,7 @@ impl Proxy {
 /// Whether a resolved request can stay on the fast path: a plain-HTTP upstream reached directly,
 /// and a profile that does not rewrite the payload.
 fn fast_route(r: &Resolved<'_>) -> bool {
-    r.route.upstream.scheme == http::uri::Scheme::HTTP
+    (r.route.upstream.scheme == http::uri::Scheme::HTTP || r.client.fast_tls.is_some())
         && r.client.connector.is_none()
         && !r.profile.plan.has_payload()
 }
@@ -1188,7 +1312,12 @@ mod tests {
     }
 
     #[test]
-    fn host_lines_leave_out_port_80_only() {
+    fn host_lines_leave_out_the_default_port_only() {
+        let a: http::uri::Authority = "example.com:443".parse().unwrap();
+        assert_eq!(host_line(&a, 443), b"host: example.com");
+        assert_eq!(host_line(&a, 80), b"host: example.com:443");
+        let a: http::uri::Authority = "example.com:80".parse().unwrap();
+        assert_eq!(host_line(&a, 443), b"host: example.com:80");
         for (authority, line) in [
             ("example.com", "host: example.com"),
             ("example.com:80", "host: example.com"),
@@ -1197,7 +1326,7 @@ mod tests {
             ("[::1]", "host: [::1]"),
         ] {
             let a: http::uri::Authority = authority.parse().unwrap();
-            assert_eq!(host_line(&a), line.as_bytes(), "{authority}");
+            assert_eq!(host_line(&a, 80), line.as_bytes(), "{authority}");
         }
     }
 

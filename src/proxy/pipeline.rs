@@ -280,7 +280,14 @@ impl Proxy {
         // replay: the upstream refused the token; refresh once, send once more
         let status = T::status(&ans);
         let Reauth::Replay(new_token) = self
-            .reauth(snap, profile, token_key.as_ref(), &inputs, status, again.is_some())
+            .reauth(
+                snap,
+                profile,
+                token_key.as_ref(),
+                &inputs,
+                status,
+                again.is_some(),
+            )
             .await?
         else {
             return Ok(ans);
@@ -370,7 +377,6 @@ pub(crate) enum Reauth {
     /// Send the request once more, with this new token.
     Replay(Arc<crate::token::Token>),
 }
-
 
 /// Phase "place": path parameters and query (they shape the upstream URI), header fields, then
 /// the payload of a buffered body. Placing again on a map it was placed on gives the same head:

@@ -31,11 +31,14 @@ impl RouteRt {
             upstream: route.upstream.clone(),
             profiles,
             timeout: route.timeout,
-            host_line: route
-                .upstream
-                .authority
-                .as_ref()
-                .map(|a| super::h1::host_line(a).into_boxed_slice()),
+            host_line: route.upstream.authority.as_ref().map(|a| {
+                let default = if route.upstream.scheme == http::uri::Scheme::HTTPS {
+                    443
+                } else {
+                    80
+                };
+                super::h1::host_line(a, default).into_boxed_slice()
+            }),
         }
     }
 

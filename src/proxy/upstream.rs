@@ -22,9 +22,20 @@ use crate::error::{ErrorCode, ProxyError};
 pub const POOL_MAX_IDLE_PER_HOST: usize = 256;
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// What the fast transport needs to speak TLS to an `https` upstream with a route's settings.
+pub struct FastTls {
+    pub config: Arc<rustls::ClientConfig>,
+    /// `tls.server_name`, checked and sent as SNI instead of the URL's host.
+    pub server_name: Option<rustls::pki_types::ServerName<'static>>,
+    /// Unique per client: connections made with other settings never share a pool.
+    pub id: u64,
+}
+
 /// A client for one TLS setting; cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct Upstream {
+    /// The fast transport's TLS settings (none through a connector: that is hyper's).
+    pub fast_tls: Option<Arc<FastTls>>,
     client: Client<HttpsConnector<Egress>, OutBody>,
     /// The connector, for `Proxy-Authorization` on plain-HTTP requests through it.
     pub connector: Option<Arc<Connector>>,
@@ -39,6 +50,25 @@ impl Upstream {
         connect_timeout: Duration,
     ) -> Result<Upstream, String> {
         let https = crate::tls::https_connector(tls, connector.clone(), connect_timeout)?;
+        let fast_tls = if connector.is_none() {
+            static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let mut config = crate::tls::client_config(tls)?;
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let server_name = match &tls.server_name {
+                Some(n) => Some(
+                    rustls::pki_types::ServerName::try_from(n.clone())
+                        .map_err(|e| format!("server_name {n:?}: {e}"))?,
+                ),
+                None => None,
+            };
+            Some(Arc::new(FastTls {
+                config: Arc::new(config),
+                server_name,
+                id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            }))
+        } else {
+            None
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -49,6 +79,7 @@ impl Upstream {
             .http1_max_buf_size(super::message::MAX_ANSWER_HEAD + 8192)
             .build(https);
         Ok(Upstream {
+            fast_tls,
             client,
             connector,
             connect_timeout,

@@ -43,6 +43,7 @@ both_settings!(
     a_half_closed_caller_gets_its_answer,
     a_401_is_replayed_with_a_new_token_once,
     pipelined_mixed_requests_are_answered_in_order,
+    an_https_upstream_is_reached_over_pooled_tls,
 );
 
 /// The answer bytes for a request path.
@@ -82,6 +83,8 @@ fn script(path: &str) -> Vec<u8> {
 /// One request as the upstream read it.
 #[derive(Clone, Debug)]
 struct Seen {
+    /// The upstream connection's number, in accept order.
+    conn: usize,
     head: String,
     body: Vec<u8>,
 }
@@ -106,8 +109,10 @@ impl Upstream {
         let revoked = Arc::new(Mutex::new(Vec::new()));
         let (rec, rev) = (seen.clone(), revoked.clone());
         tokio::spawn(async move {
+            let mut n = 0;
             while let Ok((s, _)) = l.accept().await {
-                tokio::spawn(serve(s, rec.clone(), rev.clone()));
+                tokio::spawn(serve(s, n, rec.clone(), rev.clone()));
+                n += 1;
             }
         });
         Upstream {
@@ -122,7 +127,12 @@ impl Upstream {
     }
 }
 
-async fn serve(mut s: TcpStream, rec: Arc<Mutex<Vec<Seen>>>, revoked: Arc<Mutex<Vec<String>>>) {
+async fn serve(
+    mut s: TcpStream,
+    conn: usize,
+    rec: Arc<Mutex<Vec<Seen>>>,
+    revoked: Arc<Mutex<Vec<String>>>,
+) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -164,6 +174,7 @@ async fn serve(mut s: TcpStream, rec: Arc<Mutex<Vec<Seen>>>, revoked: Arc<Mutex<
         buf.drain(..body_end);
         let path = head.split(' ').nth(1).unwrap_or("").to_string();
         rec.lock().unwrap().push(Seen {
+            conn,
             head: head.clone(),
             body,
         });
@@ -483,4 +494,69 @@ fn bearer(head: &str) -> String {
                 .then(|| v.trim().trim_start_matches("Bearer ").to_string())
         })
         .unwrap_or_default()
+}
+
+/// An `https` upstream (TLS 1.3 with session tickets, in front of the recording upstream): GET
+/// and POST reach it with the key, over connections that are kept and reused, also after the
+/// server's post-handshake messages have arrived on an idle pooled connection.
+async fn an_https_upstream_is_reached_over_pooled_tls(fast: bool) {
+    use crate::support::pki::{server_config, tls_front, Pki};
+    let up = Upstream::start().await;
+    let pki = Pki::new("pipeline-https");
+    let front = tls_front(up.addr, server_config(&pki.server("upstream"), None)).await;
+    let text = cfg(up.addr, fast).replace(
+        &format!("upstream = \"http://{}/up/\"", up.addr),
+        &format!(
+            "upstream = \"https://127.0.0.1:{}/up/\"\ntls = {{ ca_file = \"{}\", server_name = \"localhost\" }}",
+            front.port(),
+            pki.ca().display()
+        ),
+    );
+    let h = Harness::start(&text).await;
+    let mut s = TcpStream::connect(h.server.proxy_addr).await.unwrap();
+    for (i, req) in [
+        "GET /p/a HTTP/1.1\r\nHost: s\r\n\r\n",
+        "GET /p/b HTTP/1.1\r\nHost: s\r\n\r\n",
+        "GET /p/c HTTP/1.1\r\nHost: s\r\n\r\n",
+        "POST /p/d HTTP/1.1\r\nHost: s\r\nContent-Length: 3\r\n\r\nabc",
+    ]
+    .iter()
+    .enumerate()
+    {
+        if i == 2 {
+            // Idle long enough for the server's session tickets to sit on the pooled connection.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !got.ends_with(b"\r\n\r\nok") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+                .await
+                .expect("answer within 5 s")
+                .unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let seen = up.seen();
+    assert_eq!(seen.len(), 4, "{seen:#?}");
+    for s in &seen {
+        let head = s.head.to_ascii_lowercase();
+        assert!(head.contains("x-api-key: pk-123\r\n"), "{}", s.head);
+        assert!(
+            head.contains(&format!("host: 127.0.0.1:{}\r\n", front.port())),
+            "{}",
+            s.head
+        );
+    }
+    assert_eq!(seen[3].body, b"abc");
+    // The three GETs share one TLS connection (the last one after the idle pause).
+    assert_eq!(seen[0].conn, seen[1].conn, "{seen:#?}");
+    assert_eq!(seen[0].conn, seen[2].conn, "{seen:#?}");
 }
