@@ -6,7 +6,7 @@
 #                               # openssl for dev certificates, chromium + chromium-driver for the
 #                               # admin console's browser test, libfaketime for the wall-clock
 #                               # jump test)
-#   scripts/setup.sh bench      # only the benchmark tools (nginx, haproxy, wrk, valgrind)
+#   scripts/setup.sh bench      # only the benchmark tools (nginx, haproxy, wrk, valgrind, openssl)
 set -euo pipefail
 
 declare -A BIN_OF=(
@@ -22,7 +22,7 @@ declare -A BIN_OF=(
   [valgrind]=valgrind
 )
 case "${1:-all}" in
-  bench) WANT=(nginx haproxy wrk valgrind) ;;
+  bench) WANT=(nginx haproxy wrk valgrind openssl) ;;
   all) WANT=(nginx haproxy wrk valgrind tinyproxy openssl redis-server chromium chromium-driver libfaketime) ;;
   *) echo "usage: $0 [all|bench]" >&2; exit 2 ;;
 esac
