@@ -63,6 +63,8 @@ pub(crate) struct Head {
     pub(crate) len: usize,
     /// The caller sent `Connection: close`.
     pub(crate) close: bool,
+    /// The caller takes trailer fields (`TE: trailers`).
+    pub(crate) trailers: bool,
 }
 
 pub(crate) enum Parse {
@@ -101,17 +103,8 @@ pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Parse {
     // Room for what the sidecar adds (request id, X-Forwarded-For, the credential, Cache-Control),
     // so the map does not grow on the way.
     let mut headers = HeaderMap::with_capacity(req.headers.len() + 4);
-    let conn = message::connection_options(
-        req.headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .map(|h| h.value),
-    );
-    // Options other than close / keep-alive name hop-by-hop fields: the general path serves them.
-    if !conn.listed.is_empty() {
-        return Parse::Handover;
-    }
-    let close = conn.close;
+    let mut close = false;
+    let mut trailers = false;
     let mut lengths = 0;
     for h in req.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
@@ -130,6 +123,16 @@ pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Parse {
             || name == http::header::UPGRADE
         {
             return Parse::Handover;
+        } else if name == http::header::CONNECTION {
+            let o = message::connection_options([h.value]);
+            // Options other than close / keep-alive name hop-by-hop fields: the general path
+            // serves them.
+            if !o.listed.is_empty() {
+                return Parse::Handover;
+            }
+            close |= o.close;
+        } else if name == http::header::TE {
+            trailers |= message::accepts_trailers([h.value]);
         }
         headers.append(name, value);
     }
@@ -138,7 +141,12 @@ pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Parse {
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     parts.headers = headers;
-    Parse::Done(Box::new(Head { parts, len, close }))
+    Parse::Done(Box::new(Head {
+        parts,
+        len,
+        close,
+        trailers,
+    }))
 }
 
 enum Wait {
@@ -313,15 +321,31 @@ pub(crate) fn parse_response(
         return Ok(RespParse::Interim(len));
     }
     let http11 = resp.version == Some(1);
-    let named = |n: &'static str| {
-        resp.headers
-            .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(n))
-            .map(|h| h.value)
+    // One pass marks the framing fields (at most 128 fields: one bit each).
+    let (mut conn_at, mut length_at, mut coding_at) = (0u128, 0u128, 0u128);
+    for (i, h) in resp.headers.iter().enumerate() {
+        let n = h.name.as_bytes();
+        let bit = 1u128 << i;
+        match n.len() {
+            10 if n.eq_ignore_ascii_case(b"connection") => conn_at |= bit,
+            14 if n.eq_ignore_ascii_case(b"content-length") => length_at |= bit,
+            17 if n.eq_ignore_ascii_case(b"transfer-encoding") => coding_at |= bit,
+            _ => {}
+        }
+    }
+    let headers = &*resp.headers;
+    let values = |mut at: u128| {
+        std::iter::from_fn(move || {
+            (at != 0).then(|| {
+                let i = at.trailing_zeros() as usize;
+                at &= at - 1;
+                headers[i].value
+            })
+        })
     };
-    let conn = message::connection_options(named("connection"));
-    let length = message::content_length(named("content-length")).map_err(invalid_answer)?;
-    let chunked = message::answer_chunked(named("transfer-encoding"));
+    let conn = message::connection_options(values(conn_at));
+    let length = message::content_length(values(length_at)).map_err(invalid_answer)?;
+    let chunked = message::answer_chunked(values(coding_at));
     let framing = message::answer_framing(method, status, chunked, length);
     // Content-Length beside Transfer-Encoding: the length is dropped, and the connection is not
     // trusted with another message.
@@ -375,7 +399,12 @@ pub(crate) fn parse_response(
 }
 
 /// A worker's idle upstream connections by `host:port`, each with the time it was put back.
-type Pool = HashMap<String, Vec<(Conn, Instant)>, foldhash::fast::RandomState>;
+type Pool = HashMap<PoolKey, Vec<(Conn, Instant)>, foldhash::fast::RandomState>;
+
+/// A pool: the upstream authority (`host:port` as the route has it), and the id of the TLS
+/// settings (`PLAIN` for plain TCP).
+type PoolKey = (Arc<str>, u64);
+const PLAIN: u64 = u64::MAX;
 
 thread_local! {
     /// The `Date` value of the current second, formatted once.
@@ -506,7 +535,7 @@ fn start_sweep() {
 }
 
 /// An idle pooled connection to `key` that still looks open at `now`, if any.
-fn checkout(key: &str, now: Instant) -> Option<Conn> {
+fn checkout(key: &PoolKey, now: Instant) -> Option<Conn> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let list = p.get_mut(key)?;
@@ -519,12 +548,12 @@ fn checkout(key: &str, now: Instant) -> Option<Conn> {
     })
 }
 
-fn checkin(key: &str, s: Conn) {
+fn checkin(key: PoolKey, s: Conn) {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
-        let list = match p.get_mut(key) {
+        let list = match p.get_mut(&key) {
             Some(l) => l,
-            None => p.entry(key.to_owned()).or_default(),
+            None => p.entry(key).or_default(),
         };
         // Oldest first: drop the expired ones.
         let now = Instant::now();
@@ -932,7 +961,7 @@ pub(crate) struct Answer {
     /// Bytes read past the head (the start of the body).
     rest: Vec<u8>,
     /// The pool the connection goes back to.
-    key: String,
+    key: PoolKey,
 }
 
 /// Sends `out` and reads the answer's head. A pooled connection that turns out closed before any
@@ -941,13 +970,15 @@ async fn exchange(
     out: Outgoing,
     method: &Method,
     t: &FastTransport<'_>,
+    pool_name: Option<&Arc<str>>,
     now: Instant,
 ) -> Result<Answer, ProxyError> {
     // Plain connections are pooled by authority; TLS ones by authority and TLS settings.
-    let key = match t.tls {
-        None => out.authority.as_str().to_owned(),
-        Some(tls) => format!("{}#{}", out.authority, tls.id),
+    let name = match pool_name {
+        Some(n) => n.clone(),
+        None => Arc::from(out.authority.as_str()),
     };
+    let key: PoolKey = (name, t.tls.map_or(PLAIN, |tls| tls.id));
     let mut pooled = checkout(&key, now);
     loop {
         let reused = pooled.is_some();
@@ -1174,7 +1205,12 @@ impl super::pipeline::Transport for FastTransport<'_> {
         // `at`: when the request is sent (read once for the deadline and the pool's idle check).
         let at = Instant::now();
         let timeout = out.route.timeout;
-        match tokio::time::timeout_at(at + timeout, exchange(req, out.method, self, at)).await {
+        match tokio::time::timeout_at(
+            at + timeout,
+            exchange(req, out.method, self, out.route.pool_name.as_ref(), at),
+        )
+        .await
+        {
             Err(_) => Err(ProxyError::new(
                 ErrorCode::UpstreamTimeout,
                 format!("the upstream did not answer within {timeout:?}"),
@@ -1196,16 +1232,12 @@ impl Proxy {
     ) -> Step {
         let snap = &self.snapshot.load_full();
         let Head {
-            mut parts, close, ..
+            mut parts,
+            close,
+            trailers,
+            ..
         } = *head;
         let begun = self.begin(snap, &mut parts);
-        let trailers = message::accepts_trailers(
-            parts
-                .headers
-                .get_all(http::header::TE)
-                .iter()
-                .map(HeaderValue::as_bytes),
-        );
         let mut metrics = None;
         let result = match resolve(snap, &mut parts, &mut metrics) {
             Ok(r) if !fast_route(&r) => return Step::Handover,
@@ -1233,7 +1265,7 @@ impl Proxy {
                 let key = r.ans.key.clone();
                 let (caller_ok, back) = relay(r, caller, stall).await;
                 if let Some(s) = back {
-                    checkin(&key, s);
+                    checkin(key, s);
                 }
                 if caller_ok && !closing {
                     Step::KeepAlive

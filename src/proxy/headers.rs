@@ -84,7 +84,7 @@ pub fn take_control(headers: &mut HeaderMap) -> Control {
     let (mut has_control, mut has_underscore) = (false, false);
     for k in headers.keys() {
         has_control |= k.as_str().starts_with(CONTROL_PREFIX);
-        has_underscore |= k.as_str().contains('_');
+        has_underscore |= may_be_lookalike(k.as_str().as_bytes());
     }
     if has_underscore {
         drop_underscore_lookalikes(headers);
@@ -121,6 +121,22 @@ pub fn take_control(headers: &mut HeaderMap) -> Control {
 /// Framing and routing headers an upstream (or a server in front of it) may read a name with `_` for
 /// `-` as, besides the hop-by-hop ones and the control headers.
 const FRAMING: &[&str] = &["content-length", "host", "expect"];
+
+/// A quick test, with no scan of the name, for what `drop_underscore_lookalikes` looks at: a name
+/// with `_` where one of those headers has `-` (the control prefix `x-authsidecar-` at 1 or 13,
+/// `keep-alive` at 4, `content-length` at 7, `proxy-*` at 5, `transfer-encoding` at 8). The other
+/// names of the lists have no `-` to stand in for.
+fn may_be_lookalike(n: &[u8]) -> bool {
+    let at = |i: usize| n.get(i) == Some(&b'_');
+    match n.len() {
+        10 => at(4),
+        14 => at(7) || (n[0] == b'x' && (at(1) || at(13))),
+        16 | 18 | 19 => at(5) || (n[0] == b'x' && (at(1) || at(13))),
+        17 => at(8) || (n[0] == b'x' && (at(1) || at(13))),
+        l if l > 14 => n[0] == b'x' && (at(1) || at(13)),
+        _ => false,
+    }
+}
 
 /// Removes headers whose names differ from a control, hop-by-hop or framing header only by `_` for
 /// `-` (`X_Authsidecar_User`, `Transfer_Encoding`): servers that map `_` to `-` (CGI-style
@@ -231,6 +247,47 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, vec!["host_", "x_trace_id"]);
+    }
+
+    #[test]
+    fn the_quick_test_finds_every_lookalike() {
+        // Every name with one `-` (or more) turned into `_` that the full rule drops passes the
+        // quick test first.
+        let mut names: Vec<String> = HOP_BY_HOP
+            .iter()
+            .chain(FRAMING)
+            .map(|s| s.to_string())
+            .collect();
+        names.extend(
+            [
+                "x-authsidecar-user",
+                "x-authsidecar-profile",
+                "x-authsidecar-tenant",
+                "x-authsidecar-context-acct",
+            ]
+            .map(String::from),
+        );
+        for name in names {
+            let dashes: Vec<usize> = name.match_indices('-').map(|(i, _)| i).collect();
+            for mask in 1u32..(1 << dashes.len()) {
+                let mut b = name.clone().into_bytes();
+                for (j, i) in dashes.iter().enumerate() {
+                    if mask & (1 << j) != 0 {
+                        b[*i] = b'_';
+                    }
+                }
+                let n = String::from_utf8(b).unwrap();
+                let dashed = n.replace('_', "-");
+                let dropped = dashed.starts_with(CONTROL_PREFIX)
+                    || HOP_BY_HOP.contains(&dashed.as_str())
+                    || FRAMING.contains(&dashed.as_str());
+                if dropped && !n.starts_with(CONTROL_PREFIX) {
+                    assert!(may_be_lookalike(n.as_bytes()), "{n}");
+                }
+            }
+        }
+        assert!(!may_be_lookalike(b"x_trace_id"));
+        assert!(!may_be_lookalike(b"user-agent"));
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct RouteRt {
     pub timeout: Duration,
     /// The fast path's `host:` line for the upstream, when its authority is fixed.
     pub host_line: Option<Box<[u8]>>,
+    /// The fast transport's pool name (`host:port`), when the authority is fixed.
+    pub pool_name: Option<Arc<str>>,
 }
 
 impl RouteRt {
@@ -31,6 +33,11 @@ impl RouteRt {
             upstream: route.upstream.clone(),
             profiles,
             timeout: route.timeout,
+            pool_name: route
+                .upstream
+                .authority
+                .as_ref()
+                .map(|a| Arc::from(a.as_str())),
             host_line: route.upstream.authority.as_ref().map(|a| {
                 let default = if route.upstream.scheme == http::uri::Scheme::HTTPS {
                     443
