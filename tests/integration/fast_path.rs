@@ -309,7 +309,11 @@ async fn answers_pass_through_framed_as_the_upstream_sent_them() {
     // Until close: said so, and the body arrives whole. (With the fast path off hyper re-frames
     // it as chunked; that is framing, the caller gets the same body.)
     if fast_path_on() {
-        assert!(lower(parts[5]).contains("connection: close\r\n"), "{:?}", parts[5]);
+        assert!(
+            lower(parts[5]).contains("connection: close\r\n"),
+            "{:?}",
+            parts[5]
+        );
         assert!(parts[5].ends_with("\r\n\r\nuntil close"));
     } else {
         assert!(
@@ -490,7 +494,10 @@ async fn the_idle_timeout_counts_from_the_last_answer() {
 async fn only_idempotent_requests_are_retried_on_a_new_connection() {
     // Only the fast path retries an idempotent request whose pooled connection closed before any
     // answer byte; the general path answers 502 (docs/reliability.md B14).
-    if skipped_without_fast_path("only_idempotent_requests_are_retried_on_a_new_connection", "a fast-path-only behaviour") {
+    if skipped_without_fast_path(
+        "only_idempotent_requests_are_retried_on_a_new_connection",
+        "a fast-path-only behaviour",
+    ) {
         return;
     }
     let up = Scripted::start().await;
@@ -561,7 +568,10 @@ async fn pipelined_requests_survive_the_hand_over() {
 async fn a_body_that_stalls_ends_after_the_idle_timeout() {
     // Only the fast path bounds the waits of an answer's body by `idle_timeout`; the general path
     // has no such bound (docs/configuration.md `idle_timeout`, docs/reliability.md A16).
-    if skipped_without_fast_path("a_body_that_stalls_ends_after_the_idle_timeout", "a fast-path-only behaviour") {
+    if skipped_without_fast_path(
+        "a_body_that_stalls_ends_after_the_idle_timeout",
+        "a fast-path-only behaviour",
+    ) {
         return;
     }
     let up = Scripted::start().await;
@@ -599,7 +609,10 @@ const BIG: usize = 64 << 20;
 async fn a_caller_that_stops_reading_is_closed_after_the_idle_timeout() {
     // Only the fast path bounds the waits of an answer's body by `idle_timeout`; the general path
     // has no such bound (docs/configuration.md `idle_timeout`, docs/reliability.md A16).
-    if skipped_without_fast_path("a_caller_that_stops_reading_is_closed_after_the_idle_timeout", "a fast-path-only behaviour") {
+    if skipped_without_fast_path(
+        "a_caller_that_stops_reading_is_closed_after_the_idle_timeout",
+        "a fast-path-only behaviour",
+    ) {
         return;
     }
     let up = Scripted::start().await;

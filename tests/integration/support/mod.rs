@@ -60,7 +60,11 @@ pub fn skipped_without_fast_path(test: &str, why: &str) -> bool {
 pub fn with_listeners(text: &str) -> String {
     let admin = format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n");
     let mut proxy = "[proxy]\nlisten = \"127.0.0.1:0\"\n".to_string();
-    if !fast_path_on() && !text.lines().any(|l| l.trim_start().starts_with("fast_path")) {
+    if !fast_path_on()
+        && !text
+            .lines()
+            .any(|l| l.trim_start().starts_with("fast_path"))
+    {
         proxy.push_str("fast_path = false\n");
     }
     if text.contains("[proxy]\n") {
