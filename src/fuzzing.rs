@@ -42,6 +42,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("token_response", token_response),
     ("callback", callback),
     ("tenant_context", tenant_context),
+    ("differential", differential),
 ];
 
 /// One profile per placement, compiled once.
@@ -500,4 +501,529 @@ mod tests {
             assert!(!is_secret_path(p), "{p}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Differential: the same caller bytes through a sidecar with `proxy.fast_path = true` and one with
+// `false`, each with its own recording upstream, in one process.
+
+/// What one sidecar made of some caller bytes: the requests its upstream read (in order) and the
+/// answers the caller read, normalised (see [`differential`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub upstream: Vec<Message>,
+    pub answers: Vec<Message>,
+    /// Caller-side bytes after the last answer that could be parsed (normalised, lossy UTF-8).
+    pub rest: String,
+    /// The sidecar did not close the caller's connection within the wait.
+    pub timed_out: bool,
+}
+
+/// A request the upstream read, or an answer the caller read.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The request line or the status line.
+    pub start: String,
+    /// Header fields, names lowercased, as a sorted multiset.
+    pub fields: Vec<(String, String)>,
+    /// The body with any chunked framing removed.
+    pub body: String,
+    /// Trailer fields of a chunked body, sorted.
+    pub trailers: Vec<(String, String)>,
+}
+
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "  {}", self.start)?;
+        for (n, v) in &self.fields {
+            writeln!(f, "    {n}: {v}")?;
+        }
+        if !self.body.is_empty() {
+            writeln!(f, "    body {:?}", self.body)?;
+        }
+        for (n, v) in &self.trailers {
+            writeln!(f, "    trailer {n}: {v}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, " upstream read:")?;
+        for m in &self.upstream {
+            write!(f, "{m}")?;
+        }
+        writeln!(f, " caller read:")?;
+        for m in &self.answers {
+            write!(f, "{m}")?;
+        }
+        if !self.rest.is_empty() {
+            writeln!(f, "  then {:?}", self.rest)?;
+        }
+        if self.timed_out {
+            writeln!(f, "  (not closed within {DIFF_WAIT:?})")?;
+        }
+        Ok(())
+    }
+}
+
+/// One sidecar and its recording upstream.
+struct Side {
+    proxy: std::net::SocketAddr,
+    upstream: std::net::SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Message>>>,
+    _server: crate::Server,
+}
+
+struct Differ {
+    rt: tokio::runtime::Runtime,
+    on: Side,
+    off: Side,
+    /// One input at a time: each side's record is cleared before an input.
+    one: std::sync::Mutex<()>,
+}
+
+/// How long a sidecar may take to answer and close a half-closed caller connection.
+const DIFF_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn differ() -> &'static Differ {
+    static DIFFER: OnceLock<Differ> = OnceLock::new();
+    DIFFER.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let (on, off) = rt.block_on(async { (Side::start(true).await, Side::start(false).await) });
+        Differ {
+            rt,
+            on,
+            off,
+            one: std::sync::Mutex::new(()),
+        }
+    })
+}
+
+impl Side {
+    async fn start(fast_path: bool) -> Side {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the recording upstream");
+        let upstream = l.local_addr().expect("the upstream's address");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let rec = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(record(s, rec.clone()));
+            }
+        });
+        let text = format!(
+            r#"
+[proxy]
+listen = "127.0.0.1:0"
+workers = 1
+fast_path = {fast_path}
+idle_timeout = "3s"
+
+[admin]
+listen = "127.0.0.1:0"
+token = "differential-admin-token-0123456789"
+
+[[routes]]
+prefix = "/p/"
+upstream = "http://{upstream}/up/"
+profiles = ["key"]
+timeout = "3s"
+
+[profiles.key]
+type = "api_key"
+api_key = "dk-1"
+[[profiles.key.fields]]
+in = "header"
+key = "X-Api-Key"
+value = "{{{{api_key}}}}"
+[[profiles.key.fields]]
+in = "query"
+key = "k"
+value = "{{{{api_key}}}}"
+"#
+        );
+        let config = Config::from_str_with_env(&text, &Env::default())
+            .unwrap_or_else(|e| panic!("differential config: {e}"));
+        let server = crate::Server::start(config)
+            .await
+            .unwrap_or_else(|e| panic!("differential sidecar: {e}"));
+        Side {
+            proxy: server.proxy_addr,
+            upstream,
+            seen,
+            _server: server,
+        }
+    }
+
+    /// Sends `data` on a new connection, half-closes it, reads until the sidecar closes.
+    async fn exchange(&self, data: &[u8]) -> Outcome {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let mut s = tokio::net::TcpStream::connect(self.proxy)
+            .await
+            .expect("connect to the sidecar");
+        // The sidecar may refuse and close before reading everything: a failed write is an answer.
+        let _ = s.write_all(data).await;
+        let _ = s.shutdown().await;
+        let mut out = Vec::new();
+        let timed_out = tokio::time::timeout(DIFF_WAIT, async {
+            let mut chunk = [0u8; 8192];
+            loop {
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => out.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await
+        .is_err();
+        let (answers, rest) = parse_answers(&out);
+        let upstream = std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()))
+            .into_iter()
+            .map(|m| self.normalise_upstream(m))
+            .collect();
+        Outcome {
+            upstream,
+            answers,
+            rest: normalise_text(&String::from_utf8_lossy(rest)),
+            timed_out,
+        }
+    }
+
+    /// The upstream's own address becomes `<upstream>`, the request id `<id>`.
+    fn normalise_upstream(&self, mut m: Message) -> Message {
+        let me = self.upstream.to_string();
+        for (n, v) in &mut m.fields {
+            if n == "x-request-id" {
+                *v = "<id>".into();
+            } else {
+                *v = v.replace(&me, "<upstream>");
+            }
+        }
+        m.fields.sort();
+        m
+    }
+}
+
+/// Request ids in error bodies become `<id>`.
+fn normalise_text(s: &str) -> String {
+    static RID: OnceLock<regex::Regex> = OnceLock::new();
+    let re = RID.get_or_init(|| {
+        regex::Regex::new(r#""request_id":"[^"]*""#).expect("the request id pattern")
+    });
+    re.replace_all(s, r#""request_id":"<id>""#).into_owned()
+}
+
+/// The recording upstream: reads requests (framed by length or chunked), records them, answers by
+/// the path's last segment: `chunked` (with a declared trailer), `empty` (204), else a length.
+async fn record(
+    mut s: tokio::net::TcpStream,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Message>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let parsed = loop {
+            match parse_head(&buf, true) {
+                Step::Done(h) => break h,
+                Step::Bad => return,
+                Step::More => match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                },
+            }
+        };
+        let (mut msg, head_len) = parsed;
+        let framed = loop {
+            match body_of(&msg.fields, &buf[head_len..]) {
+                Step::Done(b) => break b,
+                Step::Bad => return,
+                Step::More => match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                },
+            }
+        };
+        let (body, trailers, used) = framed;
+        buf.drain(..head_len + used);
+        msg.body = String::from_utf8_lossy(&body).into_owned();
+        msg.trailers = trailers;
+        let head = msg.start.starts_with("HEAD ");
+        let path = msg.start.split(' ').nth(1).unwrap_or("").to_string();
+        let path = path.split('?').next().unwrap_or("");
+        seen.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
+        let answer: Vec<u8> = if path.ends_with("/chunked") {
+            let mut a =
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-sum\r\nx-up: c\r\n\r\n"
+                    .to_vec();
+            if !head {
+                a.extend_from_slice(b"3\r\nabc\r\n2\r\nde\r\n0\r\nx-sum: 5\r\n\r\n");
+            }
+            a
+        } else if path.ends_with("/empty") {
+            b"HTTP/1.1 204 No Content\r\nx-up: e\r\n\r\n".to_vec()
+        } else {
+            let text = format!("seen {} body bytes", body.len());
+            let mut a = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-up: l\r\ncontent-length: {}\r\n\r\n",
+                text.len()
+            )
+            .into_bytes();
+            if !head {
+                a.extend_from_slice(text.as_bytes());
+            }
+            a
+        };
+        if s.write_all(&answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+enum Step<T> {
+    Done(T),
+    More,
+    Bad,
+}
+
+fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A request head (`request`) or an answer head, and its length.
+fn parse_head(buf: &[u8], request: bool) -> Step<(Message, usize)> {
+    let mut headers = [httparse::EMPTY_HEADER; 256];
+    let owned = |hs: &[httparse::Header<'_>]| -> Vec<(String, String)> {
+        hs.iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect()
+    };
+    let version = |v: Option<u8>| format!("HTTP/1.{}", v.unwrap_or(9));
+    if request {
+        let mut r = httparse::Request::new(&mut headers);
+        match r.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => Step::Done((
+                Message {
+                    start: format!(
+                        "{} {} {}",
+                        r.method.unwrap_or(""),
+                        r.path.unwrap_or(""),
+                        version(r.version)
+                    ),
+                    fields: owned(r.headers),
+                    body: String::new(),
+                    trailers: Vec::new(),
+                },
+                n,
+            )),
+            Ok(httparse::Status::Partial) => Step::More,
+            Err(_) => Step::Bad,
+        }
+    } else {
+        let mut r = httparse::Response::new(&mut headers);
+        match r.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => Step::Done((
+                Message {
+                    start: format!(
+                        "{} {} {}",
+                        version(r.version),
+                        r.code.unwrap_or(0),
+                        r.reason.unwrap_or("")
+                    ),
+                    fields: owned(r.headers),
+                    body: String::new(),
+                    trailers: Vec::new(),
+                },
+                n,
+            )),
+            Ok(httparse::Status::Partial) => Step::More,
+            Err(_) => Step::Bad,
+        }
+    }
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A request body framed by `fields`: chunked, a length, or none. Returns the body, its trailers
+/// and the bytes used.
+type Body = (Vec<u8>, Vec<(String, String)>, usize);
+
+fn body_of(fields: &[(String, String)], buf: &[u8]) -> Step<Body> {
+    if field(fields, "transfer-encoding")
+        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"))
+    {
+        return dechunk(buf);
+    }
+    match field(fields, "content-length").map(|v| v.trim().parse::<usize>()) {
+        None => Step::Done((Vec::new(), Vec::new(), 0)),
+        Some(Ok(n)) if buf.len() >= n => Step::Done((buf[..n].to_vec(), Vec::new(), n)),
+        Some(Ok(_)) => Step::More,
+        Some(Err(_)) => Step::Bad,
+    }
+}
+
+/// A chunked body: its data, its trailer fields (sorted), and the bytes used.
+fn dechunk(b: &[u8]) -> Step<Body> {
+    let mut i = 0usize;
+    let mut body = Vec::new();
+    loop {
+        let Some(eol) = find_bytes(&b[i..], b"\r\n") else {
+            return Step::More;
+        };
+        let line = &b[i..i + eol];
+        let size = line.split(|&c| c == b';').next().unwrap_or_default();
+        let Some(size) = std::str::from_utf8(size)
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+            .filter(|&n| n <= 1 << 24)
+        else {
+            return Step::Bad;
+        };
+        i += eol + 2;
+        if size == 0 {
+            let mut trailers = Vec::new();
+            loop {
+                let Some(eol) = find_bytes(&b[i..], b"\r\n") else {
+                    return Step::More;
+                };
+                if eol == 0 {
+                    trailers.sort();
+                    return Step::Done((body, trailers, i + 2));
+                }
+                let line = String::from_utf8_lossy(&b[i..i + eol]);
+                let (n, v) = line.split_once(':').unwrap_or((&line, ""));
+                trailers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+                i += eol + 2;
+            }
+        }
+        if b.len() < i + size + 2 {
+            return Step::More;
+        }
+        body.extend_from_slice(&b[i..i + size]);
+        if &b[i + size..i + size + 2] != b"\r\n" {
+            return Step::Bad;
+        }
+        i += size + 2;
+    }
+}
+
+/// The answers in what the caller read, and what is left after the last one that parses. An
+/// answer to a HEAD is told by what follows its head: nothing, or the next status line.
+fn parse_answers(mut b: &[u8]) -> (Vec<Message>, &[u8]) {
+    let mut out = Vec::new();
+    loop {
+        if b.is_empty() {
+            return (out, b);
+        }
+        let Step::Done((mut m, n)) = parse_head(b, false) else {
+            return (out, b);
+        };
+        let code: u16 = m
+            .start
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let rest = &b[n..];
+        let bodiless = (100..200).contains(&code)
+            || code == 204
+            || code == 304
+            || rest.is_empty()
+            || rest.starts_with(b"HTTP/1.");
+        let framed = field(&m.fields, "transfer-encoding").is_some()
+            || field(&m.fields, "content-length").is_some();
+        let used = if bodiless {
+            0
+        } else if framed {
+            match body_of(&m.fields, rest) {
+                Step::Done((body, trailers, used)) => {
+                    m.body = normalise_text(&String::from_utf8_lossy(&body));
+                    m.trailers = trailers;
+                    used
+                }
+                _ => return (out, b),
+            }
+        } else {
+            m.body = normalise_text(&String::from_utf8_lossy(rest));
+            rest.len()
+        };
+        m.fields.retain(|(n, _)| n != "date");
+        for (n, v) in &mut m.fields {
+            if n == "x-request-id" {
+                *v = "<id>".into();
+            }
+        }
+        m.fields.sort();
+        out.push(m);
+        b = &rest[used..];
+    }
+}
+
+/// The differential target: `data` (caller bytes: one or more requests, possibly malformed) goes
+/// to a sidecar with `proxy.fast_path = true` and to one with `false`, each on a new connection
+/// that is half-closed after the bytes, each with its own recording upstream. Both must give the
+/// same [`Outcome`]: the requests the upstream read (request line, header fields as a multiset,
+/// body and trailers; the request id and the upstream's own address normalised) and the answers
+/// the caller read (status line, header fields except `date`, the request id normalised, body,
+/// trailers). Panics with both outcomes when they differ.
+pub fn differential(data: &[u8]) {
+    let (mut on, off) = differential_outcomes(data);
+    allow_known_differences(&mut on, &off);
+    assert!(
+        on == off,
+        "fast_path on and off differ for {:?}\n--- on:\n{on}--- off:\n{off}",
+        String::from_utf8_lossy(data)
+    );
+}
+
+/// Differences between the settings that are known and not fixed yet, erased from the fast-path
+/// side where the other side has the expected form, so the fuzzer looks for new ones. Each has an
+/// ignored test that fails until it is fixed (`tests/integration/differential.rs`); remove its
+/// lines here with the fix.
+fn allow_known_differences(on: &mut Outcome, off: &Outcome) {
+    // `known_difference_content_length_0_on_a_bodiless_post`: the fast front end adds
+    // `content-length: 0` to a bodiless POST, hyper sends no framing field.
+    for (a, b) in on.upstream.iter_mut().zip(&off.upstream) {
+        if a.body.is_empty() && field(&b.fields, "content-length").is_none() {
+            a.fields
+                .retain(|(n, v)| !(n == "content-length" && v == "0"));
+        }
+    }
+    for (a, b) in on.answers.iter_mut().zip(&off.answers) {
+        // `known_difference_an_error_answer_to_head_has_a_body`: the fast front end writes the
+        // JSON error body after its head in an error answer to a HEAD request.
+        if field(&a.fields, "x-authsidecar-error").is_some() && b.body.is_empty() {
+            a.body.clear();
+        }
+        // `known_difference_trailer_field_in_a_head_answer`: the fast front end passes the
+        // upstream's `Trailer` field in an answer to HEAD, hyper drops it.
+        if a.body.is_empty() && field(&b.fields, "trailer").is_none() {
+            a.fields.retain(|(n, _)| n != "trailer");
+        }
+    }
+}
+
+/// Both outcomes of [`differential`], fast path on first, without allowances.
+pub fn differential_outcomes(data: &[u8]) -> (Outcome, Outcome) {
+    let d = differ();
+    let _one = d.one.lock().unwrap_or_else(|e| e.into_inner());
+    d.rt.block_on(async { tokio::join!(d.on.exchange(data), d.off.exchange(data)) })
 }

@@ -11,6 +11,7 @@ mod auth_limits;
 mod clock;
 mod config_check;
 mod console;
+mod differential;
 mod edge;
 mod fast_path;
 mod forwarding;

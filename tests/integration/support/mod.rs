@@ -31,16 +31,46 @@ pub struct Harness {
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// Puts the proxy and admin listeners on free ports (keeping any `[proxy]` settings of `text`).
+/// The environment variable that turns `proxy.fast_path` off in every harness config that does not
+/// set it itself: `scripts/test.sh` runs the request-path suites a second time with it set to
+/// `false`, so each of their tests runs in both settings.
+pub const FAST_PATH_ENV: &str = "AUTHSIDECAR_TEST_FAST_PATH";
+
+/// Whether the harness leaves `proxy.fast_path` at its default (on): false when
+/// [`FAST_PATH_ENV`] is `false`, `off` or `0`.
+pub fn fast_path_on() -> bool {
+    !matches!(
+        std::env::var(FAST_PATH_ENV).as_deref(),
+        Ok("false" | "off" | "0")
+    )
+}
+
+/// For a test of a behaviour only the fast path has: true (and a line on stderr saying so) when the
+/// run has the fast path off, so the test returns early instead of passing unnoticed.
+pub fn skipped_without_fast_path(test: &str, why: &str) -> bool {
+    if fast_path_on() {
+        return false;
+    }
+    eprintln!("SKIPPED with {FAST_PATH_ENV}=false: {test}: {why}");
+    true
+}
+
+/// Puts the proxy and admin listeners on free ports (keeping any `[proxy]` settings of `text`),
+/// and `fast_path = false` when [`fast_path_on`] is false and `text` does not choose itself.
 pub fn with_listeners(text: &str) -> String {
     let admin = format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n");
+    let mut proxy = "[proxy]\nlisten = \"127.0.0.1:0\"\n".to_string();
+    if !fast_path_on()
+        && !text
+            .lines()
+            .any(|l| l.trim_start().starts_with("fast_path"))
+    {
+        proxy.push_str("fast_path = false\n");
+    }
     if text.contains("[proxy]\n") {
-        format!(
-            "{admin}{}",
-            text.replacen("[proxy]\n", "[proxy]\nlisten = \"127.0.0.1:0\"\n", 1)
-        )
+        format!("{admin}{}", text.replacen("[proxy]\n", &proxy, 1))
     } else {
-        format!("[proxy]\nlisten = \"127.0.0.1:0\"\n{admin}{text}")
+        format!("{proxy}{admin}{text}")
     }
 }
 
