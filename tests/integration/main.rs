@@ -6,6 +6,7 @@
 mod support;
 
 mod admin;
+mod attack_findings;
 mod audit;
 mod auth_limits;
 mod clock;
