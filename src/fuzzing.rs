@@ -999,14 +999,6 @@ pub fn differential(data: &[u8]) {
 /// ignored test that fails until it is fixed (`tests/integration/differential.rs`); remove its
 /// lines here with the fix.
 fn allow_known_differences(on: &mut Outcome, off: &Outcome) {
-    // `known_difference_content_length_0_on_a_bodiless_post`: the fast front end adds
-    // `content-length: 0` to a bodiless POST, hyper sends no framing field.
-    for (a, b) in on.upstream.iter_mut().zip(&off.upstream) {
-        if a.body.is_empty() && field(&b.fields, "content-length").is_none() {
-            a.fields
-                .retain(|(n, v)| !(n == "content-length" && v == "0"));
-        }
-    }
     for (a, b) in on.answers.iter_mut().zip(&off.answers) {
         // `known_difference_an_error_answer_to_head_has_a_body`: the fast front end writes the
         // JSON error body after its head in an error answer to a HEAD request.
