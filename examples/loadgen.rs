@@ -246,7 +246,12 @@ async fn users(url: String, n: u64, concurrency: u64, from: u64) {
     .await
 }
 
-async fn idle(addr: String, n: usize, hold: u64) {
+async fn idle(addr: String, n: usize, hold: u64, post: bool) {
+    let req: &[u8] = if post {
+        b"POST /__idle HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok"
+    } else {
+        b"GET /__idle HTTP/1.1\r\nHost: x\r\n\r\n"
+    };
     let mut conns = Vec::with_capacity(n);
     let mut ok = 0;
     for _ in 0..n {
@@ -254,10 +259,7 @@ async fn idle(addr: String, n: usize, hold: u64) {
             continue;
         };
         // One request each, so the connection is an idle keep-alive connection, not a fresh one.
-        if s.write_all(b"GET /__idle HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .is_err()
-        {
+        if s.write_all(req).await.is_err() {
             continue;
         }
         let mut buf = [0u8; 1024];
@@ -359,6 +361,7 @@ async fn main() {
                 arg(&args, "--addr").unwrap_or_default(),
                 num(&args, "--n", 10_000) as usize,
                 num(&args, "--hold", 10),
+                args.iter().any(|a| a == "--post"),
             )
             .await
         }

@@ -422,16 +422,25 @@ pub async fn serve<H, F>(
                 peer,
                 shutdown,
             };
+            // Both arms on the heap: a connection the fast front end keeps (its task waiting in
+            // `take` above) does not carry hyper's or TLS's state in its own.
             match acceptor {
                 None => Box::pin(conn.drive(TokioIo::new(tracked))).await,
                 Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(handshake_within, acceptor.accept(tracked)).await;
-                    match handshake {
-                        Ok(Ok(tls)) => conn.drive(TokioIo::new(tls)).await,
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake not completed in time"),
-                    }
+                    Box::pin(async move {
+                        let handshake =
+                            tokio::time::timeout(handshake_within, acceptor.accept(tracked)).await;
+                        match handshake {
+                            Ok(Ok(tls)) => conn.drive(TokioIo::new(tls)).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake not completed in time")
+                            }
+                        }
+                    })
+                    .await
                 }
             }
         });

@@ -984,7 +984,9 @@ async fn exchange(
         let reused = pooled.is_some();
         let mut stream = match pooled.take() {
             Some(s) => s,
-            None => open(&out.authority, t.tls, t.connect_timeout).await?,
+            // Boxed: a new connection (and its TLS handshake) is rare, and its state would
+            // otherwise sit in every connection's task.
+            None => Box::pin(open(&out.authority, t.tls, t.connect_timeout)).await?,
         };
         match read_answer(&mut stream, &out.head, method, t.close_caller).await {
             Ok((head, rest)) => {

@@ -615,14 +615,14 @@ impl Proxy {
         let token = match self.cache.get(&key, &o.dyn_source, &o.policy).await {
             Ok(t) => t,
             Err(e) if e.kind == TokenErrorKind::AuthorizationRequired => {
-                return Err(self.login_required(snap, plan.profile(), inputs).await)
+                return Err(Box::pin(self.login_required(snap, plan.profile(), inputs)).await)
             }
             Err(e) => return Err(e.into_proxy_error(plan.profile())),
         };
         if o.per_user {
             // A grant from before a user field was added: ask the user again.
             if o.user_fields.iter().any(|k| token.user_field(k).is_none()) {
-                return Err(self.login_required(snap, plan.profile(), inputs).await);
+                return Err(Box::pin(self.login_required(snap, plan.profile(), inputs)).await);
             }
             if inputs.tenant.is_none() {
                 inputs.tenant = token.entered("tenant").map(str::to_owned);

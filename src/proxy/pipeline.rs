@@ -312,16 +312,19 @@ impl Proxy {
 
         // replay: the upstream refused the token; refresh once, send once more
         let status = T::status(&ans);
-        let Reauth::Replay(new_token) = self
-            .reauth(
-                snap,
-                profile,
-                token_key.as_ref(),
-                &inputs,
-                status,
-                again.is_some(),
-            )
-            .await?
+        if oauth.is_none_or(|o| !o.reauth_on.contains(&status)) {
+            return Ok(ans);
+        }
+        // Boxed: rare, and its state would otherwise sit in every connection's task.
+        let Reauth::Replay(new_token) = Box::pin(self.reauth(
+            snap,
+            profile,
+            token_key.as_ref(),
+            &inputs,
+            status,
+            again.is_some(),
+        ))
+        .await?
         else {
             return Ok(ans);
         };
