@@ -15,7 +15,7 @@ use tokio::time::{Instant, Sleep};
 use crate::error::{ErrorCode, ProxyError};
 
 /// Body of a response the proxy returns: the upstream's, streamed, or one the sidecar made.
-pub type RespBody = Either<Incoming, Full<Bytes>>;
+pub type RespBody = Either<AnswerBody, Full<Bytes>>;
 /// Body of a request sent upstream: the caller's, streamed, or a rewritten one.
 pub type OutBody = Either<GuardedBody, Full<Bytes>>;
 
@@ -109,6 +109,9 @@ impl Body for GuardedBody {
                 let frame = match frame {
                     None => return Poll::Ready(None),
                     Some(Err(e)) => return Poll::Ready(Some(Err(BodyError::Read(e)))),
+                    // The caller's trailer fields are not forwarded (they could carry control or
+                    // credential names past every header check): the body ends here.
+                    Some(Ok(f)) if !f.is_data() => return Poll::Ready(None),
                     Some(Ok(f)) => f,
                 };
                 if let Some(data) = frame.data_ref() {
@@ -163,3 +166,124 @@ pub fn find_body_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&
 }
 
 use std::future::Future;
+
+/// An upstream's answer body on the general path: the frames that were already there when the
+/// answer's head was read (checked before the head goes out, as the fast path checks the bytes
+/// that came with the head), then the rest, each wait for the next frame bounded by the proxy's
+/// `idle_timeout` (past it the caller's connection is cut, as on the fast path).
+pub struct AnswerBody {
+    inner: Incoming,
+    ready: std::collections::VecDeque<Frame<Bytes>>,
+    /// The body ended within the frames in `ready`.
+    ended: bool,
+    stall: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The upstream's own length (`Content-Length`) less what was passed on; `None` when it sent
+    /// none (chunked, or until close): the caller's answer is framed the same way.
+    length_left: Option<u64>,
+}
+
+/// The most bytes of already-arrived frames checked before an answer's head goes out.
+const READY_BYTES: usize = 64 * 1024;
+
+impl AnswerBody {
+    /// Takes the frames hyper has already decoded (a malformed body there is an error before the
+    /// head goes out).
+    pub async fn new(mut inner: Incoming, stall: Duration) -> Result<AnswerBody, hyper::Error> {
+        use futures_util::FutureExt;
+        let mut ready = std::collections::VecDeque::new();
+        let length_left = inner.size_hint().exact();
+        let mut ended = inner.is_end_stream();
+        let mut bytes = 0;
+        if !ended {
+            // The connection's own task decodes what arrived with the head, a frame at a time:
+            // let it run until it has nothing more at once.
+            let mut idle = false;
+            while bytes < READY_BYTES {
+                match inner.frame().now_or_never() {
+                    None if idle => break,
+                    None => {
+                        idle = true;
+                        tokio::task::yield_now().await;
+                    }
+                    Some(None) => {
+                        ended = true;
+                        break;
+                    }
+                    Some(Some(Err(e))) => return Err(e),
+                    Some(Some(Ok(f))) => {
+                        idle = false;
+                        bytes += f.data_ref().map_or(0, Bytes::len);
+                        ready.push_back(f);
+                    }
+                }
+            }
+        }
+        Ok(AnswerBody {
+            inner,
+            ready,
+            ended,
+            stall,
+            sleep: None,
+            length_left,
+        })
+    }
+}
+
+/// An answer body that stopped: no frame within `idle_timeout`.
+#[derive(Debug)]
+pub struct Stalled(Duration);
+
+impl fmt::Display for Stalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the upstream's body stalled for {:?}", self.0)
+    }
+}
+
+impl std::error::Error for Stalled {}
+
+impl Body for AnswerBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let frame = match this.ready.pop_front() {
+            Some(f) => Some(Ok(f)),
+            None if this.ended => None,
+            None => match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(frame) => {
+                    this.sleep = None;
+                    frame.map(|r| r.map_err(Into::into))
+                }
+                Poll::Pending => {
+                    let stall = this.stall;
+                    let sleep = this
+                        .sleep
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                    ready!(sleep.as_mut().poll(cx));
+                    tracing::debug!("closing connection: the upstream's body stalled");
+                    return Poll::Ready(Some(Err(Box::new(Stalled(stall)))));
+                }
+            },
+        };
+        if let (Some(left), Some(Ok(f))) = (&mut this.length_left, &frame) {
+            *left = left.saturating_sub(f.data_ref().map_or(0, |d| d.len() as u64));
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ready.is_empty() && (self.ended || self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.length_left {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}

@@ -192,11 +192,13 @@ pub fn answer_field_kept(
 pub fn clean_answer(
     method: &Method,
     status: u16,
+    reason_len: usize,
     headers: &mut HeaderMap,
 ) -> Result<Framing, ProxyError> {
     answer_status(status)?;
-    // The head as it came: status line, fields, blank line (hyper has its own larger buffer).
-    let head = 15
+    // The head as it came: status line (`HTTP/1.1 200 ` + reason + CRLF), fields, blank line.
+    let head = 17
+        + reason_len
         + headers
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
@@ -368,7 +370,7 @@ mod tests {
         h.insert("x-hop", "1".parse().unwrap());
         h.insert("x-keep", "1".parse().unwrap());
         assert_eq!(
-            clean_answer(&Method::GET, 200, &mut h).unwrap(),
+            clean_answer(&Method::GET, 200, 2, &mut h).unwrap(),
             Framing::Chunked
         );
         assert_eq!(
@@ -379,16 +381,16 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("content-length", "0".parse().unwrap());
         assert_eq!(
-            clean_answer(&Method::GET, 204, &mut h).unwrap(),
+            clean_answer(&Method::GET, 204, 10, &mut h).unwrap(),
             Framing::Empty
         );
         assert!(h.is_empty());
 
         let mut h = HeaderMap::new();
         h.insert("content-length", "7".parse().unwrap());
-        clean_answer(&Method::HEAD, 200, &mut h).unwrap();
+        clean_answer(&Method::HEAD, 200, 2, &mut h).unwrap();
         assert_eq!(h["content-length"], "7");
-        assert!(clean_answer(&Method::GET, 101, &mut HeaderMap::new()).is_err());
+        assert!(clean_answer(&Method::GET, 101, 19, &mut HeaderMap::new()).is_err());
     }
 
     #[test]

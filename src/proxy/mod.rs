@@ -468,7 +468,7 @@ impl Proxy {
         let mut metrics = None;
         let result = match resolve(snap, &mut parts, &mut metrics) {
             Ok(r) => {
-                let transport = pipeline::HyperTransport(r.client);
+                let transport = pipeline::HyperTransport(r.client, snap.config.proxy.idle_timeout);
                 self.journey(snap, conn, r, &mut parts, Some(body), &transport)
                     .await
             }

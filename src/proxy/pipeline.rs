@@ -73,17 +73,18 @@ pub(crate) trait Transport {
     fn send(&self, out: Outbound<'_>) -> impl Future<Output = Result<Self::Answer, ProxyError>>;
 }
 
-/// The hyper client of a route (TLS, connectors, HTTP/2 upstreams, streamed bodies).
-pub(crate) struct HyperTransport<'a>(pub &'a Upstream);
+/// The hyper client of a route (TLS, connectors, HTTP/2 upstreams, streamed bodies), and the
+/// proxy's `idle_timeout`, which bounds each wait for the answer's body.
+pub(crate) struct HyperTransport<'a>(pub &'a Upstream, pub std::time::Duration);
 
 impl Transport for HyperTransport<'_> {
-    type Answer = Response<Incoming>;
+    type Answer = Response<body::AnswerBody>;
 
     fn status(answer: &Self::Answer) -> u16 {
         answer.status().as_u16()
     }
 
-    async fn send(&self, out: Outbound<'_>) -> Result<Response<Incoming>, ProxyError> {
+    async fn send(&self, out: Outbound<'_>) -> Result<Response<body::AnswerBody>, ProxyError> {
         let headers = if out.last {
             std::mem::take(out.headers)
         } else {
@@ -108,10 +109,39 @@ impl Transport for HyperTransport<'_> {
                 HeaderValue::from_static("chunked"),
             );
         }
+        // A method that defines a meaning for content says how long it is, even when empty (as
+        // the fast transport does; some servers answer 411 otherwise).
+        if matches!(*out.method, Method::POST | Method::PUT | Method::PATCH)
+            && !req.headers().contains_key(http::header::CONTENT_LENGTH)
+            && !req.headers().contains_key(http::header::TRANSFER_ENCODING)
+            && req.body().is_end_stream()
+        {
+            req.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
+        // Interim answers are counted: more than the fast path allows is the same 502.
+        let interim = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = interim.clone();
+        hyper::ext::on_informational(&mut req, move |_| {
+            seen.fetch_add(1, Ordering::Relaxed);
+        });
         let mut resp = self.0.send(req, out.route.timeout).await?;
+        if interim.load(Ordering::Relaxed) > super::message::MAX_INTERIM_ANSWERS {
+            return Err(super::message::invalid_answer(
+                "more than 16 interim (1xx) answers",
+            ));
+        }
         let status = resp.status().as_u16();
-        super::message::clean_answer(out.method, status, resp.headers_mut())?;
-        Ok(resp)
+        let reason_len = match resp.extensions().get::<hyper::ext::ReasonPhrase>() {
+            Some(r) => r.as_bytes().len(),
+            None => resp.status().canonical_reason().map_or(0, str::len),
+        };
+        super::message::clean_answer(out.method, status, reason_len, resp.headers_mut())?;
+        let (parts, body) = resp.into_parts();
+        let body = body::AnswerBody::new(body, self.1).await.map_err(|e| {
+            super::message::invalid_answer(&format!("the answer's body is malformed: {e}"))
+        })?;
+        Ok(Response::from_parts(parts, body))
     }
 }
 
@@ -219,6 +249,9 @@ impl Proxy {
         let body = match body {
             None => AttemptBody::Buffered(Bytes::new()),
             Some(body) => {
+                // Request trailers are not forwarded (`GuardedBody` ends at them): nor is the
+                // field announcing them.
+                parts.headers.remove(http::header::TRAILER);
                 let max = snap.config.proxy.max_body_bytes;
                 if let Some(len) = content_length(&parts.headers) {
                     if len > max {

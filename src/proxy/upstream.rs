@@ -76,7 +76,7 @@ impl Upstream {
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
             // The same answer-head limits as the fast path (`message.rs`).
             .http1_max_headers(super::message::MAX_ANSWER_HEADERS)
-            .http1_max_buf_size(super::message::MAX_ANSWER_HEAD + 8192)
+            .http1_max_buf_size(super::message::MAX_ANSWER_HEAD)
             .build(https);
         Ok(Upstream {
             fast_tls,

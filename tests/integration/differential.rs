@@ -140,7 +140,6 @@ fn an_error_answer_to_head_has_no_body() {
 }
 
 #[test]
-#[ignore = "differs: with fast_path on, a bodiless POST reaches the upstream with content-length: 0"]
 fn known_difference_content_length_0_on_a_bodiless_post() {
     same_outcome("POST /p/x HTTP/1.1\r\nHost: s\r\n\r\n");
 }
