@@ -1264,37 +1264,26 @@ struct Ready {
     out: Vec<u8>,
     /// The upstream sent more than the body: its connection cannot be reused.
     spill: bool,
-    /// The body's trailer section failed already: the caller's connection is cut after `out`.
-    cut: bool,
 }
 
 /// Checks the body bytes that came with the answer's head, before anything goes to the caller:
-/// a chunked body already broken there is a 502, not a 200 cut short. A trailer section that
-/// fails is not a 502: hyper sends the head and the chunks before it, then cuts the connection.
+/// a chunked body already broken there (its framing, or its trailer section) is a 502, not a 200
+/// cut short, as on the general path (`body::AnswerBody`).
 fn ready(mut ans: Answer, trailers: bool) -> Result<Ready, ProxyError> {
     let keep = trailers.then(|| std::mem::take(&mut ans.head.trailer_names));
     let mut left = BodyLeft::new(ans.head.framing, keep);
     let mut out = std::mem::take(&mut ans.head.bytes);
     out.extend_from_slice(b"\r\n");
-    let (spill, cut) = match left.take(&ans.rest) {
-        Ok(pass) => {
-            pass.append_to(&mut out);
-            (pass.consumed < ans.rest.len(), false)
-        }
-        Err(Broken::Trailers(before)) => {
-            out.extend_from_slice(&before);
-            (true, true)
-        }
-        Err(Broken::Framing) => {
-            return Err(invalid_answer("the answer's chunked body is malformed"))
-        }
-    };
+    let pass = left
+        .take(&ans.rest)
+        .map_err(|_| invalid_answer("the answer's chunked body is malformed"))?;
+    let spill = pass.consumed < ans.rest.len();
+    pass.append_to(&mut out);
     Ok(Ready {
         ans,
         left,
         out,
         spill,
-        cut,
     })
 }
 
@@ -1308,16 +1297,11 @@ async fn relay(r: Ready, caller: &mut TcpStream, stall: Duration) -> (bool, Opti
         mut left,
         out,
         mut spill,
-        cut,
     } = r;
     if !write_within(caller, &out, stall).await {
         return (false, None);
     }
     give_buf(out);
-    if cut {
-        tracing::debug!("closing connection: the answer's trailer section failed");
-        return (false, None);
-    }
     let mut buf = ans.rest;
     while !left.done() {
         buf.clear();
