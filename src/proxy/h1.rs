@@ -15,6 +15,7 @@
 //! through a connector or whose profile rewrites the payload. The hand-over happens before anything with an effect (no token is fetched,
 //! nothing is sent), so the general path serves the request as if it had seen it first.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
@@ -288,6 +289,9 @@ pub(crate) struct RespHead {
     pub(crate) framing: Framing,
     /// The upstream connection can carry another request after this answer.
     pub(crate) reusable: bool,
+    /// The trailer fields the answer declared in its `Trailer` field (chunked answers only): the
+    /// only ones a caller that takes trailers gets.
+    pub(crate) trailer_names: Vec<HeaderName>,
 }
 
 pub(crate) enum RespParse {
@@ -367,15 +371,39 @@ pub(crate) fn parse_response(
     }
     out.extend_from_slice(b"\r\n");
     let mut has_date = false;
-    for h in resp.headers.iter() {
+    let mut has_length = false;
+    let mut trailer_names = Vec::new();
+    let mut trailer_values: Vec<&[u8]> = Vec::new();
+    for (i, h) in resp.headers.iter().enumerate() {
         let name = h.name;
-        if !message::answer_field_kept(name, status, framing, &conn.listed) {
+        if !message::answer_field_kept(name, method, status, framing, &conn.listed) {
+            continue;
+        }
+        if length_at & (1u128 << i) != 0 {
+            // Equal lengths (checked above): the first field is written, once (as hyper does).
+            if has_length {
+                continue;
+            }
+            has_length = true;
+        } else if name.eq_ignore_ascii_case("trailer") {
+            // Written below as one field, its values joined (as hyper writes it).
+            trailer_names.extend(message::trailer_names(h.value));
+            trailer_values.push(h.value);
             continue;
         }
         has_date |= name.eq_ignore_ascii_case("date");
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some((first, more)) = trailer_values.split_first() {
+        out.extend_from_slice(b"trailer: ");
+        out.extend_from_slice(first);
+        for v in more {
+            out.extend_from_slice(b", ");
+            out.extend_from_slice(v);
+        }
         out.extend_from_slice(b"\r\n");
     }
     if framing == Framing::Chunked {
@@ -393,6 +421,7 @@ pub(crate) fn parse_response(
             bytes: out,
             framing,
             reusable: http11 && !conn.close && !conflict && framing != Framing::Close,
+            trailer_names,
         },
         len,
     ))
@@ -695,22 +724,44 @@ async fn open(
         })
 }
 
-/// Finds the end of a chunked body as its bytes pass (RFC 9112 §7.1); trailers pass through.
+/// Finds the end of a chunked body as its bytes pass (RFC 9112 §7.1), with hyper's limits: chunk
+/// extensions up to `MAX_CHUNK_EXTENSION_BYTES` per body, a trailer section of at most
+/// `MAX_TRAILER_FIELDS` fields and under `MAX_TRAILER_BYTES`. The last chunk and the trailer
+/// section are not passed on: they are kept here (the section as it came) until the body ends,
+/// and `BodyLeft` writes the end of the body itself.
 #[derive(Debug, Default)]
 pub(crate) struct Chunks {
     state: ChunkState,
     size: u64,
-    digits: u8,
+    /// Bytes of the current chunk-size line other than its extensions.
     line: usize,
-    /// Of the bytes the last `feed` consumed, how many come before the trailer section (all of
-    /// them when it has none): what a caller that takes no trailers is passed.
+    /// Chunk-extension bytes of this body so far.
+    extensions: u64,
+    /// The trailer section as it came, once its first byte has (up to its final CRLF).
+    trailers: Vec<u8>,
+    /// Trailer fields so far.
+    fields: usize,
+    /// Of the bytes the last `feed` consumed, how many come before the last chunk and the trailer
+    /// section, and before a chunk-size line that may be the last chunk's and is not complete
+    /// (all of them when there is neither): what is passed to the caller. Also set when `feed`
+    /// fails in the trailer section.
     before_trailers: usize,
+    /// The bytes of a chunk-size line that is not complete and whose size is 0 so far (it may be
+    /// the last chunk's), held back until the line ends.
+    pending: Vec<u8>,
+    /// Held-back bytes of a line that turned out to be a data chunk's: they go to the caller
+    /// before this piece's bytes.
+    lead: Vec<u8>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {
+    /// The first hex digit of a chunk size.
     #[default]
+    Start,
     Size,
+    /// Spaces after the size.
+    SizeLws,
     Ext,
     SizeLf,
     Data,
@@ -723,7 +774,7 @@ enum ChunkState {
     Done,
 }
 
-/// Longest chunk-size line (extensions included) or trailer line.
+/// Longest chunk-size line, its extensions not counted (they have their own limit per body).
 const MAX_CHUNK_LINE: usize = 4096;
 
 impl Chunks {
@@ -732,11 +783,11 @@ impl Chunks {
     pub(crate) fn feed(&mut self, data: &[u8]) -> Result<usize, ()> {
         use ChunkState::*;
         let mut i = 0;
-        let mut cut = matches!(
-            self.state,
-            TrailerStart | Trailer | TrailerLf | EndLf | Done
-        )
-        .then_some(0);
+        // Where the current chunk-size line began in `data`, when it began there.
+        // The line of the held-back bytes goes on in this piece.
+        let mut held_line = !self.pending.is_empty();
+        let mut line_at = (self.state == Start || held_line).then_some(0);
+        self.before_trailers = if self.in_trailers() { 0 } else { usize::MAX };
         while i < data.len() && self.state != Done {
             if self.state == Data {
                 let take = (data.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
@@ -749,29 +800,44 @@ impl Chunks {
             }
             let b = data[i];
             i += 1;
-            self.line += 1;
-            if self.line > MAX_CHUNK_LINE {
-                return Err(());
+            if matches!(self.state, Start | Size | SizeLws) {
+                self.line += 1;
+                if self.line > MAX_CHUNK_LINE {
+                    return Err(());
+                }
             }
             self.state = match (self.state, b) {
-                (Size, b) if b.is_ascii_hexdigit() => {
-                    self.digits += 1;
-                    if self.digits > 15 {
-                        return Err(());
+                (Start | Size, b) if b.is_ascii_hexdigit() => {
+                    let d = u64::from((b as char).to_digit(16).ok_or(())?);
+                    self.size = self
+                        .size
+                        .checked_mul(16)
+                        .and_then(|s| s.checked_add(d))
+                        .ok_or(())?;
+                    if held_line && self.size != 0 {
+                        // Not the last chunk after all: the held-back bytes go out first.
+                        self.lead = std::mem::take(&mut self.pending);
+                        held_line = false;
                     }
-                    self.size = self.size * 16 + u64::from((b as char).to_digit(16).ok_or(())?);
                     Size
                 }
-                (Size, b';' | b' ' | b'\t') if self.digits > 0 => Ext,
-                (Size, b'\r') if self.digits > 0 => SizeLf,
-                (Ext, b'\r') => SizeLf,
+                (Size | SizeLws, b' ' | b'\t') => SizeLws,
+                (Size | SizeLws, b';') => Ext,
+                (Size | SizeLws | Ext, b'\r') => SizeLf,
                 (Ext, b'\n') => return Err(()),
-                (Ext, _) => Ext,
+                (Ext, _) => {
+                    self.extensions += 1;
+                    if self.extensions >= message::MAX_CHUNK_EXTENSION_BYTES {
+                        return Err(());
+                    }
+                    Ext
+                }
                 (SizeLf, b'\n') => {
                     self.line = 0;
-                    self.digits = 0;
                     if self.size == 0 {
-                        cut = Some(i);
+                        // The last chunk: not passed on (`end` writes it).
+                        self.pending.clear();
+                        self.before_trailers = line_at.unwrap_or(i);
                         TrailerStart
                     } else {
                         Data
@@ -779,94 +845,208 @@ impl Chunks {
                 }
                 (DataCr, b'\r') => DataLf,
                 (DataLf, b'\n') => {
-                    self.line = 0;
-                    Size
+                    line_at = Some(i);
+                    Start
                 }
-                (TrailerStart, b'\r') => EndLf,
-                (Trailer, b'\r') => TrailerLf,
+                (TrailerStart, b'\r') => {
+                    if !self.trailers.is_empty() {
+                        self.keep(b)?;
+                    }
+                    EndLf
+                }
                 (TrailerStart | Trailer, b'\n') => return Err(()),
-                (TrailerStart | Trailer, _) => Trailer,
+                (Trailer, b'\r') => {
+                    self.keep(b)?;
+                    TrailerLf
+                }
+                (TrailerStart | Trailer, b) => {
+                    self.keep(b)?;
+                    Trailer
+                }
                 (TrailerLf, b'\n') => {
-                    self.line = 0;
+                    if self.fields >= message::MAX_TRAILER_FIELDS {
+                        return Err(());
+                    }
+                    self.fields += 1;
+                    self.keep(b)?;
                     TrailerStart
                 }
-                (EndLf, b'\n') => Done,
+                (EndLf, b'\n') => {
+                    if !self.trailers.is_empty() {
+                        self.keep(b)?;
+                    }
+                    Done
+                }
                 _ => return Err(()),
             };
         }
-        self.before_trailers = cut.unwrap_or(i);
+        if self.before_trailers == usize::MAX {
+            self.before_trailers = i;
+            // A size line of 0 so far at the end of the piece: held back until it ends.
+            if let (Some(at), Start | Size | SizeLws | Ext | SizeLf, 0) =
+                (line_at, self.state, self.size)
+            {
+                self.pending.extend_from_slice(&data[at..i]);
+                self.before_trailers = at;
+            }
+        }
         Ok(i)
+    }
+
+    /// One more byte of the trailer section.
+    fn keep(&mut self, b: u8) -> Result<(), ()> {
+        self.trailers.push(b);
+        if self.trailers.len() >= message::MAX_TRAILER_BYTES {
+            return Err(());
+        }
+        Ok(())
     }
 
     pub(crate) fn done(&self) -> bool {
         self.state == ChunkState::Done
+    }
+
+    /// The last chunk has been read: what follows is the trailer section.
+    fn in_trailers(&self) -> bool {
+        use ChunkState::*;
+        matches!(
+            self.state,
+            TrailerStart | Trailer | TrailerLf | EndLf | Done
+        )
+    }
+
+    /// The end of a complete body as the caller gets it: the last chunk, the trailer fields of `keep` (the names the answer declared, for a caller
+    /// that takes trailers) that may be trailers, grouped by name in the order they came, and the
+    /// final CRLF. Trailer fields that do not parse fail the body, wanted or not (as in hyper).
+    fn end(&self, keep: Option<&[HeaderName]>) -> Result<Cow<'static, [u8]>, ()> {
+        if self.trailers.is_empty() {
+            return Ok(Cow::Borrowed(b"0\r\n\r\n"));
+        }
+        let mut storage = [httparse::EMPTY_HEADER; message::MAX_TRAILER_FIELDS];
+        let fields = match httparse::parse_headers(&self.trailers, &mut storage[..self.fields]) {
+            Ok(httparse::Status::Complete((_, fields))) => fields,
+            _ => return Err(()),
+        };
+        let mut named = Vec::with_capacity(fields.len());
+        for f in fields.iter() {
+            let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| ())?;
+            HeaderValue::from_bytes(f.value).map_err(|_| ())?;
+            named.push((name, f.value));
+        }
+        let keep = keep.unwrap_or_default();
+        let wanted =
+            |n: &HeaderName| keep.iter().any(|k| k == n) && message::trailer_field_allowed(n);
+        let mut out = b"0\r\n".to_vec();
+        let mut written = 0u128;
+        for (i, (name, _)) in named.iter().enumerate() {
+            if written & (1 << i) != 0 || !wanted(name) {
+                continue;
+            }
+            for (j, (other, value)) in named.iter().enumerate().skip(i) {
+                if other == name {
+                    written |= 1 << j;
+                    out.extend_from_slice(name.as_str().as_bytes());
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(value);
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+        Ok(Cow::Owned(out))
     }
 }
 
 /// Bytes of an answer's body still to come, as the fast path tracks them.
 enum BodyLeft {
     Length(u64),
-    /// With whether the caller takes trailer fields (`TE: trailers`).
-    Chunked(Chunks, bool),
+    /// With the trailer fields a caller that takes trailers (`TE: trailers`) gets: the names the
+    /// answer declared; `None` for a caller that does not take trailers.
+    Chunked(Chunks, Option<Vec<HeaderName>>),
     Close,
+}
+
+/// How a body broke, found by `BodyLeft::take`.
+enum Broken {
+    /// Its framing: nothing of the piece goes to the caller.
+    Framing,
+    /// Its trailer section (over the limits, or fields that do not parse): these bytes came before
+    /// the last chunk, and go to the caller before its connection is cut (as hyper passes the
+    /// chunks it read before it fails the body).
+    Trailers(Vec<u8>),
 }
 
 /// What `BodyLeft::take` found in a piece of the body.
 struct Pass<'d> {
     /// Bytes of the piece that belong to the body.
     consumed: usize,
+    /// Bytes of earlier pieces, held back, that go to the caller first.
+    lead: Vec<u8>,
     /// What goes to the caller for them.
     bytes: &'d [u8],
-    /// The final CRLF of a chunked body whose trailer fields were left out follows.
-    crlf: bool,
+    /// What follows them: the end of a chunked body (last chunk, trailer fields, final CRLF).
+    tail: Cow<'static, [u8]>,
 }
 
 impl<'d> Pass<'d> {
     fn all(data: &'d [u8], n: usize) -> Pass<'d> {
         Pass {
             consumed: n,
+            lead: Vec::new(),
             bytes: &data[..n],
-            crlf: false,
+            tail: Cow::Borrowed(&[]),
         }
     }
 
     fn append_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.lead);
         out.extend_from_slice(self.bytes);
-        if self.crlf {
-            out.extend_from_slice(b"\r\n");
-        }
+        out.extend_from_slice(&self.tail);
     }
 }
 
 impl BodyLeft {
-    fn new(f: Framing, trailers: bool) -> BodyLeft {
+    /// `keep`: the trailer fields a caller that takes trailers gets (`None` when it does not).
+    fn new(f: Framing, keep: Option<Vec<HeaderName>>) -> BodyLeft {
         match f {
             Framing::Empty => BodyLeft::Length(0),
             Framing::Length(n) => BodyLeft::Length(n),
-            Framing::Chunked => BodyLeft::Chunked(Chunks::default(), trailers),
+            Framing::Chunked => BodyLeft::Chunked(Chunks::default(), keep),
             Framing::Close => BodyLeft::Close,
         }
     }
 
     /// How many of `data` belong to the body, and the bytes to pass on for them: a chunked
-    /// body's trailer fields are left out (and its final CRLF written in their place) unless the
-    /// caller takes trailers.
-    fn take<'d>(&mut self, data: &'d [u8]) -> Result<Pass<'d>, ()> {
+    /// body's last chunk and trailer section are held back, and its end written by `Chunks::end`
+    /// once it is complete.
+    fn take<'d>(&mut self, data: &'d [u8]) -> Result<Pass<'d>, Broken> {
         match self {
             BodyLeft::Length(n) => {
                 let k = (data.len() as u64).min(*n);
                 *n -= k;
                 Ok(Pass::all(data, k as usize))
             }
-            BodyLeft::Chunked(c, trailers) => {
-                let k = c.feed(data)?;
-                if *trailers || c.before_trailers == k {
-                    return Ok(Pass::all(data, k));
-                }
+            BodyLeft::Chunked(c, keep) => {
+                let trailers_broken = |c: &mut Chunks| {
+                    if c.in_trailers() {
+                        let mut out = std::mem::take(&mut c.lead);
+                        out.extend_from_slice(&data[..c.before_trailers.min(data.len())]);
+                        Broken::Trailers(out)
+                    } else {
+                        Broken::Framing
+                    }
+                };
+                let k = c.feed(data).map_err(|()| trailers_broken(c))?;
+                let tail = if c.done() {
+                    c.end(keep.as_deref()).map_err(|()| trailers_broken(c))?
+                } else {
+                    Cow::Borrowed(&[][..])
+                };
                 Ok(Pass {
                     consumed: k,
+                    lead: std::mem::take(&mut c.lead),
                     bytes: &data[..c.before_trailers],
-                    crlf: c.done(),
+                    tail,
                 })
             }
             BodyLeft::Close => Ok(Pass::all(data, data.len())),
@@ -1078,10 +1258,6 @@ async fn read_answer(
     }
 }
 
-/// Streams the rest of an answer's body to the caller. Returns whether the caller's connection
-/// can stay open, and the upstream connection when it can carry another request. Each wait, for
-/// body bytes from the upstream or for the caller to take them, is bounded by `stall` (the idle
-/// timeout): past it both connections are closed.
 /// An answer ready to be relayed: its head and the body bytes that came with it, checked.
 struct Ready {
     ans: Answer,
@@ -1093,14 +1269,16 @@ struct Ready {
 }
 
 /// Checks the body bytes that came with the answer's head, before anything goes to the caller:
-/// a chunked body already broken there is a 502, not a 200 cut short.
+/// a chunked body already broken there (its framing, or its trailer section) is a 502, not a 200
+/// cut short, as on the general path (`body::AnswerBody`).
 fn ready(mut ans: Answer, trailers: bool) -> Result<Ready, ProxyError> {
-    let mut left = BodyLeft::new(ans.head.framing, trailers);
+    let keep = trailers.then(|| std::mem::take(&mut ans.head.trailer_names));
+    let mut left = BodyLeft::new(ans.head.framing, keep);
     let mut out = std::mem::take(&mut ans.head.bytes);
     out.extend_from_slice(b"\r\n");
     let pass = left
         .take(&ans.rest)
-        .map_err(|()| invalid_answer("the answer's chunked body is malformed"))?;
+        .map_err(|_| invalid_answer("the answer's chunked body is malformed"))?;
     let spill = pass.consumed < ans.rest.len();
     pass.append_to(&mut out);
     Ok(Ready {
@@ -1111,6 +1289,10 @@ fn ready(mut ans: Answer, trailers: bool) -> Result<Ready, ProxyError> {
     })
 }
 
+/// Streams the rest of an answer's body to the caller. Returns whether the caller's connection
+/// can stay open, and the upstream connection when it can carry another request. Each wait, for
+/// body bytes from the upstream or for the caller to take them, is bounded by `stall` (the idle
+/// timeout): past it both connections are closed.
 async fn relay(r: Ready, caller: &mut TcpStream, stall: Duration) -> (bool, Option<Conn>) {
     let Ready {
         mut ans,
@@ -1139,13 +1321,22 @@ async fn relay(r: Ready, caller: &mut TcpStream, stall: Duration) -> (bool, Opti
             }
             Ok(Ok(_)) => {}
         }
-        let Ok(pass) = left.take(&buf) else {
-            tracing::debug!("closing connection: the answer's chunked body is malformed");
-            return (false, None);
+        let pass = match left.take(&buf) {
+            Ok(pass) => pass,
+            Err(Broken::Trailers(before)) => {
+                tracing::debug!("closing connection: the answer's trailer section failed");
+                let _ = write_within(caller, &before, stall).await;
+                return (false, None);
+            }
+            Err(Broken::Framing) => {
+                tracing::debug!("closing connection: the answer's chunked body is malformed");
+                return (false, None);
+            }
         };
         spill |= pass.consumed < buf.len();
-        let sent = write_within(caller, pass.bytes, stall).await
-            && (!pass.crlf || write_within(caller, b"\r\n", stall).await);
+        let sent = (pass.lead.is_empty() || write_within(caller, &pass.lead, stall).await)
+            && write_within(caller, pass.bytes, stall).await
+            && (pass.tail.is_empty() || write_within(caller, &pass.tail, stall).await);
         if !sent {
             return (false, None);
         }
@@ -1239,11 +1430,15 @@ impl Proxy {
             trailers,
             ..
         } = *head;
+        let head_request = parts.method == Method::HEAD;
         let begun = self.begin(snap, &mut parts);
         let mut metrics = None;
+        let mut profile = None;
         let result = match resolve(snap, &mut parts, &mut metrics) {
             Ok(r) if !fast_route(&r) => return Step::Handover,
             Ok(r) => {
+                let p: &Arc<super::ProfileRt> = r.profile;
+                profile = Some(p.plan.profile());
                 let transport = FastTransport {
                     connect_timeout: r.client.connect_timeout,
                     close_caller: close,
@@ -1260,7 +1455,14 @@ impl Proxy {
         };
         // Metrics and the access log are written when the answer's head is known, before it
         // goes out (as on the general path), so a caller that has its answer sees them counted.
-        match result.and_then(|ans| ready(ans, trailers)) {
+        // An answer that fails `ready` is an upstream error of the journey: it names the profile.
+        let checked = |ans| {
+            ready(ans, trailers).map_err(|e| match profile {
+                Some(p) => e.with_profile(p),
+                None => e,
+            })
+        };
+        match result.and_then(checked) {
             Ok(r) => {
                 self.done(snap, metrics, r.ans.head.status, begun);
                 let closing = close || r.ans.head.framing == Framing::Close;
@@ -1278,7 +1480,7 @@ impl Proxy {
             Err(e) => {
                 let close = close || e.code == ErrorCode::BadRequest;
                 let resp = self.fail(snap, e, begun, metrics);
-                if write_response(caller, resp, close).await && !close {
+                if write_response(caller, resp, head_request, close).await && !close {
                     Step::KeepAlive
                 } else {
                     Step::Close
@@ -1296,10 +1498,13 @@ fn fast_route(r: &Resolved<'_>) -> bool {
         && !r.profile.plan.has_payload()
 }
 
-/// Writes a response the sidecar made itself. Returns false when the caller is gone.
+/// Writes a response the sidecar made itself. An answer to HEAD (`head_request`) has the
+/// `content-length` of its body and no body, as hyper writes it. Returns false when the caller is
+/// gone.
 async fn write_response(
     caller: &mut TcpStream,
     resp: http::Response<http_body_util::Full<Bytes>>,
+    head_request: bool,
     close: bool,
 ) -> bool {
     let (parts, body) = resp.into_parts();
@@ -1331,7 +1536,9 @@ async fn write_response(
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&body);
+    if !head_request {
+        out.extend_from_slice(&body);
+    }
     caller.write_all(&out).await.is_ok()
 }
 
@@ -1412,6 +1619,105 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    /// What the caller gets for `body` fed in pieces of `cut` bytes, or how it broke.
+    fn relayed(body: &[u8], cut: usize, keep: Option<&[&str]>) -> Result<Vec<u8>, Vec<u8>> {
+        let keep = keep.map(|k| {
+            k.iter()
+                .map(|n| HeaderName::from_bytes(n.as_bytes()).unwrap())
+                .collect()
+        });
+        let mut left = BodyLeft::new(Framing::Chunked, keep);
+        let mut out = Vec::new();
+        for piece in body.chunks(cut.max(1)) {
+            match left.take(piece) {
+                Ok(pass) => pass.append_to(&mut out),
+                Err(Broken::Trailers(before)) => {
+                    out.extend_from_slice(&before);
+                    return Err(out);
+                }
+                Err(Broken::Framing) => return Err(b"framing".to_vec()),
+            }
+            if left.done() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn the_last_chunk_and_trailers_are_written_by_the_sidecar() {
+        let body = b"5;a=1\r\nhello\r\n0;last\r\nX-A: 1\r\nx-b:2\r\nx-a: 3\r\nhost: h\r\n\r\n";
+        for cut in 1..=body.len() {
+            let takes = relayed(body, cut, Some(&["x-a", "host"])).unwrap();
+            let none = relayed(body, cut, None).unwrap();
+            // However it is cut, the last chunk is the sidecar's own.
+            assert_eq!(
+                takes, b"5;a=1\r\nhello\r\n0\r\nx-a: 1\r\nx-a: 3\r\n\r\n",
+                "{cut}"
+            );
+            assert_eq!(none, b"5;a=1\r\nhello\r\n0\r\n\r\n", "{cut}");
+        }
+        // Size lines with leading zeros are held back only until they end: the same bytes.
+        let zeros = b"00005\r\nhello\r\n000;x\r\n\r\n";
+        for cut in 1..=zeros.len() {
+            assert_eq!(
+                relayed(zeros, cut, None).unwrap(),
+                b"00005\r\nhello\r\n0\r\n\r\n",
+                "{cut}"
+            );
+        }
+        // Whole in one piece: no trailer declared, none passes.
+        assert_eq!(
+            relayed(b"0\r\nx-a: 1\r\n\r\n", 100, Some(&[])).unwrap(),
+            b"0\r\n\r\n"
+        );
+        // A trailer field that does not parse fails the body, taken or not.
+        for bad in [&b"0\r\nx a: 1\r\n\r\n"[..], b"0\r\n: 1\r\n\r\n"] {
+            assert_eq!(relayed(bad, 100, None), Err(Vec::new()));
+            assert_eq!(relayed(bad, 100, Some(&["x-a"])), Err(Vec::new()));
+        }
+    }
+
+    #[test]
+    fn chunk_extensions_and_trailers_are_bounded_as_in_hyper() {
+        let ext = |total: usize| {
+            let mut b = b"1;".to_vec();
+            b.resize(b.len() + total / 2, b'e');
+            b.extend_from_slice(b"\r\na\r\n1;");
+            b.resize(b.len() + total - total / 2, b'e');
+            b.extend_from_slice(b"\r\nb\r\n0\r\n\r\n");
+            b
+        };
+        assert!(relayed(&ext(16_383), 1000, None).is_ok());
+        assert_eq!(relayed(&ext(16_384), 1000, None), Err(b"framing".to_vec()));
+        // A size line is bounded apart from its extensions.
+        let mut zeros = vec![b'0'; 4096];
+        zeros.extend_from_slice(b"1\r\na\r\n0\r\n\r\n");
+        assert_eq!(relayed(&zeros, 1000, None), Err(b"framing".to_vec()));
+
+        let fields = |n: usize| {
+            let mut b = b"1\r\na\r\n0\r\n".to_vec();
+            for i in 0..n {
+                b.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+            }
+            b.extend_from_slice(b"\r\n");
+            b
+        };
+        assert!(relayed(&fields(128), 7, None).is_ok());
+        assert_eq!(relayed(&fields(129), 7, None), Err(b"1\r\na\r\n".to_vec()));
+        let bytes = |n: usize| {
+            let mut b = b"1\r\na\r\n0\r\nx: ".to_vec();
+            b.resize(b.len() + n - 3 - 4, b'v');
+            b.extend_from_slice(b"\r\n\r\n");
+            b
+        };
+        assert!(relayed(&bytes(16_383), 4096, None).is_ok());
+        assert_eq!(
+            relayed(&bytes(16_384), 4096, None),
+            Err(b"1\r\na\r\n".to_vec())
+        );
     }
 
     fn parsed(raw: &str) -> Parse {
@@ -1514,6 +1820,37 @@ mod tests {
         };
         assert_eq!(h.framing, Framing::Empty);
 
+        // A 304's length goes; a HEAD answer's stays; equal lengths are written once.
+        let text = |raw: &[u8], m: &Method| {
+            let Ok(RespParse::Done(h, _)) = parse_response(raw, m, false) else {
+                panic!("not parsed");
+            };
+            (String::from_utf8(h.bytes).unwrap(), h.trailer_names)
+        };
+        let raw = b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n";
+        assert!(!text(raw, &get).0.contains("content-length"));
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
+        assert!(text(raw, &Method::HEAD).0.contains("Content-Length: 5\r\n"));
+        let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx: y\r\nContent-Length: 2\r\n\r\n";
+        assert_eq!(
+            text(raw, &get)
+                .0
+                .to_ascii_lowercase()
+                .matches("content-length")
+                .count(),
+            1
+        );
+        // `Trailer` only with a chunked body, its fields joined, its names kept for the end.
+        let raw = b"HTTP/1.1 200 OK\r\ntrailer: x-a\r\ntransfer-encoding: chunked\r\nTrailer: X-B\r\n\r\n";
+        let (t, names) = text(raw, &get);
+        assert!(t.contains("trailer: x-a, X-B\r\n"), "{t}");
+        assert_eq!(names, vec!["x-a", "x-b"]);
+        let (t, names) = text(raw, &Method::HEAD);
+        assert!(
+            !t.to_ascii_lowercase().contains("trailer") && names.is_empty(),
+            "{t}"
+        );
+
         assert!(matches!(
             parse_response(
                 b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n",
@@ -1576,6 +1913,11 @@ mod tests {
             }
             proptest::prop_assert!(c.done());
             proptest::prop_assert_eq!(pos, end);
+            // What the caller gets does not depend on how the body was cut either.
+            let whole = relayed(&body[..end], end, Some(&["x-t"]));
+            proptest::prop_assert!(whole.is_ok());
+            proptest::prop_assert_eq!(&whole, &relayed(&body[..end], cuts[0], Some(&["x-t"])));
+            proptest::prop_assert_eq!(&whole, &relayed(&body[..end], 1, Some(&["x-t"])));
         }
 
         /// Arbitrary bytes never panic the parsers.

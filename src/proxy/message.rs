@@ -14,6 +14,15 @@ pub const MAX_ANSWER_HEADERS: usize = 128;
 pub const MAX_ANSWER_HEAD: usize = 64 * 1024;
 /// Most interim (1xx) answers before the final one; more is a broken upstream.
 pub const MAX_INTERIM_ANSWERS: usize = 16;
+/// Most trailer fields in a chunked answer body; more fails the body (hyper's client applies its
+/// header-field limit, `MAX_ANSWER_HEADERS`, to trailers).
+pub const MAX_TRAILER_FIELDS: usize = MAX_ANSWER_HEADERS;
+/// A chunked answer body's trailer section (its fields and final CRLF) must stay under this many
+/// bytes, or the body fails (hyper's limit).
+pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
+/// Chunk-extension bytes in one chunked answer body (all its chunk-size lines together) must stay
+/// under this, or the body fails (hyper's limit).
+pub const MAX_CHUNK_EXTENSION_BYTES: u64 = 16 * 1024;
 
 /// A `Connection` header's options: `close`, `keep-alive`, and the other names it lists (lowercase),
 /// which are hop-by-hop for this message.
@@ -152,16 +161,28 @@ pub fn answer_framing(
     }
 }
 
-/// Whether an answer header field reaches the caller: hop-by-hop fields (RFC 9110 §7.6.1, and those
-/// the answer's `Connection` lists) never do; `Content-Length` does not when the body is chunked or
-/// runs to close (RFC 9112 §6.3: a proxy removes it beside `Transfer-Encoding`), nor on a 204 (RFC
-/// 9110 §8.6). The proxy writes its own framing fields.
-pub fn answer_field_kept(name: &str, status: u16, framing: Framing, listed: &[String]) -> bool {
+/// Whether an answer header field reaches the caller (of a request with `method`): hop-by-hop
+/// fields (RFC 9110 §7.6.1, and those the answer's `Connection` lists) never do. `Content-Length`
+/// does only when it frames the body (`Framing::Length`), or in an answer to HEAD, and never on a
+/// 204 or 304 (RFC 9110 §8.6; a proxy removes it beside `Transfer-Encoding`, RFC 9112 §6.3).
+/// `Trailer` does only when the body is chunked: no other framing carries trailer fields. The
+/// proxy writes its own framing fields.
+pub fn answer_field_kept(
+    name: &str,
+    method: &Method,
+    status: u16,
+    framing: Framing,
+    listed: &[String],
+) -> bool {
     if super::headers::is_hop_by_hop(name) || listed.iter().any(|l| l.eq_ignore_ascii_case(name)) {
         return false;
     }
     if name.eq_ignore_ascii_case("content-length") {
-        return status != 204 && !matches!(framing, Framing::Chunked | Framing::Close);
+        return !matches!(status, 204 | 304)
+            && (matches!(framing, Framing::Length(_)) || *method == Method::HEAD);
+    }
+    if name.eq_ignore_ascii_case("trailer") {
+        return framing == Framing::Chunked;
     }
     true
 }
@@ -208,7 +229,7 @@ pub fn clean_answer(
     .listed;
     let drop: Vec<http::HeaderName> = headers
         .keys()
-        .filter(|k| !answer_field_kept(k.as_str(), status, framing, &listed))
+        .filter(|k| !answer_field_kept(k.as_str(), method, status, framing, &listed))
         .cloned()
         .collect();
     for name in drop {
@@ -217,13 +238,47 @@ pub fn clean_answer(
     Ok(framing)
 }
 
-/// Whether the caller accepts trailer fields in a chunked answer (`TE: trailers`, RFC 9110 §10.1.4).
+/// Whether the caller accepts trailer fields in a chunked answer (`TE: trailers`, RFC 9110
+/// §10.1.4), read as hyper reads it: a list element that is exactly `trailers` (`trailers` takes
+/// no parameters), in a value of visible ASCII.
 pub fn accepts_trailers<'a>(te_values: impl IntoIterator<Item = &'a [u8]>) -> bool {
     te_values.into_iter().any(|v| {
-        v.split(|&b| b == b',')
-            .map(|t| t.split(|&b| b == b';').next().unwrap_or(t).trim_ascii())
-            .any(|t| t.eq_ignore_ascii_case(b"trailers"))
+        v.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+            && v.split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
     })
+}
+
+/// The field names one `Trailer` value lists, as hyper reads them: a value that is not visible
+/// ASCII lists none; names that are not valid field names are skipped.
+pub fn trailer_names(value: &[u8]) -> impl Iterator<Item = http::HeaderName> + '_ {
+    let text = http::HeaderValue::from_bytes(value)
+        .ok()
+        .and_then(|v| v.to_str().ok().map(|_| value));
+    text.into_iter()
+        .flat_map(|v| v.split(|&b| b == b','))
+        .filter_map(|n| http::HeaderName::from_bytes(n.trim_ascii()).ok())
+}
+
+/// Whether a trailer field the answer declared in `Trailer` may reach the caller: fields that
+/// frame, route, authenticate or describe the content never do (as hyper's encoder decides).
+pub fn trailer_field_allowed(name: &http::HeaderName) -> bool {
+    use http::header::*;
+    !matches!(
+        *name,
+        AUTHORIZATION
+            | CACHE_CONTROL
+            | CONTENT_ENCODING
+            | CONTENT_LENGTH
+            | CONTENT_RANGE
+            | CONTENT_TYPE
+            | HOST
+            | MAX_FORWARDS
+            | SET_COOKIE
+            | TRAILER
+            | TRANSFER_ENCODING
+            | TE
+    )
 }
 
 /// The error for an upstream answer that breaks these rules (502 `upstream_unavailable`).
@@ -339,10 +394,52 @@ mod tests {
     }
 
     #[test]
+    fn framing_fields_pass_only_where_they_frame() {
+        let (get, head) = (Method::GET, Method::HEAD);
+        let kept =
+            |name, m: &Method, status, framing| answer_field_kept(name, m, status, framing, &[]);
+        assert!(kept("Content-Length", &get, 200, Framing::Length(2)));
+        assert!(kept("content-length", &head, 200, Framing::Empty));
+        for (m, status, framing) in [
+            (&get, 304, Framing::Empty),
+            (&head, 304, Framing::Empty),
+            (&get, 204, Framing::Empty),
+            (&get, 200, Framing::Chunked),
+            (&get, 200, Framing::Close),
+        ] {
+            assert!(!kept("content-length", m, status, framing), "{m} {status}");
+        }
+        assert!(kept("Trailer", &get, 200, Framing::Chunked));
+        for framing in [Framing::Empty, Framing::Length(2), Framing::Close] {
+            assert!(!kept("trailer", &get, 200, framing), "{framing:?}");
+        }
+        assert!(!answer_field_kept(
+            "trailer",
+            &get,
+            200,
+            Framing::Chunked,
+            &["trailer".into()]
+        ));
+    }
+
+    #[test]
+    fn trailer_names_are_read_as_hyper_reads_them() {
+        let names = |v: &[u8]| trailer_names(v).map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(b"X-A, x-b,,bad name ,x-c"), vec!["x-a", "x-b", "x-c"]);
+        assert!(names(b"x-a, \xe9").is_empty());
+        assert!(!trailer_field_allowed(&http::header::CONTENT_TYPE));
+        assert!(trailer_field_allowed(&http::HeaderName::from_static(
+            "x-sum"
+        )));
+    }
+
+    #[test]
     fn trailers_are_accepted_only_when_asked_for() {
         assert!(accepts_trailers(v(&["trailers"])));
         assert!(accepts_trailers(v(&["gzip;q=1, Trailers"])));
         assert!(!accepts_trailers(v(&["gzip"])));
+        assert!(!accepts_trailers(v(&["trailers;q=1"])));
+        assert!(accepts_trailers(v(&["gzip", "trailers"])));
         assert!(!accepts_trailers(v(&[])));
     }
 }
