@@ -1,8 +1,8 @@
 //! Defects found by attacking a release build on 127.0.0.1 (raw sockets, a raw recording upstream,
-//! both front ends). Each test states what the product promises and fails while the defect is
-//! there; they are `#[ignore]`d so the suite stays green until the defect is fixed.
-//!
-//! Run them with `cargo test --test integration attack_findings -- --ignored`.
+//! both front ends), kept as regression tests. Each test states what the product promises; each
+//! failed before its fix (request trailers, answer-head and interim limits, malformed and stalled
+//! answer bodies, trailer and chunk-extension limits, framing fields, the profile in a fast-path
+//! 502, secrets in the test report's other encodings).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
