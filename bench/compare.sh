@@ -7,6 +7,7 @@
 #                                         # refresh storm, memory per token / grant / idle connection
 #   bench/compare.sh --smoke              # ~30 s, plain and HTTPS: proves the script works (used by .ci/run)
 #   options: --rounds N --duration S --connections C --threads T --out FILE
+#   AUTHSIDECAR_BIN=path bench/compare.sh   # measure another build (e.g. an earlier commit's)
 #
 # Targets (all on 127.0.0.1, ports chosen by the OS):
 #   direct     the upstream itself (nginx answering 200 "ok"): the physical limit
@@ -47,7 +48,7 @@ command -v openssl >/dev/null || { echo "openssl not found: run scripts/setup.sh
 echo "building (release)…"
 cargo build --release --quiet --bin authsidecar --example loadgen
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN="$TARGET_DIR/release/authsidecar"
+BIN="${AUTHSIDECAR_BIN:-$TARGET_DIR/release/authsidecar}"
 LOADGEN="$TARGET_DIR/release/examples/loadgen"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)

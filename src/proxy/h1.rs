@@ -1293,7 +1293,11 @@ fn ready(mut ans: Answer, trailers: bool) -> Result<Ready, ProxyError> {
 /// can stay open, and the upstream connection when it can carry another request. Each wait, for
 /// body bytes from the upstream or for the caller to take them, is bounded by `stall` (the idle
 /// timeout): past it both connections are closed.
-async fn relay(r: Ready, caller: &mut TcpStream, stall: Duration) -> (bool, Option<Conn>) {
+async fn relay(
+    r: Ready,
+    caller: &mut TcpStream,
+    stall: Duration,
+) -> (bool, Option<(Conn, PoolKey)>) {
     let Ready {
         mut ans,
         mut left,
@@ -1343,7 +1347,7 @@ async fn relay(r: Ready, caller: &mut TcpStream, stall: Duration) -> (bool, Opti
     }
     give_buf(buf);
     let keep = ans.head.reusable && !spill;
-    (true, keep.then_some(ans.stream))
+    (true, keep.then_some((ans.stream, ans.key)))
 }
 
 /// Writes all of `buf` to the caller, each wait for the caller to take bytes bounded by `stall`.
@@ -1466,9 +1470,8 @@ impl Proxy {
             Ok(r) => {
                 self.done(snap, metrics, r.ans.head.status, begun);
                 let closing = close || r.ans.head.framing == Framing::Close;
-                let key = r.ans.key.clone();
                 let (caller_ok, back) = relay(r, caller, stall).await;
-                if let Some(s) = back {
+                if let Some((s, key)) = back {
                     checkin(key, s);
                 }
                 if caller_ok && !closing {

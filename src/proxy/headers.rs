@@ -28,7 +28,18 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// Whether `name` is one of the hop-by-hop headers above (any case).
 pub fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+    // By length first: most names are of no hop-by-hop length and need no comparison.
+    let candidates: &[&str] = match name.len() {
+        2 => &["te"],
+        7 => &["upgrade"],
+        10 => &["connection", "keep-alive"],
+        16 => &["proxy-connection"],
+        17 => &["transfer-encoding"],
+        18 => &["proxy-authenticate"],
+        19 => &["proxy-authorization"],
+        _ => return false,
+    };
+    candidates.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
 /// The caller's control headers, taken out of the request.
@@ -288,6 +299,17 @@ mod tests {
         }
         assert!(!may_be_lookalike(b"x_trace_id"));
         assert!(!may_be_lookalike(b"user-agent"));
+    }
+
+    #[test]
+    fn hop_by_hop_names_are_found_by_length_and_name() {
+        for name in HOP_BY_HOP {
+            assert!(is_hop_by_hop(name), "{name}");
+            assert!(is_hop_by_hop(&name.to_ascii_uppercase()), "{name}");
+        }
+        for name in ["content-length", "trailer", "date", "te2", "x-upgrade"] {
+            assert!(!is_hop_by_hop(name), "{name}");
+        }
     }
 
     #[test]

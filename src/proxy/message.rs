@@ -98,12 +98,16 @@ pub fn content_length<'a>(
 ) -> Result<Option<u64>, &'static str> {
     let mut length: Option<u64> = None;
     for v in values {
+        // Usually one value of digits alone.
+        if let Some(n) = digits(v) {
+            if length.is_some_and(|l| l != n) {
+                return Err("conflicting Content-Length values");
+            }
+            length = Some(n);
+            continue;
+        }
         for part in v.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            let n = std::str::from_utf8(part)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or("invalid Content-Length")?;
+            let n = digits(part).ok_or("invalid Content-Length")?;
             if length.is_some_and(|l| l != n) {
                 return Err("conflicting Content-Length values");
             }
@@ -111,6 +115,20 @@ pub fn content_length<'a>(
         }
     }
     Ok(length)
+}
+
+/// A non-empty run of ASCII digits as a number (none on overflow or any other byte).
+fn digits(b: &[u8]) -> Option<u64> {
+    if b.is_empty() {
+        return None;
+    }
+    b.iter().try_fold(0u64, |n, &c| {
+        if c.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(c - b'0'))
+        } else {
+            None
+        }
+    })
 }
 
 /// How an answer's body is delimited (RFC 9112 §6.3).
@@ -329,6 +347,12 @@ mod tests {
         assert!(content_length(v(&["5", "6"])).is_err());
         assert!(content_length(v(&["+5"])).is_err());
         assert!(content_length(v(&[""])).is_err());
+        assert!(content_length(v(&["18446744073709551616"])).is_err());
+        assert_eq!(
+            content_length(v(&["18446744073709551615"])),
+            Ok(Some(u64::MAX))
+        );
+        assert!(content_length(v(&["1 2"])).is_err());
     }
 
     #[test]
