@@ -114,10 +114,6 @@ fn answer(segment: &str) -> Vec<u8> {
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 struct RawUpstream {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Vec<u8>>>>,

@@ -42,10 +42,6 @@ struct RawUpstream {
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
     let mut chunk = [0u8; 8192];
     match s.read(&mut chunk).await {

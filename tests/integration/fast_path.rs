@@ -79,10 +79,6 @@ struct Scripted {
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 impl Scripted {
     async fn start() -> Scripted {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -120,14 +116,7 @@ async fn serve_scripted(mut s: TcpStream, conn: usize, rec: Arc<Mutex<Vec<Seen>>
             }
         };
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (n, v) = l.split_once(':')?;
-                n.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0);
+        let len = declared_length(&head);
         while buf.len() < end + len {
             match s.read(&mut chunk).await {
                 Ok(0) | Err(_) => return,

@@ -101,10 +101,6 @@ struct Upstream {
     revoked: Arc<Mutex<Vec<String>>>,
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 impl Upstream {
     async fn start() -> Upstream {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();

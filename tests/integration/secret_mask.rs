@@ -460,14 +460,7 @@ async fn echo_token_endpoint() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>
                     }
                 };
                 let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        let (n, v) = l.split_once(':')?;
-                        n.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse().ok())?
-                    })
-                    .unwrap_or(0);
+                let len = declared_length(&head);
                 while buf.len() < head_end + len {
                     match tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut chunk)).await {
                         Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),

@@ -549,14 +549,7 @@ async fn one_request_listener() -> (std::net::SocketAddr, tokio::sync::oneshot::
             buf.extend_from_slice(&chunk[..n]);
             let text = String::from_utf8_lossy(&buf).to_string();
             if let Some(end) = text.find("\r\n\r\n") {
-                let len: usize = text[..end]
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse().ok())?
-                    })
-                    .unwrap_or(0);
+                let len = declared_length(&text[..end]);
                 if buf.len() >= end + 4 + len {
                     let head = text[..end].lines().next().unwrap_or("").to_string();
                     let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();

@@ -216,3 +216,20 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Where `needle` first stands in `hay` (raw-socket tests looking for the end of a head).
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The `Content-Length` a raw message head declares (any case), 0 when it has none or it is not a
+/// number.
+pub fn declared_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
