@@ -764,7 +764,7 @@ async fn per_user_basic_api_key_and_password_profiles_collect_credentials_on_the
 
     // Restart: the entered credentials and the tokens survive.
     assert!(server.shutdown().await);
-    let server = Server::start(per_user_config(&s)).await.unwrap();
+    let server = restart_on_the_same_ports(&s).await;
     let base = format!("http://{}", server.proxy_addr);
     let r = get(&format!("{base}/b/x"), &[("X-Authsidecar-User", "alice")]).await;
     assert_eq!(r.echoed("authorization"), [format!("Basic {expected}")]);
@@ -1114,4 +1114,22 @@ async fn a20_no_auth_listener_input_chooses_a_redirect_target() {
     );
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
+}
+
+/// Starts the sidecar again with the same config (the auth listener keeps its port, which is in the
+/// links). A port another test probes between the shutdown and the start (bind-then-release) is
+/// waited for, a bounded number of times.
+async fn restart_on_the_same_ports(s: &Setup) -> Server {
+    for _ in 0..50 {
+        match Server::start(per_user_config(s)).await {
+            Ok(server) => return server,
+            Err(authsidecar::StartError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the auth listener's port stayed taken for 5 s");
 }
