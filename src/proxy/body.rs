@@ -27,6 +27,11 @@ pub enum BodyError {
     /// The whole body did not arrive within `body_total_timeout`.
     TotalTimeout(Duration),
     Read(hyper::Error),
+    /// The caller's connection ended before the body's declared length.
+    Incomplete {
+        declared: u64,
+        received: u64,
+    },
 }
 
 impl fmt::Display for BodyError {
@@ -41,6 +46,10 @@ impl fmt::Display for BodyError {
                 )
             }
             BodyError::Read(e) => write!(f, "reading the request body: {e}"),
+            BodyError::Incomplete { declared, received } => write!(
+                f,
+                "the request body ended after {received} of its {declared} declared bytes"
+            ),
         }
     }
 }
@@ -59,7 +68,7 @@ impl BodyError {
         let code = match &self {
             BodyError::TooLarge(_) => ErrorCode::PayloadTooLarge,
             BodyError::Timeout(_) | BodyError::TotalTimeout(_) => ErrorCode::RequestTimeout,
-            BodyError::Read(_) => ErrorCode::BodyNotInjectable,
+            BodyError::Read(_) | BodyError::Incomplete { .. } => ErrorCode::BodyNotInjectable,
         };
         ProxyError::new(code, self.to_string())
     }

@@ -33,11 +33,12 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::body::BodyError;
 use super::message::{
     self, invalid_answer, Framing, StatusKind, MAX_ANSWER_HEAD, MAX_ANSWER_HEADERS,
     MAX_INTERIM_ANSWERS,
 };
-use super::pipeline::{AttemptBody, Outbound};
+use super::pipeline::{AttemptBody, CallerBody, Outbound};
 use super::upstream::{POOL_IDLE_TIMEOUT, POOL_MAX_IDLE_PER_HOST};
 use super::{resolve, ConnCtx, Proxy, Resolved};
 use crate::error::{ErrorCode, ProxyError};
@@ -48,6 +49,9 @@ use crate::serve::Limits;
 const MAX_FAST_HEADERS: usize = 128;
 /// Read buffer growth step (request heads and answer bytes).
 const READ_CHUNK: usize = 4096;
+/// Largest request body the fast path reads whole (with `Content-Length`); a larger one goes to
+/// the general path, which streams it.
+const FAST_BODY_MAX: u64 = 64 * 1024;
 
 /// How one connection ended on the fast path.
 pub enum Ended {
@@ -66,6 +70,8 @@ pub(crate) struct Head {
     pub(crate) close: bool,
     /// The caller takes trailer fields (`TE: trailers`).
     pub(crate) trailers: bool,
+    /// The body's declared length (`Content-Length`; 0 without one).
+    pub(crate) body_len: u64,
 }
 
 pub(crate) enum Parse {
@@ -107,6 +113,7 @@ pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Parse {
     let mut close = false;
     let mut trailers = false;
     let mut lengths = 0;
+    let mut body_len = 0;
     for h in req.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
             return Parse::Handover;
@@ -115,9 +122,11 @@ pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Parse {
             return Parse::Handover;
         };
         if name == http::header::CONTENT_LENGTH {
+            // One value of digits: anything else is for the general path to judge.
             lengths += 1;
-            if h.value != b"0" || lengths > 1 {
-                return Parse::Handover;
+            match message::content_length([h.value]) {
+                Ok(Some(n)) if lengths == 1 => body_len = n,
+                _ => return Parse::Handover,
             }
         } else if name == http::header::TRANSFER_ENCODING
             || name == http::header::EXPECT
@@ -147,6 +156,7 @@ pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Parse {
         len,
         close,
         trailers,
+        body_len,
     }))
 }
 
@@ -260,9 +270,12 @@ pub async fn serve(
             }
         };
         first = false;
-        let len = head.len;
-        match proxy
-            .fast_one(&conn, head, &mut stream, limits.idle_timeout)
+        // The head and the body it declared (read whole by `fast_one` when it keeps the
+        // connection).
+        let len = head.len + head.body_len as usize;
+        // Boxed: the request's state lives only while it is served, so an idle connection's
+        // task holds none of it.
+        match Box::pin(proxy.fast_one(&conn, head, &mut stream, &mut buf, limits.idle_timeout))
             .await
         {
             Step::KeepAlive => {}
@@ -1425,15 +1438,24 @@ impl Proxy {
         conn: &ConnCtx,
         head: Box<Head>,
         caller: &mut TcpStream,
+        buf: &mut Vec<u8>,
         stall: Duration,
     ) -> Step {
         let snap = &self.snapshot.load_full();
+        // A body the fast path does not read whole: hyper streams it (or refuses it as too large).
+        if head.body_len > FAST_BODY_MAX.min(snap.config.proxy.max_body_bytes) {
+            return Step::Handover;
+        }
         let Head {
             mut parts,
             close,
             trailers,
-            ..
+            len: head_len,
+            body_len,
         } = *head;
+        // The body is not read yet / could not be read.
+        let mut body_pending = body_len > 0;
+        let mut body_broken = false;
         let head_request = parts.method == Method::HEAD;
         let begun = self.begin(snap, &mut parts);
         let mut metrics = None;
@@ -1452,8 +1474,23 @@ impl Proxy {
                         .as_deref()
                         .filter(|_| r.route.upstream.scheme == http::uri::Scheme::HTTPS),
                 };
-                self.journey(snap, conn, r, &mut parts, None, &transport)
-                    .await
+                let body = if body_len == 0 {
+                    Ok(CallerBody::None)
+                } else {
+                    read_body(caller, buf, head_len, body_len, &snap.config.proxy)
+                        .await
+                        .map(CallerBody::Read)
+                        .map_err(|e| e.into_proxy_error().with_profile(p.plan.profile()))
+                };
+                body_pending = false;
+                body_broken = body.is_err();
+                match body {
+                    Ok(body) => {
+                        self.journey(snap, conn, r, &mut parts, body, &transport)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         };
@@ -1481,7 +1518,11 @@ impl Proxy {
                 }
             }
             Err(e) => {
-                let close = close || e.code == ErrorCode::BadRequest;
+                // A body refused before it was read is skipped when it is all there (as hyper
+                // does); otherwise the connection closes after the answer.
+                let skipped =
+                    !body_pending || body_arrived(caller, buf, head_len + body_len as usize);
+                let close = close || body_broken || !skipped || e.code == ErrorCode::BadRequest;
                 let resp = self.fail(snap, e, begun, metrics);
                 if write_response(caller, resp, head_request, close).await && !close {
                     Step::KeepAlive
@@ -1491,6 +1532,53 @@ impl Proxy {
             }
         }
     }
+}
+
+/// Reads the rest of a body of `n` bytes that starts at `start` in `buf` (part of it may have come
+/// with the head), each wait within `body_read_timeout` and all of it within `body_total_timeout`,
+/// as the general path's body phase does. Bytes past it (a pipelined request) stay in `buf`.
+async fn read_body(
+    caller: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    start: usize,
+    n: u64,
+    p: &crate::config::ProxySettings,
+) -> Result<Bytes, BodyError> {
+    let end = start + n as usize;
+    if buf.len() < end {
+        buf.reserve(end - buf.len());
+        let deadline = Instant::now() + p.body_total_timeout;
+        while buf.len() < end {
+            let wait = (Instant::now() + p.body_read_timeout).min(deadline);
+            match tokio::time::timeout_at(wait, caller.read_buf(buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    return Err(BodyError::Incomplete {
+                        declared: n,
+                        received: (buf.len() - start) as u64,
+                    })
+                }
+                Ok(Ok(_)) => {}
+                Err(_) if Instant::now() >= deadline => {
+                    return Err(BodyError::TotalTimeout(p.body_total_timeout))
+                }
+                Err(_) => return Err(BodyError::Timeout(p.body_read_timeout)),
+            }
+        }
+    }
+    Ok(Bytes::copy_from_slice(&buf[start..end]))
+}
+
+/// Whether the request's bytes up to `end` are in `buf`, after reading what the caller has already
+/// sent without waiting.
+fn body_arrived(caller: &TcpStream, buf: &mut Vec<u8>, end: usize) -> bool {
+    while buf.len() < end {
+        buf.reserve(end - buf.len());
+        match caller.try_read_buf(buf) {
+            Ok(n) if n > 0 => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Whether a resolved request can stay on the fast path: a plain-HTTP upstream reached directly,
@@ -1741,6 +1829,13 @@ mod tests {
             panic!("not parsed");
         };
         assert!(h.close);
+        assert_eq!(h.body_len, 0);
+        // A body of declared length is read by the fast path (its size is judged per request).
+        let Parse::Done(h) = parsed("POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello")
+        else {
+            panic!("not parsed");
+        };
+        assert_eq!((h.body_len, h.len), (5, 47));
         assert!(matches!(
             parsed("GET / HTTP/1.1\r\nhost: x\r\n"),
             Parse::Partial
@@ -1750,8 +1845,10 @@ mod tests {
     #[test]
     fn anything_else_goes_to_the_general_path() {
         for raw in [
-            "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello",
             "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 99999999999999999999\r\n\r\n",
             "GET / HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\ncontent-length: 0\r\n\r\n",
             "PUT / HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n\r\n",
             "GET / HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",

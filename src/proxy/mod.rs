@@ -469,8 +469,15 @@ impl Proxy {
         let result = match resolve(snap, &mut parts, &mut metrics) {
             Ok(r) => {
                 let transport = pipeline::HyperTransport(r.client, snap.config.proxy.idle_timeout);
-                self.journey(snap, conn, r, &mut parts, Some(body), &transport)
-                    .await
+                self.journey(
+                    snap,
+                    conn,
+                    r,
+                    &mut parts,
+                    pipeline::CallerBody::Incoming(body),
+                    &transport,
+                )
+                .await
             }
             Err(e) => Err(e),
         };

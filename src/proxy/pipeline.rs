@@ -47,6 +47,17 @@ use crate::inject::{Inputs, Plan};
 use crate::metrics::RequestMetrics;
 use crate::token::{TokenErrorKind, TokenKey};
 
+/// The caller's body as a front end hands it to the pipeline.
+pub(crate) enum CallerBody {
+    /// The front end knows the request to be bodiless.
+    None,
+    /// hyper's body, read (or streamed) by the body phase.
+    Incoming(Incoming),
+    /// A body the front end has read whole (a declared length within its limit and
+    /// `max_body_bytes`).
+    Read(Bytes),
+}
+
 /// The request body as the attempts see it.
 pub(crate) enum AttemptBody {
     Stream(GuardedBody),
@@ -219,15 +230,14 @@ impl Proxy {
         );
     }
 
-    /// Phase 3: body, credential, place, send, replay. `body` is `None` for a request the front
-    /// end knows to be bodiless.
+    /// Phase 3: body, credential, place, send, replay.
     pub(crate) async fn journey<T: Transport>(
         &self,
         snap: &Snapshot,
         conn: &ConnCtx,
         r: Resolved<'_>,
         parts: &mut http::request::Parts,
-        body: Option<Incoming>,
+        body: CallerBody,
         transport: &T,
     ) -> Result<T::Answer, ProxyError> {
         let Resolved {
@@ -247,8 +257,9 @@ impl Proxy {
             .filter(|o| !o.reauth_on.is_empty())
             .map_or(0, |o| o.replay_max);
         let body = match body {
-            None => AttemptBody::Buffered(Bytes::new()),
-            Some(body) => {
+            CallerBody::None => AttemptBody::Buffered(Bytes::new()),
+            CallerBody::Read(b) => AttemptBody::Buffered(b),
+            CallerBody::Incoming(body) => {
                 // Request trailers are not forwarded (`GuardedBody` ends at them): nor is the
                 // field announcing them.
                 parts.headers.remove(http::header::TRAILER);

@@ -135,10 +135,12 @@ fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
                 },
                 b.to_string(),
             ),
-            super::body::BodyError::Read(_) => ProxyError::new(
-                ErrorCode::UpstreamUnavailable,
-                "the caller's request body ended early",
-            ),
+            super::body::BodyError::Read(_) | super::body::BodyError::Incomplete { .. } => {
+                ProxyError::new(
+                    ErrorCode::UpstreamUnavailable,
+                    "the caller's request body ended early",
+                )
+            }
         };
     }
     if let Some(g) = crate::egress::find(e) {
