@@ -1,6 +1,7 @@
 //! One pipeline: the same request gives the same upstream request and the same answer with
 //! `proxy.fast_path` on and off, and through either front end (a bodiless GET takes the HTTP/1
-//! fast front end when it is on; a POST with a body always takes hyper). Each test runs in both
+//! fast front end when it is on, and so does a body of declared length up to 64 KiB; a chunked or
+//! larger body takes hyper). Each test runs in both
 //! settings (`both_settings!`), against a scripted raw upstream whose answers break the rules in
 //! the ways a real upstream can.
 
@@ -46,6 +47,7 @@ both_settings!(
     a_401_is_replayed_with_a_new_token_once,
     pipelined_mixed_requests_are_answered_in_order,
     an_https_upstream_is_reached_over_pooled_tls,
+    bodies_of_any_size_arrive_whole_on_one_connection,
 );
 
 /// The answer bytes for a request path.
@@ -598,4 +600,67 @@ async fn an_https_upstream_is_reached_over_pooled_tls(fast: bool) {
     // The three GETs share one TLS connection (the last one after the idle pause).
     assert_eq!(seen[0].conn, seen[1].conn, "{seen:#?}");
     assert_eq!(seen[0].conn, seen[2].conn, "{seen:#?}");
+}
+
+/// Bodies split across reads, bodies the fast front end reads whole and one over its 64 KiB limit
+/// (streamed by hyper), on one keep-alive connection: each arrives whole and in order, and the
+/// connection carries the next request.
+async fn bodies_of_any_size_arrive_whole_on_one_connection(fast: bool) {
+    let up = Upstream::start().await;
+    let h = Harness::start(&cfg(up.addr, fast)).await;
+    let body = |n: usize| -> Vec<u8> { (0..n).map(|i| b'a' + (i % 26) as u8).collect() };
+    let (small, big) = (body(5000), body(70_000));
+    let mut s = TcpStream::connect(h.server.proxy_addr).await.unwrap();
+    let mut req = b"POST /p/one HTTP/1.1\r\nHost: s\r\nContent-Length: 5000\r\n\r\n".to_vec();
+    req.extend_from_slice(&small);
+    // Sent in three pieces with pauses, so the body arrives over several reads (the pauses are
+    // the point: a slow sender).
+    for piece in [&req[..30], &req[30..2000], &req[2000..]] {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let mut req = b"PUT /p/two HTTP/1.1\r\nHost: s\r\nContent-Length: 70000\r\n\r\n".to_vec();
+    req.extend_from_slice(&big);
+    req.extend_from_slice(b"GET /p/three HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n");
+    s.write_all(&req).await.unwrap();
+    let mut answers = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answers))
+        .await
+        .expect("the sidecar closes after the last request")
+        .unwrap();
+    let answers = String::from_utf8_lossy(&answers);
+    assert_eq!(
+        answers.matches("HTTP/1.1 200 OK\r\n").count(),
+        3,
+        "{answers}"
+    );
+    let seen = up.seen();
+    let got: Vec<(String, usize)> = seen
+        .iter()
+        .map(|s| {
+            (
+                s.head.split(' ').nth(1).unwrap_or("").to_string(),
+                s.body.len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("/up/one".to_string(), 5000),
+            ("/up/two".to_string(), 70_000),
+            ("/up/three".to_string(), 0)
+        ]
+    );
+    assert_eq!(seen[0].body, small);
+    assert_eq!(seen[1].body, big);
+    for s in &seen {
+        assert!(
+            s.head
+                .to_ascii_lowercase()
+                .contains("x-api-key: pk-123\r\n"),
+            "{}",
+            s.head
+        );
+    }
 }
