@@ -3,9 +3,8 @@
 //! For `basic` and `api_key` these come from the config and never change while it is loaded, so field
 //! values that use only them are rendered once, at load (see `inject::Plan`).
 
-use base64::Engine;
-
 use crate::config::ProfileKind;
+use crate::http_util::{basic_credentials, BasicEncoding};
 use crate::secret::Secret;
 use crate::template::{Template, Var};
 
@@ -36,17 +35,16 @@ impl Credential {
                 api_key: Some(key.clone()),
                 ..Credential::default()
             },
-            ProfileKind::Basic { username, password } => {
-                let joined = format!("{}:{}", username.expose(), password.expose());
-                Credential {
-                    username: Some(username.clone()),
-                    password: Some(password.clone()),
-                    basic: Some(Secret::new(
-                        base64::engine::general_purpose::STANDARD.encode(joined),
-                    )),
-                    ..Credential::default()
-                }
-            }
+            ProfileKind::Basic { username, password } => Credential {
+                username: Some(username.clone()),
+                password: Some(password.clone()),
+                basic: Some(Secret::new(basic_credentials(
+                    username.expose(),
+                    password.expose(),
+                    BasicEncoding::Plain,
+                ))),
+                ..Credential::default()
+            },
         }
     }
 

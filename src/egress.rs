@@ -90,10 +90,9 @@ pub fn absolute_form_via<'c>(connector: Option<&'c Connector>, uri: &Uri) -> Opt
 }
 
 fn basic(c: &Connector) -> Option<HeaderValue> {
-    use base64::Engine;
+    use crate::http_util::{basic_credentials, BasicEncoding};
     let (u, p) = c.credentials.as_ref()?;
-    let b =
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", u.expose(), p.expose()));
+    let b = basic_credentials(u.expose(), p.expose(), BasicEncoding::Plain);
     let mut v = HeaderValue::from_str(&format!("Basic {b}")).ok()?;
     v.set_sensitive(true);
     Some(v)

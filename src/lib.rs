@@ -12,6 +12,7 @@ pub mod credential;
 pub mod egress;
 pub mod error;
 pub mod fuzzing;
+pub mod http_util;
 pub mod inject;
 pub mod logging;
 pub mod metrics;

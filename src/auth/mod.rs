@@ -45,19 +45,10 @@ pub struct Auth {
     hooks: Option<IdpHttp>,
 }
 
+/// Text for the sign-in pages: its first 500 characters, HTML-escaped.
 fn escape(s: &str) -> String {
-    s.chars()
-        .take(500)
-        .map(|c| match c {
-            '<' => "&lt;".to_string(),
-            '>' => "&gt;".to_string(),
-            '&' => "&amp;".to_string(),
-            '"' => "&quot;".to_string(),
-            '\'' => "&#39;".to_string(),
-            c if c.is_control() => " ".to_string(),
-            c => c.to_string(),
-        })
-        .collect()
+    let end = s.char_indices().nth(500).map_or(s.len(), |(i, _)| i);
+    crate::http_util::html_escape(&s[..end])
 }
 
 fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
@@ -405,9 +396,8 @@ impl Auth {
             (Entry::Basic | Entry::ApiKey, _, Some((a, _))) => {
                 let mut entered = flow.entered();
                 if o.entry == Entry::Basic {
-                    use base64::Engine;
-                    let basic = base64::engine::general_purpose::STANDARD
-                        .encode(format!("{}:{}", a.username, a.password));
+                    use crate::http_util::{basic_credentials, BasicEncoding};
+                    let basic = basic_credentials(&a.username, &a.password, BasicEncoding::Plain);
                     entered.push(("username".into(), Secret::new(a.username)));
                     entered.push(("password".into(), Secret::new(a.password)));
                     entered.push(("basic".into(), Secret::new(basic)));

@@ -292,10 +292,10 @@ impl OAuthSource {
         );
         match (s.client_auth, &s.client_secret) {
             (ClientAuth::Basic, Some(secret)) => {
-                use base64::Engine;
-                let id = crate::inject::encode::encode(&s.client_id).to_string();
-                let sec = crate::inject::encode::encode(secret.expose()).to_string();
-                let b = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{sec}"));
+                use crate::http_util::{basic_credentials, BasicEncoding};
+                // RFC 6749 §2.3.1: id and secret form-urlencoded before base64.
+                let b =
+                    basic_credentials(&s.client_id, secret.expose(), BasicEncoding::FormUrlencoded);
                 req = req.header(::http::header::AUTHORIZATION, format!("Basic {b}"));
             }
             (_, secret) => {

@@ -101,8 +101,9 @@ async fn setup(name: &str) -> Setup {
     }
 }
 
-/// Where the test writes its screenshot: `AUTHSIDECAR_CONSOLE_SCREENSHOT` (the README's picture is
-/// made with `AUTHSIDECAR_CONSOLE_SCREENSHOT=docs/console.png`), else the test's own folder.
+/// Where the test writes its screenshot: `AUTHSIDECAR_CONSOLE_SCREENSHOT` (the console picture in
+/// docs/operations.md is made with `AUTHSIDECAR_CONSOLE_SCREENSHOT=docs/console.png`), else the test's
+/// own folder.
 fn screenshot_path(dir: &Path) -> PathBuf {
     match std::env::var_os("AUTHSIDECAR_CONSOLE_SCREENSHOT") {
         Some(p) => {
