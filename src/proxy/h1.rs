@@ -1481,7 +1481,7 @@ impl Proxy {
                 }
             }
             Err(e) => {
-                let close = close || e.code == ErrorCode::BadRequest;
+                let close = close || e.closes();
                 let resp = self.fail(snap, e, begun, metrics);
                 if write_response(caller, resp, head_request, close).await && !close {
                     Step::KeepAlive
