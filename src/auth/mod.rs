@@ -111,7 +111,7 @@ fn page(
 /// A page the auth listener refuses with. Its status, `X-Authsidecar-Error`, `Cache-Control` and
 /// whether the connection closes come from the one error table (`crate::error`); the page shows
 /// the request id.
-pub(super) struct Refusal {
+struct Refusal {
     code: ErrorCode,
     title: String,
     text: String,
