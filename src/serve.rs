@@ -31,6 +31,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::error::{ErrorCode, ProxyError};
+
 /// Connection limits of one listener.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -63,8 +65,8 @@ impl Limits {
 }
 
 /// The connection cap shared by the workers of one listener: a connection past `max` is answered
-/// with a bare 503 (plain listeners, if the socket takes it at once) and closed before any request
-/// is read.
+/// with 503 `overloaded` (plain listeners, if the socket takes it at once) and closed before any
+/// request is read.
 #[derive(Debug)]
 pub struct ConnGate {
     max: usize,
@@ -111,7 +113,16 @@ impl Drop for GatePass {
     }
 }
 
-const OVER_CAP: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\nretry-after: 1\r\nx-authsidecar-error: overloaded\r\n\r\n";
+/// The answer to a connection past the cap, written before any request is read: 503 `overloaded`
+/// from the one error table (JSON, `Retry-After: 1`, then closed).
+fn over_cap(request_id: &str) -> Vec<u8> {
+    ProxyError::new(
+        ErrorCode::Overloaded,
+        "the listener has as many connections open as it allows; try again",
+    )
+    .with_retry_after(1)
+    .to_http1(request_id)
+}
 
 /// Milliseconds on tokio's clock (so tests can pause time), never 0.
 fn now_ms() -> u64 {
@@ -378,10 +389,11 @@ pub async fn serve<H, F>(
             Some(g) => match g.enter() {
                 Some(p) => Some(p),
                 None => {
+                    let request_id = crate::error::request_id(None);
                     if acceptor.is_none() {
-                        let _ = stream.try_write(OVER_CAP);
+                        let _ = stream.try_write(&over_cap(&request_id));
                     }
-                    tracing::debug!(%peer, "connection refused: the connection cap is reached");
+                    tracing::debug!(%peer, %request_id, "connection refused: the connection cap is reached");
                     continue;
                 }
             },
@@ -527,7 +539,22 @@ pub enum SmallBodyError {
     TooLarge,
     /// Not all there within the time allowed (stalled, or trickling).
     Timeout,
+    /// The input ended before the declared length.
+    Incomplete,
+    /// The framing could not be read.
     Read,
+}
+
+impl SmallBodyError {
+    /// The answer's code (each closes the connection: the body was not read to its end).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SmallBodyError::TooLarge => ErrorCode::PayloadTooLarge,
+            SmallBodyError::Timeout => ErrorCode::RequestTimeout,
+            SmallBodyError::Incomplete => ErrorCode::BodyIncomplete,
+            SmallBodyError::Read => ErrorCode::BadRequest,
+        }
+    }
 }
 
 /// Reads a whole small body: at most `max` bytes, all of it within `within` (a deadline for the whole
@@ -544,6 +571,7 @@ pub async fn read_small_body(
         Err(_) => Err(SmallBodyError::Timeout),
         Ok(Ok(b)) => Ok(b.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(SmallBodyError::TooLarge),
+        Ok(Err(e)) if crate::error::ended_early(&*e) => Err(SmallBodyError::Incomplete),
         Ok(Err(_)) => Err(SmallBodyError::Read),
     }
 }

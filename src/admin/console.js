@@ -31,7 +31,7 @@ function el(tag, props, ...children) {
 
 function errorText(body, status) {
   const e = body && body.error;
-  return e ? `${e.code}: ${e.message}` : `HTTP ${status}`;
+  return e ? `${e.code}: ${e.message} (request id ${e.request_id})` : `HTTP ${status}`;
 }
 
 const TESTABLE = ['oauth2_client_credentials', 'oauth2_password'];
@@ -154,7 +154,8 @@ async function reload() {
   } else {
     out.append(el('p', { className: 'error' }, 'Config not reloaded; the running config stays in force.'));
     const list = el('ul', {});
-    for (const e of (r.body && r.body.errors) || [errorText(r.body, r.status)]) list.append(el('li', {}, e));
+    const errors = r.body && r.body.error && r.body.error.errors;
+    for (const e of errors || [errorText(r.body, r.status)]) list.append(el('li', {}, e));
     out.append(list);
   }
   await loadProfiles();

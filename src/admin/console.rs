@@ -16,6 +16,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, HOST, LOCATION, ORIGIN, 
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use super::{full, Body};
+use crate::error::ErrorCode;
 use crate::http_util::html_escape;
 
 /// Name of the session cookie.
@@ -178,21 +179,26 @@ pub fn asset(path: &str) -> Option<Response<Body>> {
     }
 }
 
-/// The sign-in page, with a message when the last try failed.
-pub fn login_page(status: StatusCode, message: &str) -> Response<Body> {
-    let msg = if message.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "<p class=\"error\" id=\"login-error\">{}</p>",
-            html_escape(message)
-        )
+/// The sign-in page; after a refused try, with its message, and its code and request id (the
+/// status and headers of the one error table).
+pub fn login_page(refused: Option<(ErrorCode, &str, &str)>) -> Response<Body> {
+    let msg = match refused {
+        None => String::new(),
+        Some((_, message, request_id)) => format!(
+            "<p class=\"error\" id=\"login-error\">{} <small>Request id: <code>{}</code></small></p>",
+            html_escape(message),
+            html_escape(request_id)
+        ),
     };
-    page(
-        status,
+    let mut r = page(
+        StatusCode::OK,
         "text/html; charset=utf-8",
         LOGIN_HTML.replace("{{message}}", &msg),
-    )
+    );
+    if let Some((code, _, _)) = refused {
+        crate::error::mark(&mut r, code, None);
+    }
+    r
 }
 
 /// The console for a signed-in session.

@@ -16,21 +16,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use crate::config::{Profile, ProfileKind};
+use crate::error::{ErrorCode, ProxyError};
 use crate::proxy::Snapshot;
 use crate::secret::Secret;
 use crate::serve::{ConnInfo, Handler};
 use crate::token::TokenCache;
 
 mod console;
+mod router;
+
+use router::{Access, Endpoint};
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// An endpoint's answer, or the error to answer with.
+type Answer = Result<Response<Body>, ProxyError>;
 
 /// Reads the config again and applies it (`POST /admin/reload`): a summary, or every error.
 pub type ReloadFn = Arc<dyn Fn() -> Result<String, Vec<String>> + Send + Sync>;
@@ -68,10 +75,10 @@ impl Admin {
     }
 
     /// `POST /admin/profiles/{name}/test`.
-    async fn test(&self, name: &str, query: Option<&str>) -> Response<Body> {
+    async fn test(&self, name: &str, query: Option<&str>) -> Answer {
         let snap = self.snap();
         let Some(p) = snap.profiles.get(name) else {
-            return not_found_profile();
+            return Err(not_found_profile());
         };
         let Some((o, source)) = p
             .oauth
@@ -79,30 +86,22 @@ impl Admin {
             .filter(|o| !o.per_user)
             .and_then(|o| o.source.as_ref().map(|s| (o, s)))
         else {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                json!({"error": {"code": "not_testable", "message": "this profile type makes no token request"}}),
-            );
+            return Err(ProxyError::new(
+                ErrorCode::NotTestable,
+                "this profile type makes no token request",
+            ));
         };
         let params = crate::inject::encode::parse_form(query.unwrap_or("").as_bytes());
         let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let tenant = match get("tenant") {
             None | Some("") => None,
-            Some(t) => match crate::proxy::validate_tenant(t.as_bytes()) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    return json_response(
-                        StatusCode::BAD_REQUEST,
-                        json!({"error": {"code": e.code.as_str(), "message": e.message}}),
-                    )
-                }
-            },
+            Some(t) => Some(crate::proxy::validate_tenant(t.as_bytes())?),
         };
         if tenant.is_none() && source.settings().token_url_has_tenant {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                json!({"error": {"code": "tenant_invalid", "message": "the token URL uses {tenant}: add ?tenant=NAME"}}),
-            );
+            return Err(ProxyError::new(
+                ErrorCode::TenantInvalid,
+                "the token URL uses {tenant}: add ?tenant=NAME",
+            ));
         }
         let store = get("store") == Some("true");
         let (mut report, fetched) = crate::oauth::test_auth::run(source, tenant.as_deref()).await;
@@ -117,21 +116,22 @@ impl Admin {
             );
             report.stored = true;
         }
-        json_response(
+        Ok(json_response(
             StatusCode::OK,
             serde_json::to_value(&report).unwrap_or_default(),
-        )
+        ))
     }
 
     pub fn handler(self: &Arc<Self>, _conn: ConnInfo) -> AdminHandler {
         AdminHandler(self.clone())
     }
 
-    /// Whether the call may use `/admin/*`: the bearer token, or a console session (whose calls
-    /// that change state must carry its CSRF token and come from the console's own origin).
-    fn authorized(&self, req: &Request<Incoming>) -> Result<(), Box<Response<Body>>> {
+    /// Whether the call may use an [`Access::Admin`] route: the bearer token, or a console session
+    /// (whose calls that change state must carry its CSRF token and come from the console's own
+    /// origin). The one authorization check of the admin listener.
+    fn authorized(&self, req: &Request<Incoming>) -> Result<(), ProxyError> {
         let Some(token) = &self.snap().config.admin.token else {
-            return Err(Box::new(admin_disabled()));
+            return Err(admin_disabled());
         };
         let given = req
             .headers()
@@ -145,55 +145,43 @@ impl Admin {
             if console::csrf_ok(req.method(), req.headers(), &csrf) {
                 return Ok(());
             }
-            return Err(Box::new(json_response(
-                StatusCode::FORBIDDEN,
-                json!({"error": {"code": "csrf_failed", "message": "a console call that changes state needs the X-CSRF-Token header and the console's own origin"}}),
-            )));
+            return Err(ProxyError::new(
+                ErrorCode::CsrfFailed,
+                "a console call that changes state needs the X-CSRF-Token header and the console's own origin",
+            ));
         }
-        let mut r = json_response(
-            StatusCode::UNAUTHORIZED,
-            json!({"error": {"code": "unauthorized", "message": "missing or wrong admin bearer token"}}),
-        );
-        r.headers_mut().insert(
-            WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"authsidecar-admin\""),
-        );
-        Err(Box::new(r))
+        Err(ProxyError::new(
+            ErrorCode::Unauthorized,
+            "missing or wrong admin bearer token",
+        ))
     }
 
     /// `POST /admin/login`: the console's sign-in form (`token=`), answered with a session cookie.
-    async fn login(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn login(&self, req: Request<Incoming>, request_id: &str) -> Answer {
         let snap = self.snap();
         let Some(token) = &snap.config.admin.token else {
-            return admin_disabled();
+            return Err(admin_disabled());
         };
+        let refused = |code, message| console::login_page(Some((code, message, request_id)));
         if console::cross_site(req.headers()) {
-            return console::login_page(
-                StatusCode::FORBIDDEN,
+            return Ok(refused(
+                ErrorCode::CsrfFailed,
                 "Sign-in from another site refused.",
-            );
+            ));
         }
-        // A small form, all of it within `body_read_timeout`; otherwise answered and closed.
+        // A small form, all of it within `body_read_timeout`; otherwise answered and closed (each
+        // of these codes closes the connection).
         let within = snap.config.proxy.body_read_timeout;
-        let body = crate::serve::read_small_body(req.into_body(), 4096, within).await;
-        let body = match body {
+        let body = match crate::serve::read_small_body(req.into_body(), 4096, within).await {
             Ok(b) => b,
             Err(e) => {
-                let mut r = match e {
-                    crate::serve::SmallBodyError::Timeout => console::login_page(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "The sign-in form did not arrive in time.",
-                    ),
-                    _ => console::login_page(
-                        StatusCode::BAD_REQUEST,
-                        "The sign-in form could not be read.",
-                    ),
+                let message = match e {
+                    crate::serve::SmallBodyError::Timeout => {
+                        "The sign-in form did not arrive in time."
+                    }
+                    _ => "The sign-in form could not be read.",
                 };
-                r.headers_mut().insert(
-                    http::header::CONNECTION,
-                    http::HeaderValue::from_static("close"),
-                );
-                return r;
+                return Ok(refused(e.code(), message));
             }
         };
         let form = crate::inject::encode::parse_form(&body);
@@ -202,42 +190,65 @@ impl Admin {
             .find(|(k, _)| k == "token")
             .map(|(_, v)| v.as_bytes());
         if !given.is_some_and(|g| token.ct_eq(g)) {
-            tracing::warn!("admin console: sign-in with a wrong token");
-            return console::login_page(StatusCode::UNAUTHORIZED, "Wrong admin token.");
+            tracing::warn!(request_id, "admin console: sign-in with a wrong token");
+            return Ok(refused(ErrorCode::Unauthorized, "Wrong admin token."));
         }
         let (id, _) = self.sessions.create();
         tracing::info!("admin console: signed in");
-        console::redirect_with_cookie(Some(&id), snap.config.admin.tls.is_some())
+        Ok(console::redirect_with_cookie(
+            Some(&id),
+            snap.config.admin.tls.is_some(),
+        ))
     }
 
+    /// One request: the route table (`router.rs`) finds the endpoint, [`Admin::authorized`] checks
+    /// the caller where the route asks for it, and every error becomes the one JSON error answer.
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let request_id = crate::error::request_id(req.headers().get("x-request-id"));
         let path = req.uri().path().to_string();
-        match (req.method(), path.as_str()) {
-            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-            (&Method::GET, "/readyz") => {
-                if !self.ready.load(Ordering::Acquire) {
-                    return text(StatusCode::SERVICE_UNAVAILABLE, "starting\n");
-                }
-                // The store's state is reported, not a reason to stop serving: requests whose
-                // token is cached keep working while a shared store is away.
-                let store = self.snap().store.clone();
-                let state = tokio::task::spawn_blocking(move || {
-                    (store.ping().map_err(|e| e.to_string()), store.errors())
-                })
-                .await;
-                match state {
-                    Ok((Ok(()), errors)) => text(
-                        StatusCode::OK,
-                        format!("ready\nstore: ok\nstore_errors: {errors}\n"),
-                    ),
-                    Ok((Err(e), errors)) => text(
-                        StatusCode::OK,
-                        format!("ready\nstore: unavailable ({e})\nstore_errors: {errors}\n"),
-                    ),
-                    Err(_) => text(StatusCode::OK, "ready\n"),
-                }
+        let Some((route, param)) = router::find(&path) else {
+            return fail(
+                ProxyError::new(ErrorCode::NotFound, "no such admin endpoint"),
+                &request_id,
+            );
+        };
+        if route.access == Access::Admin {
+            if let Err(e) = self.authorized(&req) {
+                return fail(e, &request_id);
             }
-            (&Method::GET, "/metrics") => {
+        }
+        let Some(endpoint) = route.endpoint(req.method()) else {
+            let mut r = fail(
+                ProxyError::new(
+                    ErrorCode::MethodNotAllowed,
+                    format!("{} allows {}", route.path, route.allow()),
+                ),
+                &request_id,
+            );
+            if let Ok(v) = HeaderValue::from_str(&route.allow()) {
+                r.headers_mut().insert(ALLOW, v);
+            }
+            return r;
+        };
+        let param = param.unwrap_or_default().to_string();
+        match self.call(endpoint, req, &param, &request_id).await {
+            Ok(r) => r,
+            Err(e) => fail(e, &request_id),
+        }
+    }
+
+    /// What each endpoint does. `param` is the segment the route's `{name}` matched.
+    async fn call(
+        &self,
+        endpoint: Endpoint,
+        req: Request<Incoming>,
+        param: &str,
+        request_id: &str,
+    ) -> Answer {
+        match endpoint {
+            Endpoint::Health => Ok(text(StatusCode::OK, "ok\n")),
+            Endpoint::Ready => self.ready().await,
+            Endpoint::Metrics => {
                 let mut r = text(StatusCode::OK, self.snap().metrics.encode());
                 r.headers_mut().insert(
                     CONTENT_TYPE,
@@ -245,32 +256,25 @@ impl Admin {
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     ),
                 );
-                r
+                Ok(r)
             }
-            (_, "/healthz" | "/readyz" | "/metrics") => method_not_allowed(),
-            (&Method::GET, "/admin" | "/admin/") => {
+            Endpoint::Console => {
                 if self.snap().config.admin.token.is_none() {
-                    return console::login_page(
-                        StatusCode::FORBIDDEN,
+                    return Ok(console::login_page(Some((
+                        ErrorCode::AdminDisabled,
                         "The console is off: set [admin] token in the config.",
-                    );
+                        request_id,
+                    ))));
                 }
-                match self.sessions.find(req.headers()) {
+                Ok(match self.sessions.find(req.headers()) {
                     Some(csrf) => console::console_page(&csrf),
-                    None => console::login_page(StatusCode::OK, ""),
-                }
+                    None => console::login_page(None),
+                })
             }
-            (&Method::GET, p @ ("/admin/console.js" | "/admin/console.css")) => {
-                console::asset(p).unwrap_or_else(method_not_allowed)
-            }
-            (&Method::POST, "/admin/login") => self.login(req).await,
-            (m, "/admin/logout") => {
-                if let Err(r) = self.authorized(&req) {
-                    return *r;
-                }
-                if m != Method::POST {
-                    return method_not_allowed();
-                }
+            Endpoint::Asset => console::asset(req.uri().path())
+                .ok_or_else(|| ProxyError::new(ErrorCode::NotFound, "no such asset")),
+            Endpoint::Login => self.login(req, request_id).await,
+            Endpoint::Logout => {
                 self.sessions.remove(req.headers());
                 let mut r = json_response(StatusCode::OK, json!({"signed_out": true}));
                 let clear =
@@ -278,65 +282,30 @@ impl Admin {
                 if let Some(c) = clear.headers().get(http::header::SET_COOKIE) {
                     r.headers_mut().insert(http::header::SET_COOKIE, c.clone());
                 }
-                r
+                Ok(r)
             }
-            (
-                _,
-                "/admin" | "/admin/" | "/admin/login" | "/admin/console.js" | "/admin/console.css",
-            ) => method_not_allowed(),
-            (m, p) if p == "/admin/tokens" || p.starts_with("/admin/tokens/") => {
-                if let Err(r) = self.authorized(&req) {
-                    return *r;
-                }
-                match (m, p.strip_prefix("/admin/tokens/")) {
-                    (&Method::GET, None) => self.tokens().await,
-                    (&Method::DELETE, Some(profile)) => {
-                        self.revoke(profile, req.uri().query()).await
-                    }
-                    _ => method_not_allowed(),
-                }
+            Endpoint::Profiles => {
+                let snap = self.snap();
+                let profiles: Vec<Value> = snap
+                    .config
+                    .profiles
+                    .values()
+                    .map(|p| self.profile_json(p))
+                    .collect();
+                Ok(json_response(
+                    StatusCode::OK,
+                    json!({ "profiles": profiles }),
+                ))
             }
-            (m, "/admin/reload") => {
-                if let Err(r) = self.authorized(&req) {
-                    return *r;
-                }
-                if m != Method::POST {
-                    return method_not_allowed();
-                }
-                let Some(reload) = self.reloader.clone() else {
-                    return json_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        json!({"error": {"code": "reload_unavailable", "message": "this server has no config file to read again"}}),
-                    );
-                };
-                match tokio::task::spawn_blocking(move || reload()).await {
-                    Ok(Ok(summary)) => {
-                        tracing::info!("admin: {summary}");
-                        json_response(
-                            StatusCode::OK,
-                            json!({"reloaded": true, "summary": summary}),
-                        )
-                    }
-                    Ok(Err(errors)) => {
-                        tracing::warn!(errors = errors.len(), "admin: config not reloaded");
-                        json_response(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            json!({"reloaded": false, "errors": errors}),
-                        )
-                    }
-                    Err(_) => json_response(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        json!({"reloaded": false, "errors": ["reload task failed"]}),
-                    ),
-                }
-            }
-            (m, "/admin/certificates/reload") => {
-                if let Err(r) = self.authorized(&req) {
-                    return *r;
-                }
-                if m != Method::POST {
-                    return method_not_allowed();
-                }
+            Endpoint::Profile => match self.snap().config.profile(param) {
+                Some(p) => Ok(json_response(StatusCode::OK, self.profile_json(p))),
+                None => Err(not_found_profile()),
+            },
+            Endpoint::TestProfile => self.test(param, req.uri().query()).await,
+            Endpoint::Tokens => Ok(self.tokens().await),
+            Endpoint::Revoke => self.revoke(param, req.uri().query()).await,
+            Endpoint::Reload => self.reload().await,
+            Endpoint::CertificatesReload => {
                 let (reloaded, errors) =
                     tokio::task::spawn_blocking(|| crate::tls::reload_all(true))
                         .await
@@ -346,46 +315,75 @@ impl Admin {
                     failed = errors.len(),
                     "admin: certificates re-read"
                 );
-                json_response(
-                    if errors.is_empty() {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::INTERNAL_SERVER_ERROR
-                    },
-                    json!({"reloaded": reloaded, "errors": errors}),
-                )
-            }
-            (m, p) if p == "/admin/profiles" || p.starts_with("/admin/profiles/") => {
-                if let Err(r) = self.authorized(&req) {
-                    return *r;
-                }
-                if let Some(name) = p
-                    .strip_prefix("/admin/profiles/")
-                    .and_then(|r| r.strip_suffix("/test"))
-                {
-                    if m != Method::POST {
-                        return method_not_allowed();
-                    }
-                    return self.test(name, req.uri().query()).await;
-                }
-                if m != Method::GET {
-                    return method_not_allowed();
-                }
-                match p.strip_prefix("/admin/profiles/") {
-                    None => json_response(
+                if errors.is_empty() {
+                    Ok(json_response(
                         StatusCode::OK,
-                        json!({"profiles": self.snap().config.profiles.values().map(|p| self.profile_json(p)).collect::<Vec<_>>()}),
-                    ),
-                    Some(name) => match self.snap().config.profile(name) {
-                        Some(p) => json_response(StatusCode::OK, self.profile_json(p)),
-                        None => not_found_profile(),
-                    },
+                        json!({"reloaded": reloaded, "errors": errors}),
+                    ))
+                } else {
+                    Err(ProxyError::new(
+                        ErrorCode::CertificateReloadFailed,
+                        format!("{reloaded} certificates re-read; the others could not be (the old ones stay in use)"),
+                    )
+                    .with_errors(errors))
                 }
             }
-            _ => json_response(
-                StatusCode::NOT_FOUND,
-                json!({"error": {"code": "not_found", "message": "no such admin endpoint"}}),
+        }
+    }
+
+    /// `GET /readyz`.
+    async fn ready(&self) -> Answer {
+        if !self.ready.load(Ordering::Acquire) {
+            return Err(ProxyError::new(
+                ErrorCode::NotReady,
+                "starting: not every listener is bound yet",
+            ));
+        }
+        // The store's state is reported, not a reason to stop serving: requests whose token is
+        // cached keep working while a shared store is away.
+        let store = self.snap().store.clone();
+        let state = tokio::task::spawn_blocking(move || {
+            (store.ping().map_err(|e| e.to_string()), store.errors())
+        })
+        .await;
+        Ok(match state {
+            Ok((Ok(()), errors)) => text(
+                StatusCode::OK,
+                format!("ready\nstore: ok\nstore_errors: {errors}\n"),
             ),
+            Ok((Err(e), errors)) => text(
+                StatusCode::OK,
+                format!("ready\nstore: unavailable ({e})\nstore_errors: {errors}\n"),
+            ),
+            Err(_) => text(StatusCode::OK, "ready\n"),
+        })
+    }
+
+    /// `POST /admin/reload`.
+    async fn reload(&self) -> Answer {
+        let Some(reload) = self.reloader.clone() else {
+            return Err(ProxyError::new(
+                ErrorCode::ReloadUnavailable,
+                "this server has no config file to read again",
+            ));
+        };
+        match tokio::task::spawn_blocking(move || reload()).await {
+            Ok(Ok(summary)) => {
+                tracing::info!("admin: {summary}");
+                Ok(json_response(
+                    StatusCode::OK,
+                    json!({"reloaded": true, "summary": summary}),
+                ))
+            }
+            Ok(Err(errors)) => {
+                tracing::warn!(errors = errors.len(), "admin: config not reloaded");
+                Err(ProxyError::new(
+                    ErrorCode::ConfigInvalid,
+                    "config not reloaded; the running config stays in force",
+                )
+                .with_errors(errors))
+            }
+            Err(_) => Err(ProxyError::new(ErrorCode::Internal, "reload task failed")),
         }
     }
 
@@ -428,16 +426,16 @@ impl Admin {
 
     /// `DELETE /admin/tokens/{profile}?user=&tenant=`: forgets the token (and the user's grant), and
     /// asks the IdP to revoke the refresh token when the profile has a `revocation_url`.
-    async fn revoke(&self, profile: &str, query: Option<&str>) -> Response<Body> {
+    async fn revoke(&self, profile: &str, query: Option<&str>) -> Answer {
         let snap = self.snap();
         let Some(p) = snap.profiles.get(profile) else {
-            return not_found_profile();
+            return Err(not_found_profile());
         };
         let Some(o) = &p.oauth else {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                json!({"error": {"code": "not_revocable", "message": "this profile type has no tokens"}}),
-            );
+            return Err(ProxyError::new(
+                ErrorCode::NotRevocable,
+                "this profile type has no tokens",
+            ));
         };
         let params = crate::inject::encode::parse_form(query.unwrap_or("").as_bytes());
         let get = |k: &str| {
@@ -449,10 +447,7 @@ impl Admin {
         };
         let (user, tenant) = (get("user"), get("tenant").map(|t| t.to_ascii_lowercase()));
         if o.per_user && user.is_none() {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                json!({"error": {"code": "user_required", "message": "add ?user=ID"}}),
-            );
+            return Err(ProxyError::new(ErrorCode::UserRequired, "add ?user=ID"));
         }
         let key = o.key(p.plan.profile(), tenant.as_deref(), user.as_deref());
         let cached = self.cache.remove(&key);
@@ -497,10 +492,10 @@ impl Admin {
         }
         crate::oauth::grants::publish_invalidation(&self.snap().store, &key).await;
         tracing::info!(profile, user = user.is_some(), "admin: token revoked");
-        json_response(
+        Ok(json_response(
             StatusCode::OK,
             json!({"profile": profile, "cached_token_dropped": cached, "grant_deleted": grant_deleted, "idp_revocation": revoked}),
-        )
+        ))
     }
 
     /// A profile as operators see it: no secret value, only which secrets are set and their length.
@@ -619,25 +614,32 @@ fn json_response(status: StatusCode, v: Value) -> Response<Body> {
     r
 }
 
-fn admin_disabled() -> Response<Body> {
-    json_response(
-        StatusCode::FORBIDDEN,
-        json!({"error": {"code": "admin_disabled", "message": "set [admin] token to use the admin API"}}),
+/// The JSON error answer of the admin listener (the one error table's), and its log line. A 401
+/// names the scheme it wants.
+fn fail(e: ProxyError, request_id: &str) -> Response<Body> {
+    tracing::debug!(code = %e.code, %request_id, "admin: {}", e.message);
+    let unauthorized = e.code == ErrorCode::Unauthorized;
+    let mut r = e
+        .into_response(request_id)
+        .map(|b| b.map_err(|never| match never {}).boxed());
+    if unauthorized {
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"authsidecar-admin\""),
+        );
+    }
+    r
+}
+
+fn admin_disabled() -> ProxyError {
+    ProxyError::new(
+        ErrorCode::AdminDisabled,
+        "set [admin] token to use the admin API",
     )
 }
 
-fn not_found_profile() -> Response<Body> {
-    json_response(
-        StatusCode::NOT_FOUND,
-        json!({"error": {"code": "profile_not_found", "message": "no profile with that name"}}),
-    )
-}
-
-fn method_not_allowed() -> Response<Body> {
-    json_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        json!({"error": {"code": "method_not_allowed", "message": "method not allowed"}}),
-    )
+fn not_found_profile() -> ProxyError {
+    ProxyError::new(ErrorCode::ProfileNotFound, "no profile with that name")
 }
 
 #[derive(Clone)]

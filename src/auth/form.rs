@@ -1,9 +1,7 @@
 //! The start page's form: the tenant (when the request named none), the credentials of a per-user
 //! basic, api_key or password profile, and the profile's user fields.
 
-use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{Response, StatusCode};
 
 use super::{escape, page, Body};
 use crate::config::UserField;
@@ -106,13 +104,13 @@ impl Form<'_> {
         Ok(out)
     }
 
-    /// The form page. Only non-secret answers are filled in again after an error.
-    pub fn render(
-        &self,
-        status: StatusCode,
-        answers: &[(String, String)],
-        error: Option<&str>,
-    ) -> Response<Body> {
+    /// The form as first shown.
+    pub fn page(&self) -> Response<Body> {
+        page(StatusCode::OK, &self.title, "", Some(&self.html(&[])), None)
+    }
+
+    /// The form itself. Only non-secret answers are filled in again after an error.
+    pub fn html(&self, answers: &[(String, String)]) -> String {
         let mut inputs = String::new();
         let mut input = |label: &str, name: &str, secret: bool, max: usize, auto: &str| {
             let value = if secret {
@@ -159,21 +157,8 @@ impl Form<'_> {
                 "off",
             );
         }
-        let error = error
-            .map(|e| format!("<p role=\"alert\"><strong>{}</strong></p>", escape(e)))
-            .unwrap_or_default();
-        let html = format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1>{error}<form method=\"post\">{inputs}<p><button type=\"submit\">Continue</button></p></form></body></html>",
-            t = escape(&self.title),
-        );
-        let mut r = page(status, "", "");
-        *r.body_mut() = Full::new(Bytes::from(html)).map_err(|n| match n {}).boxed();
-        r.headers_mut().insert(
-            "content-security-policy",
-            HeaderValue::from_static(
-                "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
-            ),
-        );
-        r
+        format!(
+            "<form method=\"post\">{inputs}<p><button type=\"submit\">Continue</button></p></form>"
+        )
     }
 }

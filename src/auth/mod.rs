@@ -24,6 +24,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use crate::config::{AuthSettings, ClientTls, Grant};
+use crate::error::ErrorCode;
 use crate::inject::encode::{encode, parse_form};
 use crate::oauth::grants::{self, Flow, Ticket};
 use crate::oauth::http::IdpHttp;
@@ -51,11 +52,32 @@ fn escape(s: &str) -> String {
     crate::http_util::html_escape(&s[..end])
 }
 
-fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
+/// An HTML page of the auth listener: a title, a line of text, the start page's form when there is
+/// one, and the request id when the page refuses something.
+fn page(
+    status: StatusCode,
+    title: &str,
+    text: &str,
+    form: Option<&str>,
+    request_id: Option<&str>,
+) -> Response<Body> {
+    let text = match (text.is_empty(), request_id.is_some()) {
+        (true, _) => String::new(),
+        (false, true) => format!("<p role=\"alert\"><strong>{}</strong></p>", escape(text)),
+        (false, false) => format!("<p>{}</p>", escape(text)),
+    };
+    let rid = request_id
+        .map(|r| {
+            format!(
+                "<p><small>Request id: <code>{}</code></small></p>",
+                escape(r)
+            )
+        })
+        .unwrap_or_default();
     let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1><p>{x}</p></body></html>",
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1>{text}{form}{rid}</body></html>",
         t = escape(title),
-        x = escape(text)
+        form = form.unwrap_or_default(),
     );
     let mut r = Response::new(Full::new(Bytes::from(html)).map_err(|n| match n {}).boxed());
     *r.status_mut() = status;
@@ -67,11 +89,61 @@ fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        HeaderValue::from_static(if form.is_some() {
+            "default-src 'none'; form-action 'self'; frame-ancestors 'none'"
+        } else {
+            "default-src 'none'; frame-ancestors 'none'"
+        }),
     );
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     r
 }
+
+/// A page the auth listener refuses with. Its status, `X-Authsidecar-Error`, `Cache-Control` and
+/// whether the connection closes come from the one error table (`crate::error`); the page shows
+/// the request id.
+struct Refusal {
+    code: ErrorCode,
+    title: String,
+    text: String,
+    /// The start page's form, shown again under the message.
+    form: Option<String>,
+    retry_after: Option<u64>,
+    /// The request's body was left unread.
+    body_unread: bool,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, title: impl Into<String>, text: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            title: title.into(),
+            text: text.into(),
+            form: None,
+            retry_after: None,
+            body_unread: false,
+        }
+    }
+
+    fn page(self, request_id: &str) -> Response<Body> {
+        let mut r = page(
+            StatusCode::OK,
+            &self.title,
+            &self.text,
+            self.form.as_deref(),
+            Some(request_id),
+        );
+        crate::error::mark(&mut r, self.code, self.retry_after);
+        if self.body_unread {
+            r.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        r
+    }
+}
+
+/// An answer of the auth listener, or the page that refuses the request.
+type Answer = Result<Response<Body>, Refusal>;
 
 /// Largest start-page form accepted.
 const MAX_FORM_BYTES: usize = 16 * 1024;
@@ -79,44 +151,43 @@ const MAX_FORM_BYTES: usize = 16 * 1024;
 /// Lifetime of a record of entered credentials (per-user basic and api_key): until deleted.
 const ENTERED_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
-fn not_allowed() -> Response<Body> {
-    page(
-        StatusCode::METHOD_NOT_ALLOWED,
+fn not_allowed() -> Refusal {
+    Refusal::new(
+        ErrorCode::MethodNotAllowed,
         "Not allowed",
         "Use the link you were given.",
     )
 }
 
-fn link_invalid() -> Response<Body> {
-    page(
-        StatusCode::BAD_REQUEST,
+fn link_invalid() -> Refusal {
+    Refusal::new(
+        ErrorCode::LinkInvalid,
         "This link is no longer valid",
         "Ask for a new sign-in link.",
     )
 }
 
 /// A login link whose credential checks are used up.
-fn link_spent() -> Response<Body> {
-    page(
-        StatusCode::FORBIDDEN,
+fn link_spent() -> Refusal {
+    Refusal::new(
+        ErrorCode::LinkSpent,
         "This link is used up",
         "Too many sign-in attempts were made with this link. Ask for a new sign-in link.",
     )
 }
 
-/// Closes the connection after this answer (an unread or unfinished body).
-fn closing(mut r: Response<Body>) -> Response<Body> {
-    r.headers_mut()
-        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    r
-}
-
-fn busy() -> Response<Body> {
-    page(
-        StatusCode::SERVICE_UNAVAILABLE,
+/// The store did not answer.
+fn busy() -> Refusal {
+    Refusal::new(
+        ErrorCode::TokenStoreUnavailable,
         "Try again",
         "The service is busy.",
     )
+}
+
+/// A sign-in the identity provider could not complete (its error code in the text).
+fn idp_failed(code: ErrorCode, text: String) -> Refusal {
+    Refusal::new(code, "Sign-in failed", text)
 }
 
 fn profile_title(identity_provider: Option<&str>) -> String {
@@ -152,67 +223,65 @@ impl Auth {
         AuthHandler(self.clone())
     }
 
+    /// One request: its answer, or the page refusing it (with the request id).
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let request_id = crate::error::request_id(req.headers().get("x-request-id"));
+        match self.route(req).await {
+            Ok(r) => r,
+            Err(refusal) => {
+                tracing::debug!(code = %refusal.code, %request_id, "auth listener: {}", refusal.text);
+                refusal.page(&request_id)
+            }
+        }
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Answer {
         let path = req.uri().path().to_string();
         if let Some(ticket_id) = path.strip_prefix("/oauth/start/") {
             let ticket_id = ticket_id.to_string();
             return match *req.method() {
-                Method::GET => match self.ticket(&ticket_id, false).await {
-                    Ok(t) => self.start(&ticket_id, t, None).await,
-                    Err(r) => r,
-                },
+                Method::GET => {
+                    let ticket = self.ticket(&ticket_id, false).await?;
+                    self.start(&ticket_id, ticket, None).await
+                }
                 Method::POST => {
                     // The link first: a post to an unknown, expired or spent link is answered
-                    // without reading its body (and the connection closed).
-                    let ticket = match self.ticket(&ticket_id, true).await {
-                        Ok(t) => t,
-                        Err(r) => return closing(r),
-                    };
+                    // without reading its body, and the connection closed.
+                    let ticket = self.ticket(&ticket_id, true).await.map_err(unread_body)?;
                     // The start page's form: small, form-urlencoded, all of it within
-                    // `body_read_timeout`.
+                    // `body_read_timeout`. A form not read to its end closes the connection
+                    // (each of these codes does).
                     let within = self.snap().config.proxy.body_read_timeout;
-                    let too_large = || {
-                        closing(page(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "Sign-in failed",
-                            "The form was too large.",
-                        ))
-                    };
                     if crate::proxy::content_length(req.headers())
                         .is_some_and(|n| n > MAX_FORM_BYTES as u64)
                     {
-                        return too_large();
+                        return Err(form_unread(SmallBodyError::TooLarge));
                     }
-                    match read_small_body(req.into_body(), MAX_FORM_BYTES, within).await {
-                        Ok(b) => self.start(&ticket_id, ticket, Some(parse_form(&b))).await,
-                        Err(SmallBodyError::TooLarge) => too_large(),
-                        Err(SmallBodyError::Timeout) => closing(page(
-                            StatusCode::REQUEST_TIMEOUT,
-                            "Sign-in failed",
-                            "The form did not arrive in time. Open the link again.",
-                        )),
-                        Err(SmallBodyError::Read) => closing(page(
-                            StatusCode::BAD_REQUEST,
-                            "Sign-in failed",
-                            "The form could not be read.",
-                        )),
-                    }
+                    let body = read_small_body(req.into_body(), MAX_FORM_BYTES, within)
+                        .await
+                        .map_err(form_unread)?;
+                    self.start(&ticket_id, ticket, Some(parse_form(&body)))
+                        .await
                 }
-                _ => not_allowed(),
+                _ => Err(not_allowed()),
             };
         }
         if req.method() != Method::GET {
-            return not_allowed();
+            return Err(not_allowed());
         }
         if path == "/oauth/callback" {
             return self.callback(req.uri().query()).await;
         }
-        page(StatusCode::NOT_FOUND, "Not found", "There is nothing here.")
+        Err(Refusal::new(
+            ErrorCode::NotFound,
+            "Not found",
+            "There is nothing here.",
+        ))
     }
 
     /// The login link's ticket, unless it is unknown, expired or spent (the page to show then). A
     /// form posted (`posting`) to a spent link counts as a refused attempt.
-    async fn ticket(&self, ticket_id: &str, posting: bool) -> Result<Ticket, Response<Body>> {
+    async fn ticket(&self, ticket_id: &str, posting: bool) -> Result<Ticket, Refusal> {
         let store = self.snap().store.clone();
         let id = ticket_id.to_string();
         let read = blocking(move || {
@@ -233,8 +302,8 @@ impl Auth {
                 Err(link_spent())
             }
             Some(Ok(Some((t, _)))) => Ok(t),
-            Some(Ok(None)) => Err(page(
-                StatusCode::BAD_REQUEST,
+            Some(Ok(None)) => Err(Refusal::new(
+                ErrorCode::LinkInvalid,
                 "This link has expired",
                 "Ask for a new sign-in link and try again.",
             )),
@@ -245,7 +314,7 @@ impl Auth {
     /// Counts one credential check at the IdP against the login link and against the user's
     /// window, before it is made; past either limit nothing is sent to the IdP. Returns the
     /// attempts the link has left after this one.
-    async fn admit_attempt(&self, flow: &Flow) -> Result<u64, Response<Body>> {
+    async fn admit_attempt(&self, flow: &Flow) -> Result<u64, Refusal> {
         let s = &self.settings;
         let (max_link, max_user) = (s.max_link_attempts, s.max_user_attempts);
         let window = s.user_attempt_window.as_secs().max(1);
@@ -275,13 +344,12 @@ impl Auth {
                     .sign_in_attempt_refused(&flow.profile, reason);
                 tracing::warn!(profile = %flow.profile, user = %flow.user, reason, "sign-in attempt refused: too many credential checks");
                 Err(if reason == "user_limit" {
-                    let mut r = page(
-                        StatusCode::TOO_MANY_REQUESTS,
+                    let mut r = Refusal::new(
+                        ErrorCode::TooManyAttempts,
                         "Too many sign-in attempts",
                         "There were too many sign-in attempts for this account. Try again later.",
                     );
-                    r.headers_mut()
-                        .insert(http::header::RETRY_AFTER, HeaderValue::from(window));
+                    r.retry_after = Some(window);
                     r
                 } else {
                     link_spent()
@@ -300,7 +368,7 @@ impl Auth {
         ticket_id: &str,
         ticket: Ticket,
         answers: Option<Vec<(String, String)>>,
-    ) -> Response<Body> {
+    ) -> Answer {
         let snap = self.snap();
         let Some(o) = snap
             .profiles
@@ -308,7 +376,7 @@ impl Auth {
             .and_then(|p| p.oauth.as_ref())
             .filter(|o| o.per_user)
         else {
-            return link_invalid();
+            return Err(link_invalid());
         };
         let config_profile = snap.config.profile(&ticket.profile);
         let form = Form {
@@ -317,15 +385,20 @@ impl Auth {
             entry: o.entry,
             fields: config_profile.map_or(&[], |p| p.user_fields.as_slice()),
         };
+        // The form again, with what was wrong.
+        let again = |code: ErrorCode, raw: &[(String, String)], msg: String| Refusal {
+            form: Some(form.html(raw)),
+            ..Refusal::new(code, form.title.clone(), msg)
+        };
         let checked = if form.is_empty() {
             None
         } else {
             let Some(raw) = answers else {
-                return form.render(StatusCode::OK, &[], None);
+                return Ok(form.page());
             };
             match form.check(&raw) {
                 Ok(a) => Some((a, raw)),
-                Err(msg) => return form.render(StatusCode::BAD_REQUEST, &raw, Some(&msg)),
+                Err(msg) => return Err(again(ErrorCode::FormInvalid, &raw, msg)),
             }
         };
         let flow = Flow {
@@ -345,10 +418,7 @@ impl Auth {
                 self.to_idp(&ticket, flow, source, form.is_empty()).await
             }
             (Entry::Password, Some(source), Some((a, raw))) => {
-                let left = match self.admit_attempt(&flow).await {
-                    Ok(left) => left,
-                    Err(r) => return r,
-                };
+                let left = self.admit_attempt(&flow).await?;
                 let result = source
                     .request(
                         &source.http,
@@ -370,26 +440,25 @@ impl Auth {
                     }
                     Err(e) if e.kind == TokenErrorKind::GrantInvalid && left == 0 => {
                         tracing::warn!(profile = %flow.profile, user = %flow.user, "login link spent: the identity provider refused its last credential check");
-                        link_spent()
+                        Err(link_spent())
                     }
-                    Err(e) if e.kind == TokenErrorKind::GrantInvalid => form.render(
-                        StatusCode::BAD_REQUEST,
+                    Err(e) if e.kind == TokenErrorKind::GrantInvalid => Err(again(
+                        ErrorCode::CredentialsRejected,
                         &raw,
-                        Some(&format!(
+                        format!(
                             "The identity provider refused this username and password ({left} {} left with this link).",
                             if left == 1 { "attempt" } else { "attempts" }
-                        )),
-                    ),
+                        ),
+                    )),
                     Err(e) => {
                         tracing::warn!(profile = %flow.profile, "password exchange failed: {}", e.message);
-                        page(
-                            StatusCode::BAD_GATEWAY,
-                            "Sign-in failed",
-                            &format!(
+                        Err(idp_failed(
+                            e.code(),
+                            format!(
                                 "The identity provider could not sign you in ({}).",
                                 e.code()
                             ),
-                        )
+                        ))
                     }
                 }
             }
@@ -417,7 +486,7 @@ impl Auth {
                 };
                 self.finish(&flow, fetched).await
             }
-            _ => link_invalid(),
+            _ => Err(link_invalid()),
         }
     }
 
@@ -428,10 +497,10 @@ impl Auth {
         mut flow: Flow,
         source: &OAuthSource,
         direct: bool,
-    ) -> Response<Body> {
+    ) -> Answer {
         let s = source.settings();
         let Grant::AuthorizationCode(code) = &s.grant else {
-            return link_invalid();
+            return Err(link_invalid());
         };
         let challenge = if code.pkce {
             let (c, v) = oauth2::PkceCodeChallenge::new_random_sha256();
@@ -463,13 +532,13 @@ impl Auth {
             });
             match rendered {
                 Some(u) => url = u,
-                None => return link_invalid(),
+                None => return Err(link_invalid()),
             }
         }
         let (store, ttl) = (self.snap().store.clone(), self.settings.ticket_ttl);
         let state = match blocking(move || grants::new_flow(&store, ttl, &flow)).await {
             Some(Ok(s)) => s,
-            _ => return busy(),
+            _ => return Err(busy()),
         };
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(&format!(
@@ -490,49 +559,51 @@ impl Auth {
         } else {
             StatusCode::SEE_OTHER
         };
-        let mut r = page(status, "Signing in", "Continue at your identity provider.");
-        match HeaderValue::from_str(&url) {
-            Ok(v) => {
-                r.headers_mut().insert(LOCATION, v);
-                r
-            }
-            Err(_) => page(
-                StatusCode::INTERNAL_SERVER_ERROR,
+        let Ok(location) = HeaderValue::from_str(&url) else {
+            return Err(Refusal::new(
+                ErrorCode::Internal,
                 "Sign-in failed",
                 "The authorization URL is invalid.",
-            ),
-        }
+            ));
+        };
+        let mut r = page(
+            status,
+            "Signing in",
+            "Continue at your identity provider.",
+            None,
+            None,
+        );
+        r.headers_mut().insert(LOCATION, location);
+        Ok(r)
     }
 
-    async fn callback(&self, query: Option<&str>) -> Response<Body> {
+    async fn callback(&self, query: Option<&str>) -> Answer {
         let params = parse_form(query.unwrap_or("").as_bytes());
         let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let Some(state) = get("state").filter(|s| !s.is_empty()) else {
-            return page(
-                StatusCode::BAD_REQUEST,
-                "Sign-in failed",
+            return Err(callback_invalid(
                 "The answer from the identity provider has no state.",
-            );
+            ));
         };
         let store = self.snap().store.clone();
         let flow = match blocking(move || grants::take_flow(&store, &state)).await {
             Some(Ok(Some(f))) => f,
             Some(Ok(None)) => {
-                return page(
-                    StatusCode::BAD_REQUEST,
+                return Err(Refusal::new(
+                    ErrorCode::LinkInvalid,
                     "Sign-in failed",
                     "This sign-in is unknown, was already used, or has expired. Ask for a new sign-in link.",
-                )
+                ))
             }
-            _ => return page(StatusCode::SERVICE_UNAVAILABLE, "Try again", "The service is busy."),
+            _ => return Err(busy()),
         };
         if let Some(err) = get("error") {
             let desc = get("error_description").unwrap_or_default();
-            return page(
-                StatusCode::BAD_REQUEST,
+            return Err(Refusal::new(
+                ErrorCode::AuthorizationDenied,
                 "Sign-in was not completed",
-                &format!("{err}: {desc}"),
-            );
+                format!("{err}: {desc}"),
+            ));
         }
         let snap = self.snap();
         let Some(source) = snap
@@ -542,39 +613,33 @@ impl Auth {
             .filter(|o| o.entry == Entry::Code)
             .and_then(|o| o.source.as_ref())
         else {
-            return page(
-                StatusCode::BAD_REQUEST,
+            return Err(Refusal::new(
+                ErrorCode::LinkInvalid,
                 "Sign-in failed",
                 "This sign-in is no longer valid.",
-            );
+            ));
         };
         if let Grant::AuthorizationCode(c) = &source.settings().grant {
             if let Some(expected) = &c.issuer {
                 match get("iss") {
                     Some(iss) if &iss == expected => {}
                     Some(_) => {
-                        return page(
-                            StatusCode::BAD_REQUEST,
-                            "Sign-in failed",
+                        return Err(callback_invalid(
                             "The answer came from another identity provider (issuer mismatch).",
-                        )
+                        ))
                     }
                     None => {
-                        return page(
-                            StatusCode::BAD_REQUEST,
-                            "Sign-in failed",
+                        return Err(callback_invalid(
                             "The answer does not name its identity provider (issuer missing).",
-                        )
+                        ))
                     }
                 }
             }
         }
         let Some(code) = get("code").filter(|c| !c.is_empty()) else {
-            return page(
-                StatusCode::BAD_REQUEST,
-                "Sign-in failed",
+            return Err(callback_invalid(
                 "The answer from the identity provider has no code.",
-            );
+            ));
         };
         let redirect = self.settings.callback_url();
         let result = source
@@ -595,18 +660,17 @@ impl Auth {
             },
             Err(e) => {
                 tracing::warn!(profile = %flow.profile, "code exchange failed: {}", e.message);
-                return page(
-                    StatusCode::BAD_GATEWAY,
-                    "Sign-in failed",
-                    &format!("The identity provider refused the sign-in ({}).", e.code()),
-                );
+                return Err(idp_failed(
+                    e.code(),
+                    format!("The identity provider refused the sign-in ({}).", e.code()),
+                ));
             }
         };
         self.finish(&flow, fetched).await
     }
 
     /// Stores the user's grant, uses up the login link, tells `on_authorized`, shows success.
-    async fn finish(&self, flow: &Flow, fetched: Fetched) -> Response<Body> {
+    async fn finish(&self, flow: &Flow, fetched: Fetched) -> Answer {
         let name = grants::grant_name(&flow.profile, flow.tenant.as_deref(), &flow.user);
         let store = self.snap().store.clone();
         let ticket = flow.ticket.clone();
@@ -627,19 +691,45 @@ impl Auth {
                 if let (Some(url), Some(http)) = (hook, &self.hooks) {
                     notify(http.clone(), url, flow);
                 }
-                page(
+                Ok(page(
                     StatusCode::OK,
                     "You are signed in",
                     "You can close this page and return to the conversation.",
-                )
+                    None,
+                    None,
+                ))
             }
-            _ => page(
-                StatusCode::SERVICE_UNAVAILABLE,
+            _ => Err(Refusal::new(
+                ErrorCode::TokenStoreUnavailable,
                 "Try again",
                 "Your sign-in could not be saved.",
-            ),
+            )),
         }
     }
+}
+
+/// The callback's answer from the IdP cannot be used.
+fn callback_invalid(text: &str) -> Refusal {
+    Refusal::new(ErrorCode::CallbackInvalid, "Sign-in failed", text)
+}
+
+/// A post to the start page answered without reading its form: the connection closes after the
+/// answer, whatever its code (what follows on it could be the rest of the form).
+fn unread_body(r: Refusal) -> Refusal {
+    Refusal {
+        body_unread: true,
+        ..r
+    }
+}
+
+/// A start-page form that could not be read whole.
+fn form_unread(e: SmallBodyError) -> Refusal {
+    let text = match e {
+        SmallBodyError::TooLarge => "The form was too large.",
+        SmallBodyError::Timeout => "The form did not arrive in time. Open the link again.",
+        SmallBodyError::Incomplete | SmallBodyError::Read => "The form could not be read.",
+    };
+    Refusal::new(e.code(), "Sign-in failed", text)
 }
 
 /// `on_authorized`: POSTs `{"profile", "user", "tenant"}` so a bot can resume the conversation. In

@@ -64,13 +64,30 @@ impl std::error::Error for BodyError {
 }
 
 impl BodyError {
-    pub fn into_proxy_error(self) -> ProxyError {
-        let code = match &self {
+    /// The caller's fault in every case: a body that ends before its declared length (or its last
+    /// chunk) is `body_incomplete`, one whose framing cannot be read `bad_request`.
+    pub fn code(&self) -> ErrorCode {
+        match self {
             BodyError::TooLarge(_) => ErrorCode::PayloadTooLarge,
             BodyError::Timeout(_) | BodyError::TotalTimeout(_) => ErrorCode::RequestTimeout,
-            BodyError::Read(_) | BodyError::Incomplete { .. } => ErrorCode::BodyNotInjectable,
+            BodyError::Incomplete { .. } => ErrorCode::BodyIncomplete,
+            BodyError::Read(e) if crate::error::ended_early(e) => ErrorCode::BodyIncomplete,
+            BodyError::Read(_) => ErrorCode::BadRequest,
+        }
+    }
+
+    pub fn to_proxy_error(&self) -> ProxyError {
+        let code = self.code();
+        let message = if code == ErrorCode::BodyIncomplete {
+            "the caller's request body ended before its declared length".to_string()
+        } else {
+            self.to_string()
         };
-        ProxyError::new(code, self.to_string())
+        ProxyError::new(code, message)
+    }
+
+    pub fn into_proxy_error(self) -> ProxyError {
+        self.to_proxy_error()
     }
 }
 

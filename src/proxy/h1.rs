@@ -1522,7 +1522,7 @@ impl Proxy {
                 // does); otherwise the connection closes after the answer.
                 let skipped =
                     !body_pending || body_arrived(caller, buf, head_len + body_len as usize);
-                let close = close || body_broken || !skipped || e.code == ErrorCode::BadRequest;
+                let close = close || body_broken || !skipped || e.closes();
                 let resp = self.fail(snap, e, begun, metrics);
                 if write_response(caller, resp, head_request, close).await && !close {
                     Step::KeepAlive

@@ -199,7 +199,7 @@ pub fn user(value: &HeaderValue) -> Result<String, ProxyError> {
     match std::str::from_utf8(value.as_bytes()) {
         Ok(s) if !s.is_empty() && s.len() <= 256 => Ok(s.to_string()),
         _ => Err(ProxyError::new(
-            ErrorCode::UserRequired,
+            ErrorCode::UserInvalid,
             "X-Authsidecar-User must be 1-256 bytes of UTF-8",
         )),
     }

@@ -26,7 +26,7 @@ pub(crate) mod route;
 mod upstream;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -347,8 +347,6 @@ pub struct Proxy {
     snapshot: arc_swap::ArcSwap<Snapshot>,
     cache: Arc<TokenCache>,
     pub stats: Arc<ProxyStats>,
-    request_seq: AtomicU64,
-    id_prefix: u32,
 }
 
 pub(crate) fn content_length(h: &HeaderMap) -> Option<u64> {
@@ -363,17 +361,10 @@ impl Proxy {
         cache: Arc<TokenCache>,
         stats: Arc<ProxyStats>,
     ) -> Arc<Proxy> {
-        let id_prefix = std::process::id()
-            ^ (std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0));
         Arc::new(Proxy {
             snapshot: arc_swap::ArcSwap::new(snapshot),
             cache,
             stats,
-            request_seq: AtomicU64::new(0),
-            id_prefix,
         })
     }
 
@@ -399,23 +390,7 @@ impl Proxy {
     }
 
     fn request_id(&self, given: Option<HeaderValue>) -> String {
-        if let Some(v) = given {
-            if let Ok(s) = v.to_str() {
-                if !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()) {
-                    return s.to_string();
-                }
-            }
-        }
-        let n = self.request_seq.fetch_add(1, Ordering::Relaxed);
-        // 8 hex digits of the process's prefix, 12 of the sequence (no formatter on the hot path).
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut id = String::with_capacity(20);
-        for (v, digits) in [(u64::from(self.id_prefix), 8), (n, 12)] {
-            for i in (0..digits).rev() {
-                id.push(char::from(HEX[((v >> (4 * i)) & 0xf) as usize]));
-            }
-        }
-        id
+        crate::error::request_id(given.as_ref())
     }
 
     /// Puts a new snapshot in place (config reload); requests in flight finish on the old one.

@@ -125,23 +125,7 @@ impl Upstream {
 /// then connection failures.
 fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
     if let Some(b) = find_body_error(e) {
-        return match b {
-            super::body::BodyError::TooLarge(_)
-            | super::body::BodyError::Timeout(_)
-            | super::body::BodyError::TotalTimeout(_) => ProxyError::new(
-                match b {
-                    super::body::BodyError::TooLarge(_) => ErrorCode::PayloadTooLarge,
-                    _ => ErrorCode::RequestTimeout,
-                },
-                b.to_string(),
-            ),
-            super::body::BodyError::Read(_) | super::body::BodyError::Incomplete { .. } => {
-                ProxyError::new(
-                    ErrorCode::UpstreamUnavailable,
-                    "the caller's request body ended early",
-                )
-            }
-        };
+        return b.to_proxy_error();
     }
     if let Some(g) = crate::egress::find(e) {
         return ProxyError::new(g.code(), g.to_string());

@@ -317,6 +317,21 @@ async fn bad_path_tenant_and_user_values_are_refused() {
         (r.status.as_u16(), r.error_code().as_str()),
         (400, "user_required")
     );
+    // A user value that fails its rule (1-256 bytes of UTF-8) is not a missing one.
+    let long_user = "u".repeat(257);
+    let r = get(
+        &h.url("/p/x"),
+        &[
+            ("X-Authsidecar-User", long_user.as_str()),
+            ("X-Authsidecar-Tenant", "acme"),
+            ("X-Authsidecar-Context-Item", "i"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), r.error_code().as_str()),
+        (400, "user_invalid")
+    );
     let r = get(
         &h.url("/p/x"),
         &[

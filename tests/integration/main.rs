@@ -14,6 +14,7 @@ mod config_check;
 mod console;
 mod differential;
 mod edge;
+mod errors;
 mod fast_path;
 mod forwarding;
 mod fuzz_corpus;

@@ -1,0 +1,224 @@
+//! The admin listener's routes, as one table: each path, who may call it, and what each method
+//! does there. [`find`] is the only matcher; the authorization check and the 404 and 405 answers
+//! are written once, in `Admin::handle`.
+
+use http::Method;
+
+/// Who may call an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone who reaches the listener (health, metrics, the console's shell and sign-in).
+    Open,
+    /// The admin bearer token, or a console session (whose calls that change state need its CSRF
+    /// token and the console's own origin).
+    Admin,
+}
+
+/// What an endpoint does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Health,
+    Ready,
+    Metrics,
+    Console,
+    Asset,
+    Login,
+    Logout,
+    Profiles,
+    Profile,
+    TestProfile,
+    Tokens,
+    Revoke,
+    Reload,
+    CertificatesReload,
+}
+
+/// One path of the admin listener.
+pub struct Route {
+    /// Segments separated by `/`; `{name}` matches one non-empty segment, handed to the endpoint.
+    pub path: &'static str,
+    pub access: Access,
+    pub methods: &'static [(Method, Endpoint)],
+}
+
+impl Route {
+    /// The endpoint `method` reaches here, if any.
+    pub fn endpoint(&self, method: &Method) -> Option<Endpoint> {
+        self.methods
+            .iter()
+            .find(|(m, _)| m == method)
+            .map(|(_, e)| *e)
+    }
+
+    /// The methods allowed here, for `Allow`.
+    pub fn allow(&self) -> String {
+        let names: Vec<&str> = self.methods.iter().map(|(m, _)| m.as_str()).collect();
+        names.join(", ")
+    }
+}
+
+use Access::{Admin, Open};
+use Endpoint::*;
+
+/// Every route of the admin listener.
+pub static ROUTES: &[Route] = &[
+    Route {
+        path: "/healthz",
+        access: Open,
+        methods: &[(Method::GET, Health)],
+    },
+    Route {
+        path: "/readyz",
+        access: Open,
+        methods: &[(Method::GET, Ready)],
+    },
+    Route {
+        path: "/metrics",
+        access: Open,
+        methods: &[(Method::GET, Metrics)],
+    },
+    Route {
+        path: "/admin",
+        access: Open,
+        methods: &[(Method::GET, Console)],
+    },
+    Route {
+        path: "/admin/",
+        access: Open,
+        methods: &[(Method::GET, Console)],
+    },
+    Route {
+        path: "/admin/console.js",
+        access: Open,
+        methods: &[(Method::GET, Asset)],
+    },
+    Route {
+        path: "/admin/console.css",
+        access: Open,
+        methods: &[(Method::GET, Asset)],
+    },
+    Route {
+        path: "/admin/login",
+        access: Open,
+        methods: &[(Method::POST, Login)],
+    },
+    Route {
+        path: "/admin/logout",
+        access: Admin,
+        methods: &[(Method::POST, Logout)],
+    },
+    Route {
+        path: "/admin/profiles",
+        access: Admin,
+        methods: &[(Method::GET, Profiles)],
+    },
+    Route {
+        path: "/admin/profiles/{name}",
+        access: Admin,
+        methods: &[(Method::GET, Profile)],
+    },
+    Route {
+        path: "/admin/profiles/{name}/test",
+        access: Admin,
+        methods: &[(Method::POST, TestProfile)],
+    },
+    Route {
+        path: "/admin/tokens",
+        access: Admin,
+        methods: &[(Method::GET, Tokens)],
+    },
+    Route {
+        path: "/admin/tokens/{profile}",
+        access: Admin,
+        methods: &[(Method::DELETE, Revoke)],
+    },
+    Route {
+        path: "/admin/reload",
+        access: Admin,
+        methods: &[(Method::POST, Reload)],
+    },
+    Route {
+        path: "/admin/certificates/reload",
+        access: Admin,
+        methods: &[(Method::POST, CertificatesReload)],
+    },
+];
+
+/// The route matching `path`, and the segment its `{name}` matched.
+pub fn find(path: &str) -> Option<(&'static Route, Option<&str>)> {
+    ROUTES
+        .iter()
+        .find_map(|r| capture(r.path, path).map(|p| (r, p)))
+}
+
+/// Matches `path` against a pattern: `Some(param)` when it matches.
+fn capture<'p>(pattern: &str, path: &'p str) -> Option<Option<&'p str>> {
+    let mut param = None;
+    let mut want = pattern.split('/');
+    let mut got = path.split('/');
+    loop {
+        match (want.next(), got.next()) {
+            (None, None) => return Some(param),
+            (Some(w), Some(g)) if w.starts_with('{') && w.ends_with('}') && !g.is_empty() => {
+                param = Some(g)
+            }
+            (Some(w), Some(g)) if w == g => {}
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_match_whole_segments_and_capture_one() {
+        fn ep(path: &str, m: Method) -> Option<(Endpoint, Option<&str>)> {
+            find(path).and_then(|(r, p)| Some((r.endpoint(&m)?, p)))
+        }
+        assert_eq!(ep("/healthz", Method::GET), Some((Health, None)));
+        assert_eq!(ep("/healthz/", Method::GET), None);
+        assert_eq!(ep("/admin/", Method::GET), Some((Console, None)));
+        assert_eq!(
+            ep("/admin/profiles/demo", Method::GET),
+            Some((Profile, Some("demo")))
+        );
+        assert_eq!(
+            ep("/admin/profiles/demo/test", Method::POST),
+            Some((TestProfile, Some("demo")))
+        );
+        assert_eq!(
+            ep("/admin/tokens/p", Method::DELETE),
+            Some((Revoke, Some("p")))
+        );
+        assert!(find("/admin/profiles/").is_none(), "an empty name");
+        assert!(find("/admin/profiles/a/b").is_none());
+        assert!(find("/admin/nothing").is_none());
+        assert!(find("/admin/tokens/p")
+            .unwrap()
+            .0
+            .endpoint(&Method::GET)
+            .is_none());
+    }
+
+    #[test]
+    fn every_route_under_admin_but_the_console_shell_and_sign_in_needs_the_token() {
+        for r in ROUTES {
+            let open = matches!(
+                r.path,
+                "/healthz"
+                    | "/readyz"
+                    | "/metrics"
+                    | "/admin"
+                    | "/admin/"
+                    | "/admin/console.js"
+                    | "/admin/console.css"
+                    | "/admin/login"
+            );
+            assert_eq!(r.access == Access::Open, open, "{}", r.path);
+            assert!(!r.methods.is_empty());
+        }
+        assert_eq!(find("/admin/tokens").unwrap().0.allow(), "GET");
+    }
+}
