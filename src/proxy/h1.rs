@@ -1,14 +1,15 @@
 //! The HTTP/1.1 fast front end of the plain-TCP proxy listener, and its transport.
 //!
-//! Most calls a sidecar carries are bodiless HTTP/1.1 requests. For those, this loop reads the head
-//! with `httparse`, runs the pipeline's phases (`pipeline.rs`) with [`FastTransport`]: it writes the
+//! Most calls a sidecar carries are HTTP/1.1 requests without a body or with a small one. For
+//! those, this loop reads the head with `httparse` (and a `Content-Length` body of at most
+//! [`FAST_BODY_MAX`], whole, within the body timeouts), runs the pipeline's phases (`pipeline.rs`) with [`FastTransport`]: it writes the
 //! upstream request itself on a connection from this worker's own pool (plain TCP, or TLS with the
 //! route's settings for an `https` upstream), reads the answer's head by the rules of `message.rs`,
 //! and passes the body through as bytes. No HTTP library object is built for the answer, no task
 //! or channel sits between the two sockets, and an idle connection keeps no buffer.
 //!
 //! Anything else goes to the general (hyper) path, with the bytes read so far, for the rest of the
-//! connection: a request with a body (`Content-Length` other than 0, `Transfer-Encoding`),
+//! connection: a request with a chunked body or one over [`FAST_BODY_MAX`] or `max_body_bytes`,
 //! `Expect`, `Upgrade`, a `Connection` option other than `close` / `keep-alive`, HTTP/1.0, a
 //! target not in origin form, a head `httparse` does not accept or that is over the limits (hyper
 //! answers 400 / 431), HTTP/2, `proxy.fast_path = false`, and routes whose upstream is reached

@@ -4,8 +4,8 @@
 //! use: the config snapshot (routes, profiles, upstream clients), `resolve` (head checks, route,
 //! profile selection, control values), the credential phase with login links, and `build_head`
 //! (path parameters, query and header fields). The front ends are hyper (`Proxy::handle`, every
-//! protocol) and the HTTP/1 fast front end (`h1.rs`, bodiless HTTP/1.1 requests to plain-HTTP
-//! upstreams when `proxy.fast_path` is on); the HTTP/1 message rules both apply are in
+//! protocol) and the HTTP/1 fast front end (`h1.rs`, HTTP/1.1 requests without a body or with a
+//! small one of declared length, when `proxy.fast_path` is on); the HTTP/1 message rules both apply are in
 //! `message.rs`.
 //!
 //! What a caller can count on, whichever front end serves it:
