@@ -505,7 +505,7 @@ impl Auth {
         let challenge = if code.pkce {
             let (c, v) = oauth2::PkceCodeChallenge::new_random_sha256();
             flow.verifier = Some(v.secret().clone());
-            Some(c.as_str().to_string())
+            Some(c)
         } else {
             None
         };
@@ -540,32 +540,36 @@ impl Auth {
             Some(Ok(s)) => s,
             _ => return Err(busy()),
         };
-        url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str(&format!(
-            "response_type=code&client_id={}&redirect_uri={}&state={}",
-            encode(&s.client_id),
-            encode(&self.settings.callback_url()),
-            encode(&state)
-        ));
+        // The authorization request (RFC 6749 §4.1.1, RFC 7636 §4.3), built by the oauth2 crate
+        // on the profile's URL (its own query kept).
+        let invalid = || {
+            Refusal::new(
+                ErrorCode::Internal,
+                "Sign-in failed",
+                "The authorization URL is invalid.",
+            )
+        };
+        let auth_url = oauth2::AuthUrl::new(url).map_err(|_| invalid())?;
+        let redirect =
+            oauth2::RedirectUrl::new(self.settings.callback_url()).map_err(|_| invalid())?;
+        let client = oauth2::basic::BasicClient::new(oauth2::ClientId::new(s.client_id.clone()))
+            .set_auth_uri(auth_url)
+            .set_redirect_uri(redirect);
+        let mut request = client.authorize_url(|| oauth2::CsrfToken::new(state));
         if let Some(c) = challenge {
-            url.push_str(&format!("&code_challenge={c}&code_challenge_method=S256"));
+            request = request.set_pkce_challenge(c);
         }
         for (k, v) in &s.scope {
-            url.push_str(&format!("&{}={}", encode(k), encode(v)));
+            request = request.add_extra_param(k.as_str(), v.as_str());
         }
+        let url = request.url().0.to_string();
         // After a form POST, 303 makes the browser GET the IdP.
         let status = if direct {
             StatusCode::FOUND
         } else {
             StatusCode::SEE_OTHER
         };
-        let Ok(location) = HeaderValue::from_str(&url) else {
-            return Err(Refusal::new(
-                ErrorCode::Internal,
-                "Sign-in failed",
-                "The authorization URL is invalid.",
-            ));
-        };
+        let location = HeaderValue::from_str(&url).map_err(|_| invalid())?;
         let mut r = page(
             status,
             "Signing in",

@@ -265,6 +265,10 @@ impl OAuthSource {
 impl OAuthSource {
     /// RFC 7009: asks the IdP to revoke a token (the profile's `revocation_url`); errors are
     /// returned as text for the admin answer.
+    ///
+    /// Written here rather than with the oauth2 crate's `revoke_token`, which refuses every
+    /// `http` revocation URL, where the sidecar accepts one wherever it accepts an `http` token URL
+    /// (a loopback IdP, the mock provider); the client authentication is the token request's.
     pub async fn revoke(
         &self,
         tenant: Option<&str>,
