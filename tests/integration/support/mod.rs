@@ -282,15 +282,6 @@ pub fn refused() -> Refused {
     }
 }
 
-/// A port that was free a moment ago (for listeners that must be named before they start).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Where `needle` first stands in `hay` (raw-socket tests looking for the end of a head).
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
