@@ -78,6 +78,8 @@ pub struct Reloader {
     live: Arc<arc_swap::ArcSwap<proxy::Snapshot>>,
     /// Every proxy worker (each has its own snapshot, for its own upstream pools).
     proxies: Vec<Arc<proxy::Proxy>>,
+    /// Where the auth listener was bound (for an `auth.public_url` with port 0).
+    auth_addr: Option<SocketAddr>,
 }
 
 /// What a reload cannot change: listeners, workers, the store, the auth listener.
@@ -134,7 +136,8 @@ impl Reloader {
     /// once; requests in flight finish on the snapshot they started with. Cached tokens stay for
     /// profiles whose OAuth settings did not change (their cache keys are the same); changed
     /// profiles get new tokens.
-    pub fn apply(&self, config: Config) -> Result<String, Vec<String>> {
+    pub fn apply(&self, mut config: Config) -> Result<String, Vec<String>> {
+        resolve_public_url(&mut config, self.auth_addr);
         let Ok(mut current) = self.current.lock() else {
             return Err(vec!["a reload is already failing; restart".into()]);
         };
@@ -189,6 +192,34 @@ impl Reloader {
     }
 }
 
+/// An `auth.public_url` whose port is 0 stands for the auth listener's own port: with `listen` on
+/// port 0 (tests, several instances on one host) the links and the callback carry the port the
+/// listener was given, so nothing has to choose a free port before the start.
+fn resolve_public_url(config: &mut Config, auth_addr: Option<SocketAddr>) {
+    let (Some(a), Some(bound)) = (config.auth.as_mut(), auth_addr) else {
+        return;
+    };
+    if let Some(url) = with_port_for_zero(&a.public_url, bound.port()) {
+        a.public_url = url;
+    }
+}
+
+/// `url` with `port` in place of an explicit port 0; None when its port is not 0.
+fn with_port_for_zero(url: &str, port: u16) -> Option<String> {
+    if url.parse::<http::Uri>().ok()?.port_u16() != Some(0) {
+        return None;
+    }
+    let host_at = url.find("://")? + 3;
+    let rest = &url[host_at..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (host, _) = rest[..authority_end].rsplit_once(':')?;
+    Some(format!(
+        "{}{host}:{port}{}",
+        &url[..host_at],
+        &rest[authority_end..]
+    ))
+}
+
 /// A listening socket with SO_REUSEPORT, so every proxy worker can have its own on one address.
 fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = if addr.is_ipv4() {
@@ -223,6 +254,17 @@ impl Server {
         config: Config,
         path: Option<std::path::PathBuf>,
     ) -> Result<Server, StartError> {
+        let mut config = config;
+        // The auth listener first: an `auth.public_url` with port 0 takes the port it was given.
+        let auth_listener = match &config.auth {
+            Some(a) => Some(bind("auth", a.listen).await?),
+            None => None,
+        };
+        let auth_addr = match (&auth_listener, &config.auth) {
+            (Some(l), Some(a)) => Some(l.local_addr().unwrap_or(a.listen)),
+            _ => None,
+        };
+        resolve_public_url(&mut config, auth_addr);
         let config = Arc::new(config);
         let shutdown = Shutdown::new();
         let ready = Arc::new(AtomicBool::new(false));
@@ -466,10 +508,8 @@ impl Server {
                 })?;
         }
 
-        let auth_addr = match &config.auth {
-            Some(a) => {
-                let l = bind("auth", a.listen).await?;
-                let local = l.local_addr().unwrap_or(a.listen);
+        let auth_addr = match (&config.auth, auth_listener, auth_addr) {
+            (Some(a), Some(l), Some(local)) => {
                 let auth = auth::Auth::new(live.clone(), a.clone());
                 // The auth listener faces end users' browsers: same limits, its own cap.
                 let auth_limits = Limits {
@@ -486,7 +526,7 @@ impl Server {
                 ));
                 Some(local)
             }
-            None => None,
+            _ => None,
         };
         let reloader = Arc::new(Reloader {
             path,
@@ -496,6 +536,7 @@ impl Server {
             cache: cache.clone(),
             live: live.clone(),
             proxies,
+            auth_addr,
         });
         let reload_fn: admin::ReloadFn = {
             let r = reloader.clone();
@@ -734,5 +775,27 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_port_for_zero;
+
+    #[test]
+    fn a_public_url_with_port_0_takes_the_listeners_port() {
+        let cases = [
+            ("http://127.0.0.1:0", Some("http://127.0.0.1:41234")),
+            (
+                "https://auth.example.com:0/sidecar",
+                Some("https://auth.example.com:41234/sidecar"),
+            ),
+            ("http://[::1]:0", Some("http://[::1]:41234")),
+            ("http://127.0.0.1:8080", None),
+            ("https://auth.example.com", None),
+        ];
+        for (url, want) in cases {
+            assert_eq!(with_port_for_zero(url, 41234).as_deref(), want, "{url}");
+        }
     }
 }

@@ -199,7 +199,7 @@ async fn serve_raw(mut s: TcpStream, rec: Arc<Mutex<Vec<Vec<u8>>>>) {
         .unwrap_or("");
     if segment == "latetrailers" {
         // The head and a chunk, then 129 trailer fields 300 ms later: over the limit after the
-        // head went out.
+        // head went out (the delay is the point: the head is on its way before the trailers).
         let _ = s
             .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
             .await;
@@ -214,7 +214,7 @@ async fn serve_raw(mut s: TcpStream, rec: Arc<Mutex<Vec<Vec<u8>>>>) {
         return;
     }
     if segment == "stall" {
-        // Head and 3 of 100 body bytes, then nothing for 10 s.
+        // Head and 3 of 100 body bytes, then nothing for 10 s (a stalled upstream is the point).
         let _ = s
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc")
             .await;

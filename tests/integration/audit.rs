@@ -12,7 +12,7 @@ use authsidecar::mock::{MockProvider, MockSettings, TokenFault};
 use base64::Engine;
 use http::Method;
 
-use crate::support::fleet::{started, Exit};
+use crate::support::fleet::started;
 use crate::support::*;
 
 const CLIENT_ID: &str = "audit-client";
@@ -25,7 +25,8 @@ const BASIC_PASSWORD: &str = "canary-basic-pass-Q5x";
 const USER_KEY: &str = "canary-user-key-Q6x";
 const ADMIN: &str = "canary-admin-token-Q7x-0123456789";
 
-fn config(mock: std::net::SocketAddr, auth: u16, store: &str, key: &str) -> String {
+/// Every listener on port 0; `public_url` with port 0 takes the auth listener's port.
+fn config(mock: std::net::SocketAddr, store: &str, key: &str) -> String {
     format!(
         r#"
 [proxy]
@@ -37,8 +38,8 @@ listen = "127.0.0.1:0"
 token = "{ADMIN}"
 
 [auth]
-listen = "127.0.0.1:{auth}"
-public_url = "http://127.0.0.1:{auth}"
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:0"
 
 [store]
 kind = "file"
@@ -174,44 +175,29 @@ async fn no_secret_reaches_logs_errors_metrics_or_admin_output() {
     )
     .await
     .unwrap();
-    let dir = std::env::temp_dir().join(format!(
-        "authsidecar-audit-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("audit");
     let store_key = authsidecar::store::crypto::generate_key();
     let path = dir.join("audit.toml");
     let log_path = dir.join("sidecar.log");
-    // Proxy and admin on port 0; the auth port is in the links, so it is chosen here, and
-    // chosen again should something take it before the sidecar binds it.
-    let mut tries = 0;
-    let (mut child, at) = loop {
-        tries += 1;
-        std::fs::write(
-            &path,
-            config(
-                mock.addr,
-                free_port(),
-                &dir.join("grants.db").display().to_string(),
-                &store_key,
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_authsidecar"))
+    std::fs::write(
+        &path,
+        config(
+            mock.addr,
+            &dir.join("grants.db").display().to_string(),
+            &store_key,
+        ),
+    )
+    .unwrap();
+    let mut child = Proc::spawn(
+        "authsidecar",
+        Command::new(env!("CARGO_BIN_EXE_authsidecar"))
             .args(["run", "-c"])
             .arg(&path)
             .env("RUST_LOG", "trace")
             .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap();
-        match started(&mut child, &log_path, Duration::from_secs(20)).await {
-            Ok(at) => break (child, at),
-            Err(Exit::Bind(_)) if tries < 5 => {}
-            Err(e) => panic!("the sidecar {e}"),
-        }
-    };
+            .stderr(std::fs::File::create(&log_path).unwrap()),
+    );
+    let at = started(&mut child, &log_path, Duration::from_secs(20)).await;
     let base = format!("http://{}", at.proxy);
     let admin = format!("http://{}", at.admin);
     let bearer = format!("Bearer {ADMIN}");
@@ -402,8 +388,7 @@ async fn no_secret_reaches_logs_errors_metrics_or_admin_output() {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill();
     let log = std::fs::read_to_string(&log_path).unwrap();
 
     // The log is the real thing: TRACE lines from the sidecar and its libraries, access lines.
@@ -453,5 +438,4 @@ async fn no_secret_reaches_logs_errors_metrics_or_admin_output() {
         hits.len(),
         hits.join("\n")
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -15,27 +15,25 @@ use authsidecar::Server;
 
 use crate::support::*;
 
+/// The auth listener is on port 0 with `public_url = "http://127.0.0.1:0"`: links carry the port
+/// it was given (`server.auth_addr`).
 struct Setup {
     idp: MockProvider,
-    auth_port: u16,
     store: std::path::PathBuf,
     key: String,
+    _dir: TempDir,
 }
 
 impl Setup {
     async fn new() -> Setup {
-        let dir = std::env::temp_dir().join(format!(
-            "authsidecar-limits-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
+        let dir = TempDir::new("limits");
         Setup {
             idp: MockProvider::start(([127, 0, 0, 1], 0).into())
                 .await
                 .unwrap(),
-            auth_port: free_port(),
             store: dir.join("grants.db"),
             key: authsidecar::store::crypto::generate_key(),
+            _dir: dir,
         }
     }
 
@@ -47,10 +45,10 @@ impl Setup {
             self.store.display(),
             self.key
         );
-        self.config_with(proxy, extra, &store, self.auth_port)
+        self.config_with(proxy, extra, &store)
     }
 
-    fn config_with(&self, proxy: &str, extra: &str, store: &str, port: u16) -> Config {
+    fn config_with(&self, proxy: &str, extra: &str, store: &str) -> Config {
         let idp = self.idp.addr;
         let text = format!(
             r#"
@@ -58,8 +56,8 @@ impl Setup {
 {proxy}
 
 [auth]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:0"
 {extra}
 
 [store]
@@ -108,10 +106,6 @@ client_secret = "demo-secret"
         ))
         .unwrap();
         authsidecar::store::Store::open_file(&self.store, key, None).unwrap()
-    }
-
-    fn cleanup(&self) {
-        let _ = std::fs::remove_dir_all(self.store.parent().unwrap());
     }
 }
 
@@ -201,7 +195,6 @@ async fn a_post_to_an_unknown_login_link_is_answered_without_reading_its_body() 
     assert!(out.contains("This link has expired"), "{out}");
     assert!(took < Duration::from_secs(2), "{took:?}");
     server.shutdown().await;
-    s.cleanup();
 }
 
 #[tokio::test]
@@ -242,7 +235,6 @@ async fn stalled_or_trickling_start_page_forms_get_408_and_free_their_connection
     let r = post_form(&login, "username=demo-user&password=demo-password").await;
     assert_eq!(r.status, 200, "{}", text(&r));
     server.shutdown().await;
-    s.cleanup();
 }
 
 #[tokio::test]
@@ -262,7 +254,6 @@ async fn a_trickling_admin_sign_in_form_gets_408_and_is_closed() {
     assert!(out.starts_with("HTTP/1.1 408"), "{out:?}");
     assert!(took < Duration::from_secs(3), "{took:?}");
     server.shutdown().await;
-    s.cleanup();
 }
 
 #[tokio::test]
@@ -291,7 +282,6 @@ async fn a_trickling_proxy_body_ends_at_body_total_timeout() {
         "{took:?}"
     );
     server.shutdown().await;
-    s.cleanup();
 }
 
 #[tokio::test]
@@ -353,7 +343,6 @@ async fn password_guesses_on_one_link_stop_after_five_and_the_link_is_spent() {
     assert_eq!(r.status, 200, "{}", text(&r));
     assert_eq!(password_requests(), 6);
     server.shutdown().await;
-    s.cleanup();
 }
 
 #[tokio::test]
@@ -392,13 +381,21 @@ async fn password_guesses_per_user_and_profile_are_limited_across_links() {
         "{metrics}"
     );
     server.shutdown().await;
-    s.cleanup();
 }
 
 #[tokio::test]
 async fn a_login_link_keeps_one_live_state_and_an_earlier_one_fails() {
     let s = Setup::new().await;
-    let server = Server::start(s.config("", "")).await.unwrap();
+    // The links and the callback outlive a restart, which gives the auth listener a new port: one
+    // public URL in front of it, as a balancer would be.
+    let front = Relay::start().await;
+    let config = || {
+        let mut c = s.config("", "");
+        c.auth.as_mut().unwrap().public_url = format!("http://{}", front.addr);
+        c
+    };
+    let server = Server::start(config()).await.unwrap();
+    front.point_to(server.auth_addr.unwrap());
     let login = login_link(server.proxy_addr, "/code/x", "fay").await;
     // The first start, followed to the IdP: a callback URL with the first state.
     let to_idp = get(&login, &[]).await;
@@ -438,7 +435,8 @@ async fn a_login_link_keeps_one_live_state_and_an_earlier_one_fails() {
         assert_eq!(states.len(), 1, "{states:?}");
     }
     // The latest start still completes (after a restart: it lives in the store).
-    let server = Server::start(s.config("", "")).await.unwrap();
+    let server = Server::start(config()).await.unwrap();
+    front.point_to(server.auth_addr.unwrap());
     let callback = location(&get(&last, &[]).await);
     let r = get(&callback, &[]).await;
     assert_eq!(r.status, 200, "{}", text(&r));
@@ -449,7 +447,6 @@ async fn a_login_link_keeps_one_live_state_and_an_earlier_one_fails() {
     .await;
     assert_eq!(r.status, 200, "{}", text(&r));
     server.shutdown().await;
-    s.cleanup();
 }
 
 #[tokio::test]
@@ -461,13 +458,9 @@ async fn replicas_sharing_redis_count_one_links_guesses_together_and_keep_one_st
         redis.url(),
         s.key
     );
-    let (pa, pb) = (free_port(), free_port());
-    let a = Server::start(s.config_with("", "", &store, pa))
-        .await
-        .unwrap();
-    let b = Server::start(s.config_with("", "", &store, pb))
-        .await
-        .unwrap();
+    let a = Server::start(s.config_with("", "", &store)).await.unwrap();
+    let b = Server::start(s.config_with("", "", &store)).await.unwrap();
+    let (pa, pb) = (a.auth_addr.unwrap().port(), b.auth_addr.unwrap().port());
     let on = |port: u16, link: &str| {
         let path = link.split_once("/oauth/start/").unwrap().1;
         format!("http://127.0.0.1:{port}/oauth/start/{path}")
@@ -514,5 +507,4 @@ async fn replicas_sharing_redis_count_one_links_guesses_together_and_keep_one_st
     a.shutdown().await;
     b.shutdown().await;
     drop(redis);
-    s.cleanup();
 }

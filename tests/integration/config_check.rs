@@ -302,8 +302,7 @@ fn check_passes_on_every_shipped_config() {
 
 #[test]
 fn check_fails_with_every_error_and_no_secret() {
-    let dir = std::env::temp_dir().join(format!("authsidecar-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::TempDir::new("check");
     let file = dir.join("broken.toml");
     std::fs::write(
         &file,
@@ -336,7 +335,6 @@ fn check_fails_with_every_error_and_no_secret() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("line 2"), "{stderr}");
     assert!(!stderr.contains(SECRET), "{stderr}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -17,7 +17,8 @@ use crate::support::*;
 /// A client secret that must never appear on a console page.
 const BROKEN_SECRET: &str = "console-canary-secret-7f3a";
 
-fn config_text(mock: std::net::SocketAddr, auth_port: u16, extra: &str) -> String {
+/// The auth listener on port 0: `public_url` with port 0 takes the port it was given.
+fn config_text(mock: std::net::SocketAddr, extra: &str) -> String {
     format!(
         r#"
 [proxy]
@@ -28,8 +29,8 @@ listen = "127.0.0.1:0"
 token = "{ADMIN_TOKEN}"
 
 [auth]
-listen = "127.0.0.1:{auth_port}"
-public_url = "http://127.0.0.1:{auth_port}"
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:0"
 
 [[routes]]
 prefix = "/api/"
@@ -72,23 +73,16 @@ struct Setup {
     mock: MockProvider,
     server: Server,
     path: PathBuf,
-    dir: PathBuf,
-    auth_port: u16,
+    dir: TempDir,
 }
 
 async fn setup(name: &str) -> Setup {
     let mock = MockProvider::start(([127, 0, 0, 1], 0).into())
         .await
         .unwrap();
-    let dir = std::env::temp_dir().join(format!(
-        "authsidecar-{name}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new(name);
     let path = dir.join("sidecar.toml");
-    let auth_port = free_port();
-    std::fs::write(&path, config_text(mock.addr, auth_port, "")).unwrap();
+    std::fs::write(&path, config_text(mock.addr, "")).unwrap();
     let server = Server::start_with_path(Config::load(&path).unwrap(), Some(path.clone()))
         .await
         .unwrap();
@@ -97,7 +91,6 @@ async fn setup(name: &str) -> Setup {
         server,
         path,
         dir,
-        auth_port,
     }
 }
 
@@ -164,7 +157,7 @@ async fn the_console_in_a_real_browser() {
         assert!(row.contains(want), "cc row lacks {want:?}: {row}");
     }
     let row = b.text("#profiles tbody tr[data-profile='user']").await;
-    let callback = format!("http://127.0.0.1:{}/oauth/callback", s.auth_port);
+    let callback = format!("http://{}/oauth/callback", s.server.auth_addr.unwrap());
     assert!(row.contains(&callback), "{row}");
     assert!(row.contains("no user grants"), "{row}");
 
@@ -221,16 +214,12 @@ async fn the_console_in_a_real_browser() {
         .await;
 
     // Reload: an invalid file is refused with its key path; a valid one is applied.
-    std::fs::write(
-        &s.path,
-        config_text(s.mock.addr, s.auth_port, "colour = \"blue\""),
-    )
-    .unwrap();
+    std::fs::write(&s.path, config_text(s.mock.addr, "colour = \"blue\"")).unwrap();
     b.click("#reload").await;
     b.wait_text("#reload-result", "Config not reloaded").await;
     b.wait_text("#reload-result", "profiles.user.colour: unknown key")
         .await;
-    std::fs::write(&s.path, config_text(s.mock.addr, s.auth_port, "")).unwrap();
+    std::fs::write(&s.path, config_text(s.mock.addr, "")).unwrap();
     b.click("#reload").await;
     b.wait_text("#reload-result", "reloaded: 2 routes, 3 profiles")
         .await;
@@ -244,7 +233,6 @@ async fn the_console_in_a_real_browser() {
     assert!(!b.exists("#profiles").await);
     b.quit().await;
     s.server.shutdown().await;
-    let _ = std::fs::remove_dir_all(&s.dir);
 }
 
 /// Signs in over plain HTTP; returns the cookie header value and the page's CSRF token.
@@ -417,5 +405,4 @@ async fn console_sessions_refuse_missing_tokens_and_cross_site_calls() {
     let r = get(&format!("{admin}/admin/profiles"), &[("cookie", &cookie)]).await;
     assert_eq!(r.status, 401);
     s.server.shutdown().await;
-    let _ = std::fs::remove_dir_all(&s.dir);
 }

@@ -133,10 +133,11 @@ async fn serve_scripted(mut s: TcpStream, conn: usize, rec: Arc<Mutex<Vec<Seen>>
         drop_next = path.ends_with("/once");
         let (answer, after) = script(&path);
         if path.ends_with("/slow") {
+            // A slow upstream is the point: it answers after the route's 1 s timeout.
             tokio::time::sleep(Duration::from_secs(3)).await;
         }
         if path.ends_with("/stall") {
-            // Head and 3 of 10 body bytes, then nothing.
+            // Head and 3 of 10 body bytes, then nothing (a stalled upstream is the point).
             let _ = s
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
                 .await;
@@ -348,8 +349,18 @@ async fn pooled_connections_are_reused_and_replaced_when_closed() {
         let a = one_answer(&mut s).await;
         assert!(a.starts_with("HTTP/1.1 200"), "{path}: {a}");
     }
-    // The silent close reaches the sidecar's worker before the next request.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The silent close reaches the sidecar's worker before the next request: its pooled end is
+    // no longer ESTABLISHED (CLOSE_WAIT, or already closed).
+    wait_until(
+        "the upstream's silent close to reach the sidecar's pooled connection",
+        Duration::from_secs(5),
+        || async {
+            !tcp_sockets()
+                .iter()
+                .any(|t| t.remote_port == up.addr.port() && t.state == TCP_ESTABLISHED)
+        },
+    )
+    .await;
     for path in ["/f/d", "/f/e"] {
         s.write_all(get_req(path).as_bytes()).await.unwrap();
         let a = one_answer(&mut s).await;
@@ -469,6 +480,7 @@ async fn the_idle_timeout_counts_from_the_last_answer() {
             one_answer(&mut s).await.starts_with("HTTP/1.1 200"),
             "request {i}"
         );
+        // Pacing is the point: a request every 250 ms, each gap under the 1 s idle timeout.
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let last = std::time::Instant::now() - Duration::from_millis(250);
@@ -610,6 +622,7 @@ async fn a_caller_that_stops_reading_is_closed_after_the_idle_timeout() {
     sock.set_recv_buffer_size(4096).unwrap();
     let mut s = sock.connect(h.server.proxy_addr).await.unwrap();
     s.write_all(get_req("/f/big").as_bytes()).await.unwrap();
+    // Not reading for 3 s, past the 1 s idle timeout, is the point.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut got = 0usize;
     let mut chunk = vec![0u8; 1 << 16];
@@ -630,20 +643,6 @@ async fn a_caller_that_stops_reading_is_closed_after_the_idle_timeout() {
     assert!(got > 0 && got < BIG, "{got} bytes of a {BIG}-byte body");
 }
 
-/// TCP states (`/proc/net/tcp`, hex) of the sockets whose remote end is `port` on 127.0.0.1.
-fn states_towards(port: u16) -> Vec<String> {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    let remote = format!("0100007F:{port:04X}");
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(2) == Some(&remote.as_str())).then(|| f[3].to_string())
-        })
-        .collect()
-}
-
 /// An upstream that closes an idle pooled connection without a word: the sidecar's worker closes
 /// its end within its pool sweep (every 2 s), not only when the next request to that host comes.
 #[tokio::test]
@@ -656,18 +655,25 @@ async fn a_pooled_connection_the_upstream_closed_is_closed_without_waiting_for_a
     assert!(a.starts_with("HTTP/1.1 200"), "{a}");
     // The upstream closed after answering: at first the sidecar's pooled end is in CLOSE_WAIT
     // ("08") or already gone, and within the sweep it is gone.
-    let deadline = std::time::Instant::now() + Duration::from_secs(6);
-    loop {
-        let states = states_towards(up.addr.port());
-        if !states.iter().any(|st| st == "08") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still in CLOSE_WAIT after 6 s: {states:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(
+        "the sidecar to close its pooled end the upstream closed (neither ESTABLISHED nor CLOSE_WAIT)",
+        Duration::from_secs(6),
+        || {
+            let towards: Vec<TcpSocket> = tcp_sockets()
+                .into_iter()
+                .filter(|t| t.remote_port == up.addr.port())
+                .collect();
+            std::future::ready(if towards
+                .iter()
+                .any(|t| t.state == TCP_CLOSE_WAIT || t.state == TCP_ESTABLISHED)
+            {
+                Err(format!("{towards:?}"))
+            } else {
+                Ok(())
+            })
+        },
+    )
+    .await;
     // The next request (on a new client connection: this one idled out after 1 s) opens a new
     // upstream connection and works.
     let mut s = TcpStream::connect(h.server.proxy_addr).await.unwrap();

@@ -109,17 +109,11 @@ async fn http2_cleartext_is_served() {
 
 #[tokio::test]
 async fn upstream_refusing_connections_is_upstream_unavailable() {
-    // A port that was free a moment ago: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let h = Harness::start(&ROUTE.replace(
-        "http://{echo}/echo/base/",
-        &format!("http://127.0.0.1:{port}/"),
-    ))
-    .await;
+    // A port held by a socket that never listens: connections are refused.
+    let up = refused();
+    let h =
+        Harness::start(&ROUTE.replace("http://{echo}/echo/base/", &format!("http://{}/", up.addr)))
+            .await;
     let r = get(&h.url("/e/x"), &[]).await;
     assert_eq!(
         (r.status.as_u16(), r.error_code().as_str()),
@@ -149,12 +143,12 @@ async fn shutdown_lets_in_flight_requests_finish() {
     let h = Harness::start(&ROUTE.replace("timeout = \"400ms\"", "timeout = \"10s\"")).await;
     let url = h.url("/e/slow");
     let in_flight = tokio::spawn(async move { get(&url, &[("X-Mock-Delay-Ms", "600")]).await });
-    // Wait until the request has reached the upstream.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while h.echo.echo_count() == 0 {
-        assert!(Instant::now() < deadline, "request never arrived");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        "the request to reach the upstream",
+        Duration::from_secs(5),
+        || async { h.echo.echo_count() > 0 },
+    )
+    .await;
     let addr = h.server.proxy_addr;
     let drained = h.server.shutdown().await;
     let r = in_flight.await.unwrap();

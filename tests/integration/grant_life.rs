@@ -15,14 +15,15 @@ use http::Method;
 
 use crate::support::*;
 
-/// An authorization-code profile against the mock, memory store, `extra` added to the profile.
-fn user_config(mock: &MockProvider, auth_port: u16, extra: &str) -> Config {
+/// An authorization-code profile against the mock, memory store, `extra` added to the profile;
+/// the auth listener on port 0 (the links carry the port it was given).
+fn user_config(mock: &MockProvider, extra: &str) -> Config {
     let m = mock.addr;
     let text = format!(
         r#"
 [auth]
-listen = "127.0.0.1:{auth_port}"
-public_url = "http://127.0.0.1:{auth_port}"
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:0"
 
 [[routes]]
 prefix = "/u/"
@@ -52,9 +53,7 @@ impl Users {
         let mock = MockProvider::start_with(([127, 0, 0, 1], 0).into(), MockSettings::default())
             .await
             .unwrap();
-        let server = Server::start(user_config(&mock, free_port(), extra))
-            .await
-            .unwrap();
+        let server = Server::start(user_config(&mock, extra)).await.unwrap();
         Users { mock, server }
     }
 
@@ -203,7 +202,8 @@ async fn quick_401s_for_a_young_token_make_no_token_request() {
     let always_401 = [("X-Mock-Status", "401"), ("content-type", "text/plain")];
     assert_eq!(get(&h.url("/cc/warm"), &[]).await.status, 200);
     assert_eq!(h.echo.token_requests(), 1);
-    // Past the minimum age: the first 401s may replace the token, once for all of them.
+    // Past the minimum age (time passing is the point): the first 401s may replace the token,
+    // once for all of them.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let mut calls = Vec::new();
     for i in 0..20 {

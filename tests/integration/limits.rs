@@ -51,6 +51,7 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     s2.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
     let trickle = tokio::spawn(async move {
         for _ in 0..20 {
+            // Sending slowly is the point: a header line every 50 ms.
             tokio::time::sleep(Duration::from_millis(50)).await;
             if s2.write_all(b"X-A: b\r\n").await.is_err() {
                 return true;
@@ -102,6 +103,7 @@ async fn idle_keep_alive_connections_are_closed_and_busy_ones_kept() {
         let mut buf = vec![0u8; 8192];
         let n = s.read(&mut buf).await.unwrap();
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        // Pacing is the point: each gap is under the idle timeout.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(h.echo.echo_count(), 5);

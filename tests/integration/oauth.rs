@@ -138,7 +138,7 @@ async fn a_thousand_concurrent_requests_on_a_cold_cache_make_one_token_request()
     assert_eq!(h.echo.token_requests(), 1);
     assert_eq!(h.echo.counters().resource_ok.load(Ordering::SeqCst), 1000);
 
-    // The same after expiry.
+    // The same after expiry (time passing is the point: the 6-second token expires).
     tokio::time::sleep(Duration::from_millis(6100)).await;
     let statuses = burst(&h.url("/api/x"), 1000).await;
     assert!(statuses.iter().all(|s| *s == 200));
@@ -169,6 +169,7 @@ async fn five_second_tokens_never_reach_the_upstream_expired_and_refresh_without
         assert_eq!(r.status, 200);
         worst = worst.max(t.elapsed());
         n += 1;
+        // Pacing, not waiting for anything: a request every 20 ms for 15 s.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let c = h.echo.counters();
@@ -386,6 +387,7 @@ async fn a_failing_idp_is_not_hammered_and_nothing_is_cached() {
     );
     // Recovery: after the backoff the next request fetches and succeeds.
     h.echo.state.clear_faults();
+    // Time passing is the point: the backoff runs out.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(get(&h.url("/api/x"), &[]).await.status, 200);
     assert_eq!(h.echo.token_requests(), 2);
@@ -393,14 +395,10 @@ async fn a_failing_idp_is_not_hammered_and_nothing_is_cached() {
 
 #[tokio::test]
 async fn an_unreachable_idp_is_idp_unavailable() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let idp = refused();
     let text = CC.replace(
         "http://{echo}/oauth/token",
-        &format!("http://127.0.0.1:{port}/oauth/token"),
+        &format!("http://{}/oauth/token", idp.addr),
     );
     let h = start(&text, settings()).await;
     let r = expect_idp_error(&h, 503, "idp_unavailable").await;
@@ -549,8 +547,7 @@ async fn admin_test_reports_without_secrets_and_stores_only_when_asked() {
 #[tokio::test]
 async fn test_auth_command_masks_tokens_and_exits_by_result() {
     let h = start(CC, settings()).await;
-    let dir = std::env::temp_dir().join(format!("authsidecar-testauth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("testauth");
     let file = dir.join("c.toml");
     std::fs::write(
         &file,
@@ -622,7 +619,6 @@ async fn test_auth_command_masks_tokens_and_exits_by_result() {
     .unwrap();
     assert_eq!(failed.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&failed.stdout).contains("Auth Test Failed: idp_rejected"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// B17: a token endpoint whose name does not resolve is 502 `idp_dns_error`, named as the auth

@@ -565,8 +565,19 @@ async fn an_https_upstream_is_reached_over_pooled_tls(fast: bool) {
     .enumerate()
     {
         if i == 2 {
-            // Idle long enough for the server's session tickets to sit on the pooled connection.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Everything the server sent (its session tickets among it) has reached the pooled
+            // connection: nothing unacknowledged on the server's side.
+            wait_until(
+                "the TLS front's sockets to have nothing left in flight to the sidecar",
+                Duration::from_secs(5),
+                || async {
+                    tcp_sockets()
+                        .iter()
+                        .filter(|t| t.local_port == front.port() && t.state == TCP_ESTABLISHED)
+                        .all(|t| t.tx_queue == 0)
+                },
+            )
+            .await;
         }
         s.write_all(req.as_bytes()).await.unwrap();
         let mut got = Vec::new();

@@ -64,12 +64,7 @@ async fn reloads_under_load_lose_no_request() {
         .await
         .unwrap();
     mock.state.add_client("second-client", "second-secret");
-    let dir = std::env::temp_dir().join(format!(
-        "authsidecar-reload-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("reload");
     let path = dir.join("sidecar.toml");
     let extra = EXTRA_ROUTE.replace("{mock}", &mock.addr.to_string());
     std::fs::write(
@@ -101,11 +96,17 @@ async fn reloads_under_load_lose_no_request() {
                     failures.fetch_add(1, Ordering::SeqCst);
                 }
                 done.fetch_add(1, Ordering::SeqCst);
+                // Pacing, not waiting for anything: steady load over the reloads below.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until(
+        "the load to be running (8 requests answered)",
+        Duration::from_secs(10),
+        || async { done.load(Ordering::SeqCst) >= 8 },
+    )
+    .await;
 
     // 1. Invalid: refused with the key paths; the old config stays.
     std::fs::write(
@@ -213,7 +214,6 @@ async fn reloads_under_load_lose_no_request() {
     .await;
     assert_eq!(r.status, 401);
     s.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -221,12 +221,7 @@ async fn sighup_reloads_the_file_in_a_running_process() {
     let mock = MockProvider::start(([127, 0, 0, 1], 0).into())
         .await
         .unwrap();
-    let dir = std::env::temp_dir().join(format!(
-        "authsidecar-sighup-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("sighup");
     let text = |extra: &str| {
         config_text(mock.addr, "demo-client", "demo-secret", extra).replacen(
             "[proxy]\nlisten = \"127.0.0.1:0\"",
@@ -237,15 +232,15 @@ async fn sighup_reloads_the_file_in_a_running_process() {
     let path = dir.join("sidecar.toml");
     std::fs::write(&path, text("")).unwrap();
     let log = dir.join("sidecar.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_authsidecar"))
-        .args(["run", "-c"])
-        .arg(&path)
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = Proc::spawn(
+        "authsidecar",
+        std::process::Command::new(env!("CARGO_BIN_EXE_authsidecar"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
     let proxy = crate::support::fleet::started(&mut child, &log, Duration::from_secs(20))
         .await
-        .unwrap_or_else(|e| panic!("sidecar {e}"))
         .proxy;
     let extra_url = format!("http://{proxy}/extra/x");
     assert_eq!(get(&extra_url, &[]).await.error_code(), "no_route");
@@ -258,17 +253,16 @@ async fn sighup_reloads_the_file_in_a_running_process() {
     // An invalid file: the process keeps running on the old config and logs the key path.
     std::fs::write(&path, text("colour = 1")).unwrap();
     assert!(hup().success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log)
-        .unwrap()
-        .contains("profiles.cc.colour: unknown key")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no reload error logged"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "the reload error (profiles.cc.colour: unknown key) in the log",
+        Duration::from_secs(10),
+        || async {
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .contains("profiles.cc.colour: unknown key")
+        },
+    )
+    .await;
     assert_eq!(get(&format!("http://{proxy}/api/x"), &[]).await.status, 200);
     // A valid file with a new route: served after the signal, on every worker.
     std::fs::write(
@@ -277,21 +271,13 @@ async fn sighup_reloads_the_file_in_a_running_process() {
     )
     .unwrap();
     assert!(hup().success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if get(&extra_url, &[]).await.status == 200 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "SIGHUP did not reload"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "the new route to be served after SIGHUP",
+        Duration::from_secs(10),
+        || async { get(&extra_url, &[]).await.status == 200 },
+    )
+    .await;
     for _ in 0..20 {
         assert_eq!(get(&extra_url, &[]).await.status, 200);
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,16 +6,16 @@ use std::time::{Duration, Instant};
 
 use authsidecar::mock::{MockProvider, MockSettings, TokenFault};
 
-use crate::support::fleet::{free_port, Redis, RedisCluster, Replica};
+use crate::support::fleet::{Redis, RedisCluster, Replica};
 use crate::support::*;
 
 struct Fleet {
-    dir: std::path::PathBuf,
     mock: MockProvider,
     redis: Option<Redis>,
     cluster: Option<RedisCluster>,
     replicas: Vec<Replica>,
-    auth_port: u16,
+    /// Last: removed after the processes that write in it are gone.
+    _dir: TempDir,
 }
 
 /// The same URL on another replica's auth listener.
@@ -31,12 +31,7 @@ impl Fleet {
 
     /// `cluster`: a three-node Redis Cluster instead of one Redis.
     async fn start_on(n: usize, lifetime: Duration, cluster: bool) -> Fleet {
-        let dir = std::env::temp_dir().join(format!(
-            "authsidecar-fleet-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new("fleet");
         let mock = MockProvider::start_with(
             ([127, 0, 0, 1], 0).into(),
             MockSettings {
@@ -91,20 +86,19 @@ client_secret = "demo-secret"
 "#
         );
         // Every replica puts the same public URL in its links (one name behind a balancer): the
-        // first replica's auth listener.
-        let auth_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let public = format!("http://127.0.0.1:{}", auth_ports[0]);
-        let mut replicas = Vec::new();
-        for (i, port) in auth_ports.iter().enumerate() {
-            replicas.push(Replica::start(&dir, &format!("r{i}"), &body, &public, *port).await);
+        // first replica's auth listener, whose port is known once it has started.
+        let first = Replica::start(&dir, "r0", &body, None).await;
+        let public = format!("http://{}", first.auth);
+        let mut replicas = vec![first];
+        for i in 1..n {
+            replicas.push(Replica::start(&dir, &format!("r{i}"), &body, Some(&public)).await);
         }
         Fleet {
-            dir,
             mock,
             redis,
             cluster: redis_cluster,
             replicas,
-            auth_port: auth_ports[0],
+            _dir: dir,
         }
     }
 
@@ -138,7 +132,6 @@ impl Drop for Fleet {
             r.stop();
         }
         self.cluster.take();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -155,6 +148,7 @@ async fn six_hundred_requests_on_three_replicas_make_one_refresh() {
             200
         );
     }
+    // Time passing is the point: the 5-second token expires.
     tokio::time::sleep(Duration::from_millis(5500)).await;
     let before = f.counter(|c| &c.refresh_token);
     let mut tasks = Vec::new();
@@ -191,7 +185,7 @@ async fn a_login_crosses_replicas_and_a_replayed_callback_redeems_the_code_once(
         .as_str()
         .unwrap()
         .to_string();
-    assert!(login.contains(&format!(":{}/oauth/start/", f.auth_port)));
+    assert!(login.starts_with(&format!("http://{}/oauth/start/", a.auth)));
     // The link from A is opened on B.
     let to_idp = get(&on(b, &login), &[]).await;
     assert_eq!(to_idp.status, 302);
@@ -233,19 +227,19 @@ async fn a_revocation_on_one_replica_reaches_the_others_within_a_second() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let started = Instant::now();
-    loop {
-        let r = get(&b.url("/u/x"), &[("X-Authsidecar-User", "carol")]).await;
-        if r.status == 401 {
-            assert_eq!(r.error_code(), "authorization_required");
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "B still serves carol's token"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        "B to stop serving carol's revoked token (within a second)",
+        Duration::from_secs(1),
+        || async {
+            let r = get(&b.url("/u/x"), &[("X-Authsidecar-User", "carol")]).await;
+            if r.status == 401 {
+                assert_eq!(r.error_code(), "authorization_required");
+                return Ok(());
+            }
+            Err(format!("B still answers {}", r.status))
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -280,19 +274,19 @@ async fn redis_going_away_and_coming_back() {
 
     f.redis.as_mut().unwrap().restart().await;
     // Full recovery: dave's grant survived (append-only file), erin can be sent a login link.
-    let started = Instant::now();
-    loop {
-        let r = get(&b, &[("X-Authsidecar-User", "dave")]).await;
-        if r.status == 200 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "no recovery: {}",
-            r.status
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(
+        "B to serve dave again once Redis is back",
+        Duration::from_secs(5),
+        || async {
+            let r = get(&b, &[("X-Authsidecar-User", "dave")]).await;
+            if r.status == 200 {
+                Ok(())
+            } else {
+                Err(format!("no recovery: {}", r.status))
+            }
+        },
+    )
+    .await;
     assert_eq!(
         get(&a, &[("X-Authsidecar-User", "erin")])
             .await
@@ -306,9 +300,11 @@ async fn redis_going_away_and_coming_back() {
 async fn the_lock_holder_killed_mid_refresh_another_replica_finishes_it() {
     let mut f = Fleet::start(2, Duration::from_secs(5)).await;
     f.log_in("frank", 0).await;
+    // Time passing is the point: the 5-second token expires.
     tokio::time::sleep(Duration::from_millis(5500)).await;
     // A's refresh hangs at the IdP; A is killed while it holds the lock.
     let refreshes = f.counter(|c| &c.refresh_token);
+    let arrived = f.counter(|c| &c.token_requests);
     f.mock
         .state
         .set_token_fault(Some(TokenFault::Slow(Duration::from_secs(2))), Some(1));
@@ -320,7 +316,13 @@ async fn the_lock_holder_killed_mid_refresh_another_replica_finishes_it() {
         )
         .await;
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A asks the IdP only while it holds the refresh lock.
+    wait_until(
+        "A's refresh request to reach the IdP",
+        Duration::from_secs(5),
+        || async { f.counter(|c| &c.token_requests) > arrived },
+    )
+    .await;
     f.replicas[0].kill();
     hanging.abort();
     // B waits for A's lease to end, then refreshes with the grant's refresh token: nothing lost.
@@ -332,8 +334,8 @@ async fn the_lock_holder_killed_mid_refresh_another_replica_finishes_it() {
     .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let waited = started.elapsed();
-    // A took the lock about 0.5 s before it died and never renewed it: B waited for the rest of
-    // the 3-second lease rather than refreshing beside A.
+    // A took the lock just before it died and never renewed it: B waited for the rest of the
+    // 3-second lease rather than refreshing beside A.
     assert!(
         waited >= authsidecar::oauth::grants::REFRESH_LEASE - Duration::from_millis(1000),
         "B did not wait for A's lease: {waited:?}"
@@ -379,7 +381,7 @@ async fn a_redis_cluster_serves_the_fleet() {
         "{}",
         String::from_utf8_lossy(&r.body)
     );
-    // One refresh for the fleet.
+    // One refresh for the fleet, once the 5-second token has expired (time passing is the point).
     tokio::time::sleep(Duration::from_millis(5500)).await;
     let before = f.counter(|c| &c.refresh_token);
     let mut tasks = Vec::new();
@@ -405,25 +407,29 @@ async fn a_redis_cluster_serves_the_fleet() {
     )
     .await;
     assert_eq!(r.status, 200);
-    let started = Instant::now();
-    while get(
-        &f.replicas[1].url("/u/x"),
-        &[("X-Authsidecar-User", "gina")],
+    wait_until(
+        "the other replica to refuse gina's revoked token (within a second)",
+        Duration::from_secs(1),
+        || async {
+            get(
+                &f.replicas[1].url("/u/x"),
+                &[("X-Authsidecar-User", "gina")],
+            )
+            .await
+            .status
+                == 401
+        },
     )
-    .await
-    .status
-        != 401
-    {
-        assert!(started.elapsed() < Duration::from_secs(1));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    .await;
 }
 
 #[tokio::test]
 async fn a_refresh_whose_write_fails_is_kept_and_written_when_redis_is_back() {
     let mut f = Fleet::start(2, Duration::from_secs(5)).await;
     f.log_in("hana", 0).await;
+    // Time passing is the point: the 5-second token expires.
     tokio::time::sleep(Duration::from_millis(5500)).await;
+    let arrived = f.counter(|c| &c.token_requests);
     // A's refresh is slow at the IdP; Redis goes away while it runs, so the rotated grant cannot be
     // written when the answer comes.
     f.mock
@@ -432,7 +438,12 @@ async fn a_refresh_whose_write_fails_is_kept_and_written_when_redis_is_back() {
     let a_url = f.replicas[0].url("/u/x");
     let refreshing =
         tokio::spawn(async move { get(&a_url, &[("X-Authsidecar-User", "hana")]).await.status });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until(
+        "A's refresh request to reach the IdP",
+        Duration::from_secs(5),
+        || async { f.counter(|c| &c.token_requests) > arrived },
+    )
+    .await;
     f.redis.as_mut().unwrap().stop();
     assert_eq!(
         refreshing.await.unwrap(),
@@ -442,35 +453,30 @@ async fn a_refresh_whose_write_fails_is_kept_and_written_when_redis_is_back() {
     f.redis.as_mut().unwrap().restart().await;
     // The kept grant reaches Redis: B (which never saw hana) uses the rotated grant, with no second
     // refresh and no invalid_grant.
-    let started = Instant::now();
-    loop {
-        let r = get(
-            &f.replicas[1].url("/u/x"),
-            &[("X-Authsidecar-User", "hana")],
-        )
-        .await;
-        if r.status == 200 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(8),
-            "{} {}",
-            r.status,
-            String::from_utf8_lossy(&r.body)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for(
+        "B to serve hana with the kept grant once Redis is back",
+        Duration::from_secs(8),
+        || async {
+            let r = get(
+                &f.replicas[1].url("/u/x"),
+                &[("X-Authsidecar-User", "hana")],
+            )
+            .await;
+            if r.status == 200 {
+                Ok(())
+            } else {
+                Err(format!("{} {}", r.status, String::from_utf8_lossy(&r.body)))
+            }
+        },
+    )
+    .await;
     assert_eq!(f.counter(|c| &c.refresh_token), 1);
     assert_eq!(f.counter(|c| &c.token_errors), 0);
 }
 
 #[tokio::test]
 async fn a_holder_whose_lease_ran_out_cannot_overwrite_the_next_holders_grant() {
-    let dir = std::env::temp_dir().join(format!(
-        "authsidecar-fence-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
+    let dir = TempDir::new("fence");
     let redis = crate::support::fleet::Redis::start(&dir).await;
     let key = authsidecar::store::crypto::parse_key(&authsidecar::secret::Secret::new(
         authsidecar::store::crypto::generate_key(),
@@ -503,7 +509,8 @@ async fn a_holder_whose_lease_ran_out_cannot_overwrite_the_next_holders_grant() 
             &frame_plain(b"from A, in time")
         )
         .unwrap());
-    // A stalls past its lease; B takes the lock and writes the newer grant.
+    // A stalls past its lease (time passing is the point); B takes the lock and writes the newer
+    // grant.
     std::thread::sleep(lease + Duration::from_millis(200));
     assert!(
         !ra.renew("lock:g", "token-a", lease).unwrap(),
@@ -533,5 +540,4 @@ async fn a_holder_whose_lease_ran_out_cannot_overwrite_the_next_holders_grant() 
     assert_eq!(b.get("grant:g").unwrap().as_deref(), Some(&b"from B"[..]));
     assert_eq!(a.get("grant:g").unwrap().as_deref(), Some(&b"from B"[..]));
     drop(redis);
-    let _ = std::fs::remove_dir_all(&dir);
 }

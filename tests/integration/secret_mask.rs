@@ -19,17 +19,17 @@ fn p(path: &Path) -> String {
 // Defect 8: X.509 v1 client certificates.
 // ---------------------------------------------------------------------------------------------
 
-/// Certificates made with the real `openssl` CLI in a temporary folder.
+/// Certificates made with the real `openssl` CLI in a temporary folder (removed with it).
 struct OpenSsl {
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
+    let out = Command::new(tool("openssl"))
         .args(args)
         .current_dir(dir)
         .output()
-        .expect("openssl is not installed: run scripts/setup.sh");
+        .unwrap();
     assert!(
         out.status.success(),
         "openssl {args:?}: {}",
@@ -40,12 +40,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 impl OpenSsl {
     /// A folder with a CA (`ca.pem`, `ca.key`) and a v3 server certificate for localhost.
     fn new(name: &str) -> OpenSsl {
-        let dir = std::env::temp_dir().join(format!(
-            "authsidecar-openssl-{name}-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new(&format!("openssl-{name}"));
         std::fs::write(
             dir.join("ca.cnf"),
             "[req]\ndistinguished_name=dn\nx509_extensions=v3_ca\nprompt=no\n[dn]\nCN=authsidecar openssl test CA\n[v3_ca]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n",
@@ -154,7 +149,7 @@ impl OpenSsl {
             args.extend(["-extfile", e]);
         }
         openssl(&self.dir, &args);
-        let text = Command::new("openssl")
+        let text = Command::new(tool("openssl"))
             .args(["x509", "-noout", "-text", "-in", &pem])
             .current_dir(&self.dir)
             .output()
@@ -190,15 +185,11 @@ impl OpenSsl {
     }
 }
 
-impl Drop for OpenSsl {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// `authsidecar check` on a config with one route presenting `cert` + `key`: (success, output).
 fn check_client_cert(dir: &Path, cert: &Path, key: &Path) -> (bool, String) {
-    let file = dir.join(format!("check-{}.toml", free_port()));
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = dir.join(format!("check-{n}.toml"));
     std::fs::write(
         &file,
         format!(
@@ -285,54 +276,50 @@ fn v1_client_certificates_are_matched_with_their_key_by_check() {
 }
 
 /// `openssl s_server -www` requiring a client certificate from the CA (`-Verify 1`): an upstream
-/// that, unlike webpki, accepts X.509 v1 client certificates as many on-prem servers do.
+/// that, unlike webpki, accepts X.509 v1 client certificates as many on-prem servers do. It binds
+/// port 0 and prints the address it got (`ACCEPT 127.0.0.1:PORT`); killed when dropped.
 struct SServer {
     port: u16,
-    child: std::process::Child,
+    _child: Proc,
 }
 
 impl SServer {
     async fn start(o: &OpenSsl) -> SServer {
-        let port = free_port();
-        let child = Command::new("openssl")
-            .args([
-                "s_server",
-                "-accept",
-                &format!("127.0.0.1:{port}"),
-                "-cert",
-                "server.pem",
-                "-key",
-                "server.key",
-                "-CAfile",
-                "ca.pem",
-                "-Verify",
-                "1",
-                "-verify_return_error",
-                "-www",
-            ])
-            .current_dir(&o.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..250 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let out = o.path("s_server.out");
+        let mut child = Proc::spawn(
+            "openssl",
+            Command::new(tool("openssl"))
+                .args([
+                    "s_server",
+                    "-accept",
+                    "127.0.0.1:0",
+                    "-cert",
+                    "server.pem",
+                    "-key",
+                    "server.key",
+                    "-CAfile",
+                    "ca.pem",
+                    "-Verify",
+                    "1",
+                    "-verify_return_error",
+                    "-www",
+                ])
+                .current_dir(&*o.dir)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&out).unwrap())
+                .stderr(Stdio::null()),
+        );
+        // s_server prints `ACCEPT` once it listens.
+        let addr = proc::printed_after(&mut child, &out, "ACCEPT ", Duration::from_secs(15)).await;
+        let port = addr
+            .trim()
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in s_server's ACCEPT line: {addr:?}"));
+        SServer {
+            port,
+            _child: child,
         }
-        SServer { port, child }
-    }
-}
-
-impl Drop for SServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -697,12 +684,7 @@ allow_insecure_http = true
     s.shutdown().await;
 
     // `authsidecar test-auth` prints the same masked report.
-    let dir = std::env::temp_dir().join(format!(
-        "authsidecar-mask-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("mask");
     let file = dir.join("mask.toml");
     std::fs::write(&file, &text).unwrap();
     for name in ["pw-basic-raw", "cc-post-json"] {
@@ -727,5 +709,4 @@ allow_insecure_http = true
         assert!(printed.contains("[redacted len="), "{printed}");
         assert_masked(name, &printed, &[CLIENT_SECRET, USERNAME, PASSWORD]);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

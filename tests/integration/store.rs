@@ -35,8 +35,7 @@ async fn machine_tokens_survive_a_restart_encrypted() {
     let echo = authsidecar::mock::MockProvider::start(([127, 0, 0, 1], 0).into())
         .await
         .unwrap();
-    let dir = std::env::temp_dir().join(format!("authsidecar-it-store-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = TempDir::new("it-store");
     let path = dir.join("tokens.db");
     let key = authsidecar::store::crypto::generate_key();
 
@@ -44,9 +43,27 @@ async fn machine_tokens_survive_a_restart_encrypted() {
     let r = get(&format!("http://{}/api/x", server.proxy_addr), &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(echo.token_requests(), 1);
-    // The save runs off the request path; give it a moment before stopping.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(server.shutdown().await);
+    // The save runs off the request path: wait until the file holds the token record and the
+    // stopped sidecar has let go of the file (the save task holds it until it is done).
+    let parsed =
+        authsidecar::store::crypto::parse_key(&authsidecar::secret::Secret::new(key.as_str()))
+            .unwrap();
+    wait_for(
+        "the fetched token saved in the file, and the file released",
+        std::time::Duration::from_secs(10),
+        || {
+            let seen = match authsidecar::store::Store::open_file(&path, parsed, None) {
+                Ok(store) => match store.names("token:") {
+                    Ok(names) if !names.is_empty() => Ok(()),
+                    other => Err(format!("token records: {other:?}")),
+                },
+                Err(e) => Err(format!("the file does not open: {e}")),
+            };
+            std::future::ready(seen)
+        },
+    )
+    .await;
 
     let server = Server::start(cfg(echo.addr, &path, &key)).await.unwrap();
     let r = get(&format!("http://{}/api/x", server.proxy_addr), &[]).await;
@@ -83,7 +100,6 @@ async fn machine_tokens_survive_a_restart_encrypted() {
     );
     assert_eq!(echo.token_requests(), 2);
     server.shutdown().await;
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -151,25 +167,24 @@ fn store_writer_child() {
 #[test]
 fn a_killed_writer_loses_no_committed_record() {
     use std::io::{BufRead, BufReader};
-    let dir = std::env::temp_dir().join(format!("authsidecar-kill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("kill");
     let path = dir.join("grants.db");
     let key = authsidecar::store::crypto::generate_key();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "store::store_writer_child",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("STORE_CHILD_PATH", &path)
-        .env("STORE_CHILD_KEY", &key)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Proc::spawn(
+        "the store writer (this test binary)",
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "store::store_writer_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("STORE_CHILD_PATH", &path)
+            .env("STORE_CHILD_KEY", &key)
+            .stdout(std::process::Stdio::piped()),
+    );
     let stdout = child.stdout.take().unwrap();
     let mut committed: std::collections::HashMap<String, u64> = Default::default();
     let mut lines = BufReader::new(stdout).lines();
@@ -182,8 +197,7 @@ fn a_killed_writer_loses_no_committed_record() {
             }
         }
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     assert!(
         committed.len() >= 50,
         "the writer wrote too little: {}",
@@ -209,5 +223,4 @@ fn a_killed_writer_loses_no_committed_record() {
         assert!(store.get(&name).unwrap().is_some(), "{name} does not open");
     }
     drop(store);
-    std::fs::remove_dir_all(&dir).unwrap();
 }

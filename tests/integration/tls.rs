@@ -232,19 +232,26 @@ value = "{{{{api_key}}}}"
         presented(h.server.proxy_addr, with_cert()).await,
         server.der
     );
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let running = {
-        let (url, cfg) = (url.clone(), with_cert());
+        let (url, cfg, done) = (url.clone(), with_cert(), done.clone());
         tokio::spawn(async move {
             let mut failures = Vec::new();
             for _ in 0..150 {
                 if let Err(e) = tls_get(&url, cfg.clone()).await {
                     failures.push(e);
                 }
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
             failures
         })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until(
+        "the requests to be running (5 done)",
+        Duration::from_secs(10),
+        || async { done.load(std::sync::atomic::Ordering::SeqCst) >= 5 },
+    )
+    .await;
     let renewed = pki.issue_with("listener", &["localhost"], false, false);
     let r = send(
         http::Method::POST,
@@ -344,10 +351,9 @@ async fn a_connector_carries_https_upstream_and_idp_traffic_and_sees_no_token() 
     let server = pki.server("upstream");
     let front = tls_front(mock.addr, server_config(&server, None)).await;
     let proxy = Tinyproxy::start(&pki.dir, Some(("corp", "s3cret-pw"))).await;
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // A connector that refuses connections.
+    let refusing = refused();
+    let dead = refusing.addr;
     // A "proxy" that accepts and closes at once.
     let closer = {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -518,8 +524,22 @@ value = "{{{{api_key}}}}"
     s.shutdown().await;
 
     // The connector saw tunnels (upstream and IdP) and the plain request, never a token or a secret.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let log = proxy.log_text();
+    // tinyproxy logs each request line as it reads the request; the last one it was sent is the
+    // plain request without credentials: once that is in the log, every earlier one is.
+    let last = format!("GET http://{}/echo/x HTTP/1.1", mock.addr);
+    let log = wait_for(
+        "the connector's log to show the last request it was sent",
+        Duration::from_secs(10),
+        || {
+            let log = proxy.log_text();
+            std::future::ready(if log.contains(&last) {
+                Ok(log)
+            } else {
+                Err(log)
+            })
+        },
+    )
+    .await;
     let tunnels = log
         .matches(&format!("CONNECT 127.0.0.1:{}", front.port()))
         .count();

@@ -9,11 +9,13 @@ use authsidecar::Server;
 
 use crate::support::*;
 
+/// Every config here puts the auth listener on port 0 with `public_url = "http://127.0.0.1:0"`:
+/// the links carry the port it was given (`server.auth_addr`).
 struct Setup {
     echo: MockProvider,
-    auth_port: u16,
     store: std::path::PathBuf,
     key: String,
+    _dir: TempDir,
 }
 
 impl Setup {
@@ -22,11 +24,7 @@ impl Setup {
     }
 
     async fn with_lifetime(lifetime: std::time::Duration) -> Setup {
-        let dir = std::env::temp_dir().join(format!(
-            "authsidecar-user-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
+        let dir = TempDir::new("user");
         Setup {
             echo: MockProvider::start_with(
                 ([127, 0, 0, 1], 0).into(),
@@ -37,9 +35,9 @@ impl Setup {
             )
             .await
             .unwrap(),
-            auth_port: free_port(),
             store: dir.join("grants.db"),
             key: authsidecar::store::crypto::generate_key(),
+            _dir: dir,
         }
     }
 
@@ -48,8 +46,8 @@ impl Setup {
         let text = format!(
             r#"
 [auth]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:0"
 
 [store]
 kind = "file"
@@ -72,7 +70,6 @@ client_secret = "demo-secret"
 scope = {{ scope = "read" }}
 reauth_min_token_age = "0s"
 "#,
-            port = self.auth_port,
             store = self.store.display(),
             key = self.key
         );
@@ -105,7 +102,10 @@ async fn a_user_authorizes_once_and_calls_with_their_own_token() {
     );
     let v = r.json();
     let login = v["error"]["login_url"].as_str().unwrap().to_string();
-    assert!(login.starts_with(&format!("http://127.0.0.1:{}/oauth/start/", s.auth_port)));
+    assert!(login.starts_with(&format!(
+        "http://{}/oauth/start/",
+        server.auth_addr.unwrap()
+    )));
     assert_eq!(v["error"]["expires_in"], 600);
     assert_eq!(s.echo.echo_count(), 0);
 
@@ -136,7 +136,6 @@ async fn a_user_authorizes_once_and_calls_with_their_own_token() {
             "token in plaintext"
         );
     }
-    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
 }
 
 #[tokio::test]
@@ -144,7 +143,7 @@ async fn state_is_single_use_and_bad_callbacks_make_no_token_request() {
     let s = Setup::new().await;
     let server = Server::start(s.config()).await.unwrap();
     let url = format!("http://{}/u/me", server.proxy_addr);
-    let cb = format!("http://127.0.0.1:{}/oauth/callback", s.auth_port);
+    let cb = format!("http://{}/oauth/callback", server.auth_addr.unwrap());
     let counters = || {
         s.echo
             .counters()
@@ -195,7 +194,6 @@ async fn state_is_single_use_and_bad_callbacks_make_no_token_request() {
     );
     assert_eq!(counters(), 1);
     server.shutdown().await;
-    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
 }
 
 #[tokio::test]
@@ -258,7 +256,6 @@ async fn admin_lists_grants_without_tokens_and_revokes_them() {
     let r = get(&url, &[("X-Authsidecar-User", "erin")]).await;
     assert_eq!(r.error_code(), "authorization_required");
     server.shutdown().await;
-    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
 }
 
 #[tokio::test]
@@ -272,7 +269,7 @@ async fn a_rotated_refresh_token_is_used_once_under_200_concurrent_requests() {
         .unwrap()
         .to_string();
     assert_eq!(sign_in(&login).await.status, 200);
-    // Let the 3-second access token expire, then 200 requests at once.
+    // Let the 3-second access token expire (time passing is the point), then 200 requests at once.
     tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
     let mut tasks = Vec::new();
     for _ in 0..200 {
@@ -295,7 +292,6 @@ async fn a_rotated_refresh_token_is_used_once_under_200_concurrent_requests() {
     );
     assert_eq!(c.token_errors.load(Ordering::SeqCst), 0, "no invalid_grant");
     server.shutdown().await;
-    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
 }
 
 #[tokio::test]
@@ -323,6 +319,7 @@ async fn an_expired_login_link_is_refused() {
         .counters()
         .authorize
         .load(std::sync::atomic::Ordering::SeqCst);
+    // Let the 1-second ticket and state expire (time passing is the point).
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let r = get(&login, &[]).await;
     assert_eq!(r.status, 400);
@@ -346,7 +343,6 @@ async fn an_expired_login_link_is_refused() {
         "an expired link never reaches the IdP"
     );
     server.shutdown().await;
-    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
 }
 
 #[tokio::test]
@@ -372,7 +368,6 @@ async fn an_upstream_401_refreshes_the_users_token_and_replays() {
     );
     assert_eq!(s.echo.counters().refresh_token.load(Ordering::SeqCst), 1);
     server.shutdown().await;
-    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
 }
 
 /// A profile that asks the end user for a tenant and two user fields on the start page.
@@ -381,8 +376,8 @@ fn form_config(s: &Setup, extra: &str) -> Config {
     let text = format!(
         r#"
 [auth]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:0"
 
 [[routes]]
 prefix = "/p/"
@@ -423,7 +418,6 @@ in = "header"
 key = "X-Tenant"
 value = "{{{{tenant}}}}"
 "#,
-        port = s.auth_port,
     );
     Config::from_str_with_env(&with_listeners(&text), &Env::default()).unwrap()
 }
@@ -573,8 +567,8 @@ async fn on_authorized_is_posted_and_context_values_reach_the_authorization_url(
     let text = format!(
         r#"
 [auth]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:0"
 
 [[routes]]
 prefix = "/c/"
@@ -589,7 +583,6 @@ client_id = "demo-client"
 client_secret = "demo-secret"
 on_authorized = "http://{hook}/resume"
 "#,
-        port = s.auth_port,
     );
     let config = Config::from_str_with_env(&with_listeners(&text), &Env::default()).unwrap();
     let server = Server::start(config).await.unwrap();
@@ -646,8 +639,8 @@ fn per_user_config(s: &Setup) -> Config {
     let text = format!(
         r#"
 [auth]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:0"
 
 [store]
 kind = "file"
@@ -688,7 +681,6 @@ token_url = "http://{echo}/oauth/token"
 client_id = "demo-client"
 client_secret = "demo-secret"
 "#,
-        port = s.auth_port,
         store = s.store.display(),
         key = s.key
     );
@@ -764,7 +756,7 @@ async fn per_user_basic_api_key_and_password_profiles_collect_credentials_on_the
 
     // Restart: the entered credentials and the tokens survive.
     assert!(server.shutdown().await);
-    let server = restart_on_the_same_ports(&s).await;
+    let server = Server::start(per_user_config(&s)).await.unwrap();
     let base = format!("http://{}", server.proxy_addr);
     let r = get(&format!("{base}/b/x"), &[("X-Authsidecar-User", "alice")]).await;
     assert_eq!(r.echoed("authorization"), [format!("Basic {expected}")]);
@@ -789,7 +781,6 @@ async fn per_user_basic_api_key_and_password_profiles_collect_credentials_on_the
     let carol = store.get("grant:pw:-:carol").unwrap().unwrap();
     assert!(!String::from_utf8_lossy(&carol).contains("demo-password"));
     assert!(String::from_utf8_lossy(&carol).contains("refresh_token"));
-    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
 }
 
 #[tokio::test]
@@ -801,8 +792,8 @@ async fn two_logins_in_flight_both_work_and_a_state_cannot_take_another_profiles
     let text = format!(
         r#"
 [auth]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:0"
 
 [[routes]]
 prefix = "/a/"
@@ -828,7 +819,6 @@ token_url = "http://{echo}/oauth/token"
 client_id = "other-client"
 client_secret = "other-secret"
 "#,
-        port = s.auth_port,
     );
     let config = Config::from_str_with_env(&with_listeners(&text), &Env::default()).unwrap();
     let server = Server::start(config).await.unwrap();
@@ -858,8 +848,8 @@ client_secret = "other-secret"
     let for_b = callback_of(login_link(&b, "ben").await).await;
     let (pa, pb) = (params(&for_a), params(&for_b));
     let mixed = format!(
-        "http://127.0.0.1:{}/oauth/callback?code={}&state={}",
-        s.auth_port,
+        "http://{}/oauth/callback?code={}&state={}",
+        server.auth_addr.unwrap(),
         param(&pb, "code"),
         param(&pa, "state")
     );
@@ -922,7 +912,6 @@ async fn a_callback_from_another_issuer_or_without_one_is_refused_without_a_toke
         "authorization_required"
     );
     server.shutdown().await;
-    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
 }
 
 #[tokio::test]
@@ -937,7 +926,8 @@ async fn a_user_grant_survives_idp_trouble_and_is_dropped_on_invalid_grant() {
     assert_eq!(sign_in(&login).await.status, 200);
     assert_eq!(get(&url, &nia).await.status, 200);
 
-    // The token expires; the IdP fails the refresh with a 500: 503 idp_unavailable, grant kept.
+    // The token expires (time passing is the point); the IdP fails the refresh with a 500: 503
+    // idp_unavailable, grant kept.
     tokio::time::sleep(Duration::from_millis(2200)).await;
     s.echo
         .state
@@ -948,21 +938,22 @@ async fn a_user_grant_survives_idp_trouble_and_is_dropped_on_invalid_grant() {
         (503, "idp_unavailable")
     );
     // After the backoff the same grant refreshes.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = get(&url, &nia).await;
-        if r.status == 200 {
-            break;
-        }
-        assert_eq!(r.error_code(), "idp_unavailable");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the grant never refreshed"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for(
+        "nia's grant to refresh after the backoff",
+        Duration::from_secs(10),
+        || async {
+            let r = get(&url, &nia).await;
+            if r.status == 200 {
+                return Ok(());
+            }
+            assert_eq!(r.error_code(), "idp_unavailable");
+            Err(format!("{}", r.status))
+        },
+    )
+    .await;
 
     // The IdP refuses the refresh token (invalid_grant): the grant is deleted, the user must log in.
+    // The token expires first (time passing is the point).
     tokio::time::sleep(Duration::from_millis(2200)).await;
     s.echo
         .state
@@ -995,7 +986,6 @@ async fn a_user_grant_survives_idp_trouble_and_is_dropped_on_invalid_grant() {
         "{tokens}"
     );
     server.shutdown().await;
-    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
 }
 
 /// A24: every login gets its own S256 challenge (43 base64url characters: SHA-256 of a verifier
@@ -1041,7 +1031,6 @@ async fn a24_each_login_gets_a_fresh_s256_challenge_and_a_valid_verifier() {
     let r = get(&url, &[("X-Authsidecar-User", "bob")]).await;
     assert_eq!(r.status, 200);
     server.shutdown().await;
-    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
 }
 
 /// A20: no input to the auth listener chooses where a browser is sent. The start page redirects only
@@ -1064,7 +1053,7 @@ async fn a20_no_auth_listener_input_chooses_a_redirect_target() {
         "https://ok@evil.example",
         "%2F%2Fevil.example",
     ];
-    let callback = format!("http://127.0.0.1:{}/oauth/callback", s.auth_port);
+    let callback = format!("http://{}/oauth/callback", server.auth_addr.unwrap());
     let want_redirect_uri: String =
         percent_encoding::utf8_percent_encode(&callback, percent_encoding::NON_ALPHANUMERIC)
             .to_string();
@@ -1113,23 +1102,4 @@ async fn a20_no_auth_listener_input_chooses_a_redirect_target() {
         "the start page stopped redirecting to the IdP"
     );
     server.shutdown().await;
-    let _ = std::fs::remove_dir_all(s.store.parent().unwrap());
-}
-
-/// Starts the sidecar again with the same config (the auth listener keeps its port, which is in the
-/// links). A port another test probes between the shutdown and the start (bind-then-release) is
-/// waited for, a bounded number of times.
-async fn restart_on_the_same_ports(s: &Setup) -> Server {
-    for _ in 0..50 {
-        match Server::start(per_user_config(s)).await {
-            Ok(server) => return server,
-            Err(authsidecar::StartError::Bind { source, .. })
-                if source.kind() == std::io::ErrorKind::AddrInUse =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-    panic!("the auth listener's port stayed taken for 5 s");
 }

@@ -1,110 +1,111 @@
-//! A real Redis server on a free port, and sidecar processes (the built binary) sharing it.
+//! A real Redis server (and a Redis Cluster), and sidecar processes (the built binary) sharing it.
+//! Ports: see `support::proc` (Redis on a spare port, started again elsewhere if that port turns
+//! out taken; every sidecar listener on port 0, read back from the process's log).
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-pub use super::free_port;
+use super::proc::{spare_port, tool, until_ready, Proc, Ready};
+use super::wait::wait_for;
 
-pub async fn wait_port(addr: SocketAddr, within: Duration) -> bool {
-    let end = tokio::time::Instant::now() + within;
-    while tokio::time::Instant::now() < end {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
+/// How many spare ports a Redis start tries before giving up.
+const PORT_TRIES: usize = 10;
+
+/// What redis-server prints once it listens and has loaded its data.
+const REDIS_READY: &str = "Ready to accept connections";
+/// What redis-server prints before exiting when its port is taken.
+const REDIS_PORT_TAKEN: &str = "Address already in use";
 
 /// redis-server with an append-only file (fsync always), so a restart keeps the data.
 pub struct Redis {
     pub port: u16,
     dir: PathBuf,
-    child: Option<Child>,
+    child: Option<Proc>,
+    starts: usize,
 }
 
 impl Redis {
-    /// On a free port; a port taken between choosing and binding (redis-server exits) is
-    /// replaced by another.
+    /// On a spare port (started again on another one if that port turns out taken).
     pub async fn start(dir: &Path) -> Redis {
         let mut r = Redis {
-            port: free_port(),
+            port: 0,
             dir: dir.to_path_buf(),
             child: None,
+            starts: 0,
         };
-        for _ in 0..5 {
-            if r.launch().await {
-                return r;
+        let mut taken = Vec::new();
+        for _ in 0..PORT_TRIES {
+            r.port = spare_port(0);
+            match r.launch().await {
+                Ready::Up => return r,
+                Ready::PortTaken(_) => taken.push(r.port),
             }
-            r.stop();
-            r.port = free_port();
         }
-        panic!("redis-server did not start on any of 5 ports");
+        panic!("redis-server found each of {PORT_TRIES} spare ports taken: {taken:?}");
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    /// Starts it again (same port and data folder) after `stop`.
+    /// Starts it again (same port and data folder) after `stop`. The port is below the ephemeral
+    /// range, so only a process that names it could have taken it meanwhile; that fails here.
     pub async fn restart(&mut self) {
-        assert!(self.launch().await, "redis-server did not start again");
+        if let Ready::PortTaken(out) = self.launch().await {
+            panic!(
+                "redis-server could not start again: port {} was taken meanwhile:\n{out}",
+                self.port
+            );
+        }
     }
 
-    /// Runs redis-server on `self.port`; false when it is not listening within 10 s.
-    async fn launch(&mut self) -> bool {
-        let bin = ["/usr/bin/redis-server", "/usr/sbin/redis-server"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("redis-server is not installed: run scripts/setup.sh");
+    /// Runs redis-server on `self.port` until it prints that it is ready (or exits).
+    async fn launch(&mut self) -> Ready {
+        let bin = tool("redis-server");
         std::fs::create_dir_all(&self.dir).unwrap();
-        let child = Command::new(bin)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .args(["--daemonize", "no", "--loglevel", "warning"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        let end = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::time::Instant::now() < end {
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
-                return false;
-            }
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        self.starts += 1;
+        let out = self
+            .dir
+            .join(format!("redis-{}-{}.log", self.port, self.starts));
+        let log = std::fs::File::create(&out).unwrap();
+        let mut child = Proc::spawn(
+            "redis-server",
+            Command::new(bin)
+                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                ])
+                .arg("--dir")
+                .arg(&self.dir)
+                .args(["--daemonize", "no", "--loglevel", "notice"])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+        );
+        let ready = until_ready(
+            &mut child,
+            &[&out],
+            REDIS_READY,
+            REDIS_PORT_TAKEN,
+            Duration::from_secs(15),
+        )
+        .await;
+        if matches!(ready, Ready::Up) {
+            self.child = Some(child);
         }
-        false
+        ready
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
+        self.child.take();
     }
 }
 
@@ -113,58 +114,45 @@ pub struct Replica {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     pub auth: SocketAddr,
-    child: Option<Child>,
+    child: Option<Proc>,
     pub config: PathBuf,
 }
 
 impl Replica {
-    /// Starts `authsidecar run` with `body` (routes, profiles, store, …) plus its own listeners;
-    /// `public_url` is the auth URL every replica puts in its links (one name behind a balancer).
-    /// The proxy and admin listeners bind port 0 and their addresses are read from the started
-    /// line of the replica's log, so no other test can take them between choosing and binding;
-    /// the auth port is chosen by the caller (it is in the links) and a start that finds it taken
-    /// is tried again.
-    pub async fn start(
-        dir: &Path,
-        name: &str,
-        body: &str,
-        public_url: &str,
-        auth_port: u16,
-    ) -> Replica {
+    /// Starts `authsidecar run` with `body` (routes, profiles, store, …) plus its own listeners,
+    /// all on port 0 (their addresses are read from the started line of the replica's log).
+    /// `public_url` is the auth URL every replica puts in its links (one name behind a balancer);
+    /// None: this replica's own auth listener (`http://127.0.0.1:0`, the port it is given).
+    pub async fn start(dir: &Path, name: &str, body: &str, public_url: Option<&str>) -> Replica {
         let text = format!(
-            "[proxy]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{}\"\n[auth]\nlisten = \"127.0.0.1:{auth_port}\"\npublic_url = \"{public_url}\"\n{body}",
-            crate::support::ADMIN_TOKEN
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{}\"\n[auth]\nlisten = \"127.0.0.1:0\"\npublic_url = \"{}\"\n{body}",
+            crate::support::ADMIN_TOKEN,
+            public_url.unwrap_or("http://127.0.0.1:0"),
         );
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, text).unwrap();
         let log_path = dir.join(format!("{name}.log"));
-        for attempt in 1..=5 {
-            let log = std::fs::File::create(&log_path).unwrap();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_authsidecar"))
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = Proc::spawn(
+            &format!("authsidecar replica {name}"),
+            Command::new(env!("CARGO_BIN_EXE_authsidecar"))
                 .arg("run")
                 .arg("-c")
                 .arg(&config)
                 .env("RUST_LOG", "info")
                 .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            match started(&mut child, &log_path, Duration::from_secs(15)).await {
-                Ok(at) => {
-                    return Replica {
-                        proxy: at.proxy,
-                        admin: at.admin,
-                        auth: ([127, 0, 0, 1], auth_port).into(),
-                        child: Some(child),
-                        config,
-                    }
-                }
-                Err(Exit::Bind(_)) if attempt < 5 => {}
-                Err(e) => panic!("replica {name} {e}"),
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+                .stderr(log),
+        );
+        let at = started(&mut child, &log_path, Duration::from_secs(15)).await;
+        Replica {
+            proxy: at.proxy,
+            admin: at.admin,
+            auth: at
+                .auth
+                .unwrap_or_else(|| panic!("replica {name} started without its auth listener")),
+            child: Some(child),
+            config,
         }
-        unreachable!()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -173,10 +161,7 @@ impl Replica {
 
     /// SIGKILL.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.child.take();
     }
 }
 
@@ -188,55 +173,34 @@ pub struct Started {
     pub auth: Option<SocketAddr>,
 }
 
-/// Why a sidecar process did not start; each carries its log.
-#[derive(Debug)]
-pub enum Exit {
-    /// It exited because a listener's port was taken (a port chosen in advance went to
-    /// something else meanwhile): worth another try.
-    Bind(String),
-    Exited(String),
-    Timeout(String),
-}
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (Exit::Bind(t) | Exit::Exited(t) | Exit::Timeout(t)) = self;
-        f.write_str(t)
-    }
-}
-
 /// Waits until the process `child` (writing its log, at `info` or finer for the `authsidecar`
 /// target, to `log`) has started, and reads its listeners' addresses from the log, so a test can
-/// give it port 0 everywhere.
-pub async fn started(child: &mut Child, log: &Path, within: Duration) -> Result<Started, Exit> {
-    let end = tokio::time::Instant::now() + within;
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains("authsidecar started")) {
-            let auth = logged(line, "auth_addr=");
-            return Ok(Started {
-                proxy: parse_addr(logged(line, "proxy_addr="), line),
-                admin: parse_addr(logged(line, "admin_addr="), line),
-                auth: auth
-                    .strip_prefix("Some(")
-                    .map(|a| parse_addr(a.trim_end_matches(')'), line)),
-            });
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            let text = format!("exited ({status}) before it started:\n{text}");
-            return Err(if text.contains("cannot listen on") {
-                Exit::Bind(text)
-            } else {
-                Exit::Exited(text)
-            });
-        }
-        if tokio::time::Instant::now() > end {
-            let _ = child.kill();
-            return Err(Exit::Timeout(format!(
-                "did not start within {within:?}:\n{text}"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// give it port 0 everywhere. A process that exits first, or does not start within `within`,
+/// fails the test with its log.
+pub async fn started(child: &mut Proc, log: &Path, within: Duration) -> Started {
+    let name = child.name.clone();
+    let line = wait_for(
+        &format!("the \"authsidecar started\" line of {name}"),
+        within,
+        || {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains("authsidecar started")) {
+                return std::future::ready(Ok(line.to_string()));
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{name} exited ({status}) before it started:\n{text}");
+            }
+            std::future::ready(Err(format!("its log so far:\n{text}")))
+        },
+    )
+    .await;
+    let auth = logged(&line, "auth_addr=");
+    Started {
+        proxy: parse_addr(logged(&line, "proxy_addr="), &line),
+        admin: parse_addr(logged(&line, "admin_addr="), &line),
+        auth: auth
+            .strip_prefix("Some(")
+            .map(|a| parse_addr(a.trim_end_matches(')'), &line)),
     }
 }
 
@@ -255,94 +219,93 @@ fn parse_addr(value: &str, line: &str) -> SocketAddr {
         .unwrap_or_else(|e| panic!("{value} in {line}: {e}"))
 }
 
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A Redis Cluster of `n` masters (no replicas) on free ports, created with `redis-cli --cluster`.
+/// A Redis Cluster of `n` masters (no replicas) on spare ports, created with `redis-cli --cluster`.
 pub struct RedisCluster {
     pub ports: Vec<u16>,
-    children: Vec<Child>,
-}
-
-/// A port whose cluster bus port (+10000) is free too.
-fn cluster_port() -> u16 {
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p < 55000 && std::net::TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
-            return p;
-        }
-        // Ask for one in a lower range explicitly.
-        for candidate in (20000u16..30000).step_by(97) {
-            let c = candidate + (std::process::id() % 97) as u16;
-            if std::net::TcpListener::bind(("127.0.0.1", c)).is_ok()
-                && std::net::TcpListener::bind(("127.0.0.1", c + 10000)).is_ok()
-            {
-                return c;
-            }
-        }
-    }
+    nodes: Vec<Proc>,
 }
 
 impl RedisCluster {
     pub async fn start(dir: &Path, n: usize) -> RedisCluster {
         std::fs::create_dir_all(dir).unwrap();
-        let mut ports: Vec<u16> = Vec::new();
-        while ports.len() < n {
-            let p = cluster_port();
-            if !ports.contains(&p) {
-                ports.push(p);
-            }
+        let server = tool("redis-server");
+        let cli = tool("redis-cli");
+        let mut ports = Vec::new();
+        let mut nodes = Vec::new();
+        while nodes.len() < n {
+            let mut tries = 0;
+            let (port, node) = loop {
+                tries += 1;
+                // The cluster bus listens on port + 10000: both below the ephemeral range.
+                let p = spare_port(10_000);
+                let out = dir.join(format!("node-{p}.log"));
+                let log = std::fs::File::create(&out).unwrap();
+                let mut node = Proc::spawn(
+                    "redis-server",
+                    Command::new(&server)
+                        .args(["--port", &p.to_string(), "--bind", "127.0.0.1"])
+                        .args(["--cluster-enabled", "yes"])
+                        .args(["--cluster-config-file", &format!("nodes-{p}.conf")])
+                        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                        .args(["--loglevel", "notice"])
+                        .arg("--dir")
+                        .arg(dir)
+                        .stdout(log.try_clone().unwrap())
+                        .stderr(log),
+                );
+                match until_ready(
+                    &mut node,
+                    &[&out],
+                    REDIS_READY,
+                    REDIS_PORT_TAKEN,
+                    Duration::from_secs(15),
+                )
+                .await
+                {
+                    Ready::Up => break (p, node),
+                    Ready::PortTaken(text) if tries >= PORT_TRIES => {
+                        panic!("redis-server (cluster node) found {tries} spare ports taken; the last:\n{text}")
+                    }
+                    Ready::PortTaken(_) => {}
+                }
+            };
+            ports.push(port);
+            nodes.push(node);
         }
-        let mut children = Vec::new();
-        for p in &ports {
-            let child = Command::new("redis-server")
-                .args(["--port", &p.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes"])
-                .args(["--cluster-config-file", &format!("nodes-{p}.conf")])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                .arg("--dir")
-                .arg(dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server is not installed: run scripts/setup.sh");
-            children.push(child);
-        }
-        for p in &ports {
-            assert!(wait_port(([127, 0, 0, 1], *p).into(), Duration::from_secs(10)).await);
-        }
-        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let out = Command::new("redis-cli")
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new(&cli)
             .arg("--cluster")
             .arg("create")
-            .args(&nodes)
+            .args(&addrs)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
-        // Wait until every node agrees the cluster is up.
-        for _ in 0..200 {
-            let ok = ports.iter().all(|p| {
-                Command::new("redis-cli")
-                    .args(["-p", &p.to_string(), "cluster", "info"])
-                    .output()
-                    .map(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
-                    .unwrap_or(false)
-            });
-            if ok {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        for p in &ports {
+            wait_for(
+                &format!("cluster_state:ok on the Redis Cluster node on port {p}"),
+                Duration::from_secs(15),
+                || {
+                    let info = Command::new(&cli)
+                        .args(["-p", &p.to_string(), "cluster", "info"])
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_else(|e| e.to_string());
+                    std::future::ready(if info.contains("cluster_state:ok") {
+                        Ok(())
+                    } else {
+                        Err(info)
+                    })
+                },
+            )
+            .await;
         }
-        RedisCluster { ports, children }
+        RedisCluster { ports, nodes }
     }
 
     /// The `[store]` cluster list.
@@ -352,14 +315,5 @@ impl RedisCluster {
             .map(|p| format!("\"redis://127.0.0.1:{p}\""))
             .collect::<Vec<_>>()
             .join(", ")
-    }
-}
-
-impl Drop for RedisCluster {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }

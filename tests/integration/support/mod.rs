@@ -1,13 +1,21 @@
-//! Test harness: an in-process echo upstream, a sidecar started from a config string on free ports,
-//! and small HTTP clients.
+//! Test harness: an in-process echo upstream, a sidecar started from a config string with every
+//! listener on port 0, small HTTP clients, temporary folders that go away however a test ends, and
+//! (in `wait` and `proc`) waits for events and external processes.
 
 #![allow(dead_code)]
 
 pub mod browser;
 pub mod fleet;
 pub mod pki;
+pub mod proc;
+pub mod wait;
+
+pub use proc::{tool, Proc};
+pub use wait::{wait_for, wait_until};
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use authsidecar::config::{Config, Env};
@@ -208,13 +216,70 @@ pub fn location(r: &Resp) -> String {
         .to_string()
 }
 
-/// A port that was free a moment ago (for listeners that must be named before they start).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A temporary folder (`$TMPDIR/authsidecar-<name>-<pid>-<n>`), removed with everything in it
+/// when this is dropped: at the end of the test, or when a failing test unwinds. With
+/// `AUTHSIDECAR_KEEP_TEST_DIRS=1` a failing test keeps it and says where it is.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "authsidecar-{name}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        // A folder of the same name left by an earlier process with this pid.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("AUTHSIDECAR_KEEP_TEST_DIRS").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An address where connections are refused: a socket bound to a port-0 address and never
+/// listening. Nothing else can bind that port while this is alive (unlike a port that was free a
+/// moment ago).
+pub struct Refused {
+    pub addr: SocketAddr,
+    _socket: tokio::net::TcpSocket,
+}
+
+pub fn refused() -> Refused {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    Refused {
+        addr,
+        _socket: socket,
+    }
 }
 
 /// Where `needle` first stands in `hay` (raw-socket tests looking for the end of a head).
@@ -232,4 +297,92 @@ pub fn declared_length(head: &str) -> usize {
                 .then(|| v.trim().parse().ok())?
         })
         .unwrap_or(0)
+}
+
+/// One IPv4 TCP socket of this host as `/proc/net/tcp` shows it (an observable for waits: a
+/// socket's state, or bytes not yet taken by the other end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSocket {
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// The kernel's state number: 1 ESTABLISHED, 6 TIME_WAIT, 8 CLOSE_WAIT, 10 LISTEN, …
+    pub state: u8,
+    /// Bytes sent and not yet acknowledged by the peer.
+    pub tx_queue: u32,
+    /// Bytes received and not yet read.
+    pub rx_queue: u32,
+}
+
+pub const TCP_ESTABLISHED: u8 = 1;
+pub const TCP_CLOSE_WAIT: u8 = 8;
+
+/// The IPv4 TCP sockets of this host on 127.0.0.1 at both ends.
+pub fn tcp_sockets() -> Vec<TcpSocket> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port = |field: &str| -> Option<u16> {
+        let (ip, port) = field.split_once(':')?;
+        (ip == "0100007F").then(|| u16::from_str_radix(port, 16).ok())?
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (tx, rx) = f.get(4)?.split_once(':')?;
+            Some(TcpSocket {
+                local_port: port(f.get(1)?)?,
+                remote_port: port(f.get(2)?)?,
+                state: u8::from_str_radix(f.get(3)?, 16).ok()?,
+                tx_queue: u32::from_str_radix(tx, 16).ok()?,
+                rx_queue: u32::from_str_radix(rx, 16).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// A stable address in front of a listener that moves, as the balancer in front of a real
+/// deployment: a sidecar restarted in a test gets a new auth port (port 0), while its links and its
+/// callback must keep one public URL. The relay binds port 0 once, keeps it for its life, and
+/// passes each connection to whatever [`Relay::point_to`] last named.
+pub struct Relay {
+    pub addr: SocketAddr,
+    target: std::sync::Arc<std::sync::Mutex<Option<SocketAddr>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    pub async fn start() -> Relay {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let target = std::sync::Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+        let to = target.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = l.accept().await {
+                let Some(dest) = *to.lock().unwrap() else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(dest).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Relay {
+            addr,
+            target,
+            accept,
+        }
+    }
+
+    /// Where new connections go from now on.
+    pub fn point_to(&self, dest: SocketAddr) {
+        *self.target.lock().unwrap() = Some(dest);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
 }

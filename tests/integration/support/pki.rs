@@ -1,5 +1,5 @@
 //! Certificates generated at run time (rcgen), TLS servers in front of the mock provider, TLS
-//! clients, and a tinyproxy started on a free port.
+//! clients, and a tinyproxy on a spare port (see `support::proc`).
 
 #![allow(dead_code)]
 
@@ -12,13 +12,15 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 
-use super::free_port;
+use super::proc::{spare_port, tool, until_ready, Proc, Ready};
+use super::TempDir;
 
-/// A throwaway CA and the files it issues, in a temporary folder.
+/// A throwaway CA and the files it issues, in a temporary folder (removed with the `Pki`).
 pub struct Pki {
     pub dir: PathBuf,
     ca: Certificate,
     ca_key: KeyPair,
+    _tmp: TempDir,
 }
 
 /// A certificate and key written as PEM files.
@@ -31,12 +33,8 @@ pub struct Issued {
 
 impl Pki {
     pub fn new(name: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!(
-            "authsidecar-pki-{name}-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = TempDir::new(&format!("pki-{name}"));
+        let dir = tmp.to_path_buf();
         let ca_key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -49,7 +47,12 @@ impl Pki {
         ];
         let ca = p.self_signed(&ca_key).unwrap();
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        Pki { dir, ca, ca_key }
+        Pki {
+            dir,
+            ca,
+            ca_key,
+            _tmp: tmp,
+        }
     }
 
     pub fn ca(&self) -> PathBuf {
@@ -103,12 +106,6 @@ impl Pki {
 
     pub fn client(&self, file: &str) -> Issued {
         self.issue_with(file, &["service-node"], true, false)
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -196,56 +193,68 @@ pub async fn tls_front(target: SocketAddr, cfg: Arc<rustls::ServerConfig>) -> So
     addr
 }
 
-/// tinyproxy on a free port (`BasicAuth user pass` when `auth`), logging to a file in `dir`.
+/// tinyproxy on a spare port (`BasicAuth user pass` when `auth`), logging to a file in `dir`.
+/// Killed when dropped.
 pub struct Tinyproxy {
     pub addr: SocketAddr,
     pub log: PathBuf,
-    child: std::process::Child,
+    _child: Proc,
 }
+
+/// What tinyproxy logs once it accepts connections.
+const TINYPROXY_READY: &str = "Accepting connections";
+/// What tinyproxy prints (on stderr) before exiting when it cannot bind its port.
+const TINYPROXY_PORT_TAKEN: &str = "Could not create listening sockets";
 
 impl Tinyproxy {
     pub async fn start(dir: &Path, auth: Option<(&str, &str)>) -> Tinyproxy {
-        let port = free_port();
-        let log = dir.join(format!("tinyproxy-{port}.log"));
-        let conf = dir.join(format!("tinyproxy-{port}.conf"));
-        let mut text = format!(
-            "Port {port}\nListen 127.0.0.1\nTimeout 30\nLogFile \"{}\"\nLogLevel Info\nMaxClients 64\nDisableViaHeader Yes\n",
-            log.display()
-        );
-        if let Some((u, p)) = auth {
-            text.push_str(&format!("BasicAuth {u} {p}\n"));
-        }
-        std::fs::write(&conf, text).unwrap();
-        let bin = ["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("tinyproxy is not installed: run scripts/setup.sh");
-        let child = std::process::Command::new(bin)
-            .arg("-d")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                break;
+        let bin = tool("tinyproxy");
+        let mut taken = Vec::new();
+        for _ in 0..10 {
+            let port = spare_port(0);
+            let log = dir.join(format!("tinyproxy-{port}.log"));
+            let stderr = dir.join(format!("tinyproxy-{port}.stderr"));
+            let conf = dir.join(format!("tinyproxy-{port}.conf"));
+            let mut text = format!(
+                "Port {port}\nListen 127.0.0.1\nTimeout 30\nLogFile \"{}\"\nLogLevel Info\nMaxClients 64\nDisableViaHeader Yes\n",
+                log.display()
+            );
+            if let Some((u, p)) = auth {
+                text.push_str(&format!("BasicAuth {u} {p}\n"));
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            std::fs::write(&conf, text).unwrap();
+            let mut child = Proc::spawn(
+                "tinyproxy",
+                std::process::Command::new(&bin)
+                    .arg("-d")
+                    .arg("-c")
+                    .arg(&conf)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::fs::File::create(&stderr).unwrap()),
+            );
+            match until_ready(
+                &mut child,
+                &[&log, &stderr],
+                TINYPROXY_READY,
+                TINYPROXY_PORT_TAKEN,
+                std::time::Duration::from_secs(15),
+            )
+            .await
+            {
+                Ready::Up => {
+                    return Tinyproxy {
+                        addr: ([127, 0, 0, 1], port).into(),
+                        log,
+                        _child: child,
+                    }
+                }
+                Ready::PortTaken(_) => taken.push(port),
+            }
         }
-        Tinyproxy { addr, log, child }
+        panic!("tinyproxy found each of 10 spare ports taken: {taken:?}");
     }
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Tinyproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
