@@ -231,8 +231,8 @@ impl Server {
                 let l = bind("mock provider", m.listen).await?;
                 let local = l.local_addr().unwrap_or(m.listen);
                 let settings = mock::MockSettings {
-                    clients: vec![(m.client_id.clone(), m.client_secret.expose().to_string())],
-                    users: vec![(m.username.clone(), m.password.expose().to_string())],
+                    clients: vec![(m.client_id.clone(), m.client_secret.clone())],
+                    users: vec![(m.username.clone(), m.password.clone())],
                     token_lifetime: m.token_lifetime,
                     ..mock::MockSettings::default()
                 };
@@ -253,10 +253,10 @@ impl Server {
                 key,
                 previous_key,
             } => {
-                let (path, key, previous) = (path.clone(), *key, *previous_key);
+                let (path, key, previous) = (path.clone(), key.clone(), previous_key.clone());
                 let store = Arc::new(
                     tokio::task::spawn_blocking(move || {
-                        store::Store::open_file(&path, key, previous)
+                        store::Store::open_file(&path, &key, previous.as_ref())
                     })
                     .await
                     .map_err(|e| store::StoreError::Io(e.to_string()))??,
@@ -278,8 +278,8 @@ impl Server {
                     &urls,
                     *cluster,
                     prefix,
-                    *key,
-                    *previous_key,
+                    key,
+                    previous_key.as_ref(),
                     *timeout,
                 )?);
                 if let Err(e) = store.ping() {

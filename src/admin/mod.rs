@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use crate::config::{Profile, ProfileKind};
 use crate::proxy::Snapshot;
-use crate::secret::Secret;
+use crate::secret::SecretText;
 use crate::serve::{ConnInfo, Handler};
 use crate::token::TokenCache;
 
@@ -505,7 +505,8 @@ impl Admin {
 
     /// A profile as operators see it: no secret value, only which secrets are set and their length.
     fn profile_json(&self, p: &Profile) -> Value {
-        let redacted = |s: &Secret| Value::String(format!("[redacted len={}]", s.len()));
+        let redacted =
+            |s: &dyn SecretText| Value::String(format!("[redacted len={}]", s.expose_text().len()));
         let credentials = match &p.kind {
             ProfileKind::None => json!({}),
             ProfileKind::Basic { username, password } => {
@@ -521,7 +522,7 @@ impl Admin {
                     "token_url": o.token_url,
                     "client_id": o.client_id,
                     "client_auth": format!("{:?}", o.client_auth).to_lowercase(),
-                    "client_secret": o.client_secret.as_ref().map(redacted),
+                    "client_secret": o.client_secret.as_ref().map(|s| redacted(s)),
                     "scope": o.scope.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
                     // Values may be secrets: names only.
                     "token_params": o.token_params.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),

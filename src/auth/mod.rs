@@ -29,7 +29,7 @@ use crate::oauth::grants::{self, Flow, Ticket};
 use crate::oauth::http::IdpHttp;
 use crate::oauth::{to_fetched, OAuthSource, Request as TokenRequest};
 use crate::proxy::{Entry, Snapshot};
-use crate::secret::Secret;
+use crate::secret::{AccessToken, EnteredValue, PkceVerifier};
 use crate::serve::{read_small_body, ConnInfo, Handler, SmallBodyError};
 use crate::template::{Template, Var};
 use crate::token::{Fetched, TokenErrorKind};
@@ -345,7 +345,12 @@ impl Auth {
             chosen_tenant: checked.as_ref().and_then(|(a, _)| a.tenant.clone()),
             entered: checked
                 .as_ref()
-                .map(|(a, _)| a.fields.clone())
+                .map(|(a, _)| {
+                    a.fields
+                        .iter()
+                        .map(|(k, v)| (k.clone(), EnteredValue::new(v.as_str())))
+                        .collect()
+                })
                 .unwrap_or_default(),
             verifier: None,
         };
@@ -408,14 +413,14 @@ impl Auth {
                     use base64::Engine;
                     let basic = base64::engine::general_purpose::STANDARD
                         .encode(format!("{}:{}", a.username, a.password));
-                    entered.push(("username".into(), Secret::new(a.username)));
-                    entered.push(("password".into(), Secret::new(a.password)));
-                    entered.push(("basic".into(), Secret::new(basic)));
+                    entered.push(("username".into(), EnteredValue::new(a.username)));
+                    entered.push(("password".into(), EnteredValue::new(a.password)));
+                    entered.push(("basic".into(), EnteredValue::new(basic)));
                 } else {
-                    entered.push(("api_key".into(), Secret::new(a.api_key)));
+                    entered.push(("api_key".into(), EnteredValue::new(a.api_key)));
                 }
                 let fetched = Fetched {
-                    access_token: Secret::new(""),
+                    access_token: AccessToken::new(""),
                     token_type: "Bearer".into(),
                     expires_in: Some(ENTERED_LIFETIME),
                     refresh_token: None,
@@ -445,7 +450,7 @@ impl Auth {
         };
         let challenge = if code.pkce {
             let (c, v) = oauth2::PkceCodeChallenge::new_random_sha256();
-            flow.verifier = Some(v.secret().clone());
+            flow.verifier = Some(PkceVerifier::new(v.secret().as_str()));
             Some(c.as_str().to_string())
         } else {
             None
@@ -593,7 +598,7 @@ impl Auth {
                 flow.idp_tenant(),
                 TokenRequest::Code {
                     code: &code,
-                    verifier: flow.verifier.as_deref(),
+                    verifier: flow.verifier.as_ref(),
                     redirect_uri: &redirect,
                 },
             )

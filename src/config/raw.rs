@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 use super::ConfigError;
-use crate::secret::Secret;
+use crate::secret::{AdminToken, ApiKey, ClientSecret, Password, StoreKey, StoreUrl, Username};
 
 /// A duration written as text: `"10s"`, `"250ms"`, `"2m"`.
 #[derive(Clone, Copy, Debug)]
@@ -68,8 +68,8 @@ pub struct RawServerTls {
 #[serde(deny_unknown_fields)]
 pub struct RawConnector {
     pub url: String,
-    pub username: Option<Secret>,
-    pub password: Option<Secret>,
+    pub username: Option<Username>,
+    pub password: Option<Password>,
     pub no_proxy: Option<Vec<String>>,
 }
 
@@ -77,7 +77,7 @@ pub struct RawConnector {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<String>,
-    pub token: Option<Secret>,
+    pub token: Option<AdminToken>,
     pub tls: Option<RawServerTls>,
 }
 
@@ -87,9 +87,9 @@ pub struct RawMock {
     pub listen: String,
     pub token_lifetime: Option<Dur>,
     pub client_id: Option<String>,
-    pub client_secret: Option<Secret>,
+    pub client_secret: Option<ClientSecret>,
     pub username: Option<String>,
-    pub password: Option<Secret>,
+    pub password: Option<Password>,
 }
 
 #[derive(Deserialize)]
@@ -115,10 +115,10 @@ pub struct RawStore {
     #[serde(default = "default_store_kind")]
     pub kind: String,
     pub path: Option<PathBuf>,
-    pub key: Option<Secret>,
-    pub previous_key: Option<Secret>,
-    pub url: Option<Secret>,
-    pub cluster: Option<Vec<Secret>>,
+    pub key: Option<StoreKey>,
+    pub previous_key: Option<StoreKey>,
+    pub url: Option<StoreUrl>,
+    pub cluster: Option<Vec<StoreUrl>>,
     pub prefix: Option<String>,
     pub timeout: Option<Dur>,
 }
@@ -159,15 +159,15 @@ pub struct RawProfile {
     #[serde(rename = "type")]
     pub kind: String,
     pub identity_provider: Option<String>,
-    pub username: Option<Secret>,
-    pub password: Option<Secret>,
-    pub api_key: Option<Secret>,
+    pub username: Option<Username>,
+    pub password: Option<Password>,
+    pub api_key: Option<ApiKey>,
     #[serde(default)]
     pub tenancy: bool,
     pub fields: Option<Vec<RawField>>,
     pub token_url: Option<String>,
     pub client_id: Option<String>,
-    pub client_secret: Option<Secret>,
+    pub client_secret: Option<ClientSecret>,
     pub client_auth: Option<String>,
     pub scope: Option<indexmap::IndexMap<String, String>>,
     pub token_params: Option<indexmap::IndexMap<String, String>>,

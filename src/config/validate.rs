@@ -47,6 +47,10 @@ impl V<'_> {
     fn warn(&mut self, msg: String) {
         self.warnings.push(msg);
     }
+
+    fn has_error(&self, path: &str) -> bool {
+        self.errors.iter().any(|e| e.path == path)
+    }
 }
 
 pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigError>> {
@@ -173,11 +177,9 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
             client_id: m.client_id.unwrap_or_else(|| DEFAULT_MOCK_CLIENT_ID.into()),
             client_secret: m
                 .client_secret
-                .unwrap_or_else(|| crate::secret::Secret::new(DEFAULT_MOCK_CLIENT_SECRET)),
+                .unwrap_or_else(|| DEFAULT_MOCK_CLIENT_SECRET.into()),
             username: m.username.unwrap_or_else(|| DEFAULT_MOCK_USERNAME.into()),
-            password: m
-                .password
-                .unwrap_or_else(|| crate::secret::Secret::new(DEFAULT_MOCK_PASSWORD)),
+            password: m.password.unwrap_or_else(|| DEFAULT_MOCK_PASSWORD.into()),
         })
     });
 
@@ -450,16 +452,6 @@ fn store_config(s: Option<RawStore>, v: &mut V) -> StoreConfig {
     let Some(s) = s else {
         return StoreConfig::Memory;
     };
-    let key_of = |name: &str, k: &Option<crate::secret::Secret>, v: &mut V| {
-        k.as_ref()
-            .and_then(|k| match crate::store::crypto::parse_key(k) {
-                Ok(k) => Some(k),
-                Err(e) => {
-                    v.err(&format!("store.{name}"), e);
-                    None
-                }
-            })
-    };
     match s.kind.as_str() {
         "memory" => {
             for (k, set) in [
@@ -488,14 +480,14 @@ fn store_config(s: Option<RawStore>, v: &mut V) -> StoreConfig {
                     v.err(&format!("store.{k}"), "not used by kind \"file\"");
                 }
             }
-            if s.key.is_none() {
+            // A key that did not parse is reported already (and removed from the section).
+            if s.key.is_none() && !v.has_error("store.key") {
                 v.err(
                     "store.key",
                     "required for kind \"file\": records are encrypted; `authsidecar keygen` prints a key",
                 );
             }
-            let key = key_of("key", &s.key, v);
-            let previous_key = key_of("previous_key", &s.previous_key, v);
+            let (key, previous_key) = (s.key, s.previous_key);
             let path = s.path.unwrap_or_else(|| DEFAULT_STORE_PATH.into());
             let path = if path.is_relative() {
                 v.env_base().join(path)
@@ -515,15 +507,14 @@ fn store_config(s: Option<RawStore>, v: &mut V) -> StoreConfig {
             if s.path.is_some() {
                 v.err("store.path", "not used by kind \"redis\"");
             }
-            if s.key.is_none() {
+            if s.key.is_none() && !v.has_error("store.key") {
                 v.err(
                     "store.key",
                     "required for kind \"redis\": records are encrypted; `authsidecar keygen` prints a key",
                 );
             }
-            let key = key_of("key", &s.key, v);
-            let previous_key = key_of("previous_key", &s.previous_key, v);
-            let valid = |u: &crate::secret::Secret| {
+            let (key, previous_key) = (s.key, s.previous_key);
+            let valid = |u: &crate::secret::StoreUrl| {
                 (u.expose().starts_with("redis://") || u.expose().starts_with("rediss://"))
                     && redis::parse_redis_url(u.expose()).is_some()
             };
@@ -1070,14 +1061,13 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
         }
     }
     let type_name = rp.kind.clone();
-    let required = |key: &str, val: Option<crate::secret::Secret>, v: &mut V| {
-        if val.is_none() {
+    let required = |key: &str, missing: bool, v: &mut V| {
+        if missing {
             v.err(
                 &format!("{path}.{key}"),
                 format!("required for type \"{type_name}\""),
             );
         }
-        val
     };
     let kind = match rp.kind.as_str() {
         "none" => Some(ProfileKind::None),
@@ -1099,8 +1089,9 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
                 .map(|o| ProfileKind::OAuth(Box::new(o)))
         }
         "basic" => {
-            let u = required("username", rp.username.take(), v);
-            let p = required("password", rp.password.take(), v);
+            let (u, p) = (rp.username.take(), rp.password.take());
+            required("username", u.is_none(), v);
+            required("password", p.is_none(), v);
             if let Some(u) = &u {
                 if u.expose().contains(':') {
                     v.err(
@@ -1121,7 +1112,9 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
                     "required for type \"api_key\": say where the key goes, e.g. [[profiles.NAME.fields]] in = \"header\", key = \"X-Api-Key\", value = \"{{api_key}}\"",
                 );
             }
-            required("api_key", rp.api_key.take(), v).map(|key| ProfileKind::ApiKey { key })
+            let key = rp.api_key.take();
+            required("api_key", key.is_none(), v);
+            key.map(|key| ProfileKind::ApiKey { key })
         }
         "oauth2_client_credentials" => oauth_settings(&mut rp, Grant::ClientCredentials, path, v)
             .map(|o| ProfileKind::OAuth(Box::new(o))),
@@ -1137,8 +1130,9 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
             }
         }
         _ => {
-            let u = required("username", rp.username.take(), v);
-            let p = required("password", rp.password.take(), v);
+            let (u, p) = (rp.username.take(), rp.password.take());
+            required("username", u.is_none(), v);
+            required("password", p.is_none(), v);
             v.warn(format!(
                 "{path}: oauth2_password is a legacy grant (RFC 9700 §2.4); prefer client credentials"
             ));

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::{to_fetched, OAuthSource, Request};
-use crate::secret::Secret;
+use crate::secret::{self, EnteredValue, PkceVerifier, RefreshToken};
 use crate::store::Store;
 use crate::token::{
     decode_record, encode_record, Fetched, TokenError, TokenErrorKind, TokenKey, TokenSource,
@@ -236,12 +236,13 @@ impl UserGrants {
         let deadline = tokio::time::Instant::now() + idp_timeout + REFRESH_LEASE * 2;
         let changed = |f: &Fetched, left: Duration| {
             left >= Duration::from_secs(2)
-                && (f.access_token.expose() != observed.access_token.expose()
-                    || f.refresh_token.as_ref().map(|s| s.expose().to_string())
-                        != observed
-                            .refresh_token
-                            .as_ref()
-                            .map(|s| s.expose().to_string()))
+                && (!f
+                    .access_token
+                    .ct_eq(observed.access_token.expose().as_bytes())
+                    || !same_refresh_token(
+                        f.refresh_token.as_ref(),
+                        observed.refresh_token.as_ref(),
+                    ))
         };
         loop {
             let token = random_id();
@@ -334,6 +335,15 @@ pub fn parse_invalidation(msg: &str) -> Option<(&str, Option<&str>, Option<&str>
     Some((profile, tenant, user))
 }
 
+/// Whether two refresh tokens are the same (constant time), or both absent.
+fn same_refresh_token(a: Option<&RefreshToken>, b: Option<&RefreshToken>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.ct_eq(b.expose().as_bytes()),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 fn authorization_required() -> TokenError {
     TokenError::new(
         TokenErrorKind::AuthorizationRequired,
@@ -345,7 +355,7 @@ impl TokenSource for UserGrants {
     fn fetch<'a>(
         &'a self,
         key: &'a TokenKey,
-        cached_refresh: Option<Secret>,
+        cached_refresh: Option<RefreshToken>,
     ) -> BoxFuture<'a, Result<Fetched, TokenError>> {
         Box::pin(async move {
             let Some(user) = key.user.as_deref() else {
@@ -367,9 +377,9 @@ impl TokenSource for UserGrants {
             // the cache has had a token for this user (it holds the refresh token), a fetch means
             // "refresh": expiry, or an upstream refused the token; unless another replica has
             // already refreshed (the stored refresh token is not the one the cache holds).
-            let rotated_elsewhere = cached_refresh.as_ref().is_some_and(|c| {
-                saved.refresh_token.as_ref().map(|s| s.expose()) != Some(c.expose())
-            });
+            let rotated_elsewhere = cached_refresh
+                .as_ref()
+                .is_some_and(|c| !same_refresh_token(saved.refresh_token.as_ref(), Some(c)));
             if (cached_refresh.is_none() || rotated_elsewhere) && left >= Duration::from_secs(2) {
                 return Ok(saved);
             }
@@ -444,9 +454,18 @@ pub struct Flow {
     #[serde(default)]
     pub chosen_tenant: Option<String>,
     /// `user_field.<key>` values entered on the start page.
-    #[serde(default)]
-    pub entered: Vec<(String, String)>,
-    pub verifier: Option<String>,
+    #[serde(
+        default,
+        serialize_with = "secret::store_form::pairs",
+        deserialize_with = "secret::store_form::de_pairs"
+    )]
+    pub entered: Vec<(String, EnteredValue)>,
+    #[serde(
+        default,
+        serialize_with = "secret::store_form::option",
+        deserialize_with = "secret::store_form::de_option"
+    )]
+    pub verifier: Option<PkceVerifier>,
 }
 
 impl Flow {
@@ -456,14 +475,14 @@ impl Flow {
     }
 
     /// What the grant keeps of the start page's answers.
-    pub fn entered(&self) -> Vec<(String, Secret)> {
-        let mut out: Vec<(String, Secret)> = self
+    pub fn entered(&self) -> Vec<(String, EnteredValue)> {
+        let mut out: Vec<(String, EnteredValue)> = self
             .entered
             .iter()
-            .map(|(k, v)| (format!("user_field.{k}"), Secret::new(v.as_str())))
+            .map(|(k, v)| (format!("user_field.{k}"), v.clone()))
             .collect();
         if let Some(t) = &self.chosen_tenant {
-            out.push(("tenant".to_string(), Secret::new(t.as_str())));
+            out.push(("tenant".to_string(), EnteredValue::new(t.as_str())));
         }
         out
     }

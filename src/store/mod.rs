@@ -23,6 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadableTable, TableDefinition};
 use thiserror::Error;
 
+use crate::secret::StoreKey;
 use crypto::{Crypto, Opened};
 
 #[derive(Debug, Error)]
@@ -89,8 +90,8 @@ impl Store {
     /// Opens (or creates) the file store.
     pub fn open_file(
         path: &Path,
-        key: [u8; 32],
-        previous: Option<[u8; 32]>,
+        key: &StoreKey,
+        previous: Option<&StoreKey>,
     ) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -114,8 +115,8 @@ impl Store {
         urls: &[&str],
         cluster: bool,
         prefix: &str,
-        key: [u8; 32],
-        previous: Option<[u8; 32]>,
+        key: &StoreKey,
+        previous: Option<&StoreKey>,
         timeout: std::time::Duration,
     ) -> Result<Store, StoreError> {
         Ok(Store {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{Fetched, TokenKey};
-use crate::secret::Secret;
+use crate::secret::{AccessToken, EnteredValue, IdToken, RefreshToken};
 use crate::store::Store;
 
 /// Where the cache saves tokens and looks for them on a cold start.
@@ -45,11 +45,11 @@ pub fn decode_record(bytes: &[u8]) -> Option<(Fetched, Duration)> {
         let left = expires_at.saturating_sub(now_unix());
         let s = |k: &str| v[k].as_str().map(str::to_string);
         let fetched = Fetched {
-            access_token: Secret::new(s("access_token")?),
+            access_token: AccessToken::new(s("access_token")?),
             token_type: s("token_type").unwrap_or_else(|| "Bearer".into()),
             expires_in: Some(Duration::from_secs(left)),
-            refresh_token: s("refresh_token").map(Secret::new),
-            id_token: s("id_token").map(Secret::new),
+            refresh_token: s("refresh_token").map(RefreshToken::new),
+            id_token: s("id_token").map(IdToken::new),
             scope: s("scope"),
             extra: v["extra"]
                 .as_object()
@@ -64,7 +64,7 @@ pub fn decode_record(bytes: &[u8]) -> Option<(Fetched, Duration)> {
                 .as_object()
                 .map(|m| {
                     m.iter()
-                        .filter_map(|(k, v)| Some((k.clone(), Secret::new(v.as_str()?))))
+                        .filter_map(|(k, v)| Some((k.clone(), EnteredValue::new(v.as_str()?))))
                         .collect()
                 })
                 .unwrap_or_default(),

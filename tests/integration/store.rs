@@ -128,10 +128,9 @@ fn store_writer_child() {
     ) else {
         return;
     };
-    let key =
-        authsidecar::store::crypto::parse_key(&authsidecar::secret::Secret::new(key)).unwrap();
+    let key = authsidecar::store::crypto::parse_key(&key).unwrap();
     let store =
-        authsidecar::store::Store::open_file(std::path::Path::new(&path), key, None).unwrap();
+        authsidecar::store::Store::open_file(std::path::Path::new(&path), &key, None).unwrap();
     let mut out = std::io::stdout();
     for i in 0u64.. {
         let name = format!("grant:p:-:user{}", i % 50);
@@ -190,9 +189,8 @@ fn a_killed_writer_loses_no_committed_record() {
         committed.len()
     );
 
-    let key =
-        authsidecar::store::crypto::parse_key(&authsidecar::secret::Secret::new(key)).unwrap();
-    let store = authsidecar::store::Store::open_file(&path, key, None).unwrap();
+    let key = authsidecar::store::crypto::parse_key(&key).unwrap();
+    let store = authsidecar::store::Store::open_file(&path, &key, None).unwrap();
     for (name, i) in &committed {
         let v = store
             .get(name)
