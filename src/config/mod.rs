@@ -382,18 +382,70 @@ impl OAuthSettings {
     }
 }
 
-impl ProfileKind {
-    pub fn type_name(&self) -> &'static str {
+/// A profile's `type`: which credential it injects, and so which keys it takes (each type's keys
+/// are the key groups its variant of the file shape reads, see `raw::RawKind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProfileType {
+    None,
+    Basic,
+    ApiKey,
+    ClientCredentials,
+    Password,
+    AuthorizationCode,
+}
+
+impl ProfileType {
+    pub const ALL: [ProfileType; 6] = [
+        ProfileType::None,
+        ProfileType::Basic,
+        ProfileType::ApiKey,
+        ProfileType::ClientCredentials,
+        ProfileType::Password,
+        ProfileType::AuthorizationCode,
+    ];
+
+    /// The name written in the config's `type`.
+    pub fn name(self) -> &'static str {
         match self {
-            ProfileKind::None => "none",
-            ProfileKind::Basic { .. } | ProfileKind::UserBasic => "basic",
-            ProfileKind::ApiKey { .. } | ProfileKind::UserApiKey => "api_key",
+            ProfileType::None => "none",
+            ProfileType::Basic => "basic",
+            ProfileType::ApiKey => "api_key",
+            ProfileType::ClientCredentials => "oauth2_client_credentials",
+            ProfileType::Password => "oauth2_password",
+            ProfileType::AuthorizationCode => "oauth2_authorization_code",
+        }
+    }
+
+    /// The type a config's `type` names.
+    pub fn from_name(name: &str) -> Option<ProfileType> {
+        ProfileType::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// An OAuth 2.0 type (its tokens come from an identity provider).
+    pub fn is_oauth(self) -> bool {
+        matches!(
+            self,
+            ProfileType::ClientCredentials | ProfileType::Password | ProfileType::AuthorizationCode
+        )
+    }
+}
+
+impl ProfileKind {
+    pub fn profile_type(&self) -> ProfileType {
+        match self {
+            ProfileKind::None => ProfileType::None,
+            ProfileKind::Basic { .. } | ProfileKind::UserBasic => ProfileType::Basic,
+            ProfileKind::ApiKey { .. } | ProfileKind::UserApiKey => ProfileType::ApiKey,
             ProfileKind::OAuth(o) => match o.grant {
-                Grant::ClientCredentials => "oauth2_client_credentials",
-                Grant::Password { .. } | Grant::UserPassword => "oauth2_password",
-                Grant::AuthorizationCode(_) => "oauth2_authorization_code",
+                Grant::ClientCredentials => ProfileType::ClientCredentials,
+                Grant::Password { .. } | Grant::UserPassword => ProfileType::Password,
+                Grant::AuthorizationCode(_) => ProfileType::AuthorizationCode,
             },
         }
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        self.profile_type().name()
     }
 
     pub fn oauth(&self) -> Option<&OAuthSettings> {

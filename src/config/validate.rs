@@ -8,8 +8,8 @@ use http::HeaderName;
 use indexmap::IndexMap;
 
 use super::raw::{
-    self, RawAdmin, RawAuth, RawConnector, RawField, RawMock, RawProfile, RawProxy, RawRoute,
-    RawServerTls, RawStore, RawTls, RawUserField,
+    self, AuthCodeKeys, OAuthKeys, RawAdmin, RawAuth, RawConnector, RawField, RawKind, RawMock,
+    RawProfile, RawProxy, RawRoute, RawServerTls, RawStore, RawTls, RawUserField,
 };
 use super::*;
 use crate::template::{Template, Var};
@@ -215,7 +215,7 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
                 "invalid profile name; expected letters, digits, '-', '_' or '.'",
             );
         }
-        let Some(rp) = raw::collect::<RawProfile>(value, &path, &mut v.errors) else {
+        let Some(rp) = RawProfile::collect(value, &path, &mut v.errors) else {
             broken.insert(name);
             continue;
         };
@@ -916,39 +916,6 @@ fn check_route_profile(u: &UpstreamUrl, prof: &Profile, p: &str, route_path: &st
     }
 }
 
-const PROFILE_TYPES: &str =
-    "none, basic, api_key, oauth2_client_credentials, oauth2_password or oauth2_authorization_code";
-
-/// Keys of an authorization-code profile, beyond the OAuth ones.
-const AUTH_CODE_KEYS: &[&str] = &[
-    "authorization_url",
-    "refresh_url",
-    "revocation_url",
-    "issuer",
-    "pkce",
-];
-
-/// Keys of profiles whose credentials belong to end users.
-const PER_USER_KEYS: &[&str] = &["per_user", "user_fields", "on_authorized"];
-
-/// Keys of an OAuth machine profile, beyond the common ones.
-const OAUTH_KEYS: &[&str] = &[
-    "token_url",
-    "client_id",
-    "client_secret",
-    "client_auth",
-    "scope",
-    "token_params",
-    "tls",
-    "idp_timeout",
-    "default_token_lifetime",
-    "refresh_before",
-    "reauth_on",
-    "reauth_min_token_age",
-    "replay_max_body_bytes",
-    "allow_insecure_http",
-];
-
 /// Token-request parameters the sidecar sets itself.
 const RESERVED_PARAMS: &[&str] = &[
     "grant_type",
@@ -962,94 +929,70 @@ const RESERVED_PARAMS: &[&str] = &[
     "redirect_uri",
 ];
 
-fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Profile> {
+fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile> {
     let before = v.errors.len();
-    let per_user = match (rp.kind.as_str(), rp.per_user) {
-        ("oauth2_authorization_code", Some(false)) => {
-            v.err(
-                &format!("{path}.per_user"),
-                "an authorization-code profile is always per user; remove per_user",
-            );
+    let RawProfile { ty, common, kind } = rp;
+    let tenancy = common.tenancy;
+    let per_user = match &kind {
+        RawKind::AuthorizationCode { per_user: p, .. } => {
+            if p.per_user == Some(false) {
+                v.err(
+                    &format!("{path}.per_user"),
+                    "an authorization-code profile is always per user; remove per_user",
+                );
+            }
             true
         }
-        ("oauth2_authorization_code", _) => true,
-        (_, p) => p.unwrap_or(false),
+        other => other.per_user().and_then(|p| p.per_user).unwrap_or(false),
     };
+    if let Some(p) = kind.per_user() {
+        if !per_user {
+            for (key, set) in [
+                ("user_fields", p.user_fields.is_some()),
+                ("on_authorized", p.on_authorized.is_some()),
+            ] {
+                if set {
+                    v.err(
+                        &format!("{path}.{key}"),
+                        "only used with per_user = true (credentials that belong to end users)",
+                    );
+                }
+            }
+        }
+    }
     // With per_user = true the credentials come from each end user, not from the config.
-    let user_creds: &[&str] = if per_user {
-        &["username", "password", "api_key"]
-    } else {
-        &[]
-    };
-    let allowed: Vec<&str> = match rp.kind.as_str() {
-        "none" => vec![],
-        "basic" => [&["username", "password"][..], PER_USER_KEYS].concat(),
-        "api_key" => [&["api_key"][..], PER_USER_KEYS].concat(),
-        "oauth2_client_credentials" => OAUTH_KEYS.to_vec(),
-        "oauth2_password" => [OAUTH_KEYS, &["username", "password"], PER_USER_KEYS].concat(),
-        "oauth2_authorization_code" => [OAUTH_KEYS, AUTH_CODE_KEYS, PER_USER_KEYS].concat(),
-        other => {
-            v.err(
-                &format!("{path}.type"),
-                format!("unknown type \"{other}\"; expected {PROFILE_TYPES}"),
-            );
-            return None;
-        }
-    };
-    let present = [
-        ("username", rp.username.is_some()),
-        ("password", rp.password.is_some()),
-        ("api_key", rp.api_key.is_some()),
-        ("token_url", rp.token_url.is_some()),
-        ("client_id", rp.client_id.is_some()),
-        ("client_secret", rp.client_secret.is_some()),
-        ("client_auth", rp.client_auth.is_some()),
-        ("scope", rp.scope.is_some()),
-        ("token_params", rp.token_params.is_some()),
-        ("tls", rp.tls.is_some()),
-        ("idp_timeout", rp.idp_timeout.is_some()),
-        (
-            "default_token_lifetime",
-            rp.default_token_lifetime.is_some(),
-        ),
-        ("refresh_before", rp.refresh_before.is_some()),
-        ("reauth_on", rp.reauth_on.is_some()),
-        ("reauth_min_token_age", rp.reauth_min_token_age.is_some()),
-        ("replay_max_body_bytes", rp.replay_max_body_bytes.is_some()),
-        ("allow_insecure_http", rp.allow_insecure_http.is_some()),
-        ("authorization_url", rp.authorization_url.is_some()),
-        ("refresh_url", rp.refresh_url.is_some()),
-        ("revocation_url", rp.revocation_url.is_some()),
-        ("issuer", rp.issuer.is_some()),
-        ("pkce", rp.pkce.is_some()),
-        ("on_authorized", rp.on_authorized.is_some()),
-        ("user_fields", rp.user_fields.is_some()),
-        ("per_user", rp.per_user.is_some()),
-    ];
-    for (key, is_set) in present {
-        if is_set && !allowed.contains(&key) {
-            v.err(
-                &format!("{path}.{key}"),
-                format!("not used by type \"{}\"", rp.kind),
-            );
-        } else if is_set && user_creds.contains(&key) {
-            v.err(
-                &format!("{path}.{key}"),
-                "with per_user = true each end user enters it on the start page; remove it",
-            );
-        } else if is_set && !per_user && ["user_fields", "on_authorized"].contains(&key) {
-            v.err(
-                &format!("{path}.{key}"),
-                "only used with per_user = true (credentials that belong to end users)",
-            );
-        }
-    }
     if per_user {
-        rp.username = None;
-        rp.password = None;
-        rp.api_key = None;
+        let (username, password, api_key) = match &kind {
+            RawKind::Basic { credentials: c, .. } | RawKind::Password { credentials: c, .. } => {
+                (c.username.is_some(), c.password.is_some(), false)
+            }
+            RawKind::ApiKey { key, .. } => (false, false, key.api_key.is_some()),
+            _ => (false, false, false),
+        };
+        for (key, set) in [
+            ("username", username),
+            ("password", password),
+            ("api_key", api_key),
+        ] {
+            if set {
+                v.err(
+                    &format!("{path}.{key}"),
+                    "with per_user = true each end user enters it on the start page; remove it",
+                );
+            }
+        }
     }
-    let on_authorized = rp.on_authorized.take();
+    let allow_insecure_http = match &kind {
+        RawKind::ClientCredentials { oauth }
+        | RawKind::Password { oauth, .. }
+        | RawKind::AuthorizationCode { oauth, .. } => oauth.allow_insecure_http,
+        _ => None,
+    };
+    let mut kind = kind;
+    let (raw_user_fields, on_authorized) = match kind.per_user_mut() {
+        Some(p) => (p.user_fields.take(), p.on_authorized.take()),
+        None => (None, None),
+    };
     if let Some(u) = &on_authorized {
         if u.contains('{') {
             v.err(
@@ -1057,39 +1000,36 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
                 "a fixed URL is expected; the body says which profile, user and tenant",
             );
         } else {
-            endpoint_url(u, "on_authorized", &rp, path, v);
+            let ctx = UrlContext {
+                path,
+                tenancy,
+                allow_insecure_http,
+            };
+            endpoint_url(u, "on_authorized", &ctx, v);
         }
     }
-    let type_name = rp.kind.clone();
     let required = |key: &str, missing: bool, v: &mut V| {
         if missing {
             v.err(
                 &format!("{path}.{key}"),
-                format!("required for type \"{type_name}\""),
+                format!("required for type \"{}\"", ty.name()),
             );
         }
     };
-    let kind = match rp.kind.as_str() {
-        "none" => Some(ProfileKind::None),
-        "basic" if per_user => Some(ProfileKind::UserBasic),
-        "api_key" if per_user => {
-            if rp.fields.as_ref().is_none_or(|f| f.is_empty()) {
-                v.err(
-                    &format!("{path}.fields"),
-                    "required for type \"api_key\": say where the key goes, e.g. [[profiles.NAME.fields]] in = \"header\", key = \"X-Api-Key\", value = \"{{api_key}}\"",
-                );
-            }
-            Some(ProfileKind::UserApiKey)
+    let api_key_fields = |v: &mut V| {
+        if common.fields.as_ref().is_none_or(|f| f.is_empty()) {
+            v.err(
+                &format!("{path}.fields"),
+                "required for type \"api_key\": say where the key goes, e.g. [[profiles.NAME.fields]] in = \"header\", key = \"X-Api-Key\", value = \"{{api_key}}\"",
+            );
         }
-        "oauth2_password" if per_user => {
-            v.warn(format!(
-                "{path}: oauth2_password is a legacy grant (RFC 9700 §2.4); end users type their IdP password into the sidecar's page"
-            ));
-            oauth_settings(&mut rp, Grant::UserPassword, path, v)
-                .map(|o| ProfileKind::OAuth(Box::new(o)))
-        }
-        "basic" => {
-            let (u, p) = (rp.username.take(), rp.password.take());
+    };
+    let oauth_ctx = OAuthContext { ty, tenancy, path };
+    let kind = match kind {
+        RawKind::None => Some(ProfileKind::None),
+        RawKind::Basic { .. } if per_user => Some(ProfileKind::UserBasic),
+        RawKind::Basic { credentials, .. } => {
+            let (u, p) = (credentials.username, credentials.password);
             required("username", u.is_none(), v);
             required("password", p.is_none(), v);
             if let Some(u) = &u {
@@ -1105,32 +1045,30 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
                 _ => None,
             }
         }
-        "api_key" => {
-            if rp.fields.as_ref().is_none_or(|f| f.is_empty()) {
-                v.err(
-                    &format!("{path}.fields"),
-                    "required for type \"api_key\": say where the key goes, e.g. [[profiles.NAME.fields]] in = \"header\", key = \"X-Api-Key\", value = \"{{api_key}}\"",
-                );
-            }
-            let key = rp.api_key.take();
-            required("api_key", key.is_none(), v);
-            key.map(|key| ProfileKind::ApiKey { key })
+        RawKind::ApiKey { .. } if per_user => {
+            api_key_fields(v);
+            Some(ProfileKind::UserApiKey)
         }
-        "oauth2_client_credentials" => oauth_settings(&mut rp, Grant::ClientCredentials, path, v)
-            .map(|o| ProfileKind::OAuth(Box::new(o))),
-        "oauth2_authorization_code" => {
-            let code = auth_code_settings(&mut rp, path, v);
-            let settings = oauth_settings(&mut rp, Grant::ClientCredentials, path, v);
-            match (settings, code) {
-                (Some(mut o), Some(c)) => {
-                    o.grant = Grant::AuthorizationCode(c);
-                    Some(ProfileKind::OAuth(Box::new(o)))
-                }
-                _ => None,
-            }
+        RawKind::ApiKey { key, .. } => {
+            api_key_fields(v);
+            required("api_key", key.api_key.is_none(), v);
+            key.api_key.map(|key| ProfileKind::ApiKey { key })
         }
-        _ => {
-            let (u, p) = (rp.username.take(), rp.password.take());
+        RawKind::ClientCredentials { oauth } => {
+            oauth_settings(*oauth, Grant::ClientCredentials, &oauth_ctx, v)
+                .map(|o| ProfileKind::OAuth(Box::new(o)))
+        }
+        RawKind::Password { oauth, .. } if per_user => {
+            v.warn(format!(
+                "{path}: oauth2_password is a legacy grant (RFC 9700 §2.4); end users type their IdP password into the sidecar's page"
+            ));
+            oauth_settings(*oauth, Grant::UserPassword, &oauth_ctx, v)
+                .map(|o| ProfileKind::OAuth(Box::new(o)))
+        }
+        RawKind::Password {
+            oauth, credentials, ..
+        } => {
+            let (u, p) = (credentials.username, credentials.password);
             required("username", u.is_none(), v);
             required("password", p.is_none(), v);
             v.warn(format!(
@@ -1142,9 +1080,9 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
                 _ => None,
             };
             let settings = oauth_settings(
-                &mut rp,
+                *oauth,
                 grant.clone().unwrap_or(Grant::ClientCredentials),
-                path,
+                &oauth_ctx,
                 v,
             );
             match (settings, grant) {
@@ -1152,27 +1090,43 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
                 _ => None,
             }
         }
+        RawKind::AuthorizationCode { oauth, code, .. } => {
+            let ctx = UrlContext {
+                path,
+                tenancy,
+                allow_insecure_http,
+            };
+            let code = auth_code_settings(code, &ctx, v);
+            let settings = oauth_settings(*oauth, Grant::ClientCredentials, &oauth_ctx, v);
+            match (settings, code) {
+                (Some(mut o), Some(c)) => {
+                    o.grant = Grant::AuthorizationCode(c);
+                    Some(ProfileKind::OAuth(Box::new(o)))
+                }
+                _ => None,
+            }
+        }
     };
 
-    let connector = v.connector_ref(rp.connector.take(), path);
+    let connector = v.connector_ref(common.connector, path);
     let mut kind = kind;
     if let Some(ProfileKind::OAuth(o)) = &mut kind {
         o.connector = connector.clone();
     }
-    let user_fields = match rp.user_fields.take() {
-        Some(raw) if allowed.contains(&"user_fields") => user_fields(raw, path, v),
-        _ => Vec::new(),
+    let user_fields = match raw_user_fields {
+        Some(raw) => user_fields(raw, path, v),
+        None => Vec::new(),
     };
     let user_field_keys: Vec<String> = user_fields.iter().map(|f| f.key.clone()).collect();
-    let raw_fields = match rp.fields {
+    let raw_fields = match common.fields {
         Some(f) => f,
-        None => default_fields(rp.kind.as_str()),
+        None => default_fields(ty),
     };
     let mut fields = Vec::new();
     let mut seen: HashSet<(Location, String)> = HashSet::new();
     for (i, rf) in raw_fields.into_iter().enumerate() {
         let fp = format!("{path}.fields[{i}]");
-        if let Some(f) = field(rf, &fp, kind.as_ref(), rp.tenancy, &user_field_keys, v) {
+        if let Some(f) = field(rf, &fp, kind.as_ref(), tenancy, &user_field_keys, v) {
             let norm = match f.location {
                 Location::Header => f.key.replace('_', "-"),
                 _ => f.key.clone(),
@@ -1213,8 +1167,8 @@ fn profile(name: &str, mut rp: RawProfile, path: &str, v: &mut V) -> Option<Prof
     Some(Profile {
         name: Arc::from(name),
         kind: kind?,
-        identity_provider: rp.identity_provider,
-        tenancy: rp.tenancy,
+        identity_provider: common.identity_provider,
+        tenancy,
         fields,
         user_fields,
         per_user,
@@ -1301,9 +1255,17 @@ fn is_loopback_url(url: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// What an endpoint URL of a profile is checked against.
+struct UrlContext<'a> {
+    path: &'a str,
+    tenancy: bool,
+    allow_insecure_http: Option<bool>,
+}
+
 /// Checks an endpoint URL: absolute, https (http only to loopback or with allow_insecure_http),
 /// `{tenant}` only with `tenancy = true`.
-fn endpoint_url(url: &str, key: &str, rp: &RawProfile, path: &str, v: &mut V) {
+fn endpoint_url(url: &str, key: &str, ctx: &UrlContext, v: &mut V) {
+    let path = ctx.path;
     let sample = url.replace("{tenant}", "tenant");
     let scheme_ok = sample.starts_with("https://") || sample.starts_with("http://");
     if !scheme_ok || sample.contains(['{', '}']) || sample.parse::<http::Uri>().is_err() {
@@ -1313,7 +1275,7 @@ fn endpoint_url(url: &str, key: &str, rp: &RawProfile, path: &str, v: &mut V) {
         );
         return;
     }
-    if url.contains("{tenant}") && !rp.tenancy {
+    if url.contains("{tenant}") && !ctx.tenancy {
         v.err(
             &format!("{path}.{key}"),
             "uses {tenant} but the profile has tenancy = false; set tenancy = true",
@@ -1321,7 +1283,7 @@ fn endpoint_url(url: &str, key: &str, rp: &RawProfile, path: &str, v: &mut V) {
     }
     if sample.starts_with("http://")
         && !is_loopback_url(&sample)
-        && rp.allow_insecure_http != Some(true)
+        && ctx.allow_insecure_http != Some(true)
     {
         v.err(
             &format!("{path}.{key}"),
@@ -1330,9 +1292,10 @@ fn endpoint_url(url: &str, key: &str, rp: &RawProfile, path: &str, v: &mut V) {
     }
 }
 
-fn auth_code_settings(rp: &mut RawProfile, path: &str, v: &mut V) -> Option<AuthCodeSettings> {
+fn auth_code_settings(rp: AuthCodeKeys, ctx: &UrlContext, v: &mut V) -> Option<AuthCodeSettings> {
     let before = v.errors.len();
-    let authorization_url = rp.authorization_url.take().unwrap_or_default();
+    let path = ctx.path;
+    let authorization_url = rp.authorization_url.unwrap_or_default();
     let mut authorization_context: Vec<String> = Vec::new();
     if authorization_url.is_empty() {
         v.err(
@@ -1360,17 +1323,17 @@ fn auth_code_settings(rp: &mut RawProfile, path: &str, v: &mut V) -> Option<Auth
             }
         };
         if !checked.is_empty() {
-            endpoint_url(&checked, "authorization_url", rp, path, v);
+            endpoint_url(&checked, "authorization_url", ctx, v);
         }
         authorization_context = context;
     }
-    let refresh_url = rp.refresh_url.take();
+    let refresh_url = rp.refresh_url;
     if let Some(u) = &refresh_url {
-        endpoint_url(u, "refresh_url", rp, path, v);
+        endpoint_url(u, "refresh_url", ctx, v);
     }
-    let revocation_url = rp.revocation_url.take();
+    let revocation_url = rp.revocation_url;
     if let Some(u) = &revocation_url {
-        endpoint_url(u, "revocation_url", rp, path, v);
+        endpoint_url(u, "revocation_url", ctx, v);
     }
     if rp.pkce == Some(false) {
         v.warn(format!(
@@ -1384,21 +1347,28 @@ fn auth_code_settings(rp: &mut RawProfile, path: &str, v: &mut V) -> Option<Auth
         authorization_url,
         refresh_url,
         revocation_url,
-        issuer: rp.issuer.take(),
+        issuer: rp.issuer,
         pkce: rp.pkce.unwrap_or(true),
         authorization_context,
     })
 }
 
+/// What an OAuth profile's keys are checked against.
+struct OAuthContext<'a> {
+    ty: ProfileType,
+    tenancy: bool,
+    path: &'a str,
+}
+
 fn oauth_settings(
-    rp: &mut RawProfile,
+    rp: OAuthKeys,
     grant: Grant,
-    path: &str,
+    ctx: &OAuthContext,
     v: &mut V,
 ) -> Option<OAuthSettings> {
     let before = v.errors.len();
-    let kind = rp.kind.clone();
-    let token_url = rp.token_url.take().unwrap_or_default();
+    let (path, kind) = (ctx.path, ctx.ty.name());
+    let token_url = rp.token_url.unwrap_or_default();
     let token_url_has_tenant = token_url.contains("{tenant}");
     if token_url.is_empty() {
         v.err(
@@ -1425,14 +1395,14 @@ fn oauth_settings(
                 );
             }
         }
-        if token_url_has_tenant && !rp.tenancy {
+        if token_url_has_tenant && !ctx.tenancy {
             v.err(
                 &format!("{path}.token_url"),
                 "uses {tenant} but the profile has tenancy = false; set tenancy = true",
             );
         }
     }
-    let client_id = rp.client_id.take().unwrap_or_default();
+    let client_id = rp.client_id.unwrap_or_default();
     if client_id.is_empty() {
         v.err(
             &format!("{path}.client_id"),
@@ -1451,7 +1421,7 @@ fn oauth_settings(
             ClientAuth::Basic
         }
     };
-    let client_secret = rp.client_secret.take();
+    let client_secret = rp.client_secret;
     match (client_auth, &client_secret) {
         (ClientAuth::None, Some(_)) => v.err(
             &format!("{path}.client_secret"),
@@ -1482,8 +1452,8 @@ fn oauth_settings(
             }
             m.into_iter().collect()
         };
-    let scope = pairs("scope", rp.scope.take(), v);
-    let token_params = pairs("token_params", rp.token_params.take(), v);
+    let scope = pairs("scope", rp.scope, v);
+    let token_params = pairs("token_params", rp.token_params, v);
     for (k, _) in &token_params {
         if scope.iter().any(|(s, _)| s == k) {
             v.err(
@@ -1492,7 +1462,7 @@ fn oauth_settings(
             );
         }
     }
-    let reauth_on = rp.reauth_on.take().unwrap_or_else(|| vec![401]);
+    let reauth_on = rp.reauth_on.unwrap_or_else(|| vec![401]);
     for (i, s) in reauth_on.iter().enumerate() {
         if !(400..=599).contains(s) {
             v.err(
@@ -1501,7 +1471,7 @@ fn oauth_settings(
             );
         }
     }
-    let tls = client_tls(rp.tls.take(), path, v);
+    let tls = client_tls(rp.tls, path, v);
     let dur = |d: Option<super::raw::Dur>, def: Duration| d.map(|d| d.0).unwrap_or(def);
     let idp_timeout = dur(rp.idp_timeout, DEFAULT_IDP_TIMEOUT);
     let default_token_lifetime = dur(
@@ -1566,7 +1536,9 @@ fn oauth_settings(
     })
 }
 
-fn default_fields(kind: &str) -> Vec<RawField> {
+/// `fields` of a profile that leaves them out: OAuth types send the access token as a bearer
+/// token, basic its Basic value; api_key has no default (it must say where the key goes).
+fn default_fields(ty: ProfileType) -> Vec<RawField> {
     let authorization = |value: &str| {
         vec![RawField {
             location: "header".into(),
@@ -1575,9 +1547,9 @@ fn default_fields(kind: &str) -> Vec<RawField> {
             payload_format: None,
         }]
     };
-    match kind {
-        "basic" => authorization("Basic {{basic}}"),
-        k if k.starts_with("oauth2_") => authorization("Bearer {{access_token}}"),
+    match ty {
+        ProfileType::Basic => authorization("Basic {{basic}}"),
+        t if t.is_oauth() => authorization("Bearer {{access_token}}"),
         _ => Vec::new(),
     }
 }
