@@ -1,9 +1,10 @@
 //! authsidecar: a reverse-proxy sidecar that injects authorization into outgoing HTTP calls.
 //!
 //! Data flows one way (DESIGN.md §10): `config` turns TOML into a validated [`config::Config`]; `lib`
-//! (this file) is the only place that wires listeners together; `proxy` runs the request path and
-//! calls `inject` (the placement engine), which uses `credential` (values per profile type). `admin`
-//! and `mock` are the other two listeners. `secret`, `error`, `template` and `tls` are leaves.
+//! (this file) is the only place that wires listeners together at start-up, and `reload` applies a
+//! new config to them; `proxy` runs the request path and calls `inject` (the placement engine),
+//! which uses `credential` (values per profile type). `admin` and `mock` are the other two
+//! listeners. `secret`, `error`, `template` and `tls` are leaves.
 
 pub mod admin;
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod mock;
 pub mod oauth;
 pub mod proxy;
 pub mod redact;
+pub mod reload;
 pub mod secret;
 pub mod serve;
 pub mod store;
@@ -35,6 +37,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 
 use config::Config;
+use reload::Reloader;
 use serve::{Limits, Shutdown};
 
 #[derive(Debug, Error)]
@@ -63,129 +66,6 @@ pub struct Server {
     /// Stops the store's event listener (Redis pub/sub thread).
     events_stop: Arc<std::sync::atomic::AtomicBool>,
     reloader: Arc<Reloader>,
-}
-
-/// Applies a new config to a running server: validated first; a config that does not load, or that
-/// changes what only a restart can change, is refused whole and the old one stays in force.
-pub struct Reloader {
-    path: Option<std::path::PathBuf>,
-    current: std::sync::Mutex<Arc<Config>>,
-    store: Arc<store::Store>,
-    metrics: Arc<metrics::Metrics>,
-    cache: Arc<token::TokenCache>,
-    /// The admin and auth listeners' snapshot.
-    live: Arc<arc_swap::ArcSwap<proxy::Snapshot>>,
-    /// Every proxy worker (each has its own snapshot, for its own upstream pools).
-    proxies: Vec<Arc<proxy::Proxy>>,
-}
-
-/// What a reload cannot change: listeners, workers, the store, the auth listener.
-fn restart_only(old: &Config, new: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut check = |changed: bool, key: &str| {
-        if changed {
-            out.push(format!(
-                "{key}: changed; restart the process to apply it (nothing was reloaded)"
-            ));
-        }
-    };
-    check(old.proxy.listen != new.proxy.listen, "proxy.listen");
-    check(old.proxy.workers != new.proxy.workers, "proxy.workers");
-    check(old.proxy.tls != new.proxy.tls, "proxy.tls");
-    check(old.admin.listen != new.admin.listen, "admin.listen");
-    check(old.admin.tls != new.admin.tls, "admin.tls");
-    let auth = |c: &Config| {
-        c.auth
-            .as_ref()
-            .map(|a| (a.listen, a.public_url.clone(), a.ticket_ttl, a.tls.clone()))
-    };
-    check(auth(old) != auth(new), "auth");
-    check(
-        std::mem::discriminant(&old.store) != std::mem::discriminant(&new.store),
-        "store.kind",
-    );
-    check(
-        old.mock_provider.as_ref().map(|m| m.listen)
-            != new.mock_provider.as_ref().map(|m| m.listen),
-        "mock_provider.listen",
-    );
-    out
-}
-
-impl Reloader {
-    /// Reads the config file again and applies it.
-    pub fn reload_from_file(&self) -> Result<String, Vec<String>> {
-        let Some(path) = &self.path else {
-            return Err(vec![
-                "no config file to read again (started without one)".into()
-            ]);
-        };
-        match Config::load(path) {
-            Ok(c) => self.apply(c),
-            Err(e) => {
-                self.metrics.reload(false);
-                Err(e.0.iter().map(|e| e.to_string()).collect())
-            }
-        }
-    }
-
-    /// Applies `config`: new snapshots for every worker and the admin/auth listeners, swapped at
-    /// once; requests in flight finish on the snapshot they started with. Cached tokens stay for
-    /// profiles whose OAuth settings did not change (their cache keys are the same); changed
-    /// profiles get new tokens.
-    pub fn apply(&self, config: Config) -> Result<String, Vec<String>> {
-        let Ok(mut current) = self.current.lock() else {
-            return Err(vec!["a reload is already failing; restart".into()]);
-        };
-        let refused = restart_only(&current, &config);
-        if !refused.is_empty() {
-            self.metrics.reload(false);
-            return Err(refused);
-        }
-        let config = Arc::new(config);
-        let build = || {
-            proxy::Snapshot::build(config.clone(), self.store.clone(), self.metrics.clone())
-                .map(Arc::new)
-        };
-        let mut worker_snapshots = Vec::with_capacity(self.proxies.len());
-        for _ in &self.proxies {
-            match build() {
-                Ok(s) => worker_snapshots.push(s),
-                Err(e) => {
-                    self.metrics.reload(false);
-                    return Err(vec![e]);
-                }
-            }
-        }
-        let main = match build() {
-            Ok(s) => s,
-            Err(e) => {
-                self.metrics.reload(false);
-                return Err(vec![e]);
-            }
-        };
-        for (p, s) in self.proxies.iter().zip(worker_snapshots) {
-            p.swap(s);
-        }
-        // Tokens of removed profiles, or of profiles whose token settings changed, are dropped;
-        // the others stay cached (same key).
-        let dropped = self.cache.retain(|k| main.has_token_key(k));
-        self.live.store(main);
-        record_cert_expiry(&self.metrics, &config);
-        for w in &config.warnings {
-            tracing::warn!("config: {w}");
-        }
-        let summary = format!(
-            "reloaded: {} routes, {} profiles, {} cached tokens dropped",
-            config.routes.len(),
-            config.profiles.len(),
-            dropped
-        );
-        *current = config;
-        self.metrics.reload(true);
-        tracing::info!("{summary}");
-        Ok(summary)
-    }
 }
 
 /// A listening socket with SO_REUSEPORT, so every proxy worker can have its own on one address.
@@ -218,6 +98,10 @@ impl Server {
 
     /// Like [`Server::start`]; `path` is the config file a reload (SIGHUP, `POST /admin/reload`)
     /// reads again.
+    ///
+    /// Start-up, in order: the mock provider (when configured), the store and the token cache, the
+    /// first snapshot, the background tasks (replica events, expired-record sweep, certificate
+    /// watch), the proxy workers, the auth listener, the admin listener. Ready once all are bound.
     pub async fn start_with_path(
         config: Config,
         path: Option<std::path::PathBuf>,
@@ -226,162 +110,19 @@ impl Server {
         let shutdown = Shutdown::new();
         let ready = Arc::new(AtomicBool::new(false));
 
-        let mock_addr = match &config.mock_provider {
-            Some(m) => {
-                let l = bind("mock provider", m.listen).await?;
-                let local = l.local_addr().unwrap_or(m.listen);
-                let settings = mock::MockSettings {
-                    clients: vec![(m.client_id.clone(), m.client_secret.clone())],
-                    users: vec![(m.username.clone(), m.password.clone())],
-                    token_lifetime: m.token_lifetime,
-                    ..mock::MockSettings::default()
-                };
-                let state = Arc::new(mock::MockState::new(settings));
-                state.set_issuer(format!("http://{local}"));
-                mock::spawn(l, state, shutdown.subscribe());
-                Some(local)
-            }
-            None => None,
-        };
-
-        let (store, cache) = match &config.store {
-            config::StoreConfig::Memory => {
-                (Arc::new(store::Store::memory()), token::TokenCache::new())
-            }
-            config::StoreConfig::File {
-                path,
-                key,
-                previous_key,
-            } => {
-                let (path, key, previous) = (path.clone(), key.clone(), previous_key.clone());
-                let store = Arc::new(
-                    tokio::task::spawn_blocking(move || {
-                        store::Store::open_file(&path, &key, previous.as_ref())
-                    })
-                    .await
-                    .map_err(|e| store::StoreError::Io(e.to_string()))??,
-                );
-                let cache =
-                    token::TokenCache::with_persist(Arc::new(token::StorePersist(store.clone())));
-                (store, cache)
-            }
-            config::StoreConfig::Redis {
-                urls,
-                cluster,
-                prefix,
-                key,
-                previous_key,
-                timeout,
-            } => {
-                let urls: Vec<&str> = urls.iter().map(|u| u.expose()).collect();
-                let store = Arc::new(store::Store::open_redis(
-                    &urls,
-                    *cluster,
-                    prefix,
-                    key,
-                    previous_key.as_ref(),
-                    *timeout,
-                )?);
-                if let Err(e) = store.ping() {
-                    tracing::warn!("store: Redis is not reachable yet ({e}); requests that need it get token_store_unavailable until it is");
-                }
-                let cache =
-                    token::TokenCache::with_persist(Arc::new(token::StorePersist(store.clone())));
-                (store, cache)
-            }
-        };
-        let cache = cache.with_max_entries(config.proxy.max_cached_tokens);
+        let mock_addr = start_mock_provider(&config, &shutdown).await?;
+        let (store, cache) = open_store(&config).await?;
         let metrics = metrics::Metrics::new();
         let snapshot = Arc::new(
             proxy::Snapshot::build(config.clone(), store.clone(), metrics.clone())
                 .map_err(StartError::Tls)?,
         );
-        // Replicas tell each other to forget cached tokens (revocations, refused refreshes).
-        let events_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        if store.shared().is_some() {
-            let (store, snapshot, cache, stop) = (
-                store.clone(),
-                snapshot.clone(),
-                cache.clone(),
-                events_stop.clone(),
-            );
-            let _ = std::thread::Builder::new()
-                .name("authsidecar-events".into())
-                .spawn(move || {
-                    let Some(r) = store.shared() else {
-                        return;
-                    };
-                    r.subscribe(
-                        |msg| {
-                            let Some((profile, tenant, user)) =
-                                oauth::grants::parse_invalidation(msg)
-                            else {
-                                return;
-                            };
-                            if let Some((name, o)) = snapshot
-                                .profiles
-                                .get_key_value(profile)
-                                .and_then(|(n, p)| p.oauth.as_ref().map(|o| (n, o)))
-                            {
-                                if cache.remove(&o.key(name, tenant, user)) {
-                                    tracing::debug!(
-                                        profile,
-                                        "cached token dropped (another replica)"
-                                    );
-                                }
-                            }
-                        },
-                        || stop.load(Ordering::Relaxed),
-                    );
-                });
-        }
-        // Login tickets and authorization states expire unread when users never finish: sweep
-        // them every few minutes so the store does not grow.
+        let tls = ListenerTls::load(&config)?;
+        let events_stop = follow_replica_events(&store, &snapshot, &cache);
         if config.auth.is_some() {
-            let (store, mut stop) = (store.clone(), shutdown.subscribe());
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(Duration::from_secs(300));
-                loop {
-                    tokio::select! {
-                        _ = every.tick() => {}
-                        _ = stop.changed() => break,
-                    }
-                    let s = store.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        let _ = s.sweep("ticket:");
-                        let _ = s.sweep("state:");
-                        let _ = s.sweep("attempts:");
-                    })
-                    .await;
-                }
-            });
+            sweep_expired_records(&store, &shutdown);
         }
-        let server_tls = |t: &Option<config::ServerTls>| {
-            t.as_ref()
-                .map(tls::server_config)
-                .transpose()
-                .map_err(StartError::Tls)
-        };
-        let (proxy_tls, auth_tls, admin_tls) = (
-            server_tls(&config.proxy.tls)?,
-            server_tls(&config.auth.as_ref().and_then(|a| a.tls.clone()))?,
-            server_tls(&config.admin.tls)?,
-        );
-        // Certificates changed on disk are picked up within CERT_CHECK_INTERVAL (and at once on
-        // SIGHUP or POST /admin/certificates/reload).
-        let mut cert_rx = shutdown.subscribe();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(CERT_CHECK_INTERVAL);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        let _ = tokio::task::spawn_blocking(|| tls::reload_all(false)).await;
-                    }
-                    _ = cert_rx.changed() => break,
-                }
-            }
-        });
+        watch_certificates(&shutdown);
         let stats = Arc::new(proxy::ProxyStats::default());
         let proxy_gate = serve::ConnGate::new(config.proxy.max_connections);
         metrics.add_source(Arc::new(Counted {
@@ -396,125 +137,44 @@ impl Server {
             idle_timeout: config.proxy.idle_timeout,
             max_headers: config.proxy.max_headers,
             max_head_bytes: config.proxy.max_header_bytes,
-            gate: Some(proxy_gate.clone()),
+            gate: Some(proxy_gate),
             half_close: true,
         };
-        // Thread per core, like nginx's workers: each worker has its own single-threaded event
-        // loop, its own listening socket on the same address (SO_REUSEPORT: the kernel spreads
-        // connections) and its own upstream pool, so a request never crosses threads. The token
-        // cache and counters are shared.
-        let first = reuseport_listener(config.proxy.listen).map_err(|source| StartError::Bind {
-            what: "proxy",
-            addr: config.proxy.listen,
-            source,
-        })?;
-        let proxy_addr = first.local_addr().unwrap_or(config.proxy.listen);
-        let mut listener = Some(first);
-        let live = Arc::new(arc_swap::ArcSwap::new(snapshot.clone()));
-        let mut proxies = Vec::with_capacity(config.proxy.workers);
-        for i in 0..config.proxy.workers {
-            let l = match listener.take() {
-                Some(l) => l,
-                None => reuseport_listener(proxy_addr).map_err(|source| StartError::Bind {
-                    what: "proxy",
-                    addr: proxy_addr,
-                    source,
-                })?,
-            };
-            let worker_snapshot = if i == 0 {
-                snapshot.clone()
-            } else {
-                Arc::new(
-                    proxy::Snapshot::build(config.clone(), store.clone(), metrics.clone())
-                        .map_err(StartError::Tls)?,
-                )
-            };
-            let proxy = proxy::Proxy::new(worker_snapshot, cache.clone(), stats.clone());
-            proxies.push(proxy.clone());
-            let rx = shutdown.subscribe();
-            let tls = proxy_tls.clone();
-            let limits = limits.clone();
-            std::thread::Builder::new()
-                .name(format!("authsidecar-w{i}"))
-                .spawn(move || {
-                    let rt = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(rt) => rt,
-                        Err(e) => {
-                            tracing::error!(error = %e, "proxy worker could not start");
-                            return;
-                        }
-                    };
-                    rt.block_on(async move {
-                        let listener = match TcpListener::from_std(l) {
-                            Ok(l) => l,
-                            Err(e) => {
-                                tracing::error!(error = %e, "proxy worker could not listen");
-                                return;
-                            }
-                        };
-                        serve::serve(listener, limits, tls, rx, move |c| proxy.handler(c)).await;
-                    });
-                })
-                .map_err(|source| StartError::Bind {
-                    what: "proxy worker thread",
-                    addr: proxy_addr,
-                    source,
-                })?;
-        }
-
-        let auth_addr = match &config.auth {
-            Some(a) => {
-                let l = bind("auth", a.listen).await?;
-                let local = l.local_addr().unwrap_or(a.listen);
-                let auth = auth::Auth::new(live.clone(), a.clone());
-                // The auth listener faces end users' browsers: same limits, its own cap.
-                let auth_limits = Limits {
-                    gate: Some(serve::ConnGate::new(config.proxy.max_connections)),
-                    half_close: false,
-                    ..limits.clone()
-                };
-                tokio::spawn(serve::serve(
-                    l,
-                    auth_limits,
-                    auth_tls,
-                    shutdown.subscribe(),
-                    move |c| auth.handler(c),
-                ));
-                Some(local)
-            }
-            None => None,
+        let workers = Workers {
+            config: &config,
+            tls: tls.proxy,
+            snapshot: &snapshot,
+            store: &store,
+            metrics: &metrics,
+            cache: &cache,
+            stats: &stats,
+            limits: &limits,
+            shutdown: &shutdown,
         };
-        let reloader = Arc::new(Reloader {
+        let (proxy_addr, proxies) = workers.start()?;
+        let live = Arc::new(arc_swap::ArcSwap::new(snapshot));
+        let auth_addr = start_auth(&config, tls.auth, &live, &limits, &shutdown).await?;
+        let reloader = Arc::new(Reloader::new(
             path,
-            current: std::sync::Mutex::new(config.clone()),
-            store: store.clone(),
-            metrics: metrics.clone(),
-            cache: cache.clone(),
-            live: live.clone(),
-            proxies,
-        });
-        let reload_fn: admin::ReloadFn = {
-            let r = reloader.clone();
-            Arc::new(move || r.reload_from_file())
-        };
-        let admin = admin::Admin::new(live, cache, ready.clone(), Some(reload_fn));
-        let al = bind("admin", config.admin.listen).await?;
-        let admin_addr = al.local_addr().unwrap_or(config.admin.listen);
-        let admin_limits = Limits {
-            gate: Some(serve::ConnGate::new(ADMIN_MAX_CONNECTIONS)),
-            half_close: false,
-            ..limits
-        };
-        tokio::spawn(serve::serve(
-            al,
-            admin_limits,
-            admin_tls,
-            shutdown.subscribe(),
-            move |c| admin.handler(c),
+            config.clone(),
+            reload::Swappable {
+                store,
+                metrics,
+                cache: cache.clone(),
+                live: live.clone(),
+                proxies,
+            },
         ));
+        let admin = AdminListener {
+            tls: tls.admin,
+            live,
+            cache,
+            ready: &ready,
+            reloader: &reloader,
+            limits,
+            shutdown: &shutdown,
+        };
+        let admin_addr = admin.start(&config).await?;
 
         for w in &config.warnings {
             tracing::warn!("config: {w}");
@@ -552,10 +212,347 @@ impl Server {
     }
 }
 
-/// Counters kept elsewhere, read at scrape time.
+/// `[mock_provider]`: the built-in mock provider, on its own listener.
+async fn start_mock_provider(
+    config: &Config,
+    shutdown: &Shutdown,
+) -> Result<Option<SocketAddr>, StartError> {
+    let Some(m) = &config.mock_provider else {
+        return Ok(None);
+    };
+    let l = bind("mock provider", m.listen).await?;
+    let local = l.local_addr().unwrap_or(m.listen);
+    let settings = mock::MockSettings {
+        clients: vec![(m.client_id.clone(), m.client_secret.clone())],
+        users: vec![(m.username.clone(), m.password.clone())],
+        token_lifetime: m.token_lifetime,
+        ..mock::MockSettings::default()
+    };
+    let state = Arc::new(mock::MockState::new(settings));
+    state.set_issuer(format!("http://{local}"));
+    mock::spawn(l, state, shutdown.subscribe());
+    Ok(Some(local))
+}
+
+/// `[store]`, and the token cache in front of it (which saves machine tokens in a durable store).
+async fn open_store(
+    config: &Config,
+) -> Result<(Arc<store::Store>, Arc<token::TokenCache>), StartError> {
+    let (store, cache) = match &config.store {
+        config::StoreConfig::Memory => (Arc::new(store::Store::memory()), token::TokenCache::new()),
+        config::StoreConfig::File {
+            path,
+            key,
+            previous_key,
+        } => {
+            let (path, key, previous) = (path.clone(), key.clone(), previous_key.clone());
+            let store = Arc::new(
+                tokio::task::spawn_blocking(move || {
+                    store::Store::open_file(&path, &key, previous.as_ref())
+                })
+                .await
+                .map_err(|e| store::StoreError::Io(e.to_string()))??,
+            );
+            let cache =
+                token::TokenCache::with_persist(Arc::new(token::StorePersist(store.clone())));
+            (store, cache)
+        }
+        config::StoreConfig::Redis {
+            urls,
+            cluster,
+            prefix,
+            key,
+            previous_key,
+            timeout,
+        } => {
+            let urls: Vec<&str> = urls.iter().map(|u| u.expose()).collect();
+            let store = Arc::new(store::Store::open_redis(
+                &urls,
+                *cluster,
+                prefix,
+                key,
+                previous_key.as_ref(),
+                *timeout,
+            )?);
+            if let Err(e) = store.ping() {
+                tracing::warn!("store: Redis is not reachable yet ({e}); requests that need it get token_store_unavailable until it is");
+            }
+            let cache =
+                token::TokenCache::with_persist(Arc::new(token::StorePersist(store.clone())));
+            (store, cache)
+        }
+    };
+    Ok((
+        store,
+        cache.with_max_entries(config.proxy.max_cached_tokens),
+    ))
+}
+
+/// Replicas sharing a store tell each other to forget cached tokens (revocations, refused
+/// refreshes). Returns the flag that stops the listening thread.
+fn follow_replica_events(
+    store: &Arc<store::Store>,
+    snapshot: &Arc<proxy::Snapshot>,
+    cache: &Arc<token::TokenCache>,
+) -> Arc<AtomicBool> {
+    let events_stop = Arc::new(AtomicBool::new(false));
+    if store.shared().is_none() {
+        return events_stop;
+    }
+    let (store, snapshot, cache, stop) = (
+        store.clone(),
+        snapshot.clone(),
+        cache.clone(),
+        events_stop.clone(),
+    );
+    let _ = std::thread::Builder::new()
+        .name("authsidecar-events".into())
+        .spawn(move || {
+            let Some(r) = store.shared() else {
+                return;
+            };
+            r.subscribe(
+                |msg| {
+                    let Some((profile, tenant, user)) = oauth::grants::parse_invalidation(msg)
+                    else {
+                        return;
+                    };
+                    if let Some((name, o)) = snapshot
+                        .profiles
+                        .get_key_value(profile)
+                        .and_then(|(n, p)| p.oauth.as_ref().map(|o| (n, o)))
+                    {
+                        if cache.remove(&o.key(name, tenant, user)) {
+                            tracing::debug!(profile, "cached token dropped (another replica)");
+                        }
+                    }
+                },
+                || stop.load(Ordering::Relaxed),
+            );
+        });
+    events_stop
+}
+
+/// Login tickets and authorization states expire unread when users never finish: swept every
+/// few minutes so the store does not grow.
+fn sweep_expired_records(store: &Arc<store::Store>, shutdown: &Shutdown) {
+    let (store, mut stop) = (store.clone(), shutdown.subscribe());
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(300));
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.changed() => break,
+            }
+            let s = store.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = s.sweep("ticket:");
+                let _ = s.sweep("state:");
+                let _ = s.sweep("attempts:");
+            })
+            .await;
+        }
+    });
+}
+
+/// Certificates changed on disk are picked up within [`CERT_CHECK_INTERVAL`] (and at once on
+/// SIGHUP or `POST /admin/certificates/reload`).
+fn watch_certificates(shutdown: &Shutdown) {
+    let mut cert_rx = shutdown.subscribe();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CERT_CHECK_INTERVAL);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let _ = tokio::task::spawn_blocking(|| tls::reload_all(false)).await;
+                }
+                _ = cert_rx.changed() => break,
+            }
+        }
+    });
+}
+
+/// The listeners' TLS settings, loaded before any listener is bound.
+struct ListenerTls {
+    proxy: Option<Arc<rustls::ServerConfig>>,
+    auth: Option<Arc<rustls::ServerConfig>>,
+    admin: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl ListenerTls {
+    fn load(config: &Config) -> Result<ListenerTls, StartError> {
+        let load = |t: Option<&config::ServerTls>| {
+            t.map(tls::server_config)
+                .transpose()
+                .map_err(StartError::Tls)
+        };
+        Ok(ListenerTls {
+            proxy: load(config.proxy.tls.as_ref())?,
+            auth: load(config.auth.as_ref().and_then(|a| a.tls.as_ref()))?,
+            admin: load(config.admin.tls.as_ref())?,
+        })
+    }
+}
+
+/// What the proxy workers are started with.
+struct Workers<'a> {
+    config: &'a Arc<Config>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// The first worker's snapshot (the others build their own, for their own upstream pools).
+    snapshot: &'a Arc<proxy::Snapshot>,
+    store: &'a Arc<store::Store>,
+    metrics: &'a Arc<metrics::Metrics>,
+    cache: &'a Arc<token::TokenCache>,
+    stats: &'a Arc<proxy::ProxyStats>,
+    limits: &'a Limits,
+    shutdown: &'a Shutdown,
+}
+
+impl Workers<'_> {
+    /// Thread per core, like nginx's workers: each worker has its own single-threaded event loop,
+    /// its own listening socket on the same address (SO_REUSEPORT: the kernel spreads
+    /// connections) and its own upstream pool, so a request never crosses threads. The token cache
+    /// and counters are shared. Returns the proxy's address and every worker.
+    fn start(&self) -> Result<(SocketAddr, Vec<Arc<proxy::Proxy>>), StartError> {
+        let config = self.config;
+        let first = reuseport_listener(config.proxy.listen).map_err(|source| StartError::Bind {
+            what: "proxy",
+            addr: config.proxy.listen,
+            source,
+        })?;
+        let proxy_addr = first.local_addr().unwrap_or(config.proxy.listen);
+        let mut listener = Some(first);
+        let mut proxies = Vec::with_capacity(config.proxy.workers);
+        for i in 0..config.proxy.workers {
+            let l = match listener.take() {
+                Some(l) => l,
+                None => reuseport_listener(proxy_addr).map_err(|source| StartError::Bind {
+                    what: "proxy",
+                    addr: proxy_addr,
+                    source,
+                })?,
+            };
+            let worker_snapshot = if i == 0 {
+                self.snapshot.clone()
+            } else {
+                Arc::new(
+                    proxy::Snapshot::build(
+                        config.clone(),
+                        self.store.clone(),
+                        self.metrics.clone(),
+                    )
+                    .map_err(StartError::Tls)?,
+                )
+            };
+            let proxy = proxy::Proxy::new(worker_snapshot, self.cache.clone(), self.stats.clone());
+            proxies.push(proxy.clone());
+            let rx = self.shutdown.subscribe();
+            let tls = self.tls.clone();
+            let limits = self.limits.clone();
+            std::thread::Builder::new()
+                .name(format!("authsidecar-w{i}"))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            tracing::error!(error = %e, "proxy worker could not start");
+                            return;
+                        }
+                    };
+                    rt.block_on(async move {
+                        let listener = match TcpListener::from_std(l) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                tracing::error!(error = %e, "proxy worker could not listen");
+                                return;
+                            }
+                        };
+                        serve::serve(listener, limits, tls, rx, move |c| proxy.handler(c)).await;
+                    });
+                })
+                .map_err(|source| StartError::Bind {
+                    what: "proxy worker thread",
+                    addr: proxy_addr,
+                    source,
+                })?;
+        }
+        Ok((proxy_addr, proxies))
+    }
+}
+
+/// `[auth]`: the listener end users' browsers reach (same limits as the proxy, its own cap).
+async fn start_auth(
+    config: &Config,
+    auth_tls: Option<Arc<rustls::ServerConfig>>,
+    live: &Arc<arc_swap::ArcSwap<proxy::Snapshot>>,
+    limits: &Limits,
+    shutdown: &Shutdown,
+) -> Result<Option<SocketAddr>, StartError> {
+    let Some(a) = &config.auth else {
+        return Ok(None);
+    };
+    let l = bind("auth", a.listen).await?;
+    let local = l.local_addr().unwrap_or(a.listen);
+    let auth = auth::Auth::new(live.clone(), a.clone());
+    let auth_limits = Limits {
+        gate: Some(serve::ConnGate::new(config.proxy.max_connections)),
+        half_close: false,
+        ..limits.clone()
+    };
+    tokio::spawn(serve::serve(
+        l,
+        auth_limits,
+        auth_tls,
+        shutdown.subscribe(),
+        move |c| auth.handler(c),
+    ));
+    Ok(Some(local))
+}
+
+/// `[admin]`: health, metrics, the admin API and console (reload goes through `reloader`).
+struct AdminListener<'a> {
+    tls: Option<Arc<rustls::ServerConfig>>,
+    live: Arc<arc_swap::ArcSwap<proxy::Snapshot>>,
+    cache: Arc<token::TokenCache>,
+    ready: &'a Arc<AtomicBool>,
+    reloader: &'a Arc<Reloader>,
+    limits: Limits,
+    shutdown: &'a Shutdown,
+}
+
+impl AdminListener<'_> {
+    async fn start(self, config: &Config) -> Result<SocketAddr, StartError> {
+        let reload_fn: admin::ReloadFn = {
+            let r = self.reloader.clone();
+            Arc::new(move || r.reload_from_file())
+        };
+        let admin = admin::Admin::new(self.live, self.cache, self.ready.clone(), Some(reload_fn));
+        let al = bind("admin", config.admin.listen).await?;
+        let admin_addr = al.local_addr().unwrap_or(config.admin.listen);
+        let admin_limits = Limits {
+            gate: Some(serve::ConnGate::new(ADMIN_MAX_CONNECTIONS)),
+            half_close: false,
+            ..self.limits
+        };
+        tokio::spawn(serve::serve(
+            al,
+            admin_limits,
+            self.tls,
+            self.shutdown.subscribe(),
+            move |c| admin.handler(c),
+        ));
+        Ok(admin_addr)
+    }
+}
+
 /// Connection cap of the admin listener (it serves operators and scrapers, not traffic).
 const ADMIN_MAX_CONNECTIONS: usize = 256;
 
+/// Counters kept elsewhere, read at scrape time.
 struct Counted {
     cache: Arc<token::TokenCache>,
     store: Arc<store::Store>,
@@ -680,32 +677,7 @@ pub const CERT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_s
 pub async fn run(config: Config, path: Option<std::path::PathBuf>) -> Result<(), StartError> {
     let server = Server::start_with_path(config, path).await?;
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut hup) = signal(SignalKind::hangup()) {
-            let reloader = server.reloader.clone();
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    let r = reloader.clone();
-                    match tokio::task::spawn_blocking(move || r.reload_from_file()).await {
-                        Ok(Ok(summary)) => tracing::info!("SIGHUP: {summary}"),
-                        Ok(Err(errors)) => {
-                            for e in errors {
-                                tracing::warn!("SIGHUP: config not reloaded: {e}");
-                            }
-                        }
-                        Err(_) => {}
-                    }
-                    let (n, errors) = tls::reload_all(true);
-                    tracing::info!(
-                        reloaded = n,
-                        failed = errors.len(),
-                        "SIGHUP: certificates re-read"
-                    );
-                }
-            });
-        }
-    }
+    reload::reload_on_sighup(server.reloader.clone());
     wait_for_signal().await;
     tracing::info!("shutting down: letting in-flight requests finish");
     if !server.shutdown().await {
