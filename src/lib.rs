@@ -3,8 +3,14 @@
 //! Data flows one way (DESIGN.md §10): `config` turns TOML into a validated [`config::Config`]; `lib`
 //! (this file) is the only place that wires listeners together at start-up, and `reload` applies a
 //! new config to them; `proxy` runs the request path and calls `inject` (the placement engine),
-//! which uses `credential` (values per profile type). `admin` and `mock` are the other two
+//! which uses `credential` (values per profile type). `auth` and `admin` are the other two
 //! listeners. `secret`, `error`, `template` and `tls` are leaves.
+//!
+//! Features: `mock` adds `mock`, the built-in mock provider, for tests that run it in-process;
+//! `fuzzing` adds `fuzzing`, the entry points of the fuzz targets and of the differential and
+//! property tests. Neither is in the default build: the tests, benchmarks and fuzz targets turn
+//! them on. The `authsidecar` command always has the mock provider (`mock-provider`,
+//! `[mock_provider]`): it compiles the same module itself.
 
 pub mod admin;
 pub mod auth;
@@ -12,10 +18,12 @@ pub mod config;
 pub mod credential;
 pub mod egress;
 pub mod error;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod inject;
 pub mod logging;
 pub mod metrics;
+#[cfg(feature = "mock")]
 pub mod mock;
 pub mod oauth;
 pub mod proxy;
@@ -60,7 +68,6 @@ pub struct Server {
     pub proxy_addr: SocketAddr,
     pub auth_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
-    pub mock_addr: Option<SocketAddr>,
     shutdown: Shutdown,
     drain_timeout: Duration,
     /// Stops the store's event listener (Redis pub/sub thread).
@@ -91,7 +98,9 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
 
 impl Server {
     /// Binds every listener and starts serving. Listeners on port 0 get a free port; the chosen
-    /// addresses are in the returned [`Server`].
+    /// addresses are in the returned [`Server`]. `[mock_provider]` is not started here: the
+    /// `authsidecar` command starts it beside the sidecar (the library has the mock provider only
+    /// with the `mock` feature).
     pub async fn start(config: Config) -> Result<Server, StartError> {
         Self::start_with_path(config, None).await
     }
@@ -99,8 +108,7 @@ impl Server {
     /// Like [`Server::start`]; `path` is the config file a reload (SIGHUP, `POST /admin/reload`)
     /// reads again.
     ///
-    /// Start-up, in order: the mock provider (when configured), the store and the token cache, the
-    /// first snapshot, the background tasks (replica events, expired-record sweep, certificate
+    /// Start-up, in order: the store and the token cache, the first snapshot, the background tasks (replica events, expired-record sweep, certificate
     /// watch), the proxy workers, the auth listener, the admin listener. Ready once all are bound.
     pub async fn start_with_path(
         config: Config,
@@ -110,7 +118,6 @@ impl Server {
         let shutdown = Shutdown::new();
         let ready = Arc::new(AtomicBool::new(false));
 
-        let mock_addr = start_mock_provider(&config, &shutdown).await?;
         let (store, cache) = open_store(&config).await?;
         let metrics = metrics::Metrics::new();
         let snapshot = Arc::new(
@@ -180,13 +187,12 @@ impl Server {
             tracing::warn!("config: {w}");
         }
         ready.store(true, Ordering::Release);
-        tracing::info!(%proxy_addr, %admin_addr, auth_addr = ?auth_addr, mock = ?mock_addr, routes = config.routes.len(), profiles = config.profiles.len(), "authsidecar started");
+        tracing::info!(%proxy_addr, %admin_addr, auth_addr = ?auth_addr, routes = config.routes.len(), profiles = config.profiles.len(), "authsidecar started");
         Ok(Server {
             stats,
             proxy_addr,
             auth_addr,
             admin_addr,
-            mock_addr,
             shutdown,
             drain_timeout: config.proxy.drain_timeout,
             events_stop,
@@ -210,28 +216,6 @@ impl Server {
         self.events_stop.store(true, Ordering::Relaxed);
         self.shutdown.drain(self.drain_timeout).await
     }
-}
-
-/// `[mock_provider]`: the built-in mock provider, on its own listener.
-async fn start_mock_provider(
-    config: &Config,
-    shutdown: &Shutdown,
-) -> Result<Option<SocketAddr>, StartError> {
-    let Some(m) = &config.mock_provider else {
-        return Ok(None);
-    };
-    let l = bind("mock provider", m.listen).await?;
-    let local = l.local_addr().unwrap_or(m.listen);
-    let settings = mock::MockSettings {
-        clients: vec![(m.client_id.clone(), m.client_secret.clone())],
-        users: vec![(m.username.clone(), m.password.clone())],
-        token_lifetime: m.token_lifetime,
-        ..mock::MockSettings::default()
-    };
-    let state = Arc::new(mock::MockState::new(settings));
-    state.set_issuer(format!("http://{local}"));
-    mock::spawn(l, state, shutdown.subscribe());
-    Ok(Some(local))
 }
 
 /// `[store]`, and the token cache in front of it (which saves machine tokens in a durable store).
