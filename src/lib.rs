@@ -330,9 +330,13 @@ fn sweep_expired_records(store: &Arc<store::Store>, shutdown: &Shutdown) {
             }
             let s = store.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                let _ = s.sweep("ticket:");
-                let _ = s.sweep("state:");
-                let _ = s.sweep("attempts:");
+                for kind in [
+                    store::Kind::Ticket,
+                    store::Kind::State,
+                    store::Kind::Attempts,
+                ] {
+                    let _ = s.sweep(kind.prefix());
+                }
             })
             .await;
         }

@@ -402,7 +402,9 @@ impl Admin {
             .collect();
         let store = self.snap().store.clone();
         let grants = tokio::task::spawn_blocking(move || {
-            let names = store.names("grant:").unwrap_or_default();
+            let names = store
+                .names(crate::store::Kind::Grant.prefix())
+                .unwrap_or_default();
             names
                 .into_iter()
                 .filter_map(|n| {
@@ -415,13 +417,11 @@ impl Admin {
         .await
         .unwrap_or_default();
         for (name, left, has_rt) in grants {
-            // grant:{profile}:{tenant}:{user}
-            let mut parts = name.splitn(4, ':').skip(1);
-            let (profile, tenant, user) = (parts.next(), parts.next(), parts.next());
-            out.push(
-                json!({"profile": profile, "user": user, "tenant": tenant.filter(|t| *t != "-"),
-                            "source": "store", "expires_in": left, "has_refresh_token": has_rt}),
-            );
+            let Some((profile, tenant, user)) = crate::store::names::parse_grant(&name) else {
+                continue;
+            };
+            out.push(json!({"profile": profile, "user": user, "tenant": tenant,
+                            "source": "store", "expires_in": left, "has_refresh_token": has_rt}));
         }
         json_response(StatusCode::OK, json!({ "tokens": out }))
     }
@@ -464,7 +464,7 @@ impl Admin {
         let mut revoked = Value::Null;
         let mut grant_deleted = false;
         if let (true, Some(u)) = (o.per_user, &user) {
-            let name = crate::oauth::grants::grant_name(profile, key.tenant.as_deref(), u);
+            let name = crate::store::Name::grant(profile, key.tenant.as_deref(), u);
             let store = self.snap().store.clone();
             let record = tokio::task::spawn_blocking(move || {
                 let r = store.get(&name).ok().flatten();

@@ -31,6 +31,7 @@ use crate::oauth::{to_fetched, OAuthSource, Request as TokenRequest};
 use crate::proxy::{Entry, Snapshot};
 use crate::secret::{AccessToken, EnteredValue, PkceVerifier};
 use crate::serve::{read_small_body, ConnInfo, Handler, SmallBodyError};
+use crate::store::Name;
 use crate::template::{Template, Var};
 use crate::token::{Fetched, TokenErrorKind};
 use form::Form;
@@ -260,8 +261,8 @@ impl Auth {
         let window = s.user_attempt_window.as_secs().max(1);
         let now = grants::now_unix();
         let start = now - now % window;
-        let user_name = grants::user_attempts_name(&flow.profile, &flow.user, start);
-        let link_name = grants::link_attempts_name(&flow.ticket);
+        let user_name = Name::user_attempts(&flow.profile, &flow.user, start);
+        let link_name = Name::ticket_attempts(&flow.ticket);
         let link_expiry = now + s.ticket_ttl.as_secs();
         let store = self.snap().store.clone();
         let counted = blocking(move || {
@@ -622,7 +623,7 @@ impl Auth {
 
     /// Stores the user's grant, uses up the login link, tells `on_authorized`, shows success.
     async fn finish(&self, flow: &Flow, fetched: Fetched) -> Response<Body> {
-        let name = grants::grant_name(&flow.profile, flow.tenant.as_deref(), &flow.user);
+        let name = Name::grant(&flow.profile, flow.tenant.as_deref(), &flow.user);
         let store = self.snap().store.clone();
         let ticket = flow.ticket.clone();
         let saved = blocking(move || {

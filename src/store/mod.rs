@@ -13,6 +13,7 @@
 //! `tokio::task::spawn_blocking`.
 
 pub mod crypto;
+pub mod names;
 pub mod redis;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use thiserror::Error;
 
 use crate::secret::StoreKey;
 use crypto::{Crypto, Opened};
+pub use names::{Kind, Name};
 
 #[derive(Debug, Error)]
 pub enum StoreError {

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{Fetched, TokenKey};
 use crate::secret::{AccessToken, EnteredValue, IdToken, RefreshToken};
-use crate::store::Store;
+use crate::store::{Name, Store};
 
 /// Where the cache saves tokens and looks for them on a cold start.
 pub trait Persist: Send + Sync + 'static {
@@ -20,13 +20,12 @@ pub trait Persist: Send + Sync + 'static {
 pub struct StorePersist(pub Arc<Store>);
 
 /// Store name of a saved machine token.
-pub fn name(key: &TokenKey) -> String {
-    format!(
-        "token:{}:{:016x}:{}:{}",
-        key.profile,
+pub fn name(key: &TokenKey) -> Name {
+    Name::token(
+        &key.profile,
         key.fingerprint,
-        key.tenant.as_deref().unwrap_or("-"),
-        key.user.as_deref().unwrap_or("-")
+        key.tenant.as_deref(),
+        key.user.as_deref(),
     )
 }
 
