@@ -477,7 +477,9 @@ fn debug_output_never_shows_a_secret() {
         ("PASSWORD", PASSWORD.to_string()),
         ("API_KEY", API_KEY.to_string()),
         ("BASIC_PASSWORD", BASIC_PASSWORD.to_string()),
+        ("CONNECTOR_USER", "canary-connector-user-QJx".into()),
         ("CONNECTOR_PASSWORD", "canary-connector-pass-Q8x".into()),
+        ("BASIC_USER", "canary-basic-user-QKx".into()),
         ("MOCK_SECRET", "canary-mock-secret-Q9x".into()),
         ("MOCK_PASSWORD", "canary-mock-password-QAx".into()),
         ("FIELD_LITERAL", "canary-field-literal-QBx".into()),
@@ -503,7 +505,7 @@ password = "${MOCK_PASSWORD}"
 
 [connectors.corp]
 url = "http://127.0.0.1:3128"
-username = "proxy-user"
+username = "${CONNECTOR_USER}"
 password = "${CONNECTOR_PASSWORD}"
 
 [[routes]]
@@ -536,7 +538,7 @@ value = "{{api_key}} ${FIELD_LITERAL}"
 
 [profiles.basic]
 type = "basic"
-username = "audit-user"
+username = "${BASIC_USER}"
 password = "${BASIC_PASSWORD}"
 
 [profiles.user]
@@ -614,6 +616,9 @@ secret = true
     // The output is the real thing: the redacted roles are there.
     for role in [
         "AdminToken([redacted])",
+        "Username([redacted])",
+        "Password([redacted])",
+        "ApiKey([redacted])",
         "ClientSecret([redacted])",
         "StoreKey([redacted])",
         "StoreUrl([redacted])",

@@ -62,7 +62,11 @@ pub(super) fn check_per_user(
 
 fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile> {
     let before = v.errors.len();
-    let RawProfile { ty, common, kind } = rp;
+    let RawProfile {
+        ty,
+        common,
+        mut kind,
+    } = rp;
     let tenancy = common.tenancy;
     let per_user = match &kind {
         RawKind::AuthorizationCode { per_user: p, .. } => {
@@ -119,7 +123,6 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
         | RawKind::AuthorizationCode { oauth, .. } => oauth.allow_insecure_http,
         _ => None,
     };
-    let mut kind = kind;
     let (raw_user_fields, on_authorized) = match kind.per_user_mut() {
         Some(p) => (p.user_fields.take(), p.on_authorized.take()),
         None => (None, None),
