@@ -7,7 +7,7 @@ use std::time::Duration;
 use authsidecar::config::{Config, Env};
 use authsidecar::inject::{Inputs, Plan};
 use authsidecar::proxy::Snapshot;
-use authsidecar::secret::Secret;
+use authsidecar::secret::{AccessToken, RefreshToken};
 use authsidecar::token::{Fetched, Policy, TokenCache, TokenError, TokenKey, TokenSource};
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
@@ -62,11 +62,11 @@ impl TokenSource for Never {
     fn fetch<'a>(
         &'a self,
         _: &'a TokenKey,
-        _: Option<Secret>,
+        _: Option<RefreshToken>,
     ) -> BoxFuture<'a, Result<Fetched, TokenError>> {
         Box::pin(async {
             Ok(Fetched {
-                access_token: Secret::new("at-0123456789abcdef0123456789abcdef"),
+                access_token: AccessToken::new("at-0123456789abcdef0123456789abcdef"),
                 token_type: "Bearer".into(),
                 expires_in: Some(Duration::from_secs(3600)),
                 refresh_token: None,

@@ -5,19 +5,19 @@
 
 use crate::config::ProfileKind;
 use crate::http_util::{basic_credentials, BasicEncoding};
-use crate::secret::Secret;
+use crate::secret::{ApiKey, BasicCredentials, Password, Username};
 use crate::template::{Template, Var};
 
 /// The static variable values of one profile.
 #[derive(Debug, Default)]
 pub struct Credential {
-    api_key: Option<Secret>,
-    username: Option<Secret>,
-    password: Option<Secret>,
+    api_key: Option<ApiKey>,
+    username: Option<Username>,
+    password: Option<Password>,
     /// base64(username ":" password), RFC 7617.
-    basic: Option<Secret>,
+    basic: Option<BasicCredentials>,
     /// OAuth client id (not a secret).
-    client_id: Option<Secret>,
+    client_id: Option<String>,
 }
 
 impl Credential {
@@ -28,7 +28,7 @@ impl Credential {
                 Credential::default()
             }
             ProfileKind::OAuth(o) => Credential {
-                client_id: Some(Secret::new(o.client_id.as_str())),
+                client_id: Some(o.client_id.clone()),
                 ..Credential::default()
             },
             ProfileKind::ApiKey { key } => Credential {
@@ -38,7 +38,7 @@ impl Credential {
             ProfileKind::Basic { username, password } => Credential {
                 username: Some(username.clone()),
                 password: Some(password.clone()),
-                basic: Some(Secret::new(basic_credentials(
+                basic: Some(BasicCredentials::new(basic_credentials(
                     username.expose(),
                     password.expose(),
                     BasicEncoding::Plain,
@@ -50,15 +50,14 @@ impl Credential {
 
     /// The value of a credential variable, if this profile holds it.
     pub fn get(&self, var: &Var) -> Option<&str> {
-        let s = match var {
-            Var::ApiKey => &self.api_key,
-            Var::Username => &self.username,
-            Var::Password => &self.password,
-            Var::Basic => &self.basic,
-            Var::ClientId => &self.client_id,
-            _ => return None,
-        };
-        s.as_ref().map(Secret::expose)
+        match var {
+            Var::ApiKey => self.api_key.as_ref().map(ApiKey::expose),
+            Var::Username => self.username.as_ref().map(Username::expose),
+            Var::Password => self.password.as_ref().map(Password::expose),
+            Var::Basic => self.basic.as_ref().map(BasicCredentials::expose),
+            Var::ClientId => self.client_id.as_deref(),
+            _ => None,
+        }
     }
 }
 
@@ -76,8 +75,8 @@ mod tests {
     #[test]
     fn basic_is_base64_of_user_colon_password() {
         let c = Credential::from_kind(&ProfileKind::Basic {
-            username: Secret::new("Aladdin"),
-            password: Secret::new("open sesame"),
+            username: Username::new("Aladdin"),
+            password: Password::new("open sesame"),
         });
         assert_eq!(c.get(&Var::Basic), Some("QWxhZGRpbjpvcGVuIHNlc2FtZQ=="));
         assert_eq!(c.get(&Var::ApiKey), None);
@@ -86,7 +85,7 @@ mod tests {
     #[test]
     fn static_rendering_only_when_nothing_comes_from_the_request() {
         let kind = ProfileKind::ApiKey {
-            key: Secret::new("k"),
+            key: ApiKey::new("k"),
         };
         let t = Template::parse("Key {{api_key}}").unwrap();
         assert_eq!(render_static(&t, &kind).as_deref(), Some("Key k"));

@@ -341,7 +341,7 @@ pub fn callback(data: &[u8]) {
         tenant: None,
         chosen_tenant: None,
         entered: Vec::new(),
-        verifier: Some("v".repeat(43)),
+        verifier: Some("v".repeat(43).into()),
     };
     let real = crate::oauth::grants::new_flow(&store, std::time::Duration::from_secs(60), &flow)
         .expect("stored");

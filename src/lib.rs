@@ -1,9 +1,16 @@
 //! authsidecar: a reverse-proxy sidecar that injects authorization into outgoing HTTP calls.
 //!
 //! Data flows one way (DESIGN.md §10): `config` turns TOML into a validated [`config::Config`]; `lib`
-//! (this file) is the only place that wires listeners together; `proxy` runs the request path and
-//! calls `inject` (the placement engine), which uses `credential` (values per profile type). `admin`
-//! and `mock` are the other two listeners. `secret`, `error`, `template` and `tls` are leaves.
+//! (this file) is the only place that wires listeners together at start-up, and `reload` applies a
+//! new config to them; `proxy` runs the request path and calls `inject` (the placement engine),
+//! which uses `credential` (values per profile type). `auth` and `admin` are the other two
+//! listeners. `secret`, `error`, `template` and `tls` are leaves.
+//!
+//! Features: `mock` adds `mock`, the built-in mock provider, for tests that run it in-process;
+//! `fuzzing` adds `fuzzing`, the entry points of the fuzz targets and of the differential and
+//! property tests. Neither is in the default build: the tests, benchmarks and fuzz targets turn
+//! them on. The `authsidecar` command always has the mock provider (`mock-provider`,
+//! `[mock_provider]`): it compiles the same module itself.
 
 pub mod admin;
 pub mod auth;
@@ -11,15 +18,18 @@ pub mod config;
 pub mod credential;
 pub mod egress;
 pub mod error;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod http_util;
 pub mod inject;
 pub mod logging;
 pub mod metrics;
+#[cfg(feature = "mock")]
 pub mod mock;
 pub mod oauth;
 pub mod proxy;
 pub mod redact;
+pub mod reload;
 pub mod secret;
 pub mod serve;
 pub mod store;
@@ -36,6 +46,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 
 use config::Config;
+use reload::Reloader;
 use serve::{Limits, Shutdown};
 
 #[derive(Debug, Error)]
@@ -58,166 +69,11 @@ pub struct Server {
     pub proxy_addr: SocketAddr,
     pub auth_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
-    pub mock_addr: Option<SocketAddr>,
     shutdown: Shutdown,
     drain_timeout: Duration,
     /// Stops the store's event listener (Redis pub/sub thread).
     events_stop: Arc<std::sync::atomic::AtomicBool>,
     reloader: Arc<Reloader>,
-}
-
-/// Applies a new config to a running server: validated first; a config that does not load, or that
-/// changes what only a restart can change, is refused whole and the old one stays in force.
-pub struct Reloader {
-    path: Option<std::path::PathBuf>,
-    current: std::sync::Mutex<Arc<Config>>,
-    store: Arc<store::Store>,
-    metrics: Arc<metrics::Metrics>,
-    cache: Arc<token::TokenCache>,
-    /// The admin and auth listeners' snapshot.
-    live: Arc<arc_swap::ArcSwap<proxy::Snapshot>>,
-    /// Every proxy worker (each has its own snapshot, for its own upstream pools).
-    proxies: Vec<Arc<proxy::Proxy>>,
-    /// Where the auth listener was bound (for an `auth.public_url` with port 0).
-    auth_addr: Option<SocketAddr>,
-}
-
-/// What a reload cannot change: listeners, workers, the store, the auth listener.
-fn restart_only(old: &Config, new: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut check = |changed: bool, key: &str| {
-        if changed {
-            out.push(format!(
-                "{key}: changed; restart the process to apply it (nothing was reloaded)"
-            ));
-        }
-    };
-    check(old.proxy.listen != new.proxy.listen, "proxy.listen");
-    check(old.proxy.workers != new.proxy.workers, "proxy.workers");
-    check(old.proxy.tls != new.proxy.tls, "proxy.tls");
-    check(old.admin.listen != new.admin.listen, "admin.listen");
-    check(old.admin.tls != new.admin.tls, "admin.tls");
-    let auth = |c: &Config| {
-        c.auth
-            .as_ref()
-            .map(|a| (a.listen, a.public_url.clone(), a.ticket_ttl, a.tls.clone()))
-    };
-    check(auth(old) != auth(new), "auth");
-    check(
-        std::mem::discriminant(&old.store) != std::mem::discriminant(&new.store),
-        "store.kind",
-    );
-    check(
-        old.mock_provider.as_ref().map(|m| m.listen)
-            != new.mock_provider.as_ref().map(|m| m.listen),
-        "mock_provider.listen",
-    );
-    out
-}
-
-impl Reloader {
-    /// Reads the config file again and applies it.
-    pub fn reload_from_file(&self) -> Result<String, Vec<String>> {
-        let Some(path) = &self.path else {
-            return Err(vec![
-                "no config file to read again (started without one)".into()
-            ]);
-        };
-        match Config::load(path) {
-            Ok(c) => self.apply(c),
-            Err(e) => {
-                self.metrics.reload(false);
-                Err(e.0.iter().map(|e| e.to_string()).collect())
-            }
-        }
-    }
-
-    /// Applies `config`: new snapshots for every worker and the admin/auth listeners, swapped at
-    /// once; requests in flight finish on the snapshot they started with. Cached tokens stay for
-    /// profiles whose OAuth settings did not change (their cache keys are the same); changed
-    /// profiles get new tokens.
-    pub fn apply(&self, mut config: Config) -> Result<String, Vec<String>> {
-        resolve_public_url(&mut config, self.auth_addr);
-        let Ok(mut current) = self.current.lock() else {
-            return Err(vec!["a reload is already failing; restart".into()]);
-        };
-        let refused = restart_only(&current, &config);
-        if !refused.is_empty() {
-            self.metrics.reload(false);
-            return Err(refused);
-        }
-        let config = Arc::new(config);
-        let build = || {
-            proxy::Snapshot::build(config.clone(), self.store.clone(), self.metrics.clone())
-                .map(Arc::new)
-        };
-        let mut worker_snapshots = Vec::with_capacity(self.proxies.len());
-        for _ in &self.proxies {
-            match build() {
-                Ok(s) => worker_snapshots.push(s),
-                Err(e) => {
-                    self.metrics.reload(false);
-                    return Err(vec![e]);
-                }
-            }
-        }
-        let main = match build() {
-            Ok(s) => s,
-            Err(e) => {
-                self.metrics.reload(false);
-                return Err(vec![e]);
-            }
-        };
-        for (p, s) in self.proxies.iter().zip(worker_snapshots) {
-            p.swap(s);
-        }
-        // Tokens of removed profiles, or of profiles whose token settings changed, are dropped;
-        // the others stay cached (same key).
-        let dropped = self.cache.retain(|k| main.has_token_key(k));
-        self.live.store(main);
-        record_cert_expiry(&self.metrics, &config);
-        for w in &config.warnings {
-            tracing::warn!("config: {w}");
-        }
-        let summary = format!(
-            "reloaded: {} routes, {} profiles, {} cached tokens dropped",
-            config.routes.len(),
-            config.profiles.len(),
-            dropped
-        );
-        *current = config;
-        self.metrics.reload(true);
-        tracing::info!("{summary}");
-        Ok(summary)
-    }
-}
-
-/// An `auth.public_url` whose port is 0 stands for the auth listener's own port: with `listen` on
-/// port 0 (tests, several instances on one host) the links and the callback carry the port the
-/// listener was given, so nothing has to choose a free port before the start.
-fn resolve_public_url(config: &mut Config, auth_addr: Option<SocketAddr>) {
-    let (Some(a), Some(bound)) = (config.auth.as_mut(), auth_addr) else {
-        return;
-    };
-    if let Some(url) = with_port_for_zero(&a.public_url, bound.port()) {
-        a.public_url = url;
-    }
-}
-
-/// `url` with `port` in place of an explicit port 0; None when its port is not 0.
-fn with_port_for_zero(url: &str, port: u16) -> Option<String> {
-    if url.parse::<http::Uri>().ok()?.port_u16() != Some(0) {
-        return None;
-    }
-    let host_at = url.find("://")? + 3;
-    let rest = &url[host_at..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (host, _) = rest[..authority_end].rsplit_once(':')?;
-    Some(format!(
-        "{}{host}:{port}{}",
-        &url[..host_at],
-        &rest[authority_end..]
-    ))
 }
 
 /// A listening socket with SO_REUSEPORT, so every proxy worker can have its own on one address.
@@ -243,13 +99,20 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
 
 impl Server {
     /// Binds every listener and starts serving. Listeners on port 0 get a free port; the chosen
-    /// addresses are in the returned [`Server`].
+    /// addresses are in the returned [`Server`]. `[mock_provider]` is not started here: the
+    /// `authsidecar` command starts it beside the sidecar (the library has the mock provider only
+    /// with the `mock` feature).
     pub async fn start(config: Config) -> Result<Server, StartError> {
         Self::start_with_path(config, None).await
     }
 
     /// Like [`Server::start`]; `path` is the config file a reload (SIGHUP, `POST /admin/reload`)
     /// reads again.
+    ///
+    /// Start-up, in order: the auth listener's socket (first, so that a `public_url` with port 0
+    /// can take its port), the store and the token cache, the first snapshot, the background
+    /// tasks (replica events, expired-record sweep, certificate watch), the proxy workers, the
+    /// auth listener's serving, the admin listener. Ready once all are bound.
     pub async fn start_with_path(
         config: Config,
         path: Option<std::path::PathBuf>,
@@ -264,167 +127,23 @@ impl Server {
             (Some(l), Some(a)) => Some(l.local_addr().unwrap_or(a.listen)),
             _ => None,
         };
-        resolve_public_url(&mut config, auth_addr);
+        reload::resolve_public_url(&mut config, auth_addr);
         let config = Arc::new(config);
         let shutdown = Shutdown::new();
         let ready = Arc::new(AtomicBool::new(false));
 
-        let mock_addr = match &config.mock_provider {
-            Some(m) => {
-                let l = bind("mock provider", m.listen).await?;
-                let local = l.local_addr().unwrap_or(m.listen);
-                let settings = mock::MockSettings {
-                    clients: vec![(m.client_id.clone(), m.client_secret.expose().to_string())],
-                    users: vec![(m.username.clone(), m.password.expose().to_string())],
-                    token_lifetime: m.token_lifetime,
-                    ..mock::MockSettings::default()
-                };
-                let state = Arc::new(mock::MockState::new(settings));
-                state.set_issuer(format!("http://{local}"));
-                mock::spawn(l, state, shutdown.subscribe());
-                Some(local)
-            }
-            None => None,
-        };
-
-        let (store, cache) = match &config.store {
-            config::StoreConfig::Memory => {
-                (Arc::new(store::Store::memory()), token::TokenCache::new())
-            }
-            config::StoreConfig::File {
-                path,
-                key,
-                previous_key,
-            } => {
-                let (path, key, previous) = (path.clone(), *key, *previous_key);
-                let store = Arc::new(
-                    tokio::task::spawn_blocking(move || {
-                        store::Store::open_file(&path, key, previous)
-                    })
-                    .await
-                    .map_err(|e| store::StoreError::Io(e.to_string()))??,
-                );
-                let cache =
-                    token::TokenCache::with_persist(Arc::new(token::StorePersist(store.clone())));
-                (store, cache)
-            }
-            config::StoreConfig::Redis {
-                urls,
-                cluster,
-                prefix,
-                key,
-                previous_key,
-                timeout,
-            } => {
-                let urls: Vec<&str> = urls.iter().map(|u| u.expose()).collect();
-                let store = Arc::new(store::Store::open_redis(
-                    &urls,
-                    *cluster,
-                    prefix,
-                    *key,
-                    *previous_key,
-                    *timeout,
-                )?);
-                if let Err(e) = store.ping() {
-                    tracing::warn!("store: Redis is not reachable yet ({e}); requests that need it get token_store_unavailable until it is");
-                }
-                let cache =
-                    token::TokenCache::with_persist(Arc::new(token::StorePersist(store.clone())));
-                (store, cache)
-            }
-        };
-        let cache = cache.with_max_entries(config.proxy.max_cached_tokens);
+        let (store, cache) = open_store(&config).await?;
         let metrics = metrics::Metrics::new();
         let snapshot = Arc::new(
             proxy::Snapshot::build(config.clone(), store.clone(), metrics.clone())
                 .map_err(StartError::Tls)?,
         );
-        // Replicas tell each other to forget cached tokens (revocations, refused refreshes).
-        let events_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        if store.shared().is_some() {
-            let (store, snapshot, cache, stop) = (
-                store.clone(),
-                snapshot.clone(),
-                cache.clone(),
-                events_stop.clone(),
-            );
-            let _ = std::thread::Builder::new()
-                .name("authsidecar-events".into())
-                .spawn(move || {
-                    let Some(r) = store.shared() else {
-                        return;
-                    };
-                    r.subscribe(
-                        |msg| {
-                            let Some((profile, tenant, user)) =
-                                oauth::grants::parse_invalidation(msg)
-                            else {
-                                return;
-                            };
-                            if let Some((name, o)) = snapshot
-                                .profiles
-                                .get_key_value(profile)
-                                .and_then(|(n, p)| p.oauth.as_ref().map(|o| (n, o)))
-                            {
-                                if cache.remove(&o.key(name, tenant, user)) {
-                                    tracing::debug!(
-                                        profile,
-                                        "cached token dropped (another replica)"
-                                    );
-                                }
-                            }
-                        },
-                        || stop.load(Ordering::Relaxed),
-                    );
-                });
-        }
-        // Login tickets and authorization states expire unread when users never finish: sweep
-        // them every few minutes so the store does not grow.
+        let tls = ListenerTls::load(&config)?;
+        let events_stop = follow_replica_events(&store, &snapshot, &cache);
         if config.auth.is_some() {
-            let (store, mut stop) = (store.clone(), shutdown.subscribe());
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(Duration::from_secs(300));
-                loop {
-                    tokio::select! {
-                        _ = every.tick() => {}
-                        _ = stop.changed() => break,
-                    }
-                    let s = store.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        let _ = s.sweep("ticket:");
-                        let _ = s.sweep("state:");
-                        let _ = s.sweep("attempts:");
-                    })
-                    .await;
-                }
-            });
+            sweep_expired_records(&store, &shutdown);
         }
-        let server_tls = |t: &Option<config::ServerTls>| {
-            t.as_ref()
-                .map(tls::server_config)
-                .transpose()
-                .map_err(StartError::Tls)
-        };
-        let (proxy_tls, auth_tls, admin_tls) = (
-            server_tls(&config.proxy.tls)?,
-            server_tls(&config.auth.as_ref().and_then(|a| a.tls.clone()))?,
-            server_tls(&config.admin.tls)?,
-        );
-        // Certificates changed on disk are picked up within CERT_CHECK_INTERVAL (and at once on
-        // SIGHUP or POST /admin/certificates/reload).
-        let mut cert_rx = shutdown.subscribe();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(CERT_CHECK_INTERVAL);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        let _ = tokio::task::spawn_blocking(|| tls::reload_all(false)).await;
-                    }
-                    _ = cert_rx.changed() => break,
-                }
-            }
-        });
+        watch_certificates(&shutdown);
         let stats = Arc::new(proxy::ProxyStats::default());
         let proxy_gate = serve::ConnGate::new(config.proxy.max_connections);
         metrics.add_source(Arc::new(Counted {
@@ -439,13 +158,269 @@ impl Server {
             idle_timeout: config.proxy.idle_timeout,
             max_headers: config.proxy.max_headers,
             max_head_bytes: config.proxy.max_header_bytes,
-            gate: Some(proxy_gate.clone()),
+            gate: Some(proxy_gate),
             half_close: true,
         };
-        // Thread per core, like nginx's workers: each worker has its own single-threaded event
-        // loop, its own listening socket on the same address (SO_REUSEPORT: the kernel spreads
-        // connections) and its own upstream pool, so a request never crosses threads. The token
-        // cache and counters are shared.
+        let workers = Workers {
+            config: &config,
+            tls: tls.proxy,
+            snapshot: &snapshot,
+            store: &store,
+            metrics: &metrics,
+            cache: &cache,
+            stats: &stats,
+            limits: &limits,
+            shutdown: &shutdown,
+        };
+        let (proxy_addr, proxies) = workers.start()?;
+        let live = Arc::new(arc_swap::ArcSwap::new(snapshot));
+        if let Some(l) = auth_listener {
+            start_auth(&config, l, tls.auth, &live, &limits, &shutdown);
+        }
+        let reloader = Arc::new(Reloader::new(
+            path,
+            config.clone(),
+            reload::Swappable {
+                store,
+                metrics,
+                cache: cache.clone(),
+                live: live.clone(),
+                proxies,
+                auth_addr,
+            },
+        ));
+        let admin = AdminListener {
+            tls: tls.admin,
+            live,
+            cache,
+            ready: &ready,
+            reloader: &reloader,
+            limits,
+            shutdown: &shutdown,
+        };
+        let admin_addr = admin.start(&config).await?;
+
+        for w in &config.warnings {
+            tracing::warn!("config: {w}");
+        }
+        ready.store(true, Ordering::Release);
+        tracing::info!(%proxy_addr, %admin_addr, auth_addr = ?auth_addr, routes = config.routes.len(), profiles = config.profiles.len(), "authsidecar started");
+        Ok(Server {
+            stats,
+            proxy_addr,
+            auth_addr,
+            admin_addr,
+            shutdown,
+            drain_timeout: config.proxy.drain_timeout,
+            events_stop,
+            reloader,
+        })
+    }
+
+    /// Applies a new config now (what `POST /admin/reload` and SIGHUP do with the file).
+    pub fn reload(&self, config: Config) -> Result<String, Vec<String>> {
+        self.reloader.apply(config)
+    }
+
+    /// Counters of the request path (replays, …).
+    pub fn proxy_stats(&self) -> &proxy::ProxyStats {
+        &self.stats
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the drain timeout). Returns false when
+    /// some connections were still open at the deadline.
+    pub async fn shutdown(self) -> bool {
+        self.events_stop.store(true, Ordering::Relaxed);
+        self.shutdown.drain(self.drain_timeout).await
+    }
+}
+
+/// `[store]`, and the token cache in front of it (which saves machine tokens in a durable store).
+async fn open_store(
+    config: &Config,
+) -> Result<(Arc<store::Store>, Arc<token::TokenCache>), StartError> {
+    let (store, cache) = match &config.store {
+        config::StoreConfig::Memory => (Arc::new(store::Store::memory()), token::TokenCache::new()),
+        config::StoreConfig::File {
+            path,
+            key,
+            previous_key,
+        } => {
+            let (path, key, previous) = (path.clone(), key.clone(), previous_key.clone());
+            let store = Arc::new(
+                tokio::task::spawn_blocking(move || {
+                    store::Store::open_file(&path, &key, previous.as_ref())
+                })
+                .await
+                .map_err(|e| store::StoreError::Io(e.to_string()))??,
+            );
+            let cache =
+                token::TokenCache::with_persist(Arc::new(token::StorePersist(store.clone())));
+            (store, cache)
+        }
+        config::StoreConfig::Redis {
+            urls,
+            cluster,
+            prefix,
+            key,
+            previous_key,
+            timeout,
+        } => {
+            let urls: Vec<&str> = urls.iter().map(|u| u.expose()).collect();
+            let store = Arc::new(store::Store::open_redis(
+                &urls,
+                *cluster,
+                prefix,
+                key,
+                previous_key.as_ref(),
+                *timeout,
+            )?);
+            if let Err(e) = store.ping() {
+                tracing::warn!("store: Redis is not reachable yet ({e}); requests that need it get token_store_unavailable until it is");
+            }
+            let cache =
+                token::TokenCache::with_persist(Arc::new(token::StorePersist(store.clone())));
+            (store, cache)
+        }
+    };
+    Ok((
+        store,
+        cache.with_max_entries(config.proxy.max_cached_tokens),
+    ))
+}
+
+/// Replicas sharing a store tell each other to forget cached tokens (revocations, refused
+/// refreshes). Returns the flag that stops the listening thread.
+fn follow_replica_events(
+    store: &Arc<store::Store>,
+    snapshot: &Arc<proxy::Snapshot>,
+    cache: &Arc<token::TokenCache>,
+) -> Arc<AtomicBool> {
+    let events_stop = Arc::new(AtomicBool::new(false));
+    if store.shared().is_none() {
+        return events_stop;
+    }
+    let (store, snapshot, cache, stop) = (
+        store.clone(),
+        snapshot.clone(),
+        cache.clone(),
+        events_stop.clone(),
+    );
+    let _ = std::thread::Builder::new()
+        .name("authsidecar-events".into())
+        .spawn(move || {
+            let Some(r) = store.shared() else {
+                return;
+            };
+            r.subscribe(
+                |msg| {
+                    let Some((profile, tenant, user)) = oauth::grants::parse_invalidation(msg)
+                    else {
+                        return;
+                    };
+                    if let Some((name, o)) = snapshot
+                        .profiles
+                        .get_key_value(profile)
+                        .and_then(|(n, p)| p.oauth.as_ref().map(|o| (n, o)))
+                    {
+                        if cache.remove(&o.key(name, tenant, user)) {
+                            tracing::debug!(profile, "cached token dropped (another replica)");
+                        }
+                    }
+                },
+                || stop.load(Ordering::Relaxed),
+            );
+        });
+    events_stop
+}
+
+/// Login tickets and authorization states expire unread when users never finish: swept every
+/// few minutes so the store does not grow.
+fn sweep_expired_records(store: &Arc<store::Store>, shutdown: &Shutdown) {
+    let (store, mut stop) = (store.clone(), shutdown.subscribe());
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(300));
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.changed() => break,
+            }
+            let s = store.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                for kind in [
+                    store::Kind::Ticket,
+                    store::Kind::State,
+                    store::Kind::Attempts,
+                ] {
+                    let _ = s.sweep(kind.prefix());
+                }
+            })
+            .await;
+        }
+    });
+}
+
+/// Certificates changed on disk are picked up within [`CERT_CHECK_INTERVAL`] (and at once on
+/// SIGHUP or `POST /admin/certificates/reload`).
+fn watch_certificates(shutdown: &Shutdown) {
+    let mut cert_rx = shutdown.subscribe();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CERT_CHECK_INTERVAL);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let _ = tokio::task::spawn_blocking(|| tls::reload_all(false)).await;
+                }
+                _ = cert_rx.changed() => break,
+            }
+        }
+    });
+}
+
+/// The listeners' TLS settings, loaded before any listener is bound.
+struct ListenerTls {
+    proxy: Option<Arc<rustls::ServerConfig>>,
+    auth: Option<Arc<rustls::ServerConfig>>,
+    admin: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl ListenerTls {
+    fn load(config: &Config) -> Result<ListenerTls, StartError> {
+        let load = |t: Option<&config::ServerTls>| {
+            t.map(tls::server_config)
+                .transpose()
+                .map_err(StartError::Tls)
+        };
+        Ok(ListenerTls {
+            proxy: load(config.proxy.tls.as_ref())?,
+            auth: load(config.auth.as_ref().and_then(|a| a.tls.as_ref()))?,
+            admin: load(config.admin.tls.as_ref())?,
+        })
+    }
+}
+
+/// What the proxy workers are started with.
+struct Workers<'a> {
+    config: &'a Arc<Config>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// The first worker's snapshot (the others build their own, for their own upstream pools).
+    snapshot: &'a Arc<proxy::Snapshot>,
+    store: &'a Arc<store::Store>,
+    metrics: &'a Arc<metrics::Metrics>,
+    cache: &'a Arc<token::TokenCache>,
+    stats: &'a Arc<proxy::ProxyStats>,
+    limits: &'a Limits,
+    shutdown: &'a Shutdown,
+}
+
+impl Workers<'_> {
+    /// Thread per core, like nginx's workers: each worker has its own single-threaded event loop,
+    /// its own listening socket on the same address (SO_REUSEPORT: the kernel spreads
+    /// connections) and its own upstream pool, so a request never crosses threads. The token cache
+    /// and counters are shared. Returns the proxy's address and every worker.
+    fn start(&self) -> Result<(SocketAddr, Vec<Arc<proxy::Proxy>>), StartError> {
+        let config = self.config;
         let first = reuseport_listener(config.proxy.listen).map_err(|source| StartError::Bind {
             what: "proxy",
             addr: config.proxy.listen,
@@ -453,7 +428,6 @@ impl Server {
         })?;
         let proxy_addr = first.local_addr().unwrap_or(config.proxy.listen);
         let mut listener = Some(first);
-        let live = Arc::new(arc_swap::ArcSwap::new(snapshot.clone()));
         let mut proxies = Vec::with_capacity(config.proxy.workers);
         for i in 0..config.proxy.workers {
             let l = match listener.take() {
@@ -465,18 +439,22 @@ impl Server {
                 })?,
             };
             let worker_snapshot = if i == 0 {
-                snapshot.clone()
+                self.snapshot.clone()
             } else {
                 Arc::new(
-                    proxy::Snapshot::build(config.clone(), store.clone(), metrics.clone())
-                        .map_err(StartError::Tls)?,
+                    proxy::Snapshot::build(
+                        config.clone(),
+                        self.store.clone(),
+                        self.metrics.clone(),
+                    )
+                    .map_err(StartError::Tls)?,
                 )
             };
-            let proxy = proxy::Proxy::new(worker_snapshot, cache.clone(), stats.clone());
+            let proxy = proxy::Proxy::new(worker_snapshot, self.cache.clone(), self.stats.clone());
             proxies.push(proxy.clone());
-            let rx = shutdown.subscribe();
-            let tls = proxy_tls.clone();
-            let limits = limits.clone();
+            let rx = self.shutdown.subscribe();
+            let tls = self.tls.clone();
+            let limits = self.limits.clone();
             std::thread::Builder::new()
                 .name(format!("authsidecar-w{i}"))
                 .spawn(move || {
@@ -507,97 +485,78 @@ impl Server {
                     source,
                 })?;
         }
+        Ok((proxy_addr, proxies))
+    }
+}
 
-        let auth_addr = match (&config.auth, auth_listener, auth_addr) {
-            (Some(a), Some(l), Some(local)) => {
-                let auth = auth::Auth::new(live.clone(), a.clone());
-                // The auth listener faces end users' browsers: same limits, its own cap.
-                let auth_limits = Limits {
-                    gate: Some(serve::ConnGate::new(config.proxy.max_connections)),
-                    half_close: false,
-                    ..limits.clone()
-                };
-                tokio::spawn(serve::serve(
-                    l,
-                    auth_limits,
-                    auth_tls,
-                    shutdown.subscribe(),
-                    move |c| auth.handler(c),
-                ));
-                Some(local)
-            }
-            _ => None,
-        };
-        let reloader = Arc::new(Reloader {
-            path,
-            current: std::sync::Mutex::new(config.clone()),
-            store: store.clone(),
-            metrics: metrics.clone(),
-            cache: cache.clone(),
-            live: live.clone(),
-            proxies,
-            auth_addr,
-        });
+/// `[auth]`: the listener end users' browsers reach (same limits as the proxy, its own cap).
+/// `l` is bound first of all, so that a `public_url` with port 0 can take its port.
+fn start_auth(
+    config: &Config,
+    l: TcpListener,
+    auth_tls: Option<Arc<rustls::ServerConfig>>,
+    live: &Arc<arc_swap::ArcSwap<proxy::Snapshot>>,
+    limits: &Limits,
+    shutdown: &Shutdown,
+) {
+    let Some(a) = &config.auth else {
+        return;
+    };
+    let auth = auth::Auth::new(live.clone(), a.clone());
+    let auth_limits = Limits {
+        gate: Some(serve::ConnGate::new(config.proxy.max_connections)),
+        half_close: false,
+        ..limits.clone()
+    };
+    tokio::spawn(serve::serve(
+        l,
+        auth_limits,
+        auth_tls,
+        shutdown.subscribe(),
+        move |c| auth.handler(c),
+    ));
+}
+
+/// `[admin]`: health, metrics, the admin API and console (reload goes through `reloader`).
+struct AdminListener<'a> {
+    tls: Option<Arc<rustls::ServerConfig>>,
+    live: Arc<arc_swap::ArcSwap<proxy::Snapshot>>,
+    cache: Arc<token::TokenCache>,
+    ready: &'a Arc<AtomicBool>,
+    reloader: &'a Arc<Reloader>,
+    limits: Limits,
+    shutdown: &'a Shutdown,
+}
+
+impl AdminListener<'_> {
+    async fn start(self, config: &Config) -> Result<SocketAddr, StartError> {
         let reload_fn: admin::ReloadFn = {
-            let r = reloader.clone();
+            let r = self.reloader.clone();
             Arc::new(move || r.reload_from_file())
         };
-        let admin = admin::Admin::new(live, cache, ready.clone(), Some(reload_fn));
+        let admin = admin::Admin::new(self.live, self.cache, self.ready.clone(), Some(reload_fn));
         let al = bind("admin", config.admin.listen).await?;
         let admin_addr = al.local_addr().unwrap_or(config.admin.listen);
         let admin_limits = Limits {
             gate: Some(serve::ConnGate::new(ADMIN_MAX_CONNECTIONS)),
             half_close: false,
-            ..limits
+            ..self.limits
         };
         tokio::spawn(serve::serve(
             al,
             admin_limits,
-            admin_tls,
-            shutdown.subscribe(),
+            self.tls,
+            self.shutdown.subscribe(),
             move |c| admin.handler(c),
         ));
-
-        for w in &config.warnings {
-            tracing::warn!("config: {w}");
-        }
-        ready.store(true, Ordering::Release);
-        tracing::info!(%proxy_addr, %admin_addr, auth_addr = ?auth_addr, mock = ?mock_addr, routes = config.routes.len(), profiles = config.profiles.len(), "authsidecar started");
-        Ok(Server {
-            stats,
-            proxy_addr,
-            auth_addr,
-            admin_addr,
-            mock_addr,
-            shutdown,
-            drain_timeout: config.proxy.drain_timeout,
-            events_stop,
-            reloader,
-        })
-    }
-
-    /// Applies a new config now (what `POST /admin/reload` and SIGHUP do with the file).
-    pub fn reload(&self, config: Config) -> Result<String, Vec<String>> {
-        self.reloader.apply(config)
-    }
-
-    /// Counters of the request path (replays, …).
-    pub fn proxy_stats(&self) -> &proxy::ProxyStats {
-        &self.stats
-    }
-
-    /// Stops accepting, lets in-flight requests finish (up to the drain timeout). Returns false when
-    /// some connections were still open at the deadline.
-    pub async fn shutdown(self) -> bool {
-        self.events_stop.store(true, Ordering::Relaxed);
-        self.shutdown.drain(self.drain_timeout).await
+        Ok(admin_addr)
     }
 }
 
-/// Counters kept elsewhere, read at scrape time.
 /// Connection cap of the admin listener (it serves operators and scrapers, not traffic).
 const ADMIN_MAX_CONNECTIONS: usize = 256;
 
+/// Counters kept elsewhere, read at scrape time.
 struct Counted {
     cache: Arc<token::TokenCache>,
     store: Arc<store::Store>,
@@ -722,32 +681,7 @@ pub const CERT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_s
 pub async fn run(config: Config, path: Option<std::path::PathBuf>) -> Result<(), StartError> {
     let server = Server::start_with_path(config, path).await?;
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut hup) = signal(SignalKind::hangup()) {
-            let reloader = server.reloader.clone();
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    let r = reloader.clone();
-                    match tokio::task::spawn_blocking(move || r.reload_from_file()).await {
-                        Ok(Ok(summary)) => tracing::info!("SIGHUP: {summary}"),
-                        Ok(Err(errors)) => {
-                            for e in errors {
-                                tracing::warn!("SIGHUP: config not reloaded: {e}");
-                            }
-                        }
-                        Err(_) => {}
-                    }
-                    let (n, errors) = tls::reload_all(true);
-                    tracing::info!(
-                        reloaded = n,
-                        failed = errors.len(),
-                        "SIGHUP: certificates re-read"
-                    );
-                }
-            });
-        }
-    }
+    reload::reload_on_sighup(server.reloader.clone());
     wait_for_signal().await;
     tracing::info!("shutting down: letting in-flight requests finish");
     if !server.shutdown().await {
@@ -775,27 +709,5 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_port_for_zero;
-
-    #[test]
-    fn a_public_url_with_port_0_takes_the_listeners_port() {
-        let cases = [
-            ("http://127.0.0.1:0", Some("http://127.0.0.1:41234")),
-            (
-                "https://auth.example.com:0/sidecar",
-                Some("https://auth.example.com:41234/sidecar"),
-            ),
-            ("http://[::1]:0", Some("http://[::1]:41234")),
-            ("http://127.0.0.1:8080", None),
-            ("https://auth.example.com", None),
-        ];
-        for (url, want) in cases {
-            assert_eq!(with_port_for_zero(url, 41234).as_deref(), want, "{url}");
-        }
     }
 }

@@ -7,6 +7,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use authsidecar::config::{Config, CONFIG_ENV, DEFAULT_CONFIG_PATH};
+// The mock provider's module is compiled into the command from the library's source (the library
+// has it only with its `mock` feature); these are the library modules it names as `crate::…`.
+use authsidecar::{config, inject, secret, serve};
+
+/// The built-in mock provider (`src/mock/`): `mock-provider` and `[mock_provider]`. Its test-facing
+/// half (counters, faults) is used by the tests through the library's `mock` feature.
+#[allow(dead_code, unused_imports)]
+mod mock;
 
 /// mimalloc: per-thread free lists for every size a request allocates (a request's state, boxed
 /// while it is served, is about 3 KiB: past glibc's per-thread cache).
@@ -187,8 +195,12 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             match runtime().and_then(|rt| {
-                rt.block_on(authsidecar::run(config, Some(cli.config.clone())))
-                    .context("startup failed")
+                rt.block_on(async {
+                    let _mock = start_mock_provider(&config).await?;
+                    authsidecar::run(config, Some(cli.config.clone()))
+                        .await
+                        .context("startup failed")
+                })
             }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -227,11 +239,11 @@ fn main() -> ExitCode {
         } => {
             let result = runtime().and_then(|rt| {
                 rt.block_on(async {
-                    let settings = authsidecar::mock::MockSettings {
+                    let settings = mock::MockSettings {
                         token_lifetime,
                         ..Default::default()
                     };
-                    let mock = authsidecar::mock::MockProvider::start_with(listen, settings)
+                    let mock = mock::MockProvider::start_with(listen, settings)
                         .await
                         .context("binding the mock provider")?;
                     eprintln!("mock provider listening on http://{}", mock.addr);
@@ -249,6 +261,30 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `[mock_provider]`: the built-in mock provider, started beside the sidecar (the demo config has
+/// one). It runs until the process ends.
+async fn start_mock_provider(config: &Config) -> anyhow::Result<Option<mock::MockProvider>> {
+    let Some(m) = &config.mock_provider else {
+        return Ok(None);
+    };
+    let settings = mock::MockSettings {
+        clients: vec![(m.client_id.clone(), m.client_secret.clone())],
+        users: vec![(m.username.clone(), m.password.clone())],
+        token_lifetime: m.token_lifetime,
+        ..mock::MockSettings::default()
+    };
+    let provider = mock::MockProvider::start_with(m.listen, settings)
+        .await
+        .with_context(|| {
+            format!(
+                "startup failed: cannot listen on {} (mock provider)",
+                m.listen
+            )
+        })?;
+    tracing::info!(addr = %provider.addr, "mock provider started");
+    Ok(Some(provider))
 }
 
 async fn test_auth(

@@ -1,86 +1,293 @@
-//! Secret values (client secrets, passwords, API keys, tokens).
+//! Secret values, one type per role (after oauth2's `new_secret_type!`).
 //!
-//! A [`Secret`] never prints its value: `Debug` shows `[redacted]`, there is no `Display`, and there is
-//! no derived equality (compare with [`Secret::ct_eq`], which runs in constant time). The value is read
-//! through one explicitly named method, [`Secret::expose`], so every place that hands a secret to a sink
-//! (an upstream request, an IdP request) is easy to find with grep.
+//! Every role is its own newtype, so a client secret cannot be passed where an access token is
+//! expected, and none of them prints its value: `Debug` shows `Role([redacted])`, there is no
+//! `Display`, no `Serialize` and no derived equality. Roles that are compared with a value from
+//! outside (the admin token; tokens compared across replicas) have a `ct_eq` that runs in constant
+//! time through [`ct_eq`], the one place secrets are compared. The value is read through one
+//! explicitly named method, `expose`, so every place that hands a secret to a sink (an upstream
+//! request, an IdP request, the encrypted store) is easy to find with grep.
+//!
+//! | role | where it comes from |
+//! | --- | --- |
+//! | [`ClientSecret`] | `client_secret` of an OAuth profile or of `[mock_provider]` |
+//! | [`Username`], [`Password`] | `basic` and `oauth2_password` profiles, connectors, the mock's user |
+//! | [`ApiKey`] | `api_key` profiles |
+//! | [`BasicCredentials`] | base64 of `username:password` (RFC 7617), rendered once |
+//! | [`AdminToken`] | `[admin] token` |
+//! | [`StoreKey`] | `[store] key` and `previous_key` (32 bytes, AES-256-GCM) |
+//! | [`StoreUrl`] | `[store] url` and `cluster` (may hold the Redis password) |
+//! | [`AccessToken`], [`RefreshToken`], [`IdToken`] | an IdP's token response |
+//! | [`PkceVerifier`] | an authorization in progress (RFC 7636) |
+//! | [`EnteredValue`] | what an end user entered on the start page: user fields, their own credentials |
+//!
+//! Request signing keys get their role type with request signing (issue 19): no signing key exists
+//! yet.
 
 use std::fmt;
 use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serializer};
 use subtle::ConstantTimeEq;
 
-/// A string that must never reach logs, error messages, metrics or admin output.
-#[derive(Clone)]
-pub struct Secret(Arc<str>);
-
-impl Secret {
-    pub fn new(value: impl Into<Arc<str>>) -> Self {
-        Secret(value.into())
-    }
-
-    /// Returns the secret value.
-    ///
-    /// Security: call this only where the value goes to the party it is meant for (the upstream or the
-    /// identity provider) or into a constant-time comparison. Never format the result into a message.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Length in bytes: safe to show (A6: "name, length").
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Constant-time comparison with a candidate value (admin tokens).
-    pub fn ct_eq(&self, candidate: &[u8]) -> bool {
-        // Lengths may differ; `ct_eq` on slices of different length returns false without leaking
-        // where they differ.
-        self.0.as_bytes().ct_eq(candidate).into()
-    }
+/// Constant-time equality of two byte strings: the one place secrets are compared. Lengths may
+/// differ; the answer is then false without revealing where the contents differ.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
 }
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
+/// What every textual secret role offers to code that handles secrets of any role (redaction
+/// lists, the store's record encoding).
+pub trait SecretText {
+    /// The value. Security: see the role's `expose`.
+    fn expose_text(&self) -> &str;
 }
 
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // Deserialize through a visitor that never quotes the value in its error.
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Secret;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
+/// Deserializes a secret from config text through a visitor that never quotes the value in its
+/// error.
+fn deserialize_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<str>, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = Arc<str>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Arc<str>, E> {
+            Ok(v.into())
+        }
+        // An all-digit value (a PIN, or an environment override, which the loader turns into a
+        // number) is taken as its decimal text.
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Arc<str>, E> {
+            Ok(v.to_string().into())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Arc<str>, E> {
+            Ok(v.to_string().into())
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Arc<str>, E> {
+            Err(E::custom(
+                "invalid type: a number, expected a string (quote it)",
+            ))
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Arc<str>, E> {
+            Err(E::custom("invalid type: a boolean, expected a string"))
+        }
+    }
+    deserializer.deserialize_str(V)
+}
+
+macro_rules! secret_type {
+    (@base $(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            pub fn new(value: impl Into<Arc<str>>) -> Self {
+                $name(value.into())
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
-                Ok(Secret::new(v))
+
+            /// Returns the secret value.
+            ///
+            /// Security: call this only where the value goes to the party it is meant for (the
+            /// upstream, the identity provider, the encrypted store). Never format the result into
+            /// a message.
+            pub fn expose(&self) -> &str {
+                &self.0
             }
-            // An all-digit value (a PIN, or an environment override, which the loader turns into
-            // a number) is taken as its decimal text.
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
-                Ok(Secret::new(v.to_string()))
+
+            /// Length in bytes: safe to show.
+            pub fn len(&self) -> usize {
+                self.0.len()
             }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
-                Ok(Secret::new(v.to_string()))
-            }
-            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
-                Err(E::custom(
-                    "invalid type: a number, expected a string (quote it)",
-                ))
-            }
-            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
-                Err(E::custom("invalid type: a boolean, expected a string"))
+
+            pub fn is_empty(&self) -> bool {
+                self.0.is_empty()
             }
         }
-        deserializer.deserialize_str(V)
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), "([redacted])"))
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                $name(s.into())
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name(s.into())
+            }
+        }
+
+        impl SecretText for $name {
+            fn expose_text(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+    ($(#[$doc:meta])* $name:ident $(, $extra:ident)*) => {
+        secret_type!(@base $(#[$doc])* $name);
+        $(secret_type!(@$extra $name);)*
+    };
+    (@config $name:ident) => {
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserialize_text(deserializer).map($name)
+            }
+        }
+    };
+    (@compare $name:ident) => {
+        impl $name {
+            /// Constant-time comparison with a candidate value.
+            pub fn ct_eq(&self, candidate: &[u8]) -> bool {
+                ct_eq(self.0.as_bytes(), candidate)
+            }
+        }
+    };
+}
+
+secret_type!(
+    /// An OAuth client's secret (RFC 6749 §2.3.1).
+    ClientSecret,
+    config
+);
+secret_type!(
+    /// A username that goes with a [`Password`] (basic auth, the password grant, a connector).
+    Username,
+    config
+);
+secret_type!(
+    /// A password: a basic-auth profile's, a service account's (password grant), a connector's.
+    Password,
+    config
+);
+secret_type!(
+    /// A static API key (`api_key` profiles).
+    ApiKey,
+    config
+);
+secret_type!(
+    /// `base64(username ":" password)` for `Authorization: Basic` (RFC 7617).
+    BasicCredentials
+);
+secret_type!(
+    /// The admin listener's bearer token; compared in constant time.
+    AdminToken,
+    config,
+    compare
+);
+secret_type!(
+    /// A Redis URL of the shared store: `redis://[user:password@]host…` may hold a password.
+    StoreUrl,
+    config
+);
+secret_type!(
+    /// An access token an identity provider issued.
+    AccessToken,
+    compare
+);
+secret_type!(
+    /// A refresh token; never injected, only sent back to the identity provider.
+    RefreshToken,
+    compare
+);
+secret_type!(
+    /// An OpenID Connect ID token.
+    IdToken
+);
+secret_type!(
+    /// A PKCE code verifier (RFC 7636), kept with an authorization in progress.
+    PkceVerifier
+);
+secret_type!(
+    /// A value an end user entered on the start page: a user field (secret or not) or their own
+    /// username, password or API key. Kept with their grant, encrypted like the tokens.
+    EnteredValue
+);
+
+/// The store's AES-256-GCM key: 32 bytes, written in the config as standard base64 (`authsidecar
+/// keygen` prints one).
+#[derive(Clone)]
+pub struct StoreKey([u8; 32]);
+
+impl StoreKey {
+    pub fn new(bytes: [u8; 32]) -> StoreKey {
+        StoreKey(bytes)
+    }
+
+    /// Parses the config's base64 text. The error gives the length at most, never the text.
+    pub fn from_base64(text: &str) -> Result<StoreKey, String> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| format!("not base64 (len {}); expected 32 random bytes in base64, as `authsidecar keygen` prints", text.len()))?;
+        bytes
+            .try_into()
+            .map(StoreKey)
+            .map_err(|b: Vec<u8>| format!("{} bytes; expected 32", b.len()))
+    }
+
+    /// Returns the key bytes.
+    ///
+    /// Security: only for the cipher that seals and opens store records.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StoreKey([redacted])")
+    }
+}
+
+impl<'de> Deserialize<'de> for StoreKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = deserialize_text(deserializer)?;
+        StoreKey::from_base64(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `serialize_with` helpers for the records the encrypted store keeps (an authorization in
+/// progress): the roles have no `Serialize` of their own, so a secret is written out only where a
+/// field says so.
+pub mod store_form {
+    use serde::ser::SerializeSeq;
+
+    use super::*;
+
+    pub fn option<S: Serializer, T: SecretText>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_some(v.expose_text()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn pairs<S: Serializer, T: SecretText>(v: &[(String, T)], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        for (k, v) in v {
+            seq.serialize_element(&(k, v.expose_text()))?;
+        }
+        seq.end()
+    }
+
+    pub fn de_option<'de, D: Deserializer<'de>, T: From<String>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.map(T::from))
+    }
+
+    pub fn de_pairs<'de, D: Deserializer<'de>, T: From<String>>(
+        d: D,
+    ) -> Result<Vec<(String, T)>, D::Error> {
+        Ok(Vec::<(String, String)>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| (k, T::from(v)))
+            .collect())
     }
 }
 
@@ -90,31 +297,78 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_value() {
-        let s = Secret::new("hunter2-canary");
-        let shown = format!("{s:?} {:?}", Some(&s));
+        let shown = format!(
+            "{:?} {:?} {:?} {:?} {:?} {:?}",
+            ClientSecret::new("hunter2-canary"),
+            Some(AccessToken::new("hunter2-canary")),
+            RefreshToken::new("hunter2-canary"),
+            PkceVerifier::new("hunter2-canary"),
+            EnteredValue::new("hunter2-canary"),
+            StoreKey::new([0x68; 32]),
+        );
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("[redacted]"));
+        assert!(!shown.contains("104"), "{shown}");
+        assert!(shown.contains("ClientSecret([redacted])"), "{shown}");
+        assert!(shown.contains("StoreKey([redacted])"), "{shown}");
     }
 
     #[test]
     fn constant_time_equality() {
-        let s = Secret::new("abc");
+        let s = AdminToken::new("abc");
         assert!(s.ct_eq(b"abc"));
         assert!(!s.ct_eq(b"abd"));
         assert!(!s.ct_eq(b"ab"));
         assert!(!s.ct_eq(b""));
+        assert!(ct_eq(b"", b""));
     }
 
     #[test]
     fn numbers_are_taken_as_text_and_other_types_not_echoed() {
         let s = toml::Value::Integer(987654321)
-            .try_into::<Secret>()
+            .try_into::<Password>()
             .unwrap();
         assert_eq!(s.expose(), "987654321");
         let err = toml::Value::Float(98765.4321)
-            .try_into::<Secret>()
+            .try_into::<ApiKey>()
             .unwrap_err()
             .to_string();
         assert!(!err.contains("98765"), "{err}");
+    }
+
+    #[test]
+    fn store_keys_are_32_bytes_of_base64_and_errors_do_not_echo() {
+        use base64::Engine;
+        let text = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        assert_eq!(StoreKey::from_base64(&text).unwrap().expose(), &[7u8; 32]);
+        let e = StoreKey::from_base64("c2hvcnQ=").unwrap_err();
+        assert!(e.contains("5 bytes"), "{e}");
+        let e = StoreKey::from_base64("not base64 at all!").unwrap_err();
+        assert!(!e.contains("at all"), "{e}");
+    }
+
+    #[test]
+    fn store_form_round_trips() {
+        #[derive(serde::Serialize, Deserialize)]
+        struct R {
+            #[serde(
+                serialize_with = "store_form::option",
+                deserialize_with = "store_form::de_option"
+            )]
+            v: Option<PkceVerifier>,
+            #[serde(
+                serialize_with = "store_form::pairs",
+                deserialize_with = "store_form::de_pairs"
+            )]
+            e: Vec<(String, EnteredValue)>,
+        }
+        let r = R {
+            v: Some("ver".into()),
+            e: vec![("pin".into(), "1234".into())],
+        };
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(json, r#"{"v":"ver","e":[["pin","1234"]]}"#);
+        let back: R = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.v.unwrap().expose(), "ver");
+        assert_eq!(back.e[0].1.expose(), "1234");
     }
 }

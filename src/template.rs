@@ -63,10 +63,20 @@ pub enum TemplateError {
     BadName(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum Part {
     Lit(String),
     Var(Var),
+}
+
+/// A literal part may hold a secret that a `${VAR}` reference put there: its length only.
+impl fmt::Debug for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Part::Lit(s) => write!(f, "Lit([{} bytes])", s.len()),
+            Part::Var(v) => write!(f, "Var({v})"),
+        }
+    }
 }
 
 /// A parsed template.

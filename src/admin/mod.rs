@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use crate::config::{Profile, ProfileKind};
 use crate::error::{ErrorCode, ProxyError};
 use crate::proxy::Snapshot;
-use crate::secret::Secret;
+use crate::secret::SecretText;
 use crate::serve::{ConnInfo, Handler};
 use crate::token::TokenCache;
 
@@ -400,7 +400,9 @@ impl Admin {
             .collect();
         let store = self.snap().store.clone();
         let grants = tokio::task::spawn_blocking(move || {
-            let names = store.names("grant:").unwrap_or_default();
+            let names = store
+                .names(crate::store::Kind::Grant.prefix())
+                .unwrap_or_default();
             names
                 .into_iter()
                 .filter_map(|n| {
@@ -413,13 +415,11 @@ impl Admin {
         .await
         .unwrap_or_default();
         for (name, left, has_rt) in grants {
-            // grant:{profile}:{tenant}:{user}
-            let mut parts = name.splitn(4, ':').skip(1);
-            let (profile, tenant, user) = (parts.next(), parts.next(), parts.next());
-            out.push(
-                json!({"profile": profile, "user": user, "tenant": tenant.filter(|t| *t != "-"),
-                            "source": "store", "expires_in": left, "has_refresh_token": has_rt}),
-            );
+            let Some((profile, tenant, user)) = crate::store::names::parse_grant(&name) else {
+                continue;
+            };
+            out.push(json!({"profile": profile, "user": user, "tenant": tenant,
+                            "source": "store", "expires_in": left, "has_refresh_token": has_rt}));
         }
         json_response(StatusCode::OK, json!({ "tokens": out }))
     }
@@ -459,7 +459,7 @@ impl Admin {
         let mut revoked = Value::Null;
         let mut grant_deleted = false;
         if let (true, Some(u)) = (o.per_user, &user) {
-            let name = crate::oauth::grants::grant_name(profile, key.tenant.as_deref(), u);
+            let name = crate::store::Name::grant(profile, key.tenant.as_deref(), u);
             let store = self.snap().store.clone();
             let record = tokio::task::spawn_blocking(move || {
                 let r = store.get(&name).ok().flatten();
@@ -500,7 +500,8 @@ impl Admin {
 
     /// A profile as operators see it: no secret value, only which secrets are set and their length.
     fn profile_json(&self, p: &Profile) -> Value {
-        let redacted = |s: &Secret| Value::String(format!("[redacted len={}]", s.len()));
+        let redacted =
+            |s: &dyn SecretText| Value::String(format!("[redacted len={}]", s.expose_text().len()));
         let credentials = match &p.kind {
             ProfileKind::None => json!({}),
             ProfileKind::Basic { username, password } => {
@@ -516,7 +517,7 @@ impl Admin {
                     "token_url": o.token_url,
                     "client_id": o.client_id,
                     "client_auth": format!("{:?}", o.client_auth).to_lowercase(),
-                    "client_secret": o.client_secret.as_ref().map(redacted),
+                    "client_secret": o.client_secret.as_ref().map(|s| redacted(s)),
                     "scope": o.scope.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
                     // Values may be secrets: names only.
                     "token_params": o.token_params.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),

@@ -30,8 +30,9 @@ use crate::oauth::grants::{self, Flow, Ticket};
 use crate::oauth::http::IdpHttp;
 use crate::oauth::{to_fetched, OAuthSource, Request as TokenRequest};
 use crate::proxy::{Entry, Snapshot};
-use crate::secret::Secret;
+use crate::secret::{AccessToken, EnteredValue, PkceVerifier};
 use crate::serve::{read_small_body, ConnInfo, Handler, SmallBodyError};
+use crate::store::Name;
 use crate::template::{Template, Var};
 use crate::token::{Fetched, TokenErrorKind};
 use form::Form;
@@ -320,8 +321,8 @@ impl Auth {
         let window = s.user_attempt_window.as_secs().max(1);
         let now = grants::now_unix();
         let start = now - now % window;
-        let user_name = grants::user_attempts_name(&flow.profile, &flow.user, start);
-        let link_name = grants::link_attempts_name(&flow.ticket);
+        let user_name = Name::user_attempts(&flow.profile, &flow.user, start);
+        let link_name = Name::ticket_attempts(&flow.ticket);
         let link_expiry = now + s.ticket_ttl.as_secs();
         let store = self.snap().store.clone();
         let counted = blocking(move || {
@@ -409,7 +410,12 @@ impl Auth {
             chosen_tenant: checked.as_ref().and_then(|(a, _)| a.tenant.clone()),
             entered: checked
                 .as_ref()
-                .map(|(a, _)| a.fields.clone())
+                .map(|(a, _)| {
+                    a.fields
+                        .iter()
+                        .map(|(k, v)| (k.clone(), EnteredValue::new(v.as_str())))
+                        .collect()
+                })
                 .unwrap_or_default(),
             verifier: None,
         };
@@ -467,14 +473,14 @@ impl Auth {
                 if o.entry == Entry::Basic {
                     use crate::http_util::{basic_credentials, BasicEncoding};
                     let basic = basic_credentials(&a.username, &a.password, BasicEncoding::Plain);
-                    entered.push(("username".into(), Secret::new(a.username)));
-                    entered.push(("password".into(), Secret::new(a.password)));
-                    entered.push(("basic".into(), Secret::new(basic)));
+                    entered.push(("username".into(), EnteredValue::new(a.username)));
+                    entered.push(("password".into(), EnteredValue::new(a.password)));
+                    entered.push(("basic".into(), EnteredValue::new(basic)));
                 } else {
-                    entered.push(("api_key".into(), Secret::new(a.api_key)));
+                    entered.push(("api_key".into(), EnteredValue::new(a.api_key)));
                 }
                 let fetched = Fetched {
-                    access_token: Secret::new(""),
+                    access_token: AccessToken::new(""),
                     token_type: "Bearer".into(),
                     expires_in: Some(ENTERED_LIFETIME),
                     refresh_token: None,
@@ -504,7 +510,7 @@ impl Auth {
         };
         let challenge = if code.pkce {
             let (c, v) = oauth2::PkceCodeChallenge::new_random_sha256();
-            flow.verifier = Some(v.secret().clone());
+            flow.verifier = Some(PkceVerifier::new(v.secret().as_str()));
             Some(c)
         } else {
             None
@@ -652,7 +658,7 @@ impl Auth {
                 flow.idp_tenant(),
                 TokenRequest::Code {
                     code: &code,
-                    verifier: flow.verifier.as_deref(),
+                    verifier: flow.verifier.as_ref(),
                     redirect_uri: &redirect,
                 },
             )
@@ -675,7 +681,7 @@ impl Auth {
 
     /// Stores the user's grant, uses up the login link, tells `on_authorized`, shows success.
     async fn finish(&self, flow: &Flow, fetched: Fetched) -> Answer {
-        let name = grants::grant_name(&flow.profile, flow.tenant.as_deref(), &flow.user);
+        let name = Name::grant(&flow.profile, flow.tenant.as_deref(), &flow.user);
         let store = self.snap().store.clone();
         let ticket = flow.ticket.clone();
         let saved = blocking(move || {

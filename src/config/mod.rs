@@ -21,7 +21,7 @@ use indexmap::IndexMap;
 pub use source::Env;
 pub use upstream::{Seg, UpstreamUrl};
 
-use crate::secret::Secret;
+use crate::secret::{AdminToken, ApiKey, ClientSecret, Password, StoreKey, StoreUrl, Username};
 use crate::template::Template;
 
 /// Default config file, relative to the working directory.
@@ -234,19 +234,19 @@ pub enum StoreConfig {
     /// Encrypted embedded database; `key` and `previous_key` are 32-byte AES-256-GCM keys.
     File {
         path: PathBuf,
-        key: [u8; 32],
-        previous_key: Option<[u8; 32]>,
+        key: StoreKey,
+        previous_key: Option<StoreKey>,
     },
     /// Shared by replicas: grants, tickets, `state`, machine tokens and refresh locks.
     Redis {
         /// `redis://[user:password@]host:port/db` or `rediss://…` (TLS); may hold a password. With
         /// `cluster`, the seed nodes of a Redis Cluster.
-        urls: Vec<Secret>,
+        urls: Vec<StoreUrl>,
         cluster: bool,
         /// Prepended to every key.
         prefix: String,
-        key: [u8; 32],
-        previous_key: Option<[u8; 32]>,
+        key: StoreKey,
+        previous_key: Option<StoreKey>,
         /// Bound on every Redis call (connect, command).
         timeout: Duration,
     },
@@ -261,9 +261,9 @@ pub struct MockProviderConfig {
     pub listen: SocketAddr,
     pub token_lifetime: Duration,
     pub client_id: String,
-    pub client_secret: Secret,
+    pub client_secret: ClientSecret,
     pub username: String,
-    pub password: Secret,
+    pub password: Password,
 }
 
 pub const DEFAULT_MOCK_CLIENT_ID: &str = "demo-client";
@@ -276,7 +276,7 @@ pub const DEFAULT_MOCK_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 pub struct AdminSettings {
     pub listen: SocketAddr,
     /// Bearer token for `/admin/*`; without one those endpoints answer 403.
-    pub token: Option<Secret>,
+    pub token: Option<AdminToken>,
     pub tls: Option<ServerTls>,
 }
 
@@ -308,7 +308,7 @@ pub struct Connector {
     /// `http://host:port` of the proxy.
     pub url: http::Uri,
     /// Sent as `Proxy-Authorization: Basic …` to the connector only.
-    pub credentials: Option<(Secret, Secret)>,
+    pub credentials: Option<(Username, Password)>,
     /// Hosts reached directly: exact names, `.suffix` (or `*.suffix`) for a domain and its
     /// subdomains, `*` for all.
     pub no_proxy: Vec<String>,
@@ -351,11 +351,11 @@ pub struct Route {
 pub enum ProfileKind {
     None,
     Basic {
-        username: Secret,
-        password: Secret,
+        username: Username,
+        password: Password,
     },
     ApiKey {
-        key: Secret,
+        key: ApiKey,
     },
     /// `basic` with `per_user = true`: each end user enters a username and password.
     UserBasic,
@@ -382,18 +382,70 @@ impl OAuthSettings {
     }
 }
 
-impl ProfileKind {
-    pub fn type_name(&self) -> &'static str {
+/// A profile's `type`: which credential it injects, and so which keys it takes (each type's keys
+/// are the key groups its variant of the file shape reads, see `raw::RawKind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProfileType {
+    None,
+    Basic,
+    ApiKey,
+    ClientCredentials,
+    Password,
+    AuthorizationCode,
+}
+
+impl ProfileType {
+    pub const ALL: [ProfileType; 6] = [
+        ProfileType::None,
+        ProfileType::Basic,
+        ProfileType::ApiKey,
+        ProfileType::ClientCredentials,
+        ProfileType::Password,
+        ProfileType::AuthorizationCode,
+    ];
+
+    /// The name written in the config's `type`.
+    pub fn name(self) -> &'static str {
         match self {
-            ProfileKind::None => "none",
-            ProfileKind::Basic { .. } | ProfileKind::UserBasic => "basic",
-            ProfileKind::ApiKey { .. } | ProfileKind::UserApiKey => "api_key",
+            ProfileType::None => "none",
+            ProfileType::Basic => "basic",
+            ProfileType::ApiKey => "api_key",
+            ProfileType::ClientCredentials => "oauth2_client_credentials",
+            ProfileType::Password => "oauth2_password",
+            ProfileType::AuthorizationCode => "oauth2_authorization_code",
+        }
+    }
+
+    /// The type a config's `type` names.
+    pub fn from_name(name: &str) -> Option<ProfileType> {
+        ProfileType::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// An OAuth 2.0 type (its tokens come from an identity provider).
+    pub fn is_oauth(self) -> bool {
+        matches!(
+            self,
+            ProfileType::ClientCredentials | ProfileType::Password | ProfileType::AuthorizationCode
+        )
+    }
+}
+
+impl ProfileKind {
+    pub fn profile_type(&self) -> ProfileType {
+        match self {
+            ProfileKind::None => ProfileType::None,
+            ProfileKind::Basic { .. } | ProfileKind::UserBasic => ProfileType::Basic,
+            ProfileKind::ApiKey { .. } | ProfileKind::UserApiKey => ProfileType::ApiKey,
             ProfileKind::OAuth(o) => match o.grant {
-                Grant::ClientCredentials => "oauth2_client_credentials",
-                Grant::Password { .. } | Grant::UserPassword => "oauth2_password",
-                Grant::AuthorizationCode(_) => "oauth2_authorization_code",
+                Grant::ClientCredentials => ProfileType::ClientCredentials,
+                Grant::Password { .. } | Grant::UserPassword => ProfileType::Password,
+                Grant::AuthorizationCode(_) => ProfileType::AuthorizationCode,
             },
         }
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        self.profile_type().name()
     }
 
     pub fn oauth(&self) -> Option<&OAuthSettings> {
@@ -410,8 +462,8 @@ pub enum Grant {
     ClientCredentials,
     /// A service account's username and password (RFC 6749 §4.3; legacy, RFC 9700 §2.4).
     Password {
-        username: Secret,
-        password: Secret,
+        username: Username,
+        password: Password,
     },
     /// Per end user: the user signs in at the IdP through a login link (RFC 6749 §4.1).
     AuthorizationCode(AuthCodeSettings),
@@ -474,7 +526,7 @@ pub struct OAuthSettings {
     pub token_url: String,
     pub token_url_has_tenant: bool,
     pub client_id: String,
-    pub client_secret: Option<Secret>,
+    pub client_secret: Option<ClientSecret>,
     pub client_auth: ClientAuth,
     /// `scope` key/value pairs sent with the token request.
     pub scope: Vec<(String, String)>,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
-use super::ConfigError;
-use crate::secret::Secret;
+use super::{ConfigError, ProfileType};
+use crate::secret::{AdminToken, ApiKey, ClientSecret, Password, StoreKey, StoreUrl, Username};
 
 /// A duration written as text: `"10s"`, `"250ms"`, `"2m"`.
 #[derive(Clone, Copy, Debug)]
@@ -68,8 +68,8 @@ pub struct RawServerTls {
 #[serde(deny_unknown_fields)]
 pub struct RawConnector {
     pub url: String,
-    pub username: Option<Secret>,
-    pub password: Option<Secret>,
+    pub username: Option<Username>,
+    pub password: Option<Password>,
     pub no_proxy: Option<Vec<String>>,
 }
 
@@ -77,7 +77,7 @@ pub struct RawConnector {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<String>,
-    pub token: Option<Secret>,
+    pub token: Option<AdminToken>,
     pub tls: Option<RawServerTls>,
 }
 
@@ -87,9 +87,9 @@ pub struct RawMock {
     pub listen: String,
     pub token_lifetime: Option<Dur>,
     pub client_id: Option<String>,
-    pub client_secret: Option<Secret>,
+    pub client_secret: Option<ClientSecret>,
     pub username: Option<String>,
-    pub password: Option<Secret>,
+    pub password: Option<Password>,
 }
 
 #[derive(Deserialize)]
@@ -115,10 +115,10 @@ pub struct RawStore {
     #[serde(default = "default_store_kind")]
     pub kind: String,
     pub path: Option<PathBuf>,
-    pub key: Option<Secret>,
-    pub previous_key: Option<Secret>,
-    pub url: Option<Secret>,
-    pub cluster: Option<Vec<Secret>>,
+    pub key: Option<StoreKey>,
+    pub previous_key: Option<StoreKey>,
+    pub url: Option<StoreUrl>,
+    pub cluster: Option<Vec<StoreUrl>>,
     pub prefix: Option<String>,
     pub timeout: Option<Dur>,
 }
@@ -153,21 +153,100 @@ pub struct RawField {
     pub payload_format: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A profile's file shape. `type` selects the variant of [`RawKind`]; each variant reads its own
+/// key groups, and those groups are the keys the type takes: any other key is refused with its path
+/// and that list (`profiles.x.token_url: unknown key for type "api_key"; this type takes: …`).
 pub struct RawProfile {
-    #[serde(rename = "type")]
-    pub kind: String,
+    pub ty: ProfileType,
+    pub common: CommonKeys,
+    pub kind: RawKind,
+}
+
+/// The keys of each profile type, beyond [`CommonKeys`].
+pub enum RawKind {
+    None,
+    Basic {
+        credentials: CredentialKeys,
+        per_user: PerUserKeys,
+    },
+    ApiKey {
+        key: ApiKeyKeys,
+        per_user: PerUserKeys,
+    },
+    ClientCredentials {
+        oauth: Box<OAuthKeys>,
+    },
+    Password {
+        oauth: Box<OAuthKeys>,
+        credentials: CredentialKeys,
+        per_user: PerUserKeys,
+    },
+    AuthorizationCode {
+        oauth: Box<OAuthKeys>,
+        code: AuthCodeKeys,
+        per_user: PerUserKeys,
+    },
+}
+
+impl RawKind {
+    /// The per-user keys, for the types that can be per user.
+    pub fn per_user(&self) -> Option<&PerUserKeys> {
+        match self {
+            RawKind::None | RawKind::ClientCredentials { .. } => None,
+            RawKind::Basic { per_user, .. }
+            | RawKind::ApiKey { per_user, .. }
+            | RawKind::Password { per_user, .. }
+            | RawKind::AuthorizationCode { per_user, .. } => Some(per_user),
+        }
+    }
+
+    pub fn per_user_mut(&mut self) -> Option<&mut PerUserKeys> {
+        match self {
+            RawKind::None | RawKind::ClientCredentials { .. } => None,
+            RawKind::Basic { per_user, .. }
+            | RawKind::ApiKey { per_user, .. }
+            | RawKind::Password { per_user, .. }
+            | RawKind::AuthorizationCode { per_user, .. } => Some(per_user),
+        }
+    }
+}
+
+/// Keys every profile takes.
+#[derive(Deserialize, Default)]
+pub struct CommonKeys {
     pub identity_provider: Option<String>,
-    pub username: Option<Secret>,
-    pub password: Option<Secret>,
-    pub api_key: Option<Secret>,
     #[serde(default)]
     pub tenancy: bool,
     pub fields: Option<Vec<RawField>>,
+    pub connector: Option<String>,
+}
+
+/// A username and password held in the config (`basic`, `oauth2_password`).
+#[derive(Deserialize, Default)]
+pub struct CredentialKeys {
+    pub username: Option<Username>,
+    pub password: Option<Password>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct ApiKeyKeys {
+    pub api_key: Option<ApiKey>,
+}
+
+/// Keys of the types whose credentials can belong to end users.
+#[derive(Deserialize, Default)]
+pub struct PerUserKeys {
+    pub per_user: Option<bool>,
+    pub user_fields: Option<Vec<RawUserField>>,
+    pub on_authorized: Option<String>,
+}
+
+/// Keys of every OAuth 2.0 type.
+#[derive(Deserialize, Default)]
+pub struct OAuthKeys {
     pub token_url: Option<String>,
     pub client_id: Option<String>,
-    pub client_secret: Option<Secret>,
+    pub client_secret: Option<ClientSecret>,
     pub client_auth: Option<String>,
     pub scope: Option<indexmap::IndexMap<String, String>>,
     pub token_params: Option<indexmap::IndexMap<String, String>>,
@@ -179,15 +258,198 @@ pub struct RawProfile {
     pub reauth_min_token_age: Option<Dur>,
     pub replay_max_body_bytes: Option<u64>,
     pub allow_insecure_http: Option<bool>,
+}
+
+/// Keys of `oauth2_authorization_code` beyond the OAuth ones.
+#[derive(Deserialize, Default)]
+pub struct AuthCodeKeys {
     pub authorization_url: Option<String>,
     pub refresh_url: Option<String>,
     pub revocation_url: Option<String>,
     pub issuer: Option<String>,
     pub pkce: Option<bool>,
-    pub on_authorized: Option<String>,
-    pub user_fields: Option<Vec<RawUserField>>,
-    pub per_user: Option<bool>,
-    pub connector: Option<String>,
+}
+
+impl RawProfile {
+    /// Reads one `[profiles.NAME]` table, collecting every error (see [`collect`]): the `type`,
+    /// each key group of that type, and every key that belongs to none of them. `None` when the
+    /// profile cannot be checked further.
+    pub fn collect(
+        value: toml::Value,
+        path: &str,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<RawProfile> {
+        let toml::Value::Table(mut table) = value else {
+            errors.push(ConfigError::new(
+                path,
+                "expected a table: [profiles.NAME] with type = \"…\"",
+            ));
+            return None;
+        };
+        let ty = match table.remove("type") {
+            None => {
+                errors.push(ConfigError::new(
+                    &join(path, "type"),
+                    "required key missing",
+                ));
+                return None;
+            }
+            Some(toml::Value::String(name)) => match ProfileType::from_name(&name) {
+                Some(t) => t,
+                None => {
+                    errors.push(ConfigError::new(
+                        &join(path, "type"),
+                        format!("unknown type \"{name}\"; expected {}", type_list()),
+                    ));
+                    return None;
+                }
+            },
+            Some(_) => {
+                errors.push(ConfigError::new(
+                    &join(path, "type"),
+                    format!("invalid type; expected a string: {}", type_list()),
+                ));
+                return None;
+            }
+        };
+        let mut r = Groups {
+            table,
+            path,
+            errors,
+            keys: Vec::new(),
+            failed: false,
+        };
+        let kind = match ty {
+            ProfileType::None => RawKind::None,
+            ProfileType::Basic => RawKind::Basic {
+                credentials: r.read(),
+                per_user: r.read(),
+            },
+            ProfileType::ApiKey => RawKind::ApiKey {
+                key: r.read(),
+                per_user: r.read(),
+            },
+            ProfileType::ClientCredentials => RawKind::ClientCredentials {
+                oauth: Box::new(r.read()),
+            },
+            ProfileType::Password => RawKind::Password {
+                oauth: Box::new(r.read()),
+                credentials: r.read(),
+                per_user: r.read(),
+            },
+            ProfileType::AuthorizationCode => RawKind::AuthorizationCode {
+                oauth: Box::new(r.read()),
+                code: r.read(),
+                per_user: r.read(),
+            },
+        };
+        let common = r.read();
+        r.refuse_others(ty);
+        (!r.failed).then_some(RawProfile { ty, common, kind })
+    }
+}
+
+fn type_list() -> String {
+    let names: Vec<&str> = ProfileType::ALL.iter().map(|t| t.name()).collect();
+    match names.split_last() {
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// The key groups of one profile, read from its table one by one.
+struct Groups<'a> {
+    table: toml::Table,
+    path: &'a str,
+    errors: &'a mut Vec<ConfigError>,
+    /// Every key the groups read so far take, in order.
+    keys: Vec<&'static str>,
+    failed: bool,
+}
+
+impl Groups<'_> {
+    /// Reads one group's keys (the group ignores the others); its errors are collected.
+    fn read<G: DeserializeOwned + Default>(&mut self) -> G {
+        self.keys.extend_from_slice(keys_of::<G>());
+        let group = collect::<G>(
+            toml::Value::Table(self.table.clone()),
+            self.path,
+            self.errors,
+        );
+        group.unwrap_or_else(|| {
+            self.failed = true;
+            G::default()
+        })
+    }
+
+    /// Every key no group of the type takes is an error (the profile is still checked further:
+    /// every error at once).
+    fn refuse_others(&mut self, ty: ProfileType) {
+        for key in self.table.keys() {
+            if !self.keys.contains(&key.as_str()) {
+                self.errors.push(ConfigError::new(
+                    &join(self.path, key),
+                    format!(
+                        "unknown key for type \"{}\"; this type takes: {}",
+                        ty.name(),
+                        self.keys.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// The keys a struct takes, as serde names them: the field list its derived `Deserialize` hands
+/// to the deserializer.
+pub fn keys_of<T: DeserializeOwned>() -> &'static [&'static str] {
+    let mut keys: &'static [&'static str] = &[];
+    let _ = T::deserialize(KeyProbe(&mut keys));
+    keys
+}
+
+/// A deserializer that only notes the field list of the struct asked for.
+struct KeyProbe<'a>(&'a mut &'static [&'static str]);
+
+#[derive(Debug)]
+struct ProbeDone;
+
+impl std::fmt::Display for ProbeDone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("key probe")
+    }
+}
+
+impl std::error::Error for ProbeDone {}
+
+impl serde::de::Error for ProbeDone {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        ProbeDone
+    }
+}
+
+impl<'de> Deserializer<'de> for KeyProbe<'_> {
+    type Error = ProbeDone;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, ProbeDone> {
+        Err(ProbeDone)
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, ProbeDone> {
+        *self.0 = fields;
+        Err(ProbeDone)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
 }
 
 #[derive(Deserialize)]
@@ -351,15 +613,22 @@ mod tests {
         errors.iter().map(|e| e.to_string()).collect()
     }
 
+    fn profile_errs(src: &str) -> Vec<String> {
+        let v: toml::Value = toml::Value::Table(src.parse().unwrap());
+        let mut errors = Vec::new();
+        let _ = RawProfile::collect(v, "profiles.p", &mut errors);
+        errors.iter().map(|e| e.to_string()).collect()
+    }
+
     #[test]
     fn collects_every_bad_key_of_one_item() {
-        let errs = errs_of::<RawProfile>(
+        let errs = profile_errs(
             "type = \"basic\"\ntenancy = \"yes\"\nusernme = \"u\"\n[[fields]]\nin = \"header\"\nkye = \"x\"\n",
         );
         let all = errs.join("\n");
         assert!(all.contains("profiles.p.tenancy: invalid type"), "{all}");
         assert!(
-            all.contains("profiles.p.usernme: unknown key \"usernme\""),
+            all.contains("profiles.p.usernme: unknown key for type \"basic\"; this type takes: username, password, per_user, user_fields, on_authorized, identity_provider, tenancy, fields, connector"),
             "{all}"
         );
         assert!(
@@ -374,11 +643,51 @@ mod tests {
     }
 
     #[test]
-    fn missing_type_is_reported_with_its_path() {
-        let errs = errs_of::<RawProfile>("identity_provider = \"x\"\n");
+    fn a_key_of_another_type_is_refused_with_the_keys_this_type_takes() {
+        let errs = profile_errs(
+            "type = \"api_key\"\napi_key = \"k\"\ntoken_url = \"https://idp/token\"\npkce = true\n",
+        );
+        let takes = "this type takes: api_key, per_user, user_fields, on_authorized, identity_provider, tenancy, fields, connector";
         assert_eq!(
             errs,
+            vec![
+                format!("profiles.p.token_url: unknown key for type \"api_key\"; {takes}"),
+                format!("profiles.p.pkce: unknown key for type \"api_key\"; {takes}"),
+            ]
+        );
+        let errs = profile_errs("type = \"oauth2_client_credentials\"\nper_user = true\n");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("profiles.p.per_user: unknown key for type \"oauth2_client_credentials\"; this type takes: token_url, client_id, client_secret,"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn every_type_reads_its_own_keys() {
+        for ty in ProfileType::ALL {
+            let v = toml::Value::Table(format!("type = \"{}\"\n", ty.name()).parse().unwrap());
+            let mut errors = Vec::new();
+            let p = RawProfile::collect(v, "profiles.p", &mut errors).unwrap();
+            assert!(errors.is_empty(), "{errors:?}");
+            assert_eq!(p.ty, ty);
+        }
+        assert_eq!(keys_of::<ApiKeyKeys>(), ["api_key"]);
+        assert_eq!(
+            keys_of::<RawField>(),
+            ["in", "key", "value", "payload_format"]
+        );
+    }
+
+    #[test]
+    fn missing_or_unknown_type_is_reported_with_its_path() {
+        assert_eq!(
+            profile_errs("identity_provider = \"x\"\n"),
             vec!["profiles.p.type: required key missing".to_string()]
+        );
+        assert_eq!(
+            profile_errs("type = \"oauth3\"\n"),
+            vec!["profiles.p.type: unknown type \"oauth3\"; expected none, basic, api_key, oauth2_client_credentials, oauth2_password or oauth2_authorization_code".to_string()]
         );
     }
 

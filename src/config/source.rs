@@ -19,10 +19,22 @@ use std::path::{Path, PathBuf};
 use super::ConfigError;
 
 /// The environment the config is resolved against (a snapshot, so tests can supply their own).
-#[derive(Clone, Debug, Default)]
+/// `Debug` shows the variables' names, never their values (any of them may be a secret).
+#[derive(Clone, Default)]
 pub struct Env {
     vars: HashMap<String, String>,
     base_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.vars.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("Env")
+            .field("vars", &names)
+            .field("base_dir", &self.base_dir)
+            .finish()
+    }
 }
 
 impl Env {

@@ -10,8 +10,9 @@ pub enum Seg {
     Var(String),
 }
 
-/// A parsed upstream URL template.
-#[derive(Clone, Debug)]
+/// A parsed upstream URL template. `Debug` leaves out the fixed query: it may hold a value a
+/// `${VAR}` reference put there.
+#[derive(Clone)]
 pub struct UpstreamUrl {
     pub raw: String,
     pub scheme: Scheme,
@@ -24,6 +25,18 @@ pub struct UpstreamUrl {
     pub query: Option<String>,
     /// The authority, when the host has no placeholder.
     pub authority: Option<Authority>,
+}
+
+impl std::fmt::Debug for UpstreamUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = match &self.query {
+            Some(_) => format!("{}?…", self.raw.split('?').next().unwrap_or("")),
+            None => self.raw.clone(),
+        };
+        f.debug_struct("UpstreamUrl")
+            .field("raw", &shown)
+            .finish_non_exhaustive()
+    }
 }
 
 fn split_placeholders(s: &str, what: &str) -> Result<Vec<Seg>, String> {

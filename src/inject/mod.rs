@@ -76,11 +76,19 @@ impl Inputs {
     }
 }
 
-#[derive(Debug)]
 enum Value {
-    /// Rendered at load: needs nothing from the request.
+    /// Rendered at load: needs nothing from the request (often a credential).
     Static(String),
     Dynamic(Template),
+}
+
+impl std::fmt::Debug for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Static(_) => f.write_str("Static([redacted])"),
+            Value::Dynamic(t) => f.debug_tuple("Dynamic").field(t).finish(),
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -15,14 +15,15 @@ use tokio::time::Instant;
 
 use super::{json_response, raw_response, read_body, Body, Counters};
 use crate::inject::encode::{decode_form, parse_form};
+use crate::secret::{ct_eq, ClientSecret, Password};
 
 /// Who the mock knows.
 #[derive(Debug, Clone)]
 pub struct MockSettings {
     /// `(client_id, client_secret)`; an empty secret is a public client.
-    pub clients: Vec<(String, String)>,
+    pub clients: Vec<(String, ClientSecret)>,
     /// `(username, password)` for the password grant.
-    pub users: Vec<(String, String)>,
+    pub users: Vec<(String, Password)>,
     pub token_lifetime: Duration,
     /// Issue a new refresh token on every refresh and refuse the old one.
     pub rotate_refresh_tokens: bool,
@@ -89,8 +90,7 @@ struct RefreshInfo {
     user: Option<String>,
 }
 
-/// An authorization code and what it was issued for.
-#[derive(Debug)]
+/// An authorization code and what it was issued for (no `Debug`: it holds the tokens it gave).
 struct CodeGrant {
     client: String,
     redirect_uri: String,
@@ -106,8 +106,8 @@ struct CodeGrant {
 /// How long an authorization code is valid (RFC 6749 §4.1.2: short-lived).
 pub const CODE_LIFETIME: Duration = Duration::from_secs(60);
 
-/// The mock's state, shared by its connections and reachable from tests.
-#[derive(Debug)]
+/// The mock's state, shared by its connections and reachable from tests. `Debug` shows the
+/// counters only: the rest holds secrets and issued tokens.
 pub struct MockState {
     settings: Mutex<MockSettings>,
     issued: Mutex<HashMap<String, Issued>>,
@@ -117,6 +117,14 @@ pub struct MockState {
     issuer: Mutex<String>,
     faults: Mutex<Faults>,
     pub counters: Counters,
+}
+
+impl std::fmt::Debug for MockState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockState")
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -169,7 +177,7 @@ impl MockState {
     pub fn add_client(&self, id: &str, secret: &str) {
         lock(&self.settings)
             .clients
-            .push((id.to_string(), secret.to_string()));
+            .push((id.to_string(), secret.into()));
     }
 
     pub fn set_token_lifetime(&self, d: Duration) {
@@ -582,7 +590,7 @@ async fn token_inner(state: &MockState, req: Request<Incoming>) -> Response<Body
     let known = lock(&state.settings)
         .clients
         .iter()
-        .any(|(id, s)| *id == client_id && *s == secret);
+        .any(|(id, s)| *id == client_id && ct_eq(s.expose().as_bytes(), secret.as_bytes()));
     if !known {
         let mut r = oauth_error(
             StatusCode::UNAUTHORIZED,
@@ -622,7 +630,7 @@ async fn token_inner(state: &MockState, req: Request<Incoming>) -> Response<Body
             let ok = lock(&state.settings)
                 .users
                 .iter()
-                .any(|(user, pw)| user == u && pw == p);
+                .any(|(user, pw)| user == u && ct_eq(pw.expose().as_bytes(), p.as_bytes()));
             if !ok {
                 return oauth_error(
                     StatusCode::BAD_REQUEST,

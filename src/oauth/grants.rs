@@ -1,7 +1,7 @@
 //! End users' grants (authorization-code profiles): kept in the store, refreshed through the token
 //! cache's single flight.
 //!
-//! A grant record holds the user's latest tokens under `grant:{profile}:{tenant}:{user}`. On a cold
+//! A grant record holds the user's latest tokens (under [`Name::grant`]). On a cold
 //! cache the access token in it is used while valid; otherwise its refresh token is. A rotated
 //! refresh token replaces the old one in one write before the new access token is handed out; an
 //! answer without a refresh token keeps the old one; `invalid_grant` deletes the grant, so the next
@@ -14,16 +14,11 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::{to_fetched, OAuthSource, Request};
-use crate::secret::Secret;
-use crate::store::Store;
+use crate::secret::{self, EnteredValue, PkceVerifier, RefreshToken};
+use crate::store::{Name, Store};
 use crate::token::{
     decode_record, encode_record, Fetched, TokenError, TokenErrorKind, TokenKey, TokenSource,
 };
-
-/// Store name of a user's grant.
-pub fn grant_name(profile: &str, tenant: Option<&str>, user: &str) -> String {
-    format!("grant:{profile}:{}:{user}", tenant.unwrap_or("-"))
-}
 
 fn store_error(e: impl std::fmt::Display) -> TokenError {
     TokenError::new(
@@ -33,7 +28,7 @@ fn store_error(e: impl std::fmt::Display) -> TokenError {
 }
 
 /// Saves a user's grant (blocking: call from `spawn_blocking`).
-pub fn save_grant(store: &Store, name: &str, f: &Fetched) -> Result<(), TokenError> {
+pub fn save_grant(store: &Store, name: &Name, f: &Fetched) -> Result<(), TokenError> {
     let lifetime = f.expires_in.unwrap_or(crate::token::DEFAULT_TOKEN_LIFETIME);
     let (bytes, _) = encode_record(f, lifetime);
     // No store expiry: the refresh token usually outlives the access token.
@@ -59,7 +54,7 @@ pub struct UserGrants {
     pub store: Arc<Store>,
     /// Grants refreshed at the IdP whose store write failed: used instead of the store's copy and
     /// written as soon as the store answers again (a rotated refresh token is never dropped).
-    pub pending: Arc<Mutex<HashMap<String, (Fetched, std::time::Instant)>>>,
+    pub pending: Arc<Mutex<HashMap<Name, (Fetched, std::time::Instant)>>>,
 }
 
 impl UserGrants {
@@ -72,7 +67,7 @@ impl UserGrants {
     }
 
     /// A grant waiting to be written, with the time its access token has left.
-    fn pending(&self, name: &str) -> Option<(Fetched, Duration)> {
+    fn pending(&self, name: &Name) -> Option<(Fetched, Duration)> {
         let p = self.pending.lock().ok()?;
         let (f, at) = p.get(name)?;
         let left = f
@@ -83,12 +78,12 @@ impl UserGrants {
     }
 
     /// Keeps `f` for a later write and starts the writer if it is not running.
-    fn keep_for_later(&self, name: &str, f: &Fetched) {
+    fn keep_for_later(&self, name: &Name, f: &Fetched) {
         let Ok(mut p) = self.pending.lock() else {
             return;
         };
         let first = p.is_empty();
-        p.insert(name.to_string(), (f.clone(), std::time::Instant::now()));
+        p.insert(name.clone(), (f.clone(), std::time::Instant::now()));
         drop(p);
         tracing::warn!("token store write failed: the refreshed grant is kept in memory and written when the store is back");
         if first {
@@ -96,7 +91,7 @@ impl UserGrants {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    let batch: Vec<(String, Fetched)> = match pending.lock() {
+                    let batch: Vec<(Name, Fetched)> = match pending.lock() {
                         Ok(p) => p.iter().map(|(k, (f, _))| (k.clone(), f.clone())).collect(),
                         Err(_) => return,
                     };
@@ -127,11 +122,11 @@ impl UserGrants {
         }
     }
 
-    async fn read(&self, name: &str) -> Result<Option<(Fetched, Duration)>, TokenError> {
+    async fn read(&self, name: &Name) -> Result<Option<(Fetched, Duration)>, TokenError> {
         if let Some(p) = self.pending(name) {
             return Ok(Some(p));
         }
-        let (store, n) = (self.store.clone(), name.to_string());
+        let (store, n) = (self.store.clone(), name.clone());
         let record = blocking(move || store.get(&n))
             .await?
             .map_err(store_error)?;
@@ -139,9 +134,9 @@ impl UserGrants {
     }
 
     /// Saves a refreshed grant: fenced by the lock when shared; kept for later when the store fails.
-    async fn save(&self, name: &str, f: &Fetched, lock: Option<(&str, &str)>) {
-        let (store, n, g) = (self.store.clone(), name.to_string(), f.clone());
-        let lock = lock.map(|(l, t)| (l.to_string(), t.to_string()));
+    async fn save(&self, name: &Name, f: &Fetched, lock: Option<(&Name, &str)>) {
+        let (store, n, g) = (self.store.clone(), name.clone(), f.clone());
+        let lock = lock.map(|(l, t)| (l.clone(), t.to_string()));
         let saved = blocking(move || match (&lock, store.shared()) {
             (Some((l, t)), Some(r)) => {
                 let lifetime = g.expires_in.unwrap_or(crate::token::DEFAULT_TOKEN_LIFETIME);
@@ -166,10 +161,10 @@ impl UserGrants {
     async fn refresh(
         &self,
         key: &TokenKey,
-        name: &str,
+        name: &Name,
         tenant: Option<&str>,
         saved: Fetched,
-        lock: Option<(&str, &str)>,
+        lock: Option<(&Name, &str)>,
     ) -> Result<Fetched, TokenError> {
         let (Some(rt), Some(source)) = (saved.refresh_token.clone(), &self.source) else {
             return Err(authorization_required());
@@ -207,7 +202,7 @@ impl UserGrants {
                 if let Ok(mut p) = self.pending.lock() {
                     p.remove(name);
                 }
-                let (store, n) = (self.store.clone(), name.to_string());
+                let (store, n) = (self.store.clone(), name.clone());
                 blocking(move || store.remove(&n))
                     .await?
                     .map_err(store_error)?;
@@ -224,11 +219,11 @@ impl UserGrants {
     async fn refresh_shared(
         &self,
         key: &TokenKey,
-        name: &str,
+        name: &Name,
         tenant: Option<&str>,
         observed: &Fetched,
     ) -> Result<Fetched, TokenError> {
-        let lock = format!("lock:{name}");
+        let lock = name.lock();
         let idp_timeout = self
             .source
             .as_ref()
@@ -236,12 +231,13 @@ impl UserGrants {
         let deadline = tokio::time::Instant::now() + idp_timeout + REFRESH_LEASE * 2;
         let changed = |f: &Fetched, left: Duration| {
             left >= Duration::from_secs(2)
-                && (f.access_token.expose() != observed.access_token.expose()
-                    || f.refresh_token.as_ref().map(|s| s.expose().to_string())
-                        != observed
-                            .refresh_token
-                            .as_ref()
-                            .map(|s| s.expose().to_string()))
+                && (!f
+                    .access_token
+                    .ct_eq(observed.access_token.expose().as_bytes())
+                    || !same_refresh_token(
+                        f.refresh_token.as_ref(),
+                        observed.refresh_token.as_ref(),
+                    ))
         };
         loop {
             let token = random_id();
@@ -334,6 +330,15 @@ pub fn parse_invalidation(msg: &str) -> Option<(&str, Option<&str>, Option<&str>
     Some((profile, tenant, user))
 }
 
+/// Whether two refresh tokens are the same (constant time), or both absent.
+fn same_refresh_token(a: Option<&RefreshToken>, b: Option<&RefreshToken>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.ct_eq(b.expose().as_bytes()),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 fn authorization_required() -> TokenError {
     TokenError::new(
         TokenErrorKind::AuthorizationRequired,
@@ -345,14 +350,14 @@ impl TokenSource for UserGrants {
     fn fetch<'a>(
         &'a self,
         key: &'a TokenKey,
-        cached_refresh: Option<Secret>,
+        cached_refresh: Option<RefreshToken>,
     ) -> BoxFuture<'a, Result<Fetched, TokenError>> {
         Box::pin(async move {
             let Some(user) = key.user.as_deref() else {
                 return Err(authorization_required());
             };
             let tenant = key.tenant.as_deref();
-            let name = grant_name(&key.profile, tenant, user);
+            let name = Name::grant(&key.profile, tenant, user);
             let Some((saved, left)) = self.read(&name).await? else {
                 return Err(authorization_required());
             };
@@ -367,9 +372,9 @@ impl TokenSource for UserGrants {
             // the cache has had a token for this user (it holds the refresh token), a fetch means
             // "refresh": expiry, or an upstream refused the token; unless another replica has
             // already refreshed (the stored refresh token is not the one the cache holds).
-            let rotated_elsewhere = cached_refresh.as_ref().is_some_and(|c| {
-                saved.refresh_token.as_ref().map(|s| s.expose()) != Some(c.expose())
-            });
+            let rotated_elsewhere = cached_refresh
+                .as_ref()
+                .is_some_and(|c| !same_refresh_token(saved.refresh_token.as_ref(), Some(c)));
             if (cached_refresh.is_none() || rotated_elsewhere) && left >= Duration::from_secs(2) {
                 return Ok(saved);
             }
@@ -417,18 +422,14 @@ pub fn new_ticket(store: &Store, ttl: Duration, ticket: &Ticket) -> Result<Strin
     let id = random_id();
     let bytes = serde_json::to_vec(ticket).map_err(store_error)?;
     store
-        .put(
-            &format!("ticket:{id}"),
-            &bytes,
-            Some(now_unix() + ttl.as_secs()),
-        )
+        .put(&Name::ticket(&id), &bytes, Some(now_unix() + ttl.as_secs()))
         .map_err(store_error)?;
     Ok(id)
 }
 
 /// Reads a ticket (blocking); `None` when unknown, used or expired.
 pub fn read_ticket(store: &Store, id: &str) -> Result<Option<Ticket>, TokenError> {
-    let bytes = store.get(&format!("ticket:{id}")).map_err(store_error)?;
+    let bytes = store.get(&Name::ticket(id)).map_err(store_error)?;
     Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
 }
 
@@ -444,9 +445,18 @@ pub struct Flow {
     #[serde(default)]
     pub chosen_tenant: Option<String>,
     /// `user_field.<key>` values entered on the start page.
-    #[serde(default)]
-    pub entered: Vec<(String, String)>,
-    pub verifier: Option<String>,
+    #[serde(
+        default,
+        serialize_with = "secret::store_form::pairs",
+        deserialize_with = "secret::store_form::de_pairs"
+    )]
+    pub entered: Vec<(String, EnteredValue)>,
+    #[serde(
+        default,
+        serialize_with = "secret::store_form::option",
+        deserialize_with = "secret::store_form::de_option"
+    )]
+    pub verifier: Option<PkceVerifier>,
 }
 
 impl Flow {
@@ -456,40 +466,23 @@ impl Flow {
     }
 
     /// What the grant keeps of the start page's answers.
-    pub fn entered(&self) -> Vec<(String, Secret)> {
-        let mut out: Vec<(String, Secret)> = self
+    pub fn entered(&self) -> Vec<(String, EnteredValue)> {
+        let mut out: Vec<(String, EnteredValue)> = self
             .entered
             .iter()
-            .map(|(k, v)| (format!("user_field.{k}"), Secret::new(v.as_str())))
+            .map(|(k, v)| (format!("user_field.{k}"), v.clone()))
             .collect();
         if let Some(t) = &self.chosen_tenant {
-            out.push(("tenant".to_string(), Secret::new(t.as_str())));
+            out.push(("tenant".to_string(), EnteredValue::new(t.as_str())));
         }
         out
     }
 }
 
-/// Store name of the pointer to a ticket's live `state` (one per ticket).
-fn live_state_name(ticket: &str) -> String {
-    format!("ticket:{ticket}:state")
-}
-
-/// Store name of a ticket's count of credential checks at the IdP (next to the ticket, so replicas
-/// sharing the store count together).
-pub fn link_attempts_name(ticket: &str) -> String {
-    format!("ticket:{ticket}:attempts")
-}
-
-/// Store name of a user's credential checks for a profile in the fixed window starting at
-/// `window_start` (Unix seconds).
-pub fn user_attempts_name(profile: &str, user: &str, window_start: u64) -> String {
-    format!("attempts:{profile}:{window_start}:{user}")
-}
-
 /// Credential checks made so far with a ticket (blocking).
 pub fn link_attempts(store: &Store, ticket: &str) -> Result<u64, TokenError> {
     store
-        .count(&link_attempts_name(ticket))
+        .count(&Name::ticket_attempts(ticket))
         .map_err(store_error)
 }
 
@@ -501,13 +494,13 @@ pub fn new_flow(store: &Store, ttl: Duration, flow: &Flow) -> Result<String, Tok
     let bytes = serde_json::to_vec(flow).map_err(store_error)?;
     let expires = Some(now_unix() + ttl.as_secs());
     store
-        .put(&format!("state:{state}"), &bytes, expires)
+        .put(&Name::state(&state), &bytes, expires)
         .map_err(store_error)?;
     let previous = store
-        .replace(&live_state_name(&flow.ticket), state.as_bytes(), expires)
+        .replace(&Name::ticket_state(&flow.ticket), state.as_bytes(), expires)
         .map_err(store_error)?;
     if let Some(p) = previous.and_then(|p| String::from_utf8(p).ok()) {
-        store.remove(&format!("state:{p}")).map_err(store_error)?;
+        store.remove(&Name::state(&p)).map_err(store_error)?;
     }
     Ok(state)
 }
@@ -515,9 +508,9 @@ pub fn new_flow(store: &Store, ttl: Duration, flow: &Flow) -> Result<String, Tok
 /// Removes a ticket and the records beside it (a finished sign-in).
 pub fn remove_ticket(store: &Store, ticket: &str) -> Result<(), TokenError> {
     for name in [
-        format!("ticket:{ticket}"),
-        live_state_name(ticket),
-        link_attempts_name(ticket),
+        Name::ticket(ticket),
+        Name::ticket_state(ticket),
+        Name::ticket_attempts(ticket),
     ] {
         store.remove(&name).map_err(store_error)?;
     }
@@ -526,6 +519,6 @@ pub fn remove_ticket(store: &Store, ticket: &str) -> Result<(), TokenError> {
 
 /// Takes (consumes) the flow of a `state`: a second callback with it finds nothing (blocking).
 pub fn take_flow(store: &Store, state: &str) -> Result<Option<Flow>, TokenError> {
-    let bytes = store.take(&format!("state:{state}")).map_err(store_error)?;
+    let bytes = store.take(&Name::state(state)).map_err(store_error)?;
     Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
 }

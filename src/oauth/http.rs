@@ -67,12 +67,23 @@ fn is_dns_error(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// What the test command shows: the raw exchange.
-#[derive(Debug, Clone)]
+/// What the test command shows: the raw exchange. It holds the IdP's answer (tokens): `Debug`
+/// shows the status, header names and body length only.
+#[derive(Clone)]
 pub struct Exchange {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: Bytes,
+}
+
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exchange")
+            .field("status", &self.status)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 /// One client per TLS setting; cheap to clone.

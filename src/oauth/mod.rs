@@ -19,14 +19,14 @@ use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
 };
 use oauth2::{
-    AuthType, ClientId, ClientSecret, EndpointNotSet, EndpointSet, RefreshToken, RequestTokenError,
-    ResourceOwnerPassword, ResourceOwnerUsername, StandardRevocableToken, TokenUrl,
+    AuthType, ClientId, EndpointNotSet, EndpointSet, RequestTokenError, ResourceOwnerPassword,
+    ResourceOwnerUsername, StandardRevocableToken, TokenUrl,
 };
 
 use self::http::{IdpHttp, IdpHttpError};
 use self::response::IdpTokenResponse;
 use crate::config::{ClientAuth, Grant, OAuthSettings, Profile};
-use crate::secret::Secret;
+use crate::secret::{AccessToken, PkceVerifier, RefreshToken};
 use crate::token::{Fetched, Policy, TokenError, TokenErrorKind, TokenKey, TokenSource};
 
 type OAuthClient = oauth2::Client<
@@ -49,7 +49,7 @@ type TokenResult = Result<IdpTokenResponse, RequestTokenError<IdpHttpError, Basi
 pub enum Request<'a> {
     /// The profile's own grant (client credentials or password).
     Primary,
-    Refresh(&'a Secret),
+    Refresh(&'a RefreshToken),
     /// An end user's username and password, entered on the start page (`per_user = true`).
     UserPassword {
         username: &'a str,
@@ -58,7 +58,7 @@ pub enum Request<'a> {
     /// Redeem an authorization code (with its PKCE verifier) sent to `redirect_uri`.
     Code {
         code: &'a str,
-        verifier: Option<&'a str>,
+        verifier: Option<&'a PkceVerifier>,
         redirect_uri: &'a str,
     },
 }
@@ -132,7 +132,7 @@ impl OAuthSource {
                 ClientAuth::Post | ClientAuth::None => AuthType::RequestBody,
             });
         if let (Some(secret), false) = (&s.client_secret, s.client_auth == ClientAuth::None) {
-            c = c.set_client_secret(ClientSecret::new(secret.expose().to_string()));
+            c = c.set_client_secret(oauth2::ClientSecret::new(secret.expose().to_string()));
         }
         Ok(c)
     }
@@ -160,7 +160,7 @@ impl OAuthSource {
         let scope = s.scope.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         let result: TokenResult = match (which, &s.grant) {
             (Request::Refresh(rt), _) => {
-                let rt = RefreshToken::new(rt.expose().to_string());
+                let rt = oauth2::RefreshToken::new(rt.expose().to_string());
                 let mut r = client.exchange_refresh_token(&rt);
                 for (k, v) in params {
                     r = r.add_extra_param(k, v);
@@ -191,7 +191,7 @@ impl OAuthSource {
                 let client = client.set_redirect_uri(redirect);
                 let mut r = client.exchange_code(oauth2::AuthorizationCode::new(code.to_string()));
                 if let Some(v) = verifier {
-                    r = r.set_pkce_verifier(oauth2::PkceCodeVerifier::new(v.to_string()));
+                    r = r.set_pkce_verifier(oauth2::PkceCodeVerifier::new(v.expose().to_string()));
                 }
                 for (k, v) in params {
                     r = r.add_extra_param(k, v);
@@ -272,7 +272,7 @@ impl OAuthSource {
     pub async fn revoke(
         &self,
         tenant: Option<&str>,
-        token: &Secret,
+        token: &RefreshToken,
         hint: &str,
     ) -> Result<(), String> {
         let Grant::AuthorizationCode(c) = &self.settings.grant else {
@@ -327,11 +327,11 @@ impl OAuthSource {
 
 pub fn to_fetched(r: IdpTokenResponse) -> Fetched {
     Fetched {
-        access_token: Secret::new(r.access_token.into_secret()),
+        access_token: AccessToken::new(r.access_token.into_secret()),
         token_type: "Bearer".into(),
         expires_in: r.expires_in,
-        refresh_token: r.refresh_token.map(|t| Secret::new(t.into_secret())),
-        id_token: r.id_token.map(Secret::new),
+        refresh_token: r.refresh_token.map(|t| RefreshToken::new(t.into_secret())),
+        id_token: r.id_token,
         scope: r.scope_raw,
         extra: r.extra,
         refresh_token_refused: false,
@@ -421,7 +421,7 @@ impl TokenSource for OAuthSource {
     fn fetch<'a>(
         &'a self,
         key: &'a TokenKey,
-        refresh_token: Option<Secret>,
+        refresh_token: Option<RefreshToken>,
     ) -> BoxFuture<'a, Result<Fetched, TokenError>> {
         Box::pin(async move {
             let tenant = key.tenant.as_deref();

@@ -25,7 +25,7 @@ pub struct IdpTokenResponse {
     pub refresh_token: Option<RefreshToken>,
     pub scopes: Option<Vec<Scope>>,
     pub scope_raw: Option<String>,
-    pub id_token: Option<String>,
+    pub id_token: Option<crate::secret::IdToken>,
     pub extra: Vec<(String, String)>,
 }
 
@@ -82,7 +82,7 @@ impl IdpTokenResponse {
                 .collect()
         });
         let id_token = match m.shift_remove("id_token") {
-            Some(Value::String(s)) => Some(s),
+            Some(Value::String(s)) => Some(crate::secret::IdToken::new(s)),
             _ => None,
         };
         // `scope` and `expires_in` are also members a template may want as `{{token.scope}}`.

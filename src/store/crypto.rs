@@ -10,18 +10,13 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use rand::RngCore;
 
-use crate::secret::Secret;
+use crate::secret::StoreKey;
 
 const VERSION: u8 = 1;
 
 /// Parses a store key: 32 bytes, standard base64 (`authsidecar keygen` prints one).
-pub fn parse_key(s: &Secret) -> Result<[u8; 32], String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(s.expose().trim())
-        .map_err(|_| format!("not base64 (len {}); expected 32 random bytes in base64, as `authsidecar keygen` prints", s.len()))?;
-    bytes
-        .try_into()
-        .map_err(|b: Vec<u8>| format!("{} bytes; expected 32", b.len()))
+pub fn parse_key(text: &str) -> Result<StoreKey, String> {
+    StoreKey::from_base64(text)
 }
 
 /// A new random key, base64.
@@ -45,10 +40,10 @@ pub enum Opened {
 }
 
 impl Crypto {
-    pub fn new(current: [u8; 32], previous: Option<[u8; 32]>) -> Crypto {
+    pub fn new(current: &StoreKey, previous: Option<&StoreKey>) -> Crypto {
         Crypto {
-            current: Aes256Gcm::new(&current.into()),
-            previous: previous.map(|p| Aes256Gcm::new(&p.into())),
+            current: Aes256Gcm::new(&(*current.expose()).into()),
+            previous: previous.map(|p| Aes256Gcm::new(&(*p.expose()).into())),
         }
     }
 
@@ -100,9 +95,9 @@ mod tests {
 
     #[test]
     fn seal_open_rotate_and_bind_to_the_name() {
-        let k1 = parse_key(&Secret::new(generate_key())).unwrap();
-        let k2 = parse_key(&Secret::new(generate_key())).unwrap();
-        let old = Crypto::new(k1, None);
+        let k1 = parse_key(&generate_key()).unwrap();
+        let k2 = parse_key(&generate_key()).unwrap();
+        let old = Crypto::new(&k1, None);
         let sealed = old.seal("grant:a", b"hello");
         assert!(!sealed.windows(5).any(|w| w == b"hello"));
         assert_eq!(
@@ -110,12 +105,12 @@ mod tests {
             Opened::Current(b"hello".to_vec())
         );
         assert!(old.open("grant:b", &sealed).is_err(), "bound to its name");
-        let rotated = Crypto::new(k2, Some(k1));
+        let rotated = Crypto::new(&k2, Some(&k1));
         assert_eq!(
             rotated.open("grant:a", &sealed).unwrap(),
             Opened::Previous(b"hello".to_vec())
         );
-        assert!(Crypto::new(k2, None).open("grant:a", &sealed).is_err());
+        assert!(Crypto::new(&k2, None).open("grant:a", &sealed).is_err());
         let mut tampered = sealed.clone();
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
@@ -124,9 +119,9 @@ mod tests {
 
     #[test]
     fn bad_keys_are_explained_without_the_value() {
-        let e = parse_key(&Secret::new("c2hvcnQ=")).unwrap_err();
+        let e = parse_key("c2hvcnQ=").unwrap_err();
         assert_eq!(e, "5 bytes; expected 32");
-        let e = parse_key(&Secret::new("not base64 at all!")).unwrap_err();
+        let e = parse_key("not base64 at all!").unwrap_err();
         assert!(!e.contains("at all"), "{e}");
     }
 }

@@ -13,6 +13,7 @@
 //! `tokio::task::spawn_blocking`.
 
 pub mod crypto;
+pub mod names;
 pub mod redis;
 
 use std::collections::HashMap;
@@ -23,7 +24,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadableTable, TableDefinition};
 use thiserror::Error;
 
+use crate::secret::StoreKey;
 use crypto::{Crypto, Opened};
+pub use names::{Kind, Name};
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -89,8 +92,8 @@ impl Store {
     /// Opens (or creates) the file store.
     pub fn open_file(
         path: &Path,
-        key: [u8; 32],
-        previous: Option<[u8; 32]>,
+        key: &StoreKey,
+        previous: Option<&StoreKey>,
     ) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -114,8 +117,8 @@ impl Store {
         urls: &[&str],
         cluster: bool,
         prefix: &str,
-        key: [u8; 32],
-        previous: Option<[u8; 32]>,
+        key: &StoreKey,
+        previous: Option<&StoreKey>,
         timeout: std::time::Duration,
     ) -> Result<Store, StoreError> {
         Ok(Store {

@@ -101,8 +101,8 @@ impl RedisBackend {
 
     /// The Redis key of a record (hash-tagged: a record and its lock share a slot).
     fn key(&self, name: &str) -> String {
-        match name.strip_prefix("lock:") {
-            Some(rest) => format!("{}lock:{{{rest}}}", self.prefix),
+        match super::names::locked(name) {
+            Some(rest) => format!("{}{}{{{rest}}}", self.prefix, super::Kind::Lock.prefix()),
             None => format!("{}{{{name}}}", self.prefix),
         }
     }

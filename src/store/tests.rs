@@ -1,8 +1,6 @@
 use super::*;
-use crate::secret::Secret;
-
-fn key() -> [u8; 32] {
-    crypto::parse_key(&Secret::new(crypto::generate_key())).unwrap()
+fn key() -> StoreKey {
+    crypto::parse_key(&crypto::generate_key()).unwrap()
 }
 
 fn temp_path(name: &str) -> std::path::PathBuf {
@@ -57,11 +55,11 @@ fn file_store_behaves_and_survives_reopening() {
     let path = temp_path("reopen");
     let k = key();
     {
-        let s = Store::open_file(&path, k, None).unwrap();
+        let s = Store::open_file(&path, &k, None).unwrap();
         exercise(&s);
         s.put("grant:u1", b"refresh-token-canary-77", None).unwrap();
     }
-    let s = Store::open_file(&path, k, None).unwrap();
+    let s = Store::open_file(&path, &k, None).unwrap();
     assert_eq!(
         s.get("grant:u1").unwrap().as_deref(),
         Some(&b"refresh-token-canary-77"[..])
@@ -79,19 +77,19 @@ fn file_store_behaves_and_survives_reopening() {
 fn the_previous_key_still_opens_and_records_move_to_the_new_key() {
     let path = temp_path("rotate");
     let (k1, k2) = (key(), key());
-    Store::open_file(&path, k1, None)
+    Store::open_file(&path, &k1, None)
         .unwrap()
         .put("g", b"v", None)
         .unwrap();
-    let s = Store::open_file(&path, k2, Some(k1)).unwrap();
+    let s = Store::open_file(&path, &k2, Some(&k1)).unwrap();
     assert_eq!(s.get("g").unwrap().as_deref(), Some(&b"v"[..]));
     drop(s);
     // Re-sealed under k2 on that read: k2 alone opens it now.
-    let s = Store::open_file(&path, k2, None).unwrap();
+    let s = Store::open_file(&path, &k2, None).unwrap();
     assert_eq!(s.get("g").unwrap().as_deref(), Some(&b"v"[..]));
     drop(s);
     // A wrong key reads nothing (and says so in the log), it does not crash.
-    let s = Store::open_file(&path, key(), None).unwrap();
+    let s = Store::open_file(&path, &key(), None).unwrap();
     assert_eq!(s.get("g").unwrap(), None);
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }

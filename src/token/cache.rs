@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Policy, Token, TokenError, TokenErrorKind, TokenKey, TokenSource};
-use crate::secret::Secret;
+use crate::secret::RefreshToken;
 
 type FlightResult = Result<Arc<Token>, TokenError>;
 
@@ -25,7 +25,7 @@ struct SlotInner {
     /// The fetch in progress, if any: everyone waits on the same one.
     flight: Option<watch::Receiver<Option<FlightResult>>>,
     /// Kept apart from `current`, so a token dropped after a 401 keeps its refresh token.
-    refresh_token: Option<Secret>,
+    refresh_token: Option<RefreshToken>,
     /// Set by a failed fetch, cleared by a good one: boxed, since most slots never fail and
     /// every per-user grant has a slot.
     backoff: Option<Box<Backoff>>,
@@ -346,7 +346,7 @@ impl TokenCache {
     }
 
     /// Puts a token in the cache (used by the admin test with `store=true`).
-    pub fn insert(&self, key: &TokenKey, token: Token, refresh_token: Option<Secret>) {
+    pub fn insert(&self, key: &TokenKey, token: Token, refresh_token: Option<RefreshToken>) {
         let slot = self.slot(key);
         let mut inner = lock(&slot.inner);
         if refresh_token.is_some() {

@@ -28,7 +28,7 @@ use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use crate::error::{ErrorCode, ProxyError};
-use crate::secret::Secret;
+use crate::secret::{AccessToken, EnteredValue, IdToken, RefreshToken};
 
 /// Identifies one cached token.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -43,12 +43,12 @@ pub struct TokenKey {
 /// What a source returns.
 #[derive(Debug, Clone)]
 pub struct Fetched {
-    pub access_token: Secret,
+    pub access_token: AccessToken,
     pub token_type: String,
     /// `None` when the source did not say; the policy's default lifetime applies.
     pub expires_in: Option<Duration>,
-    pub refresh_token: Option<Secret>,
-    pub id_token: Option<Secret>,
+    pub refresh_token: Option<RefreshToken>,
+    pub id_token: Option<IdToken>,
     pub scope: Option<String>,
     /// Other string, number or boolean members of the response (`{{token.<name>}}`).
     pub extra: Vec<(String, String)>,
@@ -56,7 +56,7 @@ pub struct Fetched {
     pub refresh_token_refused: bool,
     /// What the end user entered on the start page (per-user profiles): `user_field.<key>` values
     /// and the tenant they chose (`tenant`). Kept with the grant, encrypted like the tokens.
-    pub entered: Vec<(String, Secret)>,
+    pub entered: Vec<(String, EnteredValue)>,
 }
 
 /// Name/value pairs in one allocation (`u32 name length | name | u32 value length | value`, …):
@@ -107,10 +107,10 @@ impl std::fmt::Debug for Pairs {
 /// A cached token with its timeline. Kept small: every end user with a grant has one.
 #[derive(Debug)]
 pub struct Token {
-    pub access_token: Secret,
+    pub access_token: AccessToken,
     /// `None` for "Bearer" (the usual value): see [`Token::token_type`].
     token_type: Option<Box<str>>,
-    pub id_token: Option<Secret>,
+    pub id_token: Option<IdToken>,
     /// The response's other members (`{{token.<name>}}`).
     pub extra: Pairs,
     /// See [`Fetched::entered`].
@@ -319,7 +319,7 @@ pub trait TokenSource: Send + Sync + 'static {
     fn fetch<'a>(
         &'a self,
         key: &'a TokenKey,
-        refresh_token: Option<Secret>,
+        refresh_token: Option<RefreshToken>,
     ) -> BoxFuture<'a, Result<Fetched, TokenError>>;
 }
 

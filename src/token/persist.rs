@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{Fetched, TokenKey};
-use crate::secret::Secret;
-use crate::store::Store;
+use crate::secret::{AccessToken, EnteredValue, IdToken, RefreshToken};
+use crate::store::{Name, Store};
 
 /// Where the cache saves tokens and looks for them on a cold start.
 pub trait Persist: Send + Sync + 'static {
@@ -20,13 +20,12 @@ pub trait Persist: Send + Sync + 'static {
 pub struct StorePersist(pub Arc<Store>);
 
 /// Store name of a saved machine token.
-pub fn name(key: &TokenKey) -> String {
-    format!(
-        "token:{}:{:016x}:{}:{}",
-        key.profile,
+pub fn name(key: &TokenKey) -> Name {
+    Name::token(
+        &key.profile,
         key.fingerprint,
-        key.tenant.as_deref().unwrap_or("-"),
-        key.user.as_deref().unwrap_or("-")
+        key.tenant.as_deref(),
+        key.user.as_deref(),
     )
 }
 
@@ -45,11 +44,11 @@ pub fn decode_record(bytes: &[u8]) -> Option<(Fetched, Duration)> {
         let left = expires_at.saturating_sub(now_unix());
         let s = |k: &str| v[k].as_str().map(str::to_string);
         let fetched = Fetched {
-            access_token: Secret::new(s("access_token")?),
+            access_token: AccessToken::new(s("access_token")?),
             token_type: s("token_type").unwrap_or_else(|| "Bearer".into()),
             expires_in: Some(Duration::from_secs(left)),
-            refresh_token: s("refresh_token").map(Secret::new),
-            id_token: s("id_token").map(Secret::new),
+            refresh_token: s("refresh_token").map(RefreshToken::new),
+            id_token: s("id_token").map(IdToken::new),
             scope: s("scope"),
             extra: v["extra"]
                 .as_object()
@@ -64,7 +63,7 @@ pub fn decode_record(bytes: &[u8]) -> Option<(Fetched, Duration)> {
                 .as_object()
                 .map(|m| {
                     m.iter()
-                        .filter_map(|(k, v)| Some((k.clone(), Secret::new(v.as_str()?))))
+                        .filter_map(|(k, v)| Some((k.clone(), EnteredValue::new(v.as_str()?))))
                         .collect()
                 })
                 .unwrap_or_default(),

@@ -33,7 +33,7 @@ impl TokenSource for Fake {
     fn fetch<'a>(
         &'a self,
         _key: &'a TokenKey,
-        refresh_token: Option<Secret>,
+        refresh_token: Option<RefreshToken>,
     ) -> BoxFuture<'a, Result<Fetched, TokenError>> {
         Box::pin(async move {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
@@ -46,12 +46,12 @@ impl TokenSource for Fake {
                 return Err(TokenError::new(kind, "nope"));
             }
             Ok(Fetched {
-                access_token: Secret::new(format!("tok-{n}")),
+                access_token: AccessToken::new(format!("tok-{n}")),
                 token_type: "Bearer".into(),
                 expires_in: self.lifetime,
                 refresh_token: self
                     .issue_refresh_token
-                    .then(|| Secret::new(format!("rt-{n}"))),
+                    .then(|| RefreshToken::new(format!("rt-{n}"))),
                 id_token: None,
                 scope: None,
                 extra: vec![],
@@ -251,7 +251,7 @@ async fn refresh_tokens_are_used_kept_and_dropped_when_invalid() {
 fn lifetimes_default_and_clamp() {
     let p = Policy::default();
     let f = |e: Option<Duration>| Fetched {
-        access_token: Secret::new("a"),
+        access_token: AccessToken::new("a"),
         token_type: "Bearer".into(),
         expires_in: e,
         refresh_token: None,
@@ -284,7 +284,7 @@ async fn a_refused_refresh_token_is_forgotten_even_without_a_new_one() {
         fn fetch<'a>(
             &'a self,
             _: &'a TokenKey,
-            rt: Option<Secret>,
+            rt: Option<RefreshToken>,
         ) -> BoxFuture<'a, Result<Fetched, TokenError>> {
             Box::pin(async move {
                 let n = self.0.fetch_add(1, Ordering::SeqCst);
@@ -293,11 +293,11 @@ async fn a_refused_refresh_token_is_forgotten_even_without_a_new_one() {
                     .unwrap()
                     .push(rt.as_ref().map(|s| s.expose().to_string()));
                 Ok(Fetched {
-                    access_token: Secret::new(format!("t{n}")),
+                    access_token: AccessToken::new(format!("t{n}")),
                     token_type: "Bearer".into(),
                     expires_in: Some(Duration::from_secs(10)),
                     // Only the first answer carries a refresh token; the second says it was refused.
-                    refresh_token: (n == 0).then(|| Secret::new("rt-0")),
+                    refresh_token: (n == 0).then(|| RefreshToken::new("rt-0")),
                     id_token: None,
                     scope: None,
                     extra: vec![],
@@ -396,7 +396,7 @@ fn pairs_keep_names_and_values_in_order_and_show_no_value() {
 #[test]
 fn a_record_leaves_out_empty_members_and_reads_back_whole() {
     let mut f = Fetched {
-        access_token: Secret::new("at"),
+        access_token: AccessToken::new("at"),
         token_type: "Bearer".into(),
         expires_in: Some(Duration::from_secs(600)),
         refresh_token: None,
@@ -425,11 +425,11 @@ fn a_record_leaves_out_empty_members_and_reads_back_whole() {
     assert!(left > Duration::from_secs(590));
 
     f.token_type = "MAC".into();
-    f.refresh_token = Some(Secret::new("rt"));
-    f.id_token = Some(Secret::new("it"));
+    f.refresh_token = Some(RefreshToken::new("rt"));
+    f.id_token = Some(IdToken::new("it"));
     f.scope = Some("a b".into());
     f.extra = vec![("instance_url".into(), "https://x".into())];
-    f.entered = vec![("tenant".into(), Secret::new("acme"))];
+    f.entered = vec![("tenant".into(), EnteredValue::new("acme"))];
     let (bytes, _) = encode_record(&f, Duration::from_secs(600));
     let (back, _) = decode_record(&bytes).unwrap();
     assert_eq!(back.token_type, "MAC");

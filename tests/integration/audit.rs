@@ -439,3 +439,179 @@ async fn no_secret_reaches_logs_errors_metrics_or_admin_output() {
         hits.join("\n")
     );
 }
+
+/// `{:?}` of what holds secrets (the loaded config with its environment, an authorization in
+/// progress, a stored grant and the cached token made from it) shows none of them: every secret
+/// role's `Debug` is redacted, and no type that holds one derives a `Debug` that is not.
+#[test]
+fn debug_output_never_shows_a_secret() {
+    use authsidecar::config::{Config, Env};
+    use authsidecar::secret::{EnteredValue, PkceVerifier};
+
+    let store_key = authsidecar::store::crypto::generate_key();
+    let key_bytes = format!(
+        "{:?}",
+        authsidecar::store::crypto::parse_key(&store_key)
+            .unwrap()
+            .expose()
+    );
+    let canaries: Vec<(&str, String)> = vec![
+        ("ADMIN", ADMIN.to_string()),
+        ("CLIENT_SECRET", CLIENT_SECRET.to_string()),
+        ("PASSWORD", PASSWORD.to_string()),
+        ("API_KEY", API_KEY.to_string()),
+        ("BASIC_PASSWORD", BASIC_PASSWORD.to_string()),
+        ("CONNECTOR_USER", "canary-connector-user-QJx".into()),
+        ("CONNECTOR_PASSWORD", "canary-connector-pass-Q8x".into()),
+        ("BASIC_USER", "canary-basic-user-QKx".into()),
+        ("MOCK_SECRET", "canary-mock-secret-Q9x".into()),
+        ("MOCK_PASSWORD", "canary-mock-password-QAx".into()),
+        ("FIELD_LITERAL", "canary-field-literal-QBx".into()),
+        ("QUERY_LITERAL", "canary-query-literal-QCx".into()),
+        ("REDIS_PASSWORD", "canary-redis-pass-QDx".into()),
+        ("UNUSED", "canary-unused-variable-QEx".into()),
+        ("STORE_KEY", store_key.clone()),
+    ];
+    let env = Env::from_pairs(canaries.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let common = r#"
+[admin]
+listen = "127.0.0.1:0"
+token = "${ADMIN}"
+
+[auth]
+listen = "127.0.0.1:0"
+public_url = "https://auth.example.com"
+
+[mock_provider]
+listen = "127.0.0.1:0"
+client_secret = "${MOCK_SECRET}"
+password = "${MOCK_PASSWORD}"
+
+[connectors.corp]
+url = "http://127.0.0.1:3128"
+username = "${CONNECTOR_USER}"
+password = "${CONNECTOR_PASSWORD}"
+
+[[routes]]
+prefix = "/a/"
+upstream = "https://api.example.com/x?sig=${QUERY_LITERAL}"
+profiles = ["cc", "pw", "key", "basic", "user"]
+connector = "corp"
+
+[profiles.cc]
+type = "oauth2_client_credentials"
+token_url = "https://idp.example.com/token"
+client_id = "audit-client"
+client_secret = "${CLIENT_SECRET}"
+
+[profiles.pw]
+type = "oauth2_password"
+token_url = "https://idp.example.com/token"
+client_id = "audit-client"
+client_secret = "${CLIENT_SECRET}"
+username = "audit-user"
+password = "${PASSWORD}"
+
+[profiles.key]
+type = "api_key"
+api_key = "${API_KEY}"
+[[profiles.key.fields]]
+in = "header"
+key = "X-Api-Key"
+value = "{{api_key}} ${FIELD_LITERAL}"
+
+[profiles.basic]
+type = "basic"
+username = "${BASIC_USER}"
+password = "${BASIC_PASSWORD}"
+
+[profiles.user]
+type = "oauth2_authorization_code"
+authorization_url = "https://idp.example.com/authorize"
+token_url = "https://idp.example.com/token"
+client_id = "audit-client"
+client_secret = "${CLIENT_SECRET}"
+[[profiles.user.user_fields]]
+key = "pin"
+secret = true
+"#;
+    let mut shown = String::new();
+    for store in [
+        "[store]\nkind = \"file\"\npath = \"grants.db\"\nkey = \"${STORE_KEY}\"\nprevious_key = \"${STORE_KEY}\"\n",
+        "[store]\nkind = \"redis\"\nurl = \"redis://u:${REDIS_PASSWORD}@127.0.0.1:6379/0\"\nkey = \"${STORE_KEY}\"\n",
+    ] {
+        let config = Config::from_str_with_env(&format!("{common}{store}"), &env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        shown.push_str(&format!("{config:?}\n{config:#?}\n"));
+    }
+    shown.push_str(&format!("{env:?}\n"));
+
+    // An authorization in progress: the PKCE verifier and a secret user field.
+    let flow = authsidecar::oauth::grants::Flow {
+        ticket: "t".into(),
+        profile: "user".into(),
+        user: "alice".into(),
+        tenant: None,
+        chosen_tenant: None,
+        entered: vec![("pin".into(), EnteredValue::new(PIN))],
+        verifier: Some(PkceVerifier::new("canary-pkce-verifier-QFx")),
+    };
+    shown.push_str(&format!("{flow:?}\n{:?}\n", flow.entered()));
+
+    // A stored grant, as the store gives it back, and the cached token made from it.
+    let mut fetched = authsidecar::token::Fetched {
+        access_token: "canary-access-token-QGx".into(),
+        token_type: "Bearer".into(),
+        expires_in: Some(Duration::from_secs(600)),
+        refresh_token: Some("canary-refresh-token-QHx".into()),
+        id_token: Some("canary-id-token-QIx".into()),
+        scope: None,
+        extra: vec![],
+        refresh_token_refused: false,
+        entered: flow.entered(),
+    };
+    fetched
+        .entered
+        .push(("api_key".into(), EnteredValue::new(USER_KEY)));
+    let (record, _) = authsidecar::token::encode_record(&fetched, Duration::from_secs(600));
+    let (grant, _) = authsidecar::token::decode_record(&record).unwrap();
+    let token =
+        authsidecar::token::Policy::default().token(grant.clone(), tokio::time::Instant::now());
+    shown.push_str(&format!("{grant:?}\n{token:?}\n"));
+
+    let mut secrets: Vec<String> = canaries.into_iter().map(|(_, v)| v).collect();
+    secrets.extend(
+        [
+            PIN,
+            USER_KEY,
+            "canary-pkce-verifier-QFx",
+            "canary-access-token-QGx",
+            "canary-refresh-token-QHx",
+            "canary-id-token-QIx",
+        ]
+        .map(String::from),
+    );
+    secrets.push(key_bytes);
+    let leaked: Vec<&String> = secrets
+        .iter()
+        .filter(|s| shown.contains(s.as_str()))
+        .collect();
+    assert!(leaked.is_empty(), "leaked {leaked:?} in:\n{shown}");
+    // The output is the real thing: the redacted roles are there.
+    for role in [
+        "AdminToken([redacted])",
+        "Username([redacted])",
+        "Password([redacted])",
+        "ApiKey([redacted])",
+        "ClientSecret([redacted])",
+        "StoreKey([redacted])",
+        "StoreUrl([redacted])",
+        "PkceVerifier([redacted])",
+        "EnteredValue([redacted])",
+        "AccessToken([redacted])",
+        "RefreshToken([redacted])",
+        "IdToken([redacted])",
+    ] {
+        assert!(shown.contains(role), "no {role} in:\n{shown}");
+    }
+}

@@ -101,11 +101,8 @@ client_secret = "demo-secret"
     }
 
     fn open_store(&self) -> authsidecar::store::Store {
-        let key = authsidecar::store::crypto::parse_key(&authsidecar::secret::Secret::new(
-            self.key.as_str(),
-        ))
-        .unwrap();
-        authsidecar::store::Store::open_file(&self.store, key, None).unwrap()
+        let key = authsidecar::store::crypto::parse_key(&self.key).unwrap();
+        authsidecar::store::Store::open_file(&self.store, &key, None).unwrap()
     }
 }
 
@@ -488,14 +485,12 @@ async fn replicas_sharing_redis_count_one_links_guesses_together_and_keep_one_st
         let port = if i % 2 == 0 { pa } else { pb };
         assert_eq!(get(&on(port, &login), &[]).await.status, 302);
     }
-    let key =
-        authsidecar::store::crypto::parse_key(&authsidecar::secret::Secret::new(s.key.as_str()))
-            .unwrap();
+    let key = authsidecar::store::crypto::parse_key(&s.key).unwrap();
     let direct = authsidecar::store::Store::open_redis(
         &[&redis.url()],
         false,
         "limits:",
-        key,
+        &key,
         None,
         Duration::from_secs(2),
     )

@@ -338,6 +338,51 @@ fn check_fails_with_every_error_and_no_secret() {
 }
 
 #[test]
+fn check_refuses_a_key_that_does_not_belong_to_the_profile_type() {
+    let dir = std::env::temp_dir().join(format!("authsidecar-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("c.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[[routes]]
+prefix = "/a/"
+upstream = "http://127.0.0.1:1/"
+profiles = ["k", "n"]
+
+[profiles.k]
+type = "api_key"
+api_key = "{SECRET}"
+token_url = "https://idp.example.com/token"
+[[profiles.k.fields]]
+in = "header"
+key = "X-Api-Key"
+value = "{{{{api_key}}}}"
+
+[profiles.n]
+type = "none"
+client_secret = "{SECRET}"
+"#
+        ),
+    )
+    .unwrap();
+    let out = bin().arg("check").arg("-c").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("profiles.k.token_url: unknown key for type \"api_key\"; this type takes: api_key, per_user, user_fields, on_authorized, identity_provider, tenancy, fields, connector\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("profiles.n.client_secret: unknown key for type \"none\"; this type takes: identity_provider, tenancy, fields, connector\n"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(SECRET), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn config_file_and_listen_address_come_from_the_environment() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = bin()
@@ -503,7 +548,7 @@ api_key = "nope"
     );
     has(
         &all,
-        "profiles.p.api_key: not used by type \"oauth2_password\"",
+        "profiles.p.api_key: unknown key for type \"oauth2_password\"; this type takes: token_url, client_id, client_secret, client_auth, scope, token_params, tls, idp_timeout, default_token_lifetime, refresh_before, reauth_on, reauth_min_token_age, replay_max_body_bytes, allow_insecure_http, username, password, per_user, user_fields, on_authorized, identity_provider, tenancy, fields, connector",
     );
     has(
         &all,
@@ -688,7 +733,7 @@ value = "{{api_key}}"
     );
     has(
         &all,
-        "profiles.c.per_user: not used by type \"oauth2_client_credentials\"",
+        "profiles.c.per_user: unknown key for type \"oauth2_client_credentials\"; this type takes: token_url,",
     );
     has(
         &all,

@@ -478,17 +478,15 @@ async fn a_refresh_whose_write_fails_is_kept_and_written_when_redis_is_back() {
 async fn a_holder_whose_lease_ran_out_cannot_overwrite_the_next_holders_grant() {
     let dir = TempDir::new("fence");
     let redis = crate::support::fleet::Redis::start(&dir).await;
-    let key = authsidecar::store::crypto::parse_key(&authsidecar::secret::Secret::new(
-        authsidecar::store::crypto::generate_key(),
-    ))
-    .unwrap();
+    let key =
+        authsidecar::store::crypto::parse_key(&authsidecar::store::crypto::generate_key()).unwrap();
     let url = redis.url();
     let open = || {
         authsidecar::store::Store::open_redis(
             &[&url],
             false,
             "fence:",
-            key,
+            &key,
             None,
             Duration::from_secs(2),
         )

@@ -46,14 +46,12 @@ async fn machine_tokens_survive_a_restart_encrypted() {
     assert!(server.shutdown().await);
     // The save runs off the request path: wait until the file holds the token record and the
     // stopped sidecar has let go of the file (the save task holds it until it is done).
-    let parsed =
-        authsidecar::store::crypto::parse_key(&authsidecar::secret::Secret::new(key.as_str()))
-            .unwrap();
+    let parsed = authsidecar::store::crypto::parse_key(&key).unwrap();
     wait_for(
         "the fetched token saved in the file, and the file released",
         std::time::Duration::from_secs(10),
         || {
-            let seen = match authsidecar::store::Store::open_file(&path, parsed, None) {
+            let seen = match authsidecar::store::Store::open_file(&path, &parsed, None) {
                 Ok(store) => match store.names("token:") {
                     Ok(names) if !names.is_empty() => Ok(()),
                     other => Err(format!("token records: {other:?}")),
@@ -144,10 +142,9 @@ fn store_writer_child() {
     ) else {
         return;
     };
-    let key =
-        authsidecar::store::crypto::parse_key(&authsidecar::secret::Secret::new(key)).unwrap();
+    let key = authsidecar::store::crypto::parse_key(&key).unwrap();
     let store =
-        authsidecar::store::Store::open_file(std::path::Path::new(&path), key, None).unwrap();
+        authsidecar::store::Store::open_file(std::path::Path::new(&path), &key, None).unwrap();
     let mut out = std::io::stdout();
     for i in 0u64.. {
         let name = format!("grant:p:-:user{}", i % 50);
@@ -204,9 +201,8 @@ fn a_killed_writer_loses_no_committed_record() {
         committed.len()
     );
 
-    let key =
-        authsidecar::store::crypto::parse_key(&authsidecar::secret::Secret::new(key)).unwrap();
-    let store = authsidecar::store::Store::open_file(&path, key, None).unwrap();
+    let key = authsidecar::store::crypto::parse_key(&key).unwrap();
+    let store = authsidecar::store::Store::open_file(&path, &key, None).unwrap();
     for (name, i) in &committed {
         let v = store
             .get(name)

@@ -772,10 +772,8 @@ async fn per_user_basic_api_key_and_password_profiles_collect_credentials_on_the
             "{secret} in plaintext"
         );
     }
-    let key =
-        authsidecar::store::crypto::parse_key(&authsidecar::secret::Secret::new(s.key.as_str()))
-            .unwrap();
-    let store = authsidecar::store::Store::open_file(&s.store, key, None).unwrap();
+    let key = authsidecar::store::crypto::parse_key(&s.key).unwrap();
+    let store = authsidecar::store::Store::open_file(&s.store, &key, None).unwrap();
     let names = store.names("grant:").unwrap();
     assert_eq!(names.len(), 3, "{names:?}");
     let carol = store.get("grant:pw:-:carol").unwrap().unwrap();

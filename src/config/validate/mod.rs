@@ -1,0 +1,176 @@
+//! File shapes → typed [`Config`], collecting every error with its key path.
+//!
+//! One file per section: [`proxy`], [`listeners`] (`[admin]`, `[auth]`, `[mock_provider]`),
+//! [`store`], [`connectors`], [`profiles`] (with their [`oauth`] keys and [`fields`]) and
+//! [`routes`]; [`tls`] is shared by listeners, routes and profiles. This file reads the sections in
+//! order (connectors before the profiles and routes that name them, profiles before the routes) and
+//! runs the checks that span sections.
+
+mod connectors;
+mod fields;
+mod listeners;
+mod oauth;
+mod profiles;
+mod proxy;
+mod routes;
+mod store;
+mod tls;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+
+use super::raw::{
+    self, AuthCodeKeys, OAuthKeys, RawAdmin, RawAuth, RawConnector, RawField, RawKind, RawMock,
+    RawProfile, RawProxy, RawRoute, RawServerTls, RawStore, RawTls, RawUserField,
+};
+use super::*;
+
+const SECTIONS: &str = "proxy, admin, auth, routes, profiles, connectors, mock_provider, store";
+
+/// What validation has found so far, and what later sections refer to.
+struct V<'a> {
+    errors: Vec<ConfigError>,
+    warnings: Vec<String>,
+    env: &'a Env,
+    /// `[connectors.NAME]`, read before routes and profiles name them.
+    connectors: IndexMap<String, Arc<Connector>>,
+}
+
+impl V<'_> {
+    fn err(&mut self, path: &str, msg: impl Into<String>) {
+        self.errors.push(ConfigError::new(path, msg));
+    }
+
+    fn warn(&mut self, msg: String) {
+        self.warnings.push(msg);
+    }
+
+    fn has_error(&self, path: &str) -> bool {
+        self.errors.iter().any(|e| e.path == path)
+    }
+
+    fn env_base(&self) -> std::path::PathBuf {
+        self.env.base_dir().to_path_buf()
+    }
+
+    /// A path from the config, relative to the config file's folder.
+    fn path(&self, p: &std::path::Path) -> std::path::PathBuf {
+        if p.is_relative() {
+            self.env_base().join(p)
+        } else {
+            p.to_path_buf()
+        }
+    }
+}
+
+pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigError>> {
+    let mut v = V {
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        env,
+        connectors: IndexMap::new(),
+    };
+
+    let proxy: RawProxy = section(&mut table, "proxy", &mut v).unwrap_or_default();
+    let admin: RawAdmin = section(&mut table, "admin", &mut v).unwrap_or_default();
+    let mock: Option<RawMock> = section(&mut table, "mock_provider", &mut v);
+    let raw_store: Option<RawStore> = section(&mut table, "store", &mut v);
+    let raw_auth: Option<RawAuth> = section(&mut table, "auth", &mut v);
+    let auth = raw_auth.and_then(|a| listeners::auth_settings(a, &mut v));
+    let store = store::store_config(raw_store, &mut v);
+    connectors::connectors(table.remove("connectors"), &mut v);
+    let raw_profiles = match table.remove("profiles") {
+        None => toml::Table::new(),
+        Some(toml::Value::Table(t)) => t,
+        Some(_) => {
+            v.err("profiles", "expected a table of profiles: [profiles.NAME]");
+            toml::Table::new()
+        }
+    };
+    let raw_routes = match table.remove("routes") {
+        None => Vec::new(),
+        Some(toml::Value::Array(a)) => a,
+        Some(_) => {
+            v.err("routes", "expected an array of tables: [[routes]]");
+            Vec::new()
+        }
+    };
+    for key in table.keys() {
+        v.err(
+            key,
+            format!("unknown section \"{key}\"; expected {SECTIONS}"),
+        );
+    }
+
+    let proxy = proxy::proxy_settings(proxy, &mut v);
+    let admin = listeners::admin_settings(admin, &mut v);
+    let mock_provider = mock.and_then(|m| listeners::mock_provider(m, &mut v));
+    listeners::check_distinct_listeners(
+        &proxy,
+        &admin,
+        auth.as_ref(),
+        mock_provider.as_ref(),
+        &mut v,
+    );
+
+    let (profiles, broken) = profiles::profiles(raw_profiles, &mut v);
+    let mut routes = routes::routes(raw_routes, &profiles, &broken, &proxy, &mut v);
+    profiles::check_per_user(&profiles, &store, auth.as_ref(), &mut v);
+    if routes.is_empty() && v.errors.is_empty() {
+        v.err(
+            "routes",
+            "no routes; expected at least one [[routes]] entry",
+        );
+    }
+    routes::warn_plain_http_through_connectors(&routes, &profiles, &mut v);
+
+    if v.errors.is_empty() {
+        // Longest prefix first, so the first match is the longest.
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        Ok(Config {
+            proxy,
+            admin,
+            routes,
+            profiles,
+            mock_provider,
+            store,
+            auth,
+            connectors: v.connectors,
+            warnings: v.warnings,
+        })
+    } else {
+        Err(v.errors)
+    }
+}
+
+fn section<T: serde::de::DeserializeOwned>(
+    table: &mut toml::Table,
+    key: &str,
+    v: &mut V,
+) -> Option<T> {
+    let value = table.remove(key)?;
+    raw::collect(value, key, &mut v.errors)
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn listen_addr(s: &str, path: &str, v: &mut V) -> Option<SocketAddr> {
+    match s.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            v.err(
+                path,
+                format!("invalid address \"{s}\"; expected IP:port like 127.0.0.1:8080"),
+            );
+            None
+        }
+    }
+}
