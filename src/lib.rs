@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod redact;
 pub mod secret;
 pub mod serve;
+pub mod sign;
 pub mod store;
 pub mod template;
 pub mod tls;
