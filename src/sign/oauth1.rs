@@ -184,12 +184,26 @@ pub fn is_form(content_type: &[u8]) -> bool {
         .eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
 }
 
-/// A signed request's `oauth_*` parameters.
-#[derive(Debug)]
+/// A signed request's `oauth_*` parameters. `Debug` leaves out the signature (with PLAINTEXT it is
+/// the secrets themselves).
 pub struct Signed {
     /// Protocol parameters in name order, `oauth_signature` among them; values not encoded.
     params: Vec<(&'static str, String)>,
     base_string: String,
+}
+
+impl fmt::Debug for Signed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut m = f.debug_map();
+        for (name, value) in &self.params {
+            if *name == "oauth_signature" {
+                m.entry(name, &"[redacted]");
+            } else {
+                m.entry(name, value);
+            }
+        }
+        m.finish()
+    }
 }
 
 impl Signed {

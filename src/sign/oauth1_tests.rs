@@ -195,6 +195,22 @@ fn secrets_never_print() {
     assert!(!format!("{t:?}").contains("t0ken-secret"));
     let proto = Protocol::new("n", 1).with_token("tok", "t0ken-secret");
     assert!(!format!("{proto:?}").contains("t0ken-secret"));
+    let plaintext =
+        Client::new(SignatureMethod::Plaintext, "ck", Some("s3cr3t-value"), None).unwrap();
+    let req = Request {
+        method: "GET",
+        scheme: "https",
+        authority: "h",
+        path: "/",
+        query: None,
+        form_body: None,
+    };
+    let signed = plaintext.sign(&req, &proto).unwrap();
+    let shown = format!("{signed:?}");
+    assert!(
+        !shown.contains("s3cr3t") && shown.contains("oauth_nonce"),
+        "{shown}"
+    );
 }
 
 #[test]

@@ -145,8 +145,8 @@ pub struct Signer {
     settings: Settings,
 }
 
-/// A signed request: the headers to set, and how they were computed.
-#[derive(Debug)]
+/// A signed request: the headers to set, and how they were computed. `Debug` shows the header
+/// names and the string to sign, not the session token the canonical request and headers carry.
 pub struct Signed {
     canonical_request: Vec<u8>,
     string_to_sign: String,
@@ -154,7 +154,19 @@ pub struct Signed {
     headers: Vec<(&'static str, String)>,
 }
 
+impl fmt::Debug for Signed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| *n).collect();
+        f.debug_struct("sigv4::Signed")
+            .field("headers", &names)
+            .field("string_to_sign", &self.string_to_sign)
+            .finish()
+    }
+}
+
 impl Signed {
+    /// The canonical request (bytes: header values need not be UTF-8). It holds the session token
+    /// when there is one: show it only masked.
     pub fn canonical_request(&self) -> &[u8] {
         &self.canonical_request
     }

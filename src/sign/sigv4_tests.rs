@@ -150,10 +150,22 @@ fn path_normalization() {
 #[test]
 fn credentials_never_print() {
     let c = Credentials::new("AKID", "wJalrXUtnFEMI").with_session_token("FwoGZXIvYXdz");
-    let shown = format!("{:?}", Signer::new(c, "r", "s"));
+    let signer = Signer::new(c, "r", "s");
+    let shown = format!("{signer:?}");
     assert!(shown.contains("AKID"));
     assert!(
         !shown.contains("wJalrXUtnFEMI") && !shown.contains("FwoGZXIvYXdz"),
+        "{shown}"
+    );
+    let req = Request {
+        method: "GET",
+        uri: "/",
+        payload: Payload::Unsigned,
+    };
+    let signed = signer.sign(&req, h(&[("host", "h")]), 0).unwrap();
+    let shown = format!("{signed:?}");
+    assert!(
+        !shown.contains("FwoGZXIvYXdz") && shown.contains("x-amz-security-token"),
         "{shown}"
     );
 }
