@@ -7,9 +7,9 @@
 //! `{"alg":…,"typ":"JWT","kid":…}`.
 //!
 //! The assertions:
-//! - [`client_assertion`]: RFC 7523 §2.2 / OpenID Connect Core §9 (`private_key_jwt`,
-//!   `client_secret_jwt`): `iss` = `sub` = the client id, `aud`, a fresh `jti`, `iat`, `exp` =
-//!   `iat` + 60 s.
+//! - [`client_assertion`] ([`fresh_client_assertion`] for now and a fresh `jti`): RFC 7523 §2.2 /
+//!   OpenID Connect Core §9 (`private_key_jwt`, `client_secret_jwt`): `iss` = `sub` = the client
+//!   id, `aud`, `jti`, `iat`, `exp` = `iat` + 60 s.
 //! - [`bearer_assertion`]: RFC 7523 §2.1, the configured claims plus `iat` and `exp` (60 s to 1 h).
 //! - [`ServiceAccount`]: a Google service-account JSON key (`client_email`, `private_key_id`,
 //!   `private_key`, `token_uri`) as a signer and its claims.
@@ -95,12 +95,13 @@ impl Signer {
     /// `alg` with a private key; the key must fit the algorithm (RSA ≥ 2048 bits for RS256/PS256).
     pub fn new(alg: Algorithm, key: &PrivateKey) -> Result<Signer, SignError> {
         let fits = match (&*key.0, alg) {
-            (Inner::Rsa(k), Algorithm::Rs256 | Algorithm::Ps256) => {
-                if k.ring.is_none() {
-                    return Err(SignError::Key(KeyError::RsaTooSmall(k.bits, alg.as_str())));
+            (Inner::Rsa(k), Algorithm::Rs256 | Algorithm::Ps256) => match &k.ring {
+                Ok(_) => true,
+                Err(_) if k.bits < 2048 => {
+                    return Err(KeyError::RsaTooSmall(k.bits, alg.as_str()).into())
                 }
-                true
-            }
+                Err(why) => return Err(KeyError::RsaUnusable(alg.as_str(), why.clone()).into()),
+            },
             (Inner::EcP256(_), Algorithm::Es256) | (Inner::Ed25519(_), Algorithm::EdDsa) => true,
             _ => false,
         };
@@ -201,7 +202,7 @@ impl Signer {
             Key::Hmac(k) => ring::hmac::sign(k, input).as_ref().to_vec(),
             Key::Private(k) => match &*k.0 {
                 Inner::Rsa(rsa) => {
-                    let pair = rsa.ring.as_ref().ok_or_else(fail)?;
+                    let pair = rsa.ring.as_ref().map_err(|_| fail())?;
                     let padding: &'static dyn ring::signature::RsaEncoding =
                         if self.alg == Algorithm::Ps256 {
                             &RSA_PSS_SHA256
@@ -254,6 +255,15 @@ pub fn client_assertion(
     c.insert("iat".into(), iat.into());
     c.insert("exp".into(), (iat + CLIENT_ASSERTION_LIFETIME).into());
     signer.sign(&c)
+}
+
+/// [`client_assertion`] now, with a fresh `jti`.
+pub fn fresh_client_assertion(
+    signer: &Signer,
+    client_id: &str,
+    audience: &str,
+) -> Result<String, SignError> {
+    client_assertion(signer, client_id, audience, super::unix_now(), &fresh_jti())
 }
 
 /// RFC 7523 §2.1 assertion: `claims` (iss, sub, aud, scope, … as configured) with `iat` and

@@ -2,6 +2,7 @@ use super::*;
 
 const RSA: &str = include_str!("../../tests/data/sign/rsa-pkcs8.pem");
 const RSA1024: &str = include_str!("../../tests/data/sign/rsa1024-pkcs1.pem");
+const RSA_E3: &str = include_str!("../../tests/data/sign/rsa-e3-pkcs8.pem");
 const EC: &str = include_str!("../../tests/data/sign/ec-sec1.pem");
 const ED: &str = include_str!("../../tests/data/sign/ed25519-pkcs8.pem");
 const CERT: &str = include_str!("../../tests/data/sign/rsa-cert.pem");
@@ -97,6 +98,17 @@ fn every_algorithm_signs_with_its_key_and_only_with_it() {
             .to_string(),
         "the RSA key has 1024 bits; RS256 needs at least 2048"
     );
+    let e3 = PrivateKey::from_pem(RSA_E3.as_bytes()).unwrap();
+    let err = Signer::new(Algorithm::Ps256, &e3).unwrap_err().to_string();
+    assert!(err.starts_with("the RSA key cannot sign PS256 ("), "{err}");
+    // OAuth 1.0a's RSA methods (RustCrypto) still take it.
+    let client = crate::sign::oauth1::Client::new(
+        crate::sign::oauth1::SignatureMethod::RsaSha1,
+        "c",
+        None,
+        Some(&e3),
+    );
+    assert!(client.is_ok());
 }
 
 #[test]
@@ -125,6 +137,12 @@ fn client_assertion_has_the_rfc7523_claims() {
                            "jti": jti,"iat":1_700_000_000u64,"exp":1_700_000_060u64})
     );
     assert_ne!(fresh_jti(), jti);
+    let a = fresh_client_assertion(&signer, "client-1", "https://idp.example/token").unwrap();
+    let b = fresh_client_assertion(&signer, "client-1", "https://idp.example/token").unwrap();
+    assert_ne!(part(&a, 1)["jti"], part(&b, 1)["jti"]);
+    let iat = part(&a, 1)["iat"].as_u64().unwrap();
+    assert!(iat.abs_diff(crate::sign::unix_now()) < 5);
+    assert_eq!(part(&a, 1)["exp"].as_u64(), Some(iat + 60));
 }
 
 #[test]

@@ -47,6 +47,8 @@ pub enum KeyError {
     NoPublicKey,
     #[error("the RSA key has {0} bits; {1} needs at least 2048")]
     RsaTooSmall(usize, &'static str),
+    #[error("the RSA key cannot sign {0} ({1})")]
+    RsaUnusable(&'static str, String),
     #[error("no PEM certificate found; expected a block \"BEGIN CERTIFICATE\"")]
     NoCertificate,
 }
@@ -72,7 +74,8 @@ impl KeyKind {
 /// An RSA private key: `ring`'s key pair (2048 bits and more) for JWS, RustCrypto's for OAuth 1.0a
 /// `RSA-SHA1`/`RSA-SHA256`, which still meets 1024-bit keys (Jira's old setup guides make them).
 pub(crate) struct RsaKey {
-    pub(crate) ring: Option<RsaKeyPair>,
+    /// `ring`'s key pair, or why `ring` refused the key (too small, an unusual exponent).
+    pub(crate) ring: Result<RsaKeyPair, String>,
     pub(crate) rustcrypto: rsa::PrivateKey,
     pub(crate) bits: usize,
 }
@@ -138,7 +141,7 @@ impl PrivateKey {
             .map_err(|e| malformed("PKCS#1 RSA", rsa_reason(&e.to_string())))?;
         let bits = rustcrypto.size() * 8;
         Ok(Self::rsa(RsaKey {
-            ring: RsaKeyPair::from_der(der).ok(),
+            ring: RsaKeyPair::from_der(der).map_err(|e| e.to_string()),
             rustcrypto,
             bits,
         }))
@@ -161,7 +164,7 @@ impl PrivateKey {
                     .map_err(|e| malformed("PKCS#8 RSA", rsa_reason(&e.to_string())))?;
                 let bits = rustcrypto.size() * 8;
                 Ok(Self::rsa(RsaKey {
-                    ring: RsaKeyPair::from_pkcs8(der).ok(),
+                    ring: RsaKeyPair::from_pkcs8(der).map_err(|e| e.to_string()),
                     rustcrypto,
                     bits,
                 }))
