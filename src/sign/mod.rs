@@ -16,8 +16,24 @@
 //! Secrets: key material and shared secrets live in types whose `Debug` prints `[redacted]` and that
 //! have no `Display`; errors name what failed (the format, the algorithm, the field), never a key
 //! byte. Crypto is `ring` (HMAC, digests, RSA PKCS#1 v1.5 SHA-256 and PSS, ECDSA P-256, Ed25519),
-//! except OAuth 1.0a's `RSA-SHA1`, which `ring` does not sign: that one is RustCrypto's `rsa`
-//! (constant-time since 0.10).
+//! except OAuth 1.0a's RSA methods: `ring` does not sign `RSA-SHA1` and refuses keys under 2048
+//! bits, which Jira-style setups still have, so those are RustCrypto's `rsa` (constant-time since
+//! 0.10).
+//!
+//! How a caller uses each (keys and signers are built at config load, the rest per request, on the
+//! request exactly as it goes upstream; a request sent again is signed again):
+//! - OAuth 1.0a: `oauth1::Client::new(method, key, secret, rsa_key)`; per request
+//!   `client.sign(&oauth1::Request { .. }, &Protocol::new(&fresh_nonce(), unix_now()).with_token(t, s))`,
+//!   then `Authorization: signed.authorization(realm)`, or `signed.form_encoded()` appended to the
+//!   query or the form body.
+//! - SigV4: `sigv4::Signer::new(Credentials::new(id, secret), region, service)`; per request
+//!   `signer.sign(&sigv4::Request { method, uri, payload }, headers, unix_now())`, then every header of
+//!   `signed.headers()` set, replacing any copy.
+//! - HMAC: `hmac::Signer::new(string_to_sign, secret, ..)`; per request `let m = Moment::fresh();`
+//!   `{{signature}}` = `signer.sign(&hmac::Request { .. }, &m)`, and `m.timestamp()` etc. for the
+//!   other fields.
+//! - JWT: `jwt::Signer::new(alg, &PrivateKey::from_pem(pem)?)?.with_thumbprint_kid()`, then
+//!   `jwt::fresh_client_assertion(..)` or `jwt::bearer_assertion(..)`.
 
 pub mod hmac;
 pub mod jwt;
