@@ -230,22 +230,27 @@ impl Signed {
     }
 
     /// The `Authorization` header value: `OAuth realm="…", oauth_consumer_key="…", …` (§3.5.1).
+    /// The `oauth_*` values are percent-encoded (§3.6); `realm` is an RFC 2617 quoted string, as
+    /// servers expect it (`realm="1234567_SB1"`, `realm="http://sp.example.com/"`), with `"` and `\`
+    /// escaped.
     pub fn authorization(&self, realm: Option<&str>) -> String {
         let mut out = String::with_capacity(64 + self.params.len() * 48);
         out.push_str("OAuth ");
-        let mut first = true;
-        let mut push = |out: &mut String, name: &str, value: &str| {
-            if !first {
+        if let Some(realm) = realm {
+            out.push_str("realm=\"");
+            for c in realm.chars() {
+                if c == '"' || c == '\\' {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out.push_str("\", ");
+        }
+        for (i, (name, value)) in self.params.iter().enumerate() {
+            if i > 0 {
                 out.push_str(", ");
             }
-            first = false;
             let _ = write!(out, "{name}=\"{}\"", enc(value.as_bytes()));
-        };
-        if let Some(realm) = realm {
-            push(&mut out, "realm", realm);
-        }
-        for (name, value) in &self.params {
-            push(&mut out, name, value);
         }
         out
     }

@@ -57,7 +57,7 @@ fn oauth_core_appendix_a5_hmac_sha1_signature() {
     assert_eq!(signed.signature(), "tR3+Ty81lMeYAr/Fid0kMTYa/WM=");
     assert_eq!(
         signed.authorization(Some("http://photos.example.net/")),
-        "OAuth realm=\"http%3A%2F%2Fphotos.example.net%2F\", oauth_consumer_key=\"dpf43f3p2l4k3l03\", \
+        "OAuth realm=\"http://photos.example.net/\", oauth_consumer_key=\"dpf43f3p2l4k3l03\", \
          oauth_nonce=\"kllo9940pd9333jh\", oauth_signature=\"tR3%2BTy81lMeYAr%2FFid0kMTYa%2FWM%3D\", \
          oauth_signature_method=\"HMAC-SHA1\", oauth_timestamp=\"1191242096\", \
          oauth_token=\"nnch734d00sl2jdk\", oauth_version=\"1.0\""
@@ -68,6 +68,28 @@ fn oauth_core_appendix_a5_hmac_sha1_signature() {
          oauth_signature=tR3%2BTy81lMeYAr%2FFid0kMTYa%2FWM%3D&oauth_signature_method=HMAC-SHA1&\
          oauth_timestamp=1191242096&oauth_token=nnch734d00sl2jdk&oauth_version=1.0"
     );
+}
+
+#[test]
+fn realm_is_a_quoted_string() {
+    let client = Client::new(SignatureMethod::HmacSha1, "ck", Some("cs"), None).unwrap();
+    let req = Request {
+        method: "GET",
+        scheme: "https",
+        authority: "h",
+        path: "/",
+        query: None,
+        form_body: None,
+    };
+    let signed = client.sign(&req, &Protocol::new("n", 1)).unwrap();
+    let h = signed.authorization(Some(r#"1234567_SB1 "a\b""#));
+    assert!(
+        h.starts_with(r#"OAuth realm="1234567_SB1 \"a\\b\"", oauth_consumer_key="ck", "#),
+        "{h}"
+    );
+    assert!(signed
+        .authorization(None)
+        .starts_with("OAuth oauth_consumer_key=\"ck\", "));
 }
 
 #[test]
