@@ -41,6 +41,9 @@ pub mod key;
 pub mod oauth1;
 pub mod sigv4;
 
+#[cfg(test)]
+mod proptests;
+
 use std::fmt;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
