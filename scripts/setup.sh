@@ -5,9 +5,36 @@
 #   scripts/setup.sh            # everything (tests: tinyproxy as the connector, redis-server for replicas,
 #                               # openssl for dev certificates, chromium + chromium-driver for the
 #                               # admin console's browser test, libfaketime for the wall-clock
-#                               # jump test)
+#                               # jump test, and the Python verifiers of the signing tests)
 #   scripts/setup.sh bench      # only the benchmark tools (nginx, haproxy, wrk, valgrind, openssl)
+#
+# The signing tests check our signatures with independent implementations (oauthlib, PyJWT,
+# jwcrypto, botocore: tests/verify/). They live in a virtualenv at .venv, pinned by
+# tests/verify/requirements.txt; it is made again only when that file changes.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python_verifiers() {
+  local req=tests/verify/requirements.txt stamp=.venv/.requirements.sha256
+  local want
+  want="$(sha256sum "$req" | cut -d' ' -f1)"
+  if [ -x .venv/bin/python3 ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    return
+  fi
+  echo "setup: installing the Python verifiers into .venv ($req)"
+  rm -rf .venv
+  if ! python3 -m venv .venv 2>/dev/null; then
+    # Debian's python3 needs its venv package.
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    python3 -m venv .venv
+  fi
+  .venv/bin/pip install -q --disable-pip-version-check -r "$req"
+  echo "$want" > "$stamp"
+}
+if [ "${1:-all}" = all ]; then python_verifiers; fi
 
 declare -A BIN_OF=(
   [nginx]=nginx

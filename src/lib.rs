@@ -32,6 +32,7 @@ pub mod redact;
 pub mod reload;
 pub mod secret;
 pub mod serve;
+pub mod sign;
 pub mod store;
 pub mod template;
 pub mod tls;

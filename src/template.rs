@@ -61,28 +61,49 @@ pub enum TemplateError {
         "variable \"{0}\" has an invalid name after the dot; expected letters, digits, '-' or '_'"
     )]
     BadName(String),
+    /// An unknown variable in a template with its own variables ([`Template::parse_with`]).
+    #[error("unknown variable \"{0}\"; expected one of {1}")]
+    UnknownOf(String, &'static str),
 }
 
 #[derive(Clone, PartialEq, Eq)]
-enum Part {
+enum Part<V> {
     Lit(String),
-    Var(Var),
+    Var(V),
 }
 
 /// A literal part may hold a secret that a `${VAR}` reference put there: its length only.
-impl fmt::Debug for Part {
+impl<V: fmt::Debug> fmt::Debug for Part<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Part::Lit(s) => write!(f, "Lit([{} bytes])", s.len()),
-            Part::Var(v) => write!(f, "Var({v})"),
+            Part::Var(v) => write!(f, "Var({v:?})"),
         }
     }
 }
 
-/// A parsed template.
+/// One piece of a parsed template, in order: literal text or a variable.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a, V> {
+    Lit(&'a str),
+    Var(&'a V),
+}
+
+/// Like [`Part`]'s: a literal piece shows its length only.
+impl<V: fmt::Debug> fmt::Debug for Piece<'_, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Piece::Lit(s) => write!(f, "Lit([{} bytes])", s.len()),
+            Piece::Var(v) => write!(f, "Var({v:?})"),
+        }
+    }
+}
+
+/// A parsed template. The variables are [`Var`] (field values); a module with its own variables
+/// (the HMAC `string_to_sign`) parses with [`Template::parse_with`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Template {
-    parts: Vec<Part>,
+pub struct Template<V = Var> {
+    parts: Vec<Part<V>>,
 }
 
 fn valid_suffix(name: &str) -> bool {
@@ -124,8 +145,18 @@ fn parse_var(raw: &str) -> Result<Var, TemplateError> {
     })
 }
 
-impl Template {
+impl Template<Var> {
     pub fn parse(src: &str) -> Result<Template, TemplateError> {
+        Template::parse_with(src, parse_var)
+    }
+}
+
+impl<V> Template<V> {
+    /// Parses `src` with `var` naming the variables (it gets the trimmed text between the braces).
+    pub fn parse_with<F>(src: &str, var: F) -> Result<Template<V>, TemplateError>
+    where
+        F: Fn(&str) -> Result<V, TemplateError>,
+    {
         let mut parts = Vec::new();
         let mut rest = src;
         let mut offset = 0;
@@ -144,7 +175,7 @@ impl Template {
             if inner.contains("{{") {
                 return Err(TemplateError::Unclosed(offset + start));
             }
-            parts.push(Part::Var(parse_var(inner)?));
+            parts.push(Part::Var(var(inner.trim())?));
             let consumed = start + 2 + end + 2;
             offset += consumed;
             rest = &rest[consumed..];
@@ -155,8 +186,16 @@ impl Template {
         Ok(Template { parts })
     }
 
+    /// The literal text and variables in order (for a renderer that is not a string).
+    pub fn pieces(&self) -> impl Iterator<Item = Piece<'_, V>> {
+        self.parts.iter().map(|p| match p {
+            Part::Lit(s) => Piece::Lit(s),
+            Part::Var(v) => Piece::Var(v),
+        })
+    }
+
     /// The variables this template uses, in order of appearance.
-    pub fn vars(&self) -> impl Iterator<Item = &Var> {
+    pub fn vars(&self) -> impl Iterator<Item = &V> {
         self.parts.iter().filter_map(|p| match p {
             Part::Var(v) => Some(v),
             Part::Lit(_) => None,
@@ -165,9 +204,9 @@ impl Template {
 
     /// Renders into `out` (appending). `lookup` returns the value of a variable, or `None` when the
     /// request lacks it; the first missing variable is returned as the error.
-    pub fn render_into<'v, F>(&self, out: &mut String, mut lookup: F) -> Result<(), &Var>
+    pub fn render_into<'v, F>(&self, out: &mut String, mut lookup: F) -> Result<(), &V>
     where
-        F: FnMut(&Var) -> Option<&'v str>,
+        F: FnMut(&V) -> Option<&'v str>,
     {
         for part in &self.parts {
             match part {
@@ -179,9 +218,9 @@ impl Template {
     }
 
     /// Like [`Template::render_into`], into a new string.
-    pub fn render<'v, F>(&self, mut lookup: F) -> Result<String, &Var>
+    pub fn render<'v, F>(&self, mut lookup: F) -> Result<String, &V>
     where
-        F: FnMut(&Var) -> Option<&'v str>,
+        F: FnMut(&V) -> Option<&'v str>,
     {
         // Exactly sized: the string is not grown on the way (and becomes a header value's
         // buffer as it is).
@@ -265,6 +304,24 @@ mod tests {
             Template::parse("{{a{{b}}"),
             Err(TemplateError::Unclosed(0))
         ));
+    }
+
+    #[test]
+    fn a_module_can_parse_with_its_own_variables() {
+        let own = |name: &str| match name {
+            "method" => Ok(1u8),
+            other => Err(TemplateError::UnknownOf(other.to_string(), "method")),
+        };
+        let t = Template::parse_with("{{ method }}\n{{method}}", own).unwrap();
+        let pieces: Vec<_> = t.pieces().collect();
+        assert_eq!(pieces, [Piece::Var(&1), Piece::Lit("\n"), Piece::Var(&1)]);
+        assert_eq!(t.render(|_| Some("GET")).unwrap(), "GET\nGET");
+        assert_eq!(
+            Template::parse_with("{{access_token}}", own)
+                .unwrap_err()
+                .to_string(),
+            "unknown variable \"access_token\"; expected one of method"
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod properties;
 mod reload;
 mod replicas;
 mod secret_mask;
+mod signing;
 mod store;
 mod tls;
 mod user_auth;
