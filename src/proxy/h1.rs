@@ -184,6 +184,9 @@ where
 {
     loop {
         tokio::select! {
+            // In this order, with no random start (which costs a random number per wait): the
+            // caller's bytes first; the timer and shutdown are still seen while it sends nothing.
+            biased;
             r = stream.readable() => return if r.is_ok() { Wait::Ready } else { Wait::Closed },
             () = timer.as_mut() => {
                 if Instant::now() >= deadline {
