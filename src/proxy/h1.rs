@@ -86,9 +86,12 @@ pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Parse {
     if max_headers > MAX_FAST_HEADERS {
         return Parse::Handover;
     }
-    let mut storage = [httparse::EMPTY_HEADER; MAX_FAST_HEADERS];
-    let mut req = httparse::Request::new(&mut storage[..max_headers]);
-    let len = match req.parse(buf) {
+    // Left uninitialised: httparse writes the fields it finds (a 128-field array of empty
+    // headers would be 4 KiB written per request).
+    let mut storage =
+        [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_FAST_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut storage[..max_headers]) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parse::Partial,
         Err(_) => return Parse::Handover,
@@ -324,9 +327,15 @@ pub(crate) fn parse_response(
     method: &Method,
     close_caller: bool,
 ) -> Result<RespParse, ProxyError> {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_ANSWER_HEADERS];
-    let mut resp = httparse::Response::new(&mut storage);
-    let len = match resp.parse(buf) {
+    // Uninitialised, as for a request head.
+    let mut storage =
+        [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_ANSWER_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut storage,
+    ) {
         Ok(httparse::Status::Complete(n)) if n > MAX_ANSWER_HEAD => {
             return Err(invalid_answer("the answer's head is too large"))
         }
