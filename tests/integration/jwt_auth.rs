@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::support::proc;
 use crate::support::*;
 use authsidecar::config::{Config, Env};
 
@@ -629,4 +630,130 @@ fn relative_key_paths_are_read_from_the_config_folder() {
     assert!(!shown.contains("PRIVATE KEY"), "{shown}");
     assert!(shown.contains("BearerAssertionKey(RS256"), "{shown}");
     assert!(shown.contains("ClientAssertionKey(EdDSA"), "{shown}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A certified OpenID provider
+
+/// The public JWK of a test key with its RFC 7638 thumbprint as `kid` (the sidecar's default).
+fn public_jwk(pem: &str) -> Value {
+    let key = authsidecar::sign::PrivateKey::from_pem(data(pem).as_bytes()).unwrap();
+    let jwk = key.public_jwk();
+    let mut v: Value = serde_json::from_str(&jwk.canonical_json()).unwrap();
+    v["kid"] = jwk.thumbprint().into();
+    v["use"] = "sig".into();
+    v
+}
+
+#[tokio::test]
+async fn oidc_provider_accepts_private_key_jwt_and_client_secret_jwt() {
+    let node = tool("node");
+    let dir = repo().join("tests/verify/oidc");
+    if !dir.join("node_modules/oidc-provider/package.json").exists() {
+        panic!("{}", proc::not_installed("oidc-provider (npm)"));
+    }
+    let secret = "client-secret-jwt-shared-secret-0123456789-abcdef";
+    let keys = [
+        ("rs", "RS256", "rsa-pkcs8.pem"),
+        ("ps", "PS256", "rsa-pkcs1.pem"),
+        ("es", "ES256", "ec-sec1.pem"),
+        ("ed", "EdDSA", "ed25519-pkcs8.pem"),
+    ];
+    let mut clients: Vec<Value> = keys
+        .iter()
+        .map(|(name, alg, pem)| {
+            json!({
+                "client_id": format!("pk-{name}"),
+                "token_endpoint_auth_method": "private_key_jwt",
+                "token_endpoint_auth_signing_alg": alg,
+                "jwks": {"keys": [public_jwk(pem)]},
+            })
+        })
+        .collect();
+    clients.push(json!({
+        "client_id": "cs",
+        "client_secret": secret,
+        "token_endpoint_auth_method": "client_secret_jwt",
+        "token_endpoint_auth_signing_alg": "HS256",
+    }));
+    // A client whose registered key is not the one the sidecar signs with: refused.
+    clients.push(json!({
+        "client_id": "pk-wrong",
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": {"keys": [public_jwk("rsa-e3-pkcs8.pem")]},
+    }));
+    let tmp = TempDir::new("oidc-provider");
+    let out = tmp.path().join("out.log");
+    let mut p = Proc::spawn(
+        "node",
+        Command::new(node)
+            .arg(dir.join("provider.mjs"))
+            .current_dir(&dir)
+            .env("OIDC_CLIENTS", serde_json::to_string(&clients).unwrap())
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(tmp.path().join("err.log")).unwrap()),
+    );
+    let port: u16 = proc::printed_after(&mut p, &out, "LISTENING ", Duration::from_secs(30))
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    let token_url = format!("http://127.0.0.1:{port}/token");
+    let mut text = String::new();
+    for (name, alg, pem) in keys {
+        text.push_str(&format!(
+            "[[routes]]\nprefix = \"/{name}/\"\nupstream = \"http://{{echo}}/echo/\"\nprofiles = [\"{name}\"]\n\n\
+             [profiles.{name}]\ntype = \"oauth2_client_credentials\"\ntoken_url = \"{token_url}\"\n\
+             client_id = \"pk-{name}\"\nclient_auth = \"private_key_jwt\"\nclient_assertion_key = \"{}\"\n\
+             client_assertion_alg = \"{alg}\"\n\n",
+            data_path(pem),
+        ));
+    }
+    text.push_str(&format!(
+        "[[routes]]\nprefix = \"/cs/\"\nupstream = \"http://{{echo}}/echo/\"\nprofiles = [\"cs\", \"wrong\"]\n\n\
+         [profiles.cs]\ntype = \"oauth2_client_credentials\"\ntoken_url = \"{token_url}\"\n\
+         client_id = \"cs\"\nclient_secret = \"${{SECRET}}\"\nclient_auth = \"client_secret_jwt\"\n\n\
+         [profiles.wrong]\ntype = \"oauth2_client_credentials\"\ntoken_url = \"{token_url}\"\n\
+         client_id = \"pk-wrong\"\nclient_auth = \"private_key_jwt\"\nclient_assertion_key = \"{}\"\n",
+        data_path("rsa-pkcs8.pem"),
+    ));
+    let h = Harness::start_with_env(&text, &[("SECRET", secret)]).await;
+    let mut bearer = Vec::new();
+    for name in ["rs", "ps", "es", "ed", "cs"] {
+        let r = get(&h.url(&format!("/{name}/x")), &[]).await;
+        assert_eq!(
+            r.status,
+            200,
+            "{name}: {}\n{}",
+            String::from_utf8_lossy(&r.body),
+            std::fs::read_to_string(&out).unwrap_or_default()
+        );
+        let auth = r.echoed("authorization");
+        assert_eq!(auth.len(), 1);
+        bearer.push((name, auth[0].strip_prefix("Bearer ").unwrap().to_string()));
+    }
+    let r = get(&h.url("/cs/x"), &[("X-Authsidecar-Profile", "wrong")]).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.error_code(), "idp_rejected");
+    h.server.shutdown().await;
+    let log = std::fs::read_to_string(&out).unwrap();
+    // Every token the upstream received is one the provider issued to that client.
+    for (name, token) in &bearer {
+        let client = if *name == "cs" {
+            "cs".to_string()
+        } else {
+            format!("pk-{name}")
+        };
+        assert!(
+            log.lines().any(|l| l == format!("ISSUED {client} {token}")),
+            "{name}: the upstream got a token the provider did not issue to {client}:\n{log}"
+        );
+    }
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("ERROR pk-wrong invalid_client")),
+        "{log}"
+    );
+    drop(p);
 }
