@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use authsidecar::config::{Config, CONFIG_ENV, DEFAULT_CONFIG_PATH};
 // The mock provider's module is compiled into the command from the library's source (the library
 // has it only with its `mock` feature); these are the library modules it names as `crate::…`.
-use authsidecar::{config, inject, secret, serve};
+use authsidecar::{config, inject, secret, serve, sign};
 
 /// The built-in mock provider (`src/mock/`): `mock-provider` and `[mock_provider]`. Its test-facing
 /// half (counters, faults) is used by the tests through the library's `mock` feature.
@@ -273,6 +273,12 @@ async fn start_mock_provider(config: &Config) -> anyhow::Result<Option<mock::Moc
         clients: vec![(m.client_id.clone(), m.client_secret.clone())],
         users: vec![(m.username.clone(), m.password.clone())],
         token_lifetime: m.token_lifetime,
+        client_keys: m
+            .client_keys
+            .iter()
+            .map(|k| (m.client_id.clone(), k.clone()))
+            .collect(),
+        bearer_issuers: m.bearer_issuer.iter().cloned().collect(),
         ..mock::MockSettings::default()
     };
     let provider = mock::MockProvider::start_with(m.listen, settings)

@@ -267,6 +267,10 @@ pub struct MockProviderConfig {
     pub client_secret: ClientSecret,
     pub username: String,
     pub password: Password,
+    /// `client_keys`: the client's public keys; it may then authenticate with `private_key_jwt`.
+    pub client_keys: Option<crate::sign::verify::PublicKeys>,
+    /// `bearer_issuer` and `bearer_keys`: a trusted JWT bearer grant issuer.
+    pub bearer_issuer: Option<(String, crate::sign::verify::PublicKeys)>,
 }
 
 pub const DEFAULT_MOCK_CLIENT_ID: &str = "demo-client";

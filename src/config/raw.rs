@@ -90,6 +90,9 @@ pub struct RawMock {
     pub client_secret: Option<ClientSecret>,
     pub username: Option<String>,
     pub password: Option<Password>,
+    pub client_keys: Option<PathBuf>,
+    pub bearer_issuer: Option<String>,
+    pub bearer_keys: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]

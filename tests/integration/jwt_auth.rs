@@ -757,3 +757,207 @@ async fn oidc_provider_accepts_private_key_jwt_and_client_secret_jwt() {
     );
     drop(p);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The mock provider verifies JWT client authentication and the JWT bearer grant
+
+fn keys_of(file: &str) -> authsidecar::sign::verify::PublicKeys {
+    authsidecar::sign::verify::PublicKeys::load(data(file).as_bytes()).unwrap()
+}
+
+async fn post_form(url: &str, form: &[(&str, &str)]) -> Resp {
+    let body: String = form
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    send(
+        Method::POST,
+        url,
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        body,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_mock_provider_verifies_client_assertions_and_bearer_assertions() {
+    use authsidecar::mock::MockSettings;
+    use authsidecar::sign::{jwt, PrivateKey};
+    let secret = "mock-client-secret-jwt-0123456789abcdef";
+    let mut settings = MockSettings::default();
+    settings.clients.push(("cs-client".into(), secret.into()));
+    settings
+        .client_keys
+        .push(("pk-client".into(), keys_of("ec-public.pem")));
+    settings
+        .bearer_issuers
+        .push(("svc-issuer".into(), keys_of("ed25519-public.pem")));
+    let text = format!(
+        r#"
+[[routes]]
+prefix = "/api/"
+upstream = "http://{{echo}}/protected/"
+profiles = ["pk", "cs", "bearer"]
+
+[profiles.pk]
+type = "oauth2_client_credentials"
+token_url = "http://{{echo}}/oauth/token"
+client_id = "pk-client"
+client_auth = "private_key_jwt"
+client_assertion_key = "{ec}"
+
+[profiles.cs]
+type = "oauth2_client_credentials"
+token_url = "http://{{echo}}/oauth/token"
+client_id = "cs-client"
+client_secret = "{secret}"
+client_auth = "client_secret_jwt"
+
+[profiles.bearer]
+type = "oauth2_jwt_bearer"
+token_url = "http://{{echo}}/oauth/token"
+assertion_key = "{ed}"
+scope = {{ scope = "read" }}
+[profiles.bearer.assertion_claims]
+iss = "svc-issuer"
+sub = "alice"
+"#,
+        ec = data_path("ec-sec1.pem"),
+        ed = data_path("ed25519-pkcs8.pem"),
+    );
+    let h = Harness::start_full(&text, &[], settings).await;
+    for p in ["pk", "cs", "bearer"] {
+        let r = get(&h.url("/api/x"), &[("X-Authsidecar-Profile", p)]).await;
+        assert_eq!(r.status, 200, "{p}: {}", String::from_utf8_lossy(&r.body));
+    }
+    let c = h.echo.counters();
+    use std::sync::atomic::Ordering::SeqCst;
+    assert_eq!(c.client_assertions.load(SeqCst), 2);
+    assert_eq!(c.jwt_bearer.load(SeqCst), 1);
+    assert_eq!(c.resource_ok.load(SeqCst), 3);
+
+    // What the mock refuses, each with its reason.
+    let token_url = h.echo.token_url();
+    let ec = PrivateKey::from_pem(data("ec-sec1.pem").as_bytes()).unwrap();
+    let signer = jwt::Signer::new(jwt::Algorithm::Es256, &ec).unwrap();
+    let now = authsidecar::sign::unix_now();
+    let refused = |r: &Resp, why: &str| {
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        assert!(body.contains(why), "{body}");
+    };
+    let client_auth = |assertion: &str| {
+        vec![
+            ("grant_type", "client_credentials".to_string()),
+            ("client_id", "pk-client".to_string()),
+            ("client_assertion_type", ASSERTION_TYPE.to_string()),
+            ("client_assertion", assertion.to_string()),
+        ]
+    };
+    let send_auth = |form: Vec<(&'static str, String)>| {
+        let url = token_url.clone();
+        async move {
+            let f: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post_form(&url, &f).await
+        }
+    };
+    let good =
+        jwt::client_assertion(&signer, "pk-client", &token_url, now, &jwt::fresh_jti()).unwrap();
+    let r = send_auth(client_auth(&good)).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = send_auth(client_auth(&good)).await;
+    assert_eq!(r.status, 401);
+    refused(&r, "jti replayed");
+    let other_aud =
+        jwt::client_assertion(&signer, "pk-client", "https://elsewhere/token", now, "j1").unwrap();
+    refused(&send_auth(client_auth(&other_aud)).await, "aud is not");
+    let expired = jwt::client_assertion(&signer, "pk-client", &token_url, now - 600, "j2").unwrap();
+    refused(&send_auth(client_auth(&expired)).await, "expired");
+    let ed = PrivateKey::from_pem(data("ed25519-pkcs8.pem").as_bytes()).unwrap();
+    let wrong_key = jwt::client_assertion(
+        &jwt::Signer::new(jwt::Algorithm::EdDsa, &ed).unwrap(),
+        "pk-client",
+        &token_url,
+        now,
+        "j3",
+    )
+    .unwrap();
+    refused(
+        &send_auth(client_auth(&wrong_key)).await,
+        "no registered key verifies alg",
+    );
+    let wrong_secret = jwt::client_assertion(
+        &jwt::Signer::hs256(b"not-the-secret"),
+        "cs-client",
+        &token_url,
+        now,
+        "j4",
+    )
+    .unwrap();
+    let mut form = client_auth(&wrong_secret);
+    form[1].1 = "cs-client".into();
+    refused(&send_auth(form).await, "does not verify");
+    // A client secret beside the assertion: two methods.
+    let mut form = client_auth(&good);
+    form.push(("client_secret", "x".into()));
+    refused(
+        &send_auth(form).await,
+        "more than one client authentication method",
+    );
+
+    // The bearer grant: an untrusted issuer, a replayed jti.
+    let ed_signer = jwt::Signer::new(jwt::Algorithm::EdDsa, &ed).unwrap();
+    let claims = |iss: &str, jti: &str| {
+        serde_json::from_value::<serde_json::Map<String, Value>>(
+            json!({"iss": iss, "sub": "bob", "aud": token_url, "jti": jti}),
+        )
+        .unwrap()
+    };
+    let grant = |a: String| {
+        vec![
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:jwt-bearer".to_string(),
+            ),
+            ("assertion", a),
+        ]
+    };
+    let a = jwt::bearer_assertion(&ed_signer, &claims("svc-issuer", "b1"), now, 300).unwrap();
+    let r = send_auth(grant(a.clone())).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["mock_grant"], "jwt_bearer");
+    let r = send_auth(grant(a)).await;
+    assert_eq!(r.status, 400);
+    refused(&r, "jti replayed");
+    let a = jwt::bearer_assertion(&ed_signer, &claims("someone-else", "b2"), now, 300).unwrap();
+    refused(
+        &send_auth(grant(a)).await,
+        "issuer someone-else is not trusted",
+    );
+    h.server.shutdown().await;
+}
+
+#[test]
+fn mock_provider_keys_are_checked() {
+    let env = Env::default().with_base_dir(repo().join("tests/data/sign"));
+    let base = "[[routes]]\nprefix = \"/a/\"\nupstream = \"https://api.example.com/\"\nprofiles = [\"n\"]\n\
+                [profiles.n]\ntype = \"none\"\n[mock_provider]\nlisten = \"127.0.0.1:0\"\n";
+    let ok = format!("{base}client_keys = \"ec-public.pem\"\nbearer_issuer = \"svc\"\nbearer_keys = \"ed25519-pkcs8.pem\"\n");
+    let c = Config::from_str_with_env(&ok, &env).unwrap_or_else(|e| panic!("{e}"));
+    let m = c.mock_provider.unwrap();
+    assert_eq!(m.client_keys, Some(keys_of("ec-public.pem")));
+    let bad = format!("{base}client_keys = \"service-account.json\"\nbearer_issuer = \"svc\"\n");
+    let e = Config::from_str_with_env(&bad, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("mock_provider.client_keys: "), "{e}");
+    assert!(
+        e.contains("mock_provider.bearer_keys: required with bearer_issuer"),
+        "{e}"
+    );
+}
