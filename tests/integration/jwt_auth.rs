@@ -836,10 +836,20 @@ sub = "alice"
         let r = get(&h.url("/api/x"), &[("X-Authsidecar-Profile", p)]).await;
         assert_eq!(r.status, 200, "{p}: {}", String::from_utf8_lossy(&r.body));
     }
+    // The admin Test of a JWT bearer profile runs its token request and reports the type.
+    let r = admin_test(&h, "bearer").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.json()["type"],
+        "oauth2_jwt_bearer",
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.json()["ok"], true);
     let c = h.echo.counters();
     use std::sync::atomic::Ordering::SeqCst;
     assert_eq!(c.client_assertions.load(SeqCst), 2);
-    assert_eq!(c.jwt_bearer.load(SeqCst), 1);
+    assert_eq!(c.jwt_bearer.load(SeqCst), 2);
     assert_eq!(c.resource_ok.load(SeqCst), 3);
 
     // What the mock refuses, each with its reason.
