@@ -971,3 +971,32 @@ fn mock_provider_keys_are_checked() {
         "{e}"
     );
 }
+
+#[test]
+fn a_changed_key_or_claim_is_a_new_token_cache_key() {
+    let env = Env::default().with_base_dir(repo().join("tests/data/sign"));
+    let fingerprint = |key: &str, sub: &str| {
+        let text = format!(
+            "[[routes]]\nprefix = \"/a/\"\nupstream = \"https://api.example.com/\"\nprofiles = [\"j\"]\n\
+             [profiles.j]\ntype = \"oauth2_jwt_bearer\"\ntenancy = true\ntoken_url = \"https://idp.example.com/token\"\n\
+             assertion_key = \"{key}\"\n[profiles.j.assertion_claims]\niss = \"i\"\nsub = \"{sub}\"\n"
+        );
+        let c = Config::from_str_with_env(&text, &env).unwrap_or_else(|e| panic!("{e}"));
+        let f = c.profile("j").unwrap().kind.oauth().unwrap().fingerprint;
+        f
+    };
+    let base = fingerprint("ec-sec1.pem", "svc@{{tenant}}.example.com");
+    assert_eq!(
+        base,
+        fingerprint("ec-pkcs8.pem", "svc@{{tenant}}.example.com"),
+        "same key"
+    );
+    assert_ne!(
+        base,
+        fingerprint("ed25519-pkcs8.pem", "svc@{{tenant}}.example.com")
+    );
+    assert_ne!(
+        base,
+        fingerprint("ec-sec1.pem", "bot@{{tenant}}.example.com")
+    );
+}

@@ -324,7 +324,16 @@ pub(super) fn oauth_settings(
                 k.hash(&mut h);
                 match c {
                     Claim::Value(x) => x.to_string().hash(&mut h),
-                    Claim::Template(t) => format!("{t:?}").hash(&mut h),
+                    Claim::Template(t) => {
+                        for piece in t.pieces() {
+                            match piece {
+                                crate::template::Piece::Lit(l) => ("lit", l).hash(&mut h),
+                                crate::template::Piece::Var(x) => {
+                                    ("var", x.to_string()).hash(&mut h)
+                                }
+                            }
+                        }
+                    }
                     Claim::TokenUrl => "aud".hash(&mut h),
                 }
             }

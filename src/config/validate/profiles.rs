@@ -250,13 +250,17 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
                     oauth.token_url = Some(token_uri.clone());
                 }
             }
-            let settings = oauth_settings(*oauth, Grant::ClientCredentials, &oauth_ctx, v);
-            match (settings, bearer) {
-                (Some(mut o), Some((b, _))) => {
-                    o.grant = Grant::JwtBearer(Box::new(b));
-                    Some(ProfileKind::OAuth(Box::new(o)))
+            // The grant goes in before the settings' fingerprint is taken: a changed key or claim
+            // is a new token cache key. Without one the OAuth keys are still checked.
+            match bearer {
+                Some((b, _)) => {
+                    oauth_settings(*oauth, Grant::JwtBearer(Box::new(b)), &oauth_ctx, v)
+                        .map(|o| ProfileKind::OAuth(Box::new(o)))
                 }
-                _ => None,
+                None => {
+                    let _ = oauth_settings(*oauth, Grant::ClientCredentials, &oauth_ctx, v);
+                    None
+                }
             }
         }
     };
