@@ -1,5 +1,7 @@
-//! OAuth 2.0 machine grants (client credentials, password) through the `oauth2` crate, as a
-//! [`TokenSource`] for the token cache.
+//! OAuth 2.0 machine grants (client credentials, password, the JWT bearer grant of RFC 7523 §2.1)
+//! through the `oauth2` crate, as a [`TokenSource`] for the token cache. Clients authenticate with
+//! their secret (`client_secret_basic`, `client_secret_post`), not at all, or with a JWT signed per
+//! request (`private_key_jwt`, `client_secret_jwt`: RFC 7523 §2.2, OpenID Connect Core §9).
 //!
 //! The `oauth2` crate builds the token requests (including RFC 6749 §2.3.1 `client_secret_basic`,
 //! which form-urlencodes id and secret before base64) and parses responses into
@@ -26,15 +28,15 @@ use oauth2::{
 use self::http::{IdpHttp, IdpHttpError};
 use self::response::IdpTokenResponse;
 use crate::config::{Claim, ClientAuth, Grant, JwtBearerSettings, OAuthSettings, Profile};
+use crate::secret::{AccessToken, PkceVerifier, RefreshToken};
 use crate::sign::jwt;
+use crate::token::{Fetched, Policy, TokenError, TokenErrorKind, TokenKey, TokenSource};
 use ClientAuth::{Basic, Post};
 
 /// RFC 7523 §2.2 `client_assertion_type`.
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// RFC 7523 §2.1 `grant_type`.
 pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
-use crate::secret::{AccessToken, PkceVerifier, RefreshToken};
-use crate::token::{Fetched, Policy, TokenError, TokenErrorKind, TokenKey, TokenSource};
 
 type OAuthClient = oauth2::Client<
     BasicErrorResponse,
