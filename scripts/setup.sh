@@ -10,7 +10,9 @@
 #
 # The signing tests check our signatures with independent implementations (oauthlib, PyJWT,
 # jwcrypto, botocore: tests/verify/). They live in a virtualenv at .venv, pinned by
-# tests/verify/requirements.txt; it is made again only when that file changes.
+# tests/verify/requirements.txt; it is made again only when that file changes. The JWT client
+# authentication test runs a certified OpenID provider (oidc-provider, npm) from
+# tests/verify/oidc/, pinned by its package-lock.json (`npm ci`, again only when the lock changes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +38,18 @@ python_verifiers() {
 }
 if [ "${1:-all}" = all ]; then python_verifiers; fi
 
+node_verifiers() {
+  local dir=tests/verify/oidc
+  local stamp=$dir/node_modules/.lock.sha256 want
+  want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    return
+  fi
+  echo "setup: installing oidc-provider into $dir/node_modules (npm ci)"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" > "$stamp"
+}
+
 declare -A BIN_OF=(
   [nginx]=nginx
   [haproxy]=haproxy
@@ -47,10 +61,12 @@ declare -A BIN_OF=(
   [chromium-driver]=chromedriver
   [libfaketime]=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
   [valgrind]=valgrind
+  [nodejs]=node
+  [npm]=npm
 )
 case "${1:-all}" in
   bench) WANT=(nginx haproxy wrk valgrind openssl) ;;
-  all) WANT=(nginx haproxy wrk valgrind tinyproxy openssl redis-server chromium chromium-driver libfaketime) ;;
+  all) WANT=(nginx haproxy wrk valgrind tinyproxy openssl redis-server chromium chromium-driver libfaketime nodejs npm) ;;
   *) echo "usage: $0 [all|bench]" >&2; exit 2 ;;
 esac
 
@@ -63,6 +79,7 @@ for pkg in "${WANT[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: nothing to install"
+  if [ "${1:-all}" = all ]; then node_verifiers; fi
   exit 0
 fi
 SUDO=""
@@ -76,4 +93,5 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 for svc in nginx haproxy tinyproxy redis-server; do
   if command -v service >/dev/null 2>&1; then $SUDO service "$svc" stop >/dev/null 2>&1 || true; fi
 done
+if [ "${1:-all}" = all ]; then node_verifiers; fi
 echo "setup: done"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need (tinyproxy as a real connector, openssl for
-# development certificates, the Python verifiers of the signing tests in .venv; skipped when present)
+# development certificates, the Python verifiers of the signing tests in .venv, oidc-provider for the
+# JWT client authentication test in tests/verify/oidc; skipped when present)
 # and runs every test, then the request-path suites
 # once more with `proxy.fast_path = false` (AUTHSIDECAR_TEST_FAST_PATH, read by the test harness), so
 # each of their tests runs in both settings.

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use authsidecar::config::{Config, CONFIG_ENV, DEFAULT_CONFIG_PATH};
 // The mock provider's module is compiled into the command from the library's source (the library
 // has it only with its `mock` feature); these are the library modules it names as `crate::…`.
-use authsidecar::{config, inject, secret, serve};
+use authsidecar::{config, inject, secret, serve, sign};
 
 /// The built-in mock provider (`src/mock/`): `mock-provider` and `[mock_provider]`. Its test-facing
 /// half (counters, faults) is used by the tests through the library's `mock` feature.
@@ -72,7 +72,23 @@ enum Command {
         /// Lifetime of the access tokens it issues, e.g. "5s", "1h".
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         token_lifetime: std::time::Duration,
+        /// The default client's public keys (a JWKS, a public key PEM or its private key PEM):
+        /// it may then authenticate with private_key_jwt.
+        #[arg(long, value_name = "FILE")]
+        client_keys: Option<PathBuf>,
+        /// A trusted JWT bearer grant issuer (the `iss` of its assertions); with --bearer-keys.
+        #[arg(long, value_name = "ISS", requires = "bearer_keys")]
+        bearer_issuer: Option<String>,
+        /// That issuer's public keys (same forms as --client-keys).
+        #[arg(long, value_name = "FILE", requires = "bearer_issuer")]
+        bearer_keys: Option<PathBuf>,
     },
+}
+
+/// Public keys for the mock provider from a file given on the command line.
+fn mock_keys(file: &std::path::Path) -> anyhow::Result<sign::verify::PublicKeys> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    sign::verify::PublicKeys::load(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
 }
 
 fn init_logging(format: LogFormat) {
@@ -236,13 +252,24 @@ fn main() -> ExitCode {
         Command::MockProvider {
             listen,
             token_lifetime,
+            client_keys,
+            bearer_issuer,
+            bearer_keys,
         } => {
             let result = runtime().and_then(|rt| {
                 rt.block_on(async {
-                    let settings = mock::MockSettings {
+                    let mut settings = mock::MockSettings {
                         token_lifetime,
                         ..Default::default()
                     };
+                    if let Some(f) = &client_keys {
+                        settings
+                            .client_keys
+                            .push((config::DEFAULT_MOCK_CLIENT_ID.into(), mock_keys(f)?));
+                    }
+                    if let (Some(iss), Some(f)) = (&bearer_issuer, &bearer_keys) {
+                        settings.bearer_issuers.push((iss.clone(), mock_keys(f)?));
+                    }
                     let mock = mock::MockProvider::start_with(listen, settings)
                         .await
                         .context("binding the mock provider")?;
@@ -273,6 +300,12 @@ async fn start_mock_provider(config: &Config) -> anyhow::Result<Option<mock::Moc
         clients: vec![(m.client_id.clone(), m.client_secret.clone())],
         users: vec![(m.username.clone(), m.password.clone())],
         token_lifetime: m.token_lifetime,
+        client_keys: m
+            .client_keys
+            .iter()
+            .map(|k| (m.client_id.clone(), k.clone()))
+            .collect(),
+        bearer_issuers: m.bearer_issuer.iter().cloned().collect(),
         ..mock::MockSettings::default()
     };
     let provider = mock::MockProvider::start_with(m.listen, settings)

@@ -20,9 +20,11 @@
 //! | [`AccessToken`], [`RefreshToken`], [`IdToken`] | an IdP's token response |
 //! | [`PkceVerifier`] | an authorization in progress (RFC 7636) |
 //! | [`EnteredValue`] | what an end user entered on the start page: user fields, their own credentials |
+//! | [`ClientAssertionKey`] | `client_assertion_key` (`private_key_jwt`), or the client secret as an HS256 key (`client_secret_jwt`) |
+//! | [`BearerAssertionKey`] | `assertion_key` or `credentials_file` of an `oauth2_jwt_bearer` profile |
 //!
-//! Request signing keys get their role type with request signing (issue 19): no signing key exists
-//! yet.
+//! The two JWT signing keys hold a ready [`crate::sign::jwt::Signer`] (parsed once, at load): their
+//! `Debug` shows the role, the algorithm and the `kid` (public), never key material.
 
 use std::fmt;
 use std::sync::Arc;
@@ -207,6 +209,58 @@ secret_type!(
     /// A value an end user entered on the start page: a user field (secret or not) or their own
     /// username, password or API key. Kept with their grant, encrypted like the tokens.
     EnteredValue
+);
+
+macro_rules! signing_key_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name(Arc<crate::sign::jwt::Signer>);
+
+        impl $name {
+            pub fn new(signer: crate::sign::jwt::Signer) -> Self {
+                $name(Arc::new(signer))
+            }
+
+            /// The signer.
+            ///
+            /// Security: for signing an assertion that goes to the identity provider only.
+            pub fn expose(&self) -> &crate::sign::jwt::Signer {
+                &self.0
+            }
+
+            /// The JWS `alg` (public).
+            pub fn alg(&self) -> &'static str {
+                self.0.alg().as_str()
+            }
+
+            /// The header's `kid` (public: a thumbprint, a certificate hash or a configured name).
+            pub fn kid(&self) -> Option<&str> {
+                self.0.kid()
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    concat!(stringify!($name), "({} kid={:?} [redacted])"),
+                    self.alg(),
+                    self.kid()
+                )
+            }
+        }
+    };
+}
+
+signing_key_type!(
+    /// Signs RFC 7523 §2.2 client assertions: a private key (`private_key_jwt`) or the client
+    /// secret (`client_secret_jwt`, HS256).
+    ClientAssertionKey
+);
+signing_key_type!(
+    /// Signs RFC 7523 §2.1 JWT bearer grant assertions (`assertion_key`, `credentials_file`).
+    BearerAssertionKey
 );
 
 /// The store's AES-256-GCM key: 32 bytes, written in the config as standard base64 (`authsidecar

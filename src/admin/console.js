@@ -34,7 +34,7 @@ function errorText(body, status) {
   return e ? `${e.code}: ${e.message} (request id ${e.request_id})` : `HTTP ${status}`;
 }
 
-const TESTABLE = ['oauth2_client_credentials', 'oauth2_password'];
+const TESTABLE = ['oauth2_client_credentials', 'oauth2_password', 'oauth2_jwt_bearer'];
 let tokens = [];
 
 function tokenStatus(p) {

@@ -516,7 +516,7 @@ impl Admin {
                 let mut c = json!({
                     "token_url": o.token_url,
                     "client_id": o.client_id,
-                    "client_auth": format!("{:?}", o.client_auth).to_lowercase(),
+                    "client_auth": o.client_auth.as_str(),
                     "client_secret": o.client_secret.as_ref().map(|s| redacted(s)),
                     "scope": o.scope.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
                     // Values may be secrets: names only.
@@ -525,6 +525,24 @@ impl Admin {
                 if let crate::config::Grant::Password { username, password } = &o.grant {
                     c["username"] = redacted(username);
                     c["password"] = redacted(password);
+                }
+                // Signing keys: the algorithm and kid (public), never key material.
+                if let Some(a) = &o.client_assertion {
+                    c["client_assertion"] = json!({
+                        "alg": a.key.alg(),
+                        "kid": a.key.kid(),
+                        "key": "[redacted]",
+                        "audience": a.audience.as_deref().unwrap_or("the token URL"),
+                    });
+                }
+                if let crate::config::Grant::JwtBearer(b) = &o.grant {
+                    c["assertion"] = json!({
+                        "alg": b.key.alg(),
+                        "kid": b.key.kid(),
+                        "key": "[redacted]",
+                        "claims": b.claims.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+                        "lifetime_seconds": b.lifetime,
+                    });
                 }
                 c
             }

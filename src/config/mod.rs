@@ -21,7 +21,10 @@ use indexmap::IndexMap;
 pub use source::Env;
 pub use upstream::{Seg, UpstreamUrl};
 
-use crate::secret::{AdminToken, ApiKey, ClientSecret, Password, StoreKey, StoreUrl, Username};
+use crate::secret::{
+    AdminToken, ApiKey, BearerAssertionKey, ClientAssertionKey, ClientSecret, Password, StoreKey,
+    StoreUrl, Username,
+};
 use crate::template::Template;
 
 /// Default config file, relative to the working directory.
@@ -264,6 +267,10 @@ pub struct MockProviderConfig {
     pub client_secret: ClientSecret,
     pub username: String,
     pub password: Password,
+    /// `client_keys`: the client's public keys; it may then authenticate with `private_key_jwt`.
+    pub client_keys: Option<crate::sign::verify::PublicKeys>,
+    /// `bearer_issuer` and `bearer_keys`: a trusted JWT bearer grant issuer.
+    pub bearer_issuer: Option<(String, crate::sign::verify::PublicKeys)>,
 }
 
 pub const DEFAULT_MOCK_CLIENT_ID: &str = "demo-client";
@@ -392,16 +399,18 @@ pub enum ProfileType {
     ClientCredentials,
     Password,
     AuthorizationCode,
+    JwtBearer,
 }
 
 impl ProfileType {
-    pub const ALL: [ProfileType; 6] = [
+    pub const ALL: [ProfileType; 7] = [
         ProfileType::None,
         ProfileType::Basic,
         ProfileType::ApiKey,
         ProfileType::ClientCredentials,
         ProfileType::Password,
         ProfileType::AuthorizationCode,
+        ProfileType::JwtBearer,
     ];
 
     /// The name written in the config's `type`.
@@ -413,6 +422,7 @@ impl ProfileType {
             ProfileType::ClientCredentials => "oauth2_client_credentials",
             ProfileType::Password => "oauth2_password",
             ProfileType::AuthorizationCode => "oauth2_authorization_code",
+            ProfileType::JwtBearer => "oauth2_jwt_bearer",
         }
     }
 
@@ -425,7 +435,10 @@ impl ProfileType {
     pub fn is_oauth(self) -> bool {
         matches!(
             self,
-            ProfileType::ClientCredentials | ProfileType::Password | ProfileType::AuthorizationCode
+            ProfileType::ClientCredentials
+                | ProfileType::Password
+                | ProfileType::AuthorizationCode
+                | ProfileType::JwtBearer
         )
     }
 }
@@ -440,6 +453,7 @@ impl ProfileKind {
                 Grant::ClientCredentials => ProfileType::ClientCredentials,
                 Grant::Password { .. } | Grant::UserPassword => ProfileType::Password,
                 Grant::AuthorizationCode(_) => ProfileType::AuthorizationCode,
+                Grant::JwtBearer(_) => ProfileType::JwtBearer,
             },
         }
     }
@@ -470,6 +484,30 @@ pub enum Grant {
     /// Per end user (`per_user = true`): the user enters their username and password on the start
     /// page; they are exchanged at once and only the tokens are kept.
     UserPassword,
+    /// A signed JWT as the grant (RFC 7523 §2.1, `oauth2_jwt_bearer`).
+    JwtBearer(Box<JwtBearerSettings>),
+}
+
+/// `oauth2_jwt_bearer`: how each assertion is made.
+#[derive(Debug, Clone)]
+pub struct JwtBearerSettings {
+    pub key: BearerAssertionKey,
+    /// `assertion_claims` (with `iss` and `aud` from `credentials_file`), in order; `iat`, `exp`
+    /// and a fresh `jti` are added per assertion.
+    pub claims: Vec<(String, Claim)>,
+    /// `exp` − `iat`, seconds (60 to 3600).
+    pub lifetime: u64,
+}
+
+/// One claim of a JWT bearer assertion.
+#[derive(Debug, Clone)]
+pub enum Claim {
+    /// A fixed value (a string, number, boolean, array or table).
+    Value(serde_json::Value),
+    /// A string using `{{tenant}}`, rendered per token request.
+    Template(Template),
+    /// The token URL as requested (the default `aud`).
+    TokenUrl,
 }
 
 /// The authorization-code part of an `oauth2_authorization_code` profile.
@@ -513,6 +551,31 @@ pub enum ClientAuth {
     Post,
     /// Public client: `client_id` in the body, no secret.
     None,
+    /// RFC 7523 §2.2 / OIDC Core §9: a JWT signed with the client's private key.
+    PrivateKeyJwt,
+    /// The same, signed HS256 with the client secret.
+    ClientSecretJwt,
+}
+
+impl ClientAuth {
+    /// The name written in the config's `client_auth`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::Basic => "basic",
+            ClientAuth::Post => "post",
+            ClientAuth::None => "none",
+            ClientAuth::PrivateKeyJwt => "private_key_jwt",
+            ClientAuth::ClientSecretJwt => "client_secret_jwt",
+        }
+    }
+}
+
+/// How a client assertion is signed and addressed (`private_key_jwt`, `client_secret_jwt`).
+#[derive(Debug, Clone)]
+pub struct ClientAssertion {
+    pub key: ClientAssertionKey,
+    /// `aud`; `None`: the token URL as requested.
+    pub audience: Option<String>,
 }
 
 pub const DEFAULT_IDP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -528,6 +591,8 @@ pub struct OAuthSettings {
     pub client_id: String,
     pub client_secret: Option<ClientSecret>,
     pub client_auth: ClientAuth,
+    /// Set exactly when `client_auth` is `private_key_jwt` or `client_secret_jwt`.
+    pub client_assertion: Option<ClientAssertion>,
     /// `scope` key/value pairs sent with the token request.
     pub scope: Vec<(String, String)>,
     /// Extra token-request parameters (`audience`, `resource`, …).

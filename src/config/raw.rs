@@ -90,6 +90,9 @@ pub struct RawMock {
     pub client_secret: Option<ClientSecret>,
     pub username: Option<String>,
     pub password: Option<Password>,
+    pub client_keys: Option<PathBuf>,
+    pub bearer_issuer: Option<String>,
+    pub bearer_keys: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -186,13 +189,17 @@ pub enum RawKind {
         code: AuthCodeKeys,
         per_user: PerUserKeys,
     },
+    JwtBearer {
+        oauth: Box<OAuthKeys>,
+        bearer: Box<JwtBearerKeys>,
+    },
 }
 
 impl RawKind {
     /// The per-user keys, for the types that can be per user.
     pub fn per_user(&self) -> Option<&PerUserKeys> {
         match self {
-            RawKind::None | RawKind::ClientCredentials { .. } => None,
+            RawKind::None | RawKind::ClientCredentials { .. } | RawKind::JwtBearer { .. } => None,
             RawKind::Basic { per_user, .. }
             | RawKind::ApiKey { per_user, .. }
             | RawKind::Password { per_user, .. }
@@ -202,7 +209,7 @@ impl RawKind {
 
     pub fn per_user_mut(&mut self) -> Option<&mut PerUserKeys> {
         match self {
-            RawKind::None | RawKind::ClientCredentials { .. } => None,
+            RawKind::None | RawKind::ClientCredentials { .. } | RawKind::JwtBearer { .. } => None,
             RawKind::Basic { per_user, .. }
             | RawKind::ApiKey { per_user, .. }
             | RawKind::Password { per_user, .. }
@@ -248,6 +255,11 @@ pub struct OAuthKeys {
     pub client_id: Option<String>,
     pub client_secret: Option<ClientSecret>,
     pub client_auth: Option<String>,
+    pub client_assertion_key: Option<PathBuf>,
+    pub client_assertion_alg: Option<String>,
+    pub client_assertion_kid: Option<String>,
+    pub client_assertion_cert: Option<PathBuf>,
+    pub client_assertion_audience: Option<String>,
     pub scope: Option<indexmap::IndexMap<String, String>>,
     pub token_params: Option<indexmap::IndexMap<String, String>>,
     pub tls: Option<RawTls>,
@@ -258,6 +270,17 @@ pub struct OAuthKeys {
     pub reauth_min_token_age: Option<Dur>,
     pub replay_max_body_bytes: Option<u64>,
     pub allow_insecure_http: Option<bool>,
+}
+
+/// Keys of `oauth2_jwt_bearer` beyond the OAuth ones.
+#[derive(Deserialize, Default)]
+pub struct JwtBearerKeys {
+    pub assertion_key: Option<PathBuf>,
+    pub assertion_alg: Option<String>,
+    pub assertion_kid: Option<String>,
+    pub assertion_claims: Option<toml::Table>,
+    pub assertion_lifetime: Option<Dur>,
+    pub credentials_file: Option<PathBuf>,
 }
 
 /// Keys of `oauth2_authorization_code` beyond the OAuth ones.
@@ -341,6 +364,10 @@ impl RawProfile {
                 oauth: Box::new(r.read()),
                 code: r.read(),
                 per_user: r.read(),
+            },
+            ProfileType::JwtBearer => RawKind::JwtBearer {
+                oauth: Box::new(r.read()),
+                bearer: Box::new(r.read()),
             },
         };
         let common = r.read();
@@ -687,7 +714,7 @@ mod tests {
         );
         assert_eq!(
             profile_errs("type = \"oauth3\"\n"),
-            vec!["profiles.p.type: unknown type \"oauth3\"; expected none, basic, api_key, oauth2_client_credentials, oauth2_password or oauth2_authorization_code".to_string()]
+            vec!["profiles.p.type: unknown type \"oauth3\"; expected none, basic, api_key, oauth2_client_credentials, oauth2_password, oauth2_authorization_code or oauth2_jwt_bearer".to_string()]
         );
     }
 

@@ -9,6 +9,15 @@
 //!   both; access tokens live `token_lifetime`; refresh tokens rotate (the old one is refused after
 //!   use, `invalid_grant`). Answers carry `Cache-Control: no-store` and an extra member
 //!   `mock_grant` (the grant used).
+//!   JWT client authentication (RFC 7523 §2.2): `client_assertion_type` + `client_assertion`,
+//!   verified with the client's registered public keys (`private_key_jwt`, `client_keys`) or, for
+//!   `HS256`, its secret (`client_secret_jwt`): signature, `iss` = `sub` = the client, `aud` this
+//!   token endpoint's URL (or the issuer `http://ADDR`), `exp` in the future (at most 1 h), `jti`
+//!   present and never seen before; refused → 401 `invalid_client` saying why. The JWT bearer
+//!   grant (`urn:ietf:params:oauth:grant-type:jwt-bearer`, RFC 7523 §2.1): `assertion` signed by
+//!   a trusted issuer (`bearer_issuers`), the same `aud` and `exp` checks, a `jti` if present not
+//!   replayed; the token is issued for `sub` with the assertion's `scope` unless the request has
+//!   one; refused → 400 `invalid_grant`.
 //! - `GET /oauth/authorize`: auto-approving authorization endpoint (PKCE S256 only, single-use
 //!   60-second codes, `iss` in the redirect); `POST /oauth/revoke`: RFC 7009 revocation.
 //! - `ANY /protected/...`: the echo below, but only with `Authorization: Bearer <token>` for a token
@@ -60,6 +69,11 @@ pub struct Counters {
     pub password: AtomicU64,
     pub refresh_token: AtomicU64,
     pub authorization_code: AtomicU64,
+    /// JWT bearer grant requests (RFC 7523 §2.1).
+    pub jwt_bearer: AtomicU64,
+    /// Token requests whose client authenticated with a JWT (`private_key_jwt`,
+    /// `client_secret_jwt`) that verified.
+    pub client_assertions: AtomicU64,
     pub authorize: AtomicU64,
     pub revocations: AtomicU64,
     pub token_errors: AtomicU64,
@@ -77,6 +91,8 @@ impl Counters {
             "password": g(&self.password),
             "refresh_token": g(&self.refresh_token),
             "authorization_code": g(&self.authorization_code),
+            "jwt_bearer": g(&self.jwt_bearer),
+            "client_assertions": g(&self.client_assertions),
             "authorize": g(&self.authorize),
             "revocations": g(&self.revocations),
             "token_errors": g(&self.token_errors),
@@ -93,6 +109,8 @@ impl Counters {
             &self.password,
             &self.refresh_token,
             &self.authorization_code,
+            &self.jwt_bearer,
+            &self.client_assertions,
             &self.authorize,
             &self.revocations,
             &self.token_errors,

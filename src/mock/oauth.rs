@@ -16,6 +16,14 @@ use tokio::time::Instant;
 use super::{json_response, raw_response, read_body, Body, Counters};
 use crate::inject::encode::{decode_form, parse_form};
 use crate::secret::{ct_eq, ClientSecret, Password};
+use crate::sign::verify::{self, PublicKeys, With};
+
+/// RFC 7523 §2.2 `client_assertion_type`.
+const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// RFC 7523 §2.1 `grant_type`.
+const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// Clock skew allowed on `exp`, `nbf` and `iat`, seconds.
+const SKEW: u64 = 30;
 
 /// Who the mock knows.
 #[derive(Debug, Clone)]
@@ -29,6 +37,11 @@ pub struct MockSettings {
     pub rotate_refresh_tokens: bool,
     /// Also issue refresh tokens for client credentials (some IdPs do).
     pub refresh_tokens_for_client_credentials: bool,
+    /// `private_key_jwt` clients: client id → the public keys its assertions verify with. A
+    /// `client_secret_jwt` client is one of `clients` (HS256 with its secret).
+    pub client_keys: Vec<(String, PublicKeys)>,
+    /// JWT bearer grant (RFC 7523 §2.1): trusted assertion issuers (`iss`) → their public keys.
+    pub bearer_issuers: Vec<(String, PublicKeys)>,
 }
 
 impl Default for MockSettings {
@@ -45,6 +58,8 @@ impl Default for MockSettings {
             token_lifetime: crate::config::DEFAULT_MOCK_TOKEN_LIFETIME,
             rotate_refresh_tokens: true,
             refresh_tokens_for_client_credentials: false,
+            client_keys: Vec::new(),
+            bearer_issuers: Vec::new(),
         }
     }
 }
@@ -116,6 +131,8 @@ pub struct MockState {
     /// `iss` of authorization responses: `http://ADDR`, set once the listener is bound.
     issuer: Mutex<String>,
     faults: Mutex<Faults>,
+    /// `jti`s of assertions accepted so far, until their `exp` (replays are refused).
+    seen_jti: Mutex<HashMap<String, u64>>,
     pub counters: Counters,
 }
 
@@ -157,6 +174,7 @@ impl MockState {
             codes: Mutex::default(),
             issuer: Mutex::default(),
             faults: Mutex::default(),
+            seen_jti: Mutex::default(),
             counters: Counters::default(),
         }
     }
@@ -178,6 +196,177 @@ impl MockState {
         lock(&self.settings)
             .clients
             .push((id.to_string(), secret.into()));
+    }
+
+    /// Registers a `private_key_jwt` client with its public keys.
+    pub fn add_client_keys(&self, id: &str, keys: PublicKeys) {
+        lock(&self.settings)
+            .client_keys
+            .push((id.to_string(), keys));
+    }
+
+    /// Trusts a JWT bearer assertion issuer.
+    pub fn add_bearer_issuer(&self, iss: &str, keys: PublicKeys) {
+        lock(&self.settings)
+            .bearer_issuers
+            .push((iss.to_string(), keys));
+    }
+
+    /// Checks an assertion's claims (RFC 7523 §3): `aud` names this token endpoint (`endpoint`)
+    /// or the issuer, `exp` is in the future, `nbf` and `iat` are not, and a `jti` is not replayed
+    /// (`need_jti`: it must be there).
+    fn check_claims(
+        &self,
+        claims: &serde_json::Map<String, Value>,
+        endpoint: &str,
+        need_jti: bool,
+    ) -> Result<(), String> {
+        let now = crate::sign::unix_now();
+        let issuer = self.issuer();
+        let aud_ok = |a: &Value| a.as_str().is_some_and(|a| a == endpoint || a == issuer);
+        match claims.get("aud") {
+            Some(Value::Array(a)) if a.iter().any(aud_ok) => {}
+            Some(a) if aud_ok(a) => {}
+            Some(_) => return Err(format!("aud is not {endpoint} (nor {issuer})")),
+            None => return Err("no aud".into()),
+        }
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or("no numeric exp")?;
+        if exp + SKEW < now {
+            return Err("the assertion has expired (exp)".into());
+        }
+        if exp > now + crate::sign::jwt::MAX_ASSERTION_LIFETIME + SKEW {
+            return Err("exp is more than an hour away".into());
+        }
+        for name in ["nbf", "iat"] {
+            if let Some(t) = claims.get(name) {
+                match t.as_u64() {
+                    Some(t) if t <= now + SKEW => {}
+                    _ => return Err(format!("{name} is not a time in the past")),
+                }
+            }
+        }
+        match claims.get("jti").and_then(Value::as_str) {
+            Some(jti) => {
+                let mut seen = lock(&self.seen_jti);
+                seen.retain(|_, e| *e + SKEW >= now);
+                if seen.insert(jti.to_string(), exp).is_some() {
+                    return Err("jti replayed: this assertion was used before".into());
+                }
+            }
+            None if need_jti => return Err("no jti".into()),
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// `private_key_jwt` / `client_secret_jwt` (RFC 7523 §2.2, OpenID Connect Core §9): the client
+    /// the assertion authenticates.
+    fn client_from_assertion(
+        &self,
+        assertion_type: Option<&str>,
+        assertion: Option<&str>,
+        client_id: Option<&str>,
+        endpoint: &str,
+    ) -> Result<String, String> {
+        if assertion_type != Some(CLIENT_ASSERTION_TYPE) {
+            return Err(format!(
+                "client_assertion_type must be {CLIENT_ASSERTION_TYPE}"
+            ));
+        }
+        let token = assertion.ok_or("client_assertion missing")?;
+        let iss = token
+            .split('.')
+            .nth(1)
+            .and_then(|p| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p)
+                    .ok()
+            })
+            .and_then(|p| serde_json::from_slice::<Value>(&p).ok())
+            .and_then(|c| c.get("iss").and_then(Value::as_str).map(String::from))
+            .ok_or("the assertion has no iss")?;
+        if client_id.is_some_and(|c| c != iss) {
+            return Err("client_id is not the assertion's iss".into());
+        }
+        let (keys, secret) = {
+            let s = lock(&self.settings);
+            (
+                s.client_keys
+                    .iter()
+                    .find(|(id, _)| *id == iss)
+                    .map(|(_, k)| k.clone()),
+                s.clients
+                    .iter()
+                    .find(|(id, sec)| *id == iss && !sec.is_empty())
+                    .map(|(_, sec)| sec.clone()),
+            )
+        };
+        let header_alg = token
+            .split('.')
+            .next()
+            .and_then(|p| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p)
+                    .ok()
+            })
+            .and_then(|p| serde_json::from_slice::<Value>(&p).ok())
+            .and_then(|h| h.get("alg").and_then(Value::as_str).map(String::from))
+            .unwrap_or_default();
+        let (_, claims) = match (header_alg.as_str(), &keys, &secret) {
+            ("HS256", _, Some(secret)) => {
+                verify::verify(token, With::Secret(secret.expose().as_bytes()))?
+            }
+            (_, Some(keys), _) if header_alg != "HS256" => {
+                verify::verify(token, With::Public(keys))?
+            }
+            _ => {
+                return Err(format!(
+                    "no key for client {iss} verifies alg {header_alg:?}"
+                ))
+            }
+        };
+        if claims.get("sub").and_then(Value::as_str) != Some(iss.as_str()) {
+            return Err("sub is not the client id (iss)".into());
+        }
+        self.check_claims(&claims, endpoint, true)?;
+        Ok(iss)
+    }
+
+    /// The JWT bearer grant's assertion: its issuer must be trusted; returns (`iss`, `sub`,
+    /// `scope`).
+    fn bearer_assertion(
+        &self,
+        token: &str,
+        endpoint: &str,
+    ) -> Result<(String, Option<String>, Option<String>), String> {
+        let unverified = token
+            .split('.')
+            .nth(1)
+            .and_then(|p| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p)
+                    .ok()
+            })
+            .and_then(|p| serde_json::from_slice::<Value>(&p).ok())
+            .ok_or("the assertion is not a JWT")?;
+        let iss = unverified
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or("the assertion has no iss")?
+            .to_string();
+        let keys = lock(&self.settings)
+            .bearer_issuers
+            .iter()
+            .find(|(i, _)| *i == iss)
+            .map(|(_, k)| k.clone())
+            .ok_or_else(|| format!("issuer {iss} is not trusted"))?;
+        let (_, claims) = verify::verify(token, With::Public(&keys))?;
+        self.check_claims(&claims, endpoint, false)?;
+        let get = |n: &str| claims.get(n).and_then(Value::as_str).map(String::from);
+        Ok((iss, get("sub"), get("scope")))
     }
 
     pub fn set_token_lifetime(&self, d: Duration) {
@@ -541,6 +730,7 @@ async fn token_inner(state: &MockState, req: Request<Incoming>) -> Response<Body
         }
         None => {}
     }
+    let endpoint = format!("{}{}", state.issuer(), req.uri().path());
     let basic = req
         .headers()
         .get(AUTHORIZATION)
@@ -558,8 +748,45 @@ async fn token_inner(state: &MockState, req: Request<Incoming>) -> Response<Body
             .map(|(_, v)| v.as_str())
     };
 
-    // Client authentication: exactly one method (RFC 6749 §2.3).
+    let assertion_auth =
+        param("client_assertion").is_some() || param("client_assertion_type").is_some();
+    if assertion_auth && (basic.is_some() || param("client_secret").is_some()) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "more than one client authentication method",
+        );
+    }
+    let bearer_grant = param("grant_type") == Some(JWT_BEARER_GRANT);
+    // Client authentication: exactly one method (RFC 6749 §2.3); none for a JWT bearer grant
+    // without a client (RFC 7523 §3.1).
     let (client_id, secret) = match (&basic, param("client_secret")) {
+        _ if assertion_auth => {
+            match state.client_from_assertion(
+                param("client_assertion_type"),
+                param("client_assertion"),
+                param("client_id"),
+                &endpoint,
+            ) {
+                Ok(id) => {
+                    state
+                        .counters
+                        .client_assertions
+                        .fetch_add(1, Ordering::SeqCst);
+                    (id, String::new())
+                }
+                Err(why) => {
+                    return oauth_error(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_client",
+                        &format!("client assertion refused: {why}"),
+                    )
+                }
+            }
+        }
+        (None, None) if bearer_grant && param("client_id").is_none() => {
+            (String::new(), String::new())
+        }
         (Some(_), Some(_)) => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,
@@ -587,10 +814,12 @@ async fn token_inner(state: &MockState, req: Request<Incoming>) -> Response<Body
             s.unwrap_or_default().to_string(),
         ),
     };
-    let known = lock(&state.settings)
-        .clients
-        .iter()
-        .any(|(id, s)| *id == client_id && ct_eq(s.expose().as_bytes(), secret.as_bytes()));
+    let known = assertion_auth
+        || (bearer_grant && client_id.is_empty())
+        || lock(&state.settings)
+            .clients
+            .iter()
+            .any(|(id, s)| *id == client_id && ct_eq(s.expose().as_bytes(), secret.as_bytes()));
     if !known {
         let mut r = oauth_error(
             StatusCode::UNAUTHORIZED,
@@ -744,10 +973,31 @@ async fn token_inner(state: &MockState, req: Request<Incoming>) -> Response<Body
                 ),
             }
         }
+        Some(JWT_BEARER_GRANT) => {
+            state.counters.jwt_bearer.fetch_add(1, Ordering::SeqCst);
+            match state.bearer_assertion(param("assertion").unwrap_or(""), &endpoint) {
+                Ok((iss, sub, claim_scope)) => {
+                    let who = if client_id.is_empty() { &iss } else { &client_id };
+                    let scope = scope.map(String::from).or(claim_scope);
+                    state.issue(
+                        "jwt_bearer",
+                        who,
+                        Some(sub.as_deref().unwrap_or(&iss)),
+                        scope.as_deref(),
+                        false,
+                    )
+                }
+                Err(why) => oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    &format!("assertion refused: {why}"),
+                ),
+            }
+        }
         Some(_) => oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
-            "mock supports client_credentials, password and refresh_token",
+            "mock supports client_credentials, password, authorization_code, refresh_token and urn:ietf:params:oauth:grant-type:jwt-bearer",
         ),
         None => oauth_error(
             StatusCode::BAD_REQUEST,

@@ -1,5 +1,7 @@
-//! OAuth 2.0 machine grants (client credentials, password) through the `oauth2` crate, as a
-//! [`TokenSource`] for the token cache.
+//! OAuth 2.0 machine grants (client credentials, password, the JWT bearer grant of RFC 7523 §2.1)
+//! through the `oauth2` crate, as a [`TokenSource`] for the token cache. Clients authenticate with
+//! their secret (`client_secret_basic`, `client_secret_post`), not at all, or with a JWT signed per
+//! request (`private_key_jwt`, `client_secret_jwt`: RFC 7523 §2.2, OpenID Connect Core §9).
 //!
 //! The `oauth2` crate builds the token requests (including RFC 6749 §2.3.1 `client_secret_basic`,
 //! which form-urlencodes id and secret before base64) and parses responses into
@@ -25,9 +27,16 @@ use oauth2::{
 
 use self::http::{IdpHttp, IdpHttpError};
 use self::response::IdpTokenResponse;
-use crate::config::{ClientAuth, Grant, OAuthSettings, Profile};
+use crate::config::{Claim, ClientAuth, Grant, JwtBearerSettings, OAuthSettings, Profile};
 use crate::secret::{AccessToken, PkceVerifier, RefreshToken};
+use crate::sign::jwt;
 use crate::token::{Fetched, Policy, TokenError, TokenErrorKind, TokenKey, TokenSource};
+use ClientAuth::{Basic, Post};
+
+/// RFC 7523 §2.2 `client_assertion_type`.
+pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// RFC 7523 §2.1 `grant_type`.
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 type OAuthClient = oauth2::Client<
     BasicErrorResponse,
@@ -129,9 +138,14 @@ impl OAuthSource {
             .set_token_uri(url)
             .set_auth_type(match s.client_auth {
                 ClientAuth::Basic => AuthType::BasicAuth,
-                ClientAuth::Post | ClientAuth::None => AuthType::RequestBody,
+                // JWT client authentication: `client_id` in the body, the assertion as extra
+                // parameters (see `client_assertion_params`), no secret.
+                ClientAuth::Post
+                | ClientAuth::None
+                | ClientAuth::PrivateKeyJwt
+                | ClientAuth::ClientSecretJwt => AuthType::RequestBody,
             });
-        if let (Some(secret), false) = (&s.client_secret, s.client_auth == ClientAuth::None) {
+        if let (Some(secret), Basic | Post) = (&s.client_secret, s.client_auth) {
             c = c.set_client_secret(oauth2::ClientSecret::new(secret.expose().to_string()));
         }
         Ok(c)
@@ -155,8 +169,20 @@ impl OAuthSource {
             }
             _ => self.token_url(tenant)?,
         };
+        // A fresh client assertion for every token request (`private_key_jwt`,
+        // `client_secret_jwt`), addressed to the URL this request goes to unless configured.
+        let assertion = self.client_assertion_params(&url)?;
+        if let (Request::Primary, Grant::JwtBearer(b)) = (which, &s.grant) {
+            let result = self.jwt_bearer(http, url, b, tenant, &assertion).await;
+            return self.finish(which, result);
+        }
         let client = self.client(url)?;
-        let params = s.token_params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let assertion_params = assertion.iter().map(|(k, v)| (*k, v.as_str()));
+        let params = s
+            .token_params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(assertion_params);
         let scope = s.scope.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         let result: TokenResult = match (which, &s.grant) {
             (Request::Refresh(rt), _) => {
@@ -207,6 +233,7 @@ impl OAuthSource {
                 }
                 r.request_async(http).await
             }
+            (Request::Primary, Grant::JwtBearer(_)) => unreachable_jwt_bearer(),
             (Request::Primary, Grant::AuthorizationCode(_) | Grant::UserPassword) => {
                 return Err(TokenError::new(
                     TokenErrorKind::GrantInvalid,
@@ -223,9 +250,20 @@ impl OAuthSource {
                 r.request_async(http).await
             }
         };
+        self.finish(which, result)
+    }
+
+    /// Counts a token request and turns its failure into a [`TokenError`].
+    fn finish(
+        &self,
+        which: Request<'_>,
+        result: TokenResult,
+    ) -> Result<IdpTokenResponse, TokenError> {
+        let s = &self.settings;
         if let Some(m) = self.metrics.get() {
             let grant = match (which, &s.grant) {
                 (Request::Refresh(_), _) => "refresh_token",
+                (_, Grant::JwtBearer(_)) => "jwt_bearer",
                 (Request::Code { .. }, _) => "authorization_code",
                 (Request::UserPassword { .. }, _) | (_, Grant::Password { .. }) => "password",
                 _ => "client_credentials",
@@ -260,6 +298,142 @@ impl OAuthSource {
         }
         result.map_err(|e| map_error(e, which))
     }
+}
+
+/// The match in `request` handles the JWT bearer grant before building an oauth2 request.
+fn unreachable_jwt_bearer() -> TokenResult {
+    Err(RequestTokenError::Other(
+        "internal: the JWT bearer grant is not an oauth2 crate request".into(),
+    ))
+}
+
+impl OAuthSource {
+    /// `client_assertion_type` and a freshly signed `client_assertion` (RFC 7523 §2.2, OpenID
+    /// Connect Core §9) when the profile authenticates with a JWT; `aud` is
+    /// `client_assertion_audience`, else `url` (the endpoint the request goes to).
+    fn client_assertion_params(
+        &self,
+        url: &str,
+    ) -> Result<Vec<(&'static str, String)>, TokenError> {
+        let Some(a) = &self.settings.client_assertion else {
+            return Ok(Vec::new());
+        };
+        let aud = a.audience.as_deref().unwrap_or(url);
+        let jwt = jwt::fresh_client_assertion(a.key.expose(), &self.settings.client_id, aud)
+            .map_err(|e| {
+                TokenError::new(
+                    TokenErrorKind::Rejected,
+                    format!("signing the client assertion failed: {e}"),
+                )
+            })?;
+        Ok(vec![
+            ("client_assertion_type", CLIENT_ASSERTION_TYPE.to_string()),
+            ("client_assertion", jwt),
+        ])
+    }
+
+    /// RFC 7523 §2.1: `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` with a freshly
+    /// signed `assertion`, the profile's `scope` and `token_params`, and its client authentication
+    /// when it has one. Written here (the oauth2 crate has no extension grants); the answer is read
+    /// as the crate reads one (status, then an OAuth error or a token response).
+    async fn jwt_bearer(
+        &self,
+        http: &IdpHttp,
+        url: String,
+        b: &JwtBearerSettings,
+        tenant: Option<&str>,
+        client_assertion: &[(&'static str, String)],
+    ) -> TokenResult {
+        use crate::inject::encode::encode;
+        use oauth2::AsyncHttpClient;
+        let s = &self.settings;
+        let mut claims = serde_json::Map::new();
+        for (name, c) in &b.claims {
+            let value = match c {
+                Claim::Value(v) => v.clone(),
+                Claim::TokenUrl => url.as_str().into(),
+                Claim::Template(t) => t
+                    .render(|var| match var {
+                        crate::template::Var::Tenant => tenant,
+                        _ => None,
+                    })
+                    .map_err(|var| {
+                        RequestTokenError::Other(format!(
+                            "assertion claim {name}: {{{{{var}}}}} has no value (X-Authsidecar-Tenant missing?)"
+                        ))
+                    })?
+                    .into(),
+            };
+            claims.insert(name.clone(), value);
+        }
+        claims.insert("jti".into(), jwt::fresh_jti().into());
+        let assertion =
+            jwt::bearer_assertion(b.key.expose(), &claims, crate::sign::unix_now(), b.lifetime)
+                .map_err(|e| {
+                    RequestTokenError::Other(format!("signing the assertion failed: {e}"))
+                })?;
+        let mut form = format!(
+            "grant_type={}&assertion={assertion}",
+            encode(JWT_BEARER_GRANT)
+        );
+        let mut add = |k: &str, v: &str| {
+            form.push('&');
+            form.push_str(&encode(k).to_string());
+            form.push('=');
+            form.push_str(&encode(v).to_string());
+        };
+        for (k, v) in s.scope.iter().chain(&s.token_params) {
+            add(k, v);
+        }
+        let mut req = ::http::Request::post(url)
+            .header(
+                ::http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(::http::header::ACCEPT, "application/json");
+        match (s.client_auth, &s.client_secret) {
+            (Basic, Some(secret)) => {
+                use crate::http_util::{basic_credentials, BasicEncoding};
+                let b =
+                    basic_credentials(&s.client_id, secret.expose(), BasicEncoding::FormUrlencoded);
+                req = req.header(::http::header::AUTHORIZATION, format!("Basic {b}"));
+            }
+            (auth, secret) => {
+                if !s.client_id.is_empty() {
+                    add("client_id", &s.client_id);
+                }
+                if let (Post, Some(secret)) = (auth, secret) {
+                    add("client_secret", secret.expose());
+                }
+                for (k, v) in client_assertion {
+                    add(k, v);
+                }
+            }
+        }
+        let req = req
+            .body(form.into_bytes())
+            .map_err(|e| RequestTokenError::Other(e.to_string()))?;
+        let resp = http.call(req).await.map_err(RequestTokenError::Request)?;
+        let body = resp.body().as_slice();
+        if resp.status() != ::http::StatusCode::OK {
+            if body.is_empty() {
+                return Err(RequestTokenError::Other(
+                    "server returned empty error response".into(),
+                ));
+            }
+            return Err(match parse(body) {
+                Ok(e) => RequestTokenError::ServerResponse(e),
+                Err(e) => RequestTokenError::Parse(e, body.to_vec()),
+            });
+        }
+        parse(body).map_err(|e| RequestTokenError::Parse(e, body.to_vec()))
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body))
 }
 
 impl OAuthSource {
@@ -312,6 +486,17 @@ impl OAuthSource {
                         "&client_secret={}",
                         crate::inject::encode::encode(secret.expose())
                     ));
+                }
+                // JWT client authentication: addressed to the token endpoint unless configured.
+                let token_url = match tenant {
+                    Some(t) => s.token_url.replace("{tenant}", t),
+                    None => s.token_url.clone(),
+                };
+                for (k, v) in self
+                    .client_assertion_params(&token_url)
+                    .map_err(|e| e.message)?
+                {
+                    form.push_str(&format!("&{k}={}", crate::inject::encode::encode(&v)));
                 }
             }
         }

@@ -168,6 +168,7 @@ pub async fn run(source: &OAuthSource, tenant: Option<&str>) -> (TestReport, Opt
                 "oauth2_password"
             }
             crate::config::Grant::AuthorizationCode(_) => "oauth2_authorization_code",
+            crate::config::Grant::JwtBearer(_) => "oauth2_jwt_bearer",
         }
         .to_string(),
         token_url: source

@@ -161,6 +161,14 @@ impl Signer {
         self.kid.as_deref()
     }
 
+    /// The RFC 7638 thumbprint of the public key (`None` for HS256).
+    pub fn public_thumbprint(&self) -> Option<String> {
+        match &self.key {
+            Key::Private(k) => Some(k.jwk_thumbprint()),
+            Key::Hmac(_) => None,
+        }
+    }
+
     /// The JOSE header this signer writes.
     pub fn header(&self) -> Map<String, Value> {
         let mut h = Map::new();

@@ -40,6 +40,7 @@ pub mod jwt;
 pub mod key;
 pub mod oauth1;
 pub mod sigv4;
+pub mod verify;
 
 #[cfg(test)]
 mod proptests;

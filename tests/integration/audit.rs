@@ -535,6 +535,81 @@ client_secret = "${CLIENT_SECRET}"
 key = "pin"
 secret = true
 "#;
+    // JWT signing keys (issue 19): a private_key_jwt client, a client_secret_jwt client, a JWT
+    // bearer grant with a key and one with a service-account key file. Canaries: lines of the PEM
+    // bodies, the Ed25519 seed's first bytes as Debug would print them, the HS256 secret.
+    let sign_data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sign");
+    let pem_of = |f: &str| std::fs::read_to_string(sign_data.join(f)).unwrap();
+    let ed_pem = pem_of("ed25519-pkcs8.pem");
+    let ed_der = base64::engine::general_purpose::STANDARD
+        .decode(
+            ed_pem
+                .lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect::<String>(),
+        )
+        .unwrap();
+    let seed_debug = format!("{:?}", &ed_der[ed_der.len() - 32..][..6]);
+    let mut key_canaries: Vec<String> = vec![
+        seed_debug.trim_end_matches(']').to_string(),
+        "canary-jwt-client-secret-QJx-0123456789abcdef".to_string(),
+        "PRIVATE KEY".to_string(),
+    ];
+    for f in ["rsa-pkcs8.pem", "ed25519-pkcs8.pem", "ec-sec1.pem"] {
+        key_canaries.extend(
+            pem_of(f)
+                .lines()
+                .filter(|l| !l.starts_with("-----"))
+                .take(2)
+                .map(String::from),
+        );
+    }
+    let sa: serde_json::Value = serde_json::from_str(&pem_of("service-account.json")).unwrap();
+    key_canaries.extend(
+        sa["private_key"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .take(2)
+            .map(String::from),
+    );
+    let common = format!(
+        "{common}
+[[routes]]
+prefix = \"/jwt/\"
+upstream = \"https://api.example.com/\"
+profiles = [\"pkjwt\", \"csjwt\", \"bearer\", \"google\"]
+
+[profiles.pkjwt]
+type = \"oauth2_client_credentials\"
+token_url = \"https://idp.example.com/token\"
+client_id = \"audit-client\"
+client_auth = \"private_key_jwt\"
+client_assertion_key = \"{rsa}\"
+
+[profiles.csjwt]
+type = \"oauth2_client_credentials\"
+token_url = \"https://idp.example.com/token\"
+client_id = \"audit-client\"
+client_auth = \"client_secret_jwt\"
+client_secret = \"{hs}\"
+
+[profiles.bearer]
+type = \"oauth2_jwt_bearer\"
+token_url = \"https://idp.example.com/token\"
+assertion_key = \"{ed}\"
+assertion_claims = {{ iss = \"a\", sub = \"b\" }}
+
+[profiles.google]
+type = \"oauth2_jwt_bearer\"
+credentials_file = \"{sa}\"
+",
+        rsa = sign_data.join("rsa-pkcs8.pem").display(),
+        hs = key_canaries[1],
+        ed = sign_data.join("ed25519-pkcs8.pem").display(),
+        sa = sign_data.join("service-account.json").display(),
+    );
     let mut shown = String::new();
     for store in [
         "[store]\nkind = \"file\"\npath = \"grants.db\"\nkey = \"${STORE_KEY}\"\nprevious_key = \"${STORE_KEY}\"\n",
@@ -592,6 +667,7 @@ secret = true
         .map(String::from),
     );
     secrets.push(key_bytes);
+    secrets.extend(key_canaries);
     let leaked: Vec<&String> = secrets
         .iter()
         .filter(|s| shown.contains(s.as_str()))
@@ -611,6 +687,10 @@ secret = true
         "AccessToken([redacted])",
         "RefreshToken([redacted])",
         "IdToken([redacted])",
+        "ClientAssertionKey(RS256",
+        "ClientAssertionKey(HS256",
+        "BearerAssertionKey(EdDSA",
+        "BearerAssertionKey(RS256",
     ] {
         assert!(shown.contains(role), "no {role} in:\n{shown}");
     }

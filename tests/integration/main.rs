@@ -20,6 +20,7 @@ mod forwarding;
 mod fuzz_corpus;
 mod grant_life;
 mod injection;
+mod jwt_auth;
 mod limits;
 mod mock_authorize;
 mod oauth;

@@ -83,6 +83,50 @@ pub(super) fn mock_provider(m: RawMock, v: &mut V) -> Option<MockProviderConfig>
             "must be greater than zero; expected a duration like \"1h\"",
         );
     }
+    let keys = |file: &std::path::Path, key: &str, v: &mut V| {
+        let full = v.path(file);
+        match std::fs::read(&full) {
+            Err(e) => {
+                v.err(key, format!("cannot read {}: {e}", full.display()));
+                None
+            }
+            Ok(b) => match crate::sign::verify::PublicKeys::load(&b) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    v.err(
+                        key,
+                        format!(
+                            "{}: {e}; expected a JWKS, a public key PEM or a private key PEM",
+                            full.display()
+                        ),
+                    );
+                    None
+                }
+            },
+        }
+    };
+    let client_keys = m
+        .client_keys
+        .as_deref()
+        .and_then(|f| keys(f, "mock_provider.client_keys", v));
+    let bearer_issuer = match (&m.bearer_issuer, &m.bearer_keys) {
+        (Some(iss), Some(f)) => keys(f, "mock_provider.bearer_keys", v).map(|k| (iss.clone(), k)),
+        (None, None) => None,
+        (Some(_), None) => {
+            v.err(
+                "mock_provider.bearer_keys",
+                "required with bearer_issuer: the issuer's public keys",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            v.err(
+                "mock_provider.bearer_issuer",
+                "required with bearer_keys: the iss its assertions carry",
+            );
+            None
+        }
+    };
     let listen = listen_addr(&m.listen, "mock_provider.listen", v)?;
     Some(MockProviderConfig {
         listen,
@@ -95,6 +139,8 @@ pub(super) fn mock_provider(m: RawMock, v: &mut V) -> Option<MockProviderConfig>
             .unwrap_or_else(|| DEFAULT_MOCK_CLIENT_SECRET.into()),
         username: m.username.unwrap_or_else(|| DEFAULT_MOCK_USERNAME.into()),
         password: m.password.unwrap_or_else(|| DEFAULT_MOCK_PASSWORD.into()),
+        client_keys,
+        bearer_issuer,
     })
 }
 

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 use super::raw::{
-    self, AuthCodeKeys, OAuthKeys, RawAdmin, RawAuth, RawConnector, RawField, RawKind, RawMock,
-    RawProfile, RawProxy, RawRoute, RawServerTls, RawStore, RawTls, RawUserField,
+    self, AuthCodeKeys, JwtBearerKeys, OAuthKeys, RawAdmin, RawAuth, RawConnector, RawField,
+    RawKind, RawMock, RawProfile, RawProxy, RawRoute, RawServerTls, RawStore, RawTls, RawUserField,
 };
 use super::*;
 

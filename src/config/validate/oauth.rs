@@ -3,6 +3,9 @@
 
 use super::tls::client_tls;
 use super::*;
+use crate::secret::{BearerAssertionKey, ClientAssertionKey};
+use crate::sign::jwt::{self, Algorithm, ServiceAccount, Signer};
+use crate::sign::PrivateKey;
 use crate::template::{Template, Var};
 
 /// Token-request parameters the sidecar sets itself.
@@ -16,6 +19,9 @@ const RESERVED_PARAMS: &[&str] = &[
     "code",
     "code_verifier",
     "redirect_uri",
+    "client_assertion",
+    "client_assertion_type",
+    "assertion",
 ];
 
 /// What an endpoint URL of a profile is checked against.
@@ -151,7 +157,7 @@ pub(super) fn oauth_settings(
 ) -> Option<OAuthSettings> {
     let before = v.errors.len();
     let (path, kind) = (ctx.path, ctx.ty.name());
-    let token_url = rp.token_url.unwrap_or_default();
+    let token_url = rp.token_url.clone().unwrap_or_default();
     let token_url_has_tenant = token_url.contains("{tenant}");
     if token_url.is_empty() {
         v.err(
@@ -185,41 +191,64 @@ pub(super) fn oauth_settings(
             );
         }
     }
-    let client_id = rp.client_id.unwrap_or_default();
-    if client_id.is_empty() {
+    let client_id = rp.client_id.clone().unwrap_or_default();
+    // The JWT bearer grant authenticates with its assertion; a client is optional (RFC 7523 §3.1).
+    let client_optional = ctx.ty == ProfileType::JwtBearer;
+    if client_id.is_empty() && !client_optional {
         v.err(
             &format!("{path}.client_id"),
             format!("required for type \"{kind}\""),
         );
     }
     let client_auth = match rp.client_auth.as_deref() {
+        None if client_optional && rp.client_secret.is_none() => ClientAuth::None,
         None | Some("basic") => ClientAuth::Basic,
         Some("post") => ClientAuth::Post,
         Some("none") => ClientAuth::None,
+        Some("private_key_jwt") => ClientAuth::PrivateKeyJwt,
+        Some("client_secret_jwt") => ClientAuth::ClientSecretJwt,
         Some(other) => {
             v.err(
                 &format!("{path}.client_auth"),
-                format!("unknown client_auth \"{other}\"; expected basic, post or none"),
+                format!("unknown client_auth \"{other}\"; expected basic, post, none, private_key_jwt or client_secret_jwt"),
             );
             ClientAuth::Basic
         }
     };
-    let client_secret = rp.client_secret;
+    if client_id.is_empty() && client_optional && client_auth != ClientAuth::None {
+        v.err(
+            &format!("{path}.client_id"),
+            format!("required with client_auth = \"{}\"", client_auth.as_str()),
+        );
+    }
+    let client_secret = rp.client_secret.clone();
     match (client_auth, &client_secret) {
         (ClientAuth::None, Some(_)) => v.err(
             &format!("{path}.client_secret"),
             "set, but client_auth = \"none\" never sends it; remove one",
         ),
-        (ClientAuth::Basic | ClientAuth::Post, None) => v.err(
+        (ClientAuth::PrivateKeyJwt, Some(_)) => v.err(
             &format!("{path}.client_secret"),
-            "required unless client_auth = \"none\"",
+            "set, but client_auth = \"private_key_jwt\" never sends it (the client signs with client_assertion_key); remove one",
         ),
-        (ClientAuth::Basic | ClientAuth::Post, Some(s)) if s.is_empty() => v.err(
+        (ClientAuth::Basic | ClientAuth::Post | ClientAuth::ClientSecretJwt, None) => v.err(
             &format!("{path}.client_secret"),
-            "empty; a client secret is required unless client_auth = \"none\"",
+            format!("required with client_auth = \"{}\"", client_auth.as_str()),
         ),
+        (ClientAuth::Basic | ClientAuth::Post | ClientAuth::ClientSecretJwt, Some(s))
+            if s.is_empty() =>
+        {
+            v.err(
+                &format!("{path}.client_secret"),
+                format!(
+                    "empty; a client secret is required with client_auth = \"{}\"",
+                    client_auth.as_str()
+                ),
+            )
+        }
         _ => {}
     }
+    let client_assertion = client_assertion(&rp, client_auth, client_secret.as_ref(), path, v);
     let pairs =
         |key: &str, m: Option<IndexMap<String, String>>, v: &mut V| -> Vec<(String, String)> {
             let m = m.unwrap_or_default();
@@ -284,6 +313,31 @@ pub(super) fn oauth_settings(
         client_id.hash(&mut h);
         client_secret.as_ref().map(|s| s.expose()).hash(&mut h);
         client_auth.hash(&mut h);
+        if let Some(a) = &client_assertion {
+            signer_fingerprint(a.key.expose(), &mut h);
+            a.audience.hash(&mut h);
+        }
+        if let Grant::JwtBearer(b) = &grant {
+            signer_fingerprint(b.key.expose(), &mut h);
+            b.lifetime.hash(&mut h);
+            for (k, c) in &b.claims {
+                k.hash(&mut h);
+                match c {
+                    Claim::Value(x) => x.to_string().hash(&mut h),
+                    Claim::Template(t) => {
+                        for piece in t.pieces() {
+                            match piece {
+                                crate::template::Piece::Lit(l) => ("lit", l).hash(&mut h),
+                                crate::template::Piece::Var(x) => {
+                                    ("var", x.to_string()).hash(&mut h)
+                                }
+                            }
+                        }
+                    }
+                    Claim::TokenUrl => "aud".hash(&mut h),
+                }
+            }
+        }
         scope.hash(&mut h);
         token_params.hash(&mut h);
         tls.hash(&mut h);
@@ -300,6 +354,7 @@ pub(super) fn oauth_settings(
         client_id,
         client_secret,
         client_auth,
+        client_assertion,
         scope,
         token_params,
         tls,
@@ -317,4 +372,374 @@ pub(super) fn oauth_settings(
             .unwrap_or(DEFAULT_REPLAY_MAX_BODY_BYTES),
         fingerprint,
     })
+}
+
+/// What identifies a signing key in the settings' fingerprint: its algorithm, `kid` and public
+/// key (an HS256 key is the client secret, hashed already).
+fn signer_fingerprint(s: &Signer, h: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
+    s.header()
+        .iter()
+        .for_each(|(k, x)| (k, x.to_string()).hash(h));
+    s.public_thumbprint().hash(h);
+}
+
+const ASSERTION_ALGS: &str = "RS256, PS256, ES256 or EdDSA";
+
+/// Reads a PEM private key named by `key` (a path relative to the config file's folder). Errors
+/// name the key path and the file, never its contents.
+fn read_private_key(file: &std::path::Path, key: &str, v: &mut V) -> Option<PrivateKey> {
+    let full = v.path(file);
+    let pem = match std::fs::read(&full) {
+        Ok(p) => p,
+        Err(e) => {
+            v.err(key, format!("cannot read {}: {e}", full.display()));
+            return None;
+        }
+    };
+    match PrivateKey::from_pem(&pem) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            v.err(key, format!("{}: {e}", full.display()));
+            None
+        }
+    }
+}
+
+/// A private key and `alg` (default: the key's) as a signer; the key must fit the algorithm.
+fn private_key_signer(
+    file: &std::path::Path,
+    alg: Option<&str>,
+    (key_path, alg_path): (&str, &str),
+    v: &mut V,
+) -> Option<Signer> {
+    let alg = match alg {
+        None => None,
+        Some(a) => match Algorithm::parse(a).filter(|a| *a != Algorithm::Hs256) {
+            Some(a) => Some(a),
+            None => {
+                v.err(
+                    alg_path,
+                    format!("unknown algorithm \"{a}\"; expected {ASSERTION_ALGS}"),
+                );
+                return None;
+            }
+        },
+    };
+    let key = read_private_key(file, key_path, v)?;
+    let alg = alg.unwrap_or_else(|| Algorithm::default_for(key.kind()));
+    match Signer::new(alg, &key) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            v.err(key_path, format!("{}: {e}", v.path(file).display()));
+            None
+        }
+    }
+}
+
+/// `client_assertion_*`: only with `private_key_jwt` (`client_assertion_audience` also with
+/// `client_secret_jwt`).
+fn client_assertion(
+    rp: &OAuthKeys,
+    client_auth: ClientAuth,
+    secret: Option<&crate::secret::ClientSecret>,
+    path: &str,
+    v: &mut V,
+) -> Option<ClientAssertion> {
+    let jwt = matches!(
+        client_auth,
+        ClientAuth::PrivateKeyJwt | ClientAuth::ClientSecretJwt
+    );
+    for (key, set, needs) in [
+        (
+            "client_assertion_key",
+            rp.client_assertion_key.is_some(),
+            client_auth == ClientAuth::PrivateKeyJwt,
+        ),
+        (
+            "client_assertion_alg",
+            rp.client_assertion_alg.is_some(),
+            client_auth == ClientAuth::PrivateKeyJwt,
+        ),
+        (
+            "client_assertion_kid",
+            rp.client_assertion_kid.is_some(),
+            client_auth == ClientAuth::PrivateKeyJwt,
+        ),
+        (
+            "client_assertion_cert",
+            rp.client_assertion_cert.is_some(),
+            client_auth == ClientAuth::PrivateKeyJwt,
+        ),
+        (
+            "client_assertion_audience",
+            rp.client_assertion_audience.is_some(),
+            jwt,
+        ),
+    ] {
+        if set && !needs {
+            let with = if key == "client_assertion_audience" {
+                "client_auth = \"private_key_jwt\" or \"client_secret_jwt\""
+            } else {
+                "client_auth = \"private_key_jwt\""
+            };
+            v.err(&format!("{path}.{key}"), format!("only used with {with}"));
+        }
+    }
+    if let Some(a) = &rp.client_assertion_audience {
+        if a.trim().is_empty() {
+            v.err(
+                &format!("{path}.client_assertion_audience"),
+                "empty; leave it out to use the token URL",
+            );
+        }
+    }
+    let signer = match client_auth {
+        ClientAuth::PrivateKeyJwt => {
+            let Some(file) = &rp.client_assertion_key else {
+                v.err(
+                    &format!("{path}.client_assertion_key"),
+                    "required with client_auth = \"private_key_jwt\": a PEM private key (RSA, EC P-256 or Ed25519)",
+                );
+                return None;
+            };
+            let key_path = format!("{path}.client_assertion_key");
+            let signer = private_key_signer(
+                file,
+                rp.client_assertion_alg.as_deref(),
+                (&key_path, &format!("{path}.client_assertion_alg")),
+                v,
+            )?;
+            let signer = match &rp.client_assertion_kid {
+                Some(kid) if kid.is_empty() => {
+                    v.err(
+                        &format!("{path}.client_assertion_kid"),
+                        "empty; leave it out to use the key's RFC 7638 thumbprint",
+                    );
+                    return None;
+                }
+                Some(kid) => signer.with_kid(kid.clone()),
+                None => signer,
+            };
+            match &rp.client_assertion_cert {
+                Some(cert) => {
+                    let full = v.path(cert);
+                    let cert_path = format!("{path}.client_assertion_cert");
+                    match std::fs::read(&full) {
+                        Err(e) => {
+                            v.err(&cert_path, format!("cannot read {}: {e}", full.display()));
+                            return None;
+                        }
+                        Ok(pem) => match signer.with_certificate(&pem) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                v.err(&cert_path, format!("{}: {e}", full.display()));
+                                return None;
+                            }
+                        },
+                    }
+                }
+                None if rp.client_assertion_kid.is_none() => signer.with_thumbprint_kid(),
+                None => signer,
+            }
+        }
+        ClientAuth::ClientSecretJwt => Signer::hs256(secret?.expose().as_bytes()),
+        _ => return None,
+    };
+    Some(ClientAssertion {
+        key: ClientAssertionKey::new(signer),
+        audience: rp.client_assertion_audience.clone(),
+    })
+}
+
+/// `oauth2_jwt_bearer`'s own keys. Returns the settings and, with `credentials_file`, the key
+/// file's `token_uri` (the default `token_url`).
+pub(super) fn jwt_bearer_settings(
+    b: JwtBearerKeys,
+    tenancy: bool,
+    path: &str,
+    v: &mut V,
+) -> Option<(JwtBearerSettings, Option<String>)> {
+    let before = v.errors.len();
+    let lifetime = match b.assertion_lifetime {
+        None => jwt::DEFAULT_ASSERTION_LIFETIME,
+        Some(d) => {
+            let secs = d.0.as_secs();
+            if d.0.subsec_nanos() != 0
+                || !(jwt::MIN_ASSERTION_LIFETIME..=jwt::MAX_ASSERTION_LIFETIME).contains(&secs)
+            {
+                v.err(
+                    &format!("{path}.assertion_lifetime"),
+                    "expected whole seconds from \"60s\" to \"1h\" (the default)",
+                );
+            }
+            secs
+        }
+    };
+    let mut from_file: Option<ServiceAccount> = None;
+    let signer = match (&b.credentials_file, &b.assertion_key) {
+        (Some(_), Some(_)) => {
+            v.err(
+                &format!("{path}.assertion_key"),
+                "set with credentials_file, which holds the key; remove one",
+            );
+            None
+        }
+        (None, None) => {
+            v.err(
+                &format!("{path}.assertion_key"),
+                "required for type \"oauth2_jwt_bearer\" (or credentials_file, a Google service-account key)",
+            );
+            None
+        }
+        (None, Some(file)) => {
+            let key_path = format!("{path}.assertion_key");
+            private_key_signer(
+                file,
+                b.assertion_alg.as_deref(),
+                (&key_path, &format!("{path}.assertion_alg")),
+                v,
+            )
+            .map(|s| match &b.assertion_kid {
+                Some(kid) => s.with_kid(kid.clone()),
+                None => s,
+            })
+        }
+        (Some(file), None) => {
+            let key = format!("{path}.credentials_file");
+            for (other, set) in [
+                ("assertion_alg", b.assertion_alg.is_some()),
+                ("assertion_kid", b.assertion_kid.is_some()),
+            ] {
+                if set {
+                    v.err(
+                        &format!("{path}.{other}"),
+                        "comes from credentials_file (RS256, kid = private_key_id); remove it",
+                    );
+                }
+            }
+            let full = v.path(file);
+            match std::fs::read(&full) {
+                Err(e) => {
+                    v.err(&key, format!("cannot read {}: {e}", full.display()));
+                    None
+                }
+                Ok(json) => match ServiceAccount::from_json(&json) {
+                    Err(e) => {
+                        v.err(&key, format!("{}: {e}", full.display()));
+                        None
+                    }
+                    Ok(sa) => match sa.signer() {
+                        Err(e) => {
+                            v.err(&key, format!("{}: {e}", full.display()));
+                            None
+                        }
+                        Ok(s) => {
+                            from_file = Some(sa);
+                            Some(s)
+                        }
+                    },
+                },
+            }
+        }
+    };
+    if let Some(kid) = &b.assertion_kid {
+        if kid.is_empty() {
+            v.err(
+                &format!("{path}.assertion_kid"),
+                "empty; leave it out to send no kid",
+            );
+        }
+    }
+    let mut claims: Vec<(String, Claim)> = Vec::new();
+    if let Some(sa) = &from_file {
+        claims.push(("iss".into(), Claim::Value(sa.client_email.as_str().into())));
+        claims.push(("aud".into(), Claim::Value(sa.token_uri.as_str().into())));
+    }
+    for (name, value) in b.assertion_claims.unwrap_or_default() {
+        let cpath = format!("{path}.assertion_claims.{name}");
+        if ["iat", "exp", "jti", "nbf"].contains(&name.as_str()) {
+            v.err(
+                &cpath,
+                "set by the sidecar for every assertion (iat, exp = iat + assertion_lifetime, a fresh jti); remove it",
+            );
+            continue;
+        }
+        if from_file.is_some() && (name == "iss" || name == "aud") {
+            v.err(
+                &cpath,
+                "comes from credentials_file (iss = client_email, aud = token_uri); remove it",
+            );
+            continue;
+        }
+        let claim = match value {
+            toml::Value::String(text) => match Template::parse(&text) {
+                Err(e) => {
+                    v.err(&cpath, e.to_string());
+                    continue;
+                }
+                Ok(t) if t.vars().next().is_none() => Claim::Value(text.into()),
+                Ok(t) => {
+                    let mut ok = true;
+                    for var in t.vars() {
+                        match var {
+                            Var::Tenant if tenancy => {}
+                            Var::Tenant => {
+                                v.err(&cpath, "uses {{tenant}} but the profile has tenancy = false; set tenancy = true");
+                                ok = false;
+                            }
+                            other => {
+                                v.err(
+                                    &cpath,
+                                    format!("{{{{{other}}}}} is not known when the token is requested; an assertion claim may use {{{{tenant}}}} only"),
+                                );
+                                ok = false;
+                            }
+                        }
+                    }
+                    if !ok {
+                        continue;
+                    }
+                    Claim::Template(t)
+                }
+            },
+            other => match serde_json::to_value(&other) {
+                Ok(x) => Claim::Value(x),
+                Err(e) => {
+                    v.err(&cpath, format!("not representable in JSON: {e}"));
+                    continue;
+                }
+            },
+        };
+        claims.push((name, claim));
+    }
+    if from_file.is_none() {
+        if !claims.iter().any(|(k, _)| k == "iss") {
+            v.err(
+                &format!("{path}.assertion_claims.iss"),
+                "required: the assertion's issuer (RFC 7523 §3), e.g. the client id the identity provider gave you",
+            );
+        }
+        if !claims.iter().any(|(k, _)| k == "sub") {
+            v.err(
+                &format!("{path}.assertion_claims.sub"),
+                "required: the subject the token is for (RFC 7523 §3), e.g. the user or service account name",
+            );
+        }
+        if !claims.iter().any(|(k, _)| k == "aud") {
+            claims.push(("aud".into(), Claim::TokenUrl));
+        }
+    }
+    if v.errors.len() > before {
+        return None;
+    }
+    let token_uri = from_file.map(|sa| sa.token_uri);
+    Some((
+        JwtBearerSettings {
+            key: BearerAssertionKey::new(signer?),
+            claims,
+            lifetime,
+        },
+        token_uri,
+    ))
 }

@@ -1,7 +1,9 @@
 //! `[profiles.NAME]`: each type's keys (see `raw::RawKind`) → the typed [`Profile`].
 
 use super::fields::field;
-use super::oauth::{auth_code_settings, endpoint_url, oauth_settings, OAuthContext, UrlContext};
+use super::oauth::{
+    auth_code_settings, endpoint_url, jwt_bearer_settings, oauth_settings, OAuthContext, UrlContext,
+};
 use super::*;
 
 /// `[profiles.NAME]`: the profiles that loaded, and the names of those that did not.
@@ -120,7 +122,8 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
     let allow_insecure_http = match &kind {
         RawKind::ClientCredentials { oauth }
         | RawKind::Password { oauth, .. }
-        | RawKind::AuthorizationCode { oauth, .. } => oauth.allow_insecure_http,
+        | RawKind::AuthorizationCode { oauth, .. }
+        | RawKind::JwtBearer { oauth, .. } => oauth.allow_insecure_http,
         _ => None,
     };
     let (raw_user_fields, on_authorized) = match kind.per_user_mut() {
@@ -238,6 +241,26 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
                     Some(ProfileKind::OAuth(Box::new(o)))
                 }
                 _ => None,
+            }
+        }
+        RawKind::JwtBearer { mut oauth, bearer } => {
+            let bearer = jwt_bearer_settings(*bearer, tenancy, path, v);
+            if let Some((_, Some(token_uri))) = &bearer {
+                if oauth.token_url.is_none() {
+                    oauth.token_url = Some(token_uri.clone());
+                }
+            }
+            // The grant goes in before the settings' fingerprint is taken: a changed key or claim
+            // is a new token cache key. Without one the OAuth keys are still checked.
+            match bearer {
+                Some((b, _)) => {
+                    oauth_settings(*oauth, Grant::JwtBearer(Box::new(b)), &oauth_ctx, v)
+                        .map(|o| ProfileKind::OAuth(Box::new(o)))
+                }
+                None => {
+                    let _ = oauth_settings(*oauth, Grant::ClientCredentials, &oauth_ctx, v);
+                    None
+                }
             }
         }
     };
