@@ -1115,7 +1115,10 @@ fn outgoing(
     head.push(b' ');
     head.extend_from_slice(pq.as_str().as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
+    // A signed request carries the `host` it was signed with (the same value as below).
+    let own_host = headers.contains_key(http::header::HOST);
     match fixed_host {
+        _ if own_host => {}
         Some(line) => head.extend_from_slice(line),
         None => {
             let default = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
@@ -1126,7 +1129,9 @@ fn outgoing(
             head.extend_from_slice(&host_line(authority, default));
         }
     }
-    head.extend_from_slice(b"\r\n");
+    if !own_host {
+        head.extend_from_slice(b"\r\n");
+    }
     for (name, value) in headers {
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
@@ -1159,10 +1164,13 @@ pub(crate) struct Answer {
 }
 
 /// Sends `out` and reads the answer's head. A pooled connection that turns out closed before any
-/// answer byte is replaced once by a new one, for idempotent methods (RFC 9110 §9.2.2).
+/// answer byte is replaced once by a new one, for idempotent methods (RFC 9110 §9.2.2), unless
+/// the request is signed: its bytes may have reached the upstream, and a signature (its nonce) is
+/// never sent twice.
 async fn exchange(
     out: Outgoing,
     method: &Method,
+    signed: bool,
     t: &FastTransport<'_>,
     pool_name: Option<&Arc<str>>,
     now: Instant,
@@ -1192,11 +1200,11 @@ async fn exchange(
                     key,
                 });
             }
-            Err(AnswerError::Closed) if reused && method.is_idempotent() => continue,
+            Err(AnswerError::Closed) if reused && !signed && method.is_idempotent() => continue,
             Err(AnswerError::Closed) => {
                 return Err(invalid_answer("connection closed before an answer"))
             }
-            Err(AnswerError::Io(e)) if reused && method.is_idempotent() => {
+            Err(AnswerError::Io(e)) if reused && !signed && method.is_idempotent() => {
                 tracing::debug!(error = %e, "pooled upstream connection failed; retrying");
                 continue;
             }
@@ -1418,7 +1426,14 @@ impl super::pipeline::Transport for FastTransport<'_> {
         let timeout = out.route.timeout;
         match tokio::time::timeout_at(
             at + timeout,
-            exchange(req, out.method, self, out.route.pool_name.as_ref(), at),
+            exchange(
+                req,
+                out.method,
+                out.signed,
+                self,
+                out.route.pool_name.as_ref(),
+                at,
+            ),
         )
         .await
         {
@@ -1588,6 +1603,16 @@ fn fast_route(r: &Resolved<'_>) -> bool {
     (r.route.upstream.scheme == http::uri::Scheme::HTTP || r.client.fast_tls.is_some())
         && r.client.connector.is_none()
         && !r.profile.plan.has_payload()
+        // OAuth 1.0a in the form body rewrites the body.
+        && !r.profile.sign.as_ref().is_some_and(|s| {
+            matches!(
+                s.method,
+                crate::config::SignMethod::OAuth1 {
+                    placement: crate::config::OAuth1Placement::Form,
+                    ..
+                }
+            )
+        })
 }
 
 /// Writes a response the sidecar made itself. An answer to HEAD (`head_request`) has the

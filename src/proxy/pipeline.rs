@@ -8,9 +8,14 @@
 //! 2. `resolve` (in `mod.rs`): head checks, route, control headers, profile, caller values;
 //! 3. [`Proxy::journey`]:
 //!    - **body**: a declared length over the cap is refused; the body is buffered when the payload
-//!      is rewritten or a replay may need it, streamed otherwise;
+//!      is rewritten, the profile signs it (within `max_signed_body_bytes`, else 413) or a replay
+//!      may need it, streamed otherwise;
 //!    - **credential**: static ones are in the plan; OAuth tokens come from the token cache;
 //!    - **place**: path parameters and query, headers, then the payload ([`place`]);
+//!    - **sign** (`sign.rs`; `aws_sigv4`, `hmac`, `oauth1` profiles): on the request exactly as it
+//!      will be sent (the upstream URI, the `host` and `content-length` the transport writes, the
+//!      final header fields, the body), then the fields that use `{{signature}}`; every attempt is
+//!      signed afresh, and a transport never resends a signed request's bytes;
 //!    - **send**: through the route's transport;
 //!    - **replay** ([`Proxy::reauth`]): on a `reauth_on` status to a token at least
 //!      `reauth_min_token_age` old, the token is dropped, a new one obtained once, and a buffered
@@ -42,6 +47,7 @@ use super::{
     build_head, content_length, forwarding, ConnCtx, ProfileRt, Proxy, Resolved, Snapshot,
     X_REQUEST_ID,
 };
+use crate::config::{SignMethod, Signing};
 use crate::error::{ErrorCode, ProxyError};
 use crate::inject::{Inputs, Plan};
 use crate::metrics::RequestMetrics;
@@ -74,6 +80,8 @@ pub(crate) struct Outbound<'a> {
     pub body: AttemptBody,
     /// No other attempt follows this one.
     pub last: bool,
+    /// The sign phase signed it: a transport never sends these bytes twice.
+    pub signed: bool,
 }
 
 /// How the pipeline reaches an upstream. An answer comes back with its status checked and its
@@ -252,13 +260,37 @@ impl Proxy {
         let with_profile = |e: ProxyError| e.with_profile(plan.profile());
         let oauth = profile.oauth.as_ref();
 
-        // body
+        // body (a signing profile reads the body it signs whole, within max_signed_body_bytes)
+        let signing = profile.sign.as_deref();
+        let sign_cap = signing
+            .filter(|s| {
+                s.method.needs_body(
+                    parts
+                        .headers
+                        .get(http::header::CONTENT_TYPE)
+                        .map(HeaderValue::as_bytes),
+                )
+            })
+            .map(|s| s.max_signed_body_bytes);
+        let too_big_to_sign = |len: u64, cap: u64| {
+            with_profile(ProxyError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "request body of {len} bytes is over max_signed_body_bytes ({cap}); a signed body is read whole"
+                ),
+            ))
+        };
         let replay_cap = oauth
             .filter(|o| !o.reauth_on.is_empty())
             .map_or(0, |o| o.replay_max);
         let body = match body {
             CallerBody::None => AttemptBody::Buffered(Bytes::new()),
-            CallerBody::Read(b) => AttemptBody::Buffered(b),
+            CallerBody::Read(b) => match sign_cap {
+                Some(cap) if b.len() as u64 > cap => {
+                    return Err(too_big_to_sign(b.len() as u64, cap))
+                }
+                _ => AttemptBody::Buffered(b),
+            },
             CallerBody::Incoming(body) => {
                 // Request trailers are not forwarded (`GuardedBody` ends at them): nor is the
                 // field announcing them.
@@ -272,21 +304,31 @@ impl Proxy {
                         )));
                     }
                 }
+                if let (Some(len), Some(cap)) = (content_length(&parts.headers), sign_cap) {
+                    if len > cap {
+                        return Err(too_big_to_sign(len, cap));
+                    }
+                }
                 let known_len = body.size_hint().exact();
+                let read_max = sign_cap.map_or(max, |c| c.min(max));
                 let guarded = GuardedBody::new(
                     body,
-                    max,
+                    read_max,
                     snap.config.proxy.body_read_timeout,
                     snap.config.proxy.body_total_timeout,
                 );
                 if plan.has_payload()
+                    || sign_cap.is_some()
                     || known_len.is_some_and(|n| replay_cap > 0 && n <= replay_cap)
                 {
-                    AttemptBody::Buffered(
-                        body::read_all(guarded)
-                            .await
-                            .map_err(|e| with_profile(e.into_proxy_error()))?,
-                    )
+                    AttemptBody::Buffered(body::read_all(guarded).await.map_err(|e| {
+                        match (e, sign_cap) {
+                            (body::BodyError::TooLarge(_), Some(cap)) if cap < max => {
+                                too_big_to_sign(cap + 1, cap)
+                            }
+                            (e, _) => with_profile(e.into_proxy_error()),
+                        }
+                    })?)
                 } else {
                     AttemptBody::Stream(guarded)
                 }
@@ -306,7 +348,16 @@ impl Proxy {
         };
         let mut headers = std::mem::take(&mut parts.headers);
         let parts = &*parts;
-        let (uri, first) = place(route, plan, &inputs, parts, rest_start, &mut headers, body)?;
+        let (uri, first) = place_and_sign(
+            route,
+            plan,
+            signing,
+            &mut inputs,
+            parts,
+            rest_start,
+            &mut headers,
+            body,
+        )?;
         let sent = tokio::time::Instant::now();
         let ans = transport
             .send(Outbound {
@@ -316,6 +367,7 @@ impl Proxy {
                 headers: &mut headers,
                 body: first,
                 last: again.is_none(),
+                signed: signing.is_some(),
             })
             .await
             .map_err(with_profile)?;
@@ -345,10 +397,12 @@ impl Proxy {
         // The first answer is not read: its connection is closed.
         drop(ans);
         inputs.token = Some(new_token);
-        let (uri, body) = place(
+        // Signed again: a new nonce and timestamp.
+        let (uri, body) = place_and_sign(
             route,
             plan,
-            &inputs,
+            signing,
+            &mut inputs,
             parts,
             rest_start,
             &mut headers,
@@ -362,6 +416,7 @@ impl Proxy {
                 headers: &mut headers,
                 body,
                 last: true,
+                signed: signing.is_some(),
             })
             .await
             .map_err(with_profile)
@@ -423,6 +478,32 @@ pub(crate) enum Reauth {
     PassThrough,
     /// Send the request once more, with this new token.
     Replay(Arc<crate::token::Token>),
+}
+
+/// Phases "place" and "sign" of one attempt: an `hmac` profile's time and nonce are made first
+/// (fields such as `X-Timestamp: {{timestamp}}` use them), then the request is placed, then signed
+/// as it will be sent. Every attempt is signed afresh.
+#[allow(clippy::too_many_arguments)]
+fn place_and_sign(
+    route: &RouteRt,
+    plan: &Plan,
+    signing: Option<&Signing>,
+    inputs: &mut Inputs,
+    parts: &http::request::Parts,
+    rest_start: usize,
+    headers: &mut HeaderMap,
+    body: AttemptBody,
+) -> Result<(Uri, AttemptBody), ProxyError> {
+    let Some(signing) = signing else {
+        return place(route, plan, inputs, parts, rest_start, headers, body);
+    };
+    if matches!(signing.method, SignMethod::Hmac { .. }) {
+        inputs.moment = Some(crate::sign::hmac::Moment::fresh());
+        inputs.signature = None;
+    }
+    let (uri, body) = place(route, plan, inputs, parts, rest_start, headers, body)?;
+    super::sign::sign(signing, plan, inputs, &parts.method, uri, headers, body)
+        .map_err(|e| e.with_profile(plan.profile()))
 }
 
 /// Phase "place": path parameters and query (they shape the upstream URI), header fields, then

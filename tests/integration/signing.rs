@@ -178,7 +178,7 @@ fn sigv4_test_suite_every_case_matches_byte_for_byte() {
 // The Python checkers.
 
 /// Runs `tests/verify/check.py` on `cases`; fails with its report unless every case passed.
-fn verify(cases: Vec<Value>) {
+pub(crate) fn verify(cases: Vec<Value>) {
     let python = repo().join(".venv/bin/python3");
     assert!(
         python.exists(),
