@@ -162,6 +162,39 @@ fn hmac_method(k: raw::HmacKeys, path: &str, v: &mut V) -> Option<SignMethod> {
         v.err(&format!("{path}.secret"), "empty");
         return None;
     }
+    // The secret is checked on its own, so that its error shows beside a template's.
+    if let (Some(s), Some(enc)) = (&secret, secret_encoding) {
+        use base64::Engine as _;
+        let ok = match enc {
+            hmac::SecretEncoding::Utf8 => true,
+            hmac::SecretEncoding::Hex => crate::sign::unhex(s.expose().trim()).is_some(),
+            hmac::SecretEncoding::Base64 => base64::engine::general_purpose::STANDARD
+                .decode(s.expose().trim())
+                .is_ok(),
+        };
+        if !ok {
+            let name = match enc {
+                hmac::SecretEncoding::Hex => "hex",
+                _ => "base64",
+            };
+            v.err(
+                &format!("{path}.secret"),
+                format!("is not valid {name} (secret_encoding = \"{name}\")"),
+            );
+            if let Some(t) = &template {
+                if let Err(hmac::HmacError::Template(e)) = hmac::Signer::new(
+                    t,
+                    "",
+                    hmac::SecretEncoding::Utf8,
+                    hmac::Algorithm::Sha256,
+                    hmac::Encoding::Hex,
+                ) {
+                    v.err(&format!("{path}.string_to_sign"), e.to_string());
+                }
+            }
+            return None;
+        }
+    }
     let (secret, template) = (secret?, template?);
     match hmac::Signer::new(
         &template,
