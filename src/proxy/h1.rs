@@ -1164,13 +1164,16 @@ pub(crate) struct Answer {
 }
 
 /// Sends `out` and reads the answer's head. A pooled connection that turns out closed before any
-/// answer byte is replaced once by a new one, for idempotent methods (RFC 9110 §9.2.2), unless
-/// the request is signed: its bytes may have reached the upstream, and a signature (its nonce) is
-/// never sent twice.
+/// answer byte is replaced once by a new one, for idempotent methods (RFC 9110 §9.2.2). A signed
+/// request's bytes are never sent twice (they may have reached the upstream, and a signature's
+/// nonce is used once): it fails with `stale` set, and the pipeline signs it again and sends it
+/// with `fresh` (a new connection).
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     out: Outgoing,
     method: &Method,
-    signed: bool,
+    stale: Option<&std::sync::atomic::AtomicBool>,
+    fresh: bool,
     t: &FastTransport<'_>,
     pool_name: Option<&Arc<str>>,
     now: Instant,
@@ -1181,7 +1184,8 @@ async fn exchange(
         None => Arc::from(out.authority.as_str()),
     };
     let key: PoolKey = (name, t.tls.map_or(PLAIN, |tls| tls.id));
-    let mut pooled = checkout(&key, now);
+    let mut pooled = if fresh { None } else { checkout(&key, now) };
+    let signed = stale.is_some();
     loop {
         let reused = pooled.is_some();
         let mut stream = match pooled.take() {
@@ -1201,6 +1205,14 @@ async fn exchange(
                 });
             }
             Err(AnswerError::Closed) if reused && !signed && method.is_idempotent() => continue,
+            Err(AnswerError::Closed | AnswerError::Io(_))
+                if reused && signed && method.is_idempotent() =>
+            {
+                if let Some(flag) = stale {
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Err(invalid_answer("pooled connection closed before an answer"));
+            }
             Err(AnswerError::Closed) => {
                 return Err(invalid_answer("connection closed before an answer"))
             }
@@ -1429,7 +1441,8 @@ impl super::pipeline::Transport for FastTransport<'_> {
             exchange(
                 req,
                 out.method,
-                out.signed,
+                out.signed.then_some(out.stale),
+                out.fresh,
                 self,
                 out.route.pool_name.as_ref(),
                 at,

@@ -80,8 +80,14 @@ pub(crate) struct Outbound<'a> {
     pub body: AttemptBody,
     /// No other attempt follows this one.
     pub last: bool,
-    /// The sign phase signed it: a transport never sends these bytes twice.
+    /// The sign phase signed it: a transport never sends these bytes twice. One that could have
+    /// resent them (a pooled connection that turned out closed before any answer) sets `stale`
+    /// instead and fails; the pipeline signs the request again and sends it with `fresh`. Such a
+    /// transport must not take `headers`.
     pub signed: bool,
+    pub stale: &'a std::sync::atomic::AtomicBool,
+    /// Open a new connection (no pooled one).
+    pub fresh: bool,
 }
 
 /// How the pipeline reaches an upstream. An answer comes back with its status checked and its
@@ -348,6 +354,12 @@ impl Proxy {
         };
         let mut headers = std::mem::take(&mut parts.headers);
         let parts = &*parts;
+        // A signed request may have to be signed again before it is sent (see `Outbound::stale`).
+        let unsigned_body = match (&body, signing) {
+            (AttemptBody::Buffered(b), Some(_)) => Some(b.clone()),
+            _ => None,
+        };
+        let stale = std::sync::atomic::AtomicBool::new(false);
         let (uri, first) = place_and_sign(
             route,
             plan,
@@ -359,7 +371,7 @@ impl Proxy {
             body,
         )?;
         let sent = tokio::time::Instant::now();
-        let ans = transport
+        let ans = match transport
             .send(Outbound {
                 route,
                 method: &parts.method,
@@ -368,9 +380,43 @@ impl Proxy {
                 body: first,
                 last: again.is_none(),
                 signed: signing.is_some(),
+                stale: &stale,
+                fresh: false,
             })
             .await
-            .map_err(with_profile)?;
+        {
+            Err(e) if stale.load(Ordering::Relaxed) => {
+                let Some(b) = unsigned_body else {
+                    return Err(with_profile(e));
+                };
+                // Signed again (a new nonce and timestamp), on a new connection.
+                let (uri, body) = place_and_sign(
+                    route,
+                    plan,
+                    signing,
+                    &mut inputs,
+                    parts,
+                    rest_start,
+                    &mut headers,
+                    AttemptBody::Buffered(b),
+                )?;
+                transport
+                    .send(Outbound {
+                        route,
+                        method: &parts.method,
+                        uri,
+                        headers: &mut headers,
+                        body,
+                        last: again.is_none(),
+                        signed: true,
+                        stale: &stale,
+                        fresh: true,
+                    })
+                    .await
+            }
+            r => r,
+        }
+        .map_err(with_profile)?;
         m.upstream(sent.elapsed());
 
         // replay: the upstream refused the token; refresh once, send once more
@@ -417,6 +463,8 @@ impl Proxy {
                 body,
                 last: true,
                 signed: signing.is_some(),
+                stale: &stale,
+                fresh: false,
             })
             .await
             .map_err(with_profile)

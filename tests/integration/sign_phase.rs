@@ -14,7 +14,7 @@ const PROFILES: &str = r#"
 [[routes]]
 prefix = "/o/"
 upstream = "http://{echo}/echo/"
-profiles = ["o1", "o1q", "v4", "mac", "v4small"]
+profiles = ["o1", "o1q", "o1f", "v4", "mac", "v4small", "v4u"]
 
 [profiles.o1]
 type = "oauth1"
@@ -30,6 +30,23 @@ consumer_key = "ck-1"
 consumer_secret = "${CS}"
 signature_method = "HMAC-SHA256"
 placement = "query"
+
+[profiles.o1f]
+type = "oauth1"
+consumer_key = "ck-1"
+consumer_secret = "${CS}"
+token = "tok-1"
+token_secret = "${TS}"
+placement = "form"
+
+[profiles.v4u]
+type = "aws_sigv4"
+access_key_id = "AKIDEXAMPLE"
+secret_access_key = "${AWS_SECRET}"
+region = "eu-west-1"
+service = "s3"
+payload = "unsigned"
+max_signed_body_bytes = 16
 
 [profiles.v4]
 type = "aws_sigv4"
@@ -186,6 +203,7 @@ async fn oauth1_signatures_are_accepted_by_oauthlib() {
             profile == "o1q",
         ));
         let raw = serde_json::to_string(&again).unwrap();
+        assert!(!raw.contains(CS) && !raw.contains(TS));
         let nonce = raw.split("oauth_nonce").nth(1).unwrap()[..40].to_string();
         assert!(!nonces.contains(&nonce));
         nonces.push(nonce);
@@ -356,4 +374,55 @@ async fn admin_profiles_never_show_a_signing_secret() {
         assert!(!shown.contains(secret), "{shown}");
     }
     assert!(shown.contains("aws_sigv4") && shown.contains("oauth1") && shown.contains("hmac"));
+}
+
+#[tokio::test]
+async fn oauth1_form_placement_is_accepted_by_oauthlib() {
+    let h = harness().await;
+    let mut cases = Vec::new();
+    for (i, body) in ["a=1&b=two+words", ""].into_iter().enumerate() {
+        let mut headers = vec![("X-Authsidecar-Profile", "o1f")];
+        if !body.is_empty() {
+            headers.push(("Content-Type", "application/x-www-form-urlencoded"));
+        }
+        let r = send(Method::POST, &h.url("/o/form?x=1"), &headers, body).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let echo = r.json();
+        let got = echo["body"].as_str().unwrap();
+        assert!(
+            got.starts_with(body) && got.contains("oauth_signature="),
+            "{got}"
+        );
+        assert_eq!(
+            header(&echo, "content-length").unwrap(),
+            got.len().to_string()
+        );
+        let case = oauth1_case(&format!("e2e oauth1 form {i}"), &echo, "HMAC-SHA1", false);
+        cases.push(case);
+    }
+    // A GET has no body to put them in.
+    let r = get(&h.url("/o/form"), &[("X-Authsidecar-Profile", "o1f")]).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error_code(), "body_not_injectable");
+    verify(cases);
+}
+
+#[tokio::test]
+async fn an_unsigned_sigv4_payload_is_streamed_past_max_signed_body_bytes() {
+    let h = harness().await;
+    let body = "y".repeat(100);
+    let r = send(
+        Method::PUT,
+        &h.url("/o/bucket/key"),
+        &[("X-Authsidecar-Profile", "v4u")],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let echo = r.json();
+    assert_eq!(echo["body"].as_str(), Some(body.as_str()));
+    assert_eq!(
+        header(&echo, "x-amz-content-sha256"),
+        Some("UNSIGNED-PAYLOAD")
+    );
 }
