@@ -359,61 +359,29 @@ impl Proxy {
             (AttemptBody::Buffered(b), Some(_)) => Some(b.clone()),
             _ => None,
         };
-        let stale = std::sync::atomic::AtomicBool::new(false);
-        let (uri, first) = place_and_sign(
+        let attempts = Attempts {
             route,
             plan,
             signing,
-            &mut inputs,
             parts,
             rest_start,
-            &mut headers,
-            body,
-        )?;
+            stale: std::sync::atomic::AtomicBool::new(false),
+        };
         let sent = tokio::time::Instant::now();
-        let ans = match transport
-            .send(Outbound {
-                route,
-                method: &parts.method,
-                uri,
-                headers: &mut headers,
-                body: first,
-                last: again.is_none(),
-                signed: signing.is_some(),
-                stale: &stale,
-                fresh: false,
-            })
+        let last = again.is_none();
+        let ans = match attempts
+            .send(transport, &mut inputs, &mut headers, body, last, false)
             .await
         {
-            Err(e) if stale.load(Ordering::Relaxed) => {
-                let Some(b) = unsigned_body else {
-                    return Err(with_profile(e));
-                };
-                // Signed again (a new nonce and timestamp), on a new connection.
-                let (uri, body) = place_and_sign(
-                    route,
-                    plan,
-                    signing,
-                    &mut inputs,
-                    parts,
-                    rest_start,
-                    &mut headers,
-                    AttemptBody::Buffered(b),
-                )?;
-                transport
-                    .send(Outbound {
-                        route,
-                        method: &parts.method,
-                        uri,
-                        headers: &mut headers,
-                        body,
-                        last: again.is_none(),
-                        signed: true,
-                        stale: &stale,
-                        fresh: true,
-                    })
-                    .await
-            }
+            // Signed again (a new nonce and timestamp), on a new connection.
+            Err(e) if attempts.stale.load(Ordering::Relaxed) => match unsigned_body {
+                Some(b) => {
+                    let b = AttemptBody::Buffered(b);
+                    Box::pin(attempts.send(transport, &mut inputs, &mut headers, b, last, true))
+                        .await
+                }
+                None => Err(e),
+            },
             r => r,
         }
         .map_err(with_profile)?;
@@ -443,29 +411,10 @@ impl Proxy {
         // The first answer is not read: its connection is closed.
         drop(ans);
         inputs.token = Some(new_token);
-        // Signed again: a new nonce and timestamp.
-        let (uri, body) = place_and_sign(
-            route,
-            plan,
-            signing,
-            &mut inputs,
-            parts,
-            rest_start,
-            &mut headers,
-            AttemptBody::Buffered(bytes),
-        )?;
-        transport
-            .send(Outbound {
-                route,
-                method: &parts.method,
-                uri,
-                headers: &mut headers,
-                body,
-                last: true,
-                signed: signing.is_some(),
-                stale: &stale,
-                fresh: false,
-            })
+        // Placed and signed again: a new nonce and timestamp.
+        let body = AttemptBody::Buffered(bytes);
+        attempts
+            .send(transport, &mut inputs, &mut headers, body, true, false)
             .await
             .map_err(with_profile)
     }
@@ -526,6 +475,54 @@ pub(crate) enum Reauth {
     PassThrough,
     /// Send the request once more, with this new token.
     Replay(Arc<crate::token::Token>),
+}
+
+/// What every attempt of one request shares.
+struct Attempts<'a> {
+    route: &'a RouteRt,
+    plan: &'a Plan,
+    signing: Option<&'a Signing>,
+    parts: &'a http::request::Parts,
+    rest_start: usize,
+    /// Set by a transport that would have resent a signed request's bytes (see `Outbound`).
+    stale: std::sync::atomic::AtomicBool,
+}
+
+impl Attempts<'_> {
+    /// One attempt: place, sign, send.
+    async fn send<T: Transport>(
+        &self,
+        transport: &T,
+        inputs: &mut Inputs,
+        headers: &mut HeaderMap,
+        body: AttemptBody,
+        last: bool,
+        fresh: bool,
+    ) -> Result<T::Answer, ProxyError> {
+        let (uri, body) = place_and_sign(
+            self.route,
+            self.plan,
+            self.signing,
+            inputs,
+            self.parts,
+            self.rest_start,
+            headers,
+            body,
+        )?;
+        transport
+            .send(Outbound {
+                route: self.route,
+                method: &self.parts.method,
+                uri,
+                headers,
+                body,
+                last,
+                signed: self.signing.is_some(),
+                stale: &self.stale,
+                fresh,
+            })
+            .await
+    }
 }
 
 /// Phases "place" and "sign" of one attempt: an `hmac` profile's time and nonce are made first

@@ -101,105 +101,121 @@ pub(crate) fn sign(
         }
     }
 
-    let mut uri = uri;
-    let mut new_body = None;
-    match &signing.method {
-        SignMethod::SigV4 {
-            signer, payload, ..
-        } => {
-            // The headers sigv4 sets replace any copy (the caller's, or a field's).
-            for name in sigv4::SET_HEADERS {
-                headers.remove(name);
-            }
-            let signed = {
-                let list: Vec<(&str, &[u8])> = headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_bytes()))
-                    .collect();
-                let req = view(method, &uri, &host, &list, body_bytes);
+    // What each signer needs beforehand: SigV4 replaces its own headers; HMAC's time and nonce
+    // were made before placement (fields use them); OAuth 1.0a takes a fresh nonce.
+    if matches!(signing.method, SignMethod::SigV4 { .. }) {
+        for name in sigv4::SET_HEADERS {
+            headers.remove(name);
+        }
+    }
+    let moment = match signing.method {
+        SignMethod::Hmac { .. } => Some(
+            inputs
+                .moment
+                .get_or_insert_with(crate::sign::hmac::Moment::fresh)
+                .clone(),
+        ),
+        _ => None,
+    };
+    let nonce = match signing.method {
+        SignMethod::OAuth1 { .. } => oauth1::fresh_nonce(),
+        _ => String::new(),
+    };
+    let made = {
+        let list: Vec<(&str, &[u8])> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        let req = view(method, &uri, &host, &list, body_bytes);
+        match (&signing.method, &moment) {
+            (
+                SignMethod::SigV4 {
+                    signer, payload, ..
+                },
+                _,
+            ) => Made::SigV4(
                 signer
                     .sign(&req, *payload, crate::sign::unix_now())
-                    .map_err(|e| internal("SigV4 signing", e))?
-            };
+                    .map_err(|e| internal("SigV4 signing", e))?,
+            ),
+            (SignMethod::Hmac { signer }, Some(m)) => Made::Hmac(signer.sign(&req, m)),
+            (SignMethod::Hmac { .. }, None) => return Err(internal("HMAC signing", "no moment")),
+            (SignMethod::OAuth1 { client, token, .. }, _) => {
+                let mut proto = oauth1::Protocol::new(&nonce, crate::sign::unix_now());
+                if let Some((t, s)) = token {
+                    proto = proto.with_token(t.expose(), s.expose());
+                }
+                Made::OAuth1(
+                    client
+                        .sign(&req, &proto)
+                        .map_err(|e| internal("OAuth 1.0a signing", e))?,
+                )
+            }
+        }
+    };
+
+    let mut uri = uri;
+    let mut new_body = None;
+    let mut query = None;
+    match (made, &signing.method) {
+        (Made::SigV4(signed), _) => {
             for (name, value) in signed.headers() {
                 headers.insert(HeaderName::from_static(name), sensitive(value)?);
             }
         }
-        SignMethod::Hmac { signer } => {
-            let m = inputs
-                .moment
-                .get_or_insert_with(crate::sign::hmac::Moment::fresh)
-                .clone();
-            let signature = {
-                let list: Vec<(&str, &[u8])> = headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_bytes()))
-                    .collect();
-                let req = view(method, &uri, &host, &list, body_bytes);
-                signer.sign(&req, &m)
-            };
+        (Made::Hmac(signature), _) => {
             inputs.signature = Some(signature);
-            if let Some(q) = plan.apply_signature_fields(headers, uri.query(), inputs)? {
-                uri = with_query(&uri, &q)?;
+            query = plan.apply_signature_fields(headers, uri.query(), inputs)?;
+        }
+        (
+            Made::OAuth1(signed),
+            SignMethod::OAuth1 {
+                realm, placement, ..
+            },
+        ) => match placement {
+            OAuth1Placement::Header => {
+                crate::inject::remove_variants(headers, &AUTHORIZATION);
                 headers.insert(
-                    http::header::CACHE_CONTROL,
-                    HeaderValue::from_static("no-store"),
+                    AUTHORIZATION,
+                    sensitive(&signed.authorization(realm.as_deref()))?,
                 );
             }
-        }
-        SignMethod::OAuth1 {
-            client,
-            token,
-            realm,
-            placement,
-        } => {
-            let nonce = oauth1::fresh_nonce();
-            let mut proto = oauth1::Protocol::new(&nonce, crate::sign::unix_now());
-            if let Some((t, s)) = token {
-                proto = proto.with_token(t.expose(), s.expose());
+            OAuth1Placement::Query => {
+                query = Some(match uri.query() {
+                    Some(q) if !q.is_empty() => format!("{q}&{}", signed.form_encoded()),
+                    _ => signed.form_encoded(),
+                });
             }
-            let signed = {
-                let list: Vec<(&str, &[u8])> = headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_bytes()))
-                    .collect();
-                let req = view(method, &uri, &host, &list, body_bytes);
-                client
-                    .sign(&req, &proto)
-                    .map_err(|e| internal("OAuth 1.0a signing", e))?
-            };
-            match placement {
-                OAuth1Placement::Header => {
-                    crate::inject::remove_variants(headers, &AUTHORIZATION);
-                    headers.insert(
-                        AUTHORIZATION,
-                        sensitive(&signed.authorization(realm.as_deref()))?,
-                    );
+            OAuth1Placement::Form => {
+                let mut b = body_bytes.to_vec();
+                if !b.is_empty() {
+                    b.push(b'&');
                 }
-                OAuth1Placement::Query => {
-                    let q = match uri.query() {
-                        Some(q) if !q.is_empty() => format!("{q}&{}", signed.form_encoded()),
-                        _ => signed.form_encoded(),
-                    };
-                    uri = with_query(&uri, &q)?;
-                    headers.insert(
-                        http::header::CACHE_CONTROL,
-                        HeaderValue::from_static("no-store"),
-                    );
-                }
-                OAuth1Placement::Form => {
-                    let mut b = body_bytes.to_vec();
-                    if !b.is_empty() {
-                        b.push(b'&');
-                    }
-                    b.extend_from_slice(signed.form_encoded().as_bytes());
-                    headers.insert(CONTENT_LENGTH, HeaderValue::from(b.len()));
-                    new_body = Some(AttemptBody::Buffered(Bytes::from(b)));
-                }
+                b.extend_from_slice(signed.form_encoded().as_bytes());
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(b.len()));
+                new_body = Some(AttemptBody::Buffered(Bytes::from(b)));
             }
+        },
+        (Made::OAuth1(_), _) => {
+            return Err(internal("OAuth 1.0a signing", "not an oauth1 profile"))
         }
     }
+    if let Some(q) = query {
+        // A signature in the URI: caches should not keep the request (RFC 6750 §2.3's reasoning).
+        uri = with_query(&uri, &q)?;
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+    }
     Ok((uri, new_body.unwrap_or(body)))
+}
+
+/// What a signer made, before it is written into the request.
+enum Made {
+    SigV4(sigv4::Signed),
+    Hmac(String),
+    OAuth1(oauth1::Signed),
 }
 
 fn view<'a>(
