@@ -572,3 +572,88 @@ pub(crate) fn place(
     };
     Ok((uri, body))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every attempt is placed and signed afresh: the replay after a 401 and the resend after a
+    /// stale pooled connection both go through `place_and_sign`, so they carry a new nonce,
+    /// timestamp and signature.
+    #[tokio::test]
+    async fn each_attempt_is_signed_afresh() {
+        let text = r#"
+[[routes]]
+prefix = "/s/"
+upstream = "http://127.0.0.1:1/base/"
+profiles = ["o1", "mac"]
+
+[profiles.o1]
+type = "oauth1"
+consumer_key = "ck"
+consumer_secret = "cs"
+token = "t"
+token_secret = "ts"
+
+[profiles.mac]
+type = "hmac"
+secret = "k"
+string_to_sign = "{{method}} {{path}} {{nonce}}"
+[[profiles.mac.fields]]
+in = "header"
+key = "X-Signature"
+value = "{{signature}}"
+[[profiles.mac.fields]]
+in = "query"
+key = "nonce"
+value = "{{nonce}}"
+"#;
+        let config = crate::config::Config::from_str_with_env(
+            text,
+            &crate::config::Env::from_pairs([("A", "b")]),
+        )
+        .unwrap();
+        let snap = super::super::Snapshot::build(
+            Arc::new(config),
+            Arc::new(crate::store::Store::memory()),
+            crate::metrics::Metrics::new(),
+        )
+        .unwrap();
+        for (profile, header) in [("o1", "authorization"), ("mac", "x-signature")] {
+            let (mut parts, ()) = Request::builder()
+                .uri("/s/items?a=1")
+                .header("host", "sidecar")
+                .header("x-authsidecar-profile", profile)
+                .body(())
+                .unwrap()
+                .into_parts();
+            let mut metrics = None;
+            let r = super::super::resolve(&snap, &mut parts, &mut metrics).unwrap();
+            let mut inputs = r.inputs;
+            let mut headers = std::mem::take(&mut parts.headers);
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let (uri, _) = place_and_sign(
+                    r.route,
+                    &r.profile.plan,
+                    r.profile.sign.as_deref(),
+                    &mut inputs,
+                    &parts,
+                    r.rest_start,
+                    &mut headers,
+                    AttemptBody::Buffered(Bytes::new()),
+                )
+                .unwrap();
+                assert_eq!(headers["host"], "127.0.0.1:1");
+                assert!(headers[header].is_sensitive());
+                seen.push((uri.to_string(), headers[header].clone()));
+            }
+            assert_ne!(seen[0].1, seen[1].1, "{profile}: the same signature twice");
+            if profile == "mac" {
+                // The query field is placed after signing, once (not appended again).
+                assert_ne!(seen[0].0, seen[1].0);
+                assert_eq!(seen[1].0.matches("nonce=").count(), 1, "{}", seen[1].0);
+            }
+        }
+    }
+}
