@@ -1096,12 +1096,14 @@ pub(crate) fn host_line(authority: &http::uri::Authority, default_port: u16) -> 
 }
 
 /// The upstream request head. `fixed_host`: the route's own `host:` line, when its authority is fixed (made
-/// once per config load); otherwise it is made from `uri`.
+/// once per config load); otherwise it is made from `uri`. `own_host`: `headers` hold the `host`
+/// (a signed request, signed with the same value), written with them.
 fn outgoing(
     uri: &Uri,
     method: &Method,
     headers: &HeaderMap,
     fixed_host: Option<&[u8]>,
+    own_host: bool,
     body: &[u8],
 ) -> Result<Outgoing, ProxyError> {
     let (Some(authority), Some(pq)) = (uri.authority(), uri.path_and_query()) else {
@@ -1115,8 +1117,6 @@ fn outgoing(
     head.push(b' ');
     head.extend_from_slice(pq.as_str().as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    // A signed request carries the `host` it was signed with (the same value as below).
-    let own_host = headers.contains_key(http::header::HOST);
     match fixed_host {
         _ if own_host => {}
         Some(line) => head.extend_from_slice(line),
@@ -1431,6 +1431,7 @@ impl super::pipeline::Transport for FastTransport<'_> {
             out.method,
             out.headers,
             out.route.host_line.as_deref(),
+            out.signed,
             &body,
         )?;
         // `at`: when the request is sent (read once for the deadline and the pool's idle check).
