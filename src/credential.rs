@@ -24,9 +24,10 @@ impl Credential {
     pub fn from_kind(kind: &ProfileKind) -> Credential {
         match kind {
             // Per-user credentials come with each request's grant (see `inject::Inputs`).
-            ProfileKind::None | ProfileKind::UserBasic | ProfileKind::UserApiKey => {
-                Credential::default()
-            }
+            ProfileKind::None
+            | ProfileKind::UserBasic
+            | ProfileKind::UserApiKey
+            | ProfileKind::Sign(_) => Credential::default(),
             ProfileKind::OAuth(o) => Credential {
                 client_id: Some(o.client_id.clone()),
                 ..Credential::default()

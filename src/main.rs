@@ -179,11 +179,22 @@ fn summary(config: &Config) -> String {
     }
     out.push_str(&format!("profiles ({}):\n", config.profiles.len()));
     for p in config.profiles.values() {
-        let fields: Vec<String> = p
+        let mut fields: Vec<String> = p
             .fields
             .iter()
             .map(|f| format!("{}:{}", f.location.as_str(), f.key))
             .collect();
+        if let authsidecar::config::ProfileKind::Sign(s) = &p.kind {
+            match &s.method {
+                authsidecar::config::SignMethod::SigV4 { .. } => {
+                    fields.push("signed: header:authorization, header:x-amz-*".into())
+                }
+                authsidecar::config::SignMethod::OAuth1 { placement, .. } => {
+                    fields.push(format!("signed: oauth_* in {}", placement.as_str()))
+                }
+                authsidecar::config::SignMethod::Hmac { .. } => {}
+            }
+        }
         out.push_str(&format!(
             "  {} ({})  fields: {}\n",
             p.name,

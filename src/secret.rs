@@ -262,6 +262,36 @@ signing_key_type!(
     /// Signs RFC 7523 §2.1 JWT bearer grant assertions (`assertion_key`, `credentials_file`).
     BearerAssertionKey
 );
+secret_type!(
+    /// An AWS secret access key (`aws_sigv4` profiles).
+    AwsSecretAccessKey,
+    config
+);
+secret_type!(
+    /// An AWS session token of temporary credentials (`aws_sigv4`, sent as `X-Amz-Security-Token`).
+    AwsSessionToken,
+    config
+);
+secret_type!(
+    /// The shared key of an `hmac` profile's request signature.
+    HmacSecret,
+    config
+);
+secret_type!(
+    /// An OAuth 1.0a consumer secret (`oauth1` profiles with an HMAC or PLAINTEXT method).
+    ConsumerSecret,
+    config
+);
+secret_type!(
+    /// An OAuth 1.0a token (`oauth_token`: NetSuite's token id, a two-legged access token).
+    OAuth1Token,
+    config
+);
+secret_type!(
+    /// An OAuth 1.0a token secret: half of the signing key of the HMAC methods.
+    OAuth1TokenSecret,
+    config
+);
 
 /// The store's AES-256-GCM key: 32 bytes, written in the config as standard base64 (`authsidecar
 /// keygen` prints one).

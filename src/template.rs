@@ -27,6 +27,14 @@ pub enum Var {
     UserField(String),
     /// `token.<name>`: an extra member of the token response.
     Token(String),
+    /// `hmac` profiles: the request's signature (a field using it is placed after signing).
+    Signature,
+    /// `hmac` profiles: the signed request's time and nonce, one value per request (the same as
+    /// in the string to sign).
+    Timestamp,
+    TimestampMs,
+    Date,
+    Nonce,
 }
 
 impl fmt::Display for Var {
@@ -45,6 +53,11 @@ impl fmt::Display for Var {
             Var::Context(n) => write!(f, "context.{n}"),
             Var::UserField(n) => write!(f, "user_field.{n}"),
             Var::Token(n) => write!(f, "token.{n}"),
+            Var::Signature => f.write_str("signature"),
+            Var::Timestamp => f.write_str("timestamp"),
+            Var::TimestampMs => f.write_str("timestamp_ms"),
+            Var::Date => f.write_str("date"),
+            Var::Nonce => f.write_str("nonce"),
         }
     }
 }
@@ -55,7 +68,7 @@ pub enum TemplateError {
     Unclosed(usize),
     #[error("empty variable at byte {0}")]
     Empty(usize),
-    #[error("unknown variable \"{0}\"; expected one of access_token, token_type, id_token, api_key, username, password, basic, client_id, tenant, user, context.<name>, user_field.<key>, token.<name>")]
+    #[error("unknown variable \"{0}\"; expected one of access_token, token_type, id_token, api_key, username, password, basic, client_id, tenant, user, signature, timestamp, timestamp_ms, date, nonce, context.<name>, user_field.<key>, token.<name>")]
     Unknown(String),
     #[error(
         "variable \"{0}\" has an invalid name after the dot; expected letters, digits, '-' or '_'"
@@ -127,6 +140,11 @@ fn parse_var(raw: &str) -> Result<Var, TemplateError> {
         "client_id" => Var::ClientId,
         "tenant" => Var::Tenant,
         "user" => Var::User,
+        "signature" => Var::Signature,
+        "timestamp" => Var::Timestamp,
+        "timestamp_ms" => Var::TimestampMs,
+        "date" => Var::Date,
+        "nonce" => Var::Nonce,
         _ => {
             let (kind, rest) = name
                 .split_once('.')

@@ -546,6 +546,41 @@ impl Admin {
                 }
                 c
             }
+            // Signers hold their keys as bytes: which ones are set, never a value or a length.
+            ProfileKind::Sign(sg) => match &sg.method {
+                crate::config::SignMethod::SigV4 {
+                    payload,
+                    access_key_id,
+                    region,
+                    service,
+                    ..
+                } => json!({
+                    "access_key_id": access_key_id,
+                    "secret_access_key": "[redacted]",
+                    "region": region,
+                    "service": service,
+                    "payload": if *payload == crate::sign::sigv4::Payload::Signed { "signed" } else { "unsigned" },
+                    "max_signed_body_bytes": sg.max_signed_body_bytes,
+                }),
+                crate::config::SignMethod::Hmac { .. } => json!({
+                    "secret": "[redacted]",
+                    "max_signed_body_bytes": sg.max_signed_body_bytes,
+                }),
+                crate::config::SignMethod::OAuth1 {
+                    client,
+                    token,
+                    realm,
+                    placement,
+                } => json!({
+                    "signature_method": client.method().as_str(),
+                    "consumer_secret_or_key": "[redacted]",
+                    "token": token.as_ref().map(|(t, _)| redacted(t)),
+                    "token_secret": token.as_ref().map(|(_, s)| redacted(s)),
+                    "realm": realm,
+                    "placement": placement.as_str(),
+                    "max_signed_body_bytes": sg.max_signed_body_bytes,
+                }),
+            },
         };
         let snap = self.snap();
         let routes: Vec<&str> = snap

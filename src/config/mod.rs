@@ -369,6 +369,73 @@ pub enum ProfileKind {
     /// `api_key` with `per_user = true`: each end user enters their key.
     UserApiKey,
     OAuth(Box<OAuthSettings>),
+    /// `aws_sigv4`, `hmac`, `oauth1`: every request is signed (the pipeline's sign phase).
+    Sign(Arc<Signing>),
+}
+
+/// How a signing profile signs each request, its keys parsed and its signer built at load.
+#[derive(Debug)]
+pub struct Signing {
+    pub method: SignMethod,
+    /// A body that must be signed is read within this many bytes (413 past it).
+    pub max_signed_body_bytes: u64,
+}
+
+/// The signer of a signing profile.
+#[derive(Debug)]
+pub enum SignMethod {
+    SigV4 {
+        signer: crate::sign::sigv4::Signer,
+        payload: crate::sign::sigv4::Payload,
+        /// Shown by the admin API (not a secret).
+        access_key_id: String,
+        region: String,
+        service: String,
+    },
+    Hmac {
+        signer: crate::sign::hmac::Signer,
+    },
+    OAuth1 {
+        client: crate::sign::oauth1::Client,
+        token: Option<(crate::secret::OAuth1Token, crate::secret::OAuth1TokenSecret)>,
+        realm: Option<String>,
+        placement: OAuth1Placement,
+    },
+}
+
+impl SignMethod {
+    /// Whether the body must be read whole to sign a request with this content type.
+    pub fn needs_body(&self, content_type: Option<&[u8]>) -> bool {
+        match self {
+            SignMethod::SigV4 { payload, .. } => *payload == crate::sign::sigv4::Payload::Signed,
+            SignMethod::Hmac { signer } => {
+                use crate::sign::hmac::Field;
+                signer.uses(Field::Body) || signer.uses(Field::BodySha256)
+            }
+            SignMethod::OAuth1 { placement, .. } => {
+                *placement == OAuth1Placement::Form
+                    || content_type.is_some_and(crate::sign::oauth1::is_form)
+            }
+        }
+    }
+}
+
+/// Where OAuth 1.0a protocol parameters go (RFC 5849 §3.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OAuth1Placement {
+    Header,
+    Query,
+    Form,
+}
+
+impl OAuth1Placement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OAuth1Placement::Header => "header",
+            OAuth1Placement::Query => "query",
+            OAuth1Placement::Form => "form",
+        }
+    }
 }
 
 impl OAuthSettings {
@@ -400,10 +467,13 @@ pub enum ProfileType {
     Password,
     AuthorizationCode,
     JwtBearer,
+    AwsSigV4,
+    Hmac,
+    OAuth1,
 }
 
 impl ProfileType {
-    pub const ALL: [ProfileType; 7] = [
+    pub const ALL: [ProfileType; 10] = [
         ProfileType::None,
         ProfileType::Basic,
         ProfileType::ApiKey,
@@ -411,6 +481,9 @@ impl ProfileType {
         ProfileType::Password,
         ProfileType::AuthorizationCode,
         ProfileType::JwtBearer,
+        ProfileType::AwsSigV4,
+        ProfileType::Hmac,
+        ProfileType::OAuth1,
     ];
 
     /// The name written in the config's `type`.
@@ -423,6 +496,9 @@ impl ProfileType {
             ProfileType::Password => "oauth2_password",
             ProfileType::AuthorizationCode => "oauth2_authorization_code",
             ProfileType::JwtBearer => "oauth2_jwt_bearer",
+            ProfileType::AwsSigV4 => "aws_sigv4",
+            ProfileType::Hmac => "hmac",
+            ProfileType::OAuth1 => "oauth1",
         }
     }
 
@@ -454,6 +530,11 @@ impl ProfileKind {
                 Grant::Password { .. } | Grant::UserPassword => ProfileType::Password,
                 Grant::AuthorizationCode(_) => ProfileType::AuthorizationCode,
                 Grant::JwtBearer(_) => ProfileType::JwtBearer,
+            },
+            ProfileKind::Sign(s) => match s.method {
+                SignMethod::SigV4 { .. } => ProfileType::AwsSigV4,
+                SignMethod::Hmac { .. } => ProfileType::Hmac,
+                SignMethod::OAuth1 { .. } => ProfileType::OAuth1,
             },
         }
     }

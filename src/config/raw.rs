@@ -9,7 +9,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 use super::{ConfigError, ProfileType};
-use crate::secret::{AdminToken, ApiKey, ClientSecret, Password, StoreKey, StoreUrl, Username};
+use crate::secret::{
+    AdminToken, ApiKey, AwsSecretAccessKey, AwsSessionToken, ClientSecret, ConsumerSecret,
+    HmacSecret, OAuth1Token, OAuth1TokenSecret, Password, StoreKey, StoreUrl, Username,
+};
 
 /// A duration written as text: `"10s"`, `"250ms"`, `"2m"`.
 #[derive(Clone, Copy, Debug)]
@@ -193,13 +196,30 @@ pub enum RawKind {
         oauth: Box<OAuthKeys>,
         bearer: Box<JwtBearerKeys>,
     },
+    AwsSigV4 {
+        keys: Box<SigV4Keys>,
+        body: SignedBodyKeys,
+    },
+    Hmac {
+        keys: Box<HmacKeys>,
+        body: SignedBodyKeys,
+    },
+    OAuth1 {
+        keys: Box<OAuth1Keys>,
+        body: SignedBodyKeys,
+    },
 }
 
 impl RawKind {
     /// The per-user keys, for the types that can be per user.
     pub fn per_user(&self) -> Option<&PerUserKeys> {
         match self {
-            RawKind::None | RawKind::ClientCredentials { .. } | RawKind::JwtBearer { .. } => None,
+            RawKind::None
+            | RawKind::ClientCredentials { .. }
+            | RawKind::JwtBearer { .. }
+            | RawKind::AwsSigV4 { .. }
+            | RawKind::Hmac { .. }
+            | RawKind::OAuth1 { .. } => None,
             RawKind::Basic { per_user, .. }
             | RawKind::ApiKey { per_user, .. }
             | RawKind::Password { per_user, .. }
@@ -209,7 +229,12 @@ impl RawKind {
 
     pub fn per_user_mut(&mut self) -> Option<&mut PerUserKeys> {
         match self {
-            RawKind::None | RawKind::ClientCredentials { .. } | RawKind::JwtBearer { .. } => None,
+            RawKind::None
+            | RawKind::ClientCredentials { .. }
+            | RawKind::JwtBearer { .. }
+            | RawKind::AwsSigV4 { .. }
+            | RawKind::Hmac { .. }
+            | RawKind::OAuth1 { .. } => None,
             RawKind::Basic { per_user, .. }
             | RawKind::ApiKey { per_user, .. }
             | RawKind::Password { per_user, .. }
@@ -281,6 +306,47 @@ pub struct JwtBearerKeys {
     pub assertion_claims: Option<toml::Table>,
     pub assertion_lifetime: Option<Dur>,
     pub credentials_file: Option<PathBuf>,
+}
+
+/// `aws_sigv4`: AWS Signature Version 4.
+#[derive(Deserialize, Default)]
+pub struct SigV4Keys {
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<AwsSecretAccessKey>,
+    pub session_token: Option<AwsSessionToken>,
+    pub region: Option<String>,
+    pub service: Option<String>,
+    pub payload: Option<String>,
+}
+
+/// `hmac`: a request signature over a `string_to_sign` template.
+#[derive(Deserialize, Default)]
+pub struct HmacKeys {
+    pub secret: Option<HmacSecret>,
+    pub secret_encoding: Option<String>,
+    pub algorithm: Option<String>,
+    pub encoding: Option<String>,
+    pub string_to_sign: Option<String>,
+}
+
+/// `oauth1`: OAuth 1.0a (RFC 5849) with a static token, or none (two-legged).
+#[derive(Deserialize, Default)]
+pub struct OAuth1Keys {
+    pub consumer_key: Option<String>,
+    pub consumer_secret: Option<ConsumerSecret>,
+    pub token: Option<OAuth1Token>,
+    pub token_secret: Option<OAuth1TokenSecret>,
+    pub signature_method: Option<String>,
+    pub private_key: Option<PathBuf>,
+    pub realm: Option<String>,
+    pub placement: Option<String>,
+    pub per_user: Option<bool>,
+}
+
+/// Keys of every type that signs requests.
+#[derive(Deserialize, Default)]
+pub struct SignedBodyKeys {
+    pub max_signed_body_bytes: Option<u64>,
 }
 
 /// Keys of `oauth2_authorization_code` beyond the OAuth ones.
@@ -368,6 +434,18 @@ impl RawProfile {
             ProfileType::JwtBearer => RawKind::JwtBearer {
                 oauth: Box::new(r.read()),
                 bearer: Box::new(r.read()),
+            },
+            ProfileType::AwsSigV4 => RawKind::AwsSigV4 {
+                keys: Box::new(r.read()),
+                body: r.read(),
+            },
+            ProfileType::Hmac => RawKind::Hmac {
+                keys: Box::new(r.read()),
+                body: r.read(),
+            },
+            ProfileType::OAuth1 => RawKind::OAuth1 {
+                keys: Box::new(r.read()),
+                body: r.read(),
             },
         };
         let common = r.read();
@@ -714,7 +792,7 @@ mod tests {
         );
         assert_eq!(
             profile_errs("type = \"oauth3\"\n"),
-            vec!["profiles.p.type: unknown type \"oauth3\"; expected none, basic, api_key, oauth2_client_credentials, oauth2_password, oauth2_authorization_code or oauth2_jwt_bearer".to_string()]
+            vec!["profiles.p.type: unknown type \"oauth3\"; expected none, basic, api_key, oauth2_client_credentials, oauth2_password, oauth2_authorization_code, oauth2_jwt_bearer, aws_sigv4, hmac or oauth1".to_string()]
         );
     }
 

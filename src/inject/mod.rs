@@ -37,6 +37,10 @@ pub struct Inputs {
     pub context: Vec<(String, String)>,
     /// The token obtained for this request (OAuth profiles).
     pub token: Option<Arc<Token>>,
+    /// `hmac` profiles: this attempt's time and nonce (`{{timestamp}}`, …), made before placement.
+    pub moment: Option<crate::sign::hmac::Moment>,
+    /// `hmac` profiles: this attempt's `{{signature}}`, set by the sign phase.
+    pub signature: Option<String>,
 }
 
 impl Inputs {
@@ -71,6 +75,11 @@ impl Inputs {
                     .and_then(|t| t.entered(name))
                     .or_else(|| cred.get(var))
             }
+            Var::Signature => self.signature.as_deref(),
+            Var::Timestamp => self.moment.as_ref().map(|m| m.timestamp()),
+            Var::TimestampMs => self.moment.as_ref().map(|m| m.timestamp_ms()),
+            Var::Date => self.moment.as_ref().map(|m| m.date()),
+            Var::Nonce => self.moment.as_ref().map(|m| m.nonce()),
             other => cred.get(other),
         }
     }
@@ -123,6 +132,9 @@ pub struct Plan {
     query: Vec<Op>,
     payload: Vec<PayloadOp>,
     path: Vec<Op>,
+    /// Fields that use `{{signature}}`: placed after the sign phase (header and query only).
+    signed_headers: Vec<HeaderOp>,
+    signed_query: Vec<Op>,
 }
 
 fn pointer_segments(key: &str) -> Vec<String> {
@@ -145,6 +157,8 @@ impl Plan {
             query: Vec::new(),
             payload: Vec::new(),
             path: Vec::new(),
+            signed_headers: Vec::new(),
+            signed_query: Vec::new(),
         };
         for (i, f) in profile.fields.iter().enumerate() {
             let value = match f.value.render(|v| plan.credential.get(v)) {
@@ -156,7 +170,15 @@ impl Plan {
                 key: f.key.clone(),
                 value,
             };
+            let after_signing = f.value.vars().any(|v| *v == Var::Signature);
             match f.location {
+                Location::Header if after_signing => plan.signed_headers.push(HeaderOp {
+                    name: HeaderName::from_bytes(f.key.as_bytes())
+                        .unwrap_or(http::header::AUTHORIZATION),
+                    op,
+                    static_value: None,
+                }),
+                Location::Query if after_signing => plan.signed_query.push(op),
                 Location::Header => {
                     // Validated at load: the name parses and a static value is a valid header value.
                     let name = HeaderName::from_bytes(f.key.as_bytes())
@@ -286,7 +308,42 @@ impl Plan {
         headers: &mut HeaderMap,
         inputs: &Inputs,
     ) -> Result<(), ProxyError> {
-        for h in &self.headers {
+        self.set_headers(&self.headers, headers, inputs)
+    }
+
+    /// Whether some field uses `{{signature}}`.
+    pub fn has_signature_fields(&self) -> bool {
+        !self.signed_headers.is_empty() || !self.signed_query.is_empty()
+    }
+
+    /// Places the fields that use `{{signature}}` (after the sign phase set it): headers, and the
+    /// new query string (without `?`) when one of them goes in the query.
+    pub fn apply_signature_fields(
+        &self,
+        headers: &mut HeaderMap,
+        query: Option<&str>,
+        inputs: &Inputs,
+    ) -> Result<Option<String>, ProxyError> {
+        self.set_headers(&self.signed_headers, headers, inputs)?;
+        if self.signed_query.is_empty() {
+            return Ok(None);
+        }
+        let mut values = Vec::with_capacity(self.signed_query.len());
+        for op in &self.signed_query {
+            values.push((op.key.as_str(), self.render(op, inputs)?));
+        }
+        let set: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+        let out = encode::rewrite_pairs(query.unwrap_or("").as_bytes(), &set);
+        Ok(Some(String::from_utf8_lossy(&out).into_owned()))
+    }
+
+    fn set_headers(
+        &self,
+        ops: &[HeaderOp],
+        headers: &mut HeaderMap,
+        inputs: &Inputs,
+    ) -> Result<(), ProxyError> {
+        for h in ops {
             let value = match &h.static_value {
                 Some(v) => v.clone(),
                 None => {

@@ -1108,12 +1108,14 @@ pub(crate) fn host_line(authority: &http::uri::Authority, default_port: u16) -> 
 }
 
 /// The upstream request head. `fixed_host`: the route's own `host:` line, when its authority is fixed (made
-/// once per config load); otherwise it is made from `uri`.
+/// once per config load); otherwise it is made from `uri`. `own_host`: `headers` hold the `host`
+/// (a signed request, signed with the same value), written with them.
 fn outgoing(
     uri: &Uri,
     method: &Method,
     headers: &HeaderMap,
     fixed_host: Option<&[u8]>,
+    own_host: bool,
     body: &[u8],
 ) -> Result<Outgoing, ProxyError> {
     let (Some(authority), Some(pq)) = (uri.authority(), uri.path_and_query()) else {
@@ -1128,6 +1130,7 @@ fn outgoing(
     head.extend_from_slice(pq.as_str().as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
     match fixed_host {
+        _ if own_host => {}
         Some(line) => head.extend_from_slice(line),
         None => {
             let default = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
@@ -1138,7 +1141,9 @@ fn outgoing(
             head.extend_from_slice(&host_line(authority, default));
         }
     }
-    head.extend_from_slice(b"\r\n");
+    if !own_host {
+        head.extend_from_slice(b"\r\n");
+    }
     for (name, value) in headers {
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
@@ -1171,10 +1176,16 @@ pub(crate) struct Answer {
 }
 
 /// Sends `out` and reads the answer's head. A pooled connection that turns out closed before any
-/// answer byte is replaced once by a new one, for idempotent methods (RFC 9110 §9.2.2).
+/// answer byte is replaced once by a new one, for idempotent methods (RFC 9110 §9.2.2). A signed
+/// request's bytes are never sent twice (they may have reached the upstream, and a signature's
+/// nonce is used once): it fails with `stale` set, and the pipeline signs it again and sends it
+/// with `fresh` (a new connection).
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     out: Outgoing,
     method: &Method,
+    stale: Option<&std::sync::atomic::AtomicBool>,
+    fresh: bool,
     t: &FastTransport<'_>,
     pool_name: Option<&Arc<str>>,
     now: Instant,
@@ -1185,7 +1196,8 @@ async fn exchange(
         None => Arc::from(out.authority.as_str()),
     };
     let key: PoolKey = (name, t.tls.map_or(PLAIN, |tls| tls.id));
-    let mut pooled = checkout(&key, now);
+    let mut pooled = if fresh { None } else { checkout(&key, now) };
+    let signed = stale.is_some();
     loop {
         let reused = pooled.is_some();
         let mut stream = match pooled.take() {
@@ -1204,11 +1216,19 @@ async fn exchange(
                     key,
                 });
             }
-            Err(AnswerError::Closed) if reused && method.is_idempotent() => continue,
+            Err(AnswerError::Closed) if reused && !signed && method.is_idempotent() => continue,
+            Err(AnswerError::Closed | AnswerError::Io(_))
+                if reused && signed && method.is_idempotent() =>
+            {
+                if let Some(flag) = stale {
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Err(invalid_answer("pooled connection closed before an answer"));
+            }
             Err(AnswerError::Closed) => {
                 return Err(invalid_answer("connection closed before an answer"))
             }
-            Err(AnswerError::Io(e)) if reused && method.is_idempotent() => {
+            Err(AnswerError::Io(e)) if reused && !signed && method.is_idempotent() => {
                 tracing::debug!(error = %e, "pooled upstream connection failed; retrying");
                 continue;
             }
@@ -1423,6 +1443,7 @@ impl super::pipeline::Transport for FastTransport<'_> {
             out.method,
             out.headers,
             out.route.host_line.as_deref(),
+            out.signed,
             &body,
         )?;
         // `at`: when the request is sent (read once for the deadline and the pool's idle check).
@@ -1430,7 +1451,15 @@ impl super::pipeline::Transport for FastTransport<'_> {
         let timeout = out.route.timeout;
         match tokio::time::timeout_at(
             at + timeout,
-            exchange(req, out.method, self, out.route.pool_name.as_ref(), at),
+            exchange(
+                req,
+                out.method,
+                out.signed.then_some(out.stale),
+                out.fresh,
+                self,
+                out.route.pool_name.as_ref(),
+                at,
+            ),
         )
         .await
         {
@@ -1600,6 +1629,16 @@ fn fast_route(r: &Resolved<'_>) -> bool {
     (r.route.upstream.scheme == http::uri::Scheme::HTTP || r.client.fast_tls.is_some())
         && r.client.connector.is_none()
         && !r.profile.plan.has_payload()
+        // OAuth 1.0a in the form body rewrites the body.
+        && !r.profile.sign.as_ref().is_some_and(|s| {
+            matches!(
+                s.method,
+                crate::config::SignMethod::OAuth1 {
+                    placement: crate::config::OAuth1Placement::Form,
+                    ..
+                }
+            )
+        })
 }
 
 /// Writes a response the sidecar made itself. An answer to HEAD (`head_request`) has the

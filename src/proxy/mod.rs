@@ -23,6 +23,7 @@ pub(crate) mod headers;
 pub(crate) mod message;
 pub(crate) mod pipeline;
 pub(crate) mod route;
+mod sign;
 mod upstream;
 
 use std::collections::HashMap;
@@ -167,6 +168,8 @@ impl OAuthRt {
 pub struct ProfileRt {
     pub plan: Plan,
     pub oauth: Option<OAuthRt>,
+    /// Signing profiles (`aws_sigv4`, `hmac`, `oauth1`): the sign phase's signer.
+    pub sign: Option<Arc<crate::config::Signing>>,
 }
 
 /// Everything the proxy needs from one config, built once per load.
@@ -271,6 +274,10 @@ impl Snapshot {
                 Arc::new(ProfileRt {
                     plan: Plan::compile(p),
                     oauth,
+                    sign: match &p.kind {
+                        crate::config::ProfileKind::Sign(s) => Some(s.clone()),
+                        _ => None,
+                    },
                 }),
             );
         }

@@ -8,9 +8,14 @@
 //! 2. `resolve` (in `mod.rs`): head checks, route, control headers, profile, caller values;
 //! 3. [`Proxy::journey`]:
 //!    - **body**: a declared length over the cap is refused; the body is buffered when the payload
-//!      is rewritten or a replay may need it, streamed otherwise;
+//!      is rewritten, the profile signs it (within `max_signed_body_bytes`, else 413) or a replay
+//!      may need it, streamed otherwise;
 //!    - **credential**: static ones are in the plan; OAuth tokens come from the token cache;
 //!    - **place**: path parameters and query, headers, then the payload ([`place`]);
+//!    - **sign** (`sign.rs`; `aws_sigv4`, `hmac`, `oauth1` profiles): on the request exactly as it
+//!      will be sent (the upstream URI, the `host` and `content-length` the transport writes, the
+//!      final header fields, the body), then the fields that use `{{signature}}`; every attempt is
+//!      signed afresh, and a transport never resends a signed request's bytes;
 //!    - **send**: through the route's transport;
 //!    - **replay** ([`Proxy::reauth`]): on a `reauth_on` status to a token at least
 //!      `reauth_min_token_age` old, the token is dropped, a new one obtained once, and a buffered
@@ -42,6 +47,7 @@ use super::{
     build_head, content_length, forwarding, ConnCtx, ProfileRt, Proxy, Resolved, Snapshot,
     X_REQUEST_ID,
 };
+use crate::config::{SignMethod, Signing};
 use crate::error::{ErrorCode, ProxyError};
 use crate::inject::{Inputs, Plan};
 use crate::metrics::RequestMetrics;
@@ -74,6 +80,14 @@ pub(crate) struct Outbound<'a> {
     pub body: AttemptBody,
     /// No other attempt follows this one.
     pub last: bool,
+    /// The sign phase signed it: a transport never sends these bytes twice. One that could have
+    /// resent them (a pooled connection that turned out closed before any answer) sets `stale`
+    /// instead and fails; the pipeline signs the request again and sends it with `fresh`. Such a
+    /// transport must not take `headers`.
+    pub signed: bool,
+    pub stale: &'a std::sync::atomic::AtomicBool,
+    /// Open a new connection (no pooled one).
+    pub fresh: bool,
 }
 
 /// How the pipeline reaches an upstream. An answer comes back with its status checked and its
@@ -252,13 +266,37 @@ impl Proxy {
         let with_profile = |e: ProxyError| e.with_profile(plan.profile());
         let oauth = profile.oauth.as_ref();
 
-        // body
+        // body (a signing profile reads the body it signs whole, within max_signed_body_bytes)
+        let signing = profile.sign.as_deref();
+        let sign_cap = signing
+            .filter(|s| {
+                s.method.needs_body(
+                    parts
+                        .headers
+                        .get(http::header::CONTENT_TYPE)
+                        .map(HeaderValue::as_bytes),
+                )
+            })
+            .map(|s| s.max_signed_body_bytes);
+        let too_big_to_sign = |len: u64, cap: u64| {
+            with_profile(ProxyError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "request body of {len} bytes is over max_signed_body_bytes ({cap}); a signed body is read whole"
+                ),
+            ))
+        };
         let replay_cap = oauth
             .filter(|o| !o.reauth_on.is_empty())
             .map_or(0, |o| o.replay_max);
         let body = match body {
             CallerBody::None => AttemptBody::Buffered(Bytes::new()),
-            CallerBody::Read(b) => AttemptBody::Buffered(b),
+            CallerBody::Read(b) => match sign_cap {
+                Some(cap) if b.len() as u64 > cap => {
+                    return Err(too_big_to_sign(b.len() as u64, cap))
+                }
+                _ => AttemptBody::Buffered(b),
+            },
             CallerBody::Incoming(body) => {
                 // Request trailers are not forwarded (`GuardedBody` ends at them): nor is the
                 // field announcing them.
@@ -272,21 +310,31 @@ impl Proxy {
                         )));
                     }
                 }
+                if let (Some(len), Some(cap)) = (content_length(&parts.headers), sign_cap) {
+                    if len > cap {
+                        return Err(too_big_to_sign(len, cap));
+                    }
+                }
                 let known_len = body.size_hint().exact();
+                let read_max = sign_cap.map_or(max, |c| c.min(max));
                 let guarded = GuardedBody::new(
                     body,
-                    max,
+                    read_max,
                     snap.config.proxy.body_read_timeout,
                     snap.config.proxy.body_total_timeout,
                 );
                 if plan.has_payload()
+                    || sign_cap.is_some()
                     || known_len.is_some_and(|n| replay_cap > 0 && n <= replay_cap)
                 {
-                    AttemptBody::Buffered(
-                        body::read_all(guarded)
-                            .await
-                            .map_err(|e| with_profile(e.into_proxy_error()))?,
-                    )
+                    AttemptBody::Buffered(body::read_all(guarded).await.map_err(|e| {
+                        match (e, sign_cap) {
+                            (body::BodyError::TooLarge(_), Some(cap)) if cap < max => {
+                                too_big_to_sign(cap + 1, cap)
+                            }
+                            (e, _) => with_profile(e.into_proxy_error()),
+                        }
+                    })?)
                 } else {
                     AttemptBody::Stream(guarded)
                 }
@@ -306,19 +354,37 @@ impl Proxy {
         };
         let mut headers = std::mem::take(&mut parts.headers);
         let parts = &*parts;
-        let (uri, first) = place(route, plan, &inputs, parts, rest_start, &mut headers, body)?;
+        // A signed request may have to be signed again before it is sent (see `Outbound::stale`).
+        let unsigned_body = match (&body, signing) {
+            (AttemptBody::Buffered(b), Some(_)) => Some(b.clone()),
+            _ => None,
+        };
+        let attempts = Attempts {
+            route,
+            plan,
+            signing,
+            parts,
+            rest_start,
+            stale: std::sync::atomic::AtomicBool::new(false),
+        };
         let sent = tokio::time::Instant::now();
-        let ans = transport
-            .send(Outbound {
-                route,
-                method: &parts.method,
-                uri,
-                headers: &mut headers,
-                body: first,
-                last: again.is_none(),
-            })
+        let last = again.is_none();
+        let ans = match attempts
+            .send(transport, &mut inputs, &mut headers, body, last, false)
             .await
-            .map_err(with_profile)?;
+        {
+            // Signed again (a new nonce and timestamp), on a new connection.
+            Err(e) if attempts.stale.load(Ordering::Relaxed) => match unsigned_body {
+                Some(b) => {
+                    let b = AttemptBody::Buffered(b);
+                    Box::pin(attempts.send(transport, &mut inputs, &mut headers, b, last, true))
+                        .await
+                }
+                None => Err(e),
+            },
+            r => r,
+        }
+        .map_err(with_profile)?;
         m.upstream(sent.elapsed());
 
         // replay: the upstream refused the token; refresh once, send once more
@@ -345,24 +411,10 @@ impl Proxy {
         // The first answer is not read: its connection is closed.
         drop(ans);
         inputs.token = Some(new_token);
-        let (uri, body) = place(
-            route,
-            plan,
-            &inputs,
-            parts,
-            rest_start,
-            &mut headers,
-            AttemptBody::Buffered(bytes),
-        )?;
-        transport
-            .send(Outbound {
-                route,
-                method: &parts.method,
-                uri,
-                headers: &mut headers,
-                body,
-                last: true,
-            })
+        // Placed and signed again: a new nonce and timestamp.
+        let body = AttemptBody::Buffered(bytes);
+        attempts
+            .send(transport, &mut inputs, &mut headers, body, true, false)
             .await
             .map_err(with_profile)
     }
@@ -425,6 +477,80 @@ pub(crate) enum Reauth {
     Replay(Arc<crate::token::Token>),
 }
 
+/// What every attempt of one request shares.
+struct Attempts<'a> {
+    route: &'a RouteRt,
+    plan: &'a Plan,
+    signing: Option<&'a Signing>,
+    parts: &'a http::request::Parts,
+    rest_start: usize,
+    /// Set by a transport that would have resent a signed request's bytes (see `Outbound`).
+    stale: std::sync::atomic::AtomicBool,
+}
+
+impl Attempts<'_> {
+    /// One attempt: place, sign, send.
+    async fn send<T: Transport>(
+        &self,
+        transport: &T,
+        inputs: &mut Inputs,
+        headers: &mut HeaderMap,
+        body: AttemptBody,
+        last: bool,
+        fresh: bool,
+    ) -> Result<T::Answer, ProxyError> {
+        let (uri, body) = place_and_sign(
+            self.route,
+            self.plan,
+            self.signing,
+            inputs,
+            self.parts,
+            self.rest_start,
+            headers,
+            body,
+        )?;
+        transport
+            .send(Outbound {
+                route: self.route,
+                method: &self.parts.method,
+                uri,
+                headers,
+                body,
+                last,
+                signed: self.signing.is_some(),
+                stale: &self.stale,
+                fresh,
+            })
+            .await
+    }
+}
+
+/// Phases "place" and "sign" of one attempt: an `hmac` profile's time and nonce are made first
+/// (fields such as `X-Timestamp: {{timestamp}}` use them), then the request is placed, then signed
+/// as it will be sent. Every attempt is signed afresh.
+#[allow(clippy::too_many_arguments)]
+fn place_and_sign(
+    route: &RouteRt,
+    plan: &Plan,
+    signing: Option<&Signing>,
+    inputs: &mut Inputs,
+    parts: &http::request::Parts,
+    rest_start: usize,
+    headers: &mut HeaderMap,
+    body: AttemptBody,
+) -> Result<(Uri, AttemptBody), ProxyError> {
+    let Some(signing) = signing else {
+        return place(route, plan, inputs, parts, rest_start, headers, body);
+    };
+    if matches!(signing.method, SignMethod::Hmac { .. }) {
+        inputs.moment = Some(crate::sign::hmac::Moment::fresh());
+        inputs.signature = None;
+    }
+    let (uri, body) = place(route, plan, inputs, parts, rest_start, headers, body)?;
+    super::sign::sign(signing, plan, inputs, &parts.method, uri, headers, body)
+        .map_err(|e| e.with_profile(plan.profile()))
+}
+
 /// Phase "place": path parameters and query (they shape the upstream URI), header fields, then
 /// the payload of a buffered body. Placing again on a map it was placed on gives the same head:
 /// the profile's fields replace what is there, so a replay needs no copy of the caller's head.
@@ -445,4 +571,89 @@ pub(crate) fn place(
         b => b,
     };
     Ok((uri, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every attempt is placed and signed afresh: the replay after a 401 and the resend after a
+    /// stale pooled connection both go through `place_and_sign`, so they carry a new nonce,
+    /// timestamp and signature.
+    #[tokio::test]
+    async fn each_attempt_is_signed_afresh() {
+        let text = r#"
+[[routes]]
+prefix = "/s/"
+upstream = "http://127.0.0.1:1/base/"
+profiles = ["o1", "mac"]
+
+[profiles.o1]
+type = "oauth1"
+consumer_key = "ck"
+consumer_secret = "cs"
+token = "t"
+token_secret = "ts"
+
+[profiles.mac]
+type = "hmac"
+secret = "k"
+string_to_sign = "{{method}} {{path}} {{nonce}}"
+[[profiles.mac.fields]]
+in = "header"
+key = "X-Signature"
+value = "{{signature}}"
+[[profiles.mac.fields]]
+in = "query"
+key = "nonce"
+value = "{{nonce}}"
+"#;
+        let config = crate::config::Config::from_str_with_env(
+            text,
+            &crate::config::Env::from_pairs([("A", "b")]),
+        )
+        .unwrap();
+        let snap = super::super::Snapshot::build(
+            Arc::new(config),
+            Arc::new(crate::store::Store::memory()),
+            crate::metrics::Metrics::new(),
+        )
+        .unwrap();
+        for (profile, header) in [("o1", "authorization"), ("mac", "x-signature")] {
+            let (mut parts, ()) = Request::builder()
+                .uri("/s/items?a=1")
+                .header("host", "sidecar")
+                .header("x-authsidecar-profile", profile)
+                .body(())
+                .unwrap()
+                .into_parts();
+            let mut metrics = None;
+            let r = super::super::resolve(&snap, &mut parts, &mut metrics).unwrap();
+            let mut inputs = r.inputs;
+            let mut headers = std::mem::take(&mut parts.headers);
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let (uri, _) = place_and_sign(
+                    r.route,
+                    &r.profile.plan,
+                    r.profile.sign.as_deref(),
+                    &mut inputs,
+                    &parts,
+                    r.rest_start,
+                    &mut headers,
+                    AttemptBody::Buffered(Bytes::new()),
+                )
+                .unwrap();
+                assert_eq!(headers["host"], "127.0.0.1:1");
+                assert!(headers[header].is_sensitive());
+                seen.push((uri.to_string(), headers[header].clone()));
+            }
+            assert_ne!(seen[0].1, seen[1].1, "{profile}: the same signature twice");
+            if profile == "mac" {
+                // The query field is placed after signing, once (not appended again).
+                assert_ne!(seen[0].0, seen[1].0);
+                assert_eq!(seen[1].0.matches("nonce=").count(), 1, "{}", seen[1].0);
+            }
+        }
+    }
 }

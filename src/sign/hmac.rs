@@ -29,6 +29,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use thiserror::Error;
 
+pub use super::Request;
 use super::{hex, unhex};
 use crate::template::{Piece, Template, TemplateError};
 
@@ -119,16 +120,6 @@ pub enum HmacError {
     Template(#[from] TemplateError),
     #[error("secret is not valid {0} (secret_encoding = \"{0}\")")]
     Secret(&'static str),
-}
-
-/// The request as it goes upstream.
-#[derive(Clone, Copy, Debug)]
-pub struct Request<'a> {
-    pub method: &'a str,
-    pub path: &'a str,
-    pub query: &'a str,
-    pub host: &'a str,
-    pub body: &'a [u8],
 }
 
 /// One request's time and nonce, rendered once.
@@ -235,8 +226,8 @@ impl Signer {
                 Piece::Var(field) => match field {
                     Field::Method => f(req.method.as_bytes()),
                     Field::Path => f(req.path.as_bytes()),
-                    Field::Query => f(req.query.as_bytes()),
-                    Field::Host => f(req.host.as_bytes()),
+                    Field::Query => f(req.query.unwrap_or_default().as_bytes()),
+                    Field::Host => f(req.authority.as_bytes()),
                     Field::Body => f(req.body),
                     Field::BodySha256 => {
                         let h: &String = body_sha256.get_or_insert_with(|| {

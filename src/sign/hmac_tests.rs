@@ -3,9 +3,11 @@ use super::*;
 fn req(body: &[u8]) -> Request<'_> {
     Request {
         method: "POST",
+        scheme: "https",
+        authority: "api.example.com",
         path: "/v1/payments",
-        query: "a=1&b=2",
-        host: "api.example.com",
+        query: Some("a=1&b=2"),
+        headers: &[],
         body,
     }
 }

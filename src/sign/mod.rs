@@ -23,14 +23,14 @@
 //! How a caller uses each (keys and signers are built at config load, the rest per request, on the
 //! request exactly as it goes upstream; a request sent again is signed again):
 //! - OAuth 1.0a: `oauth1::Client::new(method, key, secret, rsa_key)`; per request
-//!   `client.sign(&oauth1::Request { .. }, &Protocol::new(&fresh_nonce(), unix_now()).with_token(t, s))`,
+//!   `client.sign(&sign::Request { .. }, &Protocol::new(&fresh_nonce(), unix_now()).with_token(t, s))`,
 //!   then `Authorization: signed.authorization(realm)`, or `signed.form_encoded()` appended to the
 //!   query or the form body.
 //! - SigV4: `sigv4::Signer::new(Credentials::new(id, secret), region, service)`; per request
-//!   `signer.sign(&sigv4::Request { method, uri, payload }, headers, unix_now())`, then every header of
+//!   `signer.sign(&sign::Request { .. }, Payload::Signed, unix_now())`, then every header of
 //!   `signed.headers()` set, replacing any copy.
 //! - HMAC: `hmac::Signer::new(string_to_sign, secret, ..)`; per request `let m = Moment::fresh();`
-//!   `{{signature}}` = `signer.sign(&hmac::Request { .. }, &m)`, and `m.timestamp()` etc. for the
+//!   `{{signature}}` = `signer.sign(&sign::Request { .. }, &m)`, and `m.timestamp()` etc. for the
 //!   other fields.
 //! - JWT: `jwt::Signer::new(alg, &PrivateKey::from_pem(pem)?)?.with_thumbprint_kid()`, then
 //!   `jwt::fresh_client_assertion(..)` or `jwt::bearer_assertion(..)`.
@@ -52,6 +52,50 @@ use ring::rand::SecureRandom;
 use thiserror::Error;
 
 pub use key::{KeyError, PrivateKey};
+
+/// The request as it goes upstream: what every signer ([`oauth1`], [`sigv4`], [`hmac`]) signs.
+///
+/// The pipeline's sign phase builds it after placement, from the request exactly as the transport
+/// writes it: the upstream URI, the `Host` header value it sends, the final header fields (with
+/// `host` and `content-length` among them) and the body.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// `http` or `https`.
+    pub scheme: &'a str,
+    /// `host` or `host:port`: the `Host` header as sent.
+    pub authority: &'a str,
+    /// The path as sent, without the query.
+    pub path: &'a str,
+    /// The raw query as sent, without `?`.
+    pub query: Option<&'a str>,
+    /// The header fields as sent, in order (names in any case).
+    pub headers: &'a [(&'a str, &'a [u8])],
+    /// The body as sent (empty when none, or when it is streamed unsigned).
+    pub body: &'a [u8],
+}
+
+/// The header fields of a form-encoded body, for tests and callers that build a [`Request`].
+pub const FORM_HEADERS: &[(&str, &[u8])] =
+    &[("content-type", b"application/x-www-form-urlencoded")];
+
+impl Request<'_> {
+    /// The first value of a header field (name compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+
+    /// The body, when it is `application/x-www-form-urlencoded` (OAuth 1.0a signs its
+    /// parameters, RFC 5849 §3.4.1.3.1).
+    pub fn form_body(&self) -> Option<&[u8]> {
+        self.header("content-type")
+            .filter(|ct| oauth1::is_form(ct))
+            .map(|_| self.body)
+    }
+}
 
 /// Everything but RFC 3986 unreserved characters (ALPHA / DIGIT / `-` / `.` / `_` / `~`) is
 /// percent-encoded, with uppercase hex: RFC 5849 §3.6 and AWS's `UriEncode` agree on this set.

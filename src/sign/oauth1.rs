@@ -29,6 +29,7 @@ use percent_encoding::percent_encode;
 use rsa::signature::{SignatureEncoding as _, Signer as _};
 
 use super::key::{Inner, PrivateKey};
+pub use super::Request;
 use super::{percent_decode, SecretBytes, SignError, NOT_UNRESERVED};
 
 /// `oauth_signature_method`.
@@ -155,22 +156,6 @@ pub fn fresh_nonce() -> String {
         }
     }
     out
-}
-
-/// The request as it goes upstream.
-#[derive(Clone, Copy, Debug)]
-pub struct Request<'a> {
-    pub method: &'a str,
-    /// `http` or `https`.
-    pub scheme: &'a str,
-    /// `host` or `host:port` (the `Host` header as sent).
-    pub authority: &'a str,
-    /// The path as sent, without the query.
-    pub path: &'a str,
-    /// The raw query as sent, without `?`.
-    pub query: Option<&'a str>,
-    /// The body, when it is `application/x-www-form-urlencoded` (see [`is_form`]).
-    pub form_body: Option<&'a [u8]>,
 }
 
 /// Whether a `Content-Type` value is `application/x-www-form-urlencoded` (parameters ignored).
@@ -340,7 +325,7 @@ impl Client {
         }
         let uri = base_string_uri(request.scheme, request.authority, request.path)?;
         let mut pairs = Vec::new();
-        for source in [request.query.map(str::as_bytes), request.form_body]
+        for source in [request.query.map(str::as_bytes), request.form_body()]
             .into_iter()
             .flatten()
         {

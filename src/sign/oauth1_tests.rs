@@ -20,7 +20,8 @@ fn rfc5849_section_3_4_1_1_example_base_string() {
         authority: "example.com",
         path: "/request",
         query: Some("b5=%3D%253D&a3=a&c%40=&a2=r%20b"),
-        form_body: Some(b"c2&a3=2+q"),
+        headers: crate::sign::FORM_HEADERS,
+        body: b"c2&a3=2+q",
     };
     let signed = client.sign(&req, &proto).unwrap();
     assert_eq!(
@@ -47,7 +48,8 @@ fn oauth_core_appendix_a5_hmac_sha1_signature() {
         authority: "photos.example.net",
         path: "/photos",
         query: Some("file=vacation.jpg&size=original"),
-        form_body: None,
+        headers: &[],
+        body: b"",
     };
     let signed = client.sign(&req, &proto).unwrap();
     assert_eq!(
@@ -79,7 +81,8 @@ fn realm_is_a_quoted_string() {
         authority: "h",
         path: "/",
         query: None,
-        form_body: None,
+        headers: &[],
+        body: b"",
     };
     let signed = client.sign(&req, &Protocol::new("n", 1)).unwrap();
     let h = signed.authorization(Some(r#"1234567_SB1 "a\b""#));
@@ -102,7 +105,8 @@ fn plaintext_signature_is_the_encoded_secrets() {
         authority: "api.example.com",
         path: "/",
         query: None,
-        form_body: None,
+        headers: &[],
+        body: b"",
     };
     assert_eq!(
         client.sign(&req, &proto).unwrap().signature(),
@@ -150,7 +154,8 @@ fn duplicate_names_sort_by_value_and_oauth_params_by_name() {
         authority: "h",
         path: "/p",
         query: Some("a=2&a=10&a=1&b"),
-        form_body: Some(b"z=%7e&a=+"),
+        headers: crate::sign::FORM_HEADERS,
+        body: b"z=%7e&a=+",
     };
     let s = client.sign(&req, &proto).unwrap();
     assert!(
@@ -176,7 +181,8 @@ fn rsa_methods_sign_with_a_key_and_need_no_secret() {
         authority: "jira.example.com",
         path: "/rest/api/2/myself",
         query: None,
-        form_body: None,
+        headers: &[],
+        body: b"",
     };
     for m in [SignatureMethod::RsaSha1, SignatureMethod::RsaSha256] {
         let client = Client::new(m, "jira", None, Some(&key)).unwrap();
@@ -225,7 +231,8 @@ fn secrets_never_print() {
         authority: "h",
         path: "/",
         query: None,
-        form_body: None,
+        headers: &[],
+        body: b"",
     };
     let signed = plaintext.sign(&req, &proto).unwrap();
     let shown = format!("{signed:?}");

@@ -1,8 +1,8 @@
 //! AWS Signature Version 4 for requests signed in the `Authorization` header.
 //!
 //! A [`Signer`] holds the credentials, region and service (built once per profile). Per request,
-//! [`Signer::sign`] takes the method, the URI as sent (path and query), the headers as sent and the
-//! body (or [`Payload::Unsigned`]) and returns [`Signed`]: the headers to set on the request
+//! [`Signer::sign`] takes the request as sent ([`super::Request`]: method, path, query, headers,
+//! body) and whether the body is signed ([`Payload::Unsigned`] for S3's `UNSIGNED-PAYLOAD`) and returns [`Signed`]: the headers to set on the request
 //! (`x-amz-date`, `x-amz-content-sha256`, `x-amz-security-token` when there is a session token, and
 //! `authorization`), each replacing any copy the request has, plus the intermediate strings.
 //!
@@ -23,6 +23,7 @@ use std::fmt;
 
 use percent_encoding::percent_encode;
 
+pub use super::Request;
 use super::{hex, percent_decode, SecretBytes, SignError, NOT_UNRESERVED};
 
 /// Headers never signed: hop-by-hop headers and ones that proxies and tracers rewrite (botocore's
@@ -118,22 +119,13 @@ impl Settings {
     }
 }
 
-/// The body as signed.
-#[derive(Clone, Copy, Debug)]
-pub enum Payload<'a> {
-    /// Signed: its hex SHA-256 goes into the canonical request.
-    Bytes(&'a [u8]),
-    /// `UNSIGNED-PAYLOAD` (S3 streaming uploads).
+/// Whether the body is signed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// Signed: the hex SHA-256 of the request's body goes into the canonical request.
+    Signed,
+    /// `UNSIGNED-PAYLOAD` (S3 streaming uploads): the body may be streamed.
     Unsigned,
-}
-
-/// The request as it goes upstream.
-#[derive(Clone, Copy, Debug)]
-pub struct Request<'a> {
-    pub method: &'a str,
-    /// Path and query as sent (`/a/b?x=1`).
-    pub uri: &'a str,
-    pub payload: Payload<'a>,
 }
 
 /// Signs for one set of credentials, region and service.
@@ -237,20 +229,19 @@ impl Signer {
         SecretBytes::new(hmac(k_service.as_ref(), b"aws4_request").as_ref())
     }
 
-    /// Signs `request`, whose headers as sent are `headers`, at `unix_time`.
-    pub fn sign<'h, I>(
+    /// Signs `request` (its headers as sent, `host` among them) at `unix_time`.
+    pub fn sign(
         &self,
         request: &Request<'_>,
-        headers: I,
+        payload: Payload,
         unix_time: u64,
-    ) -> Result<Signed, SignError>
-    where
-        I: IntoIterator<Item = (&'h str, &'h [u8])>,
-    {
+    ) -> Result<Signed, SignError> {
         let amz_date = amz_date(unix_time);
         let date = &amz_date[..8];
-        let payload_hash = match request.payload {
-            Payload::Bytes(b) => hex(ring::digest::digest(&ring::digest::SHA256, b).as_ref()),
+        let payload_hash = match payload {
+            Payload::Signed => {
+                hex(ring::digest::digest(&ring::digest::SHA256, request.body).as_ref())
+            }
             Payload::Unsigned => UNSIGNED_PAYLOAD.to_string(),
         };
         let token = self
@@ -260,7 +251,7 @@ impl Signer {
             .map(|t| String::from_utf8_lossy(t.expose()).into_owned());
 
         let mut canon: Vec<(String, Vec<u8>)> = Vec::new();
-        for (name, value) in headers {
+        for &(name, value) in request.headers {
             let lower = name.to_ascii_lowercase();
             if UNSIGNED_HEADERS.contains(&lower.as_str()) || SET_HEADERS.contains(&lower.as_str()) {
                 continue;
@@ -283,11 +274,8 @@ impl Signer {
         // Stable: repeated headers keep the order they were sent in.
         canon.sort_by(|a, b| a.0.cmp(&b.0));
 
-        let (path, query) = match request.uri.split_once('?') {
-            Some((p, q)) => (p, q),
-            None => (request.uri, ""),
-        };
-        let mut cr = Vec::with_capacity(256 + request.uri.len());
+        let (path, query) = (request.path, request.query.unwrap_or_default());
+        let mut cr = Vec::with_capacity(256 + path.len() + query.len());
         cr.extend_from_slice(request.method.as_bytes());
         cr.push(b'\n');
         self.canonical_uri(path, &mut cr);

@@ -471,6 +471,15 @@ fn debug_output_never_shows_a_secret() {
         ("REDIS_PASSWORD", "canary-redis-pass-QDx".into()),
         ("UNUSED", "canary-unused-variable-QEx".into()),
         ("STORE_KEY", store_key.clone()),
+        ("AWS_SECRET", "canary-aws-secret-access-key-QLx".into()),
+        ("AWS_SESSION", "canary-aws-session-token-QMx".into()),
+        ("HMAC_SECRET", "canary-hmac-secret-QNx".into()),
+        ("CONSUMER_SECRET", "canary-consumer-secret-QOx".into()),
+        ("OAUTH1_TOKEN", "canary-oauth1-token-QPx".into()),
+        (
+            "OAUTH1_TOKEN_SECRET",
+            "canary-oauth1-token-secret-QRx".into(),
+        ),
     ];
     let env = Env::from_pairs(canaries.iter().map(|(k, v)| (k.to_string(), v.clone())));
     let common = r#"
@@ -495,8 +504,32 @@ password = "${CONNECTOR_PASSWORD}"
 [[routes]]
 prefix = "/a/"
 upstream = "https://api.example.com/x?sig=${QUERY_LITERAL}"
-profiles = ["cc", "pw", "key", "basic", "user"]
+profiles = ["cc", "pw", "key", "basic", "user", "v4", "mac", "o1"]
 connector = "corp"
+
+[profiles.v4]
+type = "aws_sigv4"
+access_key_id = "AKIDAUDIT"
+secret_access_key = "${AWS_SECRET}"
+session_token = "${AWS_SESSION}"
+region = "us-east-1"
+service = "s3"
+
+[profiles.mac]
+type = "hmac"
+secret = "${HMAC_SECRET}"
+string_to_sign = "{{method}}\n{{path}}\n{{timestamp}}"
+[[profiles.mac.fields]]
+in = "header"
+key = "X-Signature"
+value = "{{signature}}"
+
+[profiles.o1]
+type = "oauth1"
+consumer_key = "audit-consumer"
+consumer_secret = "${CONSUMER_SECRET}"
+token = "${OAUTH1_TOKEN}"
+token_secret = "${OAUTH1_TOKEN_SECRET}"
 
 [profiles.cc]
 type = "oauth2_client_credentials"

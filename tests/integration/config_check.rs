@@ -805,3 +805,133 @@ max_uri_bytes = 10
         has(&all, key);
     }
 }
+
+#[test]
+fn signing_profiles_are_checked_key_by_key_without_showing_key_material() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let all = errors(&format!(
+        r#"
+[[routes]]
+prefix = "/a/"
+upstream = "http://127.0.0.1:1/"
+profiles = ["v4", "mac", "o1", "rsa", "ec", "nofile", "user"]
+
+[profiles.v4]
+type = "aws_sigv4"
+access_key_id = "AKID"
+secret_access_key = "${{PRESENT}}"
+service = "execute-api"
+payload = "maybe"
+token_url = "https://idp.example.com/token"
+
+[profiles.mac]
+type = "hmac"
+secret = "${{PRESENT}}"
+secret_encoding = "hex"
+string_to_sign = "{{{{method}}}}{{{{bogus}}}}"
+[[profiles.mac.fields]]
+in = "payload"
+key = "sig"
+value = "{{{{signature}}}}"
+
+[profiles.o1]
+type = "oauth1"
+consumer_key = "ck"
+token = "t"
+signature_method = "HMAC-SHA512"
+
+[profiles.rsa]
+type = "oauth1"
+consumer_key = "ck"
+consumer_secret = "${{PRESENT}}"
+signature_method = "RSA-SHA256"
+private_key = "{root}/tests/data/sign/rsa-public.pem"
+
+[profiles.ec]
+type = "oauth1"
+consumer_key = "ck"
+signature_method = "RSA-SHA1"
+private_key = "{root}/tests/data/sign/ec-sec1.pem"
+
+[profiles.nofile]
+type = "oauth1"
+consumer_key = "ck"
+signature_method = "RSA-SHA1"
+private_key = "no/such/key.pem"
+
+[profiles.user]
+type = "oauth1"
+consumer_key = "ck"
+consumer_secret = "s"
+per_user = true
+"#
+    ));
+    has(&all, "profiles.v4.region: required for type \"aws_sigv4\"");
+    has(
+        &all,
+        "profiles.v4.payload: unknown value \"maybe\"; expected signed, unsigned",
+    );
+    has(
+        &all,
+        "profiles.v4.token_url: unknown key for type \"aws_sigv4\"",
+    );
+    has(&all, "profiles.mac.secret: is not valid hex");
+    has(
+        &all,
+        "profiles.mac.string_to_sign: unknown variable \"bogus\"",
+    );
+    has(
+        &all,
+        "profiles.mac.fields[0].value: {{signature}} goes in a header or the query",
+    );
+    has(
+        &all,
+        "profiles.o1.signature_method: unknown value \"HMAC-SHA512\"",
+    );
+    has(&all, "profiles.o1.token_secret: required with token");
+    has(
+        &all,
+        "profiles.rsa.consumer_secret: not used by signature_method = \"RSA-SHA256\"",
+    );
+    has(&all, "profiles.rsa.private_key:");
+    has(&all, "profiles.ec.private_key:");
+    has(&all, "profiles.nofile.private_key: cannot read");
+    has(
+        &all,
+        "profiles.user.per_user: three-legged OAuth 1.0a (per_user = true) is not supported yet",
+    );
+    let text = all.join("\n");
+    for file in ["rsa-public.pem", "ec-sec1.pem"] {
+        let pem = std::fs::read_to_string(format!("{root}/tests/data/sign/{file}")).unwrap();
+        let material = pem.lines().nth(1).unwrap();
+        assert!(!text.contains(&material[..20]), "{text}");
+    }
+    let ec = all
+        .iter()
+        .find(|e| e.starts_with("profiles.ec.private_key"))
+        .unwrap();
+    assert!(ec.contains("RSA"), "{ec}");
+}
+
+#[test]
+fn an_rsa_oauth1_profile_needs_no_consumer_secret() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = format!(
+        r#"
+[[routes]]
+prefix = "/a/"
+upstream = "http://127.0.0.1:1/"
+profiles = ["jira"]
+
+[profiles.jira]
+type = "oauth1"
+consumer_key = "jira-consumer"
+signature_method = "RSA-SHA1"
+private_key = "{root}/tests/data/sign/rsa-pkcs1.pem"
+token = "t"
+token_secret = "s"
+"#
+    );
+    Config::from_str_with_env(&text, &Env::from_pairs([("X", "y")]))
+        .unwrap_or_else(|e| panic!("{e}"));
+}

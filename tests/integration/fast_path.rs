@@ -733,3 +733,61 @@ async fn request_ids_and_forwarding_headers_on_the_fast_path() {
         assert!(head.contains("x-forwarded-for: 127.0.0.1"), "{head}");
     }
 }
+
+/// A signed request whose pooled connection the upstream drops after reading it: the retry on a
+/// new connection is signed again (a new nonce and signature), never the same bytes twice.
+#[tokio::test]
+async fn a_signed_request_is_signed_again_for_the_retry_on_a_new_connection() {
+    if skipped_without_fast_path(
+        "a_signed_request_is_signed_again_for_the_retry_on_a_new_connection",
+        "a fast-path-only behaviour",
+    ) {
+        return;
+    }
+    let up = Scripted::start().await;
+    let text = cfg(up.addr).replace("profiles = [\"key\"]", "profiles = [\"mac\"]")
+        + r#"
+[profiles.mac]
+type = "hmac"
+secret = "s3cret"
+string_to_sign = "{{method}} {{path}} {{timestamp}} {{nonce}}"
+[[profiles.mac.fields]]
+in = "header"
+key = "X-Signature"
+value = "{{signature}}"
+[[profiles.mac.fields]]
+in = "header"
+key = "X-Nonce"
+value = "{{nonce}}"
+"#;
+    let h = Harness::start(&text).await;
+    let mut s = TcpStream::connect(h.server.proxy_addr).await.unwrap();
+    s.write_all(get_req("/f/once").as_bytes()).await.unwrap();
+    assert!(one_answer(&mut s).await.starts_with("HTTP/1.1 200"));
+    s.write_all(get_req("/f/again").as_bytes()).await.unwrap();
+    let a = one_answer(&mut s).await;
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    let seen = up.seen();
+    assert_eq!(seen.len(), 3);
+    let header = |head: &str, name: &str| {
+        head.lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+            .unwrap()
+    };
+    assert_ne!(
+        seen[1].conn, seen[2].conn,
+        "the retry uses a new connection"
+    );
+    assert!(seen[2].head.starts_with("GET /f/again "));
+    assert_ne!(
+        header(&seen[1].head, "x-nonce"),
+        header(&seen[2].head, "x-nonce")
+    );
+    assert_ne!(
+        header(&seen[1].head, "x-signature"),
+        header(&seen[2].head, "x-signature")
+    );
+}

@@ -29,6 +29,7 @@ mod properties;
 mod reload;
 mod replicas;
 mod secret_mask;
+mod sign_phase;
 mod signing;
 mod store;
 mod tls;

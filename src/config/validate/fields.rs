@@ -56,6 +56,9 @@ fn var_available(
         Var::AccessToken | Var::TokenType | Var::IdToken | Var::Token(_) | Var::ClientId => {
             matches!(kind, ProfileKind::OAuth(_))
         }
+        Var::Signature | Var::Timestamp | Var::TimestampMs | Var::Date | Var::Nonce => {
+            matches!(kind, ProfileKind::Sign(s) if matches!(s.method, crate::config::SignMethod::Hmac { .. }))
+        }
         Var::UserField(key) => {
             if !user_fields.contains(key) {
                 return Err(format!(
@@ -185,6 +188,16 @@ pub(super) fn field(
             }
         },
     };
+    if value
+        .as_ref()
+        .is_some_and(|t| t.vars().any(|v| *v == Var::Signature))
+        && matches!(location, Some(Location::Payload | Location::Path))
+    {
+        v.err(
+            &value_path,
+            "{{signature}} goes in a header or the query (the body and path are signed)",
+        );
+    }
     if location == Some(Location::Payload)
         && payload_format == PayloadFormat::Form
         && rf.key.starts_with('/')

@@ -13,6 +13,7 @@ mod oauth;
 mod profiles;
 mod proxy;
 mod routes;
+mod signing;
 mod store;
 mod tls;
 

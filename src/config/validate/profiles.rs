@@ -227,6 +227,9 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
                 _ => None,
             }
         }
+        k @ (RawKind::AwsSigV4 { .. } | RawKind::Hmac { .. } | RawKind::OAuth1 { .. }) => {
+            super::signing::signing(k, path, v)
+        }
         RawKind::AuthorizationCode { oauth, code, .. } => {
             let ctx = UrlContext {
                 path,
@@ -312,7 +315,22 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
             "payload fields disagree on payload_format; use the same for all",
         );
     }
-    if fields.is_empty() && !matches!(kind, Some(ProfileKind::None) | None) {
+    if ty == ProfileType::Hmac
+        && !fields.iter().any(|f| {
+            f.value
+                .vars()
+                .any(|v| *v == crate::template::Var::Signature)
+        })
+        && !v.has_error(&format!("{path}.fields"))
+    {
+        v.err(
+            &format!("{path}.fields"),
+            "an hmac profile places its signature with a field: e.g. [[profiles.NAME.fields]] in = \"header\", key = \"X-Signature\", value = \"{{signature}}\"",
+        );
+    }
+    let signs_itself = matches!(ty, ProfileType::AwsSigV4 | ProfileType::OAuth1);
+    // `aws_sigv4` and `oauth1` place their own signature; their fields are optional extras.
+    if fields.is_empty() && !signs_itself && !matches!(kind, Some(ProfileKind::None) | None) {
         v.err(
             &format!("{path}.fields"),
             "empty: the credential would never be sent; remove `fields` to use the default or add one",
