@@ -144,6 +144,15 @@ impl std::fmt::Debug for MockState {
     }
 }
 
+/// A compact JWT's claims, read before its signature is checked (only to find which key checks it).
+fn unverified_claims(token: &str) -> Option<Value> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -277,15 +286,7 @@ impl MockState {
             ));
         }
         let token = assertion.ok_or("client_assertion missing")?;
-        let iss = token
-            .split('.')
-            .nth(1)
-            .and_then(|p| {
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(p)
-                    .ok()
-            })
-            .and_then(|p| serde_json::from_slice::<Value>(&p).ok())
+        let iss = unverified_claims(token)
             .and_then(|c| c.get("iss").and_then(Value::as_str).map(String::from))
             .ok_or("the assertion has no iss")?;
         if client_id.is_some_and(|c| c != iss) {
@@ -342,16 +343,7 @@ impl MockState {
         token: &str,
         endpoint: &str,
     ) -> Result<(String, Option<String>, Option<String>), String> {
-        let unverified = token
-            .split('.')
-            .nth(1)
-            .and_then(|p| {
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(p)
-                    .ok()
-            })
-            .and_then(|p| serde_json::from_slice::<Value>(&p).ok())
-            .ok_or("the assertion is not a JWT")?;
+        let unverified = unverified_claims(token).ok_or("the assertion is not a JWT")?;
         let iss = unverified
             .get("iss")
             .and_then(Value::as_str)
