@@ -12,6 +12,9 @@
 //!   panic, only bodiless well-framed requests are kept, an answer head goes out as clean lines
 //!   without hop-by-hop headers, and the chunked scanner's verdict does not depend on how the bytes
 //!   are cut.
+//! - the request signers (OAuth 1.0a, SigV4) over any method, path, query, header value and body:
+//!   never a panic; a signature is the same when signed twice with the same nonce and time, and
+//!   what goes into a header is a valid header value (OAuth 1.0a parameters percent-encoded).
 //!
 //! Not part of the public API.
 #![doc(hidden)]
@@ -43,6 +46,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("callback", callback),
     ("tenant_context", tenant_context),
     ("differential", differential),
+    ("sign", sign),
 ];
 
 /// One profile per placement, compiled once.
@@ -462,6 +466,75 @@ pub fn http1(data: &[u8]) {
                 (Err(()), Err(())) => {}
                 (a, b) => panic!("whole {a:?}, in two pieces {b:?}"),
             }
+        }
+    }
+}
+
+/// The request signers on a request made of `data`'s pieces (split at 0xff: method, path, query,
+/// a header value, body).
+pub fn sign(data: &[u8]) {
+    use crate::sign::{oauth1, sigv4, Request};
+    let (method, rest) = split(data);
+    let (path, rest) = split(rest);
+    let (query, rest) = split(rest);
+    let (header, body) = split(rest);
+    let (method, path, query) = (text(method), text(path), text(query));
+    let headers: Vec<(&str, &[u8])> = vec![
+        ("host", b"api.example.com".as_slice()),
+        ("content-type", b"application/x-www-form-urlencoded"),
+        ("x-any", header),
+    ];
+    let request = Request {
+        method: &method,
+        scheme: "https",
+        authority: "api.example.com",
+        path: &path,
+        query: (!query.is_empty()).then_some(query.as_str()),
+        headers: &headers,
+        body,
+    };
+    let client = oauth1::Client::new(
+        oauth1::SignatureMethod::HmacSha1,
+        "consumer key",
+        Some("consumer secret"),
+        None,
+    )
+    .expect("an HMAC client needs no key");
+    let proto = oauth1::Protocol::new("nonce", 1_700_000_000).with_token("token", "token secret");
+    if let Ok(a) = client.sign(&request, &proto) {
+        let b = client
+            .sign(&request, &proto)
+            .expect("the same request signs again");
+        assert_eq!(a.signature(), b.signature(), "OAuth 1.0a is deterministic");
+        let header = a.authorization(Some("realm \"x\""));
+        assert!(HeaderValue::from_str(&header).is_ok(), "{header:?}");
+        // Every protocol parameter is percent-encoded (RFC 5849 §3.5.1, §3.6).
+        for item in header.split(", ").filter(|i| i.contains("oauth_")) {
+            let value = item.split('"').nth(1).unwrap_or("");
+            assert!(
+                value
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-._~%".contains(&c)),
+                "{item:?}"
+            );
+        }
+    }
+    let signer = sigv4::Signer::new(
+        sigv4::Credentials::new("AKIDEXAMPLE", "secret").with_session_token("session"),
+        "us-east-1",
+        if body.len() % 2 == 0 {
+            "s3"
+        } else {
+            "execute-api"
+        },
+    );
+    if let Ok(a) = signer.sign(&request, sigv4::Payload::Signed, 1_700_000_000) {
+        let b = signer
+            .sign(&request, sigv4::Payload::Signed, 1_700_000_000)
+            .expect("the same request signs again");
+        assert_eq!(a.signature(), b.signature(), "SigV4 is deterministic");
+        for (name, value) in a.headers() {
+            assert!(HeaderValue::from_str(value).is_ok(), "{name}: {value:?}");
         }
     }
 }
