@@ -578,6 +578,9 @@ pub struct JwtBearerSettings {
     pub claims: Vec<(String, Claim)>,
     /// `exp` − `iat`, seconds (60 to 3600).
     pub lifetime: u64,
+    /// A claim uses `{{user}}` (per-user delegation): tokens are kept per end user, and a request
+    /// without `X-Authsidecar-User` is refused.
+    pub per_user: bool,
 }
 
 /// One claim of a JWT bearer assertion.
@@ -585,7 +588,7 @@ pub struct JwtBearerSettings {
 pub enum Claim {
     /// A fixed value (a string, number, boolean, array or table).
     Value(serde_json::Value),
-    /// A string using `{{tenant}}`, rendered per token request.
+    /// A string using `{{tenant}}` or `{{user}}`, rendered per token request.
     Template(Template),
     /// The token URL as requested (the default `aud`).
     TokenUrl,

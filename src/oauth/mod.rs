@@ -58,6 +58,9 @@ type TokenResult = Result<IdpTokenResponse, RequestTokenError<IdpHttpError, Basi
 pub enum Request<'a> {
     /// The profile's own grant (client credentials or password).
     Primary,
+    /// The profile's own grant for one end user: a JWT bearer assertion whose claims use
+    /// `{{user}}` (per-user delegation).
+    PrimaryFor(&'a str),
     Refresh(&'a RefreshToken),
     /// An end user's username and password, entered on the start page (`per_user = true`).
     UserPassword {
@@ -172,8 +175,15 @@ impl OAuthSource {
         // A fresh client assertion for every token request (`private_key_jwt`,
         // `client_secret_jwt`), addressed to the URL this request goes to unless configured.
         let assertion = self.client_assertion_params(&url)?;
-        if let (Request::Primary, Grant::JwtBearer(b)) = (which, &s.grant) {
-            let result = self.jwt_bearer(http, url, b, tenant, &assertion).await;
+        if let (Request::Primary | Request::PrimaryFor(_), Grant::JwtBearer(b)) = (which, &s.grant)
+        {
+            let user = match which {
+                Request::PrimaryFor(u) => Some(u),
+                _ => None,
+            };
+            let result = self
+                .jwt_bearer(http, url, b, tenant, user, &assertion)
+                .await;
             return self.finish(which, result);
         }
         let client = self.client(url)?;
@@ -233,7 +243,15 @@ impl OAuthSource {
                 }
                 r.request_async(http).await
             }
-            (Request::Primary, Grant::JwtBearer(_)) => unreachable_jwt_bearer(),
+            (Request::Primary | Request::PrimaryFor(_), Grant::JwtBearer(_)) => {
+                unreachable_jwt_bearer()
+            }
+            (Request::PrimaryFor(_), _) => {
+                return Err(TokenError::new(
+                    TokenErrorKind::Rejected,
+                    "only a JWT bearer profile requests tokens for one end user",
+                ))
+            }
             (Request::Primary, Grant::AuthorizationCode(_) | Grant::UserPassword) => {
                 return Err(TokenError::new(
                     TokenErrorKind::GrantInvalid,
@@ -342,6 +360,7 @@ impl OAuthSource {
         url: String,
         b: &JwtBearerSettings,
         tenant: Option<&str>,
+        user: Option<&str>,
         client_assertion: &[(&'static str, String)],
     ) -> TokenResult {
         use crate::inject::encode::encode;
@@ -355,11 +374,12 @@ impl OAuthSource {
                 Claim::Template(t) => t
                     .render(|var| match var {
                         crate::template::Var::Tenant => tenant,
+                        crate::template::Var::User => user,
                         _ => None,
                     })
                     .map_err(|var| {
                         RequestTokenError::Other(format!(
-                            "assertion claim {name}: {{{{{var}}}}} has no value (X-Authsidecar-Tenant missing?)"
+                            "assertion claim {name}: {{{{{var}}}}} has no value (X-Authsidecar-Tenant or X-Authsidecar-User missing?)"
                         ))
                     })?
                     .into(),
@@ -622,7 +642,11 @@ impl TokenSource for OAuthSource {
                     Err(e) => return Err(e),
                 }
             }
-            let r = self.request(&self.http, tenant, Request::Primary).await;
+            let which = match key.user.as_deref() {
+                Some(user) => Request::PrimaryFor(user),
+                None => Request::Primary,
+            };
+            let r = self.request(&self.http, tenant, which).await;
             if let Err(e) = &r {
                 tracing::warn!(profile = %self.profile, kind = ?e.kind, "token request failed: {}", e.message);
             }

@@ -126,6 +126,8 @@ pub struct OAuthRt {
     dyn_source: Arc<dyn TokenSource>,
     /// Credentials belong to end users (kept in the store as grants).
     pub per_user: bool,
+    /// Machine-fetched tokens kept per end user (a JWT bearer assertion about `{{user}}`).
+    pub user_keyed: bool,
     pub entry: Entry,
     policy: Policy,
     fingerprint: u64,
@@ -151,7 +153,7 @@ impl OAuthRt {
             } else {
                 None
             },
-            user: if self.per_user {
+            user: if self.per_user || self.user_keyed {
                 user.map(Arc::from)
             } else {
                 None
@@ -213,6 +215,7 @@ impl Snapshot {
                         store.clone(),
                     )),
                     per_user: true,
+                    user_keyed: false,
                     entry: match p.kind {
                         crate::config::ProfileKind::UserApiKey => Entry::ApiKey,
                         _ => Entry::Basic,
@@ -244,6 +247,8 @@ impl Snapshot {
                         _ => Entry::Machine,
                     };
                     let per_user = entry != Entry::Machine;
+                    let user_keyed =
+                        matches!(&s.grant, crate::config::Grant::JwtBearer(b) if b.per_user);
                     let source = Arc::new(src);
                     let dyn_source: Arc<dyn TokenSource> = if per_user {
                         Arc::new(crate::oauth::grants::UserGrants::new(
@@ -258,6 +263,7 @@ impl Snapshot {
                         user_fields,
                         dyn_source,
                         per_user,
+                        user_keyed,
                         entry,
                         source: Some(source),
                         policy,
@@ -590,7 +596,7 @@ impl Proxy {
                 "X-Authsidecar-Tenant is required: the profile's identity provider URLs use {tenant}",
             )));
         }
-        if o.per_user && inputs.user.is_none() {
+        if (o.per_user || o.user_keyed) && inputs.user.is_none() {
             return Err(with_profile(ProxyError::new(
                 ErrorCode::UserRequired,
                 "X-Authsidecar-User is required: this profile's tokens belong to end users",

@@ -656,6 +656,7 @@ pub(super) fn jwt_bearer_settings(
         claims.push(("iss".into(), Claim::Value(sa.client_email.as_str().into())));
         claims.push(("aud".into(), Claim::Value(sa.token_uri.as_str().into())));
     }
+    let mut per_user = false;
     for (name, value) in b.assertion_claims.unwrap_or_default() {
         let cpath = format!("{path}.assertion_claims.{name}");
         if ["iat", "exp", "jti", "nbf"].contains(&name.as_str()) {
@@ -684,6 +685,7 @@ pub(super) fn jwt_bearer_settings(
                     for var in t.vars() {
                         match var {
                             Var::Tenant if tenancy => {}
+                            Var::User => per_user = true,
                             Var::Tenant => {
                                 v.err(&cpath, "uses {{tenant}} but the profile has tenancy = false; set tenancy = true");
                                 ok = false;
@@ -691,7 +693,7 @@ pub(super) fn jwt_bearer_settings(
                             other => {
                                 v.err(
                                     &cpath,
-                                    format!("{{{{{other}}}}} is not known when the token is requested; an assertion claim may use {{{{tenant}}}} only"),
+                                    format!("{{{{{other}}}}} is not known when the token is requested; an assertion claim may use {{{{tenant}}}} and {{{{user}}}}"),
                                 );
                                 ok = false;
                             }
@@ -739,6 +741,7 @@ pub(super) fn jwt_bearer_settings(
             key: BearerAssertionKey::new(signer?),
             claims,
             lifetime,
+            per_user,
         },
         token_uri,
     ))
