@@ -9,7 +9,6 @@
 //!   `client_secret_jwt` and issues the token the upstream receives;
 //! - `check` refuses what cannot work, naming the key path.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -131,38 +130,8 @@ async fn capturing_idp() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
     (addr, seen)
 }
 
-/// Runs `tests/verify/check.py` (PyJWT, jwcrypto) on `cases`; fails unless every case passed.
-fn verify(cases: Vec<Value>) {
-    let python = repo().join(".venv/bin/python3");
-    assert!(
-        python.exists(),
-        "Python verifiers are not installed (no .venv): run scripts/setup.sh"
-    );
-    let n = cases.len();
-    let mut child = Command::new(&python)
-        .arg(repo().join("tests/verify/check.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(&cases).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if out.status.code() == Some(3) {
-        panic!("{}", stdout.trim());
-    }
-    assert!(
-        out.status.success() && stdout.contains(&format!("\n{n} passed, 0 failed")),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+/// The Python checkers (PyJWT, jwcrypto): one runner for every signing test.
+use crate::signing::verify;
 
 fn claims_of(token: &str) -> Value {
     let payload = token.split('.').nth(1).unwrap();
