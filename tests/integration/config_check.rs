@@ -6,6 +6,8 @@ use std::process::Command;
 
 use authsidecar::config::{Config, Env};
 
+use crate::support::has;
+
 const SECRET: &str = "canary-secret-4c1d";
 
 fn errors(text: &str) -> Vec<String> {
@@ -20,14 +22,6 @@ fn errors(text: &str) -> Vec<String> {
             all
         }
     }
-}
-
-fn has(all: &[String], needle: &str) {
-    assert!(
-        all.iter().any(|e| e.contains(needle)),
-        "no error containing {needle:?} in:\n{}",
-        all.join("\n")
-    );
 }
 
 #[test]

@@ -519,14 +519,6 @@ fn errors(text: &str) -> Vec<String> {
     }
 }
 
-fn has(all: &[String], needle: &str) {
-    assert!(
-        all.iter().any(|e| e.contains(needle)),
-        "no error containing {needle:?} in:\n{}",
-        all.join("\n")
-    );
-}
-
 const CC: &str = "[profiles.p]\ntype = \"oauth2_client_credentials\"\ntoken_url = \"https://idp.example.com/token\"\nclient_id = \"c\"\n";
 
 #[test]

@@ -386,3 +386,12 @@ impl Drop for Relay {
         self.accept.abort();
     }
 }
+
+/// Asserts that one of `all` (config errors, log lines) contains `needle`, showing them all if not.
+pub fn has(all: &[String], needle: &str) {
+    assert!(
+        all.iter().any(|e| e.contains(needle)),
+        "no error containing {needle:?} in:\n{}",
+        all.join("\n")
+    );
+}
