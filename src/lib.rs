@@ -75,6 +75,8 @@ pub struct Server {
     /// Stops the store's event listener (Redis pub/sub thread).
     events_stop: Arc<std::sync::atomic::AtomicBool>,
     reloader: Arc<Reloader>,
+    /// Its token saves are awaited on shutdown.
+    cache: Arc<token::TokenCache>,
 }
 
 /// A listening socket with SO_REUSEPORT, so every proxy worker can have its own on one address.
@@ -190,6 +192,7 @@ impl Server {
                 auth_addr,
             },
         ));
+        let saves_of = cache.clone();
         let admin = AdminListener {
             tls: tls.admin,
             live,
@@ -215,6 +218,7 @@ impl Server {
             drain_timeout: config.proxy.drain_timeout,
             events_stop,
             reloader,
+            cache: saves_of,
         })
     }
 
@@ -232,7 +236,10 @@ impl Server {
     /// some connections were still open at the deadline.
     pub async fn shutdown(self) -> bool {
         self.events_stop.store(true, Ordering::Relaxed);
-        self.shutdown.drain(self.drain_timeout).await
+        let drained = self.shutdown.drain(self.drain_timeout).await;
+        // Tokens fetched just before the stop are written before it returns.
+        let saved = self.cache.saves_done(self.drain_timeout).await;
+        drained && saved
     }
 }
 
@@ -456,6 +463,7 @@ impl Workers<'_> {
             let rx = self.shutdown.subscribe();
             let tls = self.tls.clone();
             let limits = self.limits.clone();
+            let (cache, drain) = (self.cache.clone(), config.proxy.drain_timeout);
             std::thread::Builder::new()
                 .name(format!("authsidecar-w{i}"))
                 .spawn(move || {
@@ -478,6 +486,8 @@ impl Workers<'_> {
                             }
                         };
                         serve::serve(listener, limits, tls, rx, move |c| proxy.handler(c)).await;
+                        // Token saves queued on this runtime would be dropped with it.
+                        cache.saves_done(drain).await;
                     });
                 })
                 .map_err(|source| StartError::Bind {

@@ -1,6 +1,6 @@
 //! The cache itself: slots in a sharded map, single flight per slot.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -72,6 +72,33 @@ pub struct TokenCache {
     pub stats: CacheStats,
     max_entries: usize,
     evicting: AtomicBool,
+    saves: Arc<Saves>,
+}
+
+/// Machine-token saves started and not yet written. A stop waits for them
+/// ([`TokenCache::saves_done`]): a token fetched just before a restart is then not fetched again.
+#[derive(Default)]
+struct Saves {
+    running: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Counts one save while it lives (a cancelled save counts as done too).
+struct SaveGuard(Arc<Saves>);
+
+impl SaveGuard {
+    fn new(saves: &Arc<Saves>) -> SaveGuard {
+        saves.running.fetch_add(1, Ordering::AcqRel);
+        SaveGuard(saves.clone())
+    }
+}
+
+impl Drop for SaveGuard {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl Default for TokenCache {
@@ -82,6 +109,7 @@ impl Default for TokenCache {
             stats: CacheStats::default(),
             max_entries: DEFAULT_MAX_ENTRIES,
             evicting: AtomicBool::new(false),
+            saves: Arc::default(),
         }
     }
 }
@@ -104,6 +132,24 @@ impl TokenCache {
             persist: Some(persist),
             ..TokenCache::default()
         })
+    }
+
+    /// Waits, at most `timeout`, until every token save started so far is written. Returns whether
+    /// they all were. Proxy workers call it before their runtime stops (a save not yet begun would
+    /// be dropped with it), and so does [`crate::Server::shutdown`].
+    pub async fn saves_done(&self, timeout: std::time::Duration) -> bool {
+        let wait = async {
+            loop {
+                let idle = self.saves.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if self.saves.running.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
     }
 
     /// The same cache holding at most about `max` keys (at least 1).
@@ -300,8 +346,12 @@ impl TokenCache {
                         let token = Arc::new(policy.token(f.clone(), now));
                         if let (Some(p), false, None) = (&cache.persist, from_store, &key.user) {
                             let (p, k, lifetime) = (p.clone(), key.clone(), token.lifetime());
+                            let guard = SaveGuard::new(&cache.saves);
                             // Off the request path; a failed write only costs a fetch after a restart.
-                            tokio::task::spawn_blocking(move || p.save(&k, &f, lifetime));
+                            tokio::task::spawn_blocking(move || {
+                                p.save(&k, &f, lifetime);
+                                drop(guard);
+                            });
                         }
                         slot.current.store(Some(token.clone()));
                         inner.backoff = None;

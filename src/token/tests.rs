@@ -474,3 +474,50 @@ fn a_record_written_with_null_and_empty_members_still_reads() {
     );
     assert!(left > Duration::from_secs(3600));
 }
+
+/// A store that takes its time to write.
+struct SlowPersist {
+    saved: Mutex<Vec<String>>,
+}
+
+impl Persist for SlowPersist {
+    fn load(&self, _key: &TokenKey) -> Option<(Fetched, Duration)> {
+        None
+    }
+    fn save(&self, _key: &TokenKey, fetched: &Fetched, _lifetime: Duration) {
+        std::thread::sleep(Duration::from_millis(300));
+        self.saved
+            .lock()
+            .unwrap()
+            .push(fetched.access_token.expose().to_string());
+    }
+}
+
+/// A stop must not lose a token fetched just before it: the save runs off the request path, and
+/// `saves_done` is what a proxy worker awaits before its runtime (and any save queued on it) goes.
+#[test]
+fn a_token_fetched_just_before_a_stop_is_saved() {
+    let persist = Arc::new(SlowPersist {
+        saved: Mutex::new(Vec::new()),
+    });
+    let cache = TokenCache::with_persist(persist.clone());
+    let fake = Fake::new(Some(Duration::from_secs(600)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let t = cache.get(&key(), &src(&fake), &Policy::default()).await;
+        assert_eq!(t.unwrap().access_token.expose(), "tok-1");
+        assert!(persist.saved.lock().unwrap().is_empty(), "the save is slow");
+        assert!(cache.saves_done(Duration::from_secs(10)).await);
+    });
+    drop(rt);
+    assert_eq!(*persist.saved.lock().unwrap(), vec!["tok-1".to_string()]);
+    // Nothing pending: it answers at once.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert!(rt.block_on(cache.saves_done(Duration::from_millis(1))));
+}

@@ -44,8 +44,8 @@ async fn machine_tokens_survive_a_restart_encrypted() {
     assert_eq!(r.status, 200);
     assert_eq!(echo.token_requests(), 1);
     assert!(server.shutdown().await);
-    // The save runs off the request path: wait until the file holds the token record and the
-    // stopped sidecar has let go of the file (the save task holds it until it is done).
+    // The save runs off the request path, and shutdown waits for it; the worker threads let go of
+    // the file a moment after shutdown returns.
     let parsed = authsidecar::store::crypto::parse_key(&key).unwrap();
     wait_for(
         "the fetched token saved in the file, and the file released",
