@@ -233,7 +233,7 @@ impl Server {
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the drain timeout). Returns false when
-    /// some connections were still open at the deadline.
+    /// some connections were still open, or some token saves unwritten, at the deadline.
     pub async fn shutdown(self) -> bool {
         self.events_stop.store(true, Ordering::Relaxed);
         let drained = self.shutdown.drain(self.drain_timeout).await;
@@ -696,7 +696,7 @@ pub async fn run(config: Config, path: Option<std::path::PathBuf>) -> Result<(),
     wait_for_signal().await;
     tracing::info!("shutting down: letting in-flight requests finish");
     if !server.shutdown().await {
-        tracing::warn!("drain timeout reached with connections still open");
+        tracing::warn!("drain timeout reached with connections still open or token saves not yet written");
     }
     Ok(())
 }
