@@ -346,6 +346,7 @@ pub fn callback(data: &[u8]) {
         chosen_tenant: None,
         entered: Vec::new(),
         verifier: Some("v".repeat(43).into()),
+        request_secret: None,
     };
     let real = crate::oauth::grants::new_flow(&store, std::time::Duration::from_secs(60), &flow)
         .expect("stored");

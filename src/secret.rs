@@ -19,6 +19,8 @@
 //! | [`StoreUrl`] | `[store] url` and `cluster` (may hold the Redis password) |
 //! | [`AccessToken`], [`RefreshToken`], [`IdToken`] | an IdP's token response |
 //! | [`PkceVerifier`] | an authorization in progress (RFC 7636) |
+//! | [`ConsumerSecret`], [`OAuth1Token`], [`OAuth1TokenSecret`] | `oauth1` profiles |
+//! | [`OAuth1RequestSecret`] | a three-legged OAuth 1.0a sign-in in progress (the request token's secret) |
 //! | [`EnteredValue`] | what an end user entered on the start page: user fields, their own credentials |
 //! | [`ClientAssertionKey`] | `client_assertion_key` (`private_key_jwt`), or the client secret as an HS256 key (`client_secret_jwt`) |
 //! | [`BearerAssertionKey`] | `assertion_key` or `credentials_file` of an `oauth2_jwt_bearer` profile |
@@ -291,6 +293,11 @@ secret_type!(
     /// An OAuth 1.0a token secret: half of the signing key of the HMAC methods.
     OAuth1TokenSecret,
     config
+);
+secret_type!(
+    /// The secret of an OAuth 1.0a request token (temporary credentials, RFC 5849 §2.1): kept
+    /// server-side with the sign-in in progress, single use, never sent to the browser.
+    OAuth1RequestSecret
 );
 
 /// The store's AES-256-GCM key: 32 bytes, written in the config as standard base64 (`authsidecar

@@ -571,6 +571,7 @@ impl Admin {
                     token,
                     realm,
                     placement,
+                    three_legged,
                 } => json!({
                     "signature_method": client.method().as_str(),
                     "consumer_secret_or_key": "[redacted]",
@@ -579,6 +580,9 @@ impl Admin {
                     "realm": realm,
                     "placement": placement.as_str(),
                     "max_signed_body_bytes": sg.max_signed_body_bytes,
+                    "request_token_url": three_legged.as_ref().map(|e| &e.request_token_url),
+                    "authorization_url": three_legged.as_ref().map(|e| &e.authorization_url),
+                    "access_token_url": three_legged.as_ref().map(|e| &e.access_token_url),
                 }),
             },
         };
@@ -609,6 +613,8 @@ impl Admin {
             {
                 Some(a.callback_url())
             }
+            // Three-legged OAuth 1.0a: the same callback, sent as `oauth_callback`.
+            (ProfileKind::Sign(_), Some(a)) if p.per_user => Some(a.callback_url()),
             _ => None,
         };
         let code = match &p.kind {

@@ -56,7 +56,9 @@ fn text(label: &str, v: &str, max: usize) -> Result<(), String> {
 impl Form<'_> {
     /// Whether the page has anything to ask (otherwise it goes straight to the IdP).
     pub fn is_empty(&self) -> bool {
-        !self.ask_tenant && self.fields.is_empty() && self.entry == Entry::Code
+        !self.ask_tenant
+            && self.fields.is_empty()
+            && matches!(self.entry, Entry::Code | Entry::OAuth1)
     }
 
     pub fn check(&self, answers: &[(String, String)]) -> Result<Answers, String> {
@@ -91,7 +93,7 @@ impl Form<'_> {
                 out.api_key = one(answers, "api_key");
                 text("API key", &out.api_key, MAX_CREDENTIAL_CHARS)?;
             }
-            Entry::Code | Entry::Machine => {}
+            Entry::Code | Entry::OAuth1 | Entry::Machine => {}
         }
         for f in self.fields {
             let v = one(answers, &format!("f.{}", f.key));
@@ -146,7 +148,7 @@ impl Form<'_> {
                 );
             }
             Entry::ApiKey => input("API key", "api_key", true, MAX_CREDENTIAL_CHARS, "off"),
-            Entry::Code | Entry::Machine => {}
+            Entry::Code | Entry::OAuth1 | Entry::Machine => {}
         }
         for f in self.fields {
             input(

@@ -418,11 +418,16 @@ impl Auth {
                 })
                 .unwrap_or_default(),
             verifier: None,
+            request_secret: None,
         };
         match (o.entry, &o.source, checked) {
             (Entry::Code, Some(source), _) => {
                 self.to_idp(&ticket, flow, source, form.is_empty()).await
             }
+            (Entry::OAuth1, _, _) => match &o.oauth1 {
+                Some(provider) => self.to_oauth1(flow, provider, form.is_empty()).await,
+                None => Err(link_invalid()),
+            },
             (Entry::Password, Some(source), Some((a, raw))) => {
                 let left = self.admit_attempt(&flow).await?;
                 let result = source
@@ -569,27 +574,125 @@ impl Auth {
             request = request.add_extra_param(k.as_str(), v.as_str());
         }
         let url = request.url().0.to_string();
-        // After a form POST, 303 makes the browser GET the IdP.
-        let status = if direct {
-            StatusCode::FOUND
-        } else {
-            StatusCode::SEE_OTHER
+        to_provider(&url, direct).ok_or_else(invalid)
+    }
+
+    /// Three-legged OAuth 1.0a (RFC 5849 §2): temporary credentials for this sign-in, with the
+    /// callback link as `oauth_callback`; the flow is kept under the request token (its secret in
+    /// the flow, server-side, single use, expiring like `state`); then the redirect to the
+    /// provider's authorization page.
+    async fn to_oauth1(
+        &self,
+        mut flow: Flow,
+        provider: &crate::oauth::oauth1::ThreeLegged,
+        direct: bool,
+    ) -> Answer {
+        let callback = self.settings.callback_url();
+        let rt = match provider.request_token(&callback).await {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::warn!(profile = %flow.profile, "request token failed: {}", e.message);
+                return Err(idp_failed(
+                    e.code(),
+                    format!(
+                        "The identity provider could not start the sign-in ({}).",
+                        e.code()
+                    ),
+                ));
+            }
         };
-        let location = HeaderValue::from_str(&url).map_err(|_| invalid())?;
-        let mut r = page(
-            status,
-            "Signing in",
-            "Continue at your identity provider.",
-            None,
-            None,
-        );
-        r.headers_mut().insert(LOCATION, location);
-        Ok(r)
+        let invalid = || {
+            Refusal::new(
+                ErrorCode::Internal,
+                "Sign-in failed",
+                "The authorization URL is invalid.",
+            )
+        };
+        let url = provider.authorize_url(&rt.token).map_err(|_| invalid())?;
+        flow.request_secret = Some(rt.secret);
+        let key = grants::request_token_key(&rt.token);
+        let (store, ttl) = (self.snap().store.clone(), self.settings.ticket_ttl);
+        match blocking(move || grants::new_flow_under(&store, ttl, &flow, &key)).await {
+            Some(Ok(())) => {}
+            _ => return Err(busy()),
+        }
+        to_provider(&url, direct).ok_or_else(invalid)
+    }
+
+    /// The callback of a three-legged OAuth 1.0a sign-in (RFC 5849 §2.2): the flow is taken by
+    /// its request token (unknown, used or expired: the page of a bad `state`, and no request to
+    /// the provider); the request token and `oauth_verifier` are exchanged for the user's token
+    /// credentials, which are stored as their grant.
+    async fn oauth1_callback(&self, params: &[(String, String)]) -> Answer {
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
+        // A provider that lets the user decline names the token in `denied` (Twitter's habit).
+        let denied = get("denied");
+        let Some(token) = get("oauth_token").or_else(|| denied.clone()) else {
+            return Err(callback_invalid(
+                "The answer from the identity provider has no state.",
+            ));
+        };
+        let store = self.snap().store.clone();
+        let key = grants::request_token_key(&token);
+        let flow = match blocking(move || grants::take_flow(&store, &key)).await {
+            Some(Ok(Some(f))) => f,
+            Some(Ok(None)) => return Err(flow_unknown()),
+            _ => return Err(busy()),
+        };
+        if denied.is_some() {
+            return Err(Refusal::new(
+                ErrorCode::AuthorizationDenied,
+                "Sign-in was not completed",
+                "The identity provider says the authorization was declined.",
+            ));
+        }
+        let snap = self.snap();
+        let (Some(provider), Some(secret)) = (
+            snap.profiles
+                .get(flow.profile.as_str())
+                .and_then(|p| p.oauth.as_ref())
+                .filter(|o| o.entry == Entry::OAuth1)
+                .and_then(|o| o.oauth1.as_ref()),
+            flow.request_secret.as_ref(),
+        ) else {
+            return Err(Refusal::new(
+                ErrorCode::LinkInvalid,
+                "Sign-in failed",
+                "This sign-in is no longer valid.",
+            ));
+        };
+        let Some(verifier) = get("oauth_verifier") else {
+            return Err(callback_invalid(
+                "The answer from the identity provider has no oauth_verifier.",
+            ));
+        };
+        let mut fetched = match provider.access_token(&token, secret, &verifier).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(profile = %flow.profile, "access token request failed: {}", e.message);
+                return Err(idp_failed(
+                    e.code(),
+                    format!("The identity provider refused the sign-in ({}).", e.code()),
+                ));
+            }
+        };
+        fetched.entered.extend(flow.entered());
+        self.finish(&flow, fetched).await
     }
 
     async fn callback(&self, query: Option<&str>) -> Answer {
         let params = parse_form(query.unwrap_or("").as_bytes());
         let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        // OAuth 1.0a answers carry `oauth_token` (or `denied`) instead of `state`.
+        if get("state").is_none() && (get("oauth_token").is_some() || get("denied").is_some()) {
+            return self.oauth1_callback(&params).await;
+        }
         let Some(state) = get("state").filter(|s| !s.is_empty()) else {
             return Err(callback_invalid(
                 "The answer from the identity provider has no state.",
@@ -598,13 +701,7 @@ impl Auth {
         let store = self.snap().store.clone();
         let flow = match blocking(move || grants::take_flow(&store, &state)).await {
             Some(Ok(Some(f))) => f,
-            Some(Ok(None)) => {
-                return Err(Refusal::new(
-                    ErrorCode::LinkInvalid,
-                    "Sign-in failed",
-                    "This sign-in is unknown, was already used, or has expired. Ask for a new sign-in link.",
-                ))
-            }
+            Some(Ok(None)) => return Err(flow_unknown()),
             _ => return Err(busy()),
         };
         if let Some(err) = get("error") {
@@ -716,6 +813,35 @@ impl Auth {
             )),
         }
     }
+}
+
+/// A callback whose sign-in (`state`, or an OAuth 1.0a request token) is unknown, used or expired.
+fn flow_unknown() -> Refusal {
+    Refusal::new(
+        ErrorCode::LinkInvalid,
+        "Sign-in failed",
+        "This sign-in is unknown, was already used, or has expired. Ask for a new sign-in link.",
+    )
+}
+
+/// The redirect to the identity provider's page (after a form POST, 303 makes the browser GET
+/// it); `None` when the URL is not a valid header value.
+fn to_provider(url: &str, direct: bool) -> Option<Response<Body>> {
+    let status = if direct {
+        StatusCode::FOUND
+    } else {
+        StatusCode::SEE_OTHER
+    };
+    let location = HeaderValue::from_str(url).ok()?;
+    let mut r = page(
+        status,
+        "Signing in",
+        "Continue at your identity provider.",
+        None,
+        None,
+    );
+    r.headers_mut().insert(LOCATION, location);
+    Some(r)
 }
 
 /// The callback's answer from the IdP cannot be used.

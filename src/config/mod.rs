@@ -397,10 +397,26 @@ pub enum SignMethod {
     },
     OAuth1 {
         client: crate::sign::oauth1::Client,
+        /// The static token (token-based and two-legged with a token); `None` with `three_legged`
+        /// (each end user's token comes from their grant) and in plain two-legged use.
         token: Option<(crate::secret::OAuth1Token, crate::secret::OAuth1TokenSecret)>,
         realm: Option<String>,
         placement: OAuth1Placement,
+        /// `per_user = true`: the provider's endpoints of the three-legged flow (RFC 5849 §2).
+        three_legged: Option<OAuth1Endpoints>,
     },
+}
+
+/// The endpoints of three-legged OAuth 1.0a (RFC 5849 §2): temporary credentials, resource owner
+/// authorization, token credentials.
+#[derive(Debug, Clone)]
+pub struct OAuth1Endpoints {
+    /// POSTed, signed, with `oauth_callback` when the end user opens the start page.
+    pub request_token_url: String,
+    /// Where the end user's browser is sent with `oauth_token`.
+    pub authorization_url: String,
+    /// POSTed, signed with the request token, with `oauth_verifier` on the callback.
+    pub access_token_url: String,
 }
 
 impl SignMethod {

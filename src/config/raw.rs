@@ -207,6 +207,7 @@ pub enum RawKind {
     OAuth1 {
         keys: Box<OAuth1Keys>,
         body: SignedBodyKeys,
+        per_user: PerUserKeys,
     },
 }
 
@@ -218,12 +219,12 @@ impl RawKind {
             | RawKind::ClientCredentials { .. }
             | RawKind::JwtBearer { .. }
             | RawKind::AwsSigV4 { .. }
-            | RawKind::Hmac { .. }
-            | RawKind::OAuth1 { .. } => None,
+            | RawKind::Hmac { .. } => None,
             RawKind::Basic { per_user, .. }
             | RawKind::ApiKey { per_user, .. }
             | RawKind::Password { per_user, .. }
-            | RawKind::AuthorizationCode { per_user, .. } => Some(per_user),
+            | RawKind::AuthorizationCode { per_user, .. }
+            | RawKind::OAuth1 { per_user, .. } => Some(per_user),
         }
     }
 
@@ -233,12 +234,12 @@ impl RawKind {
             | RawKind::ClientCredentials { .. }
             | RawKind::JwtBearer { .. }
             | RawKind::AwsSigV4 { .. }
-            | RawKind::Hmac { .. }
-            | RawKind::OAuth1 { .. } => None,
+            | RawKind::Hmac { .. } => None,
             RawKind::Basic { per_user, .. }
             | RawKind::ApiKey { per_user, .. }
             | RawKind::Password { per_user, .. }
-            | RawKind::AuthorizationCode { per_user, .. } => Some(per_user),
+            | RawKind::AuthorizationCode { per_user, .. }
+            | RawKind::OAuth1 { per_user, .. } => Some(per_user),
         }
     }
 }
@@ -329,7 +330,8 @@ pub struct HmacKeys {
     pub string_to_sign: Option<String>,
 }
 
-/// `oauth1`: OAuth 1.0a (RFC 5849) with a static token, or none (two-legged).
+/// `oauth1`: OAuth 1.0a (RFC 5849) with a static token, none (two-legged), or each end user's
+/// (three-legged, `per_user = true` with the three endpoint URLs).
 #[derive(Deserialize, Default)]
 pub struct OAuth1Keys {
     pub consumer_key: Option<String>,
@@ -340,7 +342,9 @@ pub struct OAuth1Keys {
     pub private_key: Option<PathBuf>,
     pub realm: Option<String>,
     pub placement: Option<String>,
-    pub per_user: Option<bool>,
+    pub request_token_url: Option<String>,
+    pub authorization_url: Option<String>,
+    pub access_token_url: Option<String>,
 }
 
 /// Keys of every type that signs requests.
@@ -446,6 +450,7 @@ impl RawProfile {
             ProfileType::OAuth1 => RawKind::OAuth1 {
                 keys: Box::new(r.read()),
                 body: r.read(),
+                per_user: r.read(),
             },
         };
         let common = r.read();

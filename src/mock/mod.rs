@@ -35,6 +35,7 @@
 //!   issued for that user (as when the user removes the app at the IdP).
 
 mod oauth;
+mod oauth1;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,6 +80,13 @@ pub struct Counters {
     pub token_errors: AtomicU64,
     pub resource_ok: AtomicU64,
     pub resource_rejected: AtomicU64,
+    /// OAuth 1.0a (`/oauth1/…`): temporary-credential requests, authorizations, token-credential
+    /// requests, and protected-resource requests accepted and refused.
+    pub oauth1_request_tokens: AtomicU64,
+    pub oauth1_authorize: AtomicU64,
+    pub oauth1_access_tokens: AtomicU64,
+    pub oauth1_resource_ok: AtomicU64,
+    pub oauth1_resource_rejected: AtomicU64,
 }
 
 impl Counters {
@@ -98,6 +106,11 @@ impl Counters {
             "token_errors": g(&self.token_errors),
             "resource_ok": g(&self.resource_ok),
             "resource_rejected": g(&self.resource_rejected),
+            "oauth1_request_tokens": g(&self.oauth1_request_tokens),
+            "oauth1_authorize": g(&self.oauth1_authorize),
+            "oauth1_access_tokens": g(&self.oauth1_access_tokens),
+            "oauth1_resource_ok": g(&self.oauth1_resource_ok),
+            "oauth1_resource_rejected": g(&self.oauth1_resource_rejected),
         })
     }
 
@@ -116,6 +129,11 @@ impl Counters {
             &self.token_errors,
             &self.resource_ok,
             &self.resource_rejected,
+            &self.oauth1_request_tokens,
+            &self.oauth1_authorize,
+            &self.oauth1_access_tokens,
+            &self.oauth1_resource_ok,
+            &self.oauth1_resource_rejected,
         ] {
             c.store(0, Ordering::SeqCst);
         }
@@ -279,6 +297,12 @@ async fn handle(state: &MockState, req: Request<Incoming>) -> Response<Body> {
                 ),
             }
         }
+        (&Method::POST, "/oauth1/request_token") => oauth1::request_token(state, req).await,
+        (&Method::GET, "/oauth1/authorize") => oauth1::authorize(state, req.uri().query()),
+        (&Method::POST, "/oauth1/access_token") => oauth1::access_token(state, req).await,
+        (_, p) if p.starts_with("/oauth1/protected/") || p == "/oauth1/protected" => {
+            oauth1::protected(state, req).await
+        }
         (&Method::GET, p) if p.ends_with("/oauth/authorize") => {
             oauth::authorize(state, req.uri().query())
         }
@@ -303,11 +327,20 @@ async fn handle(state: &MockState, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-fn header_num(req: &Request<Incoming>, name: &str) -> Option<u64> {
+fn header_num<B>(req: &Request<B>, name: &str) -> Option<u64> {
     req.headers().get(name)?.to_str().ok()?.parse().ok()
 }
 
 async fn echo(req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    match read_body(body).await {
+        Ok(b) => echo_parts(Request::from_parts(parts, b)).await,
+        Err(r) => r,
+    }
+}
+
+/// The echo of a request whose body is read.
+async fn echo_parts(req: Request<Bytes>) -> Response<Body> {
     let status = header_num(&req, "x-mock-status")
         .and_then(|s| u16::try_from(s).ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
@@ -320,10 +353,6 @@ async fn echo(req: Request<Incoming>) -> Response<Body> {
         .iter()
         .map(|(n, v)| json!([n.as_str(), String::from_utf8_lossy(v.as_bytes())]))
         .collect();
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
     let mut v = json!({
         "method": parts.method.as_str(),
         "path": parts.uri.path(),

@@ -133,6 +133,8 @@ pub struct MockState {
     faults: Mutex<Faults>,
     /// `jti`s of assertions accepted so far, until their `exp` (replays are refused).
     seen_jti: Mutex<HashMap<String, u64>>,
+    /// The OAuth 1.0a provider's tokens and nonces (`/oauth1/…`).
+    pub(super) oauth1: super::oauth1::OAuth1State,
     pub counters: Counters,
 }
 
@@ -184,6 +186,7 @@ impl MockState {
             issuer: Mutex::default(),
             faults: Mutex::default(),
             seen_jti: Mutex::default(),
+            oauth1: super::oauth1::OAuth1State::default(),
             counters: Counters::default(),
         }
     }
@@ -464,6 +467,46 @@ impl MockState {
         }
         self.counters.resource_ok.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Whether a protected-resource request is to be refused by the `resource_401` fault (counts
+    /// it down).
+    pub(super) fn resource_fault(&self) -> bool {
+        let mut f = lock(&self.faults);
+        if f.resource_401 > 0 {
+            f.resource_401 -= 1;
+            return true;
+        }
+        false
+    }
+
+    /// An OAuth 1.0a consumer: a client's secret (by its id, the consumer key) and its public
+    /// keys (for the RSA methods).
+    pub(super) fn consumer(&self, key: &str) -> Option<(ClientSecret, Option<PublicKeys>)> {
+        let s = lock(&self.settings);
+        let secret = s
+            .clients
+            .iter()
+            .find(|(id, _)| id == key)
+            .map(|(_, c)| c.clone());
+        let keys = s
+            .client_keys
+            .iter()
+            .find(|(id, _)| id == key)
+            .map(|(_, k)| k.clone());
+        match (secret, keys) {
+            (None, None) => None,
+            (secret, keys) => Some((secret.unwrap_or_else(|| "".into()), keys)),
+        }
+    }
+
+    /// The user an authorization is approved for when the request names none.
+    pub(super) fn first_user(&self) -> String {
+        lock(&self.settings)
+            .users
+            .first()
+            .map(|(u, _)| u.clone())
+            .unwrap_or_default()
     }
 
     /// `iss` for authorization responses (`http://ADDR`).

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::{to_fetched, OAuthSource, Request};
-use crate::secret::{self, EnteredValue, PkceVerifier, RefreshToken};
+use crate::secret::{self, EnteredValue, OAuth1RequestSecret, PkceVerifier, RefreshToken};
 use crate::store::{Name, Store};
 use crate::token::{
     decode_record, encode_record, Fetched, TokenError, TokenErrorKind, TokenKey, TokenSource,
@@ -457,6 +457,13 @@ pub struct Flow {
         deserialize_with = "secret::store_form::de_option"
     )]
     pub verifier: Option<PkceVerifier>,
+    /// Three-legged OAuth 1.0a: the request token's secret (its token is the flow's key).
+    #[serde(
+        default,
+        serialize_with = "secret::store_form::option",
+        deserialize_with = "secret::store_form::de_option"
+    )]
+    pub request_secret: Option<OAuth1RequestSecret>,
 }
 
 impl Flow {
@@ -491,18 +498,39 @@ pub fn link_attempts(store: &Store, ticket: &str) -> Result<u64, TokenError> {
 /// finds nothing, and one link holder cannot pile up records.
 pub fn new_flow(store: &Store, ttl: Duration, flow: &Flow) -> Result<String, TokenError> {
     let state = random_id();
+    new_flow_under(store, ttl, flow, &state)?;
+    Ok(state)
+}
+
+/// The key a three-legged OAuth 1.0a sign-in is kept under: its request token, hashed (the
+/// provider chooses the token's form and length), in the namespace of `state`s.
+pub fn request_token_key(request_token: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, request_token.as_bytes());
+    format!("oauth1:{}", crate::sign::hex(digest.as_ref()))
+}
+
+/// Stores a flow under `state` (a random `state`, or [`request_token_key`]) as [`new_flow`] does:
+/// the ticket's previous flow is deleted (blocking).
+pub fn new_flow_under(
+    store: &Store,
+    ttl: Duration,
+    flow: &Flow,
+    state: &str,
+) -> Result<(), TokenError> {
     let bytes = serde_json::to_vec(flow).map_err(store_error)?;
     let expires = Some(now_unix() + ttl.as_secs());
     store
-        .put(&Name::state(&state), &bytes, expires)
+        .put(&Name::state(state), &bytes, expires)
         .map_err(store_error)?;
     let previous = store
         .replace(&Name::ticket_state(&flow.ticket), state.as_bytes(), expires)
         .map_err(store_error)?;
     if let Some(p) = previous.and_then(|p| String::from_utf8(p).ok()) {
-        store.remove(&Name::state(&p)).map_err(store_error)?;
+        if p != state {
+            store.remove(&Name::state(&p)).map_err(store_error)?;
+        }
     }
-    Ok(state)
+    Ok(())
 }
 
 /// Removes a ticket and the records beside it (a finished sign-in).

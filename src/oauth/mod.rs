@@ -11,6 +11,7 @@
 
 pub mod grants;
 pub mod http;
+pub mod oauth1;
 pub mod response;
 pub mod test_auth;
 
@@ -545,8 +546,31 @@ pub fn to_fetched(r: IdpTokenResponse) -> Fetched {
 }
 
 /// Keeps an IdP-supplied text printable and short.
-fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(200).collect()
+}
+
+/// A transport failure of a request to the IdP (`what` failed: …) as a [`TokenError`]: slow,
+/// unreachable and refused stay apart.
+pub(crate) fn http_error(h: &IdpHttpError, what: &str) -> TokenError {
+    let kind = match h {
+        IdpHttpError::Timeout(_) => TokenErrorKind::Timeout,
+        IdpHttpError::Dns(_) => TokenErrorKind::Dns,
+        IdpHttpError::Connect(_) | IdpHttpError::Tls(_) | IdpHttpError::Server { .. } => {
+            TokenErrorKind::Unavailable
+        }
+        IdpHttpError::Client(_) => TokenErrorKind::Rejected,
+        IdpHttpError::Egress(_) => TokenErrorKind::Egress,
+        IdpHttpError::EgressAuth(_) => TokenErrorKind::EgressAuth,
+        IdpHttpError::Redirect(_) | IdpHttpError::TooLarge | IdpHttpError::Request(_) => {
+            TokenErrorKind::InvalidResponse
+        }
+    };
+    let mut t = TokenError::new(kind, format!("{what}: {h}"));
+    if let IdpHttpError::Server { retry_after, .. } = h {
+        t.retry_after = *retry_after;
+    }
+    t
 }
 
 /// Turns a failed token request into a [`TokenError`]. A refresh answered 400 or 401 without an
@@ -585,26 +609,7 @@ fn map_error(
             };
             TokenError::new(kind, msg)
         }
-        RequestTokenError::Request(h) => {
-            let kind = match &h {
-                IdpHttpError::Timeout(_) => TokenErrorKind::Timeout,
-                IdpHttpError::Dns(_) => TokenErrorKind::Dns,
-                IdpHttpError::Connect(_) | IdpHttpError::Tls(_) | IdpHttpError::Server { .. } => {
-                    TokenErrorKind::Unavailable
-                }
-                IdpHttpError::Client(_) => TokenErrorKind::Rejected,
-                IdpHttpError::Egress(_) => TokenErrorKind::Egress,
-                IdpHttpError::EgressAuth(_) => TokenErrorKind::EgressAuth,
-                IdpHttpError::Redirect(_) | IdpHttpError::TooLarge | IdpHttpError::Request(_) => {
-                    TokenErrorKind::InvalidResponse
-                }
-            };
-            let mut t = TokenError::new(kind, format!("token request failed: {h}"));
-            if let IdpHttpError::Server { retry_after, .. } = h {
-                t.retry_after = retry_after;
-            }
-            t
-        }
+        RequestTokenError::Request(h) => http_error(&h, "token request failed"),
         RequestTokenError::Parse(e, _body) => TokenError::new(
             TokenErrorKind::InvalidResponse,
             format!(

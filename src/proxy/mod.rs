@@ -117,12 +117,17 @@ pub enum Entry {
     Basic,
     /// `api_key` with `per_user`: the key on the start page, kept encrypted.
     ApiKey,
+    /// `oauth1` with `per_user`: three-legged OAuth 1.0a; the user authorizes at the provider,
+    /// and their token and token secret sign the requests.
+    OAuth1,
 }
 
 /// Where a profile's tokens (or per-user credentials) come from, ready for the hot path.
 pub struct OAuthRt {
     /// The IdP client (`None` for per-user basic and api_key profiles).
     pub source: Option<Arc<OAuthSource>>,
+    /// Three-legged OAuth 1.0a: the provider's token endpoints.
+    pub oauth1: Option<Arc<crate::oauth::oauth1::ThreeLegged>>,
     dyn_source: Arc<dyn TokenSource>,
     /// Credentials belong to end users (kept in the store as grants).
     pub per_user: bool,
@@ -207,9 +212,34 @@ impl Snapshot {
         let mut profiles: HashMap<Arc<str>, Arc<ProfileRt>> = HashMap::new();
         for (name, p) in &config.profiles {
             let user_fields: Vec<String> = p.user_fields.iter().map(|f| f.key.clone()).collect();
+            let three_legged = crate::oauth::oauth1::ThreeLegged::new(p)
+                .map_err(|e| format!("profile {name}: {e}"))?;
             let oauth = match OAuthSource::new(p).map_err(|e| format!("profile {name}: {e}"))? {
+                // Three-legged OAuth 1.0a: the user's token and secret are a grant in the store
+                // (never refreshed); an upstream's 401 re-reads it and replays the request,
+                // signed afresh.
+                None if three_legged.is_some() => Some(OAuthRt {
+                    source: None,
+                    oauth1: three_legged.map(Arc::new),
+                    dyn_source: Arc::new(crate::oauth::grants::UserGrants::new(
+                        None,
+                        store.clone(),
+                    )),
+                    per_user: true,
+                    user_keyed: false,
+                    entry: Entry::OAuth1,
+                    policy: Policy::default(),
+                    fingerprint: 0,
+                    tenancy: p.tenancy,
+                    needs_tenant: false,
+                    user_fields,
+                    reauth_on: vec![401],
+                    min_token_age: std::time::Duration::ZERO,
+                    replay_max: crate::config::DEFAULT_REPLAY_MAX_BODY_BYTES,
+                }),
                 None if p.per_user => Some(OAuthRt {
                     source: None,
+                    oauth1: None,
                     dyn_source: Arc::new(crate::oauth::grants::UserGrants::new(
                         None,
                         store.clone(),
@@ -259,6 +289,7 @@ impl Snapshot {
                         source.clone()
                     };
                     Some(OAuthRt {
+                        oauth1: None,
                         needs_tenant,
                         user_fields,
                         dyn_source,

@@ -140,10 +140,33 @@ pub(crate) fn sign(
             ),
             (SignMethod::Hmac { signer }, Some(m)) => Made::Hmac(signer.sign(&req, m)),
             (SignMethod::Hmac { .. }, None) => return Err(internal("HMAC signing", "no moment")),
-            (SignMethod::OAuth1 { client, token, .. }, _) => {
+            (
+                SignMethod::OAuth1 {
+                    client,
+                    token,
+                    three_legged,
+                    ..
+                },
+                _,
+            ) => {
                 let mut proto = oauth1::Protocol::new(&nonce, crate::sign::unix_now());
                 if let Some((t, s)) = token {
                     proto = proto.with_token(t.expose(), s.expose());
+                } else if three_legged.is_some() {
+                    // Three-legged: the end user's token credentials, from their grant.
+                    let user = inputs.token.as_ref().and_then(|t| {
+                        Some((
+                            t.access_token.expose(),
+                            t.entered(crate::oauth::oauth1::TOKEN_SECRET)?,
+                        ))
+                    });
+                    let Some((t, s)) = user else {
+                        return Err(internal(
+                            "OAuth 1.0a signing",
+                            "the end user's grant has no token secret",
+                        ));
+                    };
+                    proto = proto.with_token(t, s);
                 }
                 Made::OAuth1(
                     client

@@ -663,6 +663,9 @@ credentials_file = \"{sa}\"
         chosen_tenant: None,
         entered: vec![("pin".into(), EnteredValue::new(PIN))],
         verifier: Some(PkceVerifier::new("canary-pkce-verifier-QFx")),
+        request_secret: Some(authsidecar::secret::OAuth1RequestSecret::new(
+            "canary-oauth1-request-secret-QSx",
+        )),
     };
     shown.push_str(&format!("{flow:?}\n{:?}\n", flow.entered()));
 
@@ -693,6 +696,7 @@ credentials_file = \"{sa}\"
             PIN,
             USER_KEY,
             "canary-pkce-verifier-QFx",
+            "canary-oauth1-request-secret-QSx",
             "canary-access-token-QGx",
             "canary-refresh-token-QHx",
             "canary-id-token-QIx",
@@ -716,6 +720,7 @@ credentials_file = \"{sa}\"
         "StoreKey([redacted])",
         "StoreUrl([redacted])",
         "PkceVerifier([redacted])",
+        "OAuth1RequestSecret([redacted])",
         "EnteredValue([redacted])",
         "AccessToken([redacted])",
         "RefreshToken([redacted])",

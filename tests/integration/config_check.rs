@@ -858,6 +858,15 @@ type = "oauth1"
 consumer_key = "ck"
 consumer_secret = "s"
 per_user = true
+token = "t"
+request_token_url = "ftp://idp.example/rt"
+authorization_url = "https://idp.example/{{tenant}}/authorize"
+
+[profiles.legs]
+type = "oauth1"
+consumer_key = "ck"
+consumer_secret = "s"
+access_token_url = "https://idp.example/at"
 "#
     ));
     has(&all, "profiles.v4.region: required for type \"aws_sigv4\"");
@@ -890,9 +899,26 @@ per_user = true
     has(&all, "profiles.rsa.private_key:");
     has(&all, "profiles.ec.private_key:");
     has(&all, "profiles.nofile.private_key: cannot read");
+    // Three-legged OAuth 1.0a: the three endpoint URLs, and each user's own token.
     has(
         &all,
-        "profiles.user.per_user: three-legged OAuth 1.0a (per_user = true) is not supported yet",
+        "profiles.user.access_token_url: required with per_user = true",
+    );
+    has(
+        &all,
+        "profiles.user.request_token_url: expected an absolute https:// URL",
+    );
+    has(
+        &all,
+        "profiles.user.authorization_url: expected an absolute https:// URL without placeholders",
+    );
+    has(
+        &all,
+        "profiles.user.token: with per_user = true each end user's token comes from the three-legged flow",
+    );
+    has(
+        &all,
+        "profiles.legs.access_token_url: only used with per_user = true",
     );
     let text = all.join("\n");
     for file in ["rsa-public.pem", "ec-sec1.pem"] {

@@ -24,6 +24,7 @@ mod jwt_auth;
 mod limits;
 mod mock_authorize;
 mod oauth;
+mod oauth1_flow;
 mod pipeline;
 mod properties;
 mod reload;

@@ -228,7 +228,7 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
             }
         }
         k @ (RawKind::AwsSigV4 { .. } | RawKind::Hmac { .. } | RawKind::OAuth1 { .. }) => {
-            super::signing::signing(k, path, v)
+            super::signing::signing(k, path, per_user, v)
         }
         RawKind::AuthorizationCode { oauth, code, .. } => {
             let ctx = UrlContext {

@@ -43,11 +43,12 @@ fn one_of<T: Copy>(
 }
 
 /// The signer of a signing type, or `None` (with errors) when its keys do not make one.
-pub(super) fn signing(kind: RawKind, path: &str, v: &mut V) -> Option<ProfileKind> {
+/// `per_user`: the profile's `per_user = true` (three-legged OAuth 1.0a).
+pub(super) fn signing(kind: RawKind, path: &str, per_user: bool, v: &mut V) -> Option<ProfileKind> {
     let (method, body) = match kind {
         RawKind::AwsSigV4 { keys, body } => (sigv4_method(*keys, path, v), body),
         RawKind::Hmac { keys, body } => (hmac_method(*keys, path, v), body),
-        RawKind::OAuth1 { keys, body } => (oauth1_method(*keys, path, v), body),
+        RawKind::OAuth1 { keys, body, .. } => (oauth1_method(*keys, path, per_user, v), body),
         _ => return None,
     };
     let max = body
@@ -218,19 +219,9 @@ fn hmac_method(k: raw::HmacKeys, path: &str, v: &mut V) -> Option<SignMethod> {
     }
 }
 
-fn oauth1_method(k: raw::OAuth1Keys, path: &str, v: &mut V) -> Option<SignMethod> {
+fn oauth1_method(k: raw::OAuth1Keys, path: &str, per_user: bool, v: &mut V) -> Option<SignMethod> {
     const TY: &str = "oauth1";
-    if k.per_user == Some(true) {
-        v.err(
-            &format!("{path}.per_user"),
-            "three-legged OAuth 1.0a (per_user = true) is not supported yet; use a static token and token_secret",
-        );
-    } else if k.per_user.is_some() {
-        v.err(
-            &format!("{path}.per_user"),
-            "an oauth1 profile signs with its own static token; remove per_user",
-        );
-    }
+    let three_legged = oauth1_endpoints(&k, path, per_user, v);
     let consumer_key = required(k.consumer_key, path, "consumer_key", TY, v);
     let method = one_of(
         k.signature_method.as_deref(),
@@ -257,6 +248,17 @@ fn oauth1_method(k: raw::OAuth1Keys, path: &str, v: &mut V) -> Option<SignMethod
         v,
     );
     let token = match (k.token, k.token_secret) {
+        (t, s) if per_user => {
+            for (key, set) in [("token", t.is_some()), ("token_secret", s.is_some())] {
+                if set {
+                    v.err(
+                        &format!("{path}.{key}"),
+                        "with per_user = true each end user's token comes from the three-legged flow; remove it",
+                    );
+                }
+            }
+            None
+        }
         (Some(t), Some(s)) => Some((t, s)),
         (None, None) => None,
         (Some(_), None) => {
@@ -365,5 +367,65 @@ fn oauth1_method(k: raw::OAuth1Keys, path: &str, v: &mut V) -> Option<SignMethod
         token,
         realm: k.realm,
         placement: placement?,
+        three_legged: if per_user { Some(three_legged?) } else { None },
+    })
+}
+
+/// The three endpoint URLs: all required with `per_user = true`, refused without it.
+fn oauth1_endpoints(
+    k: &raw::OAuth1Keys,
+    path: &str,
+    per_user: bool,
+    v: &mut V,
+) -> Option<crate::config::OAuth1Endpoints> {
+    let urls = [
+        ("request_token_url", &k.request_token_url),
+        ("authorization_url", &k.authorization_url),
+        ("access_token_url", &k.access_token_url),
+    ];
+    if !per_user {
+        for (key, value) in urls {
+            if value.is_some() {
+                v.err(
+                    &format!("{path}.{key}"),
+                    "only used with per_user = true (three-legged OAuth 1.0a); a profile without it signs with its own token",
+                );
+            }
+        }
+        return None;
+    }
+    let ctx = super::oauth::UrlContext {
+        path,
+        tenancy: false,
+        allow_insecure_http: None,
+    };
+    let mut ok = true;
+    for (key, value) in urls {
+        match value {
+            None => {
+                v.err(
+                    &format!("{path}.{key}"),
+                    "required with per_user = true (three-legged OAuth 1.0a)",
+                );
+                ok = false;
+            }
+            Some(u) if u.contains(['{', '}']) => {
+                v.err(
+                    &format!("{path}.{key}"),
+                    "expected an absolute https:// URL without placeholders",
+                );
+                ok = false;
+            }
+            Some(u) => {
+                let before = v.errors.len();
+                super::oauth::endpoint_url(u, key, &ctx, v);
+                ok &= v.errors.len() == before;
+            }
+        }
+    }
+    ok.then(|| crate::config::OAuth1Endpoints {
+        request_token_url: k.request_token_url.clone().unwrap_or_default(),
+        authorization_url: k.authorization_url.clone().unwrap_or_default(),
+        access_token_url: k.access_token_url.clone().unwrap_or_default(),
     })
 }
