@@ -460,3 +460,97 @@ fn a_three_legged_profile_needs_the_auth_listener() {
     let c = config(&text);
     assert!(c.profile("tw").unwrap().per_user);
 }
+
+/// The mock's `/oauth1/` endpoints check every signature method, and refuse a replayed nonce, a
+/// stale timestamp and a wrong signature (here at the request-token endpoint, signed by hand).
+#[tokio::test]
+async fn the_mock_verifies_each_method_and_refuses_replays_stale_timestamps_and_bad_signatures() {
+    use authsidecar::sign::oauth1::{Client, Protocol, SignatureMethod};
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pem = std::fs::read(repo.join("tests/data/sign/rsa-pkcs8.pem")).unwrap();
+    let rsa = authsidecar::sign::PrivateKey::from_pem(&pem).unwrap();
+    let public = authsidecar::sign::verify::PublicKeys::load(&pem).unwrap();
+    let m = MockProvider::start_with(
+        ([127, 0, 0, 1], 0).into(),
+        authsidecar::mock::MockSettings {
+            client_keys: vec![("demo-client".into(), public)],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let authority = m.addr.to_string();
+    let url = format!("http://{authority}/oauth1/request_token");
+    let request = authsidecar::sign::Request {
+        method: "POST",
+        scheme: "http",
+        authority: &authority,
+        path: "/oauth1/request_token",
+        query: None,
+        headers: authsidecar::sign::FORM_HEADERS,
+        body: b"",
+    };
+    let post = |authorization: String| {
+        let url = url.clone();
+        async move {
+            send(
+                Method::POST,
+                &url,
+                &[
+                    ("authorization", authorization.as_str()),
+                    ("content-type", "application/x-www-form-urlencoded"),
+                ],
+                "",
+            )
+            .await
+        }
+    };
+    let problem = |r: &Resp| {
+        r.headers
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    for method in SignatureMethod::ALL {
+        let (secret, key) = if method.is_rsa() {
+            (None, Some(&rsa))
+        } else {
+            (Some("demo-secret"), None)
+        };
+        let client = Client::new(method, "demo-client", secret, key).unwrap();
+        let now = authsidecar::sign::unix_now();
+        let nonce = authsidecar::sign::oauth1::fresh_nonce();
+        let mut proto = Protocol::new(&nonce, now);
+        proto.callback = Some("oob");
+        let signed = client.sign(&request, &proto).unwrap();
+        let r = post(signed.authorization(None)).await;
+        assert_eq!(r.status, 200, "{method:?}: {}", problem(&r));
+        assert!(String::from_utf8_lossy(&r.body).contains("oauth_callback_confirmed=true"));
+        if method != SignatureMethod::Plaintext {
+            // The same nonce and timestamp again: a replay.
+            let r = post(signed.authorization(None)).await;
+            assert_eq!(r.status, 401, "{method:?}");
+            assert!(problem(&r).contains("nonce_used"), "{method:?}");
+            // A timestamp from 20 minutes ago.
+            let mut stale = Protocol::new("stale-nonce-0123456789abc", now - 1200);
+            stale.callback = Some("oob");
+            let r = post(client.sign(&request, &stale).unwrap().authorization(None)).await;
+            assert!(problem(&r).contains("timestamp_refused"), "{method:?}");
+        }
+        // Signed with another secret or key: refused.
+        let other = if method.is_rsa() {
+            let pem = std::fs::read(repo.join("tests/data/sign/rsa-e3-pkcs8.pem")).unwrap();
+            let other_key = authsidecar::sign::PrivateKey::from_pem(&pem).unwrap();
+            Client::new(method, "demo-client", None, Some(&other_key)).unwrap()
+        } else {
+            Client::new(method, "demo-client", Some("other-secret"), None).unwrap()
+        };
+        let nonce = authsidecar::sign::oauth1::fresh_nonce();
+        let mut proto = Protocol::new(&nonce, authsidecar::sign::unix_now());
+        proto.callback = Some("oob");
+        let r = post(other.sign(&request, &proto).unwrap().authorization(None)).await;
+        assert_eq!(r.status, 401, "{method:?}");
+        assert!(problem(&r).contains("signature_invalid"), "{method:?}");
+    }
+    assert_eq!(count(&m.counters().oauth1_request_tokens), 18);
+}
