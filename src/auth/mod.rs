@@ -11,6 +11,12 @@
 //!   (unknown, used or expired → 400 page, no token request), shows the IdP's `error` (escaped),
 //!   checks `iss` when the profile names an `issuer` (RFC 9207), redeems the code with the verifier,
 //!   stores the user's grant, and shows a success page. It never redirects anywhere.
+//! - Three-legged OAuth 1.0a (`oauth1` with `per_user`, RFC 5849 §2): the start fetches a request
+//!   token (`oauth_callback` = the callback link) and keeps its secret server-side with the flow,
+//!   under the request token (single use, expiring like `state`), then redirects to the
+//!   provider's authorization page. The callback (`oauth_token`, `oauth_verifier`; no `state`)
+//!   takes the flow by its request token (unknown, used or expired → the same 400 page, no request
+//!   to the provider) and exchanges it for the user's token and secret, stored as their grant.
 
 mod form;
 

@@ -1,5 +1,5 @@
-//! The built-in mock provider: an OAuth 2.0 authorization server and resource server for users' own
-//! integration tests, and ours.
+//! The built-in mock provider: an OAuth 2.0 authorization server and resource server, and an OAuth
+//! 1.0a provider, for users' own integration tests, and ours.
 //!
 //! `authsidecar mock-provider --listen ADDR` runs it alone; `[mock_provider]` runs it inside the
 //! sidecar (the demo config does). Endpoints:
@@ -33,6 +33,8 @@
 //!   an empty body, no OAuth error), or the next N resource requests answer 401;
 //!   `POST /__mock/revoke-user` with `{"user": "alice"}`: revoke every access and refresh token
 //!   issued for that user (as when the user removes the app at the IdP).
+//! - `/oauth1/request_token`, `/oauth1/authorize`, `/oauth1/access_token`, `/oauth1/protected/…`:
+//!   an OAuth 1.0a provider (RFC 5849) whose consumers are the clients above (`oauth1.rs`).
 
 mod oauth;
 mod oauth1;
