@@ -114,7 +114,12 @@ impl ThreeLegged {
         let mut proto = Protocol::new(&nonce, crate::sign::unix_now());
         proto.callback = Some(callback);
         let answer = self
-            .post(&e.request_token_url, &proto, "request token")
+            .post(
+                &e.request_token_url,
+                &proto,
+                "request token",
+                "request_token_url",
+            )
             .await?;
         let get = |k: &str| answer.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         if get("oauth_callback_confirmed") != Some("true") {
@@ -143,7 +148,12 @@ impl ThreeLegged {
             .with_token(request_token, request_secret.expose());
         proto.verifier = Some(verifier);
         let answer = self
-            .post(&e.access_token_url, &proto, "access token")
+            .post(
+                &e.access_token_url,
+                &proto,
+                "access token",
+                "access_token_url",
+            )
             .await?;
         let (token, secret) = credentials(&answer, "access token", "access_token_url")?;
         Ok(Fetched {
@@ -163,18 +173,20 @@ impl ThreeLegged {
         })
     }
 
-    /// A signed, bodiless `POST` to one of the token endpoints; the answer's form parameters.
+    /// A signed, bodiless `POST` to one of the token endpoints (the profile's key `key`); the
+    /// answer's form parameters.
     async fn post(
         &self,
         url: &str,
         proto: &Protocol<'_>,
         what: &str,
+        key: &str,
     ) -> Result<Vec<(String, String)>, TokenError> {
         let (client, _, realm) = self.parts()?;
         let invalid = || {
             TokenError::new(
                 TokenErrorKind::InvalidResponse,
-                format!("the {what} URL is invalid"),
+                format!("the {what} URL ({key}) is invalid"),
             )
         };
         let uri: http::Uri = url.parse().map_err(|_| invalid())?;
@@ -192,7 +204,7 @@ impl ThreeLegged {
         let signed = client.sign(&request, proto).map_err(|e| {
             TokenError::new(
                 TokenErrorKind::InvalidResponse,
-                format!("signing the {what} request failed: {e}"),
+                format!("signing the {what} request ({key}) failed: {e}"),
             )
         })?;
         let req = http::Request::post(uri)
@@ -202,7 +214,7 @@ impl ThreeLegged {
             .map_err(|_| invalid())?;
         let (http, exchange) = self.http.capturing();
         use oauth2::AsyncHttpClient;
-        let what_failed = format!("the {what} request failed");
+        let what_failed = format!("the {what} request ({key}) failed");
         let resp = match http.call(req).await {
             Ok(r) => r,
             Err(IdpHttpError::Client(status)) => {
@@ -212,19 +224,19 @@ impl ThreeLegged {
                     .ok()
                     .and_then(|e| e.as_ref().map(|e| e.body.clone()))
                     .unwrap_or_default();
-                return Err(refused(what, status, &body));
+                return Err(refused(what, key, status, &body));
             }
             Err(e) => return Err(super::http_error(&e, &what_failed)),
         };
         if resp.status() != http::StatusCode::OK {
-            return Err(refused(what, resp.status().as_u16(), resp.body()));
+            return Err(refused(what, key, resp.status().as_u16(), resp.body()));
         }
         Ok(parse_form(resp.body()))
     }
 }
 
 /// The provider refused a token request: its status and `oauth_problem`, never its body.
-fn refused(what: &str, status: u16, body: &[u8]) -> TokenError {
+fn refused(what: &str, key: &str, status: u16, body: &[u8]) -> TokenError {
     let form = parse_form(body);
     let problem = form
         .iter()
@@ -233,7 +245,7 @@ fn refused(what: &str, status: u16, body: &[u8]) -> TokenError {
         .unwrap_or_default();
     TokenError::new(
         TokenErrorKind::Rejected,
-        format!("the provider refused the {what} request: it answered {status}{problem}"),
+        format!("the provider refused the {what} request ({key}): it answered {status}{problem}"),
     )
 }
 
@@ -258,5 +270,83 @@ fn credentials(
                 "the provider's {what} answer ({key}) has no oauth_token and oauth_token_secret"
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_the_key_and_the_oauth_problem_never_the_body() {
+        let e = refused(
+            "access token",
+            "access_token_url",
+            401,
+            b"oauth_problem=token_rejected&oauth_token_secret=leak",
+        );
+        assert_eq!(e.kind, TokenErrorKind::Rejected);
+        assert_eq!(
+            e.message,
+            "the provider refused the access token request (access_token_url): it answered 401 (oauth_problem=token_rejected)"
+        );
+        let e = refused(
+            "request token",
+            "request_token_url",
+            400,
+            b"<html>secret</html>",
+        );
+        assert!(!e.message.contains("secret"), "{}", e.message);
+    }
+
+    #[test]
+    fn both_token_and_secret_are_required() {
+        let pairs = |s: &str| parse_form(s.as_bytes());
+        assert!(credentials(&pairs("oauth_token=t&oauth_token_secret=s"), "x", "k").is_ok());
+        for bad in [
+            "oauth_token=t",
+            "oauth_token_secret=s",
+            "oauth_token=&oauth_token_secret=s",
+            "oauth_token=a%0Ab&oauth_token_secret=s",
+            "",
+        ] {
+            let e = credentials(&pairs(bad), "access token", "access_token_url").unwrap_err();
+            assert_eq!(e.kind, TokenErrorKind::InvalidResponse, "{bad}");
+            assert!(e.message.contains("access_token_url"));
+        }
+    }
+
+    #[test]
+    fn the_authorization_url_keeps_its_own_query() {
+        let config = crate::config::Config::from_str_with_env(
+            r#"
+[auth]
+listen = "127.0.0.1:0"
+public_url = "https://auth.example"
+
+[[routes]]
+prefix = "/a/"
+upstream = "https://api.example/"
+profiles = ["p"]
+
+[profiles.p]
+type = "oauth1"
+per_user = true
+consumer_key = "ck"
+consumer_secret = "cs"
+request_token_url = "https://idp.example/rt"
+authorization_url = "https://idp.example/authorize?perms=read"
+access_token_url = "https://idp.example/at"
+"#,
+            &crate::config::Env::from_pairs([("A", "b")]),
+        )
+        .unwrap();
+        let t = ThreeLegged::new(config.profile("p").unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            t.authorize_url("a b/c").unwrap(),
+            "https://idp.example/authorize?perms=read&oauth_token=a%20b%2Fc"
+        );
     }
 }

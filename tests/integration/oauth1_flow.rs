@@ -554,3 +554,53 @@ async fn the_mock_verifies_each_method_and_refuses_replays_stale_timestamps_and_
     }
     assert_eq!(count(&m.counters().oauth1_request_tokens), 18);
 }
+
+/// A three-legged profile with a user field: the start page asks for it first (the request token is
+/// fetched after the form), and the value is kept with the user's grant and placed before signing.
+#[tokio::test]
+async fn user_fields_are_asked_before_the_request_token_and_kept_with_the_grant() {
+    let m = mock().await;
+    let text = config_text(&format!("http://{}/oauth1", m.addr), "", "")
+        + r#"
+[[profiles.tw.user_fields]]
+key = "account"
+label = "Account"
+pattern = "[a-z]+"
+
+[[profiles.tw.fields]]
+in = "header"
+key = "X-Account"
+value = "{{user_field.account}}"
+"#;
+    let server = Server::start(config(&text)).await.unwrap();
+    let url = format!("http://{}/o1/me", server.proxy_addr);
+    let link = login_link(&url, "hana").await;
+    let form = get(&link, &[]).await;
+    assert_eq!(form.status, 200);
+    assert!(String::from_utf8_lossy(&form.body).contains("name=\"f.account\""));
+    assert_eq!(count(&m.counters().oauth1_request_tokens), 0);
+    let post = |body: &'static str| {
+        let link = link.clone();
+        async move {
+            send(
+                Method::POST,
+                &link,
+                &[("content-type", "application/x-www-form-urlencoded")],
+                body,
+            )
+            .await
+        }
+    };
+    assert_eq!(post("f.account=NOT+OK").await.status, 400);
+    assert_eq!(count(&m.counters().oauth1_request_tokens), 0);
+    let r = post("f.account=ops").await;
+    assert_eq!(r.status, 303, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(count(&m.counters().oauth1_request_tokens), 1);
+    let approved = get(&format!("{}&user=hana", location(&r)), &[]).await;
+    assert_eq!(get(&location(&approved), &[]).await.status, 200);
+    let r = get(&url, &[("X-Authsidecar-User", "hana")]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.echoed("x-account"), ["ops"]);
+    assert_eq!(r.headers["x-mock-user"], "hana");
+    server.shutdown().await;
+}
