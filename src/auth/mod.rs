@@ -641,7 +641,7 @@ impl Auth {
         let denied = get("denied");
         let Some(token) = get("oauth_token").or_else(|| denied.clone()) else {
             return Err(callback_invalid(
-                "The answer from the identity provider has no state.",
+                "The answer from the identity provider has no oauth_token.",
             ));
         };
         let store = self.snap().store.clone();

@@ -7,7 +7,7 @@
 //! | a login ticket | `ticket:{id}` | an `authorization_required` answer |
 //! | a ticket's live `state` | `ticket:{id}:state` | the start page |
 //! | a ticket's credential checks | `ticket:{id}:attempts` | the start page (password grant) |
-//! | an authorization in progress | `state:{state}` | the start page |
+//! | an authorization in progress | `state:{state}`, or `state:oauth1:{SHA-256 of the request token, hex}` (three-legged OAuth 1.0a) | the start page |
 //! | a user's credential checks in a window | `attempts:{profile}:{window start}:{user}` | the start page |
 //! | the fleet-wide refresh lock of a record | `lock:{record name}` | refreshes (Redis) |
 //!
