@@ -282,7 +282,7 @@ pub async fn serve(
         let len = head.len + head.body_len as usize;
         // Boxed: the request's state lives only while it is served, so an idle connection's
         // task holds none of it.
-        match Box::pin(proxy.fast_one(&conn, head, &mut stream, &mut buf, limits.idle_timeout))
+        match in_box(|| proxy.fast_one(&conn, head, &mut stream, &mut buf, limits.idle_timeout))
             .await
         {
             Step::KeepAlive => {}
@@ -292,6 +292,12 @@ pub async fn serve(
         // Idle connections keep no buffer (it goes back to the worker's free list above).
         buf.drain(..len);
     }
+}
+
+/// `make()`'s future in a box, built where it will live: `Box::pin(make())` builds it on the
+/// stack and copies all of it (about 4 KB for a request) into the box.
+fn in_box<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
 
 /// What the connection does after one request.
