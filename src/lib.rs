@@ -696,7 +696,9 @@ pub async fn run(config: Config, path: Option<std::path::PathBuf>) -> Result<(),
     wait_for_signal().await;
     tracing::info!("shutting down: letting in-flight requests finish");
     if !server.shutdown().await {
-        tracing::warn!("drain timeout reached with connections still open or token saves not yet written");
+        tracing::warn!(
+            "drain timeout reached with connections still open or token saves not yet written"
+        );
     }
     Ok(())
 }
