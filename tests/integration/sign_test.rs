@@ -725,3 +725,107 @@ async fn the_console_tests_signing_profiles() {
     assert_no_secret(&pages, "console page");
     b.quit().await;
 }
+
+/// `[mock_provider.sigv4]` and `[mock_provider.hmac]`: defaults, and every error with its key path,
+/// never a secret.
+#[test]
+fn mock_provider_verifying_resources_are_configured_and_checked() {
+    use authsidecar::config::{Config, Env};
+    let env = Env::from_pairs([("S", "mock-canary-secret-51f0")]);
+    let ok = Config::from_str_with_env(
+        r#"
+[[routes]]
+prefix = "/"
+upstream = "http://127.0.0.1:1/"
+profiles = ["p"]
+[profiles.p]
+type = "none"
+[mock_provider]
+listen = "127.0.0.1:0"
+[mock_provider.sigv4]
+secret_access_key = "${S}"
+session_token = "${S}"
+service = "s3"
+[mock_provider.hmac]
+secret = "${S}"
+algorithm = "sha512"
+encoding = "base64"
+signature_header = "X-Sig"
+max_skew = "30s"
+"#,
+        &env,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let m = ok.mock_provider.unwrap();
+    assert_eq!(m.sigv4.access_key_id, "AKIDEXAMPLE");
+    assert_eq!(m.sigv4.region, "us-east-1");
+    assert_eq!(m.sigv4.service, "s3");
+    assert_eq!(
+        m.sigv4.secret_access_key.expose(),
+        "mock-canary-secret-51f0"
+    );
+    assert_eq!(m.hmac.signature_header, "x-sig");
+    assert_eq!(m.hmac.timestamp_header, "x-timestamp");
+    assert_eq!(m.hmac.max_skew, Duration::from_secs(30));
+    let default = Config::from_str_with_env(
+        &format!("{ROUTE}[mock_provider]\nlisten = \"127.0.0.1:0\"\n"),
+        &env,
+    )
+    .unwrap()
+    .mock_provider
+    .unwrap();
+    assert_eq!(
+        default.hmac.string_to_sign,
+        MockHmac::default().string_to_sign
+    );
+    assert!(default.sigv4.session_token.is_none());
+
+    let errors = match Config::from_str_with_env(
+        r#"
+[[routes]]
+prefix = "/"
+upstream = "http://127.0.0.1:1/"
+profiles = ["p"]
+[profiles.p]
+type = "none"
+[mock_provider]
+listen = "127.0.0.1:0"
+[mock_provider.sigv4]
+secret_access_key = "${S}"
+region = "us east"
+access_key_id = "AK-ID"
+[mock_provider.hmac]
+secret = "${S}"
+algorithm = "md5"
+encoding = "hex"
+secret_encoding = "base64"
+string_to_sign = "{{method}} {{nope}}"
+signature_header = "X Sig"
+"#,
+        &env,
+    ) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+    };
+    has(&errors, "mock_provider.sigv4.region");
+    has(&errors, "mock_provider.sigv4.access_key_id");
+    has(
+        &errors,
+        "mock_provider.hmac.algorithm: unknown value \"md5\"",
+    );
+    has(&errors, "mock_provider.hmac.signature_header");
+    has(&errors, "mock_provider.hmac.string_to_sign");
+    for e in &errors {
+        assert!(!e.contains("mock-canary-secret"), "{e}");
+    }
+    let unknown = match Config::from_str_with_env(
+        &format!("{ROUTE}[mock_provider]\nlisten = \"127.0.0.1:0\"\n[mock_provider.sigv4]\nsecret = \"x\"\n"),
+        &env,
+    ) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(unknown.contains("secret"), "{unknown}");
+}
+
+const ROUTE: &str = "[[routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1/\"\nprofiles = [\"p\"]\n[profiles.p]\ntype = \"none\"\n";
