@@ -96,6 +96,12 @@ impl Proxy {
                 "no profile with that name",
             ));
         };
+        if config_profile.per_user {
+            return Err(ProxyError::new(
+                ErrorCode::NotTestable,
+                "this profile's tokens belong to end users: nothing to sign with without a user",
+            ));
+        }
         let mut inputs = Inputs::default();
         if let Some(t) = tenant.filter(|t| !t.is_empty()) {
             inputs.tenant = Some(super::validate_tenant(t.as_bytes())?);

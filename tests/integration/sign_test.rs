@@ -341,6 +341,7 @@ async fn test_auth_command_signs_one_get_and_exits_by_the_answer() {
     .unwrap();
     let mut all = String::new();
     for (profile, exit, status) in [
+        ("o1", 0, 200),
         ("v4", 0, 200),
         ("v4wrong", 1, 403),
         ("mac", 0, 200),
@@ -374,7 +375,11 @@ async fn test_auth_command_signs_one_get_and_exits_by_the_answer() {
             String::from_utf8_lossy(&json.stdout),
             String::from_utf8_lossy(&json.stderr)
         ));
-        if profile.starts_with("v4") {
+        if profile == "o1" {
+            let auth = request_header(&v, "authorization").unwrap();
+            assert!(auth.starts_with("OAuth realm=\"Test\", "), "{auth}");
+            assert!(auth.contains("oauth_signature=\"[redacted len="), "{auth}");
+        } else if profile.starts_with("v4") {
             let auth = request_header(&v, "authorization").unwrap();
             assert!(
                 auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDMOCK/")
@@ -704,6 +709,7 @@ async fn the_console_tests_signing_profiles() {
         ("v4wrong", "Auth Test Failed", "HTTP 403"),
         ("mac", "Auth Test Succeeded", "HTTP 200"),
         ("macwrong", "Auth Test Failed", "HTTP 401"),
+        ("o1", "Auth Test Succeeded", "HTTP 200"),
     ] {
         b.click(&format!("button.test[data-profile='{profile}']"))
             .await;
@@ -715,6 +721,9 @@ async fn the_console_tests_signing_profiles() {
         let req = b.wait_text("#test-request", "host").await;
         if profile.starts_with("v4") {
             assert!(req.contains("Signature=[redacted len=64]"), "{req}");
+        } else if profile == "o1" {
+            assert!(req.contains("oauth_signature=\"[redacted len="), "{req}");
+            assert!(req.contains("oauth_token=\"[redacted len="), "{req}");
         } else {
             assert!(req.contains("x-signature"), "{req}");
         }
