@@ -83,11 +83,10 @@ impl Admin {
         let Some(p) = snap.profiles.get(name) else {
             return Err(not_found_profile());
         };
-        let query = req.uri().query().map(str::to_string);
-        let query = query.as_deref();
         if p.sign.is_some() {
             return self.test_signing(name, req).await;
         }
+        let query = req.uri().query();
         let Some((o, source)) = p
             .oauth
             .as_ref()
