@@ -64,7 +64,7 @@ profiles = ["mac", "macwrong"]
 [[routes]]
 prefix = "/cap/"
 upstream = "http://{capture}/res/"
-profiles = ["o1", "v4cap"]
+profiles = ["o1", "v4cap", "maccap"]
 
 [profiles.v4]
 type = "aws_sigv4"
@@ -120,6 +120,23 @@ in = "header"
 key = "X-Timestamp"
 value = "{{timestamp}}"
 [[profiles.macwrong.fields]]
+in = "header"
+key = "X-Nonce"
+value = "{{nonce}}"
+
+[profiles.maccap]
+type = "hmac"
+secret = "${MAC_SECRET}"
+string_to_sign = "STS"
+[[profiles.maccap.fields]]
+in = "header"
+key = "X-Signature"
+value = "{{signature}}"
+[[profiles.maccap.fields]]
+in = "header"
+key = "X-Timestamp"
+value = "{{timestamp}}"
+[[profiles.maccap.fields]]
 in = "header"
 key = "X-Nonce"
 value = "{{nonce}}"
@@ -517,14 +534,14 @@ async fn admin_test_reports_the_signed_request_and_the_upstream_answer() {
 }
 
 /// The Test's request and a proxied one, both captured: each is accepted by an independent
-/// implementation (oauthlib's server side, botocore's SigV4 signer) and they carry the same
-/// header fields.
+/// implementation (oauthlib's server side, botocore's SigV4 signer, Python's hmac) and they carry
+/// the same header fields.
 #[tokio::test]
 async fn the_test_request_is_signed_exactly_as_a_proxied_one() {
     let (cap, mut rx) = capture().await;
     let h = Harness::start_full(&profiles(cap), &env(), mock_settings()).await;
     let mut cases = Vec::new();
-    for profile in ["o1", "v4cap"] {
+    for profile in ["o1", "v4cap", "maccap"] {
         let r = get(&h.url("/cap/"), &[("X-Authsidecar-Profile", profile)]).await;
         assert_eq!(r.status, 200);
         let proxied = next(&mut rx).await;
@@ -536,9 +553,11 @@ async fn the_test_request_is_signed_exactly_as_a_proxied_one() {
         assert_eq!(tested.target, proxied.target, "the first route's upstream");
         assert_eq!(tested.names(), proxied.names(), "{tested:?}\n{proxied:?}");
         for (how, c) in [("proxied", &proxied), ("tested", &tested)] {
-            let auth = c.header("authorization").unwrap();
             let id = format!("{profile} {how}");
-            if profile == "o1" {
+            let auth = c.header("authorization").unwrap_or_default();
+            if profile == "maccap" {
+                cases.push(hmac_case(&id, c));
+            } else if profile == "o1" {
                 cases.push(json!({
                     "kind": "oauth1", "id": id, "flow": "resource",
                     "consumer_key": "ck-test", "consumer_secret": CS,
@@ -581,6 +600,50 @@ async fn the_test_request_is_signed_exactly_as_a_proxied_one() {
         }
     }
     verify(cases);
+}
+
+/// A captured `hmac` request as a case for Python's hmac: the string to sign rendered from what
+/// arrived (Python renders it again on its own), and the signature that came with it.
+fn hmac_case(id: &str, c: &Captured) -> Value {
+    use authsidecar::sign::hmac;
+    let ts: u64 = c.header("x-timestamp").unwrap().parse().unwrap();
+    let nonce_hex = c.header("x-nonce").unwrap();
+    let nonce: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&nonce_hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let moment = hmac::Moment::new(ts * 1000, nonce.try_into().unwrap());
+    let (path, query) = match c.target.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (c.target.as_str(), ""),
+    };
+    let host = c.header("host").unwrap();
+    let req = authsidecar::sign::Request {
+        method: &c.method,
+        scheme: "http",
+        authority: host,
+        path,
+        query: Some(query),
+        headers: &[],
+        body: b"",
+    };
+    let signer = hmac::Signer::new(
+        STRING_TO_SIGN,
+        MAC_SECRET,
+        hmac::SecretEncoding::Utf8,
+        hmac::Algorithm::Sha256,
+        hmac::Encoding::Hex,
+    )
+    .unwrap();
+    json!({
+        "kind": "hmac", "id": id,
+        "template": STRING_TO_SIGN, "secret": MAC_SECRET, "secret_encoding": "utf8",
+        "algorithm": "sha256", "encoding": "hex",
+        "parts": {"method": c.method, "path": path, "query": query, "host": host,
+                  "body_b64": "", "unix_ms": ts * 1000, "nonce_hex": nonce_hex},
+        "rendered_b64": base64::engine::general_purpose::STANDARD
+            .encode(signer.string_to_sign(&req, &moment)),
+        "signature": c.header("x-signature").unwrap(),
+    })
 }
 
 /// JWT client authentication and the JWT bearer grant: the Test runs the token request (the mock
