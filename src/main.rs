@@ -51,13 +51,19 @@ enum Command {
     /// Validate the config: every error with its key path (exit 1), or a summary (exit 0).
     Check,
     /// Run a profile's token request and show status, headers and body with secrets masked
-    /// (exit 0 on success, 1 on failure). Does not touch a running sidecar's cache.
+    /// (exit 0 on success, 1 on failure). Does not touch a running sidecar's cache. A signing
+    /// profile (aws_sigv4, hmac, oauth1) sends one signed GET to its first route's upstream (or
+    /// --url) and shows the signed request's headers and the answer (exit 0 on a 2xx answer).
     TestAuth {
         /// Profile name.
         profile: String,
         /// Tenant for profiles with tenancy.
         #[arg(long)]
         tenant: Option<String>,
+        /// Signing profiles: the URL to send the signed GET to, instead of the first route's
+        /// upstream.
+        #[arg(long)]
+        url: Option<String>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -82,7 +88,121 @@ enum Command {
         /// That issuer's public keys (same forms as --client-keys).
         #[arg(long, value_name = "FILE", requires = "bearer_issuer")]
         bearer_keys: Option<PathBuf>,
+        #[command(flatten)]
+        signed: Box<SignedResources>,
     },
+}
+
+/// The mock provider's verifying resources (`/sigv4/…`, `/hmac/…`); each defaults to the demo
+/// value of `[mock_provider.sigv4]` and `[mock_provider.hmac]`. Secrets may come from the
+/// environment instead of the command line.
+#[derive(clap::Args)]
+struct SignedResources {
+    /// SigV4 resource: the access key id it accepts [default: AKIDEXAMPLE].
+    #[arg(long, value_name = "ID")]
+    sigv4_access_key_id: Option<String>,
+    /// SigV4 resource: the secret access key [default: the AWS documentation's example key].
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "AUTHSIDECAR_MOCK_SIGV4_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    sigv4_secret_access_key: Option<String>,
+    /// SigV4 resource: a session token requests must carry (X-Amz-Security-Token).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "AUTHSIDECAR_MOCK_SIGV4_SESSION_TOKEN",
+        hide_env_values = true
+    )]
+    sigv4_session_token: Option<String>,
+    /// SigV4 resource: the region [default: us-east-1].
+    #[arg(long, value_name = "REGION")]
+    sigv4_region: Option<String>,
+    /// SigV4 resource: the service [default: execute-api].
+    #[arg(long, value_name = "SERVICE")]
+    sigv4_service: Option<String>,
+    /// HMAC resource: the secret [default: demo-hmac-secret].
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "AUTHSIDECAR_MOCK_HMAC_SECRET",
+        hide_env_values = true
+    )]
+    hmac_secret: Option<String>,
+    /// HMAC resource: utf8, base64 or hex [default: utf8].
+    #[arg(long, value_name = "ENCODING")]
+    hmac_secret_encoding: Option<String>,
+    /// HMAC resource: sha1, sha256 or sha512 [default: sha256].
+    #[arg(long, value_name = "ALG")]
+    hmac_algorithm: Option<String>,
+    /// HMAC resource: the signature's encoding, hex or base64 [default: hex].
+    #[arg(long, value_name = "ENCODING")]
+    hmac_encoding: Option<String>,
+    /// HMAC resource: the string_to_sign template
+    /// [default: {{method}}\n{{path}}\n{{query}}\n{{timestamp}}\n{{body_sha256}}].
+    #[arg(long, value_name = "TEMPLATE")]
+    hmac_string_to_sign: Option<String>,
+    /// HMAC resource: the header with the signature [default: X-Signature].
+    #[arg(long, value_name = "NAME")]
+    hmac_signature_header: Option<String>,
+    /// HMAC resource: the header with the time [default: X-Timestamp].
+    #[arg(long, value_name = "NAME")]
+    hmac_timestamp_header: Option<String>,
+    /// HMAC resource: the header with the nonce [default: X-Nonce].
+    #[arg(long, value_name = "NAME")]
+    hmac_nonce_header: Option<String>,
+}
+
+impl SignedResources {
+    /// The resources' settings; an unknown name or a template that does not parse is an error.
+    fn settings(self: Box<Self>) -> anyhow::Result<(config::MockSigV4, config::MockHmac)> {
+        let mut v4 = config::MockSigV4::default();
+        if let Some(id) = self.sigv4_access_key_id {
+            v4.access_key_id = id;
+        }
+        if let Some(k) = self.sigv4_secret_access_key {
+            v4.secret_access_key = k.into();
+        }
+        v4.session_token = self.sigv4_session_token.map(Into::into);
+        if let Some(r) = self.sigv4_region {
+            v4.region = r;
+        }
+        if let Some(s) = self.sigv4_service {
+            v4.service = s;
+        }
+        let mut mac = config::MockHmac::default();
+        if let Some(s) = self.hmac_secret {
+            mac.secret = s.into();
+        }
+        if let Some(e) = &self.hmac_secret_encoding {
+            mac.secret_encoding = config::named(&config::HMAC_SECRET_ENCODINGS, e)
+                .map_err(|e| anyhow::anyhow!("--hmac-secret-encoding: {e}"))?;
+        }
+        if let Some(a) = &self.hmac_algorithm {
+            mac.algorithm = config::named(&config::HMAC_ALGORITHMS, a)
+                .map_err(|e| anyhow::anyhow!("--hmac-algorithm: {e}"))?;
+        }
+        if let Some(e) = &self.hmac_encoding {
+            mac.encoding = config::named(&config::HMAC_ENCODINGS, e)
+                .map_err(|e| anyhow::anyhow!("--hmac-encoding: {e}"))?;
+        }
+        if let Some(t) = self.hmac_string_to_sign {
+            mac.string_to_sign = t;
+        }
+        for (value, slot) in [
+            (self.hmac_signature_header, &mut mac.signature_header),
+            (self.hmac_timestamp_header, &mut mac.timestamp_header),
+            (self.hmac_nonce_header, &mut mac.nonce_header),
+        ] {
+            if let Some(h) = value {
+                *slot = h.to_ascii_lowercase();
+            }
+        }
+        mac.signer().map_err(|e| anyhow::anyhow!("--hmac-*: {e}"))?;
+        Ok((v4, mac))
+    }
 }
 
 /// Public keys for the mock provider from a file given on the command line.
@@ -243,15 +363,22 @@ fn main() -> ExitCode {
         Command::TestAuth {
             profile,
             tenant,
+            url,
             json,
         } => {
             let config = match load(&cli.config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match runtime()
-                .and_then(|rt| rt.block_on(test_auth(&config, &profile, tenant.as_deref(), json)))
-            {
+            match runtime().and_then(|rt| {
+                rt.block_on(test_auth(
+                    config,
+                    &profile,
+                    tenant.as_deref(),
+                    url.as_deref(),
+                    json,
+                ))
+            }) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(1),
                 Err(e) => {
@@ -266,11 +393,15 @@ fn main() -> ExitCode {
             client_keys,
             bearer_issuer,
             bearer_keys,
+            signed,
         } => {
             let result = runtime().and_then(|rt| {
                 rt.block_on(async {
+                    let (sigv4, hmac) = signed.settings()?;
                     let mut settings = mock::MockSettings {
                         token_lifetime,
+                        sigv4,
+                        hmac,
                         ..Default::default()
                     };
                     if let Some(f) = &client_keys {
@@ -317,6 +448,8 @@ async fn start_mock_provider(config: &Config) -> anyhow::Result<Option<mock::Moc
             .map(|k| (m.client_id.clone(), k.clone()))
             .collect(),
         bearer_issuers: m.bearer_issuer.iter().cloned().collect(),
+        sigv4: m.sigv4.clone(),
+        hmac: m.hmac.clone(),
         ..mock::MockSettings::default()
     };
     let provider = mock::MockProvider::start_with(m.listen, settings)
@@ -332,14 +465,24 @@ async fn start_mock_provider(config: &Config) -> anyhow::Result<Option<mock::Moc
 }
 
 async fn test_auth(
-    config: &Config,
+    config: Config,
     name: &str,
     tenant: Option<&str>,
+    url: Option<&str>,
     json: bool,
 ) -> anyhow::Result<bool> {
     let profile = config
         .profile(name)
         .with_context(|| format!("no profile named {name:?}"))?;
+    if let authsidecar::config::ProfileKind::Sign(_) = profile.kind {
+        return test_signing(config, name, tenant, url, json).await;
+    }
+    if url.is_some() {
+        anyhow::bail!(
+            "profile {name:?} (type {}): --url is for signing profiles (aws_sigv4, hmac, oauth1)",
+            profile.kind.type_name()
+        );
+    }
     let source = authsidecar::oauth::OAuthSource::new(profile)
         .map_err(anyhow::Error::msg)?
         .with_context(|| {
@@ -365,6 +508,38 @@ async fn test_auth(
         anyhow::bail!("profile {name:?}: the token URL uses {{tenant}}; pass --tenant NAME");
     }
     let (report, _) = authsidecar::oauth::test_auth::run(&source, tenant.as_deref()).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(report.ok)
+}
+
+/// A signing profile's Test: one signed GET through the proxy's pipeline, as a running sidecar
+/// would send it (its own memory store and token cache; nothing is shared with one).
+async fn test_signing(
+    config: Config,
+    name: &str,
+    tenant: Option<&str>,
+    url: Option<&str>,
+    json: bool,
+) -> anyhow::Result<bool> {
+    let snapshot = authsidecar::proxy::Snapshot::build(
+        std::sync::Arc::new(config),
+        std::sync::Arc::new(authsidecar::store::Store::memory()),
+        authsidecar::metrics::Metrics::new(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let proxy = authsidecar::proxy::Proxy::new(
+        std::sync::Arc::new(snapshot),
+        authsidecar::token::TokenCache::new(),
+        Default::default(),
+    );
+    let report = proxy
+        .probe(name, url, tenant)
+        .await
+        .map_err(|e| anyhow::anyhow!("profile {name:?}: {}", e.message))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -35,6 +35,8 @@ function errorText(body, status) {
 }
 
 const TESTABLE = ['oauth2_client_credentials', 'oauth2_password', 'oauth2_jwt_bearer'];
+// Signing profiles: the Test sends one signed GET to the profile's first route's upstream.
+const SIGNING = ['aws_sigv4', 'hmac', 'oauth1'];
 let tokens = [];
 
 function tokenStatus(p) {
@@ -49,6 +51,7 @@ function tokenStatus(p) {
     const left = Math.min(...cached.map((t) => t.expires_in));
     return left > 0 ? `cached, expires in ${left} s` : 'cached, expired';
   }
+  if (SIGNING.includes(p.type)) return 'signs each request';
   return 'static credential';
 }
 
@@ -79,10 +82,12 @@ async function loadProfiles() {
     return;
   }
   for (const p of r.body.profiles) {
-    const testable = TESTABLE.includes(p.type) && !p.per_user;
+    const signing = SIGNING.includes(p.type);
+    const testable = (TESTABLE.includes(p.type) || signing) && !p.per_user;
     const button = el('button', {
       type: 'button', className: 'test', 'data-profile': p.name,
-      title: testable ? 'Run the token request now' : 'No token request to test for this type',
+      title: !testable ? 'No token request to test for this type'
+        : signing ? 'Send one signed GET to the first route\'s upstream now' : 'Run the token request now',
       onclick: () => runTest(p.name),
     }, 'Test');
     if (!testable) button.disabled = true;
@@ -95,7 +100,7 @@ async function loadProfiles() {
 }
 
 function showTab(name) {
-  for (const t of ['headers', 'response']) {
+  for (const t of ['headers', 'response', 'request']) {
     document.getElementById(`tab-${t}`).setAttribute('aria-selected', String(t === name));
     document.getElementById(`pane-${t}`).hidden = t !== name;
   }
@@ -111,6 +116,8 @@ async function runTest(name) {
   document.getElementById('test-summary').textContent = '';
   document.querySelector('#test-headers tbody').replaceChildren();
   document.getElementById('test-body').textContent = '';
+  document.querySelector('#test-request tbody').replaceChildren();
+  document.getElementById('tab-request').hidden = true;
   const r = await api('POST', `/admin/profiles/${encodeURIComponent(name)}/test`);
   const rep = r.body || {};
   const ok = r.status === 200 && rep.ok === true;
@@ -119,6 +126,7 @@ async function runTest(name) {
   const parts = [];
   if (r.status !== 200) parts.push(errorText(rep, r.status));
   if (rep.token_url) parts.push(`token URL ${rep.token_url}`);
+  if (rep.request) parts.push(`${rep.request.method} ${rep.request.url}`);
   if (rep.status != null) parts.push(`HTTP ${rep.status}`);
   if (rep.elapsed_ms != null) parts.push(`${rep.elapsed_ms} ms`);
   if (rep.error) parts.push(`${rep.error.code}: ${rep.error.message}`);
@@ -128,6 +136,12 @@ async function runTest(name) {
   for (const [k, v] of rep.headers || []) tbody.append(el('tr', {}, el('td', {}, k), el('td', {}, v)));
   if ((rep.headers || []).length === 0) tbody.append(el('tr', {}, el('td', { colspan: '2' }, 'No response headers.')));
   document.getElementById('test-body').textContent = rep.body ?? JSON.stringify(rep, null, 2);
+  if (rep.request) {
+    // The signed request as it was sent (signature, tokens and secrets masked).
+    const req = document.querySelector('#test-request tbody');
+    for (const [k, v] of rep.request.headers) req.append(el('tr', {}, el('td', {}, k), el('td', {}, v)));
+    document.getElementById('tab-request').hidden = false;
+  }
   showTab('headers');
   await loadProfiles();
 }
@@ -168,6 +182,7 @@ async function signOut() {
 
 document.getElementById('tab-headers').addEventListener('click', () => showTab('headers'));
 document.getElementById('tab-response').addEventListener('click', () => showTab('response'));
+document.getElementById('tab-request').addEventListener('click', () => showTab('request'));
 document.getElementById('reload').addEventListener('click', reload);
 document.getElementById('sign-out').addEventListener('click', signOut);
 loadProfiles();

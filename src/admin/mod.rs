@@ -7,7 +7,10 @@
 //! - `GET /admin/profiles/{name}`: one profile (bearer token).
 //! - `POST /admin/profiles/{name}/test[?tenant=T&store=true]`: run the profile's token request and
 //!   report status, headers and body with every token and secret masked (bearer token). The cached
-//!   token is replaced only with `store=true`.
+//!   token is replaced only with `store=true`. A signing profile (`aws_sigv4`, `hmac`, `oauth1`)
+//!   sends one signed `GET` through the proxy's pipeline instead, to its first route's upstream or
+//!   to the `url` of a JSON body `{"url": "…"}` (or `?url=`), and reports the signed request's
+//!   headers and the upstream's answer, masked.
 //!
 //! `/admin/*` needs `Authorization: Bearer <admin.token>`, compared in constant time. Without a
 //! configured token those routes answer 403: there is no unauthenticated admin API.
@@ -75,11 +78,15 @@ impl Admin {
     }
 
     /// `POST /admin/profiles/{name}/test`.
-    async fn test(&self, name: &str, query: Option<&str>) -> Answer {
+    async fn test(&self, name: &str, req: Request<Incoming>) -> Answer {
         let snap = self.snap();
         let Some(p) = snap.profiles.get(name) else {
             return Err(not_found_profile());
         };
+        if p.sign.is_some() {
+            return self.test_signing(name, req).await;
+        }
+        let query = req.uri().query();
         let Some((o, source)) = p
             .oauth
             .as_ref()
@@ -116,6 +123,53 @@ impl Admin {
             );
             report.stored = true;
         }
+        Ok(json_response(
+            StatusCode::OK,
+            serde_json::to_value(&report).unwrap_or_default(),
+        ))
+    }
+
+    /// `POST /admin/profiles/{name}/test` for a signing profile: one signed `GET` through the
+    /// proxy's pipeline, to `url` (a JSON body `{"url": "…"}` or `?url=`) or the profile's first
+    /// route's upstream.
+    async fn test_signing(&self, name: &str, req: Request<Incoming>) -> Answer {
+        let params = crate::inject::encode::parse_form(req.uri().query().unwrap_or("").as_bytes());
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
+        let (tenant, mut url) = (get("tenant"), get("url"));
+        let within = self.snap().config.proxy.body_read_timeout;
+        let body = crate::serve::read_small_body(req.into_body(), 8192, within)
+            .await
+            .map_err(|e| ProxyError::new(e.code(), "the request body could not be read"))?;
+        if !body.iter().all(u8::is_ascii_whitespace) {
+            let v: Value = serde_json::from_slice(&body).map_err(|_| {
+                ProxyError::new(
+                    ErrorCode::BadRequest,
+                    "expected a JSON body {\"url\": \"http…\"} or none",
+                )
+            })?;
+            match v.get("url") {
+                None | Some(Value::Null) => {}
+                Some(Value::String(u)) => url = Some(u.clone()),
+                Some(_) => {
+                    return Err(ProxyError::new(
+                        ErrorCode::BadRequest,
+                        "url: expected a string",
+                    ))
+                }
+            }
+        }
+        let proxy = crate::proxy::Proxy::new(self.snap(), self.cache.clone(), Default::default());
+        let report = proxy
+            .probe(name, url.as_deref(), tenant.as_deref())
+            .await
+            .map_err(|e| e.with_profile(&Arc::from(name)))?;
+        tracing::info!(profile = %name, ok = report.ok, "admin: test signed request");
         Ok(json_response(
             StatusCode::OK,
             serde_json::to_value(&report).unwrap_or_default(),
@@ -301,7 +355,7 @@ impl Admin {
                 Some(p) => Ok(json_response(StatusCode::OK, self.profile_json(p))),
                 None => Err(not_found_profile()),
             },
-            Endpoint::TestProfile => self.test(param, req.uri().query()).await,
+            Endpoint::TestProfile => self.test(param, req).await,
             Endpoint::Tokens => Ok(self.tokens().await),
             Endpoint::Revoke => self.revoke(param, req.uri().query()).await,
             Endpoint::Reload => self.reload().await,

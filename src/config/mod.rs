@@ -271,6 +271,127 @@ pub struct MockProviderConfig {
     pub client_keys: Option<crate::sign::verify::PublicKeys>,
     /// `bearer_issuer` and `bearer_keys`: a trusted JWT bearer grant issuer.
     pub bearer_issuer: Option<(String, crate::sign::verify::PublicKeys)>,
+    /// `[mock_provider.sigv4]`: the SigV4-verifying resource (`/sigv4/…`).
+    pub sigv4: MockSigV4,
+    /// `[mock_provider.hmac]`: the HMAC-verifying resource (`/hmac/…`).
+    pub hmac: MockHmac,
+}
+
+/// The mock provider's SigV4-verifying resource: the credentials, region and service it accepts.
+#[derive(Debug, Clone)]
+pub struct MockSigV4 {
+    pub access_key_id: String,
+    pub secret_access_key: crate::secret::AwsSecretAccessKey,
+    /// When set, requests must carry it as `X-Amz-Security-Token`.
+    pub session_token: Option<crate::secret::AwsSessionToken>,
+    pub region: String,
+    pub service: String,
+}
+
+/// The AWS documentation's example key id, the mock's default.
+pub const DEFAULT_MOCK_SIGV4_ACCESS_KEY_ID: &str = "AKIDEXAMPLE";
+/// The AWS documentation's example secret key, the mock's default.
+pub const DEFAULT_MOCK_SIGV4_SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+pub const DEFAULT_MOCK_SIGV4_REGION: &str = "us-east-1";
+pub const DEFAULT_MOCK_SIGV4_SERVICE: &str = "execute-api";
+
+impl Default for MockSigV4 {
+    fn default() -> Self {
+        MockSigV4 {
+            access_key_id: DEFAULT_MOCK_SIGV4_ACCESS_KEY_ID.into(),
+            secret_access_key: DEFAULT_MOCK_SIGV4_SECRET_ACCESS_KEY.into(),
+            session_token: None,
+            region: DEFAULT_MOCK_SIGV4_REGION.into(),
+            service: DEFAULT_MOCK_SIGV4_SERVICE.into(),
+        }
+    }
+}
+
+/// The mock provider's HMAC-verifying resource: the signature it expects (the keys of an `hmac`
+/// profile) and the header fields that carry it, its time and its nonce.
+#[derive(Debug, Clone)]
+pub struct MockHmac {
+    pub secret: crate::secret::HmacSecret,
+    pub secret_encoding: crate::sign::hmac::SecretEncoding,
+    pub algorithm: crate::sign::hmac::Algorithm,
+    pub encoding: crate::sign::hmac::Encoding,
+    pub string_to_sign: String,
+    /// Lowercase header names.
+    pub signature_header: String,
+    pub timestamp_header: String,
+    pub nonce_header: String,
+    /// How far the timestamp may be from the mock's clock.
+    pub max_skew: Duration,
+}
+
+pub const DEFAULT_MOCK_HMAC_SECRET: &str = "demo-hmac-secret";
+pub const DEFAULT_MOCK_HMAC_STRING_TO_SIGN: &str =
+    "{{method}}\\n{{path}}\\n{{query}}\\n{{timestamp}}\\n{{body_sha256}}";
+pub const DEFAULT_MOCK_HMAC_SIGNATURE_HEADER: &str = "x-signature";
+pub const DEFAULT_MOCK_HMAC_TIMESTAMP_HEADER: &str = "x-timestamp";
+pub const DEFAULT_MOCK_HMAC_NONCE_HEADER: &str = "x-nonce";
+pub const DEFAULT_MOCK_SIGNED_MAX_SKEW: Duration = Duration::from_secs(300);
+
+impl Default for MockHmac {
+    fn default() -> Self {
+        MockHmac {
+            secret: DEFAULT_MOCK_HMAC_SECRET.into(),
+            secret_encoding: crate::sign::hmac::SecretEncoding::Utf8,
+            algorithm: crate::sign::hmac::Algorithm::Sha256,
+            encoding: crate::sign::hmac::Encoding::Hex,
+            string_to_sign: DEFAULT_MOCK_HMAC_STRING_TO_SIGN.into(),
+            signature_header: DEFAULT_MOCK_HMAC_SIGNATURE_HEADER.into(),
+            timestamp_header: DEFAULT_MOCK_HMAC_TIMESTAMP_HEADER.into(),
+            nonce_header: DEFAULT_MOCK_HMAC_NONCE_HEADER.into(),
+            max_skew: DEFAULT_MOCK_SIGNED_MAX_SKEW,
+        }
+    }
+}
+
+/// `secret_encoding` names (of `hmac` profiles and the mock's resource).
+pub const HMAC_SECRET_ENCODINGS: [(&str, crate::sign::hmac::SecretEncoding); 3] = [
+    ("utf8", crate::sign::hmac::SecretEncoding::Utf8),
+    ("base64", crate::sign::hmac::SecretEncoding::Base64),
+    ("hex", crate::sign::hmac::SecretEncoding::Hex),
+];
+/// `algorithm` names.
+pub const HMAC_ALGORITHMS: [(&str, crate::sign::hmac::Algorithm); 3] = [
+    ("sha1", crate::sign::hmac::Algorithm::Sha1),
+    ("sha256", crate::sign::hmac::Algorithm::Sha256),
+    ("sha512", crate::sign::hmac::Algorithm::Sha512),
+];
+/// `encoding` names.
+pub const HMAC_ENCODINGS: [(&str, crate::sign::hmac::Encoding); 2] = [
+    ("hex", crate::sign::hmac::Encoding::Hex),
+    ("base64", crate::sign::hmac::Encoding::Base64),
+];
+
+/// The value named `name` in `choices`, or the message saying what is expected.
+pub fn named<T: Copy>(choices: &[(&str, T)], name: &str) -> Result<T, String> {
+    match choices.iter().find(|(n, _)| *n == name) {
+        Some((_, t)) => Ok(*t),
+        None => {
+            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+            Err(format!(
+                "unknown value \"{name}\"; expected {}",
+                names.join(", ")
+            ))
+        }
+    }
+}
+
+impl MockHmac {
+    /// The signer it checks with. Errors name the key (`string_to_sign`, `secret`), never a value.
+    pub fn signer(&self) -> Result<crate::sign::hmac::Signer, String> {
+        crate::sign::hmac::Signer::new(
+            &self.string_to_sign,
+            self.secret.expose(),
+            self.secret_encoding,
+            self.algorithm,
+            self.encoding,
+        )
+        .map_err(|e| e.to_string())
+    }
 }
 
 pub const DEFAULT_MOCK_CLIENT_ID: &str = "demo-client";
@@ -379,6 +500,10 @@ pub struct Signing {
     pub method: SignMethod,
     /// A body that must be signed is read within this many bytes (413 past it).
     pub max_signed_body_bytes: u64,
+    /// The profile's secret values (`secret_access_key`, `session_token`, `secret`,
+    /// `consumer_secret`, `token`, `token_secret`): the signers keep theirs as keys, so the Test's
+    /// report masks these wherever an upstream echoes them.
+    pub secrets: Vec<crate::sign::SecretBytes>,
 }
 
 /// The signer of a signing profile.

@@ -96,6 +96,34 @@ pub struct RawMock {
     pub client_keys: Option<PathBuf>,
     pub bearer_issuer: Option<String>,
     pub bearer_keys: Option<PathBuf>,
+    pub sigv4: Option<RawMockSigV4>,
+    pub hmac: Option<RawMockHmac>,
+}
+
+/// `[mock_provider.sigv4]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMockSigV4 {
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<crate::secret::AwsSecretAccessKey>,
+    pub session_token: Option<crate::secret::AwsSessionToken>,
+    pub region: Option<String>,
+    pub service: Option<String>,
+}
+
+/// `[mock_provider.hmac]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMockHmac {
+    pub secret: Option<crate::secret::HmacSecret>,
+    pub secret_encoding: Option<String>,
+    pub algorithm: Option<String>,
+    pub encoding: Option<String>,
+    pub string_to_sign: Option<String>,
+    pub signature_header: Option<String>,
+    pub timestamp_header: Option<String>,
+    pub nonce_header: Option<String>,
+    pub max_skew: Option<Dur>,
 }
 
 #[derive(Deserialize)]

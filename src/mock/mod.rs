@@ -23,6 +23,10 @@
 //! - `ANY /protected/...`: the echo below, but only with `Authorization: Bearer <token>` for a token
 //!   this provider issued and that has not expired; otherwise 401 with
 //!   `WWW-Authenticate: Bearer error="invalid_token"`.
+//! - `ANY /sigv4/...`: a resource that verifies AWS Signature Version 4 (credentials, region and
+//!   service of `MockSettings::sigv4`), 403 with an AWS-like error otherwise; `ANY /hmac/...`: one
+//!   that verifies an `hmac` request signature (`MockSettings::hmac`), 401 otherwise. Accepted
+//!   requests get the echo's answer. See `signed.rs`.
 //! - `ANY /echo/...` (and any other path): answers 200 with the request as JSON:
 //!   `{"method","path","query","version","headers":[[name,value],…],"body"}` (`body_base64` when the
 //!   body is not UTF-8). `X-Mock-Status`, `X-Mock-Location` and `X-Mock-Delay-Ms` steer the answer.
@@ -38,6 +42,7 @@
 
 mod oauth;
 mod oauth1;
+mod signed;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -315,6 +320,8 @@ async fn handle(state: &MockState, req: Request<Incoming>) -> Response<Body> {
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "invalid_request", "error_description": "use POST"}),
         ),
+        (_, p) if p.starts_with("/sigv4/") || p == "/sigv4" => signed::sigv4(state, req).await,
+        (_, p) if p.starts_with("/hmac/") || p == "/hmac" => signed::hmac(state, req).await,
         (_, p) if p.starts_with("/protected/") || p == "/protected" => {
             if let Err(r) = state.check_bearer(req.headers()) {
                 return *r;
@@ -342,7 +349,7 @@ async fn echo(req: Request<Incoming>) -> Response<Body> {
 }
 
 /// The echo of a request whose body is read.
-async fn echo_parts(req: Request<Bytes>) -> Response<Body> {
+pub(crate) async fn echo_parts(req: Request<Bytes>) -> Response<Body> {
     let status = header_num(&req, "x-mock-status")
         .and_then(|s| u16::try_from(s).ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
@@ -350,6 +357,19 @@ async fn echo_parts(req: Request<Bytes>) -> Response<Body> {
     let delay = header_num(&req, "x-mock-delay-ms").map(|d| d.min(MAX_DELAY_MS));
     let location = req.headers().get("x-mock-location").cloned();
     let (parts, body) = req.into_parts();
+    let v = echo_json(&parts, &body);
+    if let Some(ms) = delay {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut resp = json_response(status, &v);
+    if let Some(loc) = location {
+        resp.headers_mut().insert(LOCATION, loc);
+    }
+    resp
+}
+
+/// The request as the echo shows it.
+fn echo_json(parts: &http::request::Parts, body: &[u8]) -> Value {
     let headers: Vec<Value> = parts
         .headers
         .iter()
@@ -362,19 +382,11 @@ async fn echo_parts(req: Request<Bytes>) -> Response<Body> {
         "version": format!("{:?}", parts.version),
         "headers": headers,
     });
-    match std::str::from_utf8(&body) {
+    match std::str::from_utf8(body) {
         Ok(s) => v["body"] = Value::String(s.to_string()),
         Err(_) => {
-            v["body_base64"] =
-                Value::String(base64::engine::general_purpose::STANDARD.encode(&body))
+            v["body_base64"] = Value::String(base64::engine::general_purpose::STANDARD.encode(body))
         }
     }
-    if let Some(ms) = delay {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
-    let mut resp = json_response(status, &v);
-    if let Some(loc) = location {
-        resp.headers_mut().insert(LOCATION, loc);
-    }
-    resp
+    v
 }

@@ -42,6 +42,10 @@ pub struct MockSettings {
     pub client_keys: Vec<(String, PublicKeys)>,
     /// JWT bearer grant (RFC 7523 §2.1): trusted assertion issuers (`iss`) → their public keys.
     pub bearer_issuers: Vec<(String, PublicKeys)>,
+    /// The SigV4-verifying resource (`/sigv4/…`, `signed.rs`).
+    pub sigv4: crate::config::MockSigV4,
+    /// The HMAC-verifying resource (`/hmac/…`, `signed.rs`).
+    pub hmac: crate::config::MockHmac,
 }
 
 impl Default for MockSettings {
@@ -60,6 +64,8 @@ impl Default for MockSettings {
             refresh_tokens_for_client_credentials: false,
             client_keys: Vec::new(),
             bearer_issuers: Vec::new(),
+            sigv4: Default::default(),
+            hmac: Default::default(),
         }
     }
 }
@@ -362,6 +368,12 @@ impl MockState {
         self.check_claims(&claims, endpoint, false)?;
         let get = |n: &str| claims.get(n).and_then(Value::as_str).map(String::from);
         Ok((iss, get("sub"), get("scope")))
+    }
+
+    /// The verifying resources' settings (`signed.rs`).
+    pub(super) fn signed_settings(&self) -> (crate::config::MockSigV4, crate::config::MockHmac) {
+        let s = lock(&self.settings);
+        (s.sigv4.clone(), s.hmac.clone())
     }
 
     pub fn set_token_lifetime(&self, d: Duration) {

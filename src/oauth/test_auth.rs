@@ -1,5 +1,9 @@
 //! "Test authorization": run a profile's token request and report what happened, with every token and
 //! secret masked. Used by `authsidecar test-auth` and `POST /admin/profiles/{name}/test`.
+//!
+//! A signing profile (`aws_sigv4`, `hmac`, `oauth1`) has no token request: its Test sends one signed
+//! `GET` through the proxy's pipeline (`proxy::probe`) and fills the same [`TestReport`], with
+//! `request` (the signed request as sent, masked) set and `token_url` and `token` empty.
 
 use std::time::Instant;
 
@@ -14,7 +18,7 @@ use crate::token::{Fetched, TokenError};
 pub const MAX_REPORT_BODY: usize = 64 * 1024;
 
 /// Header values never shown.
-const SECRET_HEADERS: &[&str] = &[
+pub(crate) const SECRET_HEADERS: &[&str] = &[
     "set-cookie",
     "authorization",
     "proxy-authorization",
@@ -26,9 +30,16 @@ pub struct TestReport {
     pub profile: String,
     #[serde(rename = "type")]
     pub kind: String,
-    pub token_url: String,
+    /// The token endpoint (`None` for a signing profile's Test).
+    pub token_url: Option<String>,
+    /// A signing profile's Test: the signed request as it was sent, masked (`None` for a token
+    /// request).
+    pub request: Option<SentRequest>,
+    /// Whether the test succeeded: a token was obtained, or the upstream answered 2xx to the
+    /// signed request.
     pub ok: bool,
-    /// HTTP status of the token endpoint, when it answered.
+    /// HTTP status of the token endpoint (or, for a signing profile, the upstream), when it
+    /// answered.
     pub status: Option<u16>,
     pub elapsed_ms: u64,
     /// Response headers ("Headers" tab).
@@ -39,6 +50,15 @@ pub struct TestReport {
     pub token: Option<TokenSummary>,
     /// Whether the token was put in the cache (admin only, `store=true`).
     pub stored: bool,
+}
+
+/// The signed request a signing profile's Test sent: method, URL and header fields, with
+/// signatures, tokens and secrets masked.
+#[derive(Debug, Serialize)]
+pub struct SentRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,7 +77,7 @@ pub struct TokenSummary {
     pub extra_members: Vec<String>,
 }
 
-fn redacted(s: &str) -> String {
+pub(crate) fn redacted(s: &str) -> String {
     format!("[redacted len={}]", s.chars().count())
 }
 
@@ -171,9 +191,12 @@ pub async fn run(source: &OAuthSource, tenant: Option<&str>) -> (TestReport, Opt
             crate::config::Grant::JwtBearer(_) => "oauth2_jwt_bearer",
         }
         .to_string(),
-        token_url: source
-            .token_url(tenant)
-            .unwrap_or_else(|_| s.token_url.clone()),
+        token_url: Some(
+            source
+                .token_url(tenant)
+                .unwrap_or_else(|_| s.token_url.clone()),
+        ),
+        request: None,
         ok: error.is_none(),
         status,
         elapsed_ms,
@@ -192,15 +215,22 @@ pub async fn run(source: &OAuthSource, tenant: Option<&str>) -> (TestReport, Opt
 impl TestReport {
     /// The human-readable form printed by `authsidecar test-auth`.
     pub fn to_text(&self) -> String {
-        let mut out = format!(
-            "Profile:   {} ({})\nToken URL: {}\nResult:    {}\n",
-            self.profile,
-            self.kind,
-            self.token_url,
-            match &self.error {
-                None => "Auth Test Succeeded".to_string(),
-                Some(e) => format!("Auth Test Failed: {}: {}", e.code, e.message),
+        let target = match (&self.token_url, &self.request) {
+            (Some(url), _) => format!("Token URL: {url}"),
+            (None, Some(r)) => format!("Request:   {} {}", r.method, r.url),
+            (None, None) => "Request:   -".to_string(),
+        };
+        let result = match (&self.error, self.ok, self.status) {
+            (Some(e), _, _) => format!("Auth Test Failed: {}: {}", e.code, e.message),
+            (None, true, _) => "Auth Test Succeeded".to_string(),
+            (None, false, Some(status)) => {
+                format!("Auth Test Failed: the upstream answered {status}")
             }
+            (None, false, None) => "Auth Test Failed".to_string(),
+        };
+        let mut out = format!(
+            "Profile:   {} ({})\n{target}\nResult:    {result}\n",
+            self.profile, self.kind,
         );
         out.push_str(&format!(
             "Status:    {}\nElapsed:   {} ms\n",
@@ -216,6 +246,12 @@ impl TestReport {
                 t.has_refresh_token,
                 t.extra_members
             ));
+        }
+        if let Some(r) = &self.request {
+            out.push_str("\n== Request headers ==\n");
+            for (k, v) in &r.headers {
+                out.push_str(&format!("{k}: {v}\n"));
+            }
         }
         out.push_str("\n== Headers ==\n");
         for (k, v) in &self.headers {

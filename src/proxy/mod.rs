@@ -22,6 +22,7 @@ pub(crate) mod h1;
 pub(crate) mod headers;
 pub(crate) mod message;
 pub(crate) mod pipeline;
+mod probe;
 pub(crate) mod route;
 mod sign;
 mod upstream;

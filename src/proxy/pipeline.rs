@@ -24,6 +24,10 @@
 //! 4. [`Proxy::finish`] (metrics and the access log) on success, [`Proxy::fail`] on an error
 //!    (error log, the `authorization_required` metric, the JSON error answer).
 //!
+//! A request the sidecar makes itself (a signing profile's Test) enters at `Proxy::probe`
+//! (`probe.rs`), which builds the resolved request and calls [`Proxy::journey`]: there is no
+//! second way through.
+//!
 //! Transports: [`HyperTransport`] (pooled hyper client: TLS, HTTP/2, connectors, streamed bodies)
 //! and the fast path's own pooled plain HTTP/1 connections (`h1::FastTransport`). Each applies the
 //! HTTP/1 message rules of `message.rs` to the answer it reads, so an answer is cleaned the same way

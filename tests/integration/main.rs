@@ -31,6 +31,7 @@ mod reload;
 mod replicas;
 mod secret_mask;
 mod sign_phase;
+mod sign_test;
 mod signing;
 mod store;
 mod tls;

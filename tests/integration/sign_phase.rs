@@ -118,7 +118,7 @@ fn received_url(echo: &Value) -> String {
 }
 
 /// Unix seconds of an `x-amz-date` (`YYYYMMDDTHHMMSSZ`).
-fn amz_unix(s: &str) -> i64 {
+pub(crate) fn amz_unix(s: &str) -> i64 {
     let n = |a: usize, b: usize| s[a..b].parse::<i64>().unwrap();
     let (y, m, d) = (n(0, 4), n(4, 6), n(6, 8));
     let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };

@@ -127,6 +127,8 @@ pub(super) fn mock_provider(m: RawMock, v: &mut V) -> Option<MockProviderConfig>
             None
         }
     };
+    let sigv4 = m.sigv4.map(|r| mock_sigv4(r, v)).unwrap_or_default();
+    let hmac = m.hmac.map(|r| mock_hmac(r, v)).unwrap_or_default();
     let listen = listen_addr(&m.listen, "mock_provider.listen", v)?;
     Some(MockProviderConfig {
         listen,
@@ -141,7 +143,114 @@ pub(super) fn mock_provider(m: RawMock, v: &mut V) -> Option<MockProviderConfig>
         password: m.password.unwrap_or_else(|| DEFAULT_MOCK_PASSWORD.into()),
         client_keys,
         bearer_issuer,
+        sigv4,
+        hmac,
     })
+}
+
+/// `[mock_provider.sigv4]`: each key defaults to the mock's demo value.
+fn mock_sigv4(r: raw::RawMockSigV4, v: &mut V) -> MockSigV4 {
+    let d = MockSigV4::default();
+    for (key, value) in [("region", &r.region), ("service", &r.service)] {
+        if value.as_deref().is_some_and(|s| {
+            s.is_empty()
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        }) {
+            v.err(
+                &format!("mock_provider.sigv4.{key}"),
+                "expected a name of letters, digits, '-' or '_' (e.g. us-east-1, execute-api)",
+            );
+        }
+    }
+    if r.access_key_id
+        .as_deref()
+        .is_some_and(|id| id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()))
+    {
+        v.err(
+            "mock_provider.sigv4.access_key_id",
+            "expected letters and digits (e.g. AKIA…)",
+        );
+    }
+    if r.secret_access_key.as_ref().is_some_and(|s| s.is_empty()) {
+        v.err("mock_provider.sigv4.secret_access_key", "empty");
+    }
+    MockSigV4 {
+        access_key_id: r.access_key_id.unwrap_or(d.access_key_id),
+        secret_access_key: r.secret_access_key.unwrap_or(d.secret_access_key),
+        session_token: r.session_token,
+        region: r.region.unwrap_or(d.region),
+        service: r.service.unwrap_or(d.service),
+    }
+}
+
+/// `[mock_provider.hmac]`: each key defaults to the mock's demo value.
+fn mock_hmac(r: raw::RawMockHmac, v: &mut V) -> MockHmac {
+    let mut m = MockHmac::default();
+    let pick = |value: Option<String>,
+                key: &str,
+                v: &mut V,
+                set: &mut dyn FnMut(&str) -> Result<(), String>| {
+        if let Some(value) = value {
+            if let Err(e) = set(&value) {
+                v.err(&format!("mock_provider.hmac.{key}"), e);
+            }
+        }
+    };
+    pick(r.secret_encoding, "secret_encoding", v, &mut |s| {
+        m.secret_encoding = named(&HMAC_SECRET_ENCODINGS, s)?;
+        Ok(())
+    });
+    pick(r.algorithm, "algorithm", v, &mut |s| {
+        m.algorithm = named(&HMAC_ALGORITHMS, s)?;
+        Ok(())
+    });
+    pick(r.encoding, "encoding", v, &mut |s| {
+        m.encoding = named(&HMAC_ENCODINGS, s)?;
+        Ok(())
+    });
+    for (value, key, slot) in [
+        (
+            r.signature_header,
+            "signature_header",
+            &mut m.signature_header,
+        ),
+        (
+            r.timestamp_header,
+            "timestamp_header",
+            &mut m.timestamp_header,
+        ),
+        (r.nonce_header, "nonce_header", &mut m.nonce_header),
+    ] {
+        if let Some(h) = value {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                v.err(
+                    &format!("mock_provider.hmac.{key}"),
+                    "expected a header field name (e.g. X-Signature)",
+                );
+            }
+            *slot = h.to_ascii_lowercase();
+        }
+    }
+    if let Some(s) = r.secret {
+        m.secret = s;
+    }
+    if let Some(t) = r.string_to_sign {
+        m.string_to_sign = t;
+    }
+    if let Some(d) = r.max_skew {
+        m.max_skew = d.0;
+    }
+    if let Err(e) = m.signer() {
+        let key = if e.starts_with("string_to_sign") {
+            "mock_provider.hmac.string_to_sign"
+        } else {
+            "mock_provider.hmac.secret"
+        };
+        v.err(key, e);
+    }
+    m
 }
 
 /// Two listeners on one address (port 0 aside: each gets its own).

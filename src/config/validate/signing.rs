@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::config::{OAuth1Placement, SignMethod, Signing};
-use crate::sign::{hmac, oauth1, sigv4, PrivateKey};
+use crate::sign::{hmac, oauth1, sigv4, PrivateKey, SecretBytes};
 
 /// Default `max_signed_body_bytes`: 1 MiB.
 pub const DEFAULT_MAX_SIGNED_BODY_BYTES: u64 = 1 << 20;
@@ -45,6 +45,7 @@ fn one_of<T: Copy>(
 /// The signer of a signing type, or `None` (with errors) when its keys do not make one.
 /// `per_user`: the profile's `per_user = true` (three-legged OAuth 1.0a).
 pub(super) fn signing(kind: RawKind, path: &str, per_user: bool, v: &mut V) -> Option<ProfileKind> {
+    let secrets = secrets(&kind);
     let (method, body) = match kind {
         RawKind::AwsSigV4 { keys, body } => (sigv4_method(*keys, path, v), body),
         RawKind::Hmac { keys, body } => (hmac_method(*keys, path, v), body),
@@ -64,7 +65,34 @@ pub(super) fn signing(kind: RawKind, path: &str, per_user: bool, v: &mut V) -> O
     Some(ProfileKind::Sign(Arc::new(Signing {
         method: method?,
         max_signed_body_bytes: max,
+        secrets,
     })))
+}
+
+/// The secret values of a signing type's keys (what the Test's report masks).
+fn secrets(kind: &RawKind) -> Vec<SecretBytes> {
+    let text = |s: Option<&str>| s.map(|s| SecretBytes::new(s.as_bytes()));
+    match kind {
+        RawKind::AwsSigV4 { keys, .. } => [
+            text(keys.secret_access_key.as_ref().map(|s| s.expose())),
+            text(keys.session_token.as_ref().map(|s| s.expose())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        RawKind::Hmac { keys, .. } => text(keys.secret.as_ref().map(|s| s.expose()))
+            .into_iter()
+            .collect(),
+        RawKind::OAuth1 { keys, .. } => [
+            text(keys.consumer_secret.as_ref().map(|s| s.expose())),
+            text(keys.token.as_ref().map(|s| s.expose())),
+            text(keys.token_secret.as_ref().map(|s| s.expose())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn name_ok(value: &str) -> bool {
