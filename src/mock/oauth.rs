@@ -141,6 +141,9 @@ pub struct MockState {
     seen_jti: Mutex<HashMap<String, u64>>,
     /// The OAuth 1.0a provider's tokens and nonces (`/oauth1/…`).
     pub(super) oauth1: super::oauth1::OAuth1State,
+    /// Nonces of accepted `/hmac/…` requests → their time (Unix s), kept for `max_skew` (replays
+    /// are refused).
+    pub(super) hmac_nonces: Mutex<HashMap<[u8; 16], i64>>,
     pub counters: Counters,
 }
 
@@ -192,6 +195,7 @@ impl MockState {
             issuer: Mutex::default(),
             faults: Mutex::default(),
             seen_jti: Mutex::default(),
+            hmac_nonces: Mutex::default(),
             oauth1: super::oauth1::OAuth1State::default(),
             counters: Counters::default(),
         }

@@ -84,7 +84,12 @@ pub(super) async fn hmac(state: &MockState, req: Request<Incoming>) -> Response<
         Ok(b) => b,
         Err(r) => return r,
     };
-    match check_hmac(&cfg, &parts, &body, now_unix()) {
+    let now = now_unix();
+    let checked = check_hmac(&cfg, &parts, &body, now).and_then(|nonce| match nonce {
+        Some(n) => first_use(state, n, now, cfg.max_skew.as_secs() as i64),
+        None => Ok(()),
+    });
+    match checked {
         Ok(()) => accepted(state, parts, body).await,
         Err(r) => {
             state
@@ -379,12 +384,26 @@ fn header_time_ms(value: &str) -> Option<u64> {
     }
 }
 
+/// Records a signed request's nonce; one seen within the time window is a replay.
+fn first_use(state: &MockState, nonce: [u8; 16], now: i64, window: i64) -> Result<(), Refusal> {
+    let mut seen = state.hmac_nonces.lock().unwrap_or_else(|p| p.into_inner());
+    seen.retain(|_, t| (now - *t).abs() <= window);
+    match seen.insert(nonce, now) {
+        None => Ok(()),
+        Some(_) => Err(refuse(
+            "nonce_used",
+            "this nonce was already used (a replayed request)".to_string(),
+        )),
+    }
+}
+
+/// Checks a signed request; returns its nonce when `string_to_sign` uses one.
 fn check_hmac(
     cfg: &MockHmac,
     parts: &http::request::Parts,
     body: &[u8],
     now: i64,
-) -> Result<(), Refusal> {
+) -> Result<Option<[u8; 16]>, Refusal> {
     let signer = cfg
         .signer()
         .map_err(|e| refuse("misconfigured", format!("the mock's own settings: {e}")))?;
@@ -453,11 +472,11 @@ fn check_hmac(
                     format!("{} must be 32 hex digits (128 bits)", cfg.nonce_header),
                 )
             })?;
-        bytes
+        Some(bytes)
     } else {
-        [0; 16]
+        None
     };
-    let moment = hmac::Moment::new(ms.unwrap_or(0), nonce);
+    let moment = hmac::Moment::new(ms.unwrap_or(0), nonce.unwrap_or([0; 16]));
     let list: Vec<(&str, &[u8])> = h.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
     let request = crate::sign::Request {
         method: parts.method.as_str(),
@@ -487,7 +506,7 @@ fn check_hmac(
             computed: Some((String::new(), sts)),
         });
     }
-    Ok(())
+    Ok(nonce)
 }
 
 #[cfg(test)]

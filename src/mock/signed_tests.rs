@@ -114,7 +114,7 @@ fn hmac_accepts_a_signed_request_and_refuses_changes() {
         ],
     );
     assert!(check_hmac(&cfg, &ok, b"", now).is_ok());
-    let code = |r: Result<(), Refusal>| r.err().map(|r| r.code);
+    let code = |r: Result<Option<[u8; 16]>, Refusal>| r.err().map(|r| r.code);
     assert_eq!(
         code(check_hmac(&cfg, &ok, b"x", now)),
         Some("invalid_signature")
@@ -132,4 +132,18 @@ fn hmac_accepts_a_signed_request_and_refuses_changes() {
         code(check_hmac(&cfg, &unsigned, b"", now)),
         Some("missing_signature")
     );
+}
+
+#[test]
+fn an_hmac_nonce_is_accepted_once_within_the_window() {
+    let state = MockState::new(super::super::oauth::MockSettings::default());
+    let (a, b) = ([1u8; 16], [2u8; 16]);
+    assert!(first_use(&state, a, 1_000, 300).is_ok());
+    assert_eq!(
+        first_use(&state, a, 1_010, 300).err().map(|r| r.code),
+        Some("nonce_used")
+    );
+    assert!(first_use(&state, b, 1_010, 300).is_ok());
+    // Past the window the old nonce is forgotten (its timestamp would be refused anyway).
+    assert!(first_use(&state, a, 1_400, 300).is_ok());
 }
