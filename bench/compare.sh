@@ -8,6 +8,9 @@
 #   bench/compare.sh --smoke              # ~30 s, plain and HTTPS: proves the script works (used by .ci/run)
 #   options: --rounds N --duration S --connections C --threads T --out FILE
 #   AUTHSIDECAR_BIN=path bench/compare.sh   # measure another build (e.g. an earlier commit's)
+#   BASELINE_BIN=path bench/compare.sh      # add a fifth target, "baseline": that build beside this
+#                                         # one in the same run, alternating rounds (ratio
+#                                         # authsidecar/baseline), for "no worse than build X"
 #
 # Targets (all on 127.0.0.1, ports chosen by the OS):
 #   direct     the upstream itself (nginx answering 200 "ok"): the physical limit
@@ -295,6 +298,16 @@ start_sidecar() {
   wait_port "$AS" authsidecar
 }
 start_sidecar
+if [ -n "${BASELINE_BIN:-}" ]; then
+  # The same config on its own ports.
+  BAS=$(free_port) BADM=$(free_port) BAUTH=$(free_port)
+  sed -e "s/127.0.0.1:$AS\"/127.0.0.1:$BAS\"/; s/127.0.0.1:$ADM\"/127.0.0.1:$BADM\"/; s/127.0.0.1:$AUTH\"/127.0.0.1:$BAUTH\"/g" \
+    "$WORK/authsidecar.toml" > "$WORK/baseline.toml"
+  RUST_LOG=warn "$BASELINE_BIN" -c "$WORK/baseline.toml" run 2>"$WORK/baseline.log" &
+  BASELINE=$!
+  PIDS+=($BASELINE)
+  wait_port "$BAS" baseline
+fi
 for p in "$UP upstream" "$NG nginx" "$HA haproxy" "$MOCK mock" "$MOCK2 mock2" "$AS authsidecar" "$AUTH auth" \
   "$UPS upstream-https" "$NGS nginx-https" "$HAS haproxy-https"; do
   wait_port $p
@@ -307,6 +320,10 @@ declare -A URL=(
   [authsidecar]="http://127.0.0.1:$AS/"
 )
 ORDER=(direct nginx haproxy authsidecar)
+if [ -n "${BASELINE:-}" ]; then
+  URL[baseline]="http://127.0.0.1:$BAS/"
+  ORDER+=(baseline)
+fi
 RAW="$WORK/raw.jsonl"
 : > "$RAW"
 
@@ -317,6 +334,7 @@ procs_of() {
     nginx) pgrep -P "$NG_PID" | tr '\n' ' ' ;;
     haproxy) echo "$HA_PID" ;;
     authsidecar) echo "$SIDECAR" ;;
+    baseline) echo "$BASELINE" ;;
   esac
 }
 # "user sys" clock ticks of the given processes (all their threads), and the machine's busy ticks.
@@ -365,8 +383,8 @@ DURATION=$DURATION_SAVED
 echo "header injection: $ROUNDS rounds x ${DURATION}s, $CONNS connections, $THREADS threads each"
 for r in $(seq 1 "$ROUNDS"); do
   # Rotate the order every round.
-  for i in 0 1 2 3; do
-    t=${ORDER[$(( (i + r) % 4 ))]}
+  for i in "${!ORDER[@]}"; do
+    t=${ORDER[$(( (i + r) % ${#ORDER[@]} ))]}
     run_wrk header "$t" "${URL[$t]}"
   done
 done
@@ -379,6 +397,7 @@ declare -A URLS=(
   [haproxy]="http://127.0.0.1:$HAS/"
   [authsidecar]="http://127.0.0.1:$AS/s/"
 )
+[ -n "${BASELINE:-}" ] && URLS[baseline]="http://127.0.0.1:$BAS/s/"
 printf 'wrk.headers["X-Api-Key"] = "%s"\n' "$APIKEY" > "$WORK/apikey.lua"
 https_script() { [ "$1" = direct ] && echo "$WORK/apikey.lua" || true; }
 for t in "${ORDER[@]}"; do
@@ -410,8 +429,8 @@ DURATION=$DURATION_SAVED
 
 echo "https upstream: $ROUNDS rounds x ${DURATION}s, $CONNS connections, $THREADS threads each"
 for r in $(seq 1 "$ROUNDS"); do
-  for i in 0 1 2 3; do
-    t=${ORDER[$(( (i + r) % 4 ))]}
+  for i in "${!ORDER[@]}"; do
+    t=${ORDER[$(( (i + r) % ${#ORDER[@]} ))]}
     run_wrk https "$t" "${URLS[$t]}" "$(https_script "$t")"
   done
 done
@@ -501,6 +520,7 @@ import json, statistics, sys, datetime, os, platform
 raw, out, rounds, duration, conns, threads, smoke = sys.argv[1:8]
 rows = [json.loads(l) for l in open(raw) if l.strip()]
 rows = [r for r in rows if r.get("scenario") != "warmup"]
+TARGETS = ["direct", "nginx", "haproxy", "authsidecar"] + (["baseline"] if any(r["target"] == "baseline" for r in rows) else [])
 def agg(scenario, target):
     rs = [r for r in rows if r["scenario"] == scenario and r["target"] == target]
     if not rs: return None
@@ -512,21 +532,27 @@ def agg(scenario, target):
 result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
           "machine": {"cores": os.cpu_count(), "kernel": platform.release()},
           "settings": {"rounds": int(rounds), "duration_s": int(duration), "connections": int(conns), "threads": int(threads)},
-          "header": {t: agg("header", t) for t in ["direct", "nginx", "haproxy", "authsidecar"]}}
+          "header": {t: agg("header", t) for t in TARGETS}}
 h = result["header"]
 def ratio(a, b):
     return round(h[a]["rps"] / h[b]["rps"], 3) if h.get(a) and h.get(b) and h[b]["rps"] else None
 result["ratios"] = {"authsidecar/nginx": ratio("authsidecar", "nginx"), "authsidecar/haproxy": ratio("authsidecar", "haproxy"),
                     "nginx/direct": ratio("nginx", "direct"), "haproxy/direct": ratio("haproxy", "direct"),
                     "authsidecar/direct": ratio("authsidecar", "direct")}
+if h.get("baseline"):
+    result["ratios"]["authsidecar/baseline"] = ratio("authsidecar", "baseline")
+    result["ratios"]["baseline/nginx"] = ratio("baseline", "nginx")
 # HTTPS upstream: the same targets, API key header, TLS to the upstream.
-result["https"] = {t: agg("https", t) for t in ["direct", "nginx", "haproxy", "authsidecar"]}
+result["https"] = {t: agg("https", t) for t in TARGETS}
 hs = result["https"]
 def ratio_s(a, b):
     return round(hs[a]["rps"] / hs[b]["rps"], 3) if hs.get(a) and hs.get(b) and hs[b]["rps"] else None
 result["https_ratios"] = {"authsidecar/nginx": ratio_s("authsidecar", "nginx"), "authsidecar/haproxy": ratio_s("authsidecar", "haproxy"),
                           "nginx/direct": ratio_s("nginx", "direct"), "haproxy/direct": ratio_s("haproxy", "direct"),
                           "authsidecar/direct": ratio_s("authsidecar", "direct")}
+if hs.get("baseline"):
+    result["https_ratios"]["authsidecar/baseline"] = ratio_s("authsidecar", "baseline")
+    result["https_ratios"]["baseline/nginx"] = ratio_s("baseline", "nginx")
 for sc in ["payload", "query", "per_user"]:
     v = {t: agg(sc, t) for t in ["direct", "authsidecar"]}
     if any(v.values()): result[sc] = v
