@@ -169,6 +169,74 @@ enum Wait {
     Closed,
 }
 
+/// A connection's one timer (see [`wait_readable`]), shared by the waits of its requests: the wait
+/// for the next request and the wait for the upstream's answer. It is set once and reset only when
+/// it fires or when a wait's deadline is earlier than it, so a request usually registers no timer.
+pub(crate) struct ConnTimer {
+    /// Locked only while polled or reset (never across an await).
+    sleep: std::sync::Mutex<Pin<Box<tokio::time::Sleep>>>,
+    /// How far ahead it is set when it fires early: the shortest deadline a wait usually has, so
+    /// a later wait seldom finds the timer due after its own deadline.
+    period: Duration,
+}
+
+impl ConnTimer {
+    fn new(period: Duration) -> Self {
+        ConnTimer {
+            sleep: std::sync::Mutex::new(Box::pin(tokio::time::sleep(period))),
+            period,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pin<Box<tokio::time::Sleep>>> {
+        // Nothing the lock guards can be left half-changed by a panic.
+        self.sleep.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Readies the timer for a wait until `deadline`.
+    fn arm(&self, deadline: Instant) {
+        let mut sleep = self.lock();
+        if sleep.deadline() > deadline {
+            sleep.as_mut().reset(deadline);
+        }
+    }
+
+    /// Whether `deadline` has passed; polled from a wait until `deadline` (after [`Self::arm`]).
+    /// When the timer fires early it is set again, no later than `period` ahead.
+    fn poll_passed(&self, cx: &mut std::task::Context<'_>, deadline: Instant, exact: bool) -> bool {
+        let mut sleep = self.lock();
+        while std::future::Future::poll(sleep.as_mut(), cx).is_ready() {
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            let next = if exact {
+                deadline
+            } else {
+                deadline.min(now + self.period)
+            };
+            sleep.as_mut().reset(next);
+        }
+        false
+    }
+
+    /// `fut`'s output, or `None` when `deadline` passes first.
+    async fn within<F: std::future::Future>(&self, deadline: Instant, fut: F) -> Option<F::Output> {
+        self.arm(deadline);
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return std::task::Poll::Ready(Some(out));
+            }
+            if self.poll_passed(cx, deadline, false) {
+                return std::task::Poll::Ready(None);
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}
+
 /// Waits until the caller sends something (no buffer is held meanwhile), until `deadline`, or
 /// until `shutdown` (the connection's one registration with the shutdown signal) fires.
 ///
@@ -179,26 +247,27 @@ enum Wait {
 async fn wait_readable<S>(
     stream: &TcpStream,
     deadline: Instant,
-    mut timer: Pin<&mut tokio::time::Sleep>,
+    timer: &ConnTimer,
     mut shutdown: Pin<&mut S>,
 ) -> Wait
 where
     S: std::future::Future,
 {
-    loop {
-        tokio::select! {
-            // In this order, with no random start (which costs a random number per wait): the
-            // caller's bytes first; the timer and shutdown are still seen while it sends nothing.
-            biased;
-            r = stream.readable() => return if r.is_ok() { Wait::Ready } else { Wait::Closed },
-            () = timer.as_mut() => {
-                if Instant::now() >= deadline {
-                    return Wait::Closed;
-                }
-                timer.as_mut().reset(deadline);
-            }
-            _ = shutdown.as_mut() => return Wait::Closed,
+    timer.arm(deadline);
+    let passed = std::future::poll_fn(|cx| {
+        if timer.poll_passed(cx, deadline, true) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
         }
+    });
+    tokio::select! {
+        // In this order, with no random start (which costs a random number per wait): the
+        // caller's bytes first; the timer and shutdown are still seen while it sends nothing.
+        biased;
+        r = stream.readable() => if r.is_ok() { Wait::Ready } else { Wait::Closed },
+        () = passed => Wait::Closed,
+        _ = shutdown.as_mut() => Wait::Closed,
     }
 }
 
@@ -216,8 +285,7 @@ pub async fn serve(
     let stop = shutdown.changed();
     tokio::pin!(stop);
     // Due no later than the first wait's deadline; see `wait_readable`.
-    let timer = tokio::time::sleep(limits.header_read_timeout.min(limits.idle_timeout));
-    tokio::pin!(timer);
+    let timer = ConnTimer::new(limits.header_read_timeout.min(limits.idle_timeout));
     let mut buf: Vec<u8> = Vec::new();
     let mut first = true;
     loop {
@@ -231,9 +299,7 @@ pub async fn serve(
                 limits.idle_timeout
             };
             let deadline = Instant::now() + within;
-            if let Wait::Closed =
-                wait_readable(&stream, deadline, timer.as_mut(), stop.as_mut()).await
-            {
+            if let Wait::Closed = wait_readable(&stream, deadline, &timer, stop.as_mut()).await {
                 return Ended::Closed;
             }
             buf = take_buf();
@@ -282,8 +348,17 @@ pub async fn serve(
         let len = head.len + head.body_len as usize;
         // Boxed: the request's state lives only while it is served, so an idle connection's
         // task holds none of it.
-        match in_box(|| proxy.fast_one(&conn, head, &mut stream, &mut buf, limits.idle_timeout))
-            .await
+        match in_box(|| {
+            proxy.fast_one(
+                &conn,
+                head,
+                &mut stream,
+                &mut buf,
+                limits.idle_timeout,
+                &timer,
+            )
+        })
+        .await
         {
             Step::KeepAlive => {}
             Step::Close => return Ended::Closed,
@@ -1420,6 +1495,8 @@ async fn write_within(caller: &mut TcpStream, buf: &[u8], stall: Duration) -> bo
 /// The fast path's transport: this worker's pooled plain HTTP/1 connections, the request head
 /// written by hand, the answer's head parsed by the rules of `message.rs`.
 pub(crate) struct FastTransport<'a> {
+    /// The caller's connection's timer: the upstream's answer is awaited on it.
+    timer: &'a ConnTimer,
     connect_timeout: Duration,
     /// The caller's connection closes after this request.
     close_caller: bool,
@@ -1455,25 +1532,27 @@ impl super::pipeline::Transport for FastTransport<'_> {
         // `at`: when the request is sent (read once for the deadline and the pool's idle check).
         let at = Instant::now();
         let timeout = out.route.timeout;
-        match tokio::time::timeout_at(
-            at + timeout,
-            exchange(
-                req,
-                out.method,
-                out.signed.then_some(out.stale),
-                out.fresh,
-                self,
-                out.route.pool_name.as_ref(),
-                at,
-            ),
-        )
-        .await
+        match self
+            .timer
+            .within(
+                at + timeout,
+                exchange(
+                    req,
+                    out.method,
+                    out.signed.then_some(out.stale),
+                    out.fresh,
+                    self,
+                    out.route.pool_name.as_ref(),
+                    at,
+                ),
+            )
+            .await
         {
-            Err(_) => Err(ProxyError::new(
+            None => Err(ProxyError::new(
                 ErrorCode::UpstreamTimeout,
                 format!("the upstream did not answer within {timeout:?}"),
             )),
-            Ok(r) => r,
+            Some(r) => r,
         }
     }
 }
@@ -1488,6 +1567,7 @@ impl Proxy {
         caller: &mut TcpStream,
         buf: &mut Vec<u8>,
         stall: Duration,
+        timer: &ConnTimer,
     ) -> Step {
         let snap = &self.snapshot.load_full();
         // A body the fast path does not read whole: hyper streams it (or refuses it as too large).
@@ -1514,6 +1594,7 @@ impl Proxy {
                 let p: &Arc<super::ProfileRt> = r.profile;
                 profile = Some(p.plan.profile());
                 let transport = FastTransport {
+                    timer,
                     connect_timeout: r.client.connect_timeout,
                     close_caller: close,
                     tls: r
@@ -2085,5 +2166,48 @@ mod tests {
             let _ = parse_request(&data, 100);
             let _ = parse_response(&data, &Method::GET, false);
         }
+    }
+
+    /// The connection's one timer ends every wait at its own deadline, whether that is before the
+    /// timer's due time (it is moved earlier) or long after it (it fires early and is set again).
+    #[tokio::test(start_paused = true)]
+    async fn the_connection_timer_ends_each_wait_at_its_deadline() {
+        let timer = ConnTimer::new(Duration::from_secs(10));
+        let pending = std::future::pending::<()>;
+        // Longer than the period: fires at 10 s and 20 s, times out at 25 s.
+        let t0 = Instant::now();
+        assert_eq!(
+            timer.within(t0 + Duration::from_secs(25), pending()).await,
+            None
+        );
+        assert_eq!(t0.elapsed(), Duration::from_secs(25));
+        // Shorter than what is left of the timer's due time: moved earlier.
+        let t1 = Instant::now();
+        assert_eq!(
+            timer.within(t1 + Duration::from_secs(3), pending()).await,
+            None
+        );
+        assert_eq!(t1.elapsed(), Duration::from_secs(3));
+        // What finishes first is answered at once, and the timer is still right afterwards.
+        assert_eq!(
+            timer
+                .within(t1 + Duration::from_secs(60), async { 7 })
+                .await,
+            Some(7)
+        );
+        let t2 = Instant::now();
+        let late = async {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            8
+        };
+        assert_eq!(
+            timer.within(t2 + Duration::from_secs(5), late).await,
+            Some(8)
+        );
+        assert_eq!(
+            timer.within(t2 + Duration::from_secs(5), pending()).await,
+            None
+        );
+        assert_eq!(t2.elapsed(), Duration::from_secs(5));
     }
 }
