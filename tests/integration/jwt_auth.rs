@@ -809,12 +809,11 @@ async fn post_form(url: &str, form: &[(&str, &str)]) -> Resp {
     .await
 }
 
-#[tokio::test]
-async fn the_mock_provider_verifies_client_assertions_and_bearer_assertions() {
-    use authsidecar::mock::MockSettings;
-    use authsidecar::sign::{jwt, PrivateKey};
-    let secret = "mock-client-secret-jwt-0123456789abcdef";
-    let mut settings = MockSettings::default();
+/// The mock provider set up for three JWT profiles: `pk` (`private_key_jwt`, an EC key), `cs`
+/// (`client_secret_jwt` with `secret`) and `bearer` (the JWT bearer grant, an Ed25519 key), all on
+/// the route `/api/` to the mock's protected resource. The config has `{echo}` for the mock.
+pub(crate) fn jwt_profiles_and_mock(secret: &str) -> (authsidecar::mock::MockSettings, String) {
+    let mut settings = authsidecar::mock::MockSettings::default();
     settings.clients.push(("cs-client".into(), secret.into()));
     settings
         .client_keys
@@ -855,6 +854,14 @@ sub = "alice"
         ec = data_path("ec-sec1.pem"),
         ed = data_path("ed25519-pkcs8.pem"),
     );
+    (settings, text)
+}
+
+#[tokio::test]
+async fn the_mock_provider_verifies_client_assertions_and_bearer_assertions() {
+    use authsidecar::sign::{jwt, PrivateKey};
+    let secret = "mock-client-secret-jwt-0123456789abcdef";
+    let (settings, text) = jwt_profiles_and_mock(secret);
     let h = Harness::start_full(&text, &[], settings).await;
     for p in ["pk", "cs", "bearer"] {
         let r = get(&h.url("/api/x"), &[("X-Authsidecar-Profile", p)]).await;

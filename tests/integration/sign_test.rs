@@ -651,55 +651,8 @@ fn hmac_case(id: &str, c: &Captured) -> Value {
 #[tokio::test]
 async fn test_of_jwt_client_authentication_and_the_bearer_grant_runs_the_token_request() {
     use std::sync::atomic::Ordering::SeqCst;
-    let data = |f: &str| {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/sign")
-            .join(f)
-    };
-    let keys = |f: &str| {
-        authsidecar::sign::verify::PublicKeys::load(&std::fs::read(data(f)).unwrap()).unwrap()
-    };
     let secret = "jwt-client-secret-canary-0123456789abcdef";
-    let mut settings = MockSettings::default();
-    settings.clients.push(("cs-client".into(), secret.into()));
-    settings
-        .client_keys
-        .push(("pk-client".into(), keys("ec-public.pem")));
-    settings
-        .bearer_issuers
-        .push(("svc-issuer".into(), keys("ed25519-public.pem")));
-    let text = format!(
-        r#"
-[[routes]]
-prefix = "/api/"
-upstream = "http://{{echo}}/protected/"
-profiles = ["pk", "cs", "bearer"]
-
-[profiles.pk]
-type = "oauth2_client_credentials"
-token_url = "http://{{echo}}/oauth/token"
-client_id = "pk-client"
-client_auth = "private_key_jwt"
-client_assertion_key = "{ec}"
-
-[profiles.cs]
-type = "oauth2_client_credentials"
-token_url = "http://{{echo}}/oauth/token"
-client_id = "cs-client"
-client_secret = "{secret}"
-client_auth = "client_secret_jwt"
-
-[profiles.bearer]
-type = "oauth2_jwt_bearer"
-token_url = "http://{{echo}}/oauth/token"
-assertion_key = "{ed}"
-[profiles.bearer.assertion_claims]
-iss = "svc-issuer"
-sub = "alice"
-"#,
-        ec = data("ec-sec1.pem").display(),
-        ed = data("ed25519-pkcs8.pem").display(),
-    );
+    let (settings, text) = crate::jwt_auth::jwt_profiles_and_mock(secret);
     let h = Harness::start_full(&text, &[], settings).await;
     let dir = TempDir::new("sign-test-jwt");
     let file = dir.join("c.toml");
