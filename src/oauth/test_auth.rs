@@ -118,6 +118,26 @@ pub fn mask_body(body: &[u8], redactor: &Redactor) -> String {
     redactor.mask(&text)
 }
 
+/// An answer's headers as a report shows them: credential headers masked whole, every other value
+/// with every known secret masked.
+pub(crate) fn shown_headers(
+    headers: &http::HeaderMap,
+    redactor: &Redactor,
+) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            let raw = String::from_utf8_lossy(v.as_bytes());
+            let shown = if SECRET_HEADERS.contains(&n.as_str()) {
+                redacted(&raw)
+            } else {
+                redactor.mask(&raw)
+            };
+            (n.as_str().to_string(), shown)
+        })
+        .collect()
+}
+
 /// Runs the profile's token request once (never through the cache) and reports.
 pub async fn run(source: &OAuthSource, tenant: Option<&str>) -> (TestReport, Option<Fetched>) {
     let s = source.settings();
@@ -156,18 +176,7 @@ pub async fn run(source: &OAuthSource, tenant: Option<&str>) -> (TestReport, Opt
     let (status, headers, body) = match &exchange {
         Some(x) => (
             Some(x.status),
-            x.headers
-                .iter()
-                .map(|(n, v)| {
-                    let raw = String::from_utf8_lossy(v.as_bytes());
-                    let shown = if SECRET_HEADERS.contains(&n.as_str()) {
-                        redacted(&raw)
-                    } else {
-                        redactor.mask(&raw)
-                    };
-                    (n.as_str().to_string(), shown)
-                })
-                .collect(),
+            shown_headers(&x.headers, &redactor),
             mask_body(&x.body, &redactor),
         ),
         None => (None, Vec::new(), String::new()),

@@ -22,7 +22,7 @@ use super::{ConnCtx, Proxy, Resolved};
 use crate::error::{ErrorCode, ProxyError};
 use crate::inject::Inputs;
 use crate::oauth::test_auth::{
-    mask_body, redacted, ReportError, SentRequest, TestReport, MAX_REPORT_BODY, SECRET_HEADERS,
+    mask_body, redacted, shown_headers, ReportError, SentRequest, TestReport, MAX_REPORT_BODY,
 };
 use crate::redact::Redactor;
 
@@ -297,18 +297,7 @@ impl Proxy {
         let (status, headers, body, error) = match answer {
             Ok((status, headers, body)) => (
                 Some(status),
-                headers
-                    .iter()
-                    .map(|(n, v)| {
-                        let raw = String::from_utf8_lossy(v.as_bytes());
-                        let shown = if SECRET_HEADERS.contains(&n.as_str()) {
-                            redacted(&raw)
-                        } else {
-                            redactor.mask(&raw)
-                        };
-                        (n.as_str().to_string(), shown)
-                    })
-                    .collect(),
+                shown_headers(&headers, &redactor),
                 mask_body(&body, &redactor),
                 None,
             ),
