@@ -134,13 +134,7 @@ impl Admin {
     /// route's upstream.
     async fn test_signing(&self, name: &str, req: Request<Incoming>) -> Answer {
         let params = crate::inject::encode::parse_form(req.uri().query().unwrap_or("").as_bytes());
-        let get = |k: &str| {
-            params
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |k: &str| crate::inject::encode::form_value(&params, k);
         let (tenant, mut url) = (get("tenant"), get("url"));
         let within = self.snap().config.proxy.body_read_timeout;
         let body = crate::serve::read_small_body(req.into_body(), 8192, within)
@@ -492,13 +486,7 @@ impl Admin {
             ));
         };
         let params = crate::inject::encode::parse_form(query.unwrap_or("").as_bytes());
-        let get = |k: &str| {
-            params
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |k: &str| crate::inject::encode::form_value(&params, k);
         let (user, tenant) = (get("user"), get("tenant").map(|t| t.to_ascii_lowercase()));
         if o.per_user && user.is_none() {
             return Err(ProxyError::new(ErrorCode::UserRequired, "add ?user=ID"));

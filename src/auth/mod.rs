@@ -630,13 +630,7 @@ impl Auth {
     /// the provider); the request token and `oauth_verifier` are exchanged for the user's token
     /// credentials, which are stored as their grant.
     async fn oauth1_callback(&self, params: &[(String, String)]) -> Answer {
-        let get = |k: &str| {
-            params
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |k: &str| crate::inject::encode::form_value(params, k);
         // A provider that lets the user decline names the token in `denied` (Twitter's habit).
         let denied = get("denied");
         let Some(token) = get("oauth_token").or_else(|| denied.clone()) else {

@@ -29,6 +29,15 @@ fn decode_form_name(raw: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(percent_decode(&plus).collect())
 }
 
+/// The first value named `name` among parsed form pairs, when it is not empty.
+pub fn form_value(pairs: &[(String, String)], name: &str) -> Option<String> {
+    pairs
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+        .filter(|v| !v.is_empty())
+}
+
 /// Parses a form-urlencoded string into decoded `(name, value)` pairs (lossy UTF-8).
 pub fn parse_form(input: &[u8]) -> Vec<(String, String)> {
     input
