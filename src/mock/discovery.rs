@@ -6,7 +6,7 @@
 //!   `authorization_response_iss_parameter_supported`); each can be switched off (404), and the
 //!   `issuer` they name can be changed (a mismatch) with [`super::MockState::set_discovery`].
 //! - `GET /oauth/jwks`: the public key its `id_token`s are signed with (ES256, a key made at
-//!   start, `kid` its RFC 7638 thumbprint).
+//!   start, `kid` its RFC 7638 thumbprint; a new one after [`MockState::rotate_id_token_key`]).
 //! - `id_token`: `iss`, `sub` (the user), `aud` (the client), `exp`, `iat`, `nonce` (the
 //!   authorization request's), `email` (`USER@mock.example`); [`IdTokenFault`] makes it wrong in
 //!   one way.
@@ -58,9 +58,9 @@ impl Default for DiscoverySettings {
 pub struct OidcState {
     settings: Mutex<DiscoverySettings>,
     fault: Mutex<Option<IdTokenFault>>,
-    /// `None` only when ring could not make a key (the documents then name no `jwks_uri`).
-    signer: Option<Signer>,
-    public_jwk: Value,
+    /// The signing key and its public JWK; the signer is `None` only when ring could not make a
+    /// key (the documents then name no `jwks_uri`).
+    key: Mutex<(Option<Signer>, Value)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -83,29 +83,33 @@ impl Default for OidcState {
     }
 }
 
+/// A new ES256 signer (`kid`: its thumbprint) and its public JWK.
+fn new_signing_key() -> (Option<Signer>, Value) {
+    let key = new_key();
+    let signer = key
+        .as_ref()
+        .and_then(|k| Signer::new(Algorithm::Es256, k).ok())
+        .map(Signer::with_thumbprint_kid);
+    let public_jwk = match (&key, &signer) {
+        (Some(k), Some(s)) => {
+            let mut v: Value =
+                serde_json::from_str(&k.public_jwk().canonical_json()).unwrap_or(Value::Null);
+            v["kid"] = json!(s.kid());
+            v["alg"] = json!("ES256");
+            v["use"] = json!("sig");
+            v
+        }
+        _ => Value::Null,
+    };
+    (signer, public_jwk)
+}
+
 impl OidcState {
     pub fn new() -> OidcState {
-        let key = new_key();
-        let signer = key
-            .as_ref()
-            .and_then(|k| Signer::new(Algorithm::Es256, k).ok())
-            .map(Signer::with_thumbprint_kid);
-        let public_jwk = match (&key, &signer) {
-            (Some(k), Some(s)) => {
-                let mut v: Value =
-                    serde_json::from_str(&k.public_jwk().canonical_json()).unwrap_or(Value::Null);
-                v["kid"] = json!(s.kid());
-                v["alg"] = json!("ES256");
-                v["use"] = json!("sig");
-                v
-            }
-            _ => Value::Null,
-        };
         OidcState {
             settings: Mutex::default(),
             fault: Mutex::default(),
-            signer,
-            public_jwk,
+            key: Mutex::new(new_signing_key()),
         }
     }
 
@@ -118,7 +122,8 @@ impl OidcState {
         nonce: Option<&str>,
         lifetime: Duration,
     ) -> Option<String> {
-        let signer = self.signer.as_ref()?;
+        let key = lock(&self.key);
+        let signer = key.0.as_ref()?;
         let fault = *lock(&self.fault);
         let now = crate::sign::unix_now();
         let mut claims = json!({
@@ -170,6 +175,12 @@ impl MockState {
     pub fn set_id_token_fault(&self, fault: Option<IdTokenFault>) {
         *lock(&self.oidc.fault) = fault;
     }
+
+    /// Signs the following `id_token`s with a new key (a new `kid`), the only one the JWKS lists
+    /// from now on (a provider's key rotation).
+    pub fn rotate_id_token_key(&self) {
+        *lock(&self.oidc.key) = new_signing_key();
+    }
 }
 
 /// `GET /.well-known/…`: the metadata document, or 404 when that one is switched off.
@@ -197,7 +208,7 @@ pub(super) fn document(state: &MockState, openid: bool) -> http::Response<Body> 
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256"],
     });
-    if state.oidc.signer.is_some() {
+    if lock(&state.oidc.key).0.is_some() {
         doc["jwks_uri"] = json!(format!("{base}/oauth/jwks"));
     }
     json_response(StatusCode::OK, &doc)
@@ -205,8 +216,12 @@ pub(super) fn document(state: &MockState, openid: bool) -> http::Response<Body> 
 
 /// `GET /oauth/jwks`.
 pub(super) fn jwks(state: &MockState) -> http::Response<Body> {
+    state
+        .counters
+        .jwks
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     json_response(
         StatusCode::OK,
-        &json!({"keys": [state.oidc.public_jwk.clone()]}),
+        &json!({"keys": [lock(&state.oidc.key).1.clone()]}),
     )
 }

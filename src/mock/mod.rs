@@ -102,6 +102,8 @@ pub struct Counters {
     pub oauth1_resource_rejected: AtomicU64,
     /// Discovery document requests (either well-known path).
     pub discovery: AtomicU64,
+    /// JWKS requests (`/oauth/jwks`).
+    pub jwks: AtomicU64,
 }
 
 impl Counters {
@@ -127,6 +129,7 @@ impl Counters {
             "oauth1_resource_ok": g(&self.oauth1_resource_ok),
             "oauth1_resource_rejected": g(&self.oauth1_resource_rejected),
             "discovery": g(&self.discovery),
+            "jwks": g(&self.jwks),
         })
     }
 
@@ -151,6 +154,7 @@ impl Counters {
             &self.oauth1_resource_ok,
             &self.oauth1_resource_rejected,
             &self.discovery,
+            &self.jwks,
         ] {
             c.store(0, Ordering::SeqCst);
         }

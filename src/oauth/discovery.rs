@@ -199,6 +199,13 @@ pub async fn fetch(http: &IdpHttp, issuer: &str) -> Result<Metadata, String> {
     Err(format!("no discovery document: {}", missing.join("; ")))
 }
 
+/// The provider's keys as last read, and when an unknown `kid` last made them be read again.
+#[derive(Default)]
+struct Jwks {
+    keys: Option<PublicKeys>,
+    refreshed_for_kid: Option<tokio::time::Instant>,
+}
+
 /// What a [`Discovered`] entry is shared under: one per profile, issuer and connection settings,
 /// across the snapshots of one config (one per proxy worker) and across reloads that keep them.
 pub type Key = String;
@@ -219,7 +226,7 @@ pub struct Discovered {
     /// Told after every read.
     read: Notify,
     attempts: std::sync::atomic::AtomicU64,
-    jwks: tokio::sync::Mutex<Option<(PublicKeys, tokio::time::Instant)>>,
+    jwks: tokio::sync::Mutex<Jwks>,
     /// The background reader was started.
     task: std::sync::atomic::AtomicBool,
 }
@@ -265,7 +272,7 @@ impl Discovered {
             wake: Arc::new(Notify::new()),
             read: Notify::new(),
             attempts: Default::default(),
-            jwks: tokio::sync::Mutex::new(None),
+            jwks: tokio::sync::Mutex::new(Jwks::default()),
             task: std::sync::atomic::AtomicBool::new(false),
         });
         reg.insert(key, Arc::downgrade(&d));
@@ -361,18 +368,25 @@ impl Discovered {
             return Err("the provider's discovery document names no jwks_uri".into());
         };
         let mut cache = self.jwks.lock().await;
-        if let Some((keys, at)) = &*cache {
+        if let Some(keys) = &cache.keys {
             let known = kid.is_none_or(|k| keys.0.iter().any(|x| x.kid.as_deref() == Some(k)));
-            if known || at.elapsed() < JWKS_MIN_REFRESH {
+            // An unknown kid (a key rotation) reads the set again, but not more often than
+            // JWKS_MIN_REFRESH: tokens naming made-up kids cannot make the sidecar hammer the
+            // provider.
+            let limited = cache
+                .refreshed_for_kid
+                .is_some_and(|at| at.elapsed() < JWKS_MIN_REFRESH);
+            if known || limited {
                 return Ok(keys.clone());
             }
+            cache.refreshed_for_kid = Some(tokio::time::Instant::now());
         }
         let body = get_json(&self.http, &uri)
             .await
             .map_err(|e| format!("{uri}: {e}"))?;
         let v: Value = serde_json::from_slice(&body).map_err(|_| format!("{uri}: not JSON"))?;
         let keys = PublicKeys::from_jwks(&v).map_err(|e| format!("{uri}: {e}"))?;
-        *cache = Some((keys.clone(), tokio::time::Instant::now()));
+        cache.keys = Some(keys.clone());
         Ok(keys)
     }
 }
@@ -442,7 +456,7 @@ pub async fn check_all(
                 wake: Arc::new(Notify::new()),
                 read: Notify::new(),
                 attempts: Default::default(),
-                jwks: tokio::sync::Mutex::new(None),
+                jwks: tokio::sync::Mutex::new(Jwks::default()),
                 task: std::sync::atomic::AtomicBool::new(true),
             };
             (profile, d.read_once().await)

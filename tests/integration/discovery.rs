@@ -310,6 +310,45 @@ async fn a_bad_id_token_is_a_400_page_and_no_grant() {
     server.shutdown().await;
 }
 
+/// A sign-in for `user`: the callback's answer.
+async fn sign_in_as(server: &Server, user: &str) -> Resp {
+    let r = get(
+        &format!("http://{}/d/me", server.proxy_addr),
+        &[("X-Authsidecar-User", user)],
+    )
+    .await;
+    let login = r.json()["error"]["login_url"].as_str().unwrap().to_string();
+    sign_in(&login).await.1
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_read_once_and_unknown_kids_do_not_hammer_the_provider() {
+    let m = mock().await;
+    let issuer = format!("http://{}", m.addr);
+    let server = Server::start(parse(&config_text(
+        &issuer,
+        m.addr,
+        "scope = { scope = \"openid\" }\n",
+    )))
+    .await
+    .unwrap();
+    let jwks = || m.counters().jwks.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(sign_in_as(&server, "alice").await.status, 200);
+    assert_eq!(sign_in_as(&server, "bob").await.status, 200);
+    assert_eq!(jwks(), 1, "the key set is cached");
+    // The provider rotates its key: the unknown kid reads the set again, once.
+    m.state.rotate_id_token_key();
+    assert_eq!(sign_in_as(&server, "carol").await.status, 200);
+    assert_eq!(jwks(), 2);
+    // Another unknown kid right after: not read again within 30 s, so the token is refused.
+    m.state.rotate_id_token_key();
+    let done = sign_in_as(&server, "dave").await;
+    assert_eq!(done.status, 400);
+    assert_eq!(done.headers["x-authsidecar-error"], "id_token_invalid");
+    assert_eq!(jwks(), 2);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn check_shows_the_discovered_endpoints_and_offline_skips_the_network() {
     let m = mock().await;
