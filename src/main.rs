@@ -587,7 +587,16 @@ async fn check_discovery(config: &Config) -> bool {
             continue;
         };
         match authsidecar::oauth::http::IdpHttp::new(&o.tls, o.connector.clone(), o.idp_timeout) {
-            Ok(http) => entries.push((p.name.to_string(), issuer.clone(), c.pkce, http)),
+            Ok(http) => {
+                let needs = authsidecar::oauth::discovery::Needs {
+                    pkce: c.pkce,
+                    authorization_endpoint: c.authorization_url.is_empty(),
+                    token_endpoint: o.token_url.is_empty(),
+                    openid: authsidecar::oauth::id_token::wants_openid(&o.scope),
+                    default_scope: o.scope.is_empty(),
+                };
+                entries.push((p.name.to_string(), issuer.clone(), needs, http))
+            }
             Err(e) => {
                 println!("discovery: profiles.{}: {e}", p.name);
                 return false;

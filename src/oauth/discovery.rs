@@ -8,7 +8,8 @@
 //! - What is checked: the document's `issuer` equals the configured one exactly (RFC 8414 §3.3,
 //!   OpenID Connect Discovery §4.3); endpoints are absolute URLs (https when the issuer is https);
 //!   with PKCE on, `code_challenge_methods_supported`, when present, must list `S256` (never
-//!   downgraded to `plain`). The document is read through the profile's TLS settings and
+//!   downgraded to `plain`); the endpoints the profile leaves out, and `jwks_uri` when the
+//!   `id_token` is to be checked, must be there ([`Needs`]). The document is read through the profile's TLS settings and
 //!   connector, within its `idp_timeout` and [`crate::oauth::http::MAX_RESPONSE_BYTES`].
 //! - When: in the background from the moment a config is loaded ([`Discovered::get_or_start`]),
 //!   retried with backoff ([`FIRST_RETRY`] doubling to [`MAX_RETRY`]) until it succeeds; again
@@ -199,6 +200,66 @@ pub async fn fetch(http: &IdpHttp, issuer: &str) -> Result<Metadata, String> {
     Err(format!("no discovery document: {}", missing.join("; ")))
 }
 
+/// What a profile needs from its document (a document without it leaves the profile not ready).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Needs {
+    /// PKCE S256 is sent: a `code_challenge_methods_supported` without it is refused.
+    pub pkce: bool,
+    /// The profile has no `authorization_url` of its own.
+    pub authorization_endpoint: bool,
+    /// The profile has no `token_url` of its own.
+    pub token_endpoint: bool,
+    /// The scope asks for `openid`: the `id_token` is checked with the keys at `jwks_uri`.
+    pub openid: bool,
+    /// The profile gives no scope: an OpenID document makes it `openid` (and needs `jwks_uri`).
+    pub default_scope: bool,
+}
+
+impl Needs {
+    /// Whether `m` gives the profile what it needs.
+    pub fn check(&self, m: &Metadata) -> Result<(), String> {
+        if self.pkce {
+            if let Some(methods) = &m.code_challenge_methods {
+                if !methods.iter().any(|x| x == "S256") {
+                    return Err(format!(
+                        "{}: code_challenge_methods_supported does not list S256 (it lists {}); the sidecar never falls back to plain. Set pkce = false to sign in without PKCE",
+                        m.url,
+                        methods.join(", ")
+                    ));
+                }
+            }
+        }
+        for (needed, have, name, key) in [
+            (
+                self.authorization_endpoint,
+                m.authorization_endpoint.is_some(),
+                "authorization_endpoint",
+                "authorization_url",
+            ),
+            (
+                self.token_endpoint,
+                m.token_endpoint.is_some(),
+                "token_endpoint",
+                "token_url",
+            ),
+        ] {
+            if needed && !have {
+                return Err(format!(
+                    "{}: the document names no {name}, and the profile has no {key}",
+                    m.url
+                ));
+            }
+        }
+        if (self.openid || (self.default_scope && m.openid)) && m.jwks_uri.is_none() {
+            return Err(format!(
+                "{}: the document names no jwks_uri, so the id_token cannot be checked",
+                m.url
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The provider's keys as last read, and when an unknown `kid` last made them be read again.
 #[derive(Default)]
 struct Jwks {
@@ -216,8 +277,8 @@ pub struct Discovered {
     pub profile: String,
     pub issuer: String,
     http: IdpHttp,
-    /// PKCE S256 is required by the profile: a document listing methods without it is refused.
-    pkce: bool,
+    /// What the profile needs from the document.
+    needs: Needs,
     meta: ArcSwapOption<Metadata>,
     /// Why the document is not held (or why the last read failed).
     error: Mutex<Option<String>>,
@@ -253,7 +314,7 @@ impl Discovered {
         key: Key,
         profile: &str,
         issuer: &str,
-        pkce: bool,
+        needs: Needs,
         http: IdpHttp,
     ) -> Arc<Discovered> {
         let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
@@ -266,7 +327,7 @@ impl Discovered {
             profile: profile.to_string(),
             issuer: issuer.to_string(),
             http,
-            pkce,
+            needs,
             meta: ArcSwapOption::empty(),
             error: Mutex::new(Some("the discovery document has not been read yet".into())),
             wake: Arc::new(Notify::new()),
@@ -323,17 +384,7 @@ impl Discovered {
     /// One read of the document, checked against the profile.
     async fn read_once(&self) -> Result<Metadata, String> {
         let m = fetch(&self.http, &self.issuer).await?;
-        if self.pkce {
-            if let Some(methods) = &m.code_challenge_methods {
-                if !methods.iter().any(|x| x == "S256") {
-                    return Err(format!(
-                        "{}: code_challenge_methods_supported does not list S256 (it lists {}); the sidecar never falls back to plain. Set pkce = false to sign in without PKCE",
-                        m.url,
-                        methods.join(", ")
-                    ));
-                }
-            }
-        }
+        self.needs.check(&m)?;
         Ok(m)
     }
 
@@ -441,16 +492,16 @@ pub fn refresh_all() {
 
 /// Reads each profile's documents now, for `check` (in parallel; each within its `idp_timeout`).
 pub async fn check_all(
-    entries: Vec<(String, String, bool, IdpHttp)>,
+    entries: Vec<(String, String, Needs, IdpHttp)>,
 ) -> Vec<(String, Result<Metadata, String>)> {
     let tasks = entries
         .into_iter()
-        .map(|(profile, issuer, pkce, http)| async move {
+        .map(|(profile, issuer, needs, http)| async move {
             let d = Discovered {
                 profile: profile.clone(),
                 issuer,
                 http,
-                pkce,
+                needs,
                 meta: ArcSwapOption::empty(),
                 error: Mutex::new(None),
                 wake: Arc::new(Notify::new()),
@@ -510,6 +561,31 @@ mod tests {
             Some("https://idp.example.com/t")
         );
         assert!(!m.iss_parameter_supported);
+    }
+
+    #[test]
+    fn a_document_without_what_the_profile_needs_is_refused() {
+        let doc = br#"{"issuer":"https://i","authorization_endpoint":"https://i/a","code_challenge_methods_supported":["plain"]}"#;
+        let m = parse(doc, "u", true, "https://i").unwrap();
+        let pkce = Needs {
+            pkce: true,
+            ..Needs::default()
+        };
+        assert!(pkce.check(&m).unwrap_err().contains("S256"));
+        let token = Needs {
+            token_endpoint: true,
+            ..Needs::default()
+        };
+        assert!(token.check(&m).unwrap_err().contains("token_endpoint"));
+        let default_scope = Needs {
+            default_scope: true,
+            ..Needs::default()
+        };
+        assert!(default_scope.check(&m).unwrap_err().contains("jwks_uri"));
+        // The RFC 8414 document: no openid default, so no keys needed.
+        let m = parse(doc, "u", false, "https://i").unwrap();
+        assert!(default_scope.check(&m).is_ok());
+        assert!(Needs::default().check(&m).is_ok());
     }
 
     #[test]

@@ -101,8 +101,15 @@ impl OAuthSource {
         )?;
         let discovery = match &settings.grant {
             Grant::AuthorizationCode(c) if c.discover => c.issuer.as_ref().map(|issuer| {
+                let needs = discovery::Needs {
+                    pkce: c.pkce,
+                    authorization_endpoint: c.authorization_url.is_empty(),
+                    token_endpoint: settings.token_url.is_empty(),
+                    openid: id_token::wants_openid(&settings.scope),
+                    default_scope: settings.scope.is_empty(),
+                };
                 let key = format!(
-                    "{}\u{0}{issuer}\u{0}{:?}\u{0}{:?}\u{0}{:?}\u{0}{}",
+                    "{}\u{0}{issuer}\u{0}{:?}\u{0}{:?}\u{0}{:?}\u{0}{needs:?}",
                     profile.name,
                     settings.tls,
                     settings
@@ -110,15 +117,8 @@ impl OAuthSource {
                         .as_ref()
                         .map(|c| (&c.name, c.url.to_string())),
                     settings.idp_timeout,
-                    c.pkce
                 );
-                discovery::Discovered::get_or_start(
-                    key,
-                    &profile.name,
-                    issuer,
-                    c.pkce,
-                    http.clone(),
-                )
+                discovery::Discovered::get_or_start(key, &profile.name, issuer, needs, http.clone())
             }),
             _ => None,
         };
