@@ -162,6 +162,26 @@ value = "{{id_claims.email}}"
 }
 
 #[tokio::test]
+async fn urls_written_in_the_profile_win_over_discovered_ones() {
+    let m = mock().await;
+    let issuer = format!("http://{}", m.addr);
+    // The mock's authorize endpoint answers under any path that ends in /oauth/authorize.
+    let own = format!("http://{}/own/oauth/authorize", m.addr);
+    let extra = format!("authorization_url = \"{own}\"\n");
+    let server = Server::start(parse(&config_text(&issuer, m.addr, &extra)))
+        .await
+        .unwrap();
+    assert_eq!(readyz(&server).await.status, 200);
+    let (authorize, done) = sign_in(&login_url(&server).await).await;
+    assert!(authorize.starts_with(&format!("{own}?")), "{authorize}");
+    // The token endpoint and the keys came from the document.
+    assert_eq!(done.status, 200, "{}", String::from_utf8_lossy(&done.body));
+    assert_eq!(query_param(&authorize, "scope").as_deref(), Some("openid"));
+    assert_eq!(m.token_requests(), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn without_an_openid_document_the_rfc8414_one_is_read() {
     let m = mock().await;
     m.state.set_discovery(false, true, None);
