@@ -10,7 +10,9 @@
 //! - `GET /oauth/callback`: the "Bots Callback Link" registered at the IdP. Consumes the `state`
 //!   (unknown, used or expired → 400 page, no token request), shows the IdP's `error` (escaped),
 //!   checks `iss` when the profile names an `issuer` (RFC 9207), redeems the code with the verifier,
-//!   stores the user's grant, and shows a success page. It never redirects anywhere.
+//!   checks the `id_token` when the sign-in sent an OpenID Connect `nonce` to a provider whose
+//!   issuer is known (`crate::oauth::id_token`; a bad one is a 400 `id_token_invalid` page and no
+//!   grant), stores the user's grant, and shows a success page. It never redirects anywhere.
 //! - Three-legged OAuth 1.0a (`oauth1` with `per_user`, RFC 5849 §2): the start fetches a request
 //!   token (`oauth_callback` = the callback link) and keeps its secret server-side with the flow,
 //!   under the request token (single use, expiring like `state`), then redirects to the

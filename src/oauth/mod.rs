@@ -8,6 +8,9 @@
 //! [`response::IdpTokenResponse`]; it is driven over the project's own hyper + rustls client
 //! ([`http::IdpHttp`]). Failures become [`TokenError`]s whose messages carry at most the OAuth
 //! `error` code and description, never the IdP's body.
+//!
+//! A profile with `issuer` and a left-out endpoint takes its endpoints from the provider's
+//! discovery document ([`discovery`]); OpenID Connect sign-ins are checked by [`id_token`].
 
 pub mod discovery;
 pub mod grants;
