@@ -119,7 +119,8 @@ in = "header"
 key = "X-User-Email"
 value = "{{id_claims.email}}"
 "#;
-    let server = Server::start(parse(&config_text(&issuer, m.addr, extra)))
+    let extra = format!("reauth_min_token_age = \"0s\"\n{extra}");
+    let server = Server::start(parse(&config_text(&issuer, m.addr, &extra)))
         .await
         .unwrap();
     let r = readyz(&server).await;
@@ -149,6 +150,18 @@ value = "{{id_claims.email}}"
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.echoed("x-user-email"), vec!["demo-user@mock.example"]);
     assert_eq!(r.echoed("authorization").len(), 1);
+    // The claims stay with the grant through a refresh (the upstream refuses the token once: the
+    // grant is refreshed at the discovered token endpoint and the call replayed).
+    m.state.reject_resource(1);
+    let r = get(&format!("http://{}/d/me", server.proxy_addr), &[USER]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        m.counters()
+            .refresh_token
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert_eq!(r.echoed("x-user-email"), vec!["demo-user@mock.example"]);
     // A second sign-in gets a new nonce.
     let r = get(
         &format!("http://{}/d/me", server.proxy_addr),
