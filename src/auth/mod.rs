@@ -757,11 +757,7 @@ impl Auth {
             // RFC 9207: required when the profile names its issuer, except when the issuer's
             // discovery document says it does not send one (then checked when present).
             let optional = c.discover
-                && !source
-                    .discovered()
-                    .ok()
-                    .flatten()
-                    .is_some_and(|m| m.iss_parameter_supported);
+                && matches!(source.discovered(), Ok(Some(m)) if !m.iss_parameter_supported);
             if let Some(expected) = &c.issuer {
                 match get("iss") {
                     None if optional => {}
