@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need (tinyproxy as a real connector, openssl for
 # development certificates, the Python verifiers of the signing tests in .venv, oidc-provider for the
-# JWT client authentication test in tests/verify/oidc; skipped when present)
+# JWT client authentication and OpenID sign-in tests in tests/verify/oidc; skipped when present)
 # and runs every test, then the request-path suites
 # once more with `proxy.fast_path = false` (AUTHSIDECAR_TEST_FAST_PATH, read by the test harness), so
 # each of their tests runs in both settings.
@@ -16,6 +16,6 @@ cargo test "$@"
 if [ "$#" -eq 0 ]; then
     echo "== the request-path suites again with fast_path = false"
     AUTHSIDECAR_TEST_FAST_PATH=false cargo test --test integration -- \
-        injection:: forwarding:: oauth:: oauth1_flow:: user_auth:: edge:: errors:: fast_path:: limits:: sign_phase:: sign_test:: \
+        injection:: forwarding:: oauth:: oauth1_flow:: user_auth:: discovery:: edge:: errors:: fast_path:: limits:: sign_phase:: sign_test:: \
         --skip auth_limits::
 fi

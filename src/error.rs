@@ -161,6 +161,9 @@ error_codes! {
     AuthorizationDenied = "authorization_denied", 400, keep;
     /// The callback lacks `state` or `code`, or its issuer does not match.
     CallbackInvalid = "callback_invalid", 400, keep;
+    /// OpenID Connect: the `id_token` of a sign-in is missing or fails its checks (signature,
+    /// `iss`, `aud`, `exp`, `iat`, `nonce`); no grant is stored.
+    IdTokenInvalid = "id_token_invalid", 400, keep;
 }
 
 impl ErrorCode {

@@ -142,6 +142,7 @@ impl Server {
                 .map_err(StartError::Tls)?,
         );
         let tls = ListenerTls::load(&config)?;
+        discovery_first_reads(&snapshot).await;
         let events_stop = follow_replica_events(&store, &snapshot, &cache);
         if config.auth.is_some() {
             sweep_expired_records(&store, &shutdown);
@@ -241,6 +242,21 @@ impl Server {
         let saved = self.cache.saves_done(self.drain_timeout).await;
         drained && saved
     }
+}
+
+/// How long start-up waits for the first read of the discovery documents (in parallel): a provider
+/// that answers is ready at once; one that is down does not hold the start (its profile is not
+/// ready, and `/readyz` says so, until its document is read).
+pub const DISCOVERY_START_WAIT: Duration = Duration::from_secs(3);
+
+async fn discovery_first_reads(snapshot: &proxy::Snapshot) {
+    let entries: Vec<_> = snapshot
+        .profiles
+        .values()
+        .filter_map(|p| p.oauth.as_ref()?.source.as_ref()?.discovery.clone())
+        .collect();
+    futures_util::future::join_all(entries.iter().map(|d| d.first_read(DISCOVERY_START_WAIT)))
+        .await;
 }
 
 /// `[store]`, and the token cache in front of it (which saves machine tokens in a durable store).

@@ -49,7 +49,13 @@ enum Command {
     /// Run the sidecar.
     Run,
     /// Validate the config: every error with its key path (exit 1), or a summary (exit 0).
-    Check,
+    /// Profiles with discovery (`issuer` without endpoint URLs) have their provider's metadata
+    /// document read and shown (a document that cannot be read or checked: exit 1).
+    Check {
+        /// Do not read discovery documents (no network).
+        #[arg(long)]
+        offline: bool,
+    },
     /// Run a profile's token request and show status, headers and body with secrets masked
     /// (exit 0 on success, 1 on failure). Does not touch a running sidecar's cache. A signing
     /// profile (aws_sigv4, hmac, oauth1) sends one signed GET to its first route's upstream (or
@@ -329,10 +335,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Check => match load(&cli.config) {
+        Command::Check { offline } => match load(&cli.config) {
             Ok(config) => {
                 print!("{}: OK\n{}", cli.config.display(), summary(&config));
-                ExitCode::SUCCESS
+                if offline {
+                    return ExitCode::SUCCESS;
+                }
+                match runtime().map(|rt| rt.block_on(check_discovery(&config))) {
+                    Ok(true) => ExitCode::SUCCESS,
+                    Ok(false) => ExitCode::from(1),
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        ExitCode::from(1)
+                    }
+                }
             }
             Err(code) => code,
         },
@@ -555,6 +571,57 @@ async fn wait_for_stop() {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
     }
+}
+
+/// `check`: reads the discovery document of every profile that uses one and prints what it says.
+/// Returns false when one cannot be read or fails its checks.
+async fn check_discovery(config: &Config) -> bool {
+    use authsidecar::config::Grant;
+    let mut entries = Vec::new();
+    for p in config.profiles.values() {
+        let Some(o) = p.kind.oauth() else { continue };
+        let Grant::AuthorizationCode(c) = &o.grant else {
+            continue;
+        };
+        let (true, Some(issuer)) = (c.discover, &c.issuer) else {
+            continue;
+        };
+        match authsidecar::oauth::http::IdpHttp::new(&o.tls, o.connector.clone(), o.idp_timeout) {
+            Ok(http) => {
+                let needs = authsidecar::oauth::discovery::Needs {
+                    pkce: c.pkce,
+                    authorization_endpoint: c.authorization_url.is_empty(),
+                    token_endpoint: o.token_url.is_empty(),
+                    openid: authsidecar::oauth::id_token::wants_openid(&o.scope),
+                    default_scope: o.scope.is_empty(),
+                };
+                entries.push((p.name.to_string(), issuer.clone(), needs, http))
+            }
+            Err(e) => {
+                println!("discovery: profiles.{}: {e}", p.name);
+                return false;
+            }
+        }
+    }
+    let mut ok = true;
+    for (profile, r) in authsidecar::oauth::discovery::check_all(entries).await {
+        match r {
+            Ok(m) => {
+                println!("discovery: profiles.{profile}:");
+                for line in m.describe() {
+                    println!("  {line}");
+                }
+            }
+            Err(e) => {
+                ok = false;
+                println!("discovery: profiles.{profile}: FAILED: {e}");
+            }
+        }
+    }
+    if !ok {
+        println!("(at run time such a profile is not ready and its calls get idp_unavailable until its document is read; `check --offline` skips the network)");
+    }
+    ok
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

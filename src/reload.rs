@@ -146,6 +146,9 @@ impl Reloader {
         // the others stay cached (same key).
         let dropped = self.cache.retain(|k| main.has_token_key(k));
         self.live.store(main);
+        // Discovery documents are read again on every reload (a document that was read stays in
+        // use if the new read fails).
+        crate::oauth::discovery::refresh_all();
         record_cert_expiry(&self.metrics, &config);
         for w in &config.warnings {
             tracing::warn!("config: {w}");

@@ -2,7 +2,8 @@
 //!
 //! Routes:
 //! - `GET /healthz`: 200 while the process runs.
-//! - `GET /readyz`: 200 once every listener is bound, 503 before.
+//! - `GET /readyz`: 200 once every listener is bound and every discovery document is read; 503
+//!   before, naming the profiles whose document is missing.
 //! - `GET /admin/profiles`: every profile, secrets redacted (bearer token).
 //! - `GET /admin/profiles/{name}`: one profile (bearer token).
 //! - `POST /admin/profiles/{name}/test[?tenant=T&store=true]`: run the profile's token request and
@@ -385,6 +386,15 @@ impl Admin {
             return Err(ProxyError::new(
                 ErrorCode::NotReady,
                 "starting: not every listener is bound yet",
+            ));
+        }
+        // A profile whose discovery document is not read cannot serve: named here, so an
+        // orchestrator holds traffic (the other profiles serve meanwhile).
+        let waiting = crate::proxy::discovery_not_ready(&self.snap());
+        if !waiting.is_empty() {
+            return Err(ProxyError::new(
+                ErrorCode::NotReady,
+                format!("profiles not ready: {}", waiting.join("; ")),
             ));
         }
         // The store's state is reported, not a reason to stop serving: requests whose token is

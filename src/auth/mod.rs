@@ -10,7 +10,9 @@
 //! - `GET /oauth/callback`: the "Bots Callback Link" registered at the IdP. Consumes the `state`
 //!   (unknown, used or expired → 400 page, no token request), shows the IdP's `error` (escaped),
 //!   checks `iss` when the profile names an `issuer` (RFC 9207), redeems the code with the verifier,
-//!   stores the user's grant, and shows a success page. It never redirects anywhere.
+//!   checks the `id_token` when the sign-in sent an OpenID Connect `nonce` to a provider whose
+//!   issuer is known (`crate::oauth::id_token`; a bad one is a 400 `id_token_invalid` page and no
+//!   grant), stores the user's grant, and shows a success page. It never redirects anywhere.
 //! - Three-legged OAuth 1.0a (`oauth1` with `per_user`, RFC 5849 §2): the start fetches a request
 //!   token (`oauth_callback` = the callback link) and keeps its secret server-side with the flow,
 //!   under the request token (single use, expiring like `state`), then redirects to the
@@ -425,6 +427,7 @@ impl Auth {
                 .unwrap_or_default(),
             verifier: None,
             request_secret: None,
+            nonce: None,
         };
         match (o.entry, &o.source, checked) {
             (Entry::Code, Some(source), _) => {
@@ -526,10 +529,24 @@ impl Auth {
         } else {
             None
         };
+        let authorization_url = source.authorization_url().map_err(|e| {
+            idp_failed(
+                e.code(),
+                format!(
+                    "The identity provider cannot be reached right now ({}). Try again later.",
+                    e.code()
+                ),
+            )
+        })?;
         let mut url = match flow.idp_tenant() {
-            Some(t) => code.authorization_url.replace("{tenant}", t),
-            None => code.authorization_url.clone(),
+            Some(t) => authorization_url.replace("{tenant}", t),
+            None => authorization_url,
         };
+        // OpenID Connect: a fresh nonce, kept with the state; the id_token must carry it.
+        let scope = source.scope();
+        if crate::oauth::id_token::wants_openid(&scope) {
+            flow.nonce = Some(crate::oauth::id_token::fresh_nonce());
+        }
         if !code.authorization_context.is_empty() {
             // `{{context.<name>}}` from the ticket, percent-encoded (checked at load: nothing else).
             let encoded: Vec<(&str, String)> = ticket
@@ -553,6 +570,7 @@ impl Auth {
             }
         }
         let (store, ttl) = (self.snap().store.clone(), self.settings.ticket_ttl);
+        let nonce = flow.nonce.clone();
         let state = match blocking(move || grants::new_flow(&store, ttl, &flow)).await {
             Some(Ok(s)) => s,
             _ => return Err(busy()),
@@ -576,8 +594,11 @@ impl Auth {
         if let Some(c) = challenge {
             request = request.set_pkce_challenge(c);
         }
-        for (k, v) in &s.scope {
+        for (k, v) in &scope {
             request = request.add_extra_param(k.as_str(), v.as_str());
+        }
+        if let Some(n) = &nonce {
+            request = request.add_extra_param("nonce", n.as_str());
         }
         let url = request.url().0.to_string();
         to_provider(&url, direct).ok_or_else(invalid)
@@ -727,8 +748,13 @@ impl Auth {
             ));
         };
         if let Grant::AuthorizationCode(c) = &source.settings().grant {
+            // RFC 9207: required when the profile names its issuer, except when the issuer's
+            // discovery document says it does not send one (then checked when present).
+            let optional = c.discover
+                && matches!(source.discovered(), Ok(Some(m)) if !m.iss_parameter_supported);
             if let Some(expected) = &c.issuer {
                 match get("iss") {
+                    None if optional => {}
                     Some(iss) if &iss == expected => {}
                     Some(_) => {
                         return Err(callback_invalid(
@@ -773,7 +799,60 @@ impl Auth {
                 ));
             }
         };
+        let fetched = self.check_id_token(&flow, source, fetched).await?;
         self.finish(&flow, fetched).await
+    }
+
+    /// OpenID Connect: a sign-in that sent a `nonce` to a provider whose issuer is known must
+    /// bring back a valid `id_token` (see `crate::oauth::id_token`); its claims are kept with the
+    /// grant (`{{id_claims.<name>}}`). A bad one is a 400 page, and no grant is stored.
+    async fn check_id_token(
+        &self,
+        flow: &Flow,
+        source: &OAuthSource,
+        mut fetched: Fetched,
+    ) -> Result<Fetched, Refusal> {
+        use crate::oauth::id_token;
+        let (Some(nonce), Some(d), Grant::AuthorizationCode(c)) =
+            (&flow.nonce, &source.discovery, &source.settings().grant)
+        else {
+            return Ok(fetched);
+        };
+        let Some(issuer) = &c.issuer else {
+            return Ok(fetched);
+        };
+        let refuse = |why: String| {
+            tracing::warn!(profile = %flow.profile, "id_token refused: {why}");
+            Refusal::new(
+                ErrorCode::IdTokenInvalid,
+                "Sign-in failed",
+                "The identity provider's answer could not be verified (id_token).",
+            )
+        };
+        let Some(token) = fetched.id_token.as_ref().map(|t| t.expose().to_string()) else {
+            return Err(refuse("the token response has no id_token".into()));
+        };
+        let (alg, kid) = id_token::header_of(&token).map_err(&refuse)?;
+        let keys = if alg == "HS256" || alg == "none" || alg.is_empty() {
+            None
+        } else {
+            Some(d.keys(kid.as_deref()).await.map_err(&refuse)?)
+        };
+        let s = source.settings();
+        let want = id_token::Expected {
+            issuer,
+            client_id: &s.client_id,
+            nonce,
+            client_secret: s.client_secret.as_ref().map(|x| x.expose().as_bytes()),
+            now: crate::sign::unix_now(),
+        };
+        let claims = id_token::validate(&token, keys.as_ref(), &want).map_err(&refuse)?;
+        fetched.entered.extend(
+            id_token::kept_claims(&claims)
+                .into_iter()
+                .map(|(k, v)| (k, EnteredValue::new(v))),
+        );
+        Ok(fetched)
     }
 
     /// Stores the user's grant, uses up the login link, tells `on_authorized`, shows success.

@@ -744,8 +744,14 @@ pub struct AuthCodeSettings {
     pub refresh_url: Option<String>,
     /// RFC 7009 endpoint, called when a grant is deleted.
     pub revocation_url: Option<String>,
-    /// Expected `iss` on the callback (RFC 9207); checked when set.
+    /// Expected `iss` on the callback (RFC 9207); checked when set. With `discover`, also the
+    /// issuer whose metadata document is read, and the `iss` an `id_token` must carry.
     pub issuer: Option<String>,
+    /// Read the issuer's discovery document (RFC 8414, OpenID Connect Discovery): set when
+    /// `issuer` is given and `authorization_url` or `token_url` is not (those then come from the
+    /// document; explicit ones win), or when the scope asks for `openid` (the provider's JWKS).
+    /// An empty `authorization_url` or `token_url` stands for the discovered one.
+    pub discover: bool,
     /// PKCE S256 (never `plain`).
     pub pkce: bool,
     /// Names of `{{context.<name>}}` values in `authorization_url`: a login ticket keeps them.

@@ -62,6 +62,7 @@ impl Inputs {
                 .map(|s| s.expose()),
             Var::Token(name) => self.token.as_ref().and_then(|t| t.extra(name)),
             Var::UserField(key) => self.token.as_ref().and_then(|t| t.user_field(key)),
+            Var::IdClaim(name) => self.token.as_ref().and_then(|t| t.id_claim(name)),
             // Per-user basic and api_key: what the end user entered, kept with their grant.
             Var::ApiKey | Var::Username | Var::Password | Var::Basic => {
                 let name = match var {
@@ -254,6 +255,10 @@ impl Plan {
                 ErrorCode::IdpInvalidResponse,
                 format!("fields[{field}] uses {{{{{var}}}}}, which the token response did not contain"),
             ),
+            Var::IdClaim(_) => (
+                ErrorCode::IdpInvalidResponse,
+                format!("fields[{field}] uses {{{{{var}}}}}, which the end user's id_token did not contain"),
+            ),
             other => (
                 ErrorCode::Internal,
                 format!("fields[{field}]: no value for {{{{{other}}}}}"),
@@ -351,7 +356,7 @@ impl Plan {
                     let mut v = header_value(s).map_err(|_| {
                         let from_token = match &h.op.value {
                             Value::Dynamic(t) => t.vars().any(|v| {
-                                matches!(v, Var::AccessToken | Var::TokenType | Var::IdToken | Var::Token(_))
+                                matches!(v, Var::AccessToken | Var::TokenType | Var::IdToken | Var::Token(_) | Var::IdClaim(_))
                             }),
                             Value::Static(_) => false,
                         };

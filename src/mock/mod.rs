@@ -19,7 +19,11 @@
 //!   replayed; the token is issued for `sub` with the assertion's `scope` unless the request has
 //!   one; refused → 400 `invalid_grant`.
 //! - `GET /oauth/authorize`: auto-approving authorization endpoint (PKCE S256 only, single-use
-//!   60-second codes, `iss` in the redirect); `POST /oauth/revoke`: RFC 7009 revocation.
+//!   60-second codes, `iss` in the redirect); `POST /oauth/revoke`: RFC 7009 revocation. With
+//!   `scope` holding `openid` the code's token response carries a signed `id_token` with the
+//!   request's `nonce`.
+//! - `GET /.well-known/openid-configuration`, `GET /.well-known/oauth-authorization-server`: the
+//!   discovery documents; `GET /oauth/jwks`: the `id_token` signing key (`discovery.rs`).
 //! - `ANY /protected/...`: the echo below, but only with `Authorization: Bearer <token>` for a token
 //!   this provider issued and that has not expired; otherwise 401 with
 //!   `WWW-Authenticate: Bearer error="invalid_token"`.
@@ -40,6 +44,7 @@
 //! - `/oauth1/request_token`, `/oauth1/authorize`, `/oauth1/access_token`, `/oauth1/protected/…`:
 //!   an OAuth 1.0a provider (RFC 5849) whose consumers are the clients above (`oauth1.rs`).
 
+mod discovery;
 mod oauth;
 mod oauth1;
 mod signed;
@@ -59,6 +64,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::serve::{self, ConnInfo, Handler, Limits, Shutdown};
+pub use discovery::IdTokenFault;
 pub use oauth::{MockSettings, MockState, TokenFault};
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -94,6 +100,10 @@ pub struct Counters {
     pub oauth1_access_tokens: AtomicU64,
     pub oauth1_resource_ok: AtomicU64,
     pub oauth1_resource_rejected: AtomicU64,
+    /// Discovery document requests (either well-known path).
+    pub discovery: AtomicU64,
+    /// JWKS requests (`/oauth/jwks`).
+    pub jwks: AtomicU64,
 }
 
 impl Counters {
@@ -118,6 +128,8 @@ impl Counters {
             "oauth1_access_tokens": g(&self.oauth1_access_tokens),
             "oauth1_resource_ok": g(&self.oauth1_resource_ok),
             "oauth1_resource_rejected": g(&self.oauth1_resource_rejected),
+            "discovery": g(&self.discovery),
+            "jwks": g(&self.jwks),
         })
     }
 
@@ -141,6 +153,8 @@ impl Counters {
             &self.oauth1_access_tokens,
             &self.oauth1_resource_ok,
             &self.oauth1_resource_rejected,
+            &self.discovery,
+            &self.jwks,
         ] {
             c.store(0, Ordering::SeqCst);
         }
@@ -310,6 +324,11 @@ async fn handle(state: &MockState, req: Request<Incoming>) -> Response<Body> {
         (_, p) if p.starts_with("/oauth1/protected/") || p == "/oauth1/protected" => {
             oauth1::protected(state, req).await
         }
+        (&Method::GET, "/.well-known/openid-configuration") => discovery::document(state, true),
+        (&Method::GET, "/.well-known/oauth-authorization-server") => {
+            discovery::document(state, false)
+        }
+        (&Method::GET, "/oauth/jwks") => discovery::jwks(state),
         (&Method::GET, p) if p.ends_with("/oauth/authorize") => {
             oauth::authorize(state, req.uri().query())
         }

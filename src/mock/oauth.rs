@@ -118,6 +118,8 @@ struct CodeGrant {
     challenge: Option<String>,
     user: String,
     scope: Option<String>,
+    /// OpenID Connect: the authorization request's `nonce`, copied into the `id_token`.
+    nonce: Option<String>,
     expires: Instant,
     /// Set on first use; a second use revokes what the first one issued (RFC 6749 §4.1.2).
     used: bool,
@@ -136,6 +138,8 @@ pub struct MockState {
     codes: Mutex<HashMap<String, CodeGrant>>,
     /// `iss` of authorization responses: `http://ADDR`, set once the listener is bound.
     issuer: Mutex<String>,
+    /// The discovery documents and `id_token`s (`discovery.rs`).
+    pub(super) oidc: super::discovery::OidcState,
     faults: Mutex<Faults>,
     /// `jti`s of assertions accepted so far, until their `exp` (replays are refused).
     seen_jti: Mutex<HashMap<String, u64>>,
@@ -193,6 +197,7 @@ impl MockState {
             refresh: Mutex::default(),
             codes: Mutex::default(),
             issuer: Mutex::default(),
+            oidc: super::discovery::OidcState::new(),
             faults: Mutex::default(),
             seen_jti: Mutex::default(),
             hmac_nonces: Mutex::default(),
@@ -569,7 +574,7 @@ impl MockState {
         scope: Option<&str>,
         with_refresh: bool,
     ) -> Response<Body> {
-        self.issue_tracked(grant, client, user, scope, with_refresh)
+        self.issue_tracked(grant, client, user, scope, with_refresh, None)
             .0
     }
 
@@ -581,6 +586,7 @@ impl MockState {
         user: Option<&str>,
         scope: Option<&str>,
         with_refresh: bool,
+        id_token: Option<String>,
     ) -> (Response<Body>, Vec<String>) {
         let lifetime = lock(&self.settings).token_lifetime;
         let access = random_token("mock-at-");
@@ -599,6 +605,9 @@ impl MockState {
         });
         if let Some(s) = scope {
             body["scope"] = Value::String(s.to_string());
+        }
+        if let Some(t) = id_token {
+            body["id_token"] = Value::String(t);
         }
         let mut minted = vec![access.clone()];
         if with_refresh {
@@ -706,6 +715,7 @@ pub(super) fn authorize(state: &MockState, query: Option<&str>) -> Response<Body
             challenge,
             user,
             scope: param("scope").map(str::to_string),
+            nonce: param("nonce").map(str::to_string),
             expires: Instant::now() + CODE_LIFETIME,
             used: false,
             tokens: Vec::new(),
@@ -987,12 +997,27 @@ async fn token_inner(state: &MockState, req: Request<Incoming>) -> Response<Body
                 }
             }
             let (user, scope) = (grant.user.clone(), grant.scope.clone());
+            // OpenID Connect: an id_token when the scope asks for openid.
+            let id_token = scope
+                .as_deref()
+                .is_some_and(|s| s.split(' ').any(|x| x == "openid"))
+                .then(|| {
+                    state.oidc.id_token(
+                        &state.issuer(),
+                        &client_id,
+                        &user,
+                        grant.nonce.as_deref(),
+                        lock(&state.settings).token_lifetime,
+                    )
+                })
+                .flatten();
             let (resp, minted) = state.issue_tracked(
                 "authorization_code",
                 &client_id,
                 Some(&user),
                 scope.as_deref(),
                 true,
+                id_token,
             );
             grant.tokens = minted;
             resp

@@ -464,6 +464,10 @@ pub struct Flow {
         deserialize_with = "secret::store_form::de_option"
     )]
     pub request_secret: Option<OAuth1RequestSecret>,
+    /// OpenID Connect: the `nonce` sent with the authorization request; the `id_token` must
+    /// carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 impl Flow {

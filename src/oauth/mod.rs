@@ -8,9 +8,14 @@
 //! [`response::IdpTokenResponse`]; it is driven over the project's own hyper + rustls client
 //! ([`http::IdpHttp`]). Failures become [`TokenError`]s whose messages carry at most the OAuth
 //! `error` code and description, never the IdP's body.
+//!
+//! A profile with `issuer` and a left-out endpoint takes its endpoints from the provider's
+//! discovery document ([`discovery`]); OpenID Connect sign-ins are checked by [`id_token`].
 
+pub mod discovery;
 pub mod grants;
 pub mod http;
+pub mod id_token;
 pub mod oauth1;
 pub mod response;
 pub mod test_auth;
@@ -83,6 +88,8 @@ pub struct OAuthSource {
     pub(crate) http: IdpHttp,
     /// Where token requests are counted (set when the snapshot is built).
     pub metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    /// The provider's discovery document (profiles with `issuer` and a left-out endpoint).
+    pub discovery: Option<Arc<discovery::Discovered>>,
 }
 
 impl OAuthSource {
@@ -90,16 +97,127 @@ impl OAuthSource {
         let Some(settings) = profile.kind.oauth() else {
             return Ok(None);
         };
+        let http = IdpHttp::new(
+            &settings.tls,
+            settings.connector.clone(),
+            settings.idp_timeout,
+        )?;
+        let discovery = match &settings.grant {
+            Grant::AuthorizationCode(c) if c.discover => c.issuer.as_ref().map(|issuer| {
+                let needs = discovery::Needs {
+                    pkce: c.pkce,
+                    authorization_endpoint: c.authorization_url.is_empty(),
+                    token_endpoint: settings.token_url.is_empty(),
+                    openid: id_token::wants_openid(&settings.scope),
+                    default_scope: settings.scope.is_empty(),
+                };
+                let key = format!(
+                    "{}\u{0}{issuer}\u{0}{:?}\u{0}{:?}\u{0}{:?}\u{0}{needs:?}",
+                    profile.name,
+                    settings.tls,
+                    settings
+                        .connector
+                        .as_ref()
+                        .map(|c| (&c.name, c.url.to_string())),
+                    settings.idp_timeout,
+                );
+                discovery::Discovered::get_or_start(key, &profile.name, issuer, needs, http.clone())
+            }),
+            _ => None,
+        };
         Ok(Some(OAuthSource {
             profile: profile.name.clone(),
-            http: IdpHttp::new(
-                &settings.tls,
-                settings.connector.clone(),
-                settings.idp_timeout,
-            )?,
+            http,
             settings: settings.clone(),
             metrics: std::sync::OnceLock::new(),
+            discovery,
         }))
+    }
+
+    /// The discovery document: `Ok(None)` for a profile without discovery, an `idp_unavailable`
+    /// error while it has not been read (nothing is sent to the provider then).
+    pub fn discovered(&self) -> Result<Option<Arc<discovery::Metadata>>, TokenError> {
+        let Some(d) = &self.discovery else {
+            return Ok(None);
+        };
+        match d.metadata() {
+            Some(m) => Ok(Some(m)),
+            None => {
+                let mut e = TokenError::new(
+                    TokenErrorKind::Unavailable,
+                    format!(
+                        "the identity provider's discovery document is not available: {}",
+                        d.error().unwrap_or_default()
+                    ),
+                );
+                e.retry_after = Some(1);
+                Err(e)
+            }
+        }
+    }
+
+    /// An endpoint: the profile's own when it gives one, else the discovered one.
+    fn endpoint(
+        &self,
+        own: &str,
+        pick: impl Fn(&discovery::Metadata) -> Option<&String>,
+        name: &str,
+    ) -> Result<String, TokenError> {
+        if !own.is_empty() {
+            return Ok(own.to_string());
+        }
+        match self.discovered()? {
+            Some(m) => pick(m.as_ref()).cloned().ok_or_else(|| {
+                TokenError::new(
+                    TokenErrorKind::InvalidResponse,
+                    format!("the provider's discovery document names no {name}"),
+                )
+            }),
+            None => Err(TokenError::new(
+                TokenErrorKind::InvalidResponse,
+                format!("the profile has no {name}"),
+            )),
+        }
+    }
+
+    /// The authorization endpoint (`authorization_url`, else the discovered one), before
+    /// `{tenant}` and context values are filled in.
+    pub fn authorization_url(&self) -> Result<String, TokenError> {
+        let own = match &self.settings.grant {
+            Grant::AuthorizationCode(c) => c.authorization_url.as_str(),
+            _ => "",
+        };
+        self.endpoint(
+            own,
+            |m| m.authorization_endpoint.as_ref(),
+            "authorization_endpoint",
+        )
+    }
+
+    /// The revocation endpoint (`revocation_url`, else the discovered one), if any.
+    fn revocation_url(&self) -> Option<String> {
+        match &self.settings.grant {
+            Grant::AuthorizationCode(c) => c.revocation_url.clone().or_else(|| {
+                self.discovered()
+                    .ok()
+                    .flatten()
+                    .and_then(|m| m.revocation_endpoint.clone())
+            }),
+            _ => None,
+        }
+    }
+
+    /// The `scope` pairs sent with the authorization request: the profile's, or `scope=openid`
+    /// when it gives none and its discovery document is an OpenID provider's.
+    pub fn scope(&self) -> Vec<(String, String)> {
+        if self.settings.scope.is_empty() {
+            if let Ok(Some(m)) = self.discovered() {
+                if m.openid {
+                    return vec![("scope".into(), "openid".into())];
+                }
+            }
+        }
+        self.settings.scope.clone()
     }
 
     pub fn settings(&self) -> &OAuthSettings {
@@ -122,7 +240,11 @@ impl OAuthSource {
     /// The token URL with the tenant filled in (already validated as one DNS label).
     pub fn token_url(&self, tenant: Option<&str>) -> Result<String, TokenError> {
         if !self.settings.token_url_has_tenant {
-            return Ok(self.settings.token_url.clone());
+            return self.endpoint(
+                &self.settings.token_url,
+                |m| m.token_endpoint.as_ref(),
+                "token_endpoint",
+            );
         }
         let tenant = tenant.ok_or_else(|| {
             TokenError::new(
@@ -470,15 +592,12 @@ impl OAuthSource {
         token: &RefreshToken,
         hint: &str,
     ) -> Result<(), String> {
-        let Grant::AuthorizationCode(c) = &self.settings.grant else {
-            return Ok(());
-        };
-        let Some(url) = &c.revocation_url else {
+        let Some(url) = self.revocation_url() else {
             return Ok(());
         };
         let url = match tenant {
             Some(t) => url.replace("{tenant}", t),
-            None => url.clone(),
+            None => url,
         };
         let s = &self.settings;
         let mut form = format!(
@@ -509,10 +628,7 @@ impl OAuthSource {
                     ));
                 }
                 // JWT client authentication: addressed to the token endpoint unless configured.
-                let token_url = match tenant {
-                    Some(t) => s.token_url.replace("{tenant}", t),
-                    None => s.token_url.clone(),
-                };
+                let token_url = self.token_url(tenant).map_err(|e| e.message)?;
                 for (k, v) in self
                     .client_assertion_params(&token_url)
                     .map_err(|e| e.message)?

@@ -180,6 +180,20 @@ pub struct ProfileRt {
     pub sign: Option<Arc<crate::config::Signing>>,
 }
 
+/// Profiles of `snap` whose discovery document is not read, each as `name (why)`.
+pub fn discovery_not_ready(snap: &Snapshot) -> Vec<String> {
+    let mut out: Vec<String> = snap
+        .profiles
+        .iter()
+        .filter_map(|(name, p)| {
+            let d = p.oauth.as_ref()?.source.as_ref()?.discovery.as_ref()?;
+            (!d.is_ready()).then(|| format!("{name} ({})", d.error().unwrap_or_default()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Everything the proxy needs from one config, built once per load.
 pub struct Snapshot {
     pub config: Arc<Config>,
@@ -621,6 +635,11 @@ impl Proxy {
         };
         let plan = &profile.plan;
         let with_profile = |e: ProxyError| e.with_profile(plan.profile());
+        // A profile whose discovery document is not read yet is not ready: `idp_unavailable`,
+        // and nothing is sent to the provider.
+        if let Some(Err(e)) = o.source.as_ref().map(|s| s.discovered()) {
+            return Err(e.into_proxy_error(plan.profile()));
+        }
         // Per-user profiles without a tenant in the request ask the end user on the start page.
         if inputs.tenant.is_none() && o.needs_tenant && !o.per_user {
             return Err(with_profile(ProxyError::new(

@@ -160,6 +160,14 @@ impl Token {
             .map(|(_, v)| v)
     }
 
+    /// A claim of the end user's validated `id_token` (`{{id_claims.<name>}}`).
+    pub fn id_claim(&self, name: &str) -> Option<&str> {
+        self.entered
+            .iter()
+            .find(|(k, _)| k.strip_prefix("id_claims.") == Some(name))
+            .map(|(_, v)| v)
+    }
+
     pub fn extra(&self, name: &str) -> Option<&str> {
         self.extra.get(name)
     }

@@ -13,6 +13,7 @@ mod clock;
 mod config_check;
 mod console;
 mod differential;
+mod discovery;
 mod edge;
 mod errors;
 mod fast_path;

@@ -59,6 +59,10 @@ fn var_available(
         Var::Signature | Var::Timestamp | Var::TimestampMs | Var::Date | Var::Nonce => {
             matches!(kind, ProfileKind::Sign(s) if matches!(s.method, crate::config::SignMethod::Hmac { .. }))
         }
+        Var::IdClaim(_) => matches!(
+            kind,
+            ProfileKind::OAuth(o) if matches!(o.grant, crate::config::Grant::AuthorizationCode(_))
+        ),
         Var::UserField(key) => {
             if !user_fields.contains(key) {
                 return Err(format!(

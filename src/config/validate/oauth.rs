@@ -80,16 +80,22 @@ fn is_loopback_url(url: &str) -> bool {
 pub(super) fn auth_code_settings(
     rp: AuthCodeKeys,
     ctx: &UrlContext,
+    discover: bool,
     v: &mut V,
 ) -> Option<AuthCodeSettings> {
     let before = v.errors.len();
     let path = ctx.path;
     let authorization_url = rp.authorization_url.unwrap_or_default();
     let mut authorization_context: Vec<String> = Vec::new();
-    if authorization_url.is_empty() {
+    if let Some(issuer) = &rp.issuer {
+        issuer_url(issuer, ctx, v);
+    }
+    if authorization_url.is_empty() && discover {
+        // From the discovery document.
+    } else if authorization_url.is_empty() {
         v.err(
             &format!("{path}.authorization_url"),
-            "required for type \"oauth2_authorization_code\"",
+            "required for type \"oauth2_authorization_code\" (or set issuer to read it from the provider's discovery document)",
         );
     } else {
         // `{{context.<name>}}` may appear in the authorization URL; check the rest as a URL.
@@ -137,9 +143,23 @@ pub(super) fn auth_code_settings(
         refresh_url,
         revocation_url,
         issuer: rp.issuer,
+        discover,
         pkce: rp.pkce.unwrap_or(true),
         authorization_context,
     })
+}
+
+/// `issuer`: an absolute URL without query or fragment (RFC 8414 §2), https unless loopback (or
+/// `allow_insecure_http`), no placeholders (discovery reads it as written).
+fn issuer_url(issuer: &str, ctx: &UrlContext, v: &mut V) {
+    if issuer.contains(['?', '#']) || issuer.contains('{') {
+        v.err(
+            &format!("{}.issuer", ctx.path),
+            "expected the provider's issuer identifier: an https:// URL without query, fragment or placeholders",
+        );
+        return;
+    }
+    endpoint_url(issuer, "issuer", ctx, v);
 }
 
 /// What an OAuth profile's keys are checked against.
@@ -147,6 +167,8 @@ pub(super) struct OAuthContext<'a> {
     pub(super) ty: ProfileType,
     pub(super) tenancy: bool,
     pub(super) path: &'a str,
+    /// The token URL may be left out: it comes from the discovery document.
+    pub(super) discover: bool,
 }
 
 pub(super) fn oauth_settings(
@@ -159,7 +181,9 @@ pub(super) fn oauth_settings(
     let (path, kind) = (ctx.path, ctx.ty.name());
     let token_url = rp.token_url.clone().unwrap_or_default();
     let token_url_has_tenant = token_url.contains("{tenant}");
-    if token_url.is_empty() {
+    if token_url.is_empty() && ctx.discover {
+        // From the discovery document.
+    } else if token_url.is_empty() {
         v.err(
             &format!("{path}.token_url"),
             format!("required for type \"{kind}\""),

@@ -161,7 +161,12 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
             );
         }
     };
-    let oauth_ctx = OAuthContext { ty, tenancy, path };
+    let oauth_ctx = OAuthContext {
+        ty,
+        tenancy,
+        path,
+        discover: false,
+    };
     let kind = match kind {
         RawKind::None => Some(ProfileKind::None),
         RawKind::Basic { .. } if per_user => Some(ProfileKind::UserBasic),
@@ -236,10 +241,36 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
                 tenancy,
                 allow_insecure_http,
             };
-            let code = auth_code_settings(code, &ctx, v);
+            // Discovery: an issuer, and an endpoint left out (or `openid` asked for: the
+            // provider's keys check the id_token).
+            let openid = oauth.scope.as_ref().is_some_and(|s| {
+                let pairs: Vec<(String, String)> =
+                    s.iter().map(|(k, x)| (k.clone(), x.clone())).collect();
+                crate::oauth::id_token::wants_openid(&pairs)
+            });
+            let discover = code.issuer.is_some()
+                && (code.authorization_url.is_none() || oauth.token_url.is_none() || openid);
+            if openid && code.issuer.is_none() {
+                v.warn(format!(
+                    "{path}: the scope asks for openid but the profile has no issuer: the id_token is not validated; set issuer"
+                ));
+            }
+            let code = auth_code_settings(code, &ctx, discover, v);
+            let oauth_ctx = OAuthContext {
+                discover,
+                ..oauth_ctx
+            };
             let settings = oauth_settings(*oauth, Grant::ClientCredentials, &oauth_ctx, v);
             match (settings, code) {
                 (Some(mut o), Some(c)) => {
+                    if discover {
+                        // The issuer decides the endpoints: part of what identifies the tokens.
+                        use std::hash::{Hash, Hasher};
+                        let mut h = std::collections::hash_map::DefaultHasher::new();
+                        o.fingerprint.hash(&mut h);
+                        c.issuer.hash(&mut h);
+                        o.fingerprint = h.finish();
+                    }
                     o.grant = Grant::AuthorizationCode(c);
                     Some(ProfileKind::OAuth(Box::new(o)))
                 }
