@@ -347,6 +347,7 @@ pub fn callback(data: &[u8]) {
         entered: Vec::new(),
         verifier: Some("v".repeat(43).into()),
         request_secret: None,
+        test: None,
     };
     let real = crate::oauth::grants::new_flow(&store, std::time::Duration::from_secs(60), &flow)
         .expect("stored");

@@ -34,6 +34,8 @@ use crate::error::ErrorCode;
 use crate::inject::encode::{encode, parse_form};
 use crate::oauth::grants::{self, Flow, Ticket};
 use crate::oauth::http::IdpHttp;
+use crate::oauth::test_auth::{self, TestReport};
+use crate::oauth::test_run;
 use crate::oauth::{to_fetched, OAuthSource, Request as TokenRequest};
 use crate::proxy::{Entry, Snapshot};
 use crate::secret::{AccessToken, EnteredValue, PkceVerifier};
@@ -425,6 +427,7 @@ impl Auth {
                 .unwrap_or_default(),
             verifier: None,
             request_secret: None,
+            test: ticket.test.clone(),
         };
         match (o.entry, &o.source, checked) {
             (Entry::Code, Some(source), _) => {
@@ -710,6 +713,36 @@ impl Auth {
             Some(Ok(None)) => return Err(flow_unknown()),
             _ => return Err(busy()),
         };
+        let answer = self.code_callback(&flow, &params).await;
+        match (&flow.test, answer) {
+            // A test's sign-in that ended before the code exchange: the report says why. (When
+            // writing a test's report was refused itself, the test is expired or already written:
+            // this finds it so and gives the same page; or the store failed, and this tries once
+            // more, reporting that.)
+            (Some(test), Err(refusal)) => {
+                let snap = self.snap();
+                let source = snap
+                    .profiles
+                    .get(flow.profile.as_str())
+                    .and_then(|p| p.oauth.as_ref())
+                    .and_then(|o| o.source.as_deref());
+                let report = TestReport::refused(
+                    &flow.profile,
+                    source,
+                    flow.idp_tenant(),
+                    refusal.code,
+                    &refusal.text,
+                );
+                self.finish_test(&flow, test, report).await
+            }
+            (_, answer) => answer,
+        }
+    }
+
+    /// The callback of an authorization-code sign-in whose `flow` was taken: the IdP's error, the
+    /// issuer, the code exchange; then the user's grant, or a test's report.
+    async fn code_callback(&self, flow: &Flow, params: &[(String, String)]) -> Answer {
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         if let Some(err) = get("error") {
             let desc = get("error_description").unwrap_or_default();
             return Err(Refusal::new(
@@ -755,6 +788,20 @@ impl Auth {
             ));
         };
         let redirect = self.settings.callback_url();
+        if let Some(test) = &flow.test {
+            // A test: the exchange over a recording client, reported; its tokens are dropped.
+            let (report, _) = test_auth::run_request(
+                source,
+                flow.idp_tenant(),
+                TokenRequest::Code {
+                    code: &code,
+                    verifier: flow.verifier.as_ref(),
+                    redirect_uri: &redirect,
+                },
+            )
+            .await;
+            return self.finish_test(flow, test, report).await;
+        }
         let result = source
             .request(
                 &source.http,
@@ -779,7 +826,45 @@ impl Auth {
                 ));
             }
         };
-        self.finish(&flow, fetched).await
+        self.finish(flow, fetched).await
+    }
+
+    /// The end of a test's sign-in (`POST /admin/profiles/{name}/test`): the report goes to the
+    /// test's record and the login link is used up; no grant is stored and `on_authorized` is not
+    /// told. The page says the test finished and can be closed.
+    async fn finish_test(&self, flow: &Flow, test: &str, report: TestReport) -> Answer {
+        let ok = report.ok;
+        let failure = report.error.as_ref().map(|e| e.code.clone());
+        tracing::info!(profile = %flow.profile, ok, "test sign-in finished");
+        let store = self.snap().store.clone();
+        let (test, ticket) = (test.to_string(), flow.ticket.clone());
+        let saved = blocking(move || {
+            let written = test_run::finish(&store, &test, report)?;
+            let _ = grants::remove_ticket(&store, &ticket);
+            Ok::<bool, crate::token::TokenError>(written)
+        })
+        .await;
+        match saved {
+            Some(Ok(true)) => Ok(page(
+                StatusCode::OK,
+                "Test finished",
+                &match (ok, failure) {
+                    (true, _) => "The sign-in test succeeded. You can close this window; the result is shown where the test was started.".to_string(),
+                    (false, code) => format!(
+                        "The sign-in test failed ({}). You can close this window; the result is shown where the test was started.",
+                        code.as_deref().unwrap_or("no token")
+                    ),
+                },
+                None,
+                None,
+            )),
+            Some(Ok(false)) => Err(Refusal::new(
+                ErrorCode::LinkInvalid,
+                "This test has expired",
+                "Start the test again.",
+            )),
+            _ => Err(busy()),
+        }
     }
 
     /// Stores the user's grant, uses up the login link, tells `on_authorized`, shows success.

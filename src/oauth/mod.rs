@@ -14,6 +14,7 @@ pub mod http;
 pub mod oauth1;
 pub mod response;
 pub mod test_auth;
+pub mod test_run;
 
 use std::sync::Arc;
 

@@ -1,13 +1,17 @@
 //! "Test authorization": run a profile's token request and report what happened, with every token and
 //! secret masked. Used by `authsidecar test-auth` and `POST /admin/profiles/{name}/test`.
 //!
+//! An `oauth2_authorization_code` profile's Test is the code exchange of an operator's sign-in
+//! ([`run_request`] with [`Request::Code`], from the callback; see `oauth::test_run`); a sign-in
+//! that ends before the exchange (denied, a bad callback) is reported by [`TestReport::refused`].
+//!
 //! A signing profile (`aws_sigv4`, `hmac`, `oauth1`) has no token request: its Test sends one signed
 //! `GET` through the proxy's pipeline (`proxy::probe`) and fills the same [`TestReport`], with
 //! `request` (the signed request as sent, masked) set and `token_url` and `token` empty.
 
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{to_fetched, OAuthSource, Request};
@@ -25,7 +29,7 @@ pub(crate) const SECRET_HEADERS: &[&str] = &[
     "www-authenticate",
 ];
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct TestReport {
     pub profile: String,
     #[serde(rename = "type")]
@@ -54,20 +58,20 @@ pub struct TestReport {
 
 /// The signed request a signing profile's Test sent: method, URL and header fields, with
 /// signatures, tokens and secrets masked.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct SentRequest {
     pub method: String,
     pub url: String,
     pub headers: Vec<(String, String)>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ReportError {
     pub code: String,
     pub message: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct TokenSummary {
     pub token_type: String,
     pub expires_in: Option<u64>,
@@ -118,12 +122,34 @@ pub fn mask_body(body: &[u8], redactor: &Redactor) -> String {
     redactor.mask(&text)
 }
 
+/// The report's `type` for a profile's grant.
+fn kind(grant: &crate::config::Grant) -> &'static str {
+    match grant {
+        crate::config::Grant::ClientCredentials => "oauth2_client_credentials",
+        crate::config::Grant::Password { .. } | crate::config::Grant::UserPassword => {
+            "oauth2_password"
+        }
+        crate::config::Grant::AuthorizationCode(_) => "oauth2_authorization_code",
+        crate::config::Grant::JwtBearer(_) => "oauth2_jwt_bearer",
+    }
+}
+
 /// Runs the profile's token request once (never through the cache) and reports.
 pub async fn run(source: &OAuthSource, tenant: Option<&str>) -> (TestReport, Option<Fetched>) {
+    run_request(source, tenant, Request::Primary).await
+}
+
+/// Sends one token request (`which`: the profile's own grant, or the code of a test sign-in) over
+/// a recording copy of the profile's client, never through the cache, and reports.
+pub async fn run_request(
+    source: &OAuthSource,
+    tenant: Option<&str>,
+    which: Request<'_>,
+) -> (TestReport, Option<Fetched>) {
     let s = source.settings();
     let (http, capture) = source.http.capturing();
     let started = Instant::now();
-    let result = source.request(&http, tenant, Request::Primary).await;
+    let result = source.request(&http, tenant, which).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let exchange = capture.lock().unwrap_or_else(|p| p.into_inner()).take();
 
@@ -182,15 +208,7 @@ pub async fn run(source: &OAuthSource, tenant: Option<&str>) -> (TestReport, Opt
     });
     let report = TestReport {
         profile: source.profile().to_string(),
-        kind: match s.grant {
-            crate::config::Grant::ClientCredentials => "oauth2_client_credentials",
-            crate::config::Grant::Password { .. } | crate::config::Grant::UserPassword => {
-                "oauth2_password"
-            }
-            crate::config::Grant::AuthorizationCode(_) => "oauth2_authorization_code",
-            crate::config::Grant::JwtBearer(_) => "oauth2_jwt_bearer",
-        }
-        .to_string(),
+        kind: kind(&s.grant).to_string(),
         token_url: Some(
             source
                 .token_url(tenant)
@@ -213,6 +231,50 @@ pub async fn run(source: &OAuthSource, tenant: Option<&str>) -> (TestReport, Opt
 }
 
 impl TestReport {
+    /// The report of a test sign-in that ended before any token request (the identity provider
+    /// sent the operator back with an error, the callback was unusable, the profile is gone):
+    /// `code` and `message` say why, masked of the profile's secrets; no IdP answer.
+    pub fn refused(
+        profile: &str,
+        source: Option<&OAuthSource>,
+        tenant: Option<&str>,
+        code: crate::error::ErrorCode,
+        message: &str,
+    ) -> TestReport {
+        let secrets: Vec<&str> = source
+            .and_then(|s| s.settings().client_secret.as_ref())
+            .map(|cs| cs.expose())
+            .into_iter()
+            .collect();
+        let redactor = Redactor::new(
+            secrets,
+            Vec::<&str>::new(),
+            source.map(|s| s.settings().client_id.as_str()),
+        );
+        TestReport {
+            profile: profile.to_string(),
+            kind: source
+                .map_or("oauth2_authorization_code", |s| kind(&s.settings().grant))
+                .to_string(),
+            token_url: source.map(|s| {
+                s.token_url(tenant)
+                    .unwrap_or_else(|_| s.settings().token_url.clone())
+            }),
+            request: None,
+            ok: false,
+            status: None,
+            elapsed_ms: 0,
+            headers: Vec::new(),
+            body: String::new(),
+            error: Some(ReportError {
+                code: code.as_str().to_string(),
+                message: redactor.mask(message),
+            }),
+            token: None,
+            stored: false,
+        }
+    }
+
     /// The human-readable form printed by `authsidecar test-auth`.
     pub fn to_text(&self) -> String {
         let target = match (&self.token_url, &self.request) {

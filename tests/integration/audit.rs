@@ -666,6 +666,7 @@ credentials_file = \"{sa}\"
         request_secret: Some(authsidecar::secret::OAuth1RequestSecret::new(
             "canary-oauth1-request-secret-QSx",
         )),
+        test: None,
     };
     shown.push_str(&format!("{flow:?}\n{:?}\n", flow.entered()));
 
