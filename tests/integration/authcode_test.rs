@@ -1,8 +1,8 @@
 //! The Test of `oauth2_authorization_code` profiles: `POST /admin/profiles/{name}/test` answers a
 //! login link; the operator's sign-in (the end users' start page and callback) ends in a report,
 //! polled at `GET /admin/profiles/{name}/test/{test_id}`, and never in a grant. Driven through the
-//! admin API with an HTTP client that follows the redirects by hand, and through
-//! `authsidecar test-auth`.
+//! admin API with an HTTP client that follows the redirects by hand, through
+//! `authsidecar test-auth`, and through the console in a real headless Chromium.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::Value;
 
+use crate::support::browser::Browser;
 use crate::support::proc::printed_after;
 use crate::support::*;
 
@@ -569,5 +570,57 @@ async fn test_auth_command_prints_the_link_and_reports_the_sign_in() {
     let stderr = std::fs::read_to_string(&err).unwrap();
     assert!(stderr.contains("did not answer"), "{stderr}");
     assert_eq!(s.tokens().await, Vec::<Value>::new(), "no grant stored");
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_tests_a_sign_in_profile_in_a_new_window() {
+    let s = setup("authcode-console").await;
+    let b = Browser::start(&s.dir).await;
+    b.goto(&s.admin("/admin/")).await;
+    b.type_into("#token", ADMIN_TOKEN).await;
+    b.click("#sign-in").await;
+    b.find("#profiles tbody tr[data-profile='user']").await;
+    let console = b.window().await;
+
+    // Test opens the sign-in in a new window; the mock approves at once, and the console shows
+    // the result on the Headers and Response tabs.
+    b.click("button.test[data-profile='user']").await;
+    b.wait_text("#test-outcome", "Auth Test Succeeded").await;
+    assert_eq!(s.code_exchanges(), 1);
+    let summary = b.text("#test-summary").await;
+    assert!(summary.contains("HTTP 200"), "{summary}");
+    assert!(b.displayed("#pane-headers").await);
+    let headers = b.text("#test-headers").await;
+    assert!(headers.contains("content-type"), "{headers}");
+    b.click("#tab-response").await;
+    let body = b.wait_text("#test-body", "access_token").await;
+    assert!(body.contains("[redacted len="), "{body}");
+    s.assert_no_secret(&b.source().await, "the console");
+    b.wait_text("#profiles tbody tr[data-profile='user']", "no user grants")
+        .await;
+
+    // The sign-in window says the test finished.
+    let windows = b.windows().await;
+    assert_eq!(windows.len(), 2, "{windows:?}");
+    let popup = windows.iter().find(|w| **w != console).unwrap().clone();
+    b.switch_to(&popup).await;
+    b.wait_text("h1", "Test finished").await;
+    s.assert_no_secret(&b.source().await, "the sign-in window");
+    b.switch_to(&console).await;
+
+    // A denied sign-in: the console says the test failed, and why.
+    send(
+        Method::POST,
+        &format!("http://{}/__mock/faults", s.mock.addr),
+        &[],
+        r#"{"authorize":"access_denied"}"#,
+    )
+    .await;
+    b.click("button.test[data-profile='user']").await;
+    b.wait_text("#test-outcome", "Auth Test Failed").await;
+    b.wait_text("#test-summary", "authorization_denied").await;
+    assert_eq!(s.tokens().await, Vec::<Value>::new(), "no grant stored");
+    b.quit().await;
     s.server.shutdown().await;
 }
