@@ -54,9 +54,10 @@ enum Command {
     /// (exit 0 on success, 1 on failure). Does not touch a running sidecar's cache. A signing
     /// profile (aws_sigv4, hmac, oauth1) sends one signed GET to its first route's upstream (or
     /// --url) and shows the signed request's headers and the answer (exit 0 on a 2xx answer).
-    /// An oauth2_authorization_code profile is tested by the running sidecar: its admin API
-    /// ([admin] listen and token, or --admin-url) starts a sign-in test, the link is printed,
-    /// and the report is shown once the sign-in finished (no grant is kept).
+    /// An oauth2_authorization_code (or three-legged oauth1) profile is tested by the running
+    /// sidecar: its admin API ([admin] listen and token, or --admin-url) starts a sign-in test,
+    /// the link is printed, and the report is shown once the sign-in finished (no grant is
+    /// kept).
     TestAuth {
         /// Profile name.
         profile: String,
@@ -499,13 +500,25 @@ async fn test_auth(
     let profile = config
         .profile(name)
         .with_context(|| format!("no profile named {name:?}"))?;
+    // Authorization code and three-legged OAuth 1.0a: a sign-in, run by the running sidecar.
+    let signs_in = match &profile.kind {
+        authsidecar::config::ProfileKind::OAuth(o) => {
+            matches!(o.grant, authsidecar::config::Grant::AuthorizationCode(_))
+        }
+        authsidecar::config::ProfileKind::Sign(s) => matches!(
+            &s.method,
+            authsidecar::config::SignMethod::OAuth1 {
+                three_legged: Some(_),
+                ..
+            }
+        ),
+        _ => false,
+    };
+    if signs_in && url.is_none() {
+        return test_sign_in(&config, name, tenant, json, sign_in).await;
+    }
     if let authsidecar::config::ProfileKind::Sign(_) = profile.kind {
         return test_signing(config, name, tenant, url, json).await;
-    }
-    if let authsidecar::config::ProfileKind::OAuth(o) = &profile.kind {
-        if matches!(o.grant, authsidecar::config::Grant::AuthorizationCode(_)) && url.is_none() {
-            return test_sign_in(&config, name, tenant, json, sign_in).await;
-        }
     }
     if url.is_some() {
         anyhow::bail!(

@@ -35,7 +35,8 @@ function errorText(body, status) {
 }
 
 const TESTABLE = ['oauth2_client_credentials', 'oauth2_password', 'oauth2_jwt_bearer'];
-// Authorization code: the Test is a sign-in in a new window; the console polls for its report.
+// Authorization code (and three-legged oauth1, per_user): the Test is a sign-in in a new window;
+// the console polls for its report.
 const SIGN_IN = 'oauth2_authorization_code';
 // How often a sign-in test is asked for its result.
 const POLL_MS = 1000;
@@ -87,7 +88,7 @@ async function loadProfiles() {
   }
   for (const p of r.body.profiles) {
     const signing = SIGNING.includes(p.type);
-    const signIn = p.type === SIGN_IN;
+    const signIn = p.type === SIGN_IN || (p.type === 'oauth1' && p.per_user);
     const testable = signIn || ((TESTABLE.includes(p.type) || signing) && !p.per_user);
     const button = el('button', {
       type: 'button', className: 'test', 'data-profile': p.name,

@@ -10,8 +10,8 @@
 //!   token is replaced only with `store=true`. A signing profile (`aws_sigv4`, `hmac`, `oauth1`)
 //!   sends one signed `GET` through the proxy's pipeline instead, to its first route's upstream or
 //!   to the `url` of a JSON body `{"url": "…"}` (or `?url=`), and reports the signed request's
-//!   headers and the upstream's answer, masked. An `oauth2_authorization_code` profile's Test is
-//!   a sign-in: 202 `{"test_id", "login_url", "expires_in"}`; the operator signs in through
+//!   headers and the upstream's answer, masked. An `oauth2_authorization_code` (or three-legged
+//!   `oauth1`) profile's Test is a sign-in: 202 `{"test_id", "login_url", "expires_in"}`; the operator signs in through
 //!   `login_url` (the auth listener's start page and callback), and the callback writes the
 //!   report instead of a grant (`oauth::test_run`). `?tenant=` and `?context.NAME=` fill the
 //!   login link as `X-Authsidecar-Tenant` and `X-Authsidecar-Context-NAME` would.
@@ -101,11 +101,15 @@ impl Admin {
         let Some(p) = snap.profiles.get(name) else {
             return Err(not_found_profile());
         };
+        // Authorization code and three-legged OAuth 1.0a: the Test is a sign-in.
+        if p.oauth
+            .as_ref()
+            .is_some_and(|o| matches!(o.entry, Entry::Code | Entry::OAuth1))
+        {
+            return self.start_sign_in_test(name, req.uri().query()).await;
+        }
         if p.sign.is_some() {
             return self.test_signing(name, req).await;
-        }
-        if p.oauth.as_ref().is_some_and(|o| o.entry == Entry::Code) {
-            return self.start_sign_in_test(name, req.uri().query()).await;
         }
         let query = req.uri().query();
         let Some((o, source)) = p

@@ -17,6 +17,11 @@
 //!   provider's authorization page. The callback (`oauth_token`, `oauth_verifier`; no `state`)
 //!   takes the flow by its request token (unknown, used or expired → the same 400 page, no request
 //!   to the provider) and exchanges it for the user's token and secret, stored as their grant.
+//! - A login link made for a Test (`POST /admin/profiles/{name}/test`, `oauth::test_run`) runs the
+//!   same pages; its callback exchanges the code (or request token) over a recording client and
+//!   writes the report into the test, masked, instead of a grant; `on_authorized` is not called.
+//!   A sign-in that ends before the exchange (declined, a bad callback) is a failed report saying
+//!   why. The page says that the test finished.
 
 mod form;
 
@@ -654,7 +659,36 @@ impl Auth {
             Some(Ok(None)) => return Err(flow_unknown()),
             _ => return Err(busy()),
         };
-        if denied.is_some() {
+        let answer = self
+            .oauth1_exchange(&flow, &token, denied.is_some(), params)
+            .await;
+        match (&flow.test, answer) {
+            // As for an authorization code: a test's sign-in that ended before the exchange.
+            (Some(test), Err(refusal)) => {
+                let report = self.refused_report(&flow, &refusal);
+                self.finish_test(&flow, test, report).await
+            }
+            (_, answer) => answer,
+        }
+    }
+
+    /// The rest of a three-legged callback whose flow was taken: declined, or the exchange of the
+    /// request token; then the user's grant, or a test's report.
+    async fn oauth1_exchange(
+        &self,
+        flow: &Flow,
+        token: &str,
+        denied: bool,
+        params: &[(String, String)],
+    ) -> Answer {
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
+        if denied {
             return Err(Refusal::new(
                 ErrorCode::AuthorizationDenied,
                 "Sign-in was not completed",
@@ -681,7 +715,12 @@ impl Auth {
                 "The answer from the identity provider has no oauth_verifier.",
             ));
         };
-        let mut fetched = match provider.access_token(&token, secret, &verifier).await {
+        if let Some(test) = &flow.test {
+            let report =
+                test_auth::run_oauth1(provider, &flow.profile, token, secret, &verifier).await;
+            return self.finish_test(flow, test, report).await;
+        }
+        let mut fetched = match provider.access_token(token, secret, &verifier).await {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(profile = %flow.profile, "access token request failed: {}", e.message);
@@ -692,7 +731,7 @@ impl Auth {
             }
         };
         fetched.entered.extend(flow.entered());
-        self.finish(&flow, fetched).await
+        self.finish(flow, fetched).await
     }
 
     async fn callback(&self, query: Option<&str>) -> Answer {
@@ -720,23 +759,32 @@ impl Auth {
             // this finds it so and gives the same page; or the store failed, and this tries once
             // more, reporting that.)
             (Some(test), Err(refusal)) => {
-                let snap = self.snap();
-                let source = snap
-                    .profiles
-                    .get(flow.profile.as_str())
-                    .and_then(|p| p.oauth.as_ref())
-                    .and_then(|o| o.source.as_deref());
-                let report = TestReport::refused(
-                    &flow.profile,
-                    source,
-                    flow.idp_tenant(),
-                    refusal.code,
-                    &refusal.text,
-                );
+                let report = self.refused_report(&flow, &refusal);
                 self.finish_test(&flow, test, report).await
             }
             (_, answer) => answer,
         }
+    }
+
+    /// The report of a test whose sign-in ended before the token request, with the reason.
+    fn refused_report(&self, flow: &Flow, refusal: &Refusal) -> TestReport {
+        let snap = self.snap();
+        let o = snap
+            .profiles
+            .get(flow.profile.as_str())
+            .and_then(|p| p.oauth.as_ref());
+        let mut report = TestReport::refused(
+            &flow.profile,
+            o.and_then(|o| o.source.as_deref()),
+            flow.idp_tenant(),
+            refusal.code,
+            &refusal.text,
+        );
+        if let Some(provider) = o.and_then(|o| o.oauth1.as_ref()) {
+            report.kind = "oauth1".to_string();
+            report.token_url = provider.access_token_url().map(str::to_string);
+        }
+        report
     }
 
     /// The callback of an authorization-code sign-in whose `flow` was taken: the IdP's error, the

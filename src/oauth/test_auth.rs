@@ -4,6 +4,8 @@
 //! An `oauth2_authorization_code` profile's Test is the code exchange of an operator's sign-in
 //! ([`run_request`] with [`Request::Code`], from the callback; see `oauth::test_run`); a sign-in
 //! that ends before the exchange (denied, a bad callback) is reported by [`TestReport::refused`].
+//! A three-legged `oauth1` profile's is the token-credentials request of one ([`run_oauth1`]).
+//! Every report is made by one builder, with one redactor.
 //!
 //! A signing profile (`aws_sigv4`, `hmac`, `oauth1`) has no token request: its Test sends one signed
 //! `GET` through the proxy's pipeline (`proxy::probe`) and fills the same [`TestReport`], with
@@ -14,8 +16,11 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::http::Exchange;
+use super::oauth1::ThreeLegged;
 use super::{to_fetched, OAuthSource, Request};
 use crate::redact::Redactor;
+use crate::secret::OAuth1RequestSecret;
 use crate::token::{Fetched, TokenError};
 
 /// Largest body shown in a report.
@@ -153,8 +158,6 @@ pub async fn run_request(
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let exchange = capture.lock().unwrap_or_else(|p| p.into_inner()).take();
 
-    // The profile's own secrets: masked in every encoded form (raw, percent- and form-encoded,
-    // JSON-escaped, base64 and inside `Authorization: Basic`).
     let mut secrets: Vec<&str> = Vec::new();
     if let Some(cs) = &s.client_secret {
         secrets.push(cs.expose());
@@ -167,8 +170,76 @@ pub async fn run_request(
         Ok(r) => (Some(to_fetched(r)), None),
         Err(e) => (None, Some(e)),
     };
+    let report = build(Built {
+        profile: source.profile(),
+        kind: kind(&s.grant),
+        token_url: Some(
+            source
+                .token_url(tenant)
+                .unwrap_or_else(|_| s.token_url.clone()),
+        ),
+        elapsed_ms,
+        exchange: exchange.as_ref(),
+        result: match &fetched {
+            Some(f) => Ok(f),
+            None => Err(error.as_ref()),
+        },
+        secrets,
+        client_id: Some(&s.client_id),
+    });
+    (report, fetched)
+}
+
+/// A three-legged `oauth1` profile's Test (`per_user = true`): the token-credentials request of an
+/// operator's sign-in ([`ThreeLegged::access_token_recorded`]), reported like a token request. The
+/// credentials are dropped.
+pub async fn run_oauth1(
+    provider: &ThreeLegged,
+    profile: &str,
+    request_token: &str,
+    request_secret: &OAuth1RequestSecret,
+    verifier: &str,
+) -> TestReport {
+    let started = Instant::now();
+    let (result, exchange) = provider
+        .access_token_recorded(request_token, request_secret, verifier)
+        .await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    build(Built {
+        profile,
+        kind: "oauth1",
+        token_url: provider.access_token_url().map(str::to_string),
+        elapsed_ms,
+        exchange: exchange.as_ref(),
+        result: result.as_ref().map_err(Some),
+        // The request token's secret; the consumer secret never travels (only a signature).
+        secrets: vec![request_secret.expose()],
+        client_id: None,
+    })
+}
+
+/// What a report is made of.
+struct Built<'a> {
+    profile: &'a str,
+    kind: &'a str,
+    token_url: Option<String>,
+    elapsed_ms: u64,
+    /// The IdP's answer as it came, when it answered.
+    exchange: Option<&'a Exchange>,
+    /// The token obtained, or why not (`None`: no token and no error).
+    result: Result<&'a Fetched, Option<&'a TokenError>>,
+    /// The profile's own secrets: masked in every encoded form (raw, percent- and form-encoded,
+    /// JSON-escaped, base64 and inside `Authorization: Basic`).
+    secrets: Vec<&'a str>,
+    client_id: Option<&'a str>,
+}
+
+/// The one report builder: every text that can quote the IdP goes through one redactor that knows
+/// the profile's secrets and every token (and token secret) just received.
+fn build(b: Built<'_>) -> TestReport {
+    let fetched = b.result.ok();
     let mut tokens: Vec<&str> = Vec::new();
-    if let Some(f) = &fetched {
+    if let Some(f) = fetched {
         tokens.push(f.access_token.expose());
         if let Some(rt) = &f.refresh_token {
             tokens.push(rt.expose());
@@ -176,10 +247,11 @@ pub async fn run_request(
         if let Some(it) = &f.id_token {
             tokens.push(it.expose());
         }
+        // Values kept with a grant (an OAuth 1.0a token secret).
+        tokens.extend(f.entered.iter().map(|(_, v)| v.expose()));
     }
-    // Every text of the report that can quote the IdP goes through this one redactor.
-    let redactor = Redactor::new(secrets, tokens, Some(&s.client_id));
-    let (status, headers, body) = match &exchange {
+    let redactor = Redactor::new(b.secrets, tokens, b.client_id);
+    let (status, headers, body) = match b.exchange {
         Some(x) => (
             Some(x.status),
             x.headers
@@ -198,7 +270,7 @@ pub async fn run_request(
         ),
         None => (None, Vec::new(), String::new()),
     };
-    let token = fetched.as_ref().map(|f| TokenSummary {
+    let token = fetched.map(|f| TokenSummary {
         token_type: f.token_type.clone(),
         expires_in: f.expires_in.map(|d| d.as_secs()),
         scope: f.scope.clone(),
@@ -206,28 +278,24 @@ pub async fn run_request(
         has_id_token: f.id_token.is_some(),
         extra_members: f.extra.iter().map(|(k, _)| k.clone()).collect(),
     });
-    let report = TestReport {
-        profile: source.profile().to_string(),
-        kind: kind(&s.grant).to_string(),
-        token_url: Some(
-            source
-                .token_url(tenant)
-                .unwrap_or_else(|_| s.token_url.clone()),
-        ),
+    let error = b.result.err().flatten();
+    TestReport {
+        profile: b.profile.to_string(),
+        kind: b.kind.to_string(),
+        token_url: b.token_url,
         request: None,
-        ok: error.is_none(),
+        ok: fetched.is_some(),
         status,
-        elapsed_ms,
+        elapsed_ms: b.elapsed_ms,
         headers,
         body,
-        error: error.as_ref().map(|e: &TokenError| ReportError {
+        error: error.map(|e| ReportError {
             code: e.code().as_str().to_string(),
             message: redactor.mask(&e.message),
         }),
         token,
         stored: false,
-    };
-    (report, fetched)
+    }
 }
 
 impl TestReport {

@@ -82,6 +82,20 @@ client_secret = "{SECRET}"
 
 [profiles.plain]
 type = "none"
+
+[[routes]]
+prefix = "/o1/"
+upstream = "http://{mock}/oauth1/protected/"
+profiles = ["tw"]
+
+[profiles.tw]
+type = "oauth1"
+per_user = true
+consumer_key = "demo-client"
+consumer_secret = "{SECRET}"
+request_token_url = "http://{mock}/oauth1/request_token"
+authorization_url = "http://{mock}/oauth1/authorize"
+access_token_url = "http://{mock}/oauth1/access_token"
 "#
     )
 }
@@ -475,6 +489,62 @@ async fn unknown_tests_are_404_and_pending_tests_are_bounded() {
     s.server.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_three_legged_oauth1_profile_is_tested_by_a_sign_in_too() {
+    let s = setup("authcode-oauth1").await;
+    let exchanges = || {
+        s.mock
+            .counters()
+            .oauth1_access_tokens
+            .load(Ordering::SeqCst)
+    };
+    // Start page → the provider's authorize page (approving as alice, or declining) → callback.
+    let callback = |login: String, answer: &'static str| async move {
+        let to_provider = get(&login, &[]).await;
+        assert_eq!(to_provider.status, 302, "{}", page(&to_provider));
+        let approved = get(&format!("{}{answer}", location(&to_provider)), &[]).await;
+        assert_eq!(approved.status, 302, "{}", page(&approved));
+        get(&location(&approved), &[]).await
+    };
+
+    let (id, login) = s.started("tw").await;
+    let done = callback(login, "&user=alice").await;
+    assert!(page(&done).contains("succeeded"), "{}", page(&done));
+    let r = s.poll("tw", &id).await;
+    let v = r.json();
+    assert_eq!(v["state"], "succeeded", "{v}");
+    let rep = &v["report"];
+    assert_eq!(rep["type"], "oauth1");
+    assert_eq!(
+        rep["token_url"],
+        format!("http://{}/oauth1/access_token", s.mock.addr)
+    );
+    assert_eq!(rep["status"], 200);
+    assert_eq!(rep["token"]["token_type"], "OAuth");
+    // The token and its secret are masked in the provider's form answer.
+    let body = rep["body"].as_str().unwrap();
+    assert!(body.contains("oauth_token=[redacted len="), "{body}");
+    assert!(body.contains("oauth_token_secret=[redacted len="), "{body}");
+    s.assert_no_secret(&page(&r), "the report");
+    assert_eq!(exchanges(), 1);
+
+    // Declined at the provider: failed, and no exchange.
+    let (id, login) = s.started("tw").await;
+    let done = callback(login, "&user=alice&deny=1").await;
+    assert!(
+        page(&done).contains("failed (authorization_denied)"),
+        "{}",
+        page(&done)
+    );
+    let v = s.poll("tw", &id).await.json();
+    assert_eq!(v["state"], "failed", "{v}");
+    assert_eq!(v["report"]["error"]["code"], "authorization_denied");
+    assert_eq!(v["report"]["type"], "oauth1");
+    assert_eq!(exchanges(), 1);
+    assert_eq!(s.tokens().await, Vec::<Value>::new(), "no grant stored");
+    s.server.shutdown().await;
+}
+
 /// Runs the built binary with `args` after `-c CONFIG`; stdout and stderr go to files in `dir`.
 fn cli(s: &Setup, name: &str, args: &[&str]) -> (Proc, std::path::PathBuf, std::path::PathBuf) {
     let (out, err) = (
@@ -582,6 +652,9 @@ async fn the_console_tests_a_sign_in_profile_in_a_new_window() {
     b.click("#sign-in").await;
     b.find("#profiles tbody tr[data-profile='user']").await;
     let console = b.window().await;
+    // A three-legged oauth1 profile's Test is a sign-in too: enabled.
+    assert!(b.exists("button.test[data-profile='tw']").await);
+    assert!(!b.exists("button.test[data-profile='tw'][disabled]").await);
 
     // Test opens the sign-in in a new window; the mock approves at once, and the console shows
     // the result on the Headers and Response tabs.
