@@ -21,17 +21,11 @@ use crate::support::*;
 /// A client secret that must never appear in a report, a page or the CLI's output.
 const SECRET: &str = "authcode-test-secret-5Yq";
 
-/// Listeners on port 0 (`public_url` with port 0 takes the auth listener's port); grants in memory.
+/// Listeners on port 0 (`public_url` with port 0 takes the auth listener's port; the proxy and
+/// admin listeners from `with_listeners`, with the fast path as the run asks); grants in memory.
 fn config_text(mock: std::net::SocketAddr) -> String {
-    format!(
+    with_listeners(&format!(
         r#"
-[proxy]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-token = "{ADMIN_TOKEN}"
-
 [auth]
 listen = "127.0.0.1:0"
 public_url = "http://127.0.0.1:0"
@@ -97,7 +91,7 @@ request_token_url = "http://{mock}/oauth1/request_token"
 authorization_url = "http://{mock}/oauth1/authorize"
 access_token_url = "http://{mock}/oauth1/access_token"
 "#
-    )
+    ))
 }
 
 struct Setup {
