@@ -367,6 +367,43 @@ async fn a_denied_or_failing_sign_in_test_fails_and_says_why() {
     assert_eq!(s.code_exchanges(), 0);
     send(Method::POST, &reset, &[], "").await;
 
+    // An answer that names another issuer (RFC 9207): failed, and the code is not redeemed.
+    let (id, login) = s.started("user").await;
+    let to_idp = get(&login, &[]).await;
+    let callback = location(&get(&location(&to_idp), &[]).await);
+    assert!(
+        callback.contains("&iss=") || callback.contains("?iss="),
+        "{callback}"
+    );
+    let forged: String = callback
+        .split('&')
+        .map(|p| {
+            if p.starts_with("iss=") {
+                "iss=http%3A%2F%2Fidp.evil.example".to_string()
+            } else {
+                p.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    assert_ne!(forged, callback);
+    let done = get(&forged, &[]).await;
+    assert!(
+        page(&done).contains("failed (callback_invalid)"),
+        "{}",
+        page(&done)
+    );
+    let v = s.poll("user", &id).await.json();
+    assert_eq!(v["report"]["error"]["code"], "callback_invalid", "{v}");
+    assert!(
+        v["report"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("issuer mismatch"),
+        "{v}"
+    );
+    assert_eq!(s.code_exchanges(), 0);
+
     // The token endpoint refuses the code, or answers garbage: failed with its answer, masked.
     for (fault, code, status, shown) in [
         ("invalid_grant", "idp_rejected", 400, "invalid_grant"),
