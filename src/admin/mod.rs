@@ -11,10 +11,11 @@
 //!   sends one signed `GET` through the proxy's pipeline instead, to its first route's upstream or
 //!   to the `url` of a JSON body `{"url": "…"}` (or `?url=`), and reports the signed request's
 //!   headers and the upstream's answer, masked. An `oauth2_authorization_code` (or three-legged
-//!   `oauth1`) profile's Test is a sign-in: 202 `{"test_id", "login_url", "expires_in"}`; the operator signs in through
-//!   `login_url` (the auth listener's start page and callback), and the callback writes the
-//!   report instead of a grant (`oauth::test_run`). `?tenant=` and `?context.NAME=` fill the
-//!   login link as `X-Authsidecar-Tenant` and `X-Authsidecar-Context-NAME` would.
+//!   `oauth1`) profile's Test is a sign-in: 202 `{"test_id", "login_url", "expires_in"}`; the
+//!   operator signs in through `login_url` (the auth listener's start page and callback), and the
+//!   callback writes the report instead of a grant (`oauth::test_run`). `?tenant=` and
+//!   `?context.NAME=` fill the login link as `X-Authsidecar-Tenant` and
+//!   `X-Authsidecar-Context-NAME` would.
 //! - `GET /admin/profiles/{name}/test/{test_id}`: that Test's `state` (`waiting`, `succeeded`,
 //!   `failed`) and, once finished, its `report` (bearer token); unknown or expired → 404
 //!   `test_not_found`.
@@ -25,7 +26,6 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -33,6 +33,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
 use crate::config::{Profile, ProfileKind};
 use crate::error::{ErrorCode, ProxyError};
@@ -64,11 +65,12 @@ pub struct Admin {
     ready: Arc<AtomicBool>,
     /// Signed-in console sessions.
     sessions: console::Sessions,
-    /// Tests of authorization-code profiles started here and not yet expired: (id, expiry).
+    /// Sign-in Tests (authorization-code and three-legged oauth1 profiles) started here and not
+    /// yet expired: (id, expiry).
     tests: Mutex<VecDeque<(String, Instant)>>,
 }
 
-/// Tests of authorization-code profiles one process keeps at once (each is a record in the store
+/// Sign-in Tests one process keeps at once (each is a record in the store
 /// until it expires, with a report of up to 64 KiB of body): more are refused with 429
 /// `too_many_tests` until the oldest expires.
 pub const MAX_PENDING_TESTS: usize = 32;
