@@ -136,6 +136,10 @@ error_codes! {
     ProfileNotFound = "profile_not_found", 404, keep;
     /// `POST /admin/profiles/{name}/test` on a profile that makes no token request of its own.
     NotTestable = "not_testable", 400, keep;
+    /// `GET /admin/profiles/{name}/test/{test_id}`: no such test for the profile, or it expired.
+    TestNotFound = "test_not_found", 404, keep;
+    /// `POST /admin/profiles/{name}/test`: too many sign-in tests pending (with `Retry-After`).
+    TooManyTests = "too_many_tests", 429, keep;
     /// `DELETE /admin/tokens/{profile}` on a profile that has no tokens.
     NotRevocable = "not_revocable", 400, keep;
     /// `GET /readyz` before every listener is bound.

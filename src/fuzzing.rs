@@ -348,6 +348,7 @@ pub fn callback(data: &[u8]) {
         verifier: Some("v".repeat(43).into()),
         request_secret: None,
         nonce: None,
+        test: None,
     };
     let real = crate::oauth::grants::new_flow(&store, std::time::Duration::from_secs(60), &flow)
         .expect("stored");

@@ -358,7 +358,7 @@ fn follow_replica_events(
     events_stop
 }
 
-/// Login tickets and authorization states expire unread when users never finish: swept every
+/// Login tickets, authorization states and Tests expire unread when users never finish: swept every
 /// few minutes so the store does not grow.
 fn sweep_expired_records(store: &Arc<store::Store>, shutdown: &Shutdown) {
     let (store, mut stop) = (store.clone(), shutdown.subscribe());
@@ -375,6 +375,7 @@ fn sweep_expired_records(store: &Arc<store::Store>, shutdown: &Shutdown) {
                     store::Kind::Ticket,
                     store::Kind::State,
                     store::Kind::Attempts,
+                    store::Kind::Test,
                 ] {
                     let _ = s.sweep(kind.prefix());
                 }

@@ -60,6 +60,10 @@ enum Command {
     /// (exit 0 on success, 1 on failure). Does not touch a running sidecar's cache. A signing
     /// profile (aws_sigv4, hmac, oauth1) sends one signed GET to its first route's upstream (or
     /// --url) and shows the signed request's headers and the answer (exit 0 on a 2xx answer).
+    /// An oauth2_authorization_code (or three-legged oauth1) profile is tested by the running
+    /// sidecar: its admin API ([admin] listen and token, or --admin-url) starts a sign-in test,
+    /// the link is printed, and the report is shown once the sign-in finished (no grant is
+    /// kept).
     TestAuth {
         /// Profile name.
         profile: String,
@@ -73,6 +77,13 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// oauth2_authorization_code: how long to wait for the sign-in, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+        wait: u64,
+        /// oauth2_authorization_code: the running sidecar's admin API (e.g.
+        /// http://127.0.0.1:9901) instead of [admin] listen.
+        #[arg(long, value_name = "URL")]
+        admin_url: Option<String>,
     },
     /// Print a new random store key (32 bytes, base64) for `[store] key`.
     Keygen,
@@ -381,10 +392,16 @@ fn main() -> ExitCode {
             tenant,
             url,
             json,
+            wait,
+            admin_url,
         } => {
             let config = match load(&cli.config) {
                 Ok(c) => c,
                 Err(code) => return code,
+            };
+            let sign_in = SignInWait {
+                wait: std::time::Duration::from_secs(wait),
+                admin_url,
             };
             match runtime().and_then(|rt| {
                 rt.block_on(test_auth(
@@ -393,6 +410,7 @@ fn main() -> ExitCode {
                     tenant.as_deref(),
                     url.as_deref(),
                     json,
+                    sign_in,
                 ))
             }) {
                 Ok(true) => ExitCode::SUCCESS,
@@ -480,16 +498,41 @@ async fn start_mock_provider(config: &Config) -> anyhow::Result<Option<mock::Moc
     Ok(Some(provider))
 }
 
+/// `test-auth` of an `oauth2_authorization_code` profile: how long to wait for the sign-in, and
+/// where the running sidecar's admin API is (default: `[admin] listen`).
+struct SignInWait {
+    wait: std::time::Duration,
+    admin_url: Option<String>,
+}
+
 async fn test_auth(
     config: Config,
     name: &str,
     tenant: Option<&str>,
     url: Option<&str>,
     json: bool,
+    sign_in: SignInWait,
 ) -> anyhow::Result<bool> {
     let profile = config
         .profile(name)
         .with_context(|| format!("no profile named {name:?}"))?;
+    // Authorization code and three-legged OAuth 1.0a: a sign-in, run by the running sidecar.
+    let signs_in = match &profile.kind {
+        authsidecar::config::ProfileKind::OAuth(o) => {
+            matches!(o.grant, authsidecar::config::Grant::AuthorizationCode(_))
+        }
+        authsidecar::config::ProfileKind::Sign(s) => matches!(
+            &s.method,
+            authsidecar::config::SignMethod::OAuth1 {
+                three_legged: Some(_),
+                ..
+            }
+        ),
+        _ => false,
+    };
+    if signs_in && url.is_none() {
+        return test_sign_in(&config, name, tenant, json, sign_in).await;
+    }
     if let authsidecar::config::ProfileKind::Sign(_) = profile.kind {
         return test_signing(config, name, tenant, url, json).await;
     }
@@ -524,6 +567,104 @@ async fn test_auth(
         anyhow::bail!("profile {name:?}: the token URL uses {{tenant}}; pass --tenant NAME");
     }
     let (report, _) = authsidecar::oauth::test_auth::run(&source, tenant.as_deref()).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(report.ok)
+}
+
+/// How often `test-auth` asks the sidecar whether the sign-in finished.
+const SIGN_IN_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// An authorization-code profile's Test, run by the running sidecar: its admin API starts the
+/// test and gives the sign-in link (printed); the test is polled until it finished, expired, or
+/// `--wait` passed. The report is the machine grants' (tokens masked; no grant is kept).
+async fn test_sign_in(
+    config: &Config,
+    name: &str,
+    tenant: Option<&str>,
+    json: bool,
+    sign_in: SignInWait,
+) -> anyhow::Result<bool> {
+    use authsidecar::inject::encode::encode;
+    use std::io::Write;
+    let client = authsidecar::admin::client::AdminClient::new(
+        &config.admin,
+        sign_in.admin_url.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!("profile {name:?} is tested by the running sidecar: {e}"))?;
+    let mut path = format!("/admin/profiles/{}/test", encode(name));
+    if let Some(t) = tenant {
+        path.push_str(&format!("?tenant={}", encode(t)));
+    }
+    let (status, v) = client
+        .call(http::Method::POST, &path)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "profile {name:?} is tested by the running sidecar, whose admin API did not answer ({e}); start it, or give --admin-url"
+            )
+        })?;
+    let refused = |status: u16, v: &serde_json::Value| {
+        anyhow::anyhow!(
+            "the sidecar at {} answered {status}: {}: {}",
+            client.base(),
+            v["error"]["code"].as_str().unwrap_or("-"),
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or("not the admin API?")
+        )
+    };
+    if status != 202 {
+        return Err(refused(status, &v));
+    }
+    let (Some(id), Some(link)) = (v["test_id"].as_str(), v["login_url"].as_str()) else {
+        anyhow::bail!("the sidecar's answer has no test_id or login_url: {v}");
+    };
+    let expires_in = v["expires_in"].as_u64().unwrap_or(0);
+    let wait = sign_in.wait;
+    let say = format!(
+        "Sign in to run the test (the link expires in {expires_in} s):\n\n  {link}\n\nWaiting for the sign-in (up to {} s)...\n",
+        wait.as_secs()
+    );
+    // With --json, stdout is the report alone.
+    if json {
+        eprint!("{say}");
+    } else {
+        print!("{say}");
+        let _ = std::io::stdout().flush();
+    }
+    let poll = format!(
+        "{path_only}/{}",
+        encode(id),
+        path_only = path.split('?').next().unwrap_or(&path)
+    );
+    let deadline = tokio::time::Instant::now() + wait;
+    let report = loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            eprintln!("Auth Test Failed: no sign-in within {} s", wait.as_secs());
+            return Ok(false);
+        }
+        tokio::time::sleep(SIGN_IN_POLL.min(deadline - now)).await;
+        let (status, v) = client
+            .call(http::Method::GET, &poll)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        match (status, v["state"].as_str()) {
+            (200, Some("waiting")) => continue,
+            (200, Some(_)) => break v["report"].clone(),
+            (404, _) => {
+                eprintln!("Auth Test Failed: the test expired before the sign-in finished");
+                return Ok(false);
+            }
+            _ => return Err(refused(status, &v)),
+        }
+    };
+    let report: authsidecar::oauth::test_auth::TestReport =
+        serde_json::from_value(report).context("the sidecar's report has an unexpected shape")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

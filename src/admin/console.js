@@ -35,6 +35,11 @@ function errorText(body, status) {
 }
 
 const TESTABLE = ['oauth2_client_credentials', 'oauth2_password', 'oauth2_jwt_bearer'];
+// Authorization code (and three-legged oauth1, per_user): the Test is a sign-in in a new window;
+// the console polls for its report.
+const SIGN_IN = 'oauth2_authorization_code';
+// How often a sign-in test is asked for its result.
+const POLL_MS = 1000;
 // Signing profiles: the Test sends one signed GET to the profile's first route's upstream.
 const SIGNING = ['aws_sigv4', 'hmac', 'oauth1'];
 let tokens = [];
@@ -83,10 +88,12 @@ async function loadProfiles() {
   }
   for (const p of r.body.profiles) {
     const signing = SIGNING.includes(p.type);
-    const testable = (TESTABLE.includes(p.type) || signing) && !p.per_user;
+    const signIn = p.type === SIGN_IN || (p.type === 'oauth1' && p.per_user);
+    const testable = signIn || ((TESTABLE.includes(p.type) || signing) && !p.per_user);
     const button = el('button', {
       type: 'button', className: 'test', 'data-profile': p.name,
       title: !testable ? 'No token request to test for this type'
+        : signIn ? 'Sign in at the identity provider in a new window and show the token response'
         : signing ? 'Send one signed GET to the first route\'s upstream now' : 'Run the token request now',
       onclick: () => runTest(p.name),
     }, 'Test');
@@ -106,7 +113,11 @@ function showTab(name) {
   }
 }
 
+// Bumped by every Test: a sign-in test still polling stops when another Test starts.
+let testRun = 0;
+
 async function runTest(name) {
+  const run = ++testRun;
   const panel = document.getElementById('test-panel');
   const outcome = document.getElementById('test-outcome');
   panel.hidden = false;
@@ -114,17 +125,62 @@ async function runTest(name) {
   outcome.textContent = 'Testing…';
   outcome.className = 'outcome';
   document.getElementById('test-summary').textContent = '';
+  document.getElementById('test-login').replaceChildren();
   document.querySelector('#test-headers tbody').replaceChildren();
   document.getElementById('test-body').textContent = '';
   document.querySelector('#test-request tbody').replaceChildren();
   document.getElementById('tab-request').hidden = true;
-  const r = await api('POST', `/admin/profiles/${encodeURIComponent(name)}/test`);
-  const rep = r.body || {};
-  const ok = r.status === 200 && rep.ok === true;
+  const path = `/admin/profiles/${encodeURIComponent(name)}/test`;
+  const r = await api('POST', path);
+  if (r.status === 202 && r.body && r.body.login_url) {
+    await signInTest(run, path, r.body);
+    return;
+  }
+  showReport(r.status, r.body || {});
+  await loadProfiles();
+}
+
+// An authorization-code profile's Test: the sign-in opens in a new window (the link is shown too,
+// in case the window was blocked); the result is polled until it is in, or the test expires.
+async function signInTest(run, path, started) {
+  const outcome = document.getElementById('test-outcome');
+  const link = el('a', { href: started.login_url, target: '_blank', rel: 'noopener', id: 'test-login-link' },
+    'Open the sign-in page');
+  document.getElementById('test-login').replaceChildren(link, ` (expires in ${started.expires_in} s)`);
+  const w = window.open(started.login_url, '_blank');
+  if (w) w.opener = null;
+  outcome.textContent = 'Waiting for the sign-in in the new window…';
+  const until = Date.now() + started.expires_in * 1000;
+  const poll = `${path}/${encodeURIComponent(started.test_id)}`;
+  while (run === testRun && Date.now() < until) {
+    await new Promise((done) => setTimeout(done, POLL_MS));
+    if (run !== testRun) return;
+    const r = await api('GET', poll);
+    if (r.status === 200 && r.body && r.body.state === 'waiting') continue;
+    document.getElementById('test-login').replaceChildren();
+    if (r.status === 200 && r.body && r.body.report) {
+      showReport(200, r.body.report);
+    } else {
+      showReport(r.status, r.body || {});
+    }
+    await loadProfiles();
+    return;
+  }
+  if (run === testRun) {
+    outcome.textContent = 'Auth Test Failed';
+    outcome.className = 'outcome failed';
+    document.getElementById('test-summary').textContent = 'The sign-in did not finish before the test expired.';
+  }
+}
+
+// A test report (or an error answer) on the Headers and Response tabs.
+function showReport(status, rep) {
+  const outcome = document.getElementById('test-outcome');
+  const ok = status === 200 && rep.ok === true;
   outcome.textContent = ok ? 'Auth Test Succeeded' : 'Auth Test Failed';
   outcome.className = `outcome ${ok ? 'ok' : 'failed'}`;
   const parts = [];
-  if (r.status !== 200) parts.push(errorText(rep, r.status));
+  if (status !== 200) parts.push(errorText(rep, status));
   if (rep.token_url) parts.push(`token URL ${rep.token_url}`);
   if (rep.request) parts.push(`${rep.request.method} ${rep.request.url}`);
   if (rep.status != null) parts.push(`HTTP ${rep.status}`);
@@ -133,6 +189,7 @@ async function runTest(name) {
   if (rep.token) parts.push(`token type ${rep.token.token_type}, expires in ${rep.token.expires_in ?? '?'} s`);
   document.getElementById('test-summary').textContent = parts.join(' · ');
   const tbody = document.querySelector('#test-headers tbody');
+  tbody.replaceChildren();
   for (const [k, v] of rep.headers || []) tbody.append(el('tr', {}, el('td', {}, k), el('td', {}, v)));
   if ((rep.headers || []).length === 0) tbody.append(el('tr', {}, el('td', { colspan: '2' }, 'No response headers.')));
   document.getElementById('test-body').textContent = rep.body ?? JSON.stringify(rep, null, 2);
@@ -143,7 +200,6 @@ async function runTest(name) {
     document.getElementById('tab-request').hidden = false;
   }
   showTab('headers');
-  await loadProfiles();
 }
 
 async function revokeToken(t) {

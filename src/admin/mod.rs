@@ -11,13 +11,22 @@
 //!   token is replaced only with `store=true`. A signing profile (`aws_sigv4`, `hmac`, `oauth1`)
 //!   sends one signed `GET` through the proxy's pipeline instead, to its first route's upstream or
 //!   to the `url` of a JSON body `{"url": "…"}` (or `?url=`), and reports the signed request's
-//!   headers and the upstream's answer, masked.
+//!   headers and the upstream's answer, masked. An `oauth2_authorization_code` (or three-legged
+//!   `oauth1`) profile's Test is a sign-in: 202 `{"test_id", "login_url", "expires_in"}`; the
+//!   operator signs in through `login_url` (the auth listener's start page and callback), and the
+//!   callback writes the report instead of a grant (`oauth::test_run`). `?tenant=` and
+//!   `?context.NAME=` fill the login link as `X-Authsidecar-Tenant` and
+//!   `X-Authsidecar-Context-NAME` would.
+//! - `GET /admin/profiles/{name}/test/{test_id}`: that Test's `state` (`waiting`, `succeeded`,
+//!   `failed`) and, once finished, its `report` (bearer token); unknown or expired → 404
+//!   `test_not_found`.
 //!
 //! `/admin/*` needs `Authorization: Bearer <admin.token>`, compared in constant time. Without a
 //! configured token those routes answer 403: there is no unauthenticated admin API.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -25,14 +34,16 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
 use crate::config::{Profile, ProfileKind};
 use crate::error::{ErrorCode, ProxyError};
-use crate::proxy::Snapshot;
+use crate::proxy::{Entry, Snapshot};
 use crate::secret::SecretText;
 use crate::serve::{ConnInfo, Handler};
 use crate::token::TokenCache;
 
+pub mod client;
 mod console;
 mod router;
 
@@ -55,7 +66,15 @@ pub struct Admin {
     ready: Arc<AtomicBool>,
     /// Signed-in console sessions.
     sessions: console::Sessions,
+    /// Sign-in Tests (authorization-code and three-legged oauth1 profiles) started here and not
+    /// yet expired: (id, expiry).
+    tests: Mutex<VecDeque<(String, Instant)>>,
 }
+
+/// Sign-in Tests one process keeps at once (each is a record in the store
+/// until it expires, with a report of up to 64 KiB of body): more are refused with 429
+/// `too_many_tests` until the oldest expires.
+pub const MAX_PENDING_TESTS: usize = 32;
 
 impl Admin {
     pub fn new(
@@ -70,6 +89,7 @@ impl Admin {
             cache,
             ready,
             sessions: console::Sessions::default(),
+            tests: Mutex::default(),
         })
     }
 
@@ -84,6 +104,13 @@ impl Admin {
         let Some(p) = snap.profiles.get(name) else {
             return Err(not_found_profile());
         };
+        // Authorization code and three-legged OAuth 1.0a: the Test is a sign-in.
+        if p.oauth
+            .as_ref()
+            .is_some_and(|o| matches!(o.entry, Entry::Code | Entry::OAuth1))
+        {
+            return self.start_sign_in_test(name, req.uri().query()).await;
+        }
         if p.sign.is_some() {
             return self.test_signing(name, req).await;
         }
@@ -127,6 +154,156 @@ impl Admin {
         Ok(json_response(
             StatusCode::OK,
             serde_json::to_value(&report).unwrap_or_default(),
+        ))
+    }
+
+    /// `POST /admin/profiles/{name}/test` for an authorization-code profile: a test record and its
+    /// login link (`oauth::test_run`), answered 202 with the link for the operator to sign in.
+    async fn start_sign_in_test(&self, name: &str, query: Option<&str>) -> Answer {
+        let snap = self.snap();
+        let (Some(auth), Some(o)) = (
+            &snap.config.auth,
+            snap.profiles.get(name).and_then(|p| p.oauth.as_ref()),
+        ) else {
+            return Err(ProxyError::new(
+                ErrorCode::NotTestable,
+                "a sign-in test needs the [auth] listener",
+            ));
+        };
+        let params = crate::inject::encode::parse_form(query.unwrap_or("").as_bytes());
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .filter(|v| !v.is_empty())
+        };
+        // As `X-Authsidecar-Tenant` would: only profiles with tenancy keep it; without one, the
+        // start page asks.
+        let tenant = match get("tenant") {
+            Some(t) if o.tenancy => Some(crate::proxy::validate_tenant(t.as_bytes())?),
+            _ => None,
+        };
+        let mut context = Vec::new();
+        if let Some(crate::config::Grant::AuthorizationCode(c)) =
+            o.source.as_ref().map(|s| &s.settings().grant)
+        {
+            for n in &c.authorization_context {
+                match get(&format!("context.{n}")) {
+                    Some(v) => context.push((n.clone(), v.to_string())),
+                    None => {
+                        return Err(ProxyError::new(
+                            ErrorCode::ContextValueInvalid,
+                            format!("the authorization URL uses {{{{context.{n}}}}}: add ?context.{n}=VALUE"),
+                        ))
+                    }
+                }
+            }
+        }
+        let ttl = auth.ticket_ttl;
+        // A place among the pending tests, before anything is written.
+        {
+            let mut tests = self.tests.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            tests.retain(|(_, expires)| *expires > now);
+            if tests.len() >= MAX_PENDING_TESTS {
+                let wait = tests.front().map_or(1, |(_, e)| {
+                    e.saturating_duration_since(now).as_secs().max(1)
+                });
+                let mut e = ProxyError::new(
+                    ErrorCode::TooManyTests,
+                    format!(
+                        "{MAX_PENDING_TESTS} sign-in tests are pending; try again when one expires"
+                    ),
+                );
+                e.retry_after = Some(wait);
+                return Err(e);
+            }
+            tests.push_back((String::new(), now + ttl));
+        }
+        let ticket = crate::oauth::grants::Ticket {
+            profile: name.to_string(),
+            user: String::new(),
+            tenant,
+            context,
+            test: None,
+        };
+        let store = snap.store.clone();
+        let started =
+            tokio::task::spawn_blocking(move || crate::oauth::test_run::start(&store, ttl, ticket))
+                .await;
+        let mut tests = self.tests.lock().unwrap_or_else(|p| p.into_inner());
+        // The place taken above: named, or given back.
+        let slot = tests.iter().position(|(id, _)| id.is_empty());
+        match started {
+            Ok(Ok((id, ticket_id))) => {
+                if let Some(i) = slot {
+                    tests[i].0 = id.clone();
+                }
+                drop(tests);
+                tracing::info!(profile = %name, "admin: sign-in test started");
+                let mut r = json_response(
+                    StatusCode::ACCEPTED,
+                    json!({
+                        "profile": name,
+                        "test_id": id,
+                        "login_url": format!("{}/oauth/start/{ticket_id}", auth.public_url),
+                        "expires_in": ttl.as_secs(),
+                    }),
+                );
+                if let Ok(v) = HeaderValue::from_str(&format!("/admin/profiles/{name}/test/{id}")) {
+                    r.headers_mut().insert(http::header::LOCATION, v);
+                }
+                Ok(r)
+            }
+            _ => {
+                if let Some(i) = slot {
+                    tests.remove(i);
+                }
+                let mut e = ProxyError::new(
+                    ErrorCode::TokenStoreUnavailable,
+                    "the token store is unavailable; try again",
+                );
+                e.retry_after = Some(1);
+                Err(e)
+            }
+        }
+    }
+
+    /// `GET /admin/profiles/{name}/test/{test_id}`: the test's state and, once finished, its
+    /// report.
+    async fn sign_in_test(&self, name: &str, id: &str) -> Answer {
+        let store = self.snap().store.clone();
+        let id_owned = id.to_string();
+        let read =
+            tokio::task::spawn_blocking(move || crate::oauth::test_run::read(&store, &id_owned))
+                .await;
+        let run = match read {
+            Ok(Ok(run)) => run,
+            _ => {
+                let mut e = ProxyError::new(
+                    ErrorCode::TokenStoreUnavailable,
+                    "the token store is unavailable; try again",
+                );
+                e.retry_after = Some(1);
+                return Err(e);
+            }
+        };
+        let Some(run) = run.filter(|r| r.profile == name) else {
+            return Err(ProxyError::new(
+                ErrorCode::TestNotFound,
+                "no test with that id for this profile: unknown, or expired (a test lasts auth.ticket_ttl)",
+            ));
+        };
+        Ok(json_response(
+            StatusCode::OK,
+            json!({
+                "profile": name,
+                "test_id": id,
+                "state": run.state.as_str(),
+                "expires_in": run.expires_in(),
+                "report": run.report,
+            }),
         ))
     }
 
@@ -279,21 +456,22 @@ impl Admin {
             }
             return r;
         };
-        let param = param.unwrap_or_default().to_string();
-        match self.call(endpoint, req, &param, &request_id).await {
+        let params: Vec<String> = param.iter().map(|p| p.to_string()).collect();
+        match self.call(endpoint, req, &params, &request_id).await {
             Ok(r) => r,
             Err(e) => fail(e, &request_id),
         }
     }
 
-    /// What each endpoint does. `param` is the segment the route's `{name}` matched.
+    /// What each endpoint does. `params` are the segments the route's `{…}` matched, in order.
     async fn call(
         &self,
         endpoint: Endpoint,
         req: Request<Incoming>,
-        param: &str,
+        params: &[String],
         request_id: &str,
     ) -> Answer {
+        let param = params.first().map_or("", String::as_str);
         match endpoint {
             Endpoint::Health => Ok(text(StatusCode::OK, "ok\n")),
             Endpoint::Ready => self.ready().await,
@@ -351,6 +529,10 @@ impl Admin {
                 None => Err(not_found_profile()),
             },
             Endpoint::TestProfile => self.test(param, req).await,
+            Endpoint::TestResult => {
+                self.sign_in_test(param, params.get(1).map_or("", String::as_str))
+                    .await
+            }
             Endpoint::Tokens => Ok(self.tokens().await),
             Endpoint::Revoke => self.revoke(param, req.uri().query()).await,
             Endpoint::Reload => self.reload().await,

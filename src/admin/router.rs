@@ -27,6 +27,7 @@ pub enum Endpoint {
     Profiles,
     Profile,
     TestProfile,
+    TestResult,
     Tokens,
     Revoke,
     Reload,
@@ -35,7 +36,8 @@ pub enum Endpoint {
 
 /// One path of the admin listener.
 pub struct Route {
-    /// Segments separated by `/`; `{name}` matches one non-empty segment, handed to the endpoint.
+    /// Segments separated by `/`; each `{…}` matches one non-empty segment, handed to the endpoint
+    /// in order.
     pub path: &'static str,
     pub access: Access,
     pub methods: &'static [(Method, Endpoint)],
@@ -123,6 +125,11 @@ pub static ROUTES: &[Route] = &[
         methods: &[(Method::POST, TestProfile)],
     },
     Route {
+        path: "/admin/profiles/{name}/test/{test_id}",
+        access: Admin,
+        methods: &[(Method::GET, TestResult)],
+    },
+    Route {
         path: "/admin/tokens",
         access: Admin,
         methods: &[(Method::GET, Tokens)],
@@ -144,23 +151,23 @@ pub static ROUTES: &[Route] = &[
     },
 ];
 
-/// The route matching `path`, and the segment its `{name}` matched.
-pub fn find(path: &str) -> Option<(&'static Route, Option<&str>)> {
+/// The route matching `path`, and the segments its `{…}` matched, in order.
+pub fn find(path: &str) -> Option<(&'static Route, Vec<&str>)> {
     ROUTES
         .iter()
         .find_map(|r| capture(r.path, path).map(|p| (r, p)))
 }
 
-/// Matches `path` against a pattern: `Some(param)` when it matches.
-fn capture<'p>(pattern: &str, path: &'p str) -> Option<Option<&'p str>> {
-    let mut param = None;
+/// Matches `path` against a pattern: `Some(params)` when it matches.
+fn capture<'p>(pattern: &str, path: &'p str) -> Option<Vec<&'p str>> {
+    let mut params = Vec::new();
     let mut want = pattern.split('/');
     let mut got = path.split('/');
     loop {
         match (want.next(), got.next()) {
-            (None, None) => return Some(param),
+            (None, None) => return Some(params),
             (Some(w), Some(g)) if w.starts_with('{') && w.ends_with('}') && !g.is_empty() => {
-                param = Some(g)
+                params.push(g)
             }
             (Some(w), Some(g)) if w == g => {}
             _ => return None,
@@ -174,23 +181,28 @@ mod tests {
 
     #[test]
     fn paths_match_whole_segments_and_capture_one() {
-        fn ep(path: &str, m: Method) -> Option<(Endpoint, Option<&str>)> {
+        fn ep(path: &str, m: Method) -> Option<(Endpoint, Vec<&str>)> {
             find(path).and_then(|(r, p)| Some((r.endpoint(&m)?, p)))
         }
-        assert_eq!(ep("/healthz", Method::GET), Some((Health, None)));
+        assert_eq!(ep("/healthz", Method::GET), Some((Health, vec![])));
         assert_eq!(ep("/healthz/", Method::GET), None);
-        assert_eq!(ep("/admin/", Method::GET), Some((Console, None)));
+        assert_eq!(ep("/admin/", Method::GET), Some((Console, vec![])));
         assert_eq!(
             ep("/admin/profiles/demo", Method::GET),
-            Some((Profile, Some("demo")))
+            Some((Profile, vec!["demo"]))
         );
         assert_eq!(
             ep("/admin/profiles/demo/test", Method::POST),
-            Some((TestProfile, Some("demo")))
+            Some((TestProfile, vec!["demo"]))
         );
         assert_eq!(
+            ep("/admin/profiles/demo/test/T1", Method::GET),
+            Some((TestResult, vec!["demo", "T1"]))
+        );
+        assert!(find("/admin/profiles/demo/test/").is_none(), "an empty id");
+        assert_eq!(
             ep("/admin/tokens/p", Method::DELETE),
-            Some((Revoke, Some("p")))
+            Some((Revoke, vec!["p"]))
         );
         assert!(find("/admin/profiles/").is_none(), "an empty name");
         assert!(find("/admin/profiles/a/b").is_none());

@@ -19,6 +19,11 @@
 //!   provider's authorization page. The callback (`oauth_token`, `oauth_verifier`; no `state`)
 //!   takes the flow by its request token (unknown, used or expired → the same 400 page, no request
 //!   to the provider) and exchanges it for the user's token and secret, stored as their grant.
+//! - A login link made for a Test (`POST /admin/profiles/{name}/test`, `oauth::test_run`) runs the
+//!   same pages; its callback exchanges the code (or request token) over a recording client and
+//!   writes the report into the test, masked, instead of a grant; `on_authorized` is not called.
+//!   A sign-in that ends before the exchange (declined, a bad callback) is a failed report saying
+//!   why. The page says that the test finished.
 
 mod form;
 
@@ -36,6 +41,8 @@ use crate::error::ErrorCode;
 use crate::inject::encode::{encode, parse_form};
 use crate::oauth::grants::{self, Flow, Ticket};
 use crate::oauth::http::IdpHttp;
+use crate::oauth::test_auth::{self, TestReport};
+use crate::oauth::test_run;
 use crate::oauth::{to_fetched, OAuthSource, Request as TokenRequest};
 use crate::proxy::{Entry, Snapshot};
 use crate::secret::{AccessToken, EnteredValue, PkceVerifier};
@@ -428,6 +435,7 @@ impl Auth {
             verifier: None,
             request_secret: None,
             nonce: None,
+            test: ticket.test.clone(),
         };
         match (o.entry, &o.source, checked) {
             (Entry::Code, Some(source), _) => {
@@ -666,7 +674,36 @@ impl Auth {
             Some(Ok(None)) => return Err(flow_unknown()),
             _ => return Err(busy()),
         };
-        if denied.is_some() {
+        let answer = self
+            .oauth1_exchange(&flow, &token, denied.is_some(), params)
+            .await;
+        match (&flow.test, answer) {
+            // As for an authorization code: a test's sign-in that ended before the exchange.
+            (Some(test), Err(refusal)) => {
+                let report = self.refused_report(&flow, &refusal);
+                self.finish_test(&flow, test, report).await
+            }
+            (_, answer) => answer,
+        }
+    }
+
+    /// The rest of a three-legged callback whose flow was taken: declined, or the exchange of the
+    /// request token; then the user's grant, or a test's report.
+    async fn oauth1_exchange(
+        &self,
+        flow: &Flow,
+        token: &str,
+        denied: bool,
+        params: &[(String, String)],
+    ) -> Answer {
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
+        if denied {
             return Err(Refusal::new(
                 ErrorCode::AuthorizationDenied,
                 "Sign-in was not completed",
@@ -693,7 +730,12 @@ impl Auth {
                 "The answer from the identity provider has no oauth_verifier.",
             ));
         };
-        let mut fetched = match provider.access_token(&token, secret, &verifier).await {
+        if let Some(test) = &flow.test {
+            let report =
+                test_auth::run_oauth1(provider, &flow.profile, token, secret, &verifier).await;
+            return self.finish_test(flow, test, report).await;
+        }
+        let mut fetched = match provider.access_token(token, secret, &verifier).await {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(profile = %flow.profile, "access token request failed: {}", e.message);
@@ -704,7 +746,7 @@ impl Auth {
             }
         };
         fetched.entered.extend(flow.entered());
-        self.finish(&flow, fetched).await
+        self.finish(flow, fetched).await
     }
 
     async fn callback(&self, query: Option<&str>) -> Answer {
@@ -725,6 +767,45 @@ impl Auth {
             Some(Ok(None)) => return Err(flow_unknown()),
             _ => return Err(busy()),
         };
+        let answer = self.code_callback(&flow, &params).await;
+        match (&flow.test, answer) {
+            // A test's sign-in that ended before the code exchange: the report says why. (When
+            // writing a test's report was refused itself, the test is expired or already written:
+            // this finds it so and gives the same page; or the store failed, and this tries once
+            // more, reporting that.)
+            (Some(test), Err(refusal)) => {
+                let report = self.refused_report(&flow, &refusal);
+                self.finish_test(&flow, test, report).await
+            }
+            (_, answer) => answer,
+        }
+    }
+
+    /// The report of a test whose sign-in ended before the token request, with the reason.
+    fn refused_report(&self, flow: &Flow, refusal: &Refusal) -> TestReport {
+        let snap = self.snap();
+        let o = snap
+            .profiles
+            .get(flow.profile.as_str())
+            .and_then(|p| p.oauth.as_ref());
+        let mut report = TestReport::refused(
+            &flow.profile,
+            o.and_then(|o| o.source.as_deref()),
+            flow.idp_tenant(),
+            refusal.code,
+            &refusal.text,
+        );
+        if let Some(provider) = o.and_then(|o| o.oauth1.as_ref()) {
+            report.kind = "oauth1".to_string();
+            report.token_url = provider.access_token_url().map(str::to_string);
+        }
+        report
+    }
+
+    /// The callback of an authorization-code sign-in whose `flow` was taken: the IdP's error, the
+    /// issuer, the code exchange; then the user's grant, or a test's report.
+    async fn code_callback(&self, flow: &Flow, params: &[(String, String)]) -> Answer {
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         if let Some(err) = get("error") {
             let desc = get("error_description").unwrap_or_default();
             return Err(Refusal::new(
@@ -775,6 +856,20 @@ impl Auth {
             ));
         };
         let redirect = self.settings.callback_url();
+        if let Some(test) = &flow.test {
+            // A test: the exchange over a recording client, reported; its tokens are dropped.
+            let (report, _) = test_auth::run_request(
+                source,
+                flow.idp_tenant(),
+                TokenRequest::Code {
+                    code: &code,
+                    verifier: flow.verifier.as_ref(),
+                    redirect_uri: &redirect,
+                },
+            )
+            .await;
+            return self.finish_test(flow, test, report).await;
+        }
         let result = source
             .request(
                 &source.http,
@@ -799,8 +894,46 @@ impl Auth {
                 ));
             }
         };
-        let fetched = self.check_id_token(&flow, source, fetched).await?;
-        self.finish(&flow, fetched).await
+        let fetched = self.check_id_token(flow, source, fetched).await?;
+        self.finish(flow, fetched).await
+    }
+
+    /// The end of a test's sign-in (`POST /admin/profiles/{name}/test`): the report goes to the
+    /// test's record and the login link is used up; no grant is stored and `on_authorized` is not
+    /// told. The page says the test finished and can be closed.
+    async fn finish_test(&self, flow: &Flow, test: &str, report: TestReport) -> Answer {
+        let ok = report.ok;
+        let failure = report.error.as_ref().map(|e| e.code.clone());
+        tracing::info!(profile = %flow.profile, ok, "test sign-in finished");
+        let store = self.snap().store.clone();
+        let (test, ticket) = (test.to_string(), flow.ticket.clone());
+        let saved = blocking(move || {
+            let written = test_run::finish(&store, &test, report)?;
+            let _ = grants::remove_ticket(&store, &ticket);
+            Ok::<bool, crate::token::TokenError>(written)
+        })
+        .await;
+        match saved {
+            Some(Ok(true)) => Ok(page(
+                StatusCode::OK,
+                "Test finished",
+                &match (ok, failure) {
+                    (true, _) => "The sign-in test succeeded. You can close this window; the result is shown where the test was started.".to_string(),
+                    (false, code) => format!(
+                        "The sign-in test failed ({}). You can close this window; the result is shown where the test was started.",
+                        code.as_deref().unwrap_or("no token")
+                    ),
+                },
+                None,
+                None,
+            )),
+            Some(Ok(false)) => Err(Refusal::new(
+                ErrorCode::LinkInvalid,
+                "This test has expired",
+                "Start the test again.",
+            )),
+            _ => Err(busy()),
+        }
     }
 
     /// OpenID Connect: a sign-in that sent a `nonce` to a provider whose issuer is known must

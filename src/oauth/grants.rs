@@ -399,6 +399,10 @@ pub struct Ticket {
     /// Values of the `{{context.<name>}}` fields of the profile's authorization URL.
     #[serde(default)]
     pub context: Vec<(String, String)>,
+    /// The Test this link was made for (`POST /admin/profiles/{name}/test`): its sign-in ends in a
+    /// report, never in a grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
 }
 
 /// A random, URL-safe identifier with 256 bits of entropy.
@@ -468,6 +472,10 @@ pub struct Flow {
     /// carry it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
+    /// The Test the sign-in belongs to (from its ticket): the callback writes a report and keeps no
+    /// grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
 }
 
 impl Flow {

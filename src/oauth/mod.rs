@@ -19,6 +19,7 @@ pub mod id_token;
 pub mod oauth1;
 pub mod response;
 pub mod test_auth;
+pub mod test_run;
 
 use std::sync::Arc;
 

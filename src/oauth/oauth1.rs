@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 
-use super::http::{IdpHttp, IdpHttpError};
+use super::http::{Exchange, IdpHttp, IdpHttpError};
 use crate::config::{ClientTls, OAuth1Endpoints, Profile, SignMethod, Signing};
 use crate::inject::encode::{encode, parse_form};
 use crate::secret::{AccessToken, EnteredValue, OAuth1RequestSecret};
@@ -120,7 +120,8 @@ impl ThreeLegged {
                 "request token",
                 "request_token_url",
             )
-            .await?;
+            .await
+            .0?;
         let get = |k: &str| answer.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         if get("oauth_callback_confirmed") != Some("true") {
             return Err(TokenError::new(
@@ -142,41 +143,65 @@ impl ThreeLegged {
         request_secret: &OAuth1RequestSecret,
         verifier: &str,
     ) -> Result<Fetched, TokenError> {
-        let (_, e, _) = self.parts()?;
+        self.access_token_recorded(request_token, request_secret, verifier)
+            .await
+            .0
+    }
+
+    /// [`ThreeLegged::access_token`], with the provider's answer as it came (for a Test's report).
+    pub async fn access_token_recorded(
+        &self,
+        request_token: &str,
+        request_secret: &OAuth1RequestSecret,
+        verifier: &str,
+    ) -> (Result<Fetched, TokenError>, Option<Exchange>) {
+        let e = match self.parts() {
+            Ok((_, e, _)) => e,
+            Err(err) => return (Err(err), None),
+        };
         let nonce = fresh_nonce();
         let mut proto = Protocol::new(&nonce, crate::sign::unix_now())
             .with_token(request_token, request_secret.expose());
         proto.verifier = Some(verifier);
-        let answer = self
+        let (answer, exchange) = self
             .post(
                 &e.access_token_url,
                 &proto,
                 "access token",
                 "access_token_url",
             )
-            .await?;
-        let (token, secret) = credentials(&answer, "access token", "access_token_url")?;
-        Ok(Fetched {
-            access_token: AccessToken::new(token),
-            token_type: "OAuth".into(),
-            expires_in: Some(GRANT_LIFETIME),
-            refresh_token: None,
-            id_token: None,
-            scope: None,
-            // Other members (a user id, a screen name) for `{{token.<name>}}`.
-            extra: answer
-                .into_iter()
-                .filter(|(k, _)| k != "oauth_token" && k != "oauth_token_secret")
-                .collect(),
-            refresh_token_refused: false,
-            entered: vec![(TOKEN_SECRET.to_string(), EnteredValue::new(secret))],
-        })
+            .await;
+        (answer.and_then(token_credentials), exchange)
+    }
+
+    /// The endpoint of step 3 (for a Test's report).
+    pub fn access_token_url(&self) -> Option<&str> {
+        self.parts()
+            .ok()
+            .map(|(_, e, _)| e.access_token_url.as_str())
     }
 
     /// A signed, bodiless `POST` to one of the token endpoints (the profile's key `key`); the
-    /// answer's form parameters.
+    /// answer's form parameters, and the exchange as it came.
     async fn post(
         &self,
+        url: &str,
+        proto: &Protocol<'_>,
+        what: &str,
+        key: &str,
+    ) -> (Result<Vec<(String, String)>, TokenError>, Option<Exchange>) {
+        let (http, exchange) = self.http.capturing();
+        let answer = self
+            .post_over(&http, &exchange, url, proto, what, key)
+            .await;
+        let exchange = exchange.lock().ok().and_then(|mut e| e.take());
+        (answer, exchange)
+    }
+
+    async fn post_over(
+        &self,
+        http: &IdpHttp,
+        exchange: &std::sync::Mutex<Option<Exchange>>,
         url: &str,
         proto: &Protocol<'_>,
         what: &str,
@@ -212,7 +237,6 @@ impl ThreeLegged {
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(Vec::new())
             .map_err(|_| invalid())?;
-        let (http, exchange) = self.http.capturing();
         use oauth2::AsyncHttpClient;
         let what_failed = format!("the {what} request ({key}) failed");
         let resp = match http.call(req).await {
@@ -233,6 +257,26 @@ impl ThreeLegged {
         }
         Ok(parse_form(resp.body()))
     }
+}
+
+/// The user's grant from the answer of step 3.
+fn token_credentials(answer: Vec<(String, String)>) -> Result<Fetched, TokenError> {
+    let (token, secret) = credentials(&answer, "access token", "access_token_url")?;
+    Ok(Fetched {
+        access_token: AccessToken::new(token),
+        token_type: "OAuth".into(),
+        expires_in: Some(GRANT_LIFETIME),
+        refresh_token: None,
+        id_token: None,
+        scope: None,
+        // Other members (a user id, a screen name) for `{{token.<name>}}`.
+        extra: answer
+            .into_iter()
+            .filter(|(k, _)| k != "oauth_token" && k != "oauth_token_secret")
+            .collect(),
+        refresh_token_refused: false,
+        entered: vec![(TOKEN_SECRET.to_string(), EnteredValue::new(secret))],
+    })
 }
 
 /// The provider refused a token request: its status and `oauth_problem`, never its body.

@@ -1,17 +1,26 @@
 //! "Test authorization": run a profile's token request and report what happened, with every token and
 //! secret masked. Used by `authsidecar test-auth` and `POST /admin/profiles/{name}/test`.
 //!
+//! An `oauth2_authorization_code` profile's Test is the code exchange of an operator's sign-in
+//! ([`run_request`] with [`Request::Code`], from the callback; see `oauth::test_run`); a sign-in
+//! that ends before the exchange (denied, a bad callback) is reported by [`TestReport::refused`].
+//! A three-legged `oauth1` profile's is the token-credentials request of one ([`run_oauth1`]).
+//! Every report is made by one builder, with one redactor.
+//!
 //! A signing profile (`aws_sigv4`, `hmac`, `oauth1`) has no token request: its Test sends one signed
 //! `GET` through the proxy's pipeline (`proxy::probe`) and fills the same [`TestReport`], with
 //! `request` (the signed request as sent, masked) set and `token_url` and `token` empty.
 
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::http::Exchange;
+use super::oauth1::ThreeLegged;
 use super::{to_fetched, OAuthSource, Request};
 use crate::redact::Redactor;
+use crate::secret::OAuth1RequestSecret;
 use crate::token::{Fetched, TokenError};
 
 /// Largest body shown in a report.
@@ -25,7 +34,7 @@ pub(crate) const SECRET_HEADERS: &[&str] = &[
     "www-authenticate",
 ];
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct TestReport {
     pub profile: String,
     #[serde(rename = "type")]
@@ -54,20 +63,20 @@ pub struct TestReport {
 
 /// The signed request a signing profile's Test sent: method, URL and header fields, with
 /// signatures, tokens and secrets masked.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct SentRequest {
     pub method: String,
     pub url: String,
     pub headers: Vec<(String, String)>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ReportError {
     pub code: String,
     pub message: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct TokenSummary {
     pub token_type: String,
     pub expires_in: Option<u64>,
@@ -138,17 +147,37 @@ pub(crate) fn shown_headers(
         .collect()
 }
 
+/// The report's `type` for a profile's grant.
+fn kind(grant: &crate::config::Grant) -> &'static str {
+    match grant {
+        crate::config::Grant::ClientCredentials => "oauth2_client_credentials",
+        crate::config::Grant::Password { .. } | crate::config::Grant::UserPassword => {
+            "oauth2_password"
+        }
+        crate::config::Grant::AuthorizationCode(_) => "oauth2_authorization_code",
+        crate::config::Grant::JwtBearer(_) => "oauth2_jwt_bearer",
+    }
+}
+
 /// Runs the profile's token request once (never through the cache) and reports.
 pub async fn run(source: &OAuthSource, tenant: Option<&str>) -> (TestReport, Option<Fetched>) {
+    run_request(source, tenant, Request::Primary).await
+}
+
+/// Sends one token request (`which`: the profile's own grant, or the code of a test sign-in) over
+/// a recording copy of the profile's client, never through the cache, and reports.
+pub async fn run_request(
+    source: &OAuthSource,
+    tenant: Option<&str>,
+    which: Request<'_>,
+) -> (TestReport, Option<Fetched>) {
     let s = source.settings();
     let (http, capture) = source.http.capturing();
     let started = Instant::now();
-    let result = source.request(&http, tenant, Request::Primary).await;
+    let result = source.request(&http, tenant, which).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let exchange = capture.lock().unwrap_or_else(|p| p.into_inner()).take();
 
-    // The profile's own secrets: masked in every encoded form (raw, percent- and form-encoded,
-    // JSON-escaped, base64 and inside `Authorization: Basic`).
     let mut secrets: Vec<&str> = Vec::new();
     if let Some(cs) = &s.client_secret {
         secrets.push(cs.expose());
@@ -161,8 +190,76 @@ pub async fn run(source: &OAuthSource, tenant: Option<&str>) -> (TestReport, Opt
         Ok(r) => (Some(to_fetched(r)), None),
         Err(e) => (None, Some(e)),
     };
+    let report = build(Built {
+        profile: source.profile(),
+        kind: kind(&s.grant),
+        token_url: Some(
+            source
+                .token_url(tenant)
+                .unwrap_or_else(|_| s.token_url.clone()),
+        ),
+        elapsed_ms,
+        exchange: exchange.as_ref(),
+        result: match &fetched {
+            Some(f) => Ok(f),
+            None => Err(error.as_ref()),
+        },
+        secrets,
+        client_id: Some(&s.client_id),
+    });
+    (report, fetched)
+}
+
+/// A three-legged `oauth1` profile's Test (`per_user = true`): the token-credentials request of an
+/// operator's sign-in ([`ThreeLegged::access_token_recorded`]), reported like a token request. The
+/// credentials are dropped.
+pub async fn run_oauth1(
+    provider: &ThreeLegged,
+    profile: &str,
+    request_token: &str,
+    request_secret: &OAuth1RequestSecret,
+    verifier: &str,
+) -> TestReport {
+    let started = Instant::now();
+    let (result, exchange) = provider
+        .access_token_recorded(request_token, request_secret, verifier)
+        .await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    build(Built {
+        profile,
+        kind: "oauth1",
+        token_url: provider.access_token_url().map(str::to_string),
+        elapsed_ms,
+        exchange: exchange.as_ref(),
+        result: result.as_ref().map_err(Some),
+        // The request token's secret; the consumer secret never travels (only a signature).
+        secrets: vec![request_secret.expose()],
+        client_id: None,
+    })
+}
+
+/// What a report is made of.
+struct Built<'a> {
+    profile: &'a str,
+    kind: &'a str,
+    token_url: Option<String>,
+    elapsed_ms: u64,
+    /// The IdP's answer as it came, when it answered.
+    exchange: Option<&'a Exchange>,
+    /// The token obtained, or why not (`None`: no token and no error).
+    result: Result<&'a Fetched, Option<&'a TokenError>>,
+    /// The profile's own secrets: masked in every encoded form (raw, percent- and form-encoded,
+    /// JSON-escaped, base64 and inside `Authorization: Basic`).
+    secrets: Vec<&'a str>,
+    client_id: Option<&'a str>,
+}
+
+/// The one report builder: every text that can quote the IdP goes through one redactor that knows
+/// the profile's secrets and every token (and token secret) just received.
+fn build(b: Built<'_>) -> TestReport {
+    let fetched = b.result.ok();
     let mut tokens: Vec<&str> = Vec::new();
-    if let Some(f) = &fetched {
+    if let Some(f) = fetched {
         tokens.push(f.access_token.expose());
         if let Some(rt) = &f.refresh_token {
             tokens.push(rt.expose());
@@ -170,10 +267,11 @@ pub async fn run(source: &OAuthSource, tenant: Option<&str>) -> (TestReport, Opt
         if let Some(it) = &f.id_token {
             tokens.push(it.expose());
         }
+        // Values kept with a grant (an OAuth 1.0a token secret).
+        tokens.extend(f.entered.iter().map(|(_, v)| v.expose()));
     }
-    // Every text of the report that can quote the IdP goes through this one redactor.
-    let redactor = Redactor::new(secrets, tokens, Some(&s.client_id));
-    let (status, headers, body) = match &exchange {
+    let redactor = Redactor::new(b.secrets, tokens, b.client_id);
+    let (status, headers, body) = match b.exchange {
         Some(x) => (
             Some(x.status),
             shown_headers(&x.headers, &redactor),
@@ -181,7 +279,7 @@ pub async fn run(source: &OAuthSource, tenant: Option<&str>) -> (TestReport, Opt
         ),
         None => (None, Vec::new(), String::new()),
     };
-    let token = fetched.as_ref().map(|f| TokenSummary {
+    let token = fetched.map(|f| TokenSummary {
         token_type: f.token_type.clone(),
         expires_in: f.expires_in.map(|d| d.as_secs()),
         scope: f.scope.clone(),
@@ -189,39 +287,71 @@ pub async fn run(source: &OAuthSource, tenant: Option<&str>) -> (TestReport, Opt
         has_id_token: f.id_token.is_some(),
         extra_members: f.extra.iter().map(|(k, _)| k.clone()).collect(),
     });
-    let report = TestReport {
-        profile: source.profile().to_string(),
-        kind: match s.grant {
-            crate::config::Grant::ClientCredentials => "oauth2_client_credentials",
-            crate::config::Grant::Password { .. } | crate::config::Grant::UserPassword => {
-                "oauth2_password"
-            }
-            crate::config::Grant::AuthorizationCode(_) => "oauth2_authorization_code",
-            crate::config::Grant::JwtBearer(_) => "oauth2_jwt_bearer",
-        }
-        .to_string(),
-        token_url: Some(
-            source
-                .token_url(tenant)
-                .unwrap_or_else(|_| s.token_url.clone()),
-        ),
+    let error = b.result.err().flatten();
+    TestReport {
+        profile: b.profile.to_string(),
+        kind: b.kind.to_string(),
+        token_url: b.token_url,
         request: None,
-        ok: error.is_none(),
+        ok: fetched.is_some(),
         status,
-        elapsed_ms,
+        elapsed_ms: b.elapsed_ms,
         headers,
         body,
-        error: error.as_ref().map(|e: &TokenError| ReportError {
+        error: error.map(|e| ReportError {
             code: e.code().as_str().to_string(),
             message: redactor.mask(&e.message),
         }),
         token,
         stored: false,
-    };
-    (report, fetched)
+    }
 }
 
 impl TestReport {
+    /// The report of a test sign-in that ended before any token request (the identity provider
+    /// sent the operator back with an error, the callback was unusable, the profile is gone):
+    /// `code` and `message` say why, masked of the profile's secrets; no IdP answer.
+    pub fn refused(
+        profile: &str,
+        source: Option<&OAuthSource>,
+        tenant: Option<&str>,
+        code: crate::error::ErrorCode,
+        message: &str,
+    ) -> TestReport {
+        let secrets: Vec<&str> = source
+            .and_then(|s| s.settings().client_secret.as_ref())
+            .map(|cs| cs.expose())
+            .into_iter()
+            .collect();
+        let redactor = Redactor::new(
+            secrets,
+            Vec::<&str>::new(),
+            source.map(|s| s.settings().client_id.as_str()),
+        );
+        TestReport {
+            profile: profile.to_string(),
+            kind: source
+                .map_or("oauth2_authorization_code", |s| kind(&s.settings().grant))
+                .to_string(),
+            token_url: source.map(|s| {
+                s.token_url(tenant)
+                    .unwrap_or_else(|_| s.settings().token_url.clone())
+            }),
+            request: None,
+            ok: false,
+            status: None,
+            elapsed_ms: 0,
+            headers: Vec::new(),
+            body: String::new(),
+            error: Some(ReportError {
+                code: code.as_str().to_string(),
+                message: redactor.mask(message),
+            }),
+            token: None,
+            stored: false,
+        }
+    }
+
     /// The human-readable form printed by `authsidecar test-auth`.
     pub fn to_text(&self) -> String {
         let target = match (&self.token_url, &self.request) {

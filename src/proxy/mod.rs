@@ -724,6 +724,7 @@ impl Proxy {
                     .is_some_and(|o| o.tenancy)
             }),
             context,
+            test: None,
         };
         let store = snapshot.store.clone();
         let ttl = auth.ticket_ttl;

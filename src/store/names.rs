@@ -10,6 +10,7 @@
 //! | an authorization in progress | `state:{state}`, or `state:oauth1:{SHA-256 of the request token, hex}` (three-legged OAuth 1.0a) | the start page |
 //! | a user's credential checks in a window | `attempts:{profile}:{window start}:{user}` | the start page |
 //! | the fleet-wide refresh lock of a record | `lock:{record name}` | refreshes (Redis) |
+//! | a Test of an authorization-code profile and its report | `test:{id}` | `POST /admin/profiles/{name}/test`, the callback |
 //!
 //! Profile names hold no `:` (checked at load) and tenants are DNS labels, so a grant's name splits
 //! back into its parts even when the user id holds a `:`. Names are not secret: the records are
@@ -28,6 +29,8 @@ pub enum Kind {
     State,
     Attempts,
     Lock,
+    /// Tests of authorization-code profiles (`POST /admin/profiles/{name}/test`).
+    Test,
 }
 
 impl Kind {
@@ -40,6 +43,7 @@ impl Kind {
             Kind::State => "state:",
             Kind::Attempts => "attempts:",
             Kind::Lock => "lock:",
+            Kind::Test => "test:",
         }
     }
 }
@@ -103,6 +107,12 @@ impl Name {
         ))
     }
 
+    /// A Test of an authorization-code profile: its state and, once the operator signed in, its
+    /// report.
+    pub fn auth_test(id: &str) -> Name {
+        Name(format!("{}{id}", Kind::Test.prefix()))
+    }
+
     /// The fleet-wide refresh lock of this record.
     pub fn lock(&self) -> Name {
         Name(format!("{}{}", Kind::Lock.prefix(), self.0))
@@ -154,6 +164,7 @@ mod tests {
         assert_eq!(&*Name::ticket_state("T"), "ticket:T:state");
         assert_eq!(&*Name::ticket_attempts("T"), "ticket:T:attempts");
         assert_eq!(&*Name::state("S"), "state:S");
+        assert_eq!(&*Name::auth_test("X"), "test:X");
         assert_eq!(&*Name::user_attempts("p", "u", 3600), "attempts:p:3600:u");
         let lock = Name::grant("p", None, "u").lock();
         assert_eq!(&*lock, "lock:grant:p:-:u");

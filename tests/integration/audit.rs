@@ -667,6 +667,7 @@ credentials_file = \"{sa}\"
             "canary-oauth1-request-secret-QSx",
         )),
         nonce: None,
+        test: None,
     };
     shown.push_str(&format!("{flow:?}\n{:?}\n", flow.entered()));
 

@@ -203,8 +203,9 @@ async fn the_console_in_a_real_browser() {
         !page.contains(ADMIN_TOKEN),
         "the admin token is in the page"
     );
-    // A profile without a token request has no Test to run.
-    assert!(b.exists("button.test[data-profile='user'][disabled]").await);
+    // An authorization-code profile's Test is a sign-in (tests/integration/authcode_test.rs).
+    assert!(b.exists("button.test[data-profile='user']").await);
+    assert!(!b.exists("button.test[data-profile='user'][disabled]").await);
 
     // Revoke the cached machine token from the token list.
     b.click("#tokens tbody tr[data-profile='cc'] button.revoke")

@@ -9,6 +9,7 @@ mod admin;
 mod attack_findings;
 mod audit;
 mod auth_limits;
+mod authcode_test;
 mod clock;
 mod config_check;
 mod console;

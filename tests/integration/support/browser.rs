@@ -301,6 +301,38 @@ impl Browser {
         .await
     }
 
+    /// The handles of the session's windows (tabs), in the order they were opened.
+    pub async fn windows(&self) -> Vec<String> {
+        self.call(Method::GET, &self.s("/window/handles"), json!({}))
+            .await
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The handle of the window commands go to now.
+    pub async fn window(&self) -> String {
+        self.call(Method::GET, &self.s("/window"), json!({}))
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Sends the next commands to the window `handle`.
+    pub async fn switch_to(&self, handle: &str) {
+        self.call(
+            Method::POST,
+            &self.s("/window"),
+            json!({ "handle": handle }),
+        )
+        .await;
+    }
+
     /// A PNG of the window, written to `path`.
     pub async fn screenshot(&self, path: &Path) {
         let v = self
