@@ -20,6 +20,10 @@
 //!   one; refused → 400 `invalid_grant`.
 //! - `GET /oauth/authorize`: auto-approving authorization endpoint (PKCE S256 only, single-use
 //!   60-second codes, `iss` in the redirect); `POST /oauth/revoke`: RFC 7009 revocation.
+//! - `POST …/json-login` (any path ending in it): a provider that logs in with a JSON body and
+//!   answers `{"data": {"accessToken", "refreshToken", "expiresAt"}}` (`oauth::json_login`).
+//!   `MockState::set_instance_url` gives a user's tokens a Salesforce-like `instance_url`
+//!   (`data.instanceUrl` here).
 //! - `ANY /protected/...`: the echo below, but only with `Authorization: Bearer <token>` for a token
 //!   this provider issued and that has not expired; otherwise 401 with
 //!   `WWW-Authenticate: Bearer error="invalid_token"`.
@@ -94,6 +98,8 @@ pub struct Counters {
     pub oauth1_access_tokens: AtomicU64,
     pub oauth1_resource_ok: AtomicU64,
     pub oauth1_resource_rejected: AtomicU64,
+    /// `…/json-login` requests (the JSON-login provider imitation).
+    pub json_logins: AtomicU64,
 }
 
 impl Counters {
@@ -118,6 +124,7 @@ impl Counters {
             "oauth1_access_tokens": g(&self.oauth1_access_tokens),
             "oauth1_resource_ok": g(&self.oauth1_resource_ok),
             "oauth1_resource_rejected": g(&self.oauth1_resource_rejected),
+            "json_logins": g(&self.json_logins),
         })
     }
 
@@ -141,6 +148,7 @@ impl Counters {
             &self.oauth1_access_tokens,
             &self.oauth1_resource_ok,
             &self.oauth1_resource_rejected,
+            &self.json_logins,
         ] {
             c.store(0, Ordering::SeqCst);
         }
@@ -316,6 +324,7 @@ async fn handle(state: &MockState, req: Request<Incoming>) -> Response<Body> {
         (&Method::POST, p) if p.ends_with("/oauth/revoke") => oauth::revoke(state, req).await,
         // Any path ending in /oauth/token, so token URLs may carry a tenant: /{tenant}/oauth/token.
         (&Method::POST, p) if p.ends_with("/oauth/token") => oauth::token(state, req).await,
+        (&Method::POST, p) if p.ends_with("/json-login") => oauth::json_login(state, req).await,
         (_, p) if p.ends_with("/oauth/token") => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "invalid_request", "error_description": "use POST"}),

@@ -761,6 +761,7 @@ fn build_head(
             query,
             inputs.tenant.as_deref(),
             &params,
+            inputs.token.as_deref(),
         )
         .map_err(|e| e.with_profile(plan.profile()))?;
     plan.apply_headers(headers, inputs)?;

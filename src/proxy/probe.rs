@@ -158,6 +158,7 @@ impl Proxy {
                     connector: first
                         .and_then(|r| r.connector.clone())
                         .or_else(|| config_profile.connector.clone()),
+                    upstream_hosts: Vec::new(),
                 };
                 let client = Upstream::new(
                     &route.tls,
