@@ -856,6 +856,9 @@ pub struct Profile {
     pub kind: ProfileKind,
     pub identity_provider: Option<String>,
     pub tenancy: bool,
+    /// `tenant_pattern`: the tenant values allowed (the whole value must match); `None`: one DNS
+    /// label. The characters refused in every tenant are refused whatever it says.
+    pub tenant_pattern: Option<regex::Regex>,
     pub fields: Vec<Field>,
     /// Asked of the end user on the start page (per-user profiles).
     pub user_fields: Vec<UserField>,

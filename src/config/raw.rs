@@ -279,6 +279,7 @@ pub struct CommonKeys {
     pub identity_provider: Option<String>,
     #[serde(default)]
     pub tenancy: bool,
+    pub tenant_pattern: Option<String>,
     pub fields: Option<Vec<RawField>>,
     pub connector: Option<String>,
 }
@@ -790,7 +791,7 @@ mod tests {
         let all = errs.join("\n");
         assert!(all.contains("profiles.p.tenancy: invalid type"), "{all}");
         assert!(
-            all.contains("profiles.p.usernme: unknown key for type \"basic\"; this type takes: username, password, per_user, user_fields, on_authorized, identity_provider, tenancy, fields, connector"),
+            all.contains("profiles.p.usernme: unknown key for type \"basic\"; this type takes: username, password, per_user, user_fields, on_authorized, identity_provider, tenancy, tenant_pattern, fields, connector"),
             "{all}"
         );
         assert!(
@@ -809,7 +810,7 @@ mod tests {
         let errs = profile_errs(
             "type = \"api_key\"\napi_key = \"k\"\ntoken_url = \"https://idp/token\"\npkce = true\n",
         );
-        let takes = "this type takes: api_key, per_user, user_fields, on_authorized, identity_provider, tenancy, fields, connector";
+        let takes = "this type takes: api_key, per_user, user_fields, on_authorized, identity_provider, tenancy, tenant_pattern, fields, connector";
         assert_eq!(
             errs,
             vec![

@@ -455,3 +455,108 @@ value = "{{{{grant.instance_url}}}}"
     assert_eq!(carols.echo_count(), 0);
     server.shutdown().await;
 }
+
+/// `tenant_pattern`: a profile may allow dotted tenants (`contoso.onmicrosoft.com`); `/`, `@`, `?`,
+/// `#`, `%`, `\`, `:`, whitespace and `..` are refused whatever the pattern says, and nothing is
+/// sent.
+#[tokio::test]
+async fn a_tenant_pattern_allows_dotted_tenants_and_never_the_dangerous_characters() {
+    let field = |p: &str| {
+        format!("[[profiles.{p}.fields]]\nin = \"header\"\nkey = \"X-Tenant\"\nvalue = \"{{{{tenant}}}}\"\n")
+    };
+    let text = format!(
+        r#"
+[[routes]]
+prefix = "/t/"
+upstream = "http://{{echo}}/echo/{{tenant}}/"
+profiles = ["ms", "plain", "any"]
+
+[profiles.ms]
+type = "api_key"
+api_key = "k"
+tenancy = true
+tenant_pattern = '[a-z0-9-]+\.onmicrosoft\.com'
+{}
+[profiles.plain]
+type = "api_key"
+api_key = "k"
+tenancy = true
+{}
+[profiles.any]
+type = "api_key"
+api_key = "k"
+tenancy = true
+tenant_pattern = '.*'
+{}"#,
+        field("ms"),
+        field("plain"),
+        field("any")
+    );
+    let h = Harness::start(&text).await;
+    let url = h.url("/t/x");
+    let call = |profile: &'static str, tenant: &str| {
+        let (url, tenant) = (url.clone(), tenant.to_string());
+        async move {
+            get(
+                &url,
+                &[
+                    ("X-Authsidecar-Profile", profile),
+                    ("X-Authsidecar-Tenant", tenant.as_str()),
+                ],
+            )
+            .await
+        }
+    };
+    let r = call("ms", "Contoso.onmicrosoft.com").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["path"], "/echo/contoso.onmicrosoft.com/x");
+    assert_eq!(r.echoed("x-tenant"), vec!["contoso.onmicrosoft.com"]);
+    // The default: one DNS label.
+    let r = call("plain", "contoso.onmicrosoft.com").await;
+    assert_eq!(r.error_code(), "tenant_invalid");
+    assert_eq!(call("plain", "contoso").await.status, 200);
+    // The pattern is matched against the whole value.
+    for bad in [
+        "contoso.example.com",
+        "x.contoso.onmicrosoft.com.evil",
+        "contoso",
+    ] {
+        assert_eq!(
+            call("ms", bad).await.error_code(),
+            "tenant_invalid",
+            "{bad}"
+        );
+    }
+    for bad in [
+        "a/b",
+        "evil.com/x",
+        "a@evil.com",
+        "a?x=1",
+        "a#b",
+        "%2e%2e",
+        "a\\b",
+        "a b",
+        "..",
+        "a..b",
+        ".",
+        "a:1",
+        "-",
+    ] {
+        let r = call("any", bad).await;
+        assert_eq!(r.error_code(), "tenant_invalid", "{bad}");
+    }
+    assert_eq!(call("any", "weird_but.ok").await.status, 200);
+    assert_eq!(h.echo.echo_count(), 3);
+
+    // Load-time checks.
+    let e = load("[profiles.p]\ntype = \"api_key\"\napi_key = \"k\"\ntenant_pattern = \"a\"\n[[profiles.p.fields]]\nin = \"header\"\nkey = \"K\"\nvalue = \"{{api_key}}\"\n").unwrap_err();
+    assert!(
+        e.contains("profiles.p.tenant_pattern: only used with tenancy = true"),
+        "{e}"
+    );
+    let e = load("[profiles.p]\ntype = \"api_key\"\napi_key = \"k\"\ntenancy = true\ntenant_pattern = \"(\"\n[[profiles.p.fields]]\nin = \"header\"\nkey = \"K\"\nvalue = \"{{api_key}}\"\n").unwrap_err();
+    assert!(
+        e.contains("profiles.p.tenant_pattern: not a valid regular expression"),
+        "{e}"
+    );
+}

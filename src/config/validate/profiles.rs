@@ -342,6 +342,32 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
             "empty: the credential would never be sent; remove `fields` to use the default or add one",
         );
     }
+    let tenant_pattern = match common.tenant_pattern {
+        None => None,
+        Some(_) if !tenancy => {
+            v.err(
+                &format!("{path}.tenant_pattern"),
+                "only used with tenancy = true",
+            );
+            None
+        }
+        Some(p) => match regex::RegexBuilder::new(&format!("^(?:{p})$"))
+            .size_limit(1 << 20)
+            .build()
+        {
+            Ok(r) => Some(r),
+            Err(e) => {
+                v.err(
+                    &format!("{path}.tenant_pattern"),
+                    format!(
+                        "not a valid regular expression: {}",
+                        e.to_string().lines().last().unwrap_or("")
+                    ),
+                );
+                None
+            }
+        },
+    };
     if v.errors.len() > before {
         return None;
     }
@@ -350,6 +376,7 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
         kind: kind?,
         identity_provider: common.identity_provider,
         tenancy,
+        tenant_pattern,
         fields,
         user_fields,
         per_user,
