@@ -23,6 +23,9 @@ pub enum ReqVar {
     ClientId,
     ClientSecret,
     Tenant,
+    /// The RFC 6749 `grant_type` of the request at hand (`client_credentials`, `password`,
+    /// `authorization_code`, `refresh_token`), for a provider that wants it where the profile says.
+    GrantType,
     /// `oauth2_password`: the service account's, or what the end user entered.
     Username,
     Password,
@@ -35,7 +38,7 @@ pub enum ReqVar {
 }
 
 /// The variable names, for error messages.
-pub const REQ_VARS: &str = "client_id, client_secret, tenant, username, password, refresh_token, code, redirect_uri, code_verifier";
+pub const REQ_VARS: &str = "client_id, client_secret, tenant, grant_type, username, password, refresh_token, code, redirect_uri, code_verifier";
 
 impl ReqVar {
     /// A variable that belongs to one kind of request: a member using it is left out of the other
@@ -57,6 +60,7 @@ impl ReqVar {
             ReqVar::ClientId => "client_id",
             ReqVar::ClientSecret => "client_secret",
             ReqVar::Tenant => "tenant",
+            ReqVar::GrantType => "grant_type",
             ReqVar::Username => "username",
             ReqVar::Password => "password",
             ReqVar::RefreshToken => "refresh_token",
@@ -80,6 +84,7 @@ pub fn parse_req_template(src: &str) -> Result<Template<ReqVar>, TemplateError> 
             "client_id" => ReqVar::ClientId,
             "client_secret" => ReqVar::ClientSecret,
             "tenant" => ReqVar::Tenant,
+            "grant_type" => ReqVar::GrantType,
             "username" => ReqVar::Username,
             "password" => ReqVar::Password,
             "refresh_token" => ReqVar::RefreshToken,

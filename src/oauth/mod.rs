@@ -240,11 +240,18 @@ impl OAuthSource {
                     "token_request does not use {{refresh_token}}: tokens are not refreshed, the profile signs in again",
                 ));
             }
-            (Request::Refresh(rt), _) => values.refresh_token = Some(rt.expose()),
-            (Request::Primary, Grant::ClientCredentials | Grant::Password { .. }) => {}
+            (Request::Refresh(rt), _) => {
+                values.refresh_token = Some(rt.expose());
+                values.grant_type = Some("refresh_token");
+            }
+            (Request::Primary, Grant::ClientCredentials) => {
+                values.grant_type = Some("client_credentials");
+            }
+            (Request::Primary, Grant::Password { .. }) => values.grant_type = Some("password"),
             (Request::UserPassword { username, password }, _) => {
                 values.username = Some(username);
                 values.password = Some(password);
+                values.grant_type = Some("password");
             }
             (
                 Request::Code {
@@ -257,6 +264,7 @@ impl OAuthSource {
                 values.code = Some(code);
                 values.code_verifier = verifier.map(|v| v.expose());
                 values.redirect_uri = Some(redirect_uri);
+                values.grant_type = Some("authorization_code");
             }
             (Request::Primary, Grant::AuthorizationCode(_) | Grant::UserPassword) => {
                 return Err(TokenError::new(

@@ -560,3 +560,74 @@ tenant_pattern = '.*'
         "{e}"
     );
 }
+
+/// An `oauth2_authorization_code` profile that writes its own form request (with `{{grant_type}}`):
+/// the code is redeemed with it, and the end user's grant is refreshed with it, each request
+/// carrying only its own members.
+#[tokio::test]
+async fn an_authorization_code_profile_redeems_and_refreshes_with_its_own_request() {
+    // Time passing is the point: a 4 s token is refreshed in its second half.
+    let idp = idp(Duration::from_secs(4), &[]).await;
+    let ip = idp.addr;
+    let text = format!(
+        r#"
+[auth]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:0"
+
+[[routes]]
+prefix = "/u/"
+upstream = "http://{ip}/protected/"
+profiles = ["u"]
+
+[profiles.u]
+type = "oauth2_authorization_code"
+authorization_url = "http://{ip}/oauth/authorize"
+token_url = "http://{ip}/oauth/token"
+client_id = "demo-client"
+client_secret = "demo-secret"
+token_request = {{ body = {{ grant_type = "{{{{grant_type}}}}", code = "{{{{code}}}}", redirect_uri = "{{{{redirect_uri}}}}", code_verifier = "{{{{code_verifier}}}}", refresh_token = "{{{{refresh_token}}}}", client_id = "{{{{client_id}}}}", client_secret = "{{{{client_secret}}}}" }} }}
+"#
+    );
+    let server = start(&text).await;
+    let url = format!("http://{}/u/me", server.proxy_addr);
+    let who = [("X-Authsidecar-User", "alice")];
+    let r = get(&url, &who).await;
+    let login = r.json()["error"]["login_url"].as_str().unwrap().to_string();
+    let done = sign_in(&login).await;
+    assert_eq!(done.status, 200, "{}", String::from_utf8_lossy(&done.body));
+    let c = idp.counters();
+    assert_eq!(
+        c.authorization_code
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+
+    let r = get(&url, &who).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let first = authorization(&r);
+    let second = wait_for("a refreshed grant", Duration::from_secs(15), || {
+        let (url, first) = (url.clone(), first.clone());
+        async move {
+            let r = get(&url, &[("X-Authsidecar-User", "alice")]).await;
+            if r.status != 200 {
+                return Err(format!("status {}", r.status));
+            }
+            let a = authorization(&r);
+            if a != first {
+                Ok(a)
+            } else {
+                Err("the first token".to_string())
+            }
+        }
+    })
+    .await;
+    assert!(second.starts_with("Bearer mock-at-"));
+    assert!(c.refresh_token.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    assert_eq!(
+        c.resource_rejected
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    server.shutdown().await;
+}

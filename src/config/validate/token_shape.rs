@@ -98,7 +98,11 @@ pub(super) fn token_request(
     };
     for var in shape.vars() {
         let ok = match var {
-            ReqVar::ClientId | ReqVar::ClientSecret | ReqVar::Tenant | ReqVar::RefreshToken => true,
+            ReqVar::ClientId
+            | ReqVar::ClientSecret
+            | ReqVar::Tenant
+            | ReqVar::GrantType
+            | ReqVar::RefreshToken => true,
             ReqVar::Username | ReqVar::Password => ty == ProfileType::Password,
             ReqVar::Code | ReqVar::RedirectUri | ReqVar::CodeVerifier => {
                 ty == ProfileType::AuthorizationCode
