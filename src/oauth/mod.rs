@@ -8,6 +8,10 @@
 //! [`response::IdpTokenResponse`]; it is driven over the project's own hyper + rustls client
 //! ([`http::IdpHttp`]). Failures become [`TokenError`]s whose messages carry at most the OAuth
 //! `error` code and description, never the IdP's body.
+//!
+//! A profile with `token_request` writes its requests itself, and one with `token_response` says
+//! where its answers keep their members ([`custom`]): for identity providers that are not RFC 6749
+//! token endpoints.
 
 pub mod custom;
 pub mod grants;
