@@ -631,3 +631,27 @@ token_request = {{ body = {{ grant_type = "{{{{grant_type}}}}", code = "{{{{code
     );
     server.shutdown().await;
 }
+
+/// `config/examples/oauth-custom-token.toml` works as its header says (routes and profiles as
+/// shipped, pointed at an in-process mock).
+#[tokio::test]
+async fn the_custom_token_example_runs_as_shipped() {
+    let idp = idp(Duration::from_secs(3600), &[]).await;
+    let file = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config/examples/oauth-custom-token.toml"),
+    )
+    .unwrap();
+    let routes = &file[file.find("[[routes]]").unwrap()..];
+    let server = start(&routes.replace("127.0.0.1:9190", &idp.addr.to_string())).await;
+    let url = format!("http://{}/acme/items", server.proxy_addr);
+    let r = get(&url, &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(authorization(&r).starts_with("Token mock-at-"));
+    assert_eq!(r.json()["path"], "/echo/acme/items");
+    let r = get(&url, &[("X-Authsidecar-Profile", "acme-form")]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(authorization(&r).starts_with("Token mock-at-"));
+    assert_eq!(r.echoed("x-token-kind"), vec!["Token"]);
+    server.shutdown().await;
+}
