@@ -110,6 +110,9 @@ error_codes! {
     UpstreamUnavailable = "upstream_unavailable", 502, keep;
     /// TLS to the upstream failed.
     UpstreamTlsError = "upstream_tls_error", 502, keep;
+    /// The upstream's origin, taken from the grant, is not a plain origin on a host of the
+    /// route's `upstream_hosts` (nothing is sent).
+    UpstreamNotAllowed = "upstream_not_allowed", 502, keep;
     /// The connector (egress proxy) is unreachable or refused the tunnel.
     EgressProxyUnavailable = "egress_proxy_unavailable", 502, keep;
     /// The connector refused its credentials.

@@ -552,7 +552,7 @@ async fn test_auth(
         })?;
     let tenant = match tenant {
         Some(t) => Some(
-            authsidecar::proxy::validate_tenant(t.as_bytes())
+            authsidecar::proxy::tenant_for(t.as_bytes(), profile.tenant_pattern.as_ref())
                 .map_err(|e| anyhow::anyhow!(e.message))?,
         ),
         None => None,

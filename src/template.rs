@@ -30,6 +30,9 @@ pub enum Var {
     /// `id_claims.<name>`: a claim of the end user's validated OpenID Connect `id_token`, kept
     /// with their grant.
     IdClaim(String),
+    /// `grant.<name>`: the same members, named as kept with the grant (e.g. `grant.instance_url`);
+    /// also usable at the start of a route's `upstream`.
+    Grant(String),
     /// `hmac` profiles: the request's signature (a field using it is placed after signing).
     Signature,
     /// `hmac` profiles: the signed request's time and nonce, one value per request (the same as
@@ -57,6 +60,7 @@ impl fmt::Display for Var {
             Var::UserField(n) => write!(f, "user_field.{n}"),
             Var::Token(n) => write!(f, "token.{n}"),
             Var::IdClaim(n) => write!(f, "id_claims.{n}"),
+            Var::Grant(n) => write!(f, "grant.{n}"),
             Var::Signature => f.write_str("signature"),
             Var::Timestamp => f.write_str("timestamp"),
             Var::TimestampMs => f.write_str("timestamp_ms"),
@@ -72,7 +76,7 @@ pub enum TemplateError {
     Unclosed(usize),
     #[error("empty variable at byte {0}")]
     Empty(usize),
-    #[error("unknown variable \"{0}\"; expected one of access_token, token_type, id_token, api_key, username, password, basic, client_id, tenant, user, signature, timestamp, timestamp_ms, date, nonce, context.<name>, user_field.<key>, token.<name>, id_claims.<name>")]
+    #[error("unknown variable \"{0}\"; expected one of access_token, token_type, id_token, api_key, username, password, basic, client_id, tenant, user, signature, timestamp, timestamp_ms, date, nonce, context.<name>, user_field.<key>, token.<name>, id_claims.<name>, grant.<name>")]
     Unknown(String),
     #[error(
         "variable \"{0}\" has an invalid name after the dot; expected letters, digits, '-' or '_'"
@@ -158,6 +162,7 @@ fn parse_var(raw: &str) -> Result<Var, TemplateError> {
                 "user_field" => Var::UserField,
                 "token" => Var::Token,
                 "id_claims" => Var::IdClaim,
+                "grant" => Var::Grant,
                 _ => return Err(TemplateError::Unknown(name.to_string())),
             };
             if !valid_suffix(rest) {

@@ -130,7 +130,10 @@ impl Admin {
         let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let tenant = match get("tenant") {
             None | Some("") => None,
-            Some(t) => Some(crate::proxy::validate_tenant(t.as_bytes())?),
+            Some(t) => Some(crate::proxy::tenant_for(
+                t.as_bytes(),
+                p.tenant_pattern.as_ref(),
+            )?),
         };
         if tenant.is_none() && source.settings().token_url_has_tenant {
             return Err(ProxyError::new(

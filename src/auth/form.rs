@@ -13,6 +13,8 @@ const MAX_CREDENTIAL_CHARS: usize = 1024;
 pub(super) struct Form<'a> {
     pub title: String,
     pub ask_tenant: bool,
+    /// The profile's `tenant_pattern` (one DNS label when `None`).
+    pub tenant_pattern: Option<&'a regex::Regex>,
     /// Which credentials the user enters here (`Code`: none, the IdP asks).
     pub entry: Entry,
     pub fields: &'a [UserField],
@@ -63,8 +65,14 @@ impl Form<'_> {
 
     pub fn check(&self, answers: &[(String, String)]) -> Result<Answers, String> {
         let tenant = if self.ask_tenant {
-            match crate::proxy::validate_tenant(one(answers, "tenant").trim().as_bytes()) {
+            match crate::proxy::tenant_for(
+                one(answers, "tenant").trim().as_bytes(),
+                self.tenant_pattern,
+            ) {
                 Ok(t) => Some(t),
+                Err(_) if self.tenant_pattern.is_some() => {
+                    return Err("Tenant: not a tenant name this sign-in accepts.".into())
+                }
                 Err(_) => {
                     return Err("Tenant: expected one DNS label (letters, digits and '-', up to 63, not starting or ending with '-').".into())
                 }

@@ -398,6 +398,7 @@ impl Auth {
         let form = Form {
             title: profile_title(config_profile.and_then(|p| p.identity_provider.as_deref())),
             ask_tenant: o.tenancy && ticket.tenant.is_none(),
+            tenant_pattern: config_profile.and_then(|p| p.tenant_pattern.as_ref()),
             entry: o.entry,
             fields: config_profile.map_or(&[], |p| p.user_fields.as_slice()),
         };

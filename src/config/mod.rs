@@ -7,6 +7,7 @@
 
 mod raw;
 pub mod source;
+pub mod token_shape;
 mod upstream;
 mod validate;
 
@@ -19,7 +20,8 @@ use std::time::Duration;
 use indexmap::IndexMap;
 
 pub use source::Env;
-pub use upstream::{Seg, UpstreamUrl};
+pub use token_shape::{TokenRequestShape, TokenResponseShape};
+pub use upstream::{GrantOrigin, HostPattern, Seg, UpstreamUrl};
 
 use crate::secret::{
     AdminToken, ApiKey, BearerAssertionKey, ClientAssertionKey, ClientSecret, Password, StoreKey,
@@ -472,6 +474,8 @@ pub struct Route {
     pub timeout: Duration,
     /// Egress for the upstream (else the selected profile's connector, else direct).
     pub connector: Option<Arc<Connector>>,
+    /// `upstream_hosts`: the hosts an upstream taken from a grant (`{{grant.NAME}}`) may have.
+    pub upstream_hosts: Vec<HostPattern>,
 }
 
 /// Profile type and its credentials.
@@ -828,6 +832,10 @@ pub struct OAuthSettings {
     pub scope: Vec<(String, String)>,
     /// Extra token-request parameters (`audience`, `resource`, …).
     pub token_params: Vec<(String, String)>,
+    /// `token_request`: the profile writes its token requests itself.
+    pub token_request: Option<TokenRequestShape>,
+    /// `token_response`: where the members of the token response are, and the token's type.
+    pub token_response: Option<TokenResponseShape>,
     /// TLS for the token endpoint.
     pub tls: ClientTls,
     /// Egress for the token, refresh and revocation endpoints.
@@ -854,6 +862,9 @@ pub struct Profile {
     pub kind: ProfileKind,
     pub identity_provider: Option<String>,
     pub tenancy: bool,
+    /// `tenant_pattern`: the tenant values allowed (the whole value must match); `None`: one DNS
+    /// label. The characters refused in every tenant are refused whatever it says.
+    pub tenant_pattern: Option<regex::Regex>,
     pub fields: Vec<Field>,
     /// Asked of the end user on the start page (per-user profiles).
     pub user_fields: Vec<UserField>,

@@ -175,6 +175,7 @@ pub struct RawRoute {
     pub tls: Option<RawTls>,
     pub timeout: Option<Dur>,
     pub connector: Option<String>,
+    pub upstream_hosts: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -278,6 +279,7 @@ pub struct CommonKeys {
     pub identity_provider: Option<String>,
     #[serde(default)]
     pub tenancy: bool,
+    pub tenant_pattern: Option<String>,
     pub fields: Option<Vec<RawField>>,
     pub connector: Option<String>,
 }
@@ -316,6 +318,8 @@ pub struct OAuthKeys {
     pub client_assertion_audience: Option<String>,
     pub scope: Option<indexmap::IndexMap<String, String>>,
     pub token_params: Option<indexmap::IndexMap<String, String>>,
+    pub token_request: Option<RawTokenRequest>,
+    pub token_response: Option<RawTokenResponse>,
     pub tls: Option<RawTls>,
     pub idp_timeout: Option<Dur>,
     pub default_token_lifetime: Option<Dur>,
@@ -324,6 +328,27 @@ pub struct OAuthKeys {
     pub reauth_min_token_age: Option<Dur>,
     pub replay_max_body_bytes: Option<u64>,
     pub allow_insecure_http: Option<bool>,
+}
+
+/// `token_request = { encoding, headers, body }`: a token request the profile writes itself.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenRequest {
+    pub encoding: Option<String>,
+    pub headers: Option<indexmap::IndexMap<String, String>>,
+    pub body: Option<toml::Table>,
+}
+
+/// `token_response = { access_token, refresh_token, expires_in | expires_at, token_type }`: where
+/// the token response keeps its members (JSON Pointers) and the token's type.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenResponse {
+    pub access_token: Option<String>,
+    pub refresh_token: Option<String>,
+    pub expires_in: Option<String>,
+    pub expires_at: Option<String>,
+    pub token_type: Option<String>,
 }
 
 /// Keys of `oauth2_jwt_bearer` beyond the OAuth ones.
@@ -766,7 +791,7 @@ mod tests {
         let all = errs.join("\n");
         assert!(all.contains("profiles.p.tenancy: invalid type"), "{all}");
         assert!(
-            all.contains("profiles.p.usernme: unknown key for type \"basic\"; this type takes: username, password, per_user, user_fields, on_authorized, identity_provider, tenancy, fields, connector"),
+            all.contains("profiles.p.usernme: unknown key for type \"basic\"; this type takes: username, password, per_user, user_fields, on_authorized, identity_provider, tenancy, tenant_pattern, fields, connector"),
             "{all}"
         );
         assert!(
@@ -785,7 +810,7 @@ mod tests {
         let errs = profile_errs(
             "type = \"api_key\"\napi_key = \"k\"\ntoken_url = \"https://idp/token\"\npkce = true\n",
         );
-        let takes = "this type takes: api_key, per_user, user_fields, on_authorized, identity_provider, tenancy, fields, connector";
+        let takes = "this type takes: api_key, per_user, user_fields, on_authorized, identity_provider, tenancy, tenant_pattern, fields, connector";
         assert_eq!(
             errs,
             vec![

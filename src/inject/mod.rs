@@ -60,7 +60,7 @@ impl Inputs {
                 .as_ref()
                 .and_then(|t| t.id_token.as_ref())
                 .map(|s| s.expose()),
-            Var::Token(name) => self.token.as_ref().and_then(|t| t.extra(name)),
+            Var::Token(name) | Var::Grant(name) => self.token.as_ref().and_then(|t| t.extra(name)),
             Var::UserField(key) => self.token.as_ref().and_then(|t| t.user_field(key)),
             Var::IdClaim(name) => self.token.as_ref().and_then(|t| t.id_claim(name)),
             // Per-user basic and api_key: what the end user entered, kept with their grant.
@@ -251,7 +251,7 @@ impl Plan {
                 ErrorCode::ContextValueInvalid,
                 format!("X-Authsidecar-Context-{n} is required (fields[{field}] uses {{{{context.{n}}}}})"),
             ),
-            Var::IdToken | Var::Token(_) => (
+            Var::IdToken | Var::Token(_) | Var::Grant(_) => (
                 ErrorCode::IdpInvalidResponse,
                 format!("fields[{field}] uses {{{{{var}}}}}, which the token response did not contain"),
             ),
@@ -356,7 +356,7 @@ impl Plan {
                     let mut v = header_value(s).map_err(|_| {
                         let from_token = match &h.op.value {
                             Value::Dynamic(t) => t.vars().any(|v| {
-                                matches!(v, Var::AccessToken | Var::TokenType | Var::IdToken | Var::Token(_) | Var::IdClaim(_))
+                                matches!(v, Var::AccessToken | Var::TokenType | Var::IdToken | Var::Token(_) | Var::IdClaim(_) | Var::Grant(_))
                             }),
                             Value::Static(_) => false,
                         };

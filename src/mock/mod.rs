@@ -24,6 +24,10 @@
 //!   request's `nonce`.
 //! - `GET /.well-known/openid-configuration`, `GET /.well-known/oauth-authorization-server`: the
 //!   discovery documents; `GET /oauth/jwks`: the `id_token` signing key (`discovery.rs`).
+//! - `POST …/json-login` (any path ending in it): a provider that logs in with a JSON body and
+//!   answers `{"data": {"accessToken", "refreshToken", "expiresAt"}}` (`oauth::json_login`).
+//!   `MockState::set_instance_url` gives a user's tokens a Salesforce-like `instance_url`
+//!   (`data.instanceUrl` here).
 //! - `ANY /protected/...`: the echo below, but only with `Authorization: Bearer <token>` for a token
 //!   this provider issued and that has not expired; otherwise 401 with
 //!   `WWW-Authenticate: Bearer error="invalid_token"`.
@@ -104,6 +108,8 @@ pub struct Counters {
     pub discovery: AtomicU64,
     /// JWKS requests (`/oauth/jwks`).
     pub jwks: AtomicU64,
+    /// `…/json-login` requests (the JSON-login provider imitation).
+    pub json_logins: AtomicU64,
 }
 
 impl Counters {
@@ -130,6 +136,7 @@ impl Counters {
             "oauth1_resource_rejected": g(&self.oauth1_resource_rejected),
             "discovery": g(&self.discovery),
             "jwks": g(&self.jwks),
+            "json_logins": g(&self.json_logins),
         })
     }
 
@@ -155,6 +162,7 @@ impl Counters {
             &self.oauth1_resource_rejected,
             &self.discovery,
             &self.jwks,
+            &self.json_logins,
         ] {
             c.store(0, Ordering::SeqCst);
         }
@@ -335,6 +343,7 @@ async fn handle(state: &MockState, req: Request<Incoming>) -> Response<Body> {
         (&Method::POST, p) if p.ends_with("/oauth/revoke") => oauth::revoke(state, req).await,
         // Any path ending in /oauth/token, so token URLs may carry a tenant: /{tenant}/oauth/token.
         (&Method::POST, p) if p.ends_with("/oauth/token") => oauth::token(state, req).await,
+        (&Method::POST, p) if p.ends_with("/json-login") => oauth::json_login(state, req).await,
         (_, p) if p.ends_with("/oauth/token") => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "invalid_request", "error_description": "use POST"}),

@@ -148,6 +148,10 @@ pub struct MockState {
     /// Nonces of accepted `/hmac/…` requests → their time (Unix s), kept for `max_skew` (replays
     /// are refused).
     pub(super) hmac_nonces: Mutex<HashMap<[u8; 16], i64>>,
+    /// Salesforce-like `instance_url` per end user, added to the tokens issued for them.
+    instance_urls: Mutex<Vec<(String, String)>>,
+    /// The member names of the last JSON login body (never the values).
+    last_json_login: Mutex<Vec<String>>,
     pub counters: Counters,
 }
 
@@ -202,8 +206,23 @@ impl MockState {
             seen_jti: Mutex::default(),
             hmac_nonces: Mutex::default(),
             oauth1: super::oauth1::OAuth1State::default(),
+            instance_urls: Mutex::default(),
+            last_json_login: Mutex::default(),
             counters: Counters::default(),
         }
+    }
+
+    /// Tokens issued for `user` from now on carry `"instance_url": url` (as Salesforce's do:
+    /// each user's API lives on their own host).
+    pub fn set_instance_url(&self, user: &str, url: &str) {
+        let mut m = lock(&self.instance_urls);
+        m.retain(|(u, _)| u != user);
+        m.push((user.to_string(), url.to_string()));
+    }
+
+    /// The top-level member names of the last JSON login request (`…/json-login`).
+    pub fn last_json_login(&self) -> Vec<String> {
+        lock(&self.last_json_login).clone()
     }
 
     /// Makes the next `times` token requests (all, with `None`) fail with `fault`.
@@ -608,6 +627,14 @@ impl MockState {
         }
         if let Some(t) = id_token {
             body["id_token"] = Value::String(t);
+        }
+        if let Some((_, url)) = user.and_then(|u| {
+            lock(&self.instance_urls)
+                .iter()
+                .find(|(x, _)| x == u)
+                .cloned()
+        }) {
+            body["instance_url"] = Value::String(url);
         }
         let mut minted = vec![access.clone()];
         if with_refresh {
@@ -1080,5 +1107,159 @@ async fn token_inner(state: &MockState, req: Request<Incoming>) -> Response<Body
             "invalid_request",
             "grant_type missing",
         ),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for Unix milliseconds.
+fn rfc3339_utc(unix_ms: u64) -> String {
+    let (secs, ms) = (unix_ms / 1000, unix_ms % 1000);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // H. Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `POST …/json-login`: a provider that is not RFC 6749 at all, as many enterprise APIs are. It
+/// takes a JSON body `{"login": {"user", "password"}}` (the mock's users) or
+/// `{"refreshToken": …}`, refuses any `grant_type` member, and answers
+/// `{"status": "ok", "data": {"accessToken", "refreshToken", "expiresAt": RFC 3339, "tokenKind":
+/// "Token"}}` (the tokens are valid at the mock like any other), with `"instanceUrl"` in `data`
+/// when [`MockState::set_instance_url`] names one for the user.
+pub(super) async fn json_login(state: &MockState, req: Request<Incoming>) -> Response<Body> {
+    state.counters.token_requests.fetch_add(1, Ordering::SeqCst);
+    state.counters.json_logins.fetch_add(1, Ordering::SeqCst);
+    let refuse = |status: StatusCode, code: &str, why: &str| {
+        state.counters.token_errors.fetch_add(1, Ordering::SeqCst);
+        json_response(
+            status,
+            &json!({"status": "error", "error": code, "message": why}),
+        )
+    };
+    let json_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let body = match read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(Value::Object(v)) = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .filter(|_| json_type)
+    else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "expected a JSON object",
+        );
+    };
+    *lock(&state.last_json_login) = v.keys().cloned().collect();
+    if v.contains_key("grant_type") {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "unexpected grant_type",
+        );
+    }
+    let user = if let Some(rt) = v.get("refreshToken").and_then(Value::as_str) {
+        let info = lock(&state.refresh).remove(rt);
+        match info {
+            Some(i) => i.user.unwrap_or_default(),
+            None => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "unknown refresh token",
+                )
+            }
+        }
+    } else {
+        let login = |k: &str| {
+            v.get("login")
+                .and_then(|l| l.get(k))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        };
+        let (u, p) = (login("user"), login("password"));
+        let ok = lock(&state.settings)
+            .users
+            .iter()
+            .any(|(user, pw)| user == u && ct_eq(pw.expose().as_bytes(), p.as_bytes()));
+        if !ok {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "invalid_grant",
+                "wrong user or password",
+            );
+        }
+        u.to_string()
+    };
+    let lifetime = lock(&state.settings).token_lifetime;
+    let instance_url = lock(&state.instance_urls)
+        .iter()
+        .find(|(u, _)| *u == user)
+        .map(|(_, url)| url.clone());
+    let access = random_token("mock-at-");
+    let refresh = random_token("mock-rt-");
+    lock(&state.issued).insert(
+        access.clone(),
+        Issued {
+            expires: Instant::now() + lifetime,
+            user: Some(user.clone()),
+        },
+    );
+    lock(&state.refresh).insert(
+        refresh.clone(),
+        RefreshInfo {
+            client: String::new(),
+            user: Some(user),
+        },
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let expires_at = rfc3339_utc(now_ms + lifetime.as_millis() as u64);
+    let mut answer = json!({"status": "ok", "data": {
+        "accessToken": access,
+        "refreshToken": refresh,
+        "expiresAt": expires_at,
+        "tokenKind": "Token",
+    }});
+    if let Some(url) = instance_url {
+        answer["data"]["instanceUrl"] = Value::String(url);
+    }
+    let mut r = json_response(StatusCode::OK, &answer);
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+#[cfg(test)]
+mod rfc3339_tests {
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(super::rfc3339_utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::rfc3339_utc(1_767_225_600_250),
+            "2026-01-01T00:00:00.250Z"
+        );
+        assert_eq!(
+            super::rfc3339_utc(1_709_164_799_000),
+            "2024-02-28T23:59:59.000Z"
+        );
     }
 }

@@ -11,7 +11,12 @@
 //!
 //! A profile with `issuer` and a left-out endpoint takes its endpoints from the provider's
 //! discovery document ([`discovery`]); OpenID Connect sign-ins are checked by [`id_token`].
+//!
+//! A profile with `token_request` writes its requests itself, and one with `token_response` says
+//! where its answers keep their members ([`custom`]): for identity providers that are not RFC 6749
+//! token endpoints.
 
+pub mod custom;
 pub mod discovery;
 pub mod grants;
 pub mod http;
@@ -45,9 +50,9 @@ pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-
 /// RFC 7523 §2.1 `grant_type`.
 pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
-type OAuthClient = oauth2::Client<
+type OAuthClient<TR> = oauth2::Client<
     BasicErrorResponse,
-    IdpTokenResponse,
+    TR,
     BasicTokenIntrospectionResponse,
     StandardRevocableToken,
     BasicRevocationErrorResponse,
@@ -58,7 +63,8 @@ type OAuthClient = oauth2::Client<
     EndpointSet,
 >;
 
-type TokenResult = Result<IdpTokenResponse, RequestTokenError<IdpHttpError, BasicErrorResponse>>;
+type TokenResult<TR = IdpTokenResponse> =
+    Result<TR, RequestTokenError<IdpHttpError, BasicErrorResponse>>;
 
 /// Which request to send.
 #[derive(Debug, Clone, Copy)]
@@ -256,7 +262,10 @@ impl OAuthSource {
         Ok(self.settings.token_url.replace("{tenant}", tenant))
     }
 
-    fn client(&self, token_url: String) -> Result<OAuthClient, TokenError> {
+    fn client<TR: oauth2::TokenResponse>(
+        &self,
+        token_url: String,
+    ) -> Result<OAuthClient<TR>, TokenError> {
         let url = TokenUrl::new(token_url).map_err(|e| {
             TokenError::new(TokenErrorKind::InvalidResponse, format!("token URL: {e}"))
         })?;
@@ -296,6 +305,158 @@ impl OAuthSource {
             }
             _ => self.token_url(tenant)?,
         };
+        if let Some(shape) = &s.token_request {
+            let result = self
+                .custom_request(http, &url, shape, tenant, which)
+                .await?;
+            return self.finish(which, result);
+        }
+        match &s.token_response {
+            None => {
+                let result = self
+                    .exchange::<IdpTokenResponse>(http, url, tenant, which)
+                    .await?;
+                self.finish(which, result)
+            }
+            Some(shape) => {
+                let result = self
+                    .exchange::<custom::RawAnswer>(http, url, tenant, which)
+                    .await?
+                    .and_then(|raw| {
+                        custom::parse(
+                            shape,
+                            &serde_json::Value::Object(raw.map),
+                            custom::unix_now(),
+                        )
+                        .map_err(RequestTokenError::Other)
+                    });
+                self.finish(which, result)
+            }
+        }
+    }
+
+    /// A request written by the profile (`token_request`): exactly its headers and body, to the
+    /// token (or refresh) URL; the answer read by `token_response` (else as RFC 6749 §5.1 says).
+    /// A refresh is made only when the request uses `{{refresh_token}}`: otherwise the refresh
+    /// token counts as refused (a machine grant logs in again; an end user authorizes again).
+    async fn custom_request(
+        &self,
+        http: &IdpHttp,
+        url: &str,
+        shape: &crate::config::TokenRequestShape,
+        tenant: Option<&str>,
+        which: Request<'_>,
+    ) -> Result<TokenResult, TokenError> {
+        use crate::config::token_shape::ReqVar;
+        use oauth2::AsyncHttpClient;
+        let s = &self.settings;
+        let mut values = custom::Values {
+            client_id: Some(s.client_id.as_str()).filter(|c| !c.is_empty()),
+            client_secret: s.client_secret.as_ref().map(|c| c.expose()),
+            tenant,
+            ..Default::default()
+        };
+        if let Grant::Password { username, password } = &s.grant {
+            values.username = Some(username.expose());
+            values.password = Some(password.expose());
+        }
+        match (which, &s.grant) {
+            (Request::Refresh(_), _) if !shape.uses(&ReqVar::RefreshToken) => {
+                return Err(TokenError::new(
+                    TokenErrorKind::GrantInvalid,
+                    "token_request does not use {{refresh_token}}: tokens are not refreshed, the profile signs in again",
+                ));
+            }
+            (Request::Refresh(rt), _) => {
+                values.refresh_token = Some(rt.expose());
+                values.grant_type = Some("refresh_token");
+            }
+            (Request::Primary, Grant::ClientCredentials) => {
+                values.grant_type = Some("client_credentials");
+            }
+            (Request::Primary, Grant::Password { .. }) => values.grant_type = Some("password"),
+            (Request::UserPassword { username, password }, _) => {
+                values.username = Some(username);
+                values.password = Some(password);
+                values.grant_type = Some("password");
+            }
+            (
+                Request::Code {
+                    code,
+                    verifier,
+                    redirect_uri,
+                },
+                _,
+            ) => {
+                values.code = Some(code);
+                values.code_verifier = verifier.map(|v| v.expose());
+                values.redirect_uri = Some(redirect_uri);
+                values.grant_type = Some("authorization_code");
+            }
+            (Request::Primary, Grant::AuthorizationCode(_) | Grant::UserPassword) => {
+                return Err(TokenError::new(
+                    TokenErrorKind::GrantInvalid,
+                    "this profile's tokens belong to end users: they must authorize first",
+                ))
+            }
+            (Request::Primary | Request::PrimaryFor(_), _) => {
+                return Err(TokenError::new(
+                    TokenErrorKind::Rejected,
+                    "token_request cannot make this profile's token request",
+                ))
+            }
+        }
+        let req = custom::build(shape, &values, url)
+            .map_err(|e| TokenError::new(TokenErrorKind::Rejected, e))?;
+        let resp = match http.call(req).await {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(RequestTokenError::Request(e))),
+        };
+        let body = resp.body().as_slice();
+        if resp.status() != ::http::StatusCode::OK {
+            if body.is_empty() {
+                return Ok(Err(RequestTokenError::Other(
+                    "server returned empty error response".into(),
+                )));
+            }
+            return Ok(Err(match parse(body) {
+                Ok(e) => RequestTokenError::ServerResponse(e),
+                Err(e) => RequestTokenError::Parse(e, Vec::new()),
+            }));
+        }
+        let Ok(root) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return Ok(Err(RequestTokenError::Other(
+                "the response is not JSON".into(),
+            )));
+        };
+        Ok(match &s.token_response {
+            Some(shape) => {
+                custom::parse(shape, &root, custom::unix_now()).map_err(RequestTokenError::Other)
+            }
+            None => match root {
+                serde_json::Value::Object(m) => {
+                    IdpTokenResponse::from_map(m).map_err(RequestTokenError::Other)
+                }
+                _ => Err(RequestTokenError::Other(
+                    "the response is not a JSON object".into(),
+                )),
+            },
+        })
+    }
+
+    /// A standard token request (RFC 6749 §4.1.3, §4.3, §4.4, §6; RFC 7523 §2.1), read as `TR`.
+    /// The outer error: no request was made.
+    async fn exchange<TR>(
+        &self,
+        http: &IdpHttp,
+        url: String,
+        tenant: Option<&str>,
+        which: Request<'_>,
+    ) -> Result<TokenResult<TR>, TokenError>
+    where
+        TR: oauth2::TokenResponse,
+    {
+        let s = &self.settings;
         // A fresh client assertion for every token request (`private_key_jwt`,
         // `client_secret_jwt`), addressed to the URL this request goes to unless configured.
         let assertion = self.client_assertion_params(&url)?;
@@ -305,12 +466,11 @@ impl OAuthSource {
                 Request::PrimaryFor(u) => Some(u),
                 _ => None,
             };
-            let result = self
+            return Ok(self
                 .jwt_bearer(http, url, b, tenant, user, &assertion)
-                .await;
-            return self.finish(which, result);
+                .await);
         }
-        let client = self.client(url)?;
+        let client = self.client::<TR>(url)?;
         let assertion_params = assertion.iter().map(|(k, v)| (*k, v.as_str()));
         let params = s
             .token_params
@@ -318,7 +478,7 @@ impl OAuthSource {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .chain(assertion_params);
         let scope = s.scope.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-        let result: TokenResult = match (which, &s.grant) {
+        let result: TokenResult<TR> = match (which, &s.grant) {
             (Request::Refresh(rt), _) => {
                 let rt = oauth2::RefreshToken::new(rt.expose().to_string());
                 let mut r = client.exchange_refresh_token(&rt);
@@ -392,7 +552,7 @@ impl OAuthSource {
                 r.request_async(http).await
             }
         };
-        self.finish(which, result)
+        Ok(result)
     }
 
     /// Counts a token request and turns its failure into a [`TokenError`].
@@ -443,7 +603,7 @@ impl OAuthSource {
 }
 
 /// The match in `request` handles the JWT bearer grant before building an oauth2 request.
-fn unreachable_jwt_bearer() -> TokenResult {
+fn unreachable_jwt_bearer<TR>() -> TokenResult<TR> {
     Err(RequestTokenError::Other(
         "internal: the JWT bearer grant is not an oauth2 crate request".into(),
     ))
@@ -478,7 +638,7 @@ impl OAuthSource {
     /// signed `assertion`, the profile's `scope` and `token_params`, and its client authentication
     /// when it has one. Written here (the oauth2 crate has no extension grants); the answer is read
     /// as the crate reads one (status, then an OAuth error or a token response).
-    async fn jwt_bearer(
+    async fn jwt_bearer<TR: serde::de::DeserializeOwned>(
         &self,
         http: &IdpHttp,
         url: String,
@@ -486,7 +646,7 @@ impl OAuthSource {
         tenant: Option<&str>,
         user: Option<&str>,
         client_assertion: &[(&'static str, String)],
-    ) -> TokenResult {
+    ) -> TokenResult<TR> {
         use crate::inject::encode::encode;
         use oauth2::AsyncHttpClient;
         let s = &self.settings;
@@ -651,7 +811,10 @@ impl OAuthSource {
 pub fn to_fetched(r: IdpTokenResponse) -> Fetched {
     Fetched {
         access_token: AccessToken::new(r.access_token.into_secret()),
-        token_type: "Bearer".into(),
+        token_type: match r.token_type {
+            oauth2::basic::BasicTokenType::Extension(t) => t,
+            _ => "Bearer".into(),
+        },
         expires_in: r.expires_in,
         refresh_token: r.refresh_token.map(|t| RefreshToken::new(t.into_secret())),
         id_token: r.id_token,

@@ -29,7 +29,7 @@ pub struct IdpTokenResponse {
     pub extra: Vec<(String, String)>,
 }
 
-fn parse_expires_in(v: &Value) -> Result<Option<Duration>, String> {
+pub(crate) fn parse_expires_in(v: &Value) -> Result<Option<Duration>, String> {
     let secs: f64 = match v {
         Value::Null => return Ok(None),
         Value::Number(n) => n.as_f64().ok_or("expires_in is not a number")?,

@@ -1713,7 +1713,10 @@ fn body_arrived(caller: &TcpStream, buf: &mut Vec<u8>, end: usize) -> bool {
 /// Whether a resolved request can stay on the fast path: a plain-HTTP upstream reached directly,
 /// and a profile that does not rewrite the payload.
 fn fast_route(r: &Resolved<'_>) -> bool {
-    (r.route.upstream.scheme == http::uri::Scheme::HTTP || r.client.fast_tls.is_some())
+    // An origin from the grant is known only once the credential is: hyper's client, pooled by
+    // the actual scheme and authority, carries it.
+    r.route.upstream.grant_origin.is_none()
+        && (r.route.upstream.scheme == http::uri::Scheme::HTTP || r.client.fast_tls.is_some())
         && r.client.connector.is_none()
         && !r.profile.plan.has_payload()
         // OAuth 1.0a in the form body rewrites the body.

@@ -173,9 +173,37 @@ fn drop_underscore_lookalikes(headers: &mut HeaderMap) {
     }
 }
 
-/// Validates `X-Authsidecar-Tenant` as one DNS label and lowercases it.
-pub fn tenant(value: &HeaderValue) -> Result<String, ProxyError> {
-    tenant_bytes(value.as_bytes())
+/// Validates `X-Authsidecar-Tenant` by the profile's `tenant_pattern` (see [`tenant_for`]).
+pub fn tenant(value: &HeaderValue, pattern: Option<&regex::Regex>) -> Result<String, ProxyError> {
+    tenant_for(value.as_bytes(), pattern)
+}
+
+/// Characters never allowed in a tenant, whatever `tenant_pattern` says: they would change the
+/// meaning of a URL or of a store record's name (`:`).
+pub const TENANT_REFUSED: &[u8] = b"/@?#%\\:";
+
+/// Validates a tenant value and lowercases it. With a profile's `tenant_pattern` the whole
+/// (lowercased) value must match it; without, it must be one DNS label. Whatever the pattern:
+/// 1-253 bytes of printable ASCII, none of `/ @ ? # % \ :`, no whitespace, no `..`, not `.` or `-`.
+pub fn tenant_for(b: &[u8], pattern: Option<&regex::Regex>) -> Result<String, ProxyError> {
+    let Some(re) = pattern else {
+        return tenant_bytes(b);
+    };
+    let safe = !b.is_empty()
+        && b.len() <= 253
+        && b.iter()
+            .all(|c| c.is_ascii_graphic() && !TENANT_REFUSED.contains(c))
+        && !b.windows(2).any(|w| w == b"..")
+        && b != b"."
+        && b != b"-";
+    let lower = String::from_utf8_lossy(b).to_ascii_lowercase();
+    if !safe || !re.is_match(&lower) {
+        return Err(ProxyError::new(
+            ErrorCode::TenantInvalid,
+            "X-Authsidecar-Tenant does not match the profile's tenant_pattern (and '/', '@', '?', '#', '%', '\\', ':', whitespace and '..' are never allowed)",
+        ));
+    }
+    Ok(lower)
 }
 
 /// Validates a tenant value as one DNS label and lowercases it.
@@ -365,14 +393,37 @@ mod tests {
         ] {
             let v = HeaderValue::from_str(bad).unwrap();
             assert_eq!(
-                tenant(&v).unwrap_err().code,
+                tenant(&v, None).unwrap_err().code,
                 ErrorCode::TenantInvalid,
                 "{bad}"
             );
         }
         assert_eq!(
-            tenant(&HeaderValue::from_static("Contoso-1")).unwrap(),
+            tenant(&HeaderValue::from_static("Contoso-1"), None).unwrap(),
             "contoso-1"
         );
+    }
+
+    #[test]
+    fn a_tenant_pattern_allows_dotted_tenants_but_never_the_dangerous_characters() {
+        let dotted = regex::Regex::new(r"^(?:[a-z0-9-]+(\.[a-z0-9-]+)*)$").unwrap();
+        let t = |s: &str, re| tenant_for(s.as_bytes(), Some(re));
+        assert_eq!(
+            t("Contoso.onmicrosoft.com", &dotted).unwrap(),
+            "contoso.onmicrosoft.com"
+        );
+        // Whatever the pattern says, these are refused.
+        let anything = regex::Regex::new("^(?:.*)$").unwrap();
+        for bad in [
+            "a/b", "a@b", "a?b", "a#b", "a%2e", "a\\b", "a b", "a\tb", "a..b", "..", ".", "-",
+            "a:b", "", "é",
+        ] {
+            assert!(t(bad, &anything).is_err(), "{bad:?}");
+        }
+        assert!(t(&"a".repeat(254), &anything).is_err());
+        assert!(t("contoso.onmicrosoft.com", &dotted).is_ok());
+        assert!(t("contoso_x", &dotted).is_err());
+        // Without a pattern: one DNS label, as before.
+        assert!(tenant_for(b"a.b", None).is_err());
     }
 }

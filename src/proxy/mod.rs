@@ -49,7 +49,7 @@ use body::RespBody;
 use route::RouteRt;
 use upstream::Upstream;
 
-pub use headers::{strip_hop_by_hop, tenant_bytes as validate_tenant};
+pub use headers::{strip_hop_by_hop, tenant_bytes as validate_tenant, tenant_for};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -178,6 +178,8 @@ pub struct ProfileRt {
     pub oauth: Option<OAuthRt>,
     /// Signing profiles (`aws_sigv4`, `hmac`, `oauth1`): the sign phase's signer.
     pub sign: Option<Arc<crate::config::Signing>>,
+    /// The profile's `tenant_pattern` (one DNS label when `None`).
+    pub tenant_pattern: Option<regex::Regex>,
 }
 
 /// Profiles of `snap` whose discovery document is not read, each as `name (why)`.
@@ -330,6 +332,7 @@ impl Snapshot {
                         crate::config::ProfileKind::Sign(s) => Some(s.clone()),
                         _ => None,
                     },
+                    tenant_pattern: p.tenant_pattern.clone(),
                 }),
             );
         }
@@ -594,7 +597,8 @@ fn resolve<'s>(
         inputs.user = Some(headers::user(v).map_err(with_profile)?);
     }
     if let Some(v) = &control.tenant {
-        inputs.tenant = Some(headers::tenant(v).map_err(with_profile)?);
+        inputs.tenant =
+            Some(headers::tenant(v, profile.tenant_pattern.as_ref()).map_err(with_profile)?);
     }
     for (name, v) in &control.context {
         inputs.context.push((
@@ -781,6 +785,7 @@ fn build_head(
             query,
             inputs.tenant.as_deref(),
             &params,
+            inputs.token.as_deref(),
         )
         .map_err(|e| e.with_profile(plan.profile()))?;
     plan.apply_headers(headers, inputs)?;

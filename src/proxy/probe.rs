@@ -104,7 +104,10 @@ impl Proxy {
         }
         let mut inputs = Inputs::default();
         if let Some(t) = tenant.filter(|t| !t.is_empty()) {
-            inputs.tenant = Some(super::validate_tenant(t.as_bytes())?);
+            inputs.tenant = Some(super::tenant_for(
+                t.as_bytes(),
+                config_profile.tenant_pattern.as_ref(),
+            )?);
         }
         let first = snap
             .config
@@ -158,6 +161,7 @@ impl Proxy {
                     connector: first
                         .and_then(|r| r.connector.clone())
                         .or_else(|| config_profile.connector.clone()),
+                    upstream_hosts: Vec::new(),
                 };
                 let client = Upstream::new(
                     &route.tls,

@@ -7,7 +7,7 @@ use http::uri::{Authority, PathAndQuery, Uri};
 
 use super::upstream::Upstream;
 use super::ProfileRt;
-use crate::config::{Route, Seg, UpstreamUrl};
+use crate::config::{GrantOrigin, HostPattern, Route, Seg, UpstreamUrl};
 use crate::error::{ErrorCode, ProxyError};
 
 pub struct RouteRt {
@@ -21,6 +21,8 @@ pub struct RouteRt {
     pub host_line: Option<Box<[u8]>>,
     /// The fast transport's pool name (`host:port`), when the authority is fixed.
     pub pool_name: Option<Arc<str>>,
+    /// Hosts an origin taken from the grant may have (`upstream_hosts`).
+    pub upstream_hosts: Vec<HostPattern>,
 }
 
 impl RouteRt {
@@ -33,6 +35,7 @@ impl RouteRt {
             upstream: route.upstream.clone(),
             profiles,
             timeout: route.timeout,
+            upstream_hosts: route.upstream_hosts.clone(),
             pool_name: route
                 .upstream
                 .authority
@@ -60,19 +63,61 @@ impl RouteRt {
         }
     }
 
-    /// The upstream URI: configured scheme and authority (never from the request), base path with
-    /// its placeholders filled, the rest of the request path, and the query.
+    /// The origin a grant member names, when it is a plain origin on a host of `upstream_hosts`;
+    /// otherwise 502 `upstream_not_allowed` (and nothing is sent). The message never holds the
+    /// member's value, only the host it named when that host is the reason.
+    pub fn grant_origin(
+        &self,
+        member: &str,
+        grant: Option<&crate::token::Token>,
+    ) -> Result<GrantOrigin, ProxyError> {
+        let value = grant.and_then(|t| t.extra(member)).ok_or_else(|| {
+            ProxyError::new(
+                ErrorCode::UpstreamNotAllowed,
+                format!("the grant has no member {member}, which the route's upstream ({{{{grant.{member}}}}}) needs"),
+            )
+        })?;
+        let origin = GrantOrigin::parse(value).map_err(|why| {
+            ProxyError::new(
+                ErrorCode::UpstreamNotAllowed,
+                format!("the grant's {member} is not used as an upstream origin: {why}"),
+            )
+        })?;
+        if !self.upstream_hosts.iter().any(|p| p.matches(&origin.host)) {
+            return Err(ProxyError::new(
+                ErrorCode::UpstreamNotAllowed,
+                format!(
+                    "the grant's {member} names host {}, which is not in the route's upstream_hosts",
+                    origin.host
+                ),
+            ));
+        }
+        Ok(origin)
+    }
+
+    /// The upstream URI: configured scheme and authority (never from the request; from the grant
+    /// only within `upstream_hosts`), base path with its placeholders filled, the rest of the
+    /// request path, and the query.
     pub fn upstream_uri(
         &self,
         rest: &str,
         query: Option<&str>,
         tenant: Option<&str>,
         params: &[(&str, String)],
+        grant: Option<&crate::token::Token>,
     ) -> Result<Uri, ProxyError> {
         let u = &self.upstream;
-        let authority = match &u.authority {
-            Some(a) => a.clone(),
-            None => {
+        let mut scheme = u.scheme.clone();
+        let mut base = String::new();
+        let authority = match (&u.grant_origin, &u.authority) {
+            (Some(member), _) => {
+                let o = self.grant_origin(member, grant)?;
+                scheme = o.scheme;
+                base = o.path;
+                o.authority
+            }
+            (None, Some(a)) => a.clone(),
+            (None, None) => {
                 let tenant = tenant.ok_or_else(|| {
                     ProxyError::new(
                         ErrorCode::TenantInvalid,
@@ -100,6 +145,7 @@ impl RouteRt {
         };
 
         let mut pq = String::with_capacity(64 + rest.len() + query.map_or(0, str::len));
+        pq.push_str(&base);
         for s in &u.path {
             match s {
                 Seg::Lit(l) => pq.push_str(l),
@@ -159,7 +205,7 @@ impl RouteRt {
             )
         })?;
         Uri::builder()
-            .scheme(u.scheme.clone())
+            .scheme(scheme)
             .authority(authority)
             .path_and_query(pq)
             .build()

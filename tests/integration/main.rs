@@ -37,4 +37,5 @@ mod sign_test;
 mod signing;
 mod store;
 mod tls;
+mod token_shapes;
 mod user_auth;

@@ -43,17 +43,22 @@ fn var_available(
             matches!(kind, ProfileKind::Basic { .. } | ProfileKind::UserBasic)
         }
         Var::ApiKey => matches!(kind, ProfileKind::ApiKey { .. } | ProfileKind::UserApiKey),
-        Var::Token(name)
+        Var::Token(name) | Var::Grant(name)
             if matches!(
                 name.as_str(),
                 "access_token" | "refresh_token" | "id_token" | "token_type"
             ) =>
         {
             return Err(format!(
-                "{{{{token.{name}}}}} is not available; use {{{{access_token}}}}, {{{{token_type}}}} or {{{{id_token}}}} (refresh tokens are never injected)"
+                "{{{{{var}}}}} is not available; use {{{{access_token}}}}, {{{{token_type}}}} or {{{{id_token}}}} (refresh tokens are never injected)"
             ));
         }
-        Var::AccessToken | Var::TokenType | Var::IdToken | Var::Token(_) | Var::ClientId => {
+        Var::AccessToken
+        | Var::TokenType
+        | Var::IdToken
+        | Var::Token(_)
+        | Var::Grant(_)
+        | Var::ClientId => {
             matches!(kind, ProfileKind::OAuth(_))
         }
         Var::Signature | Var::Timestamp | Var::TimestampMs | Var::Date | Var::Nonce => {

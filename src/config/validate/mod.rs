@@ -16,6 +16,7 @@ mod routes;
 mod signing;
 mod store;
 mod tls;
+mod token_shape;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

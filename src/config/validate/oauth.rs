@@ -179,6 +179,21 @@ pub(super) fn oauth_settings(
 ) -> Option<OAuthSettings> {
     let before = v.errors.len();
     let (path, kind) = (ctx.path, ctx.ty.name());
+    let mut rp = rp;
+    // `token_request`: the profile writes the request; the client keys are needed only where its
+    // templates use them.
+    let custom_given = rp.token_request.is_some();
+    let token_request = rp
+        .token_request
+        .take()
+        .and_then(|r| super::token_shape::token_request(r, path, ctx.ty, v));
+    let token_response = rp
+        .token_response
+        .take()
+        .and_then(|r| super::token_shape::token_response(r, path, v));
+    let uses = |var: crate::config::token_shape::ReqVar| {
+        token_request.as_ref().is_some_and(|t| t.uses(&var))
+    };
     let token_url = rp.token_url.clone().unwrap_or_default();
     let token_url_has_tenant = token_url.contains("{tenant}");
     if token_url.is_empty() && ctx.discover {
@@ -217,14 +232,28 @@ pub(super) fn oauth_settings(
     }
     let client_id = rp.client_id.clone().unwrap_or_default();
     // The JWT bearer grant authenticates with its assertion; a client is optional (RFC 7523 §3.1).
-    let client_optional = ctx.ty == ProfileType::JwtBearer;
+    let client_optional = ctx.ty == ProfileType::JwtBearer
+        || (custom_given && ctx.ty != ProfileType::AuthorizationCode);
+    if client_id.is_empty() && uses(crate::config::token_shape::ReqVar::ClientId) {
+        v.err(
+            &format!("{path}.client_id"),
+            "required: token_request uses {{client_id}}",
+        );
+    }
     if client_id.is_empty() && !client_optional {
         v.err(
             &format!("{path}.client_id"),
             format!("required for type \"{kind}\""),
         );
     }
+    if custom_given && rp.client_auth.is_some() {
+        v.err(
+            &format!("{path}.client_auth"),
+            "not used with token_request: write the client's credentials into token_request.headers or token_request.body",
+        );
+    }
     let client_auth = match rp.client_auth.as_deref() {
+        _ if custom_given => ClientAuth::None,
         None if client_optional && rp.client_secret.is_none() => ClientAuth::None,
         None | Some("basic") => ClientAuth::Basic,
         Some("post") => ClientAuth::Post,
@@ -247,6 +276,20 @@ pub(super) fn oauth_settings(
     }
     let client_secret = rp.client_secret.clone();
     match (client_auth, &client_secret) {
+        _ if custom_given => {
+            let used = uses(crate::config::token_shape::ReqVar::ClientSecret);
+            match &client_secret {
+                None if used => v.err(
+                    &format!("{path}.client_secret"),
+                    "required: token_request uses {{client_secret}}",
+                ),
+                Some(_) if !used && token_request.is_some() => v.err(
+                    &format!("{path}.client_secret"),
+                    "set, but token_request never uses {{client_secret}}; remove one",
+                ),
+                _ => {}
+            }
+        }
         (ClientAuth::None, Some(_)) => v.err(
             &format!("{path}.client_secret"),
             "set, but client_auth = \"none\" never sends it; remove one",
@@ -288,6 +331,22 @@ pub(super) fn oauth_settings(
             }
             m.into_iter().collect()
         };
+    if custom_given {
+        if rp.token_params.as_ref().is_some_and(|m| !m.is_empty()) {
+            v.err(
+                &format!("{path}.token_params"),
+                "not used with token_request: write the parameters into token_request.body",
+            );
+        }
+        if ctx.ty != ProfileType::AuthorizationCode
+            && rp.scope.as_ref().is_some_and(|m| !m.is_empty())
+        {
+            v.err(
+                &format!("{path}.scope"),
+                "not used with token_request: write the scope into token_request.body",
+            );
+        }
+    }
     let scope = pairs("scope", rp.scope, v);
     let token_params = pairs("token_params", rp.token_params, v);
     for (k, _) in &token_params {
@@ -364,6 +423,10 @@ pub(super) fn oauth_settings(
         }
         scope.hash(&mut h);
         token_params.hash(&mut h);
+        if let Some(t) = &token_request {
+            t.fingerprint(&mut h);
+        }
+        token_response.hash(&mut h);
         tls.hash(&mut h);
         if let Grant::Password { username, password } = &grant {
             username.expose().hash(&mut h);
@@ -381,6 +444,8 @@ pub(super) fn oauth_settings(
         client_assertion,
         scope,
         token_params,
+        token_request,
+        token_response,
         tls,
         connector: None,
         idp_timeout,

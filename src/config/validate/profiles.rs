@@ -311,7 +311,13 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
     let user_field_keys: Vec<String> = user_fields.iter().map(|f| f.key.clone()).collect();
     let raw_fields = match common.fields {
         Some(f) => f,
-        None => default_fields(ty),
+        None => default_fields(
+            ty,
+            kind.as_ref()
+                .and_then(|k| k.oauth())
+                .and_then(|o| o.token_response.as_ref())
+                .and_then(|r| r.token_type.as_deref()),
+        ),
     };
     let mut fields = Vec::new();
     let mut seen: HashSet<(Location, String)> = HashSet::new();
@@ -367,6 +373,32 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
             "empty: the credential would never be sent; remove `fields` to use the default or add one",
         );
     }
+    let tenant_pattern = match common.tenant_pattern {
+        None => None,
+        Some(_) if !tenancy => {
+            v.err(
+                &format!("{path}.tenant_pattern"),
+                "only used with tenancy = true",
+            );
+            None
+        }
+        Some(p) => match regex::RegexBuilder::new(&format!("^(?:{p})$"))
+            .size_limit(1 << 20)
+            .build()
+        {
+            Ok(r) => Some(r),
+            Err(e) => {
+                v.err(
+                    &format!("{path}.tenant_pattern"),
+                    format!(
+                        "not a valid regular expression: {}",
+                        e.to_string().lines().last().unwrap_or("")
+                    ),
+                );
+                None
+            }
+        },
+    };
     if v.errors.len() > before {
         return None;
     }
@@ -375,6 +407,7 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
         kind: kind?,
         identity_provider: common.identity_provider,
         tenancy,
+        tenant_pattern,
         fields,
         user_fields,
         per_user,
@@ -446,8 +479,9 @@ fn user_fields(raw: Vec<RawUserField>, path: &str, v: &mut V) -> Vec<UserField> 
 }
 
 /// `fields` of a profile that leaves them out: OAuth types send the access token as a bearer
-/// token, basic its Basic value; api_key has no default (it must say where the key goes).
-fn default_fields(ty: ProfileType) -> Vec<RawField> {
+/// token (or as `token_response.token_type` says), basic its Basic value; api_key has no default
+/// (it must say where the key goes).
+fn default_fields(ty: ProfileType, token_type: Option<&str>) -> Vec<RawField> {
     let authorization = |value: &str| {
         vec![RawField {
             location: "header".into(),
@@ -458,7 +492,10 @@ fn default_fields(ty: ProfileType) -> Vec<RawField> {
     };
     match ty {
         ProfileType::Basic => authorization("Basic {{basic}}"),
-        t if t.is_oauth() => authorization("Bearer {{access_token}}"),
+        t if t.is_oauth() => authorization(&format!(
+            "{} {{{{access_token}}}}",
+            token_type.unwrap_or("Bearer")
+        )),
         _ => Vec::new(),
     }
 }

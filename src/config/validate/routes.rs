@@ -121,6 +121,7 @@ fn route(
             "must be greater than zero; expected a duration like \"30s\"",
         );
     }
+    let upstream_hosts = upstream_hosts(rr.upstream_hosts, upstream.as_ref(), path, v);
     let tls = client_tls(rr.tls, path, v);
     let connector = v.connector_ref(rr.connector, path);
     if v.errors.len() > before {
@@ -133,13 +134,55 @@ fn route(
         tls,
         connector,
         timeout: rr.timeout.map(|d| d.0).unwrap_or(proxy.upstream_timeout),
+        upstream_hosts,
     })
+}
+
+/// `upstream_hosts`: required exactly when the upstream's origin comes from the grant
+/// (`{{grant.NAME}}`), so a credential only ever goes to hosts the config names.
+fn upstream_hosts(
+    raw: Option<Vec<String>>,
+    upstream: Option<&UpstreamUrl>,
+    path: &str,
+    v: &mut V,
+) -> Vec<HostPattern> {
+    let key = format!("{path}.upstream_hosts");
+    let from_grant = upstream.and_then(|u| u.grant_origin.as_deref());
+    let mut out = Vec::new();
+    match (&raw, from_grant) {
+        (None, Some(name)) => v.err(
+            &key,
+            format!("required: the upstream's origin comes from the grant ({{{{grant.{name}}}}}); list the hosts it may name, e.g. [\"*.my.salesforce.com\"]"),
+        ),
+        (Some(l), Some(name)) if l.is_empty() => v.err(
+            &key,
+            format!("empty: the upstream's origin comes from the grant ({{{{grant.{name}}}}}); list the hosts it may name"),
+        ),
+        (Some(_), None) if upstream.is_some() => v.err(
+            &key,
+            "only for an upstream whose origin comes from the grant ({{grant.NAME}}/…); this upstream's host is fixed",
+        ),
+        _ => {}
+    }
+    for (i, h) in raw.unwrap_or_default().iter().enumerate() {
+        match HostPattern::parse(h) {
+            Ok(p) => out.push(p),
+            Err(e) => v.err(&format!("{key}[{i}]"), e),
+        }
+    }
+    out
 }
 
 /// The route's placeholders and the profile's path fields must match exactly, and `{tenant}` needs
 /// `tenancy = true`.
 fn check_route_profile(u: &UpstreamUrl, prof: &Profile, p: &str, route_path: &str, v: &mut V) {
     let name = &prof.name;
+    if let (Some(member), None) = (&u.grant_origin, prof.kind.oauth()) {
+        v.err(
+            p,
+            format!("profile \"{name}\" is of type \"{}\", which keeps no grant for {{{{grant.{member}}}}}; the route's upstream needs an OAuth profile", prof.kind.type_name()),
+        );
+    }
     for ph in u.placeholders() {
         if ph == "tenant" {
             if !prof.tenancy {
