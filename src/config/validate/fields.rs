@@ -21,6 +21,11 @@ const FORBIDDEN_HEADERS: &[&str] = &[
     "proxy-authenticate",
 ];
 
+/// Whether `name` (lower case) is a header no profile may set: a field's or a `token_request`'s.
+pub(super) fn forbidden_header(name: &str) -> bool {
+    FORBIDDEN_HEADERS.contains(&name)
+}
+
 /// Whether a profile of this kind can fill the variable at request time.
 fn var_available(
     var: &Var,
@@ -120,9 +125,7 @@ pub(super) fn field(
         Some(Location::Header) => match HeaderName::from_bytes(rf.key.as_bytes()) {
             Ok(h) => {
                 let lower = h.as_str().replace('_', "-");
-                if FORBIDDEN_HEADERS.contains(&lower.as_str())
-                    || lower.starts_with("x-authsidecar-")
-                {
+                if forbidden_header(&lower) || lower.starts_with("x-authsidecar-") {
                     v.err(
                         &key_path,
                         format!("header \"{}\" cannot be set by a profile", rf.key),

@@ -6,21 +6,6 @@ use super::raw::{RawTokenRequest, RawTokenResponse};
 use super::*;
 use crate::config::token_shape::*;
 
-/// Header fields a `token_request` may not set: framing and routing belong to the client.
-const FORBIDDEN_REQUEST_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authorization",
-    "content-type",
-];
-
 /// Deepest nesting of a JSON body.
 const MAX_BODY_DEPTH: usize = 8;
 
@@ -58,7 +43,8 @@ pub(super) fn token_request(
             v.err(&hp, "not a valid header name");
             continue;
         };
-        if FORBIDDEN_REQUEST_HEADERS.contains(&h.as_str()) {
+        // Those no profile may set, and the body's type, which follows `encoding`.
+        if super::fields::forbidden_header(h.as_str()) || h == http::header::CONTENT_TYPE {
             v.err(
                 &hp,
                 "set by the sidecar itself (content-type follows `encoding`); remove it",
