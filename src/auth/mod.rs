@@ -857,30 +857,18 @@ impl Auth {
             ));
         };
         let redirect = self.settings.callback_url();
+        let exchange = TokenRequest::Code {
+            code: &code,
+            verifier: flow.verifier.as_ref(),
+            redirect_uri: &redirect,
+        };
         if let Some(test) = &flow.test {
             // A test: the exchange over a recording client, reported; its tokens are dropped.
-            let (report, _) = test_auth::run_request(
-                source,
-                flow.idp_tenant(),
-                TokenRequest::Code {
-                    code: &code,
-                    verifier: flow.verifier.as_ref(),
-                    redirect_uri: &redirect,
-                },
-            )
-            .await;
+            let (report, _) = test_auth::run_request(source, flow.idp_tenant(), exchange).await;
             return self.finish_test(flow, test, report).await;
         }
         let result = source
-            .request(
-                &source.http,
-                flow.idp_tenant(),
-                TokenRequest::Code {
-                    code: &code,
-                    verifier: flow.verifier.as_ref(),
-                    redirect_uri: &redirect,
-                },
-            )
+            .request(&source.http, flow.idp_tenant(), exchange)
             .await;
         let fetched = match result {
             Ok(r) => Fetched {
