@@ -763,6 +763,29 @@ impl Admin {
                     c["username"] = redacted(username);
                     c["password"] = redacted(password);
                 }
+                // A custom token request: its shape, names only (a value may be a secret).
+                if let Some(t) = &o.token_request {
+                    c["token_request"] = json!({
+                        "encoding": match t.encoding {
+                            crate::config::token_shape::Encoding::Form => "form",
+                            crate::config::token_shape::Encoding::Json => "json",
+                        },
+                        "headers": t.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+                        "body": t.body.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+                    });
+                }
+                if let Some(t) = &o.token_response {
+                    let (expiry_key, expiry) = match &t.expiry {
+                        crate::config::token_shape::Expiry::In(p) => ("expires_in", p),
+                        crate::config::token_shape::Expiry::At(p) => ("expires_at", p),
+                    };
+                    c["token_response"] = json!({
+                        "access_token": t.access_token,
+                        "refresh_token": t.refresh_token,
+                        expiry_key: expiry,
+                        "token_type": t.token_type,
+                    });
+                }
                 // Signing keys: the algorithm and kid (public), never key material.
                 if let Some(a) = &o.client_assertion {
                     c["client_assertion"] = json!({
@@ -861,10 +884,33 @@ impl Admin {
             },
             _ => None,
         };
+        // Discovery (an `issuer` without endpoints): what the provider's document said, or why it
+        // has not been read; the endpoints in use then come from it.
+        let discovery = self
+            .snap()
+            .profiles
+            .get(&*p.name)
+            .and_then(|rt| rt.oauth.as_ref())
+            .and_then(|o| o.source.as_ref())
+            .and_then(|src| src.discovery.as_ref().map(|d| (src, d)))
+            .map(|(src, d)| match d.metadata() {
+                Some(m) => json!({
+                    "state": "read",
+                    "url": m.url,
+                    "issuer": m.issuer,
+                    "openid": m.openid,
+                    "authorization_endpoint": src.authorization_url().ok(),
+                    "token_endpoint": src.token_url(None).ok(),
+                    "revocation_endpoint": m.revocation_endpoint,
+                    "jwks_uri": m.jwks_uri,
+                }),
+                None => json!({"state": "not_read", "error": d.error()}),
+            });
         json!({
             "name": &*p.name,
             "type": p.kind.type_name(),
             "callback_url": callback,
+            "discovery": discovery,
             "identity_provider": p.identity_provider,
             "tenancy": p.tenancy,
             "per_user": p.per_user,

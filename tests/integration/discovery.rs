@@ -132,6 +132,26 @@ value = "{{id_claims.email}}"
             >= 1
     );
 
+    // The admin API shows what the document said and the endpoints in use.
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let r = get(
+        &format!("http://{}/admin/profiles/disc", server.admin_addr),
+        &[("Authorization", &auth)],
+    )
+    .await;
+    let v = r.json();
+    assert_eq!(v["discovery"]["state"], "read", "{v}");
+    assert_eq!(v["discovery"]["issuer"], issuer.as_str());
+    assert_eq!(v["discovery"]["openid"], true);
+    assert_eq!(
+        v["discovery"]["token_endpoint"],
+        format!("{issuer}/oauth/token").as_str()
+    );
+    assert_eq!(
+        v["discovery"]["authorization_endpoint"],
+        format!("{issuer}/oauth/authorize").as_str()
+    );
+
     let (authorize, done) = sign_in(&login_url(&server).await).await;
     assert!(
         authorize.starts_with(&format!("{issuer}/oauth/authorize?")),
@@ -231,6 +251,20 @@ async fn an_issuer_mismatch_makes_only_that_profile_not_ready_until_it_is_fixed(
         "{msg}"
     );
     assert!(!msg.contains("cc"), "{msg}");
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let v = get(
+        &format!("http://{}/admin/profiles/disc", server.admin_addr),
+        &[("Authorization", &auth)],
+    )
+    .await
+    .json();
+    assert_eq!(v["discovery"]["state"], "not_read", "{v}");
+    assert!(
+        v["discovery"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("issuer mismatch")),
+        "{v}"
+    );
 
     let r = get(&format!("http://{}/d/me", server.proxy_addr), &[USER]).await;
     assert_eq!(r.status, 503);

@@ -82,6 +82,27 @@ async fn a_json_login_provider_is_used_cached_and_refreshed_near_expiry() {
     // Exactly what the profile wrote: no grant_type, no client authentication, and the refresh
     // member left out of a login.
     assert_eq!(idp.state.last_json_login(), vec!["login".to_string()]);
+    // The admin API shows the request's shape by names and the response's pointers, no value.
+    let admin = get(
+        &format!("http://{}/admin/profiles/jl", server.admin_addr),
+        &[("Authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+    )
+    .await;
+    let v = admin.json();
+    let c = &v["credentials"];
+    assert_eq!(c["token_request"]["encoding"], "json", "{v}");
+    assert_eq!(
+        c["token_request"]["headers"],
+        serde_json::json!(["x-client"])
+    );
+    assert_eq!(
+        c["token_request"]["body"],
+        serde_json::json!(["login", "refreshToken"])
+    );
+    assert_eq!(c["token_response"]["expires_at"], "/data/expiresAt");
+    assert_eq!(c["token_response"]["token_type"], "Token");
+    let shown = String::from_utf8_lossy(&admin.body);
+    assert!(!shown.contains("demo-password"), "{shown}");
 
     // Cached.
     let r = get(&url, &[]).await;
