@@ -160,6 +160,83 @@ impl Admin {
         ))
     }
 
+    /// `POST /admin/profiles/{name}/login-links` `{"user", "tenant", "context": {…}}`: a login link
+    /// for that end user, made as the proxy makes one for `authorization_required`, so a bot can
+    /// ask a user to sign in before the first call. The user and tenant follow the proxy's rules.
+    async fn login_link(&self, name: &str, req: Request<Incoming>) -> Answer {
+        let snap = self.snap();
+        let profile: Arc<str> = Arc::from(name);
+        let (Some(p), Some(rt)) = (snap.config.profile(name), snap.profiles.get(name)) else {
+            return Err(not_found_profile());
+        };
+        if !p.per_user {
+            return Err(ProxyError::new(
+                ErrorCode::NotPerUser,
+                "this profile's credentials do not belong to end users: it has no login links",
+            )
+            .with_profile(&profile));
+        }
+        let within = snap.config.proxy.body_read_timeout;
+        let body = crate::serve::read_small_body(req.into_body(), 16 * 1024, within)
+            .await
+            .map_err(|e| ProxyError::new(e.code(), "the request body could not be read"))?;
+        let bad =
+            |m: &str| ProxyError::new(ErrorCode::BadRequest, m.to_string()).with_profile(&profile);
+        let v: Value = serde_json::from_slice(&body).map_err(|_| {
+            bad("expected a JSON body {\"user\": \"…\", \"tenant\": \"…\", \"context\": {…}}")
+        })?;
+        let user = match v.get("user") {
+            Some(Value::String(u)) => {
+                crate::proxy::headers::user_str(u).map_err(|e| e.with_profile(&profile))?
+            }
+            None | Some(Value::Null) => {
+                return Err(ProxyError::new(
+                    ErrorCode::UserRequired,
+                    "\"user\" is required: a login link is for one end user",
+                )
+                .with_profile(&profile))
+            }
+            Some(_) => return Err(bad("\"user\" must be a string")),
+        };
+        let tenant = match v.get("tenant") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(t)) => Some(
+                crate::proxy::headers::tenant_for(t.as_bytes(), rt.tenant_pattern.as_ref())
+                    .map_err(|e| e.with_profile(&profile))?,
+            ),
+            Some(_) => return Err(bad("\"tenant\" must be a string")),
+        };
+        let mut context = Vec::new();
+        match v.get("context") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                for (k, v) in m {
+                    let Value::String(s) = v else {
+                        return Err(bad("\"context\" values must be strings"));
+                    };
+                    let s = crate::proxy::headers::context_str(k, s)
+                        .map_err(|e| e.with_profile(&profile))?;
+                    context.push((k.clone(), s));
+                }
+            }
+            Some(_) => return Err(bad("\"context\" must be an object of strings")),
+        }
+        let (login_url, expires_in) =
+            crate::proxy::login_link(&snap, &profile, user.clone(), tenant.clone(), &context)
+                .await?;
+        tracing::info!(profile = %name, "admin: login link made");
+        Ok(json_response(
+            StatusCode::CREATED,
+            json!({
+                "profile": name,
+                "user": user,
+                "tenant": tenant,
+                "login_url": login_url,
+                "expires_in": expires_in,
+            }),
+        ))
+    }
+
     /// `POST /admin/profiles/{name}/test` for an authorization-code profile: a test record and its
     /// login link (`oauth::test_run`), answered 202 with the link for the operator to sign in.
     async fn start_sign_in_test(&self, name: &str, query: Option<&str>) -> Answer {
@@ -532,6 +609,7 @@ impl Admin {
                 None => Err(not_found_profile()),
             },
             Endpoint::TestProfile => self.test(param, req).await,
+            Endpoint::LoginLink => self.login_link(param, req).await,
             Endpoint::TestResult => {
                 self.sign_in_test(param, params.get(1).map_or("", String::as_str))
                     .await

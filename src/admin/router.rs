@@ -28,6 +28,7 @@ pub enum Endpoint {
     Profile,
     TestProfile,
     TestResult,
+    LoginLink,
     Tokens,
     Revoke,
     Reload,
@@ -123,6 +124,11 @@ pub static ROUTES: &[Route] = &[
         path: "/admin/profiles/{name}/test",
         access: Admin,
         methods: &[(Method::POST, TestProfile)],
+    },
+    Route {
+        path: "/admin/profiles/{name}/login-links",
+        access: Admin,
+        methods: &[(Method::POST, LoginLink)],
     },
     Route {
         path: "/admin/profiles/{name}/test/{test_id}",

@@ -224,19 +224,35 @@ pub fn tenant_bytes(b: &[u8]) -> Result<String, ProxyError> {
 
 /// A user id: any non-empty UTF-8 header value up to 256 bytes.
 pub fn user(value: &HeaderValue) -> Result<String, ProxyError> {
-    match std::str::from_utf8(value.as_bytes()) {
-        Ok(s) if !s.is_empty() && s.len() <= 256 => Ok(s.to_string()),
-        _ => Err(ProxyError::new(
+    // Not UTF-8 is refused as an empty value is.
+    user_str(std::str::from_utf8(value.as_bytes()).unwrap_or_default())
+}
+
+/// A user id given as text (the header's rule): 1-256 bytes.
+pub fn user_str(s: &str) -> Result<String, ProxyError> {
+    if !s.is_empty() && s.len() <= 256 {
+        Ok(s.to_string())
+    } else {
+        Err(ProxyError::new(
             ErrorCode::UserInvalid,
             "X-Authsidecar-User must be 1-256 bytes of UTF-8",
-        )),
+        ))
     }
 }
 
 /// A context value: the header's bytes as UTF-8, used literally (no decoding of any kind).
 pub fn context(name: &str, value: &HeaderValue) -> Result<String, ProxyError> {
-    match std::str::from_utf8(value.as_bytes()) {
-        Ok(s) if s.len() <= 4096 => Ok(s.to_string()),
+    context_text(name, std::str::from_utf8(value.as_bytes()).ok())
+}
+
+/// A context value given as text (the header's rule): at most 4096 bytes.
+pub fn context_str(name: &str, s: &str) -> Result<String, ProxyError> {
+    context_text(name, Some(s))
+}
+
+fn context_text(name: &str, s: Option<&str>) -> Result<String, ProxyError> {
+    match s {
+        Some(s) if s.len() <= 4096 => Ok(s.to_string()),
         _ => Err(ProxyError::new(
             ErrorCode::ContextValueInvalid,
             format!("X-Authsidecar-Context-{name} must be at most 4096 bytes of UTF-8"),

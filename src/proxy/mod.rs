@@ -691,73 +691,100 @@ impl Proxy {
         profile: &Arc<str>,
         inputs: &Inputs,
     ) -> ProxyError {
-        let Some(auth) = snapshot.config.auth.clone() else {
-            return ProxyError::new(ErrorCode::Internal, "no [auth] listener for login links")
-                .with_profile(profile);
-        };
-        let settings = snapshot
-            .profiles
-            .get(profile)
-            .and_then(|p| p.oauth.as_ref())
-            .and_then(|o| o.source.as_ref())
-            .map(|s| s.settings());
-        let mut context = Vec::new();
-        if let Some(crate::config::Grant::AuthorizationCode(c)) = settings.map(|s| &s.grant) {
-            for name in &c.authorization_context {
-                match inputs.context.iter().find(|(n, _)| n == name) {
-                    Some((_, v)) => context.push((name.clone(), v.clone())),
-                    None => {
-                        return ProxyError::new(
-                            ErrorCode::ContextValueInvalid,
-                            format!("X-Authsidecar-Context-{name} is required (the authorization URL uses {{{{context.{name}}}}})"),
-                        )
-                        .with_profile(profile)
-                    }
-                }
-            }
-        }
-        let ticket = crate::oauth::grants::Ticket {
-            profile: profile.to_string(),
-            user: inputs.user.clone().unwrap_or_default(),
-            // Only profiles with tenancy keep grants per tenant.
-            tenant: inputs.tenant.clone().filter(|_| {
-                snapshot
-                    .profiles
-                    .get(profile)
-                    .and_then(|p| p.oauth.as_ref())
-                    .is_some_and(|o| o.tenancy)
-            }),
-            context,
-            test: None,
-        };
-        let store = snapshot.store.clone();
-        let ttl = auth.ticket_ttl;
-        let made = tokio::task::spawn_blocking(move || {
-            crate::oauth::grants::new_ticket(&store, ttl, &ticket)
-        })
-        .await;
-        match made {
-            Ok(Ok(id)) => {
+        let user = inputs.user.clone().unwrap_or_default();
+        match login_link(
+            snapshot,
+            profile,
+            user,
+            inputs.tenant.clone(),
+            &inputs.context,
+        )
+        .await
+        {
+            Ok(link) => {
                 let mut e = ProxyError::new(
                     ErrorCode::AuthorizationRequired,
                     "the end user must authorize this profile: show them login_url",
                 )
                 .with_profile(profile);
-                e.login = Some((
-                    format!("{}/oauth/start/{id}", auth.public_url),
-                    ttl.as_secs(),
-                ));
+                e.login = Some(link);
                 e
             }
-            _ => {
-                let mut e = ProxyError::new(
-                    ErrorCode::TokenStoreUnavailable,
-                    "the token store is unavailable; try again",
-                )
-                .with_profile(profile);
-                e.retry_after = Some(1);
-                e
+            Err(e) => e,
+        }
+    }
+}
+
+/// A fresh login link for `user` of per-user profile `profile` (and `tenant`, when the profile
+/// keeps grants per tenant; without one the start page asks for it): the link and its lifetime in
+/// seconds. `context` must hold the values the authorization URL uses. The proxy's
+/// `authorization_required` and the admin API's login links on demand both make theirs here.
+pub(crate) async fn login_link(
+    snapshot: &Snapshot,
+    profile: &Arc<str>,
+    user: String,
+    tenant: Option<String>,
+    context: &[(String, String)],
+) -> Result<(String, u64), ProxyError> {
+    let Some(auth) = snapshot.config.auth.clone() else {
+        return Err(
+            ProxyError::new(ErrorCode::Internal, "no [auth] listener for login links")
+                .with_profile(profile),
+        );
+    };
+    let settings = snapshot
+        .profiles
+        .get(profile)
+        .and_then(|p| p.oauth.as_ref())
+        .and_then(|o| o.source.as_ref())
+        .map(|s| s.settings());
+    let mut kept = Vec::new();
+    if let Some(crate::config::Grant::AuthorizationCode(c)) = settings.map(|s| &s.grant) {
+        for name in &c.authorization_context {
+            match context.iter().find(|(n, _)| n == name) {
+                Some((_, v)) => kept.push((name.clone(), v.clone())),
+                None => {
+                    return Err(ProxyError::new(
+                        ErrorCode::ContextValueInvalid,
+                        format!("X-Authsidecar-Context-{name} is required (the authorization URL uses {{{{context.{name}}}}})"),
+                    )
+                    .with_profile(profile))
+                }
             }
+        }
+    }
+    let ticket = crate::oauth::grants::Ticket {
+        profile: profile.to_string(),
+        user,
+        // Only profiles with tenancy keep grants per tenant.
+        tenant: tenant.filter(|_| {
+            snapshot
+                .profiles
+                .get(profile)
+                .and_then(|p| p.oauth.as_ref())
+                .is_some_and(|o| o.tenancy)
+        }),
+        context: kept,
+        test: None,
+    };
+    let store = snapshot.store.clone();
+    let ttl = auth.ticket_ttl;
+    let made =
+        tokio::task::spawn_blocking(move || crate::oauth::grants::new_ticket(&store, ttl, &ticket))
+            .await;
+    match made {
+        Ok(Ok(id)) => Ok((
+            format!("{}/oauth/start/{id}", auth.public_url),
+            ttl.as_secs(),
+        )),
+        _ => {
+            let mut e = ProxyError::new(
+                ErrorCode::TokenStoreUnavailable,
+                "the token store is unavailable; try again",
+            )
+            .with_profile(profile);
+            e.retry_after = Some(1);
+            Err(e)
         }
     }
 }

@@ -42,8 +42,12 @@ impl Setup {
     }
 
     fn config(&self) -> Config {
+        Config::from_str_with_env(&with_listeners(&self.config_text()), &Env::default()).unwrap()
+    }
+
+    fn config_text(&self) -> String {
         let echo = self.echo.addr;
-        let text = format!(
+        format!(
             r#"
 [auth]
 listen = "127.0.0.1:0"
@@ -72,8 +76,7 @@ reauth_min_token_age = "0s"
 "#,
             store = self.store.display(),
             key = self.key
-        );
-        Config::from_str_with_env(&with_listeners(&text), &Env::default()).unwrap()
+        )
     }
 }
 
@@ -1099,5 +1102,96 @@ async fn a20_no_auth_listener_input_chooses_a_redirect_target() {
         payloads.len(),
         "the start page stopped redirecting to the IdP"
     );
+    server.shutdown().await;
+}
+
+/// `POST /admin/profiles/{name}/login-links`: a bot asks for a user's link before the user's
+/// first call; the sign-in through it makes the user's grant. The user and tenant follow the
+/// proxy's rules, and a profile without end users' credentials has no links.
+#[tokio::test]
+async fn a_login_link_on_demand_lets_a_user_sign_in_before_the_first_call() {
+    let s = Setup::new().await;
+    let text = with_listeners(&format!(
+        "{}\n[profiles.fixed]\ntype = \"api_key\"\napi_key = \"k-0123456789\"\n[[profiles.fixed.fields]]\nin = \"header\"\nkey = \"X-Key\"\nvalue = \"{{{{api_key}}}}\"\n",
+        // The Setup's profile, with the fixed one beside it.
+        s.config_text()
+    ));
+    let server = Server::start(Config::from_str_with_env(&text, &Env::default()).unwrap())
+        .await
+        .unwrap();
+    let admin = |name: &str| {
+        format!(
+            "http://{}/admin/profiles/{name}/login-links",
+            server.admin_addr
+        )
+    };
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let post = |url: String, body: &'static str| {
+        let auth = auth.clone();
+        async move {
+            send(
+                Method::POST,
+                &url,
+                &[
+                    ("Authorization", &auth),
+                    ("Content-Type", "application/json"),
+                ],
+                body,
+            )
+            .await
+        }
+    };
+
+    let r = post(admin("user"), r#"{"user": "carol"}"#).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["user"], "carol");
+    assert_eq!(v["expires_in"], 600);
+    let link = v["login_url"].as_str().unwrap().to_string();
+    assert!(link.starts_with(&format!(
+        "http://{}/oauth/start/",
+        server.auth_addr.unwrap()
+    )));
+    assert_eq!(s.echo.echo_count(), 0, "nothing called yet");
+
+    let done = sign_in(&link).await;
+    assert_eq!(done.status, 200, "{}", String::from_utf8_lossy(&done.body));
+    let url = format!("http://{}/u/me", server.proxy_addr);
+    let r = get(&url, &[("X-Authsidecar-User", "carol")]).await;
+    assert_eq!(
+        r.status,
+        200,
+        "the first call already has the grant: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // The link was for carol only.
+    let r = get(&url, &[("X-Authsidecar-User", "dave")]).await;
+    assert_eq!(r.error_code(), "authorization_required");
+
+    for (profile, body, status, code) in [
+        ("user", r#"{}"#, 400, "user_required"),
+        ("user", r#"{"user": ""}"#, 400, "user_invalid"),
+        ("user", r#"{"user": 7}"#, 400, "bad_request"),
+        ("user", r#"not json"#, 400, "bad_request"),
+        (
+            "user",
+            r#"{"user": "erin", "context": {"a": 1}}"#,
+            400,
+            "bad_request",
+        ),
+        ("fixed", r#"{"user": "erin"}"#, 400, "not_per_user"),
+        ("nope", r#"{"user": "erin"}"#, 404, "profile_not_found"),
+    ] {
+        let r = post(admin(profile), body).await;
+        assert_eq!(
+            (r.status.as_u16(), r.error_code().as_str()),
+            (status, code),
+            "{profile} {body}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    // Without the admin token: refused like every admin endpoint.
+    let r = send(Method::POST, &admin("user"), &[], r#"{"user": "carol"}"#).await;
+    assert_eq!(r.status, 401);
     server.shutdown().await;
 }
