@@ -120,6 +120,7 @@ fn benches(c: &mut Criterion) {
         fingerprint: 7,
         tenant: None,
         user: None,
+        context: None,
     };
     rt.block_on(cache.get(&key, &source, &policy))
         .expect("warm");

@@ -344,6 +344,7 @@ pub fn callback(data: &[u8]) {
         user: "u".into(),
         tenant: None,
         chosen_tenant: None,
+        context: Vec::new(),
         entered: Vec::new(),
         verifier: Some("v".repeat(43).into()),
         request_secret: None,

@@ -274,7 +274,7 @@ impl Admin {
                     None => {
                         return Err(ProxyError::new(
                             ErrorCode::ContextValueInvalid,
-                            format!("the authorization URL uses {{{{context.{n}}}}}: add ?context.{n}=VALUE"),
+                            format!("the profile's identity-provider requests use {{{{context.{n}}}}}: add ?context.{n}=VALUE"),
                         ))
                     }
                 }

@@ -38,7 +38,7 @@ use hyper::body::Incoming;
 
 use crate::config::{AuthSettings, ClientTls, Grant};
 use crate::error::ErrorCode;
-use crate::inject::encode::{encode, parse_form};
+use crate::inject::encode::parse_form;
 use crate::oauth::grants::{self, Flow, Ticket};
 use crate::oauth::http::IdpHttp;
 use crate::oauth::test_auth::{self, TestReport};
@@ -48,7 +48,6 @@ use crate::proxy::{Entry, Snapshot};
 use crate::secret::{AccessToken, EnteredValue, PkceVerifier};
 use crate::serve::{read_small_body, ConnInfo, Handler, SmallBodyError};
 use crate::store::Name;
-use crate::template::{Template, Var};
 use crate::token::{Fetched, TokenErrorKind};
 use form::Form;
 
@@ -424,6 +423,7 @@ impl Auth {
             user: ticket.user.clone(),
             tenant: ticket.tenant.clone(),
             chosen_tenant: checked.as_ref().and_then(|(a, _)| a.tenant.clone()),
+            context: ticket.context.clone(),
             entered: checked
                 .as_ref()
                 .map(|(a, _)| {
@@ -438,20 +438,41 @@ impl Auth {
             nonce: None,
             test: ticket.test.clone(),
         };
-        match (o.entry, &o.source, checked) {
-            (Entry::Code, Some(source), _) => {
-                self.to_idp(&ticket, flow, source, form.is_empty()).await
+        // User fields that go into the identity provider's URLs, scope or token parameters must
+        // fit where they go (a host label, a path segment): else the form again, nothing sent.
+        if let (Some(source), Some((_, raw))) = (&o.source, &checked) {
+            let pairs = flow.dyn_pairs();
+            let dv = crate::oauth::DynValues {
+                tenant: flow.idp_tenant(),
+                pairs: &pairs,
+            };
+            for u in &source.settings().dynamic {
+                if let crate::config::dynamic::DynVar::UserField(_) = &u.var {
+                    if let Some(value) = dv.lookup(&u.var) {
+                        if let Err(m) = crate::config::dynamic::check_value(&u.var, u.pos, value) {
+                            return Err(again(ErrorCode::FormInvalid, raw, format!("{m}.")));
+                        }
+                    }
+                }
             }
+        }
+        match (o.entry, &o.source, checked) {
+            (Entry::Code, Some(source), _) => self.to_idp(flow, source, form.is_empty()).await,
             (Entry::OAuth1, _, _) => match &o.oauth1 {
                 Some(provider) => self.to_oauth1(flow, provider, form.is_empty()).await,
                 None => Err(link_invalid()),
             },
             (Entry::Password, Some(source), Some((a, raw))) => {
                 let left = self.admit_attempt(&flow).await?;
+                let pairs = flow.dyn_pairs();
+                let dv = crate::oauth::DynValues {
+                    tenant: flow.idp_tenant(),
+                    pairs: &pairs,
+                };
                 let result = source
-                    .request(
+                    .request_with(
                         &source.http,
-                        flow.idp_tenant(),
+                        dv,
                         TokenRequest::UserPassword {
                             username: &a.username,
                             password: &a.password,
@@ -520,13 +541,7 @@ impl Auth {
     }
 
     /// Authorization code: a new `state` and PKCE pair, then the redirect to the IdP.
-    async fn to_idp(
-        &self,
-        ticket: &Ticket,
-        mut flow: Flow,
-        source: &OAuthSource,
-        direct: bool,
-    ) -> Answer {
+    async fn to_idp(&self, mut flow: Flow, source: &OAuthSource, direct: bool) -> Answer {
         let s = source.settings();
         let Grant::AuthorizationCode(code) = &s.grant else {
             return Err(link_invalid());
@@ -547,37 +562,28 @@ impl Auth {
                 ),
             )
         })?;
-        let mut url = match flow.idp_tenant() {
-            Some(t) => authorization_url.replace("{tenant}", t),
-            None => authorization_url,
+        // `{tenant}`, `{{context.NAME}}` and `{{user_field.NAME}}`: the values this sign-in keeps
+        // (its flow, then its grant), each encoded for where it goes.
+        let pairs = flow.dyn_pairs();
+        let tenant = flow.idp_tenant().map(str::to_string);
+        let dv = crate::oauth::DynValues {
+            tenant: tenant.as_deref(),
+            pairs: &pairs,
         };
+        let refused = |e: crate::token::TokenError| {
+            Refusal::new(
+                ErrorCode::FormInvalid,
+                "Sign-in failed",
+                format!("{}.", e.message),
+            )
+        };
+        let url = dv.render(&authorization_url, true).map_err(refused)?;
         // OpenID Connect: a fresh nonce, kept with the state; the id_token must carry it.
         let scope = source.scope();
         if crate::oauth::id_token::wants_openid(&scope) {
             flow.nonce = Some(crate::oauth::id_token::fresh_nonce());
         }
-        if !code.authorization_context.is_empty() {
-            // `{{context.<name>}}` from the ticket, percent-encoded (checked at load: nothing else).
-            let encoded: Vec<(&str, String)> = ticket
-                .context
-                .iter()
-                .map(|(k, v)| (k.as_str(), encode(v).to_string()))
-                .collect();
-            let rendered = Template::parse(&url).ok().and_then(|t| {
-                t.render(|var| match var {
-                    Var::Context(n) => encoded
-                        .iter()
-                        .find(|(k, _)| k == n)
-                        .map(|(_, v)| v.as_str()),
-                    _ => None,
-                })
-                .ok()
-            });
-            match rendered {
-                Some(u) => url = u,
-                None => return Err(link_invalid()),
-            }
-        }
+        let scope = dv.render_pairs(&scope).map_err(refused)?;
         let (store, ttl) = (self.snap().store.clone(), self.settings.ticket_ttl);
         let nonce = flow.nonce.clone();
         let state = match blocking(move || grants::new_flow(&store, ttl, &flow)).await {
@@ -862,14 +868,17 @@ impl Auth {
             verifier: flow.verifier.as_ref(),
             redirect_uri: &redirect,
         };
+        let pairs = flow.dyn_pairs();
+        let dv = crate::oauth::DynValues {
+            tenant: flow.idp_tenant(),
+            pairs: &pairs,
+        };
         if let Some(test) = &flow.test {
             // A test: the exchange over a recording client, reported; its tokens are dropped.
-            let (report, _) = test_auth::run_request(source, flow.idp_tenant(), exchange).await;
+            let (report, _) = test_auth::run_request(source, dv, exchange).await;
             return self.finish_test(flow, test, report).await;
         }
-        let result = source
-            .request(&source.http, flow.idp_tenant(), exchange)
-            .await;
+        let result = source.request_with(&source.http, dv, exchange).await;
         let fetched = match result {
             Ok(r) => Fetched {
                 entered: flow.entered(),

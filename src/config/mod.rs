@@ -5,6 +5,7 @@
 //! carries its dotted key path and the expected form; none carries a secret value. Loading reports
 //! **all** errors at once.
 
+pub mod dynamic;
 mod raw;
 pub mod source;
 pub mod token_shape;
@@ -598,6 +599,10 @@ impl OAuthSettings {
                 .any(|u| u.contains("{tenant}")),
                 _ => false,
             }
+            || self
+                .dynamic
+                .iter()
+                .any(|u| u.var == dynamic::DynVar::Tenant)
     }
 }
 
@@ -758,7 +763,8 @@ pub struct AuthCodeSettings {
     pub discover: bool,
     /// PKCE S256 (never `plain`).
     pub pkce: bool,
-    /// Names of `{{context.<name>}}` values in `authorization_url`: a login ticket keeps them.
+    /// Names of the `{{context.<name>}}` values the profile's identity-provider requests use
+    /// (its URLs, scope and token parameters): a login ticket keeps them, then the grant.
     pub authorization_context: Vec<String>,
 }
 
@@ -832,6 +838,9 @@ pub struct OAuthSettings {
     pub scope: Vec<(String, String)>,
     /// Extra token-request parameters (`audience`, `resource`, …).
     pub token_params: Vec<(String, String)>,
+    /// Where `{tenant}`, `{{context.NAME}}` and `{{user_field.NAME}}` appear in the profile's
+    /// identity-provider URLs, scope and token parameters ([`dynamic`]).
+    pub dynamic: Vec<dynamic::DynUse>,
     /// `token_request`: the profile writes its token requests itself.
     pub token_request: Option<TokenRequestShape>,
     /// `token_response`: where the members of the token response are, and the token's type.

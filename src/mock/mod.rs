@@ -69,7 +69,7 @@ use tokio::net::TcpListener;
 
 use crate::serve::{self, ConnInfo, Handler, Limits, Shutdown};
 pub use discovery::IdTokenFault;
-pub use oauth::{MockSettings, MockState, TokenFault};
+pub use oauth::{IdpRequest, MockSettings, MockState, TokenFault};
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -338,7 +338,13 @@ async fn handle(state: &MockState, req: Request<Incoming>) -> Response<Body> {
         }
         (&Method::GET, "/oauth/jwks") => discovery::jwks(state),
         (&Method::GET, p) if p.ends_with("/oauth/authorize") => {
-            oauth::authorize(state, req.uri().query())
+            let query = req.uri().query();
+            state.record(
+                "authorize",
+                p,
+                &crate::inject::encode::parse_form(query.unwrap_or("").as_bytes()),
+            );
+            oauth::authorize(state, query)
         }
         (&Method::POST, p) if p.ends_with("/oauth/revoke") => oauth::revoke(state, req).await,
         // Any path ending in /oauth/token, so token URLs may carry a tenant: /{tenant}/oauth/token.

@@ -152,8 +152,37 @@ pub struct MockState {
     instance_urls: Mutex<Vec<(String, String)>>,
     /// The member names of the last JSON login body (never the values).
     last_json_login: Mutex<Vec<String>>,
+    /// The last authorization and token requests (path, and query or form pairs without
+    /// credentials), for tests that check what reached the provider.
+    idp_requests: Mutex<std::collections::VecDeque<IdpRequest>>,
     pub counters: Counters,
 }
+
+/// An authorization or token request as the mock saw it ([`MockState::idp_requests`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdpRequest {
+    /// `authorize` or `token`.
+    pub kind: &'static str,
+    /// The path as sent (percent-encoding kept).
+    pub path: String,
+    /// The query (authorize) or form body (token) pairs, decoded; credentials, codes and
+    /// tokens left out.
+    pub params: Vec<(String, String)>,
+}
+
+/// How many [`IdpRequest`]s the mock keeps.
+const IDP_REQUESTS_KEPT: usize = 64;
+
+/// Parameters never kept in [`IdpRequest`]s.
+const UNRECORDED: &[&str] = &[
+    "client_secret",
+    "code",
+    "code_verifier",
+    "refresh_token",
+    "password",
+    "assertion",
+    "client_assertion",
+];
 
 impl std::fmt::Debug for MockState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -208,6 +237,7 @@ impl MockState {
             oauth1: super::oauth1::OAuth1State::default(),
             instance_urls: Mutex::default(),
             last_json_login: Mutex::default(),
+            idp_requests: Mutex::default(),
             counters: Counters::default(),
         }
     }
@@ -218,6 +248,28 @@ impl MockState {
         let mut m = lock(&self.instance_urls);
         m.retain(|(u, _)| u != user);
         m.push((user.to_string(), url.to_string()));
+    }
+
+    /// Records an authorization or token request (bounded; credentials left out).
+    pub(super) fn record(&self, kind: &'static str, path: &str, params: &[(String, String)]) {
+        let mut log = lock(&self.idp_requests);
+        if log.len() >= IDP_REQUESTS_KEPT {
+            log.pop_front();
+        }
+        log.push_back(IdpRequest {
+            kind,
+            path: path.to_string(),
+            params: params
+                .iter()
+                .filter(|(k, _)| !UNRECORDED.contains(&k.as_str()))
+                .cloned()
+                .collect(),
+        });
+    }
+
+    /// The last authorization and token requests, oldest first.
+    pub fn idp_requests(&self) -> Vec<IdpRequest> {
+        lock(&self.idp_requests).iter().cloned().collect()
     }
 
     /// The top-level member names of the last JSON login request (`…/json-login`).
@@ -819,6 +871,7 @@ async fn token_inner(state: &MockState, req: Request<Incoming>) -> Response<Body
         None => {}
     }
     let endpoint = format!("{}{}", state.issuer(), req.uri().path());
+    let path = req.uri().path().to_string();
     let basic = req
         .headers()
         .get(AUTHORIZATION)
@@ -830,6 +883,7 @@ async fn token_inner(state: &MockState, req: Request<Incoming>) -> Response<Body
         Err(r) => return r,
     };
     let form = parse_form(&body);
+    state.record("token", &path, &form);
     let param = |name: &str| {
         form.iter()
             .find(|(k, _)| k == name)

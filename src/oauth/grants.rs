@@ -169,8 +169,14 @@ impl UserGrants {
         let (Some(rt), Some(source)) = (saved.refresh_token.clone(), &self.source) else {
             return Err(authorization_required());
         };
+        // The values the sign-in used (kept with the grant).
+        let pairs = dyn_pairs(&saved.entered);
+        let dv = crate::oauth::DynValues {
+            tenant,
+            pairs: &pairs,
+        };
         let result = source
-            .request(&source.http, tenant, Request::Refresh(&rt))
+            .request_with(&source.http, dv, Request::Refresh(&rt))
             .await;
         if let Err(e) = &result {
             // One line per failed refresh, for the operator: whose grant, and why (the message
@@ -448,6 +454,10 @@ pub struct Flow {
     /// The tenant the user chose on the start page (when the request named none).
     #[serde(default)]
     pub chosen_tenant: Option<String>,
+    /// `{{context.<name>}}` values from the ticket (name without `context.`): the identity
+    /// provider's URLs, scope or token parameters use them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<(String, String)>,
     /// `user_field.<key>` values entered on the start page.
     #[serde(
         default,
@@ -494,8 +504,27 @@ impl Flow {
         if let Some(t) = &self.chosen_tenant {
             out.push(("tenant".to_string(), EnteredValue::new(t.as_str())));
         }
+        // Kept with the grant: a refresh uses the values the sign-in used.
+        for (k, v) in &self.context {
+            out.push((format!("context.{k}"), EnteredValue::new(v.as_str())));
+        }
         out
     }
+
+    /// The `user_field.<key>` and `context.<name>` values for the identity provider's requests
+    /// ([`crate::oauth::DynValues`]).
+    pub fn dyn_pairs(&self) -> Vec<(String, String)> {
+        dyn_pairs(&self.entered())
+    }
+}
+
+/// The `user_field.<key>` and `context.<name>` values among what a grant keeps.
+pub fn dyn_pairs(entered: &[(String, EnteredValue)]) -> Vec<(String, String)> {
+    entered
+        .iter()
+        .filter(|(k, _)| k.starts_with("user_field.") || k.starts_with("context."))
+        .map(|(k, v)| (k.clone(), v.expose().to_string()))
+        .collect()
 }
 
 /// Credential checks made so far with a ticket (blocking).

@@ -39,7 +39,8 @@ use oauth2::{
 
 use self::http::{IdpHttp, IdpHttpError};
 use self::response::IdpTokenResponse;
-use crate::config::{Claim, ClientAuth, Grant, JwtBearerSettings, OAuthSettings, Profile};
+use crate::config::dynamic::{self, DynVar};
+use crate::config::{Claim, ClientAuth, Grant, OAuthSettings, Profile};
 use crate::secret::{AccessToken, PkceVerifier, RefreshToken};
 use crate::sign::jwt;
 use crate::token::{Fetched, Policy, TokenError, TokenErrorKind, TokenKey, TokenSource};
@@ -86,6 +87,56 @@ pub enum Request<'a> {
         verifier: Option<&'a PkceVerifier>,
         redirect_uri: &'a str,
     },
+}
+
+/// The dynamic values of one request to the identity provider: `{tenant}`, and the
+/// `context.NAME` and `user_field.NAME` values (named so) that the profile's URLs, scope and
+/// token parameters use ([`crate::config::dynamic`]). A sign-in keeps them with its flow and grant,
+/// so the code exchange and every refresh use the values the sign-in used.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DynValues<'a> {
+    pub tenant: Option<&'a str>,
+    pub pairs: &'a [(String, String)],
+}
+
+impl<'a> DynValues<'a> {
+    pub fn tenant(tenant: Option<&'a str>) -> DynValues<'a> {
+        DynValues { tenant, pairs: &[] }
+    }
+
+    pub fn lookup(&self, var: &DynVar) -> Option<&'a str> {
+        let pairs = self.pairs;
+        match var {
+            DynVar::Tenant => self.tenant,
+            other => {
+                let key = other.key();
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v.as_str())
+            }
+        }
+    }
+
+    /// `template` with the values filled in, each checked and encoded for its position.
+    pub fn render(&self, template: &str, url: bool) -> Result<String, TokenError> {
+        if !dynamic::has_vars(template) {
+            return Ok(template.to_string());
+        }
+        dynamic::render(template, url, |v| self.lookup(v))
+            .map_err(|e| TokenError::new(TokenErrorKind::Rejected, e))
+    }
+
+    /// Key/value pairs (`scope`, `token_params`) with their values rendered.
+    pub fn render_pairs(
+        &self,
+        pairs: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, TokenError> {
+        pairs
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), self.render(v, false)?)))
+            .collect()
+    }
 }
 
 /// Token source for one OAuth profile.
@@ -246,20 +297,15 @@ impl OAuthSource {
 
     /// The token URL with the tenant filled in (already validated as one DNS label).
     pub fn token_url(&self, tenant: Option<&str>) -> Result<String, TokenError> {
-        if !self.settings.token_url_has_tenant {
-            return self.endpoint(
-                &self.settings.token_url,
-                |m| m.token_endpoint.as_ref(),
-                "token_endpoint",
-            );
+        self.token_url_with(DynValues::tenant(tenant))
+    }
+
+    /// The token URL with its dynamic values filled in and encoded.
+    pub fn token_url_with(&self, dv: DynValues<'_>) -> Result<String, TokenError> {
+        if self.settings.token_url.is_empty() {
+            return self.endpoint("", |m| m.token_endpoint.as_ref(), "token_endpoint");
         }
-        let tenant = tenant.ok_or_else(|| {
-            TokenError::new(
-                TokenErrorKind::Rejected,
-                "X-Authsidecar-Tenant is required: the token URL uses {tenant}",
-            )
-        })?;
-        Ok(self.settings.token_url.replace("{tenant}", tenant))
+        dv.render(&self.settings.token_url, true)
     }
 
     fn client<TR: oauth2::TokenResponse>(
@@ -294,16 +340,25 @@ impl OAuthSource {
         tenant: Option<&str>,
         which: Request<'_>,
     ) -> Result<IdpTokenResponse, TokenError> {
+        self.request_with(http, DynValues::tenant(tenant), which)
+            .await
+    }
+
+    /// [`OAuthSource::request`] with the dynamic values of the profile's URLs, scope and token
+    /// parameters (a refused or missing value: no request is made).
+    pub async fn request_with(
+        &self,
+        http: &IdpHttp,
+        dv: DynValues<'_>,
+        which: Request<'_>,
+    ) -> Result<IdpTokenResponse, TokenError> {
         let s = &self.settings;
+        let tenant = dv.tenant;
         let url = match (which, &s.grant) {
             (Request::Refresh(_), Grant::AuthorizationCode(c)) if c.refresh_url.is_some() => {
-                let u = c.refresh_url.clone().unwrap_or_default();
-                match tenant {
-                    Some(t) => u.replace("{tenant}", t),
-                    None => u,
-                }
+                dv.render(c.refresh_url.as_deref().unwrap_or_default(), true)?
             }
-            _ => self.token_url(tenant)?,
+            _ => self.token_url_with(dv)?,
         };
         if let Some(shape) = &s.token_request {
             let result = self
@@ -314,13 +369,13 @@ impl OAuthSource {
         match &s.token_response {
             None => {
                 let result = self
-                    .exchange::<IdpTokenResponse>(http, url, tenant, which)
+                    .exchange::<IdpTokenResponse>(http, url, dv, which)
                     .await?;
                 self.finish(which, result)
             }
             Some(shape) => {
                 let result = self
-                    .exchange::<custom::RawAnswer>(http, url, tenant, which)
+                    .exchange::<custom::RawAnswer>(http, url, dv, which)
                     .await?
                     .and_then(|raw| {
                         custom::parse(
@@ -450,34 +505,37 @@ impl OAuthSource {
         &self,
         http: &IdpHttp,
         url: String,
-        tenant: Option<&str>,
+        dv: DynValues<'_>,
         which: Request<'_>,
     ) -> Result<TokenResult<TR>, TokenError>
     where
         TR: oauth2::TokenResponse,
     {
         let s = &self.settings;
+        let tenant = dv.tenant;
+        let scope_pairs = dv.render_pairs(&s.scope)?;
+        let param_pairs = dv.render_pairs(&s.token_params)?;
         // A fresh client assertion for every token request (`private_key_jwt`,
         // `client_secret_jwt`), addressed to the URL this request goes to unless configured.
         let assertion = self.client_assertion_params(&url)?;
-        if let (Request::Primary | Request::PrimaryFor(_), Grant::JwtBearer(b)) = (which, &s.grant)
+        if let (Request::Primary | Request::PrimaryFor(_), Grant::JwtBearer(_)) = (which, &s.grant)
         {
             let user = match which {
                 Request::PrimaryFor(u) => Some(u),
                 _ => None,
             };
+            let form: Vec<(String, String)> = scope_pairs.into_iter().chain(param_pairs).collect();
             return Ok(self
-                .jwt_bearer(http, url, b, tenant, user, &assertion)
+                .jwt_bearer(http, url, tenant, user, &assertion, &form)
                 .await);
         }
         let client = self.client::<TR>(url)?;
         let assertion_params = assertion.iter().map(|(k, v)| (*k, v.as_str()));
-        let params = s
-            .token_params
+        let params = param_pairs
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .chain(assertion_params);
-        let scope = s.scope.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let scope = scope_pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         let result: TokenResult<TR> = match (which, &s.grant) {
             (Request::Refresh(rt), _) => {
                 let rt = oauth2::RefreshToken::new(rt.expose().to_string());
@@ -642,14 +700,19 @@ impl OAuthSource {
         &self,
         http: &IdpHttp,
         url: String,
-        b: &JwtBearerSettings,
         tenant: Option<&str>,
         user: Option<&str>,
         client_assertion: &[(&'static str, String)],
+        scope_and_params: &[(String, String)],
     ) -> TokenResult<TR> {
         use crate::inject::encode::encode;
         use oauth2::AsyncHttpClient;
         let s = &self.settings;
+        let Grant::JwtBearer(b) = &s.grant else {
+            return Err(RequestTokenError::Other(
+                "internal: not a JWT bearer profile".into(),
+            ));
+        };
         let mut claims = serde_json::Map::new();
         for (name, c) in &b.claims {
             let value = match c {
@@ -686,7 +749,7 @@ impl OAuthSource {
             form.push('=');
             form.push_str(&encode(v).to_string());
         };
-        for (k, v) in s.scope.iter().chain(&s.token_params) {
+        for (k, v) in scope_and_params {
             add(k, v);
         }
         let mut req = ::http::Request::post(url)
@@ -914,10 +977,17 @@ impl TokenSource for OAuthSource {
         refresh_token: Option<RefreshToken>,
     ) -> BoxFuture<'a, Result<Fetched, TokenError>> {
         Box::pin(async move {
-            let tenant = key.tenant.as_deref();
+            // Context values are part of the key: each set of values has its own token.
+            let dv = DynValues {
+                tenant: key.tenant.as_deref(),
+                pairs: key.context.as_deref().map_or(&[][..], |c| c.as_slice()),
+            };
             let mut refused = false;
             if let Some(rt) = &refresh_token {
-                match self.request(&self.http, tenant, Request::Refresh(rt)).await {
+                match self
+                    .request_with(&self.http, dv, Request::Refresh(rt))
+                    .await
+                {
                     Ok(r) => return Ok(to_fetched(r)),
                     // A machine grant can always start over with its own credentials.
                     Err(e) if e.kind == TokenErrorKind::GrantInvalid => {
@@ -931,7 +1001,7 @@ impl TokenSource for OAuthSource {
                 Some(user) => Request::PrimaryFor(user),
                 None => Request::Primary,
             };
-            let r = self.request(&self.http, tenant, which).await;
+            let r = self.request_with(&self.http, dv, which).await;
             if let Err(e) = &r {
                 tracing::warn!(profile = %self.profile, kind = ?e.kind, "token request failed: {}", e.message);
             }

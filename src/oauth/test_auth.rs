@@ -161,20 +161,25 @@ fn kind(grant: &crate::config::Grant) -> &'static str {
 
 /// Runs the profile's token request once (never through the cache) and reports.
 pub async fn run(source: &OAuthSource, tenant: Option<&str>) -> (TestReport, Option<Fetched>) {
-    run_request(source, tenant, Request::Primary).await
+    run_request(
+        source,
+        crate::oauth::DynValues::tenant(tenant),
+        Request::Primary,
+    )
+    .await
 }
 
 /// Sends one token request (`which`: the profile's own grant, or the code of a test sign-in) over
 /// a recording copy of the profile's client, never through the cache, and reports.
 pub async fn run_request(
     source: &OAuthSource,
-    tenant: Option<&str>,
+    dv: crate::oauth::DynValues<'_>,
     which: Request<'_>,
 ) -> (TestReport, Option<Fetched>) {
     let s = source.settings();
     let (http, capture) = source.http.capturing();
     let started = Instant::now();
-    let result = source.request(&http, tenant, which).await;
+    let result = source.request_with(&http, dv, which).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let exchange = capture.lock().unwrap_or_else(|p| p.into_inner()).take();
 
@@ -195,7 +200,7 @@ pub async fn run_request(
         kind: kind(&s.grant),
         token_url: Some(
             source
-                .token_url(tenant)
+                .token_url_with(dv)
                 .unwrap_or_else(|_| s.token_url.clone()),
         ),
         elapsed_ms,

@@ -142,6 +142,9 @@ pub struct OAuthRt {
     needs_tenant: bool,
     /// Keys of the profile's `user_fields`.
     user_fields: Vec<String>,
+    /// Where the profile's identity-provider requests use `{{context.NAME}}` (checked per
+    /// request; a machine token is kept per set of values).
+    context_uses: Vec<crate::config::dynamic::DynUse>,
     reauth_on: Vec<u16>,
     /// A token younger than this is not replaced after a `reauth_on` answer.
     min_token_age: std::time::Duration,
@@ -164,6 +167,7 @@ impl OAuthRt {
             } else {
                 None
             },
+            context: None,
         }
     }
 
@@ -250,6 +254,7 @@ impl Snapshot {
                     tenancy: p.tenancy,
                     needs_tenant: false,
                     user_fields,
+                    context_uses: Vec::new(),
                     reauth_on: vec![401],
                     min_token_age: std::time::Duration::ZERO,
                     replay_max: crate::config::DEFAULT_REPLAY_MAX_BODY_BYTES,
@@ -272,6 +277,7 @@ impl Snapshot {
                     tenancy: p.tenancy,
                     needs_tenant: false,
                     user_fields,
+                    context_uses: Vec::new(),
                     reauth_on: Vec::new(),
                     min_token_age: std::time::Duration::ZERO,
                     replay_max: 0,
@@ -287,6 +293,12 @@ impl Snapshot {
                     );
                     let policy = src.policy();
                     let needs_tenant = s.needs_tenant();
+                    let context_uses: Vec<_> = s
+                        .dynamic
+                        .iter()
+                        .filter(|u| matches!(u.var, crate::config::dynamic::DynVar::Context(_)))
+                        .cloned()
+                        .collect();
                     let _ = src.metrics.set(metrics.clone());
                     let entry = match s.grant {
                         crate::config::Grant::AuthorizationCode(_) => Entry::Code,
@@ -309,6 +321,7 @@ impl Snapshot {
                         oauth1: None,
                         needs_tenant,
                         user_fields,
+                        context_uses,
                         dyn_source,
                         per_user,
                         user_keyed,
@@ -657,11 +670,17 @@ impl Proxy {
                 "X-Authsidecar-User is required: this profile's tokens belong to end users",
             )));
         }
-        let key = o.key(
+        let mut key = o.key(
             plan.profile(),
             inputs.tenant.as_deref(),
             inputs.user.as_deref(),
         );
+        if !o.per_user && !o.context_uses.is_empty() {
+            // Machine tokens whose requests use context values: checked for where they go, and
+            // part of the key (two values never share a token).
+            let values = context_values(&o.context_uses, &inputs.context).map_err(with_profile)?;
+            key.context = Some(Arc::new(values));
+        }
         let token = match self.cache.get(&key, &o.dyn_source, &o.policy).await {
             Ok(t) => t,
             Err(e) if e.kind == TokenErrorKind::AuthorizationRequired => {
@@ -738,21 +757,14 @@ pub(crate) async fn login_link(
         .and_then(|p| p.oauth.as_ref())
         .and_then(|o| o.source.as_ref())
         .map(|s| s.settings());
-    let mut kept = Vec::new();
-    if let Some(crate::config::Grant::AuthorizationCode(c)) = settings.map(|s| &s.grant) {
-        for name in &c.authorization_context {
-            match context.iter().find(|(n, _)| n == name) {
-                Some((_, v)) => kept.push((name.clone(), v.clone())),
-                None => {
-                    return Err(ProxyError::new(
-                        ErrorCode::ContextValueInvalid,
-                        format!("X-Authsidecar-Context-{name} is required (the authorization URL uses {{{{context.{name}}}}})"),
-                    )
-                    .with_profile(profile))
-                }
-            }
-        }
-    }
+    let uses = settings.map_or(&[][..], |s| s.dynamic.as_slice());
+    let kept: Vec<(String, String)> = match context_values(uses, context) {
+        Ok(values) => values
+            .into_iter()
+            .map(|(k, v)| (k.trim_start_matches("context.").to_string(), v))
+            .collect(),
+        Err(e) => return Err(e.with_profile(profile)),
+    };
     let ticket = crate::oauth::grants::Ticket {
         profile: profile.to_string(),
         user,
@@ -787,6 +799,42 @@ pub(crate) async fn login_link(
             Err(e)
         }
     }
+}
+
+/// The request's values for the `{{context.NAME}}` uses among `uses`, as (`context.NAME`, value)
+/// in the order of first use; a missing value, or one that cannot go where it is used (a host
+/// label, a path segment), is 400 `context_value_invalid` and nothing is sent.
+fn context_values(
+    uses: &[crate::config::dynamic::DynUse],
+    context: &[(String, String)],
+) -> Result<Vec<(String, String)>, ProxyError> {
+    use crate::config::dynamic::{check_value, DynVar};
+    let mut out: Vec<(String, String)> = Vec::new();
+    for u in uses {
+        let DynVar::Context(name) = &u.var else {
+            continue;
+        };
+        let Some((_, value)) = context.iter().find(|(n, _)| n == name) else {
+            return Err(ProxyError::new(
+                ErrorCode::ContextValueInvalid,
+                format!(
+                    "X-Authsidecar-Context-{name} is required (the profile's {} uses {{{{context.{name}}}}})",
+                    u.key
+                ),
+            ));
+        };
+        check_value(&u.var, u.pos, value).map_err(|m| {
+            ProxyError::new(
+                ErrorCode::ContextValueInvalid,
+                format!("X-Authsidecar-Context-{name} is refused in {}: {m}", u.key),
+            )
+        })?;
+        let key = format!("context.{name}");
+        if !out.iter().any(|(k, _)| *k == key) {
+            out.push((key, value.clone()));
+        }
+    }
+    Ok(out)
 }
 
 /// Step 6 for everything but the payload: path parameters and query (they shape the upstream

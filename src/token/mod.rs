@@ -38,6 +38,10 @@ pub struct TokenKey {
     pub fingerprint: u64,
     pub tenant: Option<Arc<str>>,
     pub user: Option<Arc<str>>,
+    /// Machine tokens of a profile whose identity-provider requests use `{{context.NAME}}`: the
+    /// request's values (`context.NAME`, value), in the profile's order. Two sets of values never
+    /// share a token.
+    pub context: Option<Arc<Vec<(String, String)>>>,
 }
 
 /// What a source returns.

@@ -21,9 +21,21 @@ pub struct StorePersist(pub Arc<Store>);
 
 /// Store name of a saved machine token.
 pub fn name(key: &TokenKey) -> Name {
+    // Context values (machine tokens per context) are folded into the fingerprint: each set of
+    // values is saved under its own name.
+    let fingerprint = match &key.context {
+        Some(c) => {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            key.fingerprint.hash(&mut h);
+            c.hash(&mut h);
+            h.finish()
+        }
+        None => key.fingerprint,
+    };
     Name::token(
         &key.profile,
-        key.fingerprint,
+        fingerprint,
         key.tenant.as_deref(),
         key.user.as_deref(),
     )

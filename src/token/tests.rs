@@ -68,6 +68,7 @@ fn key() -> TokenKey {
         fingerprint: 1,
         tenant: None,
         user: None,
+        context: None,
     }
 }
 

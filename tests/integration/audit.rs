@@ -661,6 +661,7 @@ credentials_file = \"{sa}\"
         user: "alice".into(),
         tenant: None,
         chosen_tenant: None,
+        context: Vec::new(),
         entered: vec![("pin".into(), EnteredValue::new(PIN))],
         verifier: Some(PkceVerifier::new("canary-pkce-verifier-QFx")),
         request_secret: Some(authsidecar::secret::OAuth1RequestSecret::new(

@@ -628,7 +628,7 @@ value = "{{api_key}} {{user_field.pin}}"
     );
     has(
         &all,
-        "profiles.u.authorization_url: only {tenant} and {{context.<name>}} may be used",
+        "profiles.u.authorization_url: unknown variable \"{{user}}\" here; expected {tenant}, {{context.NAME}} or {{user_field.NAME}}",
     );
     has(
         &all,

@@ -15,6 +15,7 @@ mod config_check;
 mod console;
 mod differential;
 mod discovery;
+mod dynamic_fields;
 mod edge;
 mod errors;
 mod fast_path;

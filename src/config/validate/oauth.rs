@@ -3,6 +3,7 @@
 
 use super::tls::client_tls;
 use super::*;
+use crate::config::dynamic::{self, DynUse, DynVar};
 use crate::secret::{BearerAssertionKey, ClientAssertionKey};
 use crate::sign::jwt::{self, Algorithm, ServiceAccount, Signer};
 use crate::sign::PrivateKey;
@@ -77,16 +78,38 @@ fn is_loopback_url(url: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// An endpoint URL that may use `{tenant}`, `{{context.NAME}}` and `{{user_field.NAME}}`
+/// ([`dynamic`]): the variables and their positions are added to `uses`; the URL is checked with
+/// sample values.
+fn dyn_endpoint(url: &str, key: &str, ctx: &UrlContext, uses: &mut Vec<DynUse>, v: &mut V) {
+    match dynamic::parse(url, true) {
+        Ok(found) => {
+            uses.extend(found.into_iter().map(|(var, pos)| DynUse {
+                key: key.to_string(),
+                var,
+                pos,
+            }));
+            // `{tenant}` stays for `endpoint_url`'s tenancy check.
+            let sample = dynamic::sample(url, |var| match var {
+                DynVar::Tenant => "{tenant}",
+                _ => "x",
+            });
+            endpoint_url(&sample, key, ctx, v);
+        }
+        Err(e) => v.err(&format!("{}.{key}", ctx.path), e),
+    }
+}
+
 pub(super) fn auth_code_settings(
     rp: AuthCodeKeys,
     ctx: &UrlContext,
     discover: bool,
+    dynamic: &mut Vec<DynUse>,
     v: &mut V,
 ) -> Option<AuthCodeSettings> {
     let before = v.errors.len();
     let path = ctx.path;
     let authorization_url = rp.authorization_url.unwrap_or_default();
-    let mut authorization_context: Vec<String> = Vec::new();
     if let Some(issuer) = &rp.issuer {
         issuer_url(issuer, ctx, v);
     }
@@ -98,33 +121,11 @@ pub(super) fn auth_code_settings(
             "required for type \"oauth2_authorization_code\" (or set issuer to read it from the provider's discovery document)",
         );
     } else {
-        // `{{context.<name>}}` may appear in the authorization URL; check the rest as a URL.
-        let (checked, context) = match Template::parse(&authorization_url) {
-            Ok(t) if t.vars().all(|x| matches!(x, Var::Context(_))) => (
-                t.render(|_| Some("x")).unwrap_or_default(),
-                t.vars()
-                    .filter_map(|x| match x {
-                        Var::Context(n) => Some(n.clone()),
-                        _ => None,
-                    })
-                    .collect(),
-            ),
-            _ => {
-                v.err(
-                    &format!("{path}.authorization_url"),
-                    "only {tenant} and {{context.<name>}} may be used in the authorization URL",
-                );
-                (String::new(), Vec::new())
-            }
-        };
-        if !checked.is_empty() {
-            endpoint_url(&checked, "authorization_url", ctx, v);
-        }
-        authorization_context = context;
+        dyn_endpoint(&authorization_url, "authorization_url", ctx, dynamic, v);
     }
     let refresh_url = rp.refresh_url;
     if let Some(u) = &refresh_url {
-        endpoint_url(u, "refresh_url", ctx, v);
+        dyn_endpoint(u, "refresh_url", ctx, dynamic, v);
     }
     let revocation_url = rp.revocation_url;
     if let Some(u) = &revocation_url {
@@ -145,7 +146,8 @@ pub(super) fn auth_code_settings(
         issuer: rp.issuer,
         discover,
         pkce: rp.pkce.unwrap_or(true),
-        authorization_context,
+        // Filled in with the names every request of the profile uses (`profiles.rs`).
+        authorization_context: Vec::new(),
     })
 }
 
@@ -195,7 +197,25 @@ pub(super) fn oauth_settings(
         token_request.as_ref().is_some_and(|t| t.uses(&var))
     };
     let token_url = rp.token_url.clone().unwrap_or_default();
-    let token_url_has_tenant = token_url.contains("{tenant}");
+    let mut dynamic_uses: Vec<DynUse> = Vec::new();
+    let token_url_sample = match dynamic::parse(&token_url, true) {
+        Ok(found) => {
+            dynamic_uses.extend(found.into_iter().map(|(var, pos)| DynUse {
+                key: "token_url".into(),
+                var,
+                pos,
+            }));
+            dynamic::sample(&token_url, |var| match var {
+                DynVar::Tenant => "tenant",
+                _ => "x",
+            })
+        }
+        Err(e) => {
+            v.err(&format!("{path}.token_url"), e);
+            String::new()
+        }
+    };
+    let token_url_has_tenant = dynamic_uses.iter().any(|u| u.var == DynVar::Tenant);
     if token_url.is_empty() && ctx.discover {
         // From the discovery document.
     } else if token_url.is_empty() {
@@ -203,13 +223,13 @@ pub(super) fn oauth_settings(
             &format!("{path}.token_url"),
             format!("required for type \"{kind}\""),
         );
-    } else {
-        let sample = token_url.replace("{tenant}", "tenant");
+    } else if !token_url_sample.is_empty() {
+        let sample = token_url_sample;
         let scheme_ok = sample.starts_with("https://") || sample.starts_with("http://");
         if !scheme_ok || sample.contains(['{', '}']) || sample.parse::<http::Uri>().is_err() {
             v.err(
                 &format!("{path}.token_url"),
-                "expected an absolute https:// URL; {tenant} is the only placeholder allowed",
+                "expected an absolute https:// URL; {tenant}, {{context.NAME}} and {{user_field.NAME}} are the placeholders allowed",
             );
         } else if sample.starts_with("http://") && !is_loopback_url(&sample) {
             if rp.allow_insecure_http == Some(true) {
@@ -331,6 +351,22 @@ pub(super) fn oauth_settings(
             }
             m.into_iter().collect()
         };
+    // `{tenant}`, `{{context.NAME}}`, `{{user_field.NAME}}` in scope and token_params values.
+    let value_uses =
+        |key: &str, m: &Option<IndexMap<String, String>>, uses: &mut Vec<DynUse>, v: &mut V| {
+            for (k, x) in m.iter().flatten() {
+                match dynamic::parse(x, false) {
+                    Ok(found) => uses.extend(found.into_iter().map(|(var, pos)| DynUse {
+                        key: format!("{key}.{k}"),
+                        var,
+                        pos,
+                    })),
+                    Err(e) => v.err(&format!("{path}.{key}.{k}"), e),
+                }
+            }
+        };
+    value_uses("scope", &rp.scope, &mut dynamic_uses, v);
+    value_uses("token_params", &rp.token_params, &mut dynamic_uses, v);
     if custom_given {
         if rp.token_params.as_ref().is_some_and(|m| !m.is_empty()) {
             v.err(
@@ -444,6 +480,7 @@ pub(super) fn oauth_settings(
         client_assertion,
         scope,
         token_params,
+        dynamic: dynamic_uses,
         token_request,
         token_response,
         tls,

@@ -255,7 +255,8 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
                     "{path}: the scope asks for openid but the profile has no issuer: the id_token is not validated; set issuer"
                 ));
             }
-            let code = auth_code_settings(code, &ctx, discover, v);
+            let mut url_uses = Vec::new();
+            let code = auth_code_settings(code, &ctx, discover, &mut url_uses, v);
             let oauth_ctx = OAuthContext {
                 discover,
                 ..oauth_ctx
@@ -271,6 +272,8 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
                         c.issuer.hash(&mut h);
                         o.fingerprint = h.finish();
                     }
+                    url_uses.append(&mut o.dynamic);
+                    o.dynamic = url_uses;
                     o.grant = Grant::AuthorizationCode(c);
                     Some(ProfileKind::OAuth(Box::new(o)))
                 }
@@ -309,6 +312,9 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
         None => Vec::new(),
     };
     let user_field_keys: Vec<String> = user_fields.iter().map(|f| f.key.clone()).collect();
+    if let Some(ProfileKind::OAuth(o)) = &mut kind {
+        dynamic_vars(o, path, tenancy, per_user, &user_field_keys, v);
+    }
     let raw_fields = match common.fields {
         Some(f) => f,
         None => default_fields(
@@ -497,5 +503,47 @@ fn default_fields(ty: ProfileType, token_type: Option<&str>) -> Vec<RawField> {
             token_type.unwrap_or("Bearer")
         )),
         _ => Vec::new(),
+    }
+}
+
+/// Checks where the profile's identity-provider requests use `{tenant}`, `{{context.NAME}}` and
+/// `{{user_field.NAME}}` ([`crate::config::dynamic`]): a variable the profile cannot have is an
+/// error at its key. The context names are kept with login tickets (per-user profiles).
+fn dynamic_vars(
+    o: &mut OAuthSettings,
+    path: &str,
+    tenancy: bool,
+    per_user: bool,
+    user_field_keys: &[String],
+    v: &mut V,
+) {
+    use crate::config::dynamic::DynVar;
+    for u in &o.dynamic {
+        let at = format!("{path}.{}", u.key);
+        match &u.var {
+            // URLs: checked with the URL (`endpoint_url`, token_url).
+            DynVar::Tenant if !tenancy && u.key.contains('.') => v.err(
+                &at,
+                "uses {tenant} but the profile has tenancy = false; set tenancy = true",
+            ),
+            DynVar::UserField(k) if !per_user => v.err(
+                &at,
+                format!("uses {{{{user_field.{k}}}}} but the profile is not per user: user fields exist only for end users' sign-ins"),
+            ),
+            DynVar::UserField(k) if !user_field_keys.contains(k) => v.err(
+                &at,
+                format!("uses {{{{user_field.{k}}}}}, which is not declared in user_fields; add [[{path}.user_fields]] key = \"{k}\""),
+            ),
+            _ => {}
+        }
+    }
+    if let Grant::AuthorizationCode(c) = &mut o.grant {
+        for u in &o.dynamic {
+            if let DynVar::Context(n) = &u.var {
+                if !c.authorization_context.contains(n) {
+                    c.authorization_context.push(n.clone());
+                }
+            }
+        }
     }
 }
