@@ -152,6 +152,8 @@ pub struct MockState {
     instance_urls: Mutex<Vec<(String, String)>>,
     /// The member names of the last JSON login body (never the values).
     last_json_login: Mutex<Vec<String>>,
+    /// The parameter names and values of the last authorization request (no secrets travel there).
+    last_authorize: Mutex<Vec<(String, String)>>,
     pub counters: Counters,
 }
 
@@ -208,6 +210,7 @@ impl MockState {
             oauth1: super::oauth1::OAuth1State::default(),
             instance_urls: Mutex::default(),
             last_json_login: Mutex::default(),
+            last_authorize: Mutex::default(),
             counters: Counters::default(),
         }
     }
@@ -223,6 +226,12 @@ impl MockState {
     /// The top-level member names of the last JSON login request (`…/json-login`).
     pub fn last_json_login(&self) -> Vec<String> {
         lock(&self.last_json_login).clone()
+    }
+
+    /// The query parameters of the last authorization request (`GET …/oauth/authorize`), so a
+    /// test can see what reached the provider (e.g. `access_type=offline`).
+    pub fn last_authorize(&self) -> Vec<(String, String)> {
+        lock(&self.last_authorize).clone()
     }
 
     /// Makes the next `times` token requests (all, with `None`) fail with `fault`.
@@ -662,6 +671,7 @@ impl MockState {
 pub(super) fn authorize(state: &MockState, query: Option<&str>) -> Response<Body> {
     state.counters.authorize.fetch_add(1, Ordering::SeqCst);
     let form = parse_form(query.unwrap_or("").as_bytes());
+    *lock(&state.last_authorize) = form.clone();
     let param = |name: &str| {
         form.iter()
             .find(|(k, _)| k == name)
