@@ -362,42 +362,94 @@ async fn sign_in_and_call(server: &Server, prefix: &str) -> Resp {
     get(&url, &user).await
 }
 
-/// Google: `access_type=offline` and `prompt=consent` (the shipped preset's authorization URL
-/// query) reach the provider's authorization endpoint; the profile only moves the URL's origin.
+/// Google (`access_type=offline`, `prompt=consent`), Atlassian (`audience=api.atlassian.com`,
+/// `prompt=consent`) and Dropbox (`token_access_type=offline`): the parameters in the shipped
+/// preset's authorization URL reach the provider's authorization endpoint; the profile only moves
+/// the URL's origin to the mock.
 #[tokio::test]
-async fn googles_offline_access_parameters_reach_the_authorization_request() {
-    let idp = mock().await;
+async fn authorization_parameters_of_a_preset_reach_the_authorization_request() {
     let shipped = Catalog::builtin().unwrap();
-    let google = shipped.get("google").unwrap().profile["authorization_url"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let query = google.split_once('?').unwrap().1;
-    let text = format!(
-        r#"{AUTH}
+    for (preset, expected) in [
+        (
+            "google",
+            &[("access_type", "offline"), ("prompt", "consent")][..],
+        ),
+        (
+            "atlassian",
+            &[("audience", "api.atlassian.com"), ("prompt", "consent")][..],
+        ),
+        ("dropbox", &[("token_access_type", "offline")][..]),
+    ] {
+        let idp = mock().await;
+        let shipped_url = shipped.get(preset).unwrap().profile["authorization_url"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let query = shipped_url.split_once('?').unwrap().1;
+        let text = format!(
+            r#"{AUTH}
 [[routes]]
-prefix = "/g/"
+prefix = "/p/"
 upstream = "http://{a}/protected/"
-profiles = ["g"]
+profiles = ["p"]
 
-[profiles.g]
-preset = "google"
+[profiles.p]
+preset = "{preset}"
 authorization_url = "http://{a}/oauth/authorize?{query}"
 token_url = "http://{a}/oauth/token"
 revocation_url = "http://{a}/oauth/revoke"
 client_id = "demo-client"
 client_secret = "demo-secret"
 "#,
-        a = idp.addr
+            a = idp.addr
+        );
+        let server = start(&text).await;
+        let r = sign_in_and_call(&server, "/p/").await;
+        assert_eq!(
+            r.status,
+            200,
+            "{preset}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let sent = idp.state.last_authorize();
+        let param = |k: &str| sent.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        for (k, v) in expected {
+            assert_eq!(param(k).as_deref(), Some(*v), "{preset}: {sent:?}");
+        }
+        assert_eq!(param("response_type").as_deref(), Some("code"));
+        server.shutdown().await;
+    }
+}
+
+/// Salesforce: each user's token answer names the user's own `instance_url`; with the preset, a
+/// route whose origin is `{{grant.instance_url}}` (the preset's hint) sends the call there.
+#[tokio::test]
+async fn salesforces_instance_url_routes_each_users_calls() {
+    let idp = mock().await;
+    let a = idp.addr;
+    idp.state
+        .set_instance_url("demo-user", &format!("http://127.0.0.1:{}", a.port()));
+    let text = format!(
+        r#"{AUTH}
+[[routes]]
+prefix = "/sf/"
+upstream = "{{{{grant.instance_url}}}}/protected/services/data/v60.0/"
+upstream_hosts = ["127.0.0.1"]
+profiles = ["sf"]
+
+[profiles.sf]
+preset = "salesforce"
+authorization_url = "http://{a}/oauth/authorize"
+token_url = "http://{a}/oauth/token"
+revocation_url = "http://{a}/oauth/revoke"
+client_id = "demo-client"
+client_secret = "demo-secret"
+"#
     );
     let server = start(&text).await;
-    let r = sign_in_and_call(&server, "/g/").await;
+    let r = sign_in_and_call(&server, "/sf/").await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let sent = idp.state.last_authorize();
-    let param = |k: &str| sent.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    assert_eq!(param("access_type").as_deref(), Some("offline"));
-    assert_eq!(param("prompt").as_deref(), Some("consent"));
-    assert_eq!(param("response_type").as_deref(), Some("code"));
+    assert_eq!(r.json()["path"], "/protected/services/data/v60.0/items");
     server.shutdown().await;
 }
 
