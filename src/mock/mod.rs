@@ -114,6 +114,10 @@ pub struct Counters {
     pub jwks: AtomicU64,
     /// `…/json-login` requests (the JSON-login provider imitation).
     pub json_logins: AtomicU64,
+    /// Token requests whose client authenticated with a Basic header (`client_secret_basic`) and
+    /// with `client_secret` in the body (`client_secret_post`).
+    pub client_basic: AtomicU64,
+    pub client_post: AtomicU64,
 }
 
 impl Counters {
@@ -141,6 +145,8 @@ impl Counters {
             "discovery": g(&self.discovery),
             "jwks": g(&self.jwks),
             "json_logins": g(&self.json_logins),
+            "client_basic": g(&self.client_basic),
+            "client_post": g(&self.client_post),
         })
     }
 
@@ -167,6 +173,8 @@ impl Counters {
             &self.discovery,
             &self.jwks,
             &self.json_logins,
+            &self.client_basic,
+            &self.client_post,
         ] {
             c.store(0, Ordering::SeqCst);
         }

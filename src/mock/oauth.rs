@@ -904,13 +904,19 @@ async fn token_inner(state: &MockState, req: Request<Incoming>) -> Response<Body
                     "malformed Basic credentials",
                 );
             };
+            state.counters.client_basic.fetch_add(1, Ordering::SeqCst);
             // RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
             (decode_form(id), decode_form(secret))
         }
-        (None, s) => (
-            param("client_id").unwrap_or_default().to_string(),
-            s.unwrap_or_default().to_string(),
-        ),
+        (None, s) => {
+            if s.is_some() {
+                state.counters.client_post.fetch_add(1, Ordering::SeqCst);
+            }
+            (
+                param("client_id").unwrap_or_default().to_string(),
+                s.unwrap_or_default().to_string(),
+            )
+        }
     };
     let known = assertion_auth
         || (bearer_grant && client_id.is_empty())

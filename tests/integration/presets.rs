@@ -588,3 +588,48 @@ client_secret = "demo-secret"
     }
     server.shutdown().await;
 }
+
+/// Client authentication as each provider documents it: Zoom and DocuSign want a Basic header,
+/// HubSpot and Box the credentials in the form body. A machine profile with the preset (only its
+/// token URL moved to the mock) authenticates the preset's way.
+#[tokio::test]
+async fn client_authentication_follows_the_providers_documented_method() {
+    use std::sync::atomic::Ordering::SeqCst;
+    for (preset, basic) in [
+        ("zoom", true),
+        ("docusign", true),
+        ("hubspot", false),
+        ("box", false),
+    ] {
+        let idp = mock().await;
+        let text = format!(
+            r#"
+[[routes]]
+prefix = "/c/"
+upstream = "http://{a}/protected/"
+profiles = ["c"]
+
+[profiles.c]
+preset = "{preset}"
+type = "oauth2_client_credentials"
+token_url = "http://{a}/oauth/token"
+client_id = "demo-client"
+client_secret = "demo-secret"
+"#,
+            a = idp.addr
+        );
+        let server = start(&text).await;
+        let r = get(&format!("http://{}/c/x", server.proxy_addr), &[]).await;
+        assert_eq!(
+            r.status,
+            200,
+            "{preset}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let c = idp.counters();
+        let seen = (c.client_basic.load(SeqCst), c.client_post.load(SeqCst));
+        let want = if basic { (1, 0) } else { (0, 1) };
+        assert_eq!(seen, want, "{preset}: (basic, post)");
+        server.shutdown().await;
+    }
+}
