@@ -16,6 +16,6 @@ cargo test "$@"
 if [ "$#" -eq 0 ]; then
     echo "== the request-path suites again with fast_path = false"
     AUTHSIDECAR_TEST_FAST_PATH=false cargo test --test integration -- \
-        injection:: forwarding:: oauth:: oauth1_flow:: user_auth:: discovery:: dynamic_fields:: authcode_test:: edge:: errors:: fast_path:: limits:: sign_phase:: sign_test:: token_shapes:: \
+        injection:: forwarding:: oauth:: oauth1_flow:: user_auth:: discovery:: dynamic_fields:: authcode_test:: edge:: errors:: fast_path:: limits:: sign_phase:: sign_test:: token_shapes:: presets:: \
         --skip auth_limits::
 fi

@@ -338,6 +338,18 @@ fn summary(config: &Config) -> String {
             p.kind.type_name(),
             fields.join(", ")
         ));
+        for u in config.presets.iter().filter(|u| *u.profile == *p.name) {
+            out.push_str(&format!(
+                "    preset {} ({}) filled:\n",
+                u.preset, u.provider
+            ));
+            for (key, value) in &u.filled {
+                out.push_str(&format!("      {key} = {value}\n"));
+            }
+            if let Some(h) = &u.hint {
+                out.push_str(&format!("      hint: {h}\n"));
+            }
+        }
     }
     out
 }

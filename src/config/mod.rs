@@ -6,6 +6,7 @@
 //! **all** errors at once.
 
 pub mod dynamic;
+pub mod presets;
 mod raw;
 pub mod source;
 pub mod token_shape;
@@ -111,6 +112,8 @@ pub struct Config {
     pub connectors: IndexMap<String, Arc<Connector>>,
     /// Accepted but risky choices (legacy grants, plain http); logged at start, printed by `check`.
     pub warnings: Vec<String>,
+    /// What each profile's `preset` filled (printed by `check`).
+    pub presets: Vec<presets::PresetUse>,
 }
 
 /// An address range: `10.0.0.0/8`, `::1/128`, or one address.

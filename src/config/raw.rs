@@ -512,6 +512,27 @@ impl RawProfile {
     }
 }
 
+/// The keys an OAuth 2.0 profile of type `ty` takes (with `type`); empty for other types.
+pub fn oauth_keys_of(ty: ProfileType) -> Vec<&'static str> {
+    let mut keys = vec!["type"];
+    keys.extend_from_slice(keys_of::<OAuthKeys>());
+    match ty {
+        ProfileType::ClientCredentials => {}
+        ProfileType::Password => {
+            keys.extend_from_slice(keys_of::<CredentialKeys>());
+            keys.extend_from_slice(keys_of::<PerUserKeys>());
+        }
+        ProfileType::AuthorizationCode => {
+            keys.extend_from_slice(keys_of::<AuthCodeKeys>());
+            keys.extend_from_slice(keys_of::<PerUserKeys>());
+        }
+        ProfileType::JwtBearer => keys.extend_from_slice(keys_of::<JwtBearerKeys>()),
+        _ => return Vec::new(),
+    }
+    keys.extend_from_slice(keys_of::<CommonKeys>());
+    keys
+}
+
 fn type_list() -> String {
     let names: Vec<&str> = ProfileType::ALL.iter().map(|t| t.name()).collect();
     match names.split_last() {

@@ -28,6 +28,9 @@
 //!   answers `{"data": {"accessToken", "refreshToken", "expiresAt"}}` (`oauth::json_login`).
 //!   `MockState::set_instance_url` gives a user's tokens a Salesforce-like `instance_url`
 //!   (`data.instanceUrl` here).
+//! - `POST …/oauth.v2.access` and `POST …/login/oauth/access_token`: the token endpoint answering
+//!   as Slack (token nested under `authed_user`) and GitHub (form-encoded unless
+//!   `Accept: application/json`) do, for testing presets (`quirks.rs`).
 //! - `ANY /protected/...`: the echo below, but only with `Authorization: Bearer <token>` for a token
 //!   this provider issued and that has not expired; otherwise 401 with
 //!   `WWW-Authenticate: Bearer error="invalid_token"`.
@@ -51,6 +54,7 @@
 mod discovery;
 mod oauth;
 mod oauth1;
+mod quirks;
 mod signed;
 
 use std::net::SocketAddr;
@@ -110,6 +114,10 @@ pub struct Counters {
     pub jwks: AtomicU64,
     /// `…/json-login` requests (the JSON-login provider imitation).
     pub json_logins: AtomicU64,
+    /// Token requests whose client authenticated with a Basic header (`client_secret_basic`) and
+    /// with `client_secret` in the body (`client_secret_post`).
+    pub client_basic: AtomicU64,
+    pub client_post: AtomicU64,
 }
 
 impl Counters {
@@ -137,6 +145,8 @@ impl Counters {
             "discovery": g(&self.discovery),
             "jwks": g(&self.jwks),
             "json_logins": g(&self.json_logins),
+            "client_basic": g(&self.client_basic),
+            "client_post": g(&self.client_post),
         })
     }
 
@@ -163,6 +173,8 @@ impl Counters {
             &self.discovery,
             &self.jwks,
             &self.json_logins,
+            &self.client_basic,
+            &self.client_post,
         ] {
             c.store(0, Ordering::SeqCst);
         }
@@ -350,6 +362,12 @@ async fn handle(state: &MockState, req: Request<Incoming>) -> Response<Body> {
         // Any path ending in /oauth/token, so token URLs may carry a tenant: /{tenant}/oauth/token.
         (&Method::POST, p) if p.ends_with("/oauth/token") => oauth::token(state, req).await,
         (&Method::POST, p) if p.ends_with("/json-login") => oauth::json_login(state, req).await,
+        (&Method::POST, p) if p.ends_with("/oauth.v2.access") => {
+            quirks::slack_access(state, req).await
+        }
+        (&Method::POST, p) if p.ends_with("/login/oauth/access_token") => {
+            quirks::github_access(state, req).await
+        }
         (_, p) if p.ends_with("/oauth/token") => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "invalid_request", "error_description": "use POST"}),

@@ -277,6 +277,17 @@ impl MockState {
         lock(&self.last_json_login).clone()
     }
 
+    /// The query parameters of the last authorization request (`GET …/oauth/authorize`), so a
+    /// test can see what reached the provider (e.g. `access_type=offline`).
+    pub fn last_authorize(&self) -> Vec<(String, String)> {
+        lock(&self.idp_requests)
+            .iter()
+            .rev()
+            .find(|r| r.kind == "authorize")
+            .map(|r| r.params.clone())
+            .unwrap_or_default()
+    }
+
     /// Makes the next `times` token requests (all, with `None`) fail with `fault`.
     pub fn set_token_fault(&self, fault: Option<TokenFault>, times: Option<u32>) {
         let mut f = lock(&self.faults);
@@ -948,13 +959,19 @@ async fn token_inner(state: &MockState, req: Request<Incoming>) -> Response<Body
                     "malformed Basic credentials",
                 );
             };
+            state.counters.client_basic.fetch_add(1, Ordering::SeqCst);
             // RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
             (decode_form(id), decode_form(secret))
         }
-        (None, s) => (
-            param("client_id").unwrap_or_default().to_string(),
-            s.unwrap_or_default().to_string(),
-        ),
+        (None, s) => {
+            if s.is_some() {
+                state.counters.client_post.fetch_add(1, Ordering::SeqCst);
+            }
+            (
+                param("client_id").unwrap_or_default().to_string(),
+                s.unwrap_or_default().to_string(),
+            )
+        }
     };
     let known = assertion_auth
         || (bearer_grant && client_id.is_empty())

@@ -29,6 +29,7 @@ mod mock_authorize;
 mod oauth;
 mod oauth1_flow;
 mod pipeline;
+mod presets;
 mod properties;
 mod reload;
 mod replicas;

@@ -30,7 +30,8 @@ use super::raw::{
 };
 use super::*;
 
-const SECTIONS: &str = "proxy, admin, auth, routes, profiles, connectors, mock_provider, store";
+const SECTIONS: &str =
+    "proxy, admin, auth, routes, profiles, connectors, mock_provider, store, presets_file";
 
 /// What validation has found so far, and what later sections refer to.
 struct V<'a> {
@@ -84,7 +85,7 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
     let auth = raw_auth.and_then(|a| listeners::auth_settings(a, &mut v));
     let store = store::store_config(raw_store, &mut v);
     connectors::connectors(table.remove("connectors"), &mut v);
-    let raw_profiles = match table.remove("profiles") {
+    let mut raw_profiles = match table.remove("profiles") {
         None => toml::Table::new(),
         Some(toml::Value::Table(t)) => t,
         Some(_) => {
@@ -92,6 +93,8 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
             toml::Table::new()
         }
     };
+    let catalog = presets_catalog(table.remove("presets_file"), &mut v);
+    let preset_uses = super::presets::apply(&mut raw_profiles, &catalog, &mut v.errors);
     let raw_routes = match table.remove("routes") {
         None => Vec::new(),
         Some(toml::Value::Array(a)) => a,
@@ -129,6 +132,7 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
     }
     routes::warn_plain_http_through_connectors(&routes, &profiles, &mut v);
 
+    super::presets::annotate(&mut v.errors, &preset_uses);
     if v.errors.is_empty() {
         // Longest prefix first, so the first match is the longest.
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
@@ -142,10 +146,50 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
             auth,
             connectors: v.connectors,
             warnings: v.warnings,
+            presets: preset_uses,
         })
     } else {
         Err(v.errors)
     }
+}
+
+/// The shipped presets, extended by `presets_file` (relative to the config file's folder).
+fn presets_catalog(file: Option<toml::Value>, v: &mut V) -> super::presets::Catalog {
+    let mut catalog = match super::presets::Catalog::builtin() {
+        Ok(c) => c,
+        Err(errors) => {
+            v.errors.extend(errors);
+            return super::presets::Catalog::default();
+        }
+    };
+    let path = match file {
+        None => return catalog,
+        Some(toml::Value::String(p)) => v.path(std::path::Path::new(&p)),
+        Some(_) => {
+            v.err(
+                "presets_file",
+                "invalid type; expected a path to a TOML file",
+            );
+            return catalog;
+        }
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            if let Err(errors) = catalog.add(&text, "presets_file") {
+                let shown = path.display().to_string();
+                v.errors.extend(
+                    errors
+                        .into_iter()
+                        .map(|e| ConfigError::new(&e.path, format!("{} (in {shown})", e.message))),
+                );
+            }
+        }
+        Err(e) => v.err(
+            "presets_file",
+            format!("cannot read {}: {e}", path.display()),
+        ),
+    }
+    catalog
 }
 
 fn section<T: serde::de::DeserializeOwned>(
