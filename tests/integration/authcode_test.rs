@@ -187,20 +187,6 @@ impl Setup {
     }
 }
 
-/// Follows a login link that needs no form: start page → the IdP (auto-approving) → the callback.
-async fn sign_in(login_url: &str) -> Resp {
-    let to_idp = get(login_url, &[]).await;
-    assert_eq!(
-        to_idp.status,
-        302,
-        "{}",
-        String::from_utf8_lossy(&to_idp.body)
-    );
-    let to_callback = get(&location(&to_idp), &[]).await;
-    assert_eq!(to_callback.status, 302);
-    get(&location(&to_callback), &[]).await
-}
-
 fn page(r: &Resp) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
 }

@@ -330,20 +330,6 @@ async fn mock() -> MockProvider {
         .unwrap()
 }
 
-/// Follows a login link: sidecar start page → IdP authorize → sidecar callback.
-async fn sign_in(login_url: &str) -> Resp {
-    let to_idp = get(login_url, &[]).await;
-    assert_eq!(
-        to_idp.status,
-        302,
-        "{}",
-        String::from_utf8_lossy(&to_idp.body)
-    );
-    let to_callback = get(&location(&to_idp), &[]).await;
-    assert_eq!(to_callback.status, 302);
-    get(&location(&to_callback), &[]).await
-}
-
 async fn start(text: &str) -> Server {
     let config = load(text, Env::default()).unwrap_or_else(|e| panic!("{}", e.join("\n")));
     Server::start(config).await.unwrap()

@@ -364,20 +364,6 @@ async fn a_machine_grant_names_its_upstream_and_hostile_values_are_refused() {
     assert_eq!(idp.echo_count(), 0, "a refused origin got a request");
 }
 
-/// Follows a login link: sidecar start page → IdP authorize → sidecar callback.
-async fn sign_in(login_url: &str) -> Resp {
-    let to_idp = get(login_url, &[]).await;
-    assert_eq!(
-        to_idp.status,
-        302,
-        "{}",
-        String::from_utf8_lossy(&to_idp.body)
-    );
-    let to_callback = get(&location(&to_idp), &[]).await;
-    assert_eq!(to_callback.status, 302);
-    get(&location(&to_callback), &[]).await
-}
-
 /// Salesforce-like: each end user's grant carries their own `instance_url`; two users go to two
 /// hosts, a third user's host outside `upstream_hosts` gets nothing.
 #[tokio::test]

@@ -80,15 +80,6 @@ reauth_min_token_age = "0s"
     }
 }
 
-/// Follows a login link: sidecar start page → IdP authorize → sidecar callback.
-async fn sign_in(login_url: &str) -> Resp {
-    let to_idp = get(login_url, &[]).await;
-    assert_eq!(to_idp.status, 302);
-    let to_callback = get(&location(&to_idp), &[]).await;
-    assert_eq!(to_callback.status, 302);
-    get(&location(&to_callback), &[]).await
-}
-
 #[tokio::test]
 async fn a_user_authorizes_once_and_calls_with_their_own_token() {
     let s = Setup::new().await;

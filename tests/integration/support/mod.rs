@@ -187,6 +187,21 @@ pub async fn send(
     }
 }
 
+/// Follows a login link that needs no form: the sidecar's start page → the IdP (the mock, which
+/// approves at once) → the sidecar's callback, whose answer it returns.
+pub async fn sign_in(login_url: &str) -> Resp {
+    let to_idp = get(login_url, &[]).await;
+    assert_eq!(
+        to_idp.status,
+        302,
+        "{}",
+        String::from_utf8_lossy(&to_idp.body)
+    );
+    let to_callback = get(&location(&to_idp), &[]).await;
+    assert_eq!(to_callback.status, 302);
+    get(&location(&to_callback), &[]).await
+}
+
 pub async fn get(url: &str, headers: &[(&str, &str)]) -> Resp {
     send(Method::GET, url, headers, Bytes::new()).await
 }
