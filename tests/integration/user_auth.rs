@@ -736,6 +736,20 @@ async fn per_user_basic_api_key_and_password_profiles_collect_credentials_on_the
     assert_eq!(r.status, 200);
     let r = get(&format!("{base}/k/x"), &[("X-Authsidecar-User", "alice")]).await;
     assert_eq!(r.echoed("x-api-key"), ["key-of-alice-0123456789"]);
+    // A link asked for by the bot before the user's first call works the same way.
+    let r = send(
+        Method::POST,
+        &format!("http://{}/admin/profiles/k/login-links", server.admin_addr),
+        &[("Authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+        r#"{"user": "dave"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let login = r.json()["login_url"].as_str().unwrap().to_string();
+    let r = post_form(&login, "api_key=key-of-dave-0123456789").await;
+    assert_eq!(r.status, 200);
+    let r = get(&format!("{base}/k/x"), &[("X-Authsidecar-User", "dave")]).await;
+    assert_eq!(r.echoed("x-api-key"), ["key-of-dave-0123456789"]);
 
     // password: exchanged at once; a refused password shows the form again.
     let login = login_link(&format!("{base}/pw/x"), "carol").await;
@@ -769,7 +783,7 @@ async fn per_user_basic_api_key_and_password_profiles_collect_credentials_on_the
     let key = authsidecar::store::crypto::parse_key(&s.key).unwrap();
     let store = authsidecar::store::Store::open_file(&s.store, &key, None).unwrap();
     let names = store.names("grant:").unwrap();
-    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(names.len(), 4, "alice twice, dave and carol: {names:?}");
     let carol = store.get("grant:pw:-:carol").unwrap().unwrap();
     assert!(!String::from_utf8_lossy(&carol).contains("demo-password"));
     assert!(String::from_utf8_lossy(&carol).contains("refresh_token"));
