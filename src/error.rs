@@ -145,7 +145,8 @@ error_codes! {
     TooManyTests = "too_many_tests", 429, keep;
     /// `DELETE /admin/tokens/{profile}` on a profile that has no tokens.
     NotRevocable = "not_revocable", 400, keep;
-    /// `POST /admin/profiles/{name}/login-links` on a profile whose credentials are not end users'.
+    /// `POST /admin/profiles/{name}/login-links` on a profile whose credentials are not end users',
+    /// or `PUT /admin/grants/{profile}` on one that keeps no OAuth grants of end users.
     NotPerUser = "not_per_user", 400, keep;
     /// `GET /readyz` before every listener is bound.
     NotReady = "not_ready", 503, keep;

@@ -31,6 +31,7 @@ pub enum Endpoint {
     LoginLink,
     Tokens,
     Revoke,
+    ImportGrant,
     Reload,
     CertificatesReload,
 }
@@ -144,6 +145,12 @@ pub static ROUTES: &[Route] = &[
         path: "/admin/tokens/{profile}",
         access: Admin,
         methods: &[(Method::DELETE, Revoke)],
+    },
+    // An end user's grant: imported, or deleted (the same as `DELETE /admin/tokens/{profile}`).
+    Route {
+        path: "/admin/grants/{profile}",
+        access: Admin,
+        methods: &[(Method::PUT, ImportGrant), (Method::DELETE, Revoke)],
     },
     Route {
         path: "/admin/reload",

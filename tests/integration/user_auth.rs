@@ -1200,3 +1200,116 @@ async fn a_login_link_on_demand_lets_a_user_sign_in_before_the_first_call() {
     assert_eq!(r.status, 401);
     server.shutdown().await;
 }
+
+/// `PUT /admin/grants/{profile}?user=`: a user's grant from another platform is kept as if they had
+/// signed in; an expired one is refreshed on their next call; nothing of it is echoed.
+#[tokio::test]
+async fn an_imported_grant_serves_the_user_and_an_expired_one_is_refreshed() {
+    let s = Setup::new().await;
+    let server = Server::start(s.config()).await.unwrap();
+    // Tokens the provider issued elsewhere (the password grant gives a refresh token).
+    let issue = || async {
+        let r = post_form(
+            &s.echo.token_url(),
+            "grant_type=password&username=demo-user&password=demo-password&client_id=demo-client&client_secret=demo-secret",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let v = r.json();
+        (
+            v["access_token"].as_str().unwrap().to_string(),
+            v["refresh_token"].as_str().unwrap().to_string(),
+        )
+    };
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let put = |query: &str, body: String| {
+        let url = format!("http://{}/admin/grants/user?{query}", server.admin_addr);
+        let auth = auth.clone();
+        async move { send(Method::PUT, &url, &[("Authorization", &auth)], body).await }
+    };
+    let url = format!("http://{}/u/me", server.proxy_addr);
+
+    let (at, rt) = issue().await;
+    let r = put(
+        "user=gina",
+        format!(r#"{{"access_token": "{at}", "refresh_token": "{rt}", "expires_in": 3600, "extra": {{"instance": "eu"}}}}"#),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let shown = String::from_utf8_lossy(&r.body).to_string();
+    assert!(!shown.contains(&at) && !shown.contains(&rt), "{shown}");
+    let before = s.echo.token_requests();
+    let r = get(&url, &[("X-Authsidecar-User", "gina")]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.echoed("authorization"), [format!("Bearer {at}")]);
+    assert_eq!(
+        s.echo.token_requests(),
+        before,
+        "the imported token is used as it is"
+    );
+
+    // Expired at import: the next call refreshes it with the imported refresh token.
+    let (at2, rt2) = issue().await;
+    let r = put(
+        "user=hal",
+        format!(r#"{{"access_token": "{at2}", "refresh_token": "{rt2}", "expires_at": "2020-01-01T00:00:00Z"}}"#),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let before = s.echo.token_requests();
+    let r = get(&url, &[("X-Authsidecar-User", "hal")]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_ne!(r.echoed("authorization"), [format!("Bearer {at2}")]);
+    assert_eq!(s.echo.token_requests(), before + 1, "one refresh");
+
+    for (query, body, status, code) in [
+        ("user=ivy", r#"{"refresh_token": "x"}"#, 400, "bad_request"),
+        (
+            "user=ivy",
+            r#"{"access_token": "a", "expires_in": -1}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            "user=ivy",
+            r#"{"access_token": "a", "expires_in": 1, "expires_at": 2}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            "user=ivy",
+            r#"{"access_token": "a", "nope": 1}"#,
+            400,
+            "bad_request",
+        ),
+        ("user=ivy", r#"[]"#, 400, "bad_request"),
+        ("", r#"{"access_token": "a"}"#, 400, "user_required"),
+        (
+            "user=ivy&tenant=x",
+            r#"{"access_token": "a"}"#,
+            400,
+            "tenant_invalid",
+        ),
+    ] {
+        let r = put(query, body.to_string()).await;
+        assert_eq!(
+            (r.status.as_u16(), r.error_code().as_str()),
+            (status, code),
+            "{query} {body}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    // The alias deletes it like DELETE /admin/tokens/{profile}.
+    let r = send(
+        Method::DELETE,
+        &format!("http://{}/admin/grants/user?user=gina", server.admin_addr),
+        &[("Authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["grant_deleted"], true);
+    let r = get(&url, &[("X-Authsidecar-User", "gina")]).await;
+    assert_eq!(r.error_code(), "authorization_required");
+    server.shutdown().await;
+}
