@@ -301,6 +301,26 @@ struct Received {
     body: bytes::Bytes,
 }
 
+impl Received {
+    /// [`OAuth1State::check`] of this request.
+    fn check(
+        &self,
+        state: &MockState,
+        token_secret: impl Fn(&str, &str) -> Option<String>,
+    ) -> Result<Checked, &'static str> {
+        state.oauth1.check(
+            state,
+            &self.method,
+            &self.host,
+            &self.path,
+            self.query.as_deref(),
+            self.authorization.as_deref(),
+            self.form.as_deref(),
+            token_secret,
+        )
+    }
+}
+
 async fn receive(req: Request<Incoming>) -> Result<Received, Response<Body>> {
     let (parts, body) = req.into_parts();
     let body = read_body(body).await?;
@@ -338,16 +358,7 @@ pub(super) async fn request_token(state: &MockState, req: Request<Incoming>) -> 
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let checked = state.oauth1.check(
-        state,
-        &r.method,
-        &r.host,
-        &r.path,
-        r.query.as_deref(),
-        r.authorization.as_deref(),
-        r.form.as_deref(),
-        |_, _| None,
-    );
+    let checked = r.check(state, |_, _| None);
     let checked = match checked {
         Ok(c) => c,
         Err(p) => return problem(StatusCode::UNAUTHORIZED, p),
@@ -441,21 +452,12 @@ pub(super) async fn access_token(state: &MockState, req: Request<Incoming>) -> R
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let checked = state.oauth1.check(
-        state,
-        &r.method,
-        &r.host,
-        &r.path,
-        r.query.as_deref(),
-        r.authorization.as_deref(),
-        r.form.as_deref(),
-        |consumer, token| {
-            lock(&state.oauth1.pending)
-                .get(token)
-                .filter(|p| p.consumer == consumer && Instant::now() < p.expires)
-                .map(|p| p.secret.clone())
-        },
-    );
+    let checked = r.check(state, |consumer, token| {
+        lock(&state.oauth1.pending)
+            .get(token)
+            .filter(|p| p.consumer == consumer && Instant::now() < p.expires)
+            .map(|p| p.secret.clone())
+    });
     let checked = match checked {
         Ok(c) => c,
         Err(p) => return problem(StatusCode::UNAUTHORIZED, p),
@@ -499,21 +501,12 @@ pub(super) async fn protected(state: &MockState, req: Request<Incoming>) -> Resp
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let checked = state.oauth1.check(
-        state,
-        &r.method,
-        &r.host,
-        &r.path,
-        r.query.as_deref(),
-        r.authorization.as_deref(),
-        r.form.as_deref(),
-        |consumer, token| {
-            lock(&state.oauth1.granted)
-                .get(token)
-                .filter(|g| g.consumer == consumer)
-                .map(|g| g.secret.clone())
-        },
-    );
+    let checked = r.check(state, |consumer, token| {
+        lock(&state.oauth1.granted)
+            .get(token)
+            .filter(|g| g.consumer == consumer)
+            .map(|g| g.secret.clone())
+    });
     let refused = |p: &'static str| {
         state
             .counters
