@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use authsidecar::config::{Config, Env};
-use authsidecar::mock::{IdTokenFault, MockProvider};
+use authsidecar::mock::IdTokenFault;
 use authsidecar::Server;
 use serde_json::json;
 
@@ -47,17 +47,6 @@ client_id = "demo-client"
 client_secret = "demo-secret"
 "#
     )
-}
-
-fn parse(text: &str) -> Config {
-    Config::from_str_with_env(&with_listeners(text), &Env::default())
-        .unwrap_or_else(|e| panic!("config errors:\n{e}"))
-}
-
-async fn mock() -> MockProvider {
-    MockProvider::start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap()
 }
 
 const USER: (&str, &str) = ("X-Authsidecar-User", "alice");

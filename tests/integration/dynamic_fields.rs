@@ -7,21 +7,10 @@
 use http::Method;
 
 use authsidecar::config::{Config, Env};
-use authsidecar::mock::{IdpRequest, MockProvider};
+use authsidecar::mock::IdpRequest;
 use authsidecar::Server;
 
 use crate::support::*;
-
-async fn mock() -> MockProvider {
-    MockProvider::start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap()
-}
-
-fn parse(text: &str) -> Config {
-    Config::from_str_with_env(&with_listeners(text), &Env::default())
-        .unwrap_or_else(|e| panic!("config errors:\n{e}"))
-}
 
 /// A per-user profile whose provider URLs, scope and token parameters use a user field and a
 /// context value; and a machine profile whose token URL uses a context value.

@@ -41,17 +41,6 @@ access_token_url = "{base}/access_token"
     )
 }
 
-fn config(text: &str) -> Config {
-    Config::from_str_with_env(&with_listeners(text), &Env::default())
-        .unwrap_or_else(|e| panic!("config errors:\n{e}"))
-}
-
-async fn mock() -> MockProvider {
-    MockProvider::start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap()
-}
-
 fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
     c.load(Ordering::SeqCst)
 }
@@ -107,7 +96,7 @@ async fn two_users_authorize_through_the_login_link_and_call_with_their_own_toke
         store_path.display()
     );
     let text = config_text(&format!("http://{}/oauth1", m.addr), "", &store);
-    let server = Server::start(config(&text)).await.unwrap();
+    let server = Server::start(parse(&text)).await.unwrap();
     let url = format!("http://{}/o1/items?limit=5", server.proxy_addr);
     let c = m.counters();
 
@@ -227,7 +216,7 @@ async fn two_users_authorize_through_the_login_link_and_call_with_their_own_toke
 async fn a_request_token_is_single_use_and_an_unknown_one_asks_the_provider_nothing() {
     let m = mock().await;
     let text = config_text(&format!("http://{}/oauth1", m.addr), "", "");
-    let server = Server::start(config(&text)).await.unwrap();
+    let server = Server::start(parse(&text)).await.unwrap();
     let url = format!("http://{}/o1/me", server.proxy_addr);
     let c = m.counters();
     let auth = server.auth_addr.unwrap();
@@ -282,7 +271,7 @@ async fn a_request_token_is_single_use_and_an_unknown_one_asks_the_provider_noth
 async fn an_expired_request_token_is_refused_without_an_access_token_request() {
     let m = mock().await;
     let text = config_text(&format!("http://{}/oauth1", m.addr), "", "");
-    let mut config = config(&text);
+    let mut config = parse(&text);
     if let Some(a) = config.auth.as_mut() {
         a.ticket_ttl = std::time::Duration::from_secs(1);
     }
@@ -303,7 +292,7 @@ async fn an_expired_request_token_is_refused_without_an_access_token_request() {
 async fn an_upstream_401_replays_the_request_signed_afresh() {
     let m = mock().await;
     let text = config_text(&format!("http://{}/oauth1", m.addr), "", "");
-    let server = Server::start(config(&text)).await.unwrap();
+    let server = Server::start(parse(&text)).await.unwrap();
     let url = format!("http://{}/o1/things", server.proxy_addr);
     let link = login_link(&url, "fay").await;
     sign_in(&link, "fay").await;
@@ -404,7 +393,7 @@ async fn oauthlib_provider_accepts_the_three_legged_flow_and_the_signed_call() {
             "consumer_secret = \"demo-secret\"",
             &format!("signature_method = \"{method}\"\n{key_lines}"),
         );
-        let server = Server::start(config(&text)).await.unwrap();
+        let server = Server::start(parse(&text)).await.unwrap();
         let url = format!("http://{}/o1/resource?x=1&y=a%20b", server.proxy_addr);
         let link = login_link(&url, "gil").await;
         let to_provider = get(&link, &[]).await;
@@ -457,7 +446,7 @@ fn a_three_legged_profile_needs_the_auth_listener() {
         "profiles.tw: a per-user profile needs an [auth] section",
     );
     // With it, the admin API and `check` show the callback link to register at the provider.
-    let c = config(&text);
+    let c = parse(&text);
     assert!(c.profile("tw").unwrap().per_user);
 }
 
@@ -572,7 +561,7 @@ in = "header"
 key = "X-Account"
 value = "{{user_field.account}}"
 "#;
-    let server = Server::start(config(&text)).await.unwrap();
+    let server = Server::start(parse(&text)).await.unwrap();
     let url = format!("http://{}/o1/me", server.proxy_addr);
     let link = login_link(&url, "hana").await;
     let form = get(&link, &[]).await;

@@ -5,7 +5,6 @@ use std::process::Command;
 
 use authsidecar::config::presets::Catalog;
 use authsidecar::config::{Config, Env, Grant};
-use authsidecar::mock::{MockProvider, MockSettings};
 use authsidecar::Server;
 
 use crate::support::*;
@@ -322,12 +321,6 @@ scope = {{ scope = "https://graph.microsoft.com/.default" }}
         .as_ref()
         .unwrap()
         .is_match("contoso.onmicrosoft.com"));
-}
-
-async fn mock() -> MockProvider {
-    MockProvider::start_with(([127, 0, 0, 1], 0).into(), MockSettings::default())
-        .await
-        .unwrap()
 }
 
 async fn start(text: &str) -> Server {

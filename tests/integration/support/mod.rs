@@ -65,6 +65,19 @@ pub fn skipped_without_fast_path(test: &str, why: &str) -> bool {
 
 /// Puts the proxy and admin listeners on free ports (keeping any `[proxy]` settings of `text`),
 /// and `fast_path = false` when [`fast_path_on`] is false and `text` does not choose itself.
+/// `text` with the test listeners ([`with_listeners`]), parsed; a config error fails the test.
+pub fn parse(text: &str) -> Config {
+    Config::from_str_with_env(&with_listeners(text), &Env::default())
+        .unwrap_or_else(|e| panic!("config errors:\n{e}"))
+}
+
+/// The mock provider with its default settings on a port of the OS's choosing.
+pub async fn mock() -> MockProvider {
+    MockProvider::start_with(([127, 0, 0, 1], 0).into(), MockSettings::default())
+        .await
+        .unwrap()
+}
+
 pub fn with_listeners(text: &str) -> String {
     let admin = format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n");
     let mut proxy = "[proxy]\nlisten = \"127.0.0.1:0\"\n".to_string();
