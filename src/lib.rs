@@ -37,6 +37,7 @@ pub mod store;
 pub mod template;
 pub mod tls;
 pub mod token;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -178,6 +179,7 @@ impl Server {
         };
         let (proxy_addr, proxies) = workers.start()?;
         let live = Arc::new(arc_swap::ArcSwap::new(snapshot));
+        webhooks::Webhooks::start(live.clone(), &metrics, shutdown.subscribe());
         if let Some(l) = auth_listener {
             start_auth(&config, l, tls.auth, &live, &limits, &shutdown);
         }

@@ -86,7 +86,12 @@ enum Command {
         admin_url: Option<String>,
     },
     /// Print a new random store key (32 bytes, base64) for `[store] key`.
-    Keygen,
+    Keygen {
+        /// A webhook secret instead (`whsec_` + 32 random bytes in base64) for
+        /// `[webhooks.NAME] secret`.
+        #[arg(long)]
+        webhook: bool,
+    },
     /// Run the built-in mock provider (OAuth server and echo upstream) alone.
     MockProvider {
         /// Address to listen on.
@@ -395,8 +400,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Keygen => {
-            println!("{}", authsidecar::store::crypto::generate_key());
+        Command::Keygen { webhook } => {
+            let key = authsidecar::store::crypto::generate_key();
+            if webhook {
+                println!("whsec_{key}");
+            } else {
+                println!("{key}");
+            }
             ExitCode::SUCCESS
         }
         Command::TestAuth {

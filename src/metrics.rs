@@ -305,6 +305,18 @@ impl Metrics {
             .set(seconds);
     }
 
+    /// Registers a metric kept by another module (the webhook sender's counters and gauge).
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        if let Ok(mut r) = self.registry.lock() {
+            r.register(name, help, metric);
+        }
+    }
+
     pub fn add_source(&self, s: Arc<dyn Source>) {
         if let Ok(mut v) = self.sources.lock() {
             v.push(s);

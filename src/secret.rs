@@ -280,6 +280,11 @@ secret_type!(
     config
 );
 secret_type!(
+    /// A webhook's signing secret (`whsec_` + base64, Standard Webhooks).
+    WebhookSecret,
+    config
+);
+secret_type!(
     /// An OAuth 1.0a consumer secret (`oauth1` profiles with an HMAC or PLAINTEXT method).
     ConsumerSecret,
     config

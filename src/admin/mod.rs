@@ -617,6 +617,10 @@ impl Admin {
             Endpoint::Tokens => Ok(self.tokens().await),
             Endpoint::Revoke => self.revoke(param, req.uri().query()).await,
             Endpoint::ImportGrant => self.import_grant(param, req).await,
+            Endpoint::WebhookDeliveries => Ok(json_response(
+                StatusCode::OK,
+                crate::webhooks::deliveries(&self.snap().store).await,
+            )),
             Endpoint::Reload => self.reload().await,
             Endpoint::CertificatesReload => {
                 let (reloaded, errors) =
@@ -807,6 +811,12 @@ impl Admin {
             }
         }
         crate::oauth::grants::publish_invalidation(&self.snap().store, &key).await;
+        if let (true, Some(u)) = (grant_deleted, &user) {
+            let event =
+                crate::webhooks::Event::new("grant.revoked", profile, u, key.tenant.as_deref())
+                    .with("reason", "admin");
+            crate::webhooks::emit(&self.snap().store, event).await;
+        }
         tracing::info!(profile, user = user.is_some(), "admin: token revoked");
         Ok(json_response(
             StatusCode::OK,
@@ -884,6 +894,11 @@ impl Admin {
         // A token cached for the user (here or on another replica) gives way to the imported one.
         self.cache.remove(&key);
         crate::oauth::grants::publish_invalidation(&snap.store, &key).await;
+        crate::webhooks::emit(
+            &snap.store,
+            crate::webhooks::Event::new("grant.imported", profile, &user, tenant.as_deref()),
+        )
+        .await;
         tracing::info!(profile, "admin: grant imported");
         Ok(json_response(
             StatusCode::CREATED,

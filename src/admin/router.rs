@@ -32,6 +32,7 @@ pub enum Endpoint {
     Tokens,
     Revoke,
     ImportGrant,
+    WebhookDeliveries,
     Reload,
     CertificatesReload,
 }
@@ -151,6 +152,11 @@ pub static ROUTES: &[Route] = &[
         path: "/admin/grants/{profile}",
         access: Admin,
         methods: &[(Method::PUT, ImportGrant), (Method::DELETE, Revoke)],
+    },
+    Route {
+        path: "/admin/webhooks/deliveries",
+        access: Admin,
+        methods: &[(Method::GET, WebhookDeliveries)],
     },
     Route {
         path: "/admin/reload",

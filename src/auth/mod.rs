@@ -36,11 +36,10 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use crate::config::{AuthSettings, ClientTls, Grant};
+use crate::config::{AuthSettings, Grant};
 use crate::error::ErrorCode;
 use crate::inject::encode::parse_form;
 use crate::oauth::grants::{self, Flow, Ticket};
-use crate::oauth::http::IdpHttp;
 use crate::oauth::test_auth::{self, TestReport};
 use crate::oauth::test_run;
 use crate::oauth::{to_fetched, OAuthSource, Request as TokenRequest};
@@ -57,8 +56,6 @@ pub struct Auth {
     /// The current config's snapshot (swapped by a reload).
     live: Arc<arc_swap::ArcSwap<Snapshot>>,
     settings: AuthSettings,
-    /// Client for `on_authorized` webhooks.
-    hooks: Option<IdpHttp>,
 }
 
 /// Text for the sign-in pages: its first 500 characters, HTML-escaped.
@@ -218,15 +215,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 impl Auth {
     pub fn new(live: Arc<arc_swap::ArcSwap<Snapshot>>, settings: AuthSettings) -> Arc<Auth> {
-        // Webhooks (`on_authorized`): system roots, 10 s for the whole call, no redirects.
-        let hooks = IdpHttp::new(&ClientTls::default(), None, Duration::from_secs(10))
-            .map_err(|e| tracing::warn!("on_authorized client: {e}"))
-            .ok();
-        Arc::new(Auth {
-            live,
-            settings,
-            hooks,
-        })
+        Arc::new(Auth { live, settings })
     }
 
     /// The snapshot of the config in force now.
@@ -1000,14 +989,17 @@ impl Auth {
         match saved {
             Some(Ok(())) => {
                 tracing::info!(profile = %flow.profile, "end user authorized");
-                let hook = self
-                    .snap()
-                    .config
-                    .profile(&flow.profile)
-                    .and_then(|p| p.on_authorized.clone());
-                if let (Some(url), Some(http)) = (hook, &self.hooks) {
-                    notify(http.clone(), url, flow);
-                }
+                // `grant.authorized` to the profile's webhooks (and its `on_authorized`).
+                crate::webhooks::emit(
+                    &self.snap().store,
+                    crate::webhooks::Event::new(
+                        "grant.authorized",
+                        &flow.profile,
+                        &flow.user,
+                        flow.idp_tenant(),
+                    ),
+                )
+                .await;
                 Ok(page(
                     StatusCode::OK,
                     "You are signed in",
@@ -1076,37 +1068,6 @@ fn form_unread(e: SmallBodyError) -> Refusal {
         SmallBodyError::Incomplete | SmallBodyError::Read => "The form could not be read.",
     };
     Refusal::new(e.code(), "Sign-in failed", text)
-}
-
-/// `on_authorized`: POSTs `{"profile", "user", "tenant"}` so a bot can resume the conversation. In
-/// the background, once, within 10 s; failures are logged (status only).
-fn notify(http: IdpHttp, url: String, flow: &Flow) {
-    let body = serde_json::json!({
-        "profile": flow.profile,
-        "user": flow.user,
-        "tenant": flow.idp_tenant(),
-    })
-    .to_string();
-    let profile = flow.profile.clone();
-    tokio::spawn(async move {
-        let req = http::Request::post(url.as_str())
-            .header(CONTENT_TYPE, "application/json")
-            .body(body.into_bytes());
-        let Ok(req) = req else {
-            tracing::warn!(profile = %profile, "on_authorized: invalid URL");
-            return;
-        };
-        use oauth2::AsyncHttpClient;
-        match http.call(req).await {
-            Ok(r) if r.status().is_success() => {
-                tracing::debug!(profile = %profile, "on_authorized notified")
-            }
-            Ok(r) => {
-                tracing::warn!(profile = %profile, status = r.status().as_u16(), "on_authorized answered with an error status")
-            }
-            Err(e) => tracing::warn!(profile = %profile, "on_authorized failed: {e}"),
-        }
-    });
 }
 
 #[derive(Clone)]

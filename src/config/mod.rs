@@ -12,6 +12,7 @@ pub mod source;
 pub mod token_shape;
 mod upstream;
 mod validate;
+pub mod webhook;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -110,6 +111,8 @@ pub struct Config {
     pub auth: Option<AuthSettings>,
     /// `[connectors.NAME]`.
     pub connectors: IndexMap<String, Arc<Connector>>,
+    /// `[webhooks.NAME]`: receivers of grant events.
+    pub webhooks: IndexMap<String, Arc<webhook::Webhook>>,
     /// Accepted but risky choices (legacy grants, plain http); logged at start, printed by `check`.
     pub warnings: Vec<String>,
     /// What each profile's `preset` filled (printed by `check`).
@@ -885,6 +888,11 @@ pub struct Profile {
     pub per_user: bool,
     /// POSTed `{profile, user, tenant}` after a user's grant is stored.
     pub on_authorized: Option<String>,
+    /// The webhooks this profile's grant events go to (`webhooks = [...]`, and the
+    /// `on_authorized` shorthand).
+    pub webhooks: Vec<Arc<webhook::Webhook>>,
+    /// `keep_alive`: a grant not refreshed for this long is refreshed in the background.
+    pub keep_alive: Option<Duration>,
     /// Egress for the profile's IdP requests, and for upstream requests made with it on routes that
     /// name no connector of their own.
     pub connector: Option<Arc<Connector>>,

@@ -66,6 +66,21 @@ pub struct RawServerTls {
     pub client_ca: Option<PathBuf>,
 }
 
+/// `[webhooks.NAME]`: a receiver of grant events.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub url: String,
+    pub secret: Option<crate::secret::WebhookSecret>,
+    pub events: Option<Vec<String>>,
+    pub tls: Option<RawTls>,
+    pub connector: Option<String>,
+    pub retry_initial: Option<Dur>,
+    pub retry_max: Option<Dur>,
+    pub max_age: Option<Dur>,
+    pub timeout: Option<Dur>,
+}
+
 /// `[connectors.NAME]`: an egress proxy.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -302,6 +317,8 @@ pub struct PerUserKeys {
     pub per_user: Option<bool>,
     pub user_fields: Option<Vec<RawUserField>>,
     pub on_authorized: Option<String>,
+    pub webhooks: Option<Vec<String>>,
+    pub keep_alive: Option<Dur>,
 }
 
 /// Keys of every OAuth 2.0 type.
@@ -812,7 +829,7 @@ mod tests {
         let all = errs.join("\n");
         assert!(all.contains("profiles.p.tenancy: invalid type"), "{all}");
         assert!(
-            all.contains("profiles.p.usernme: unknown key for type \"basic\"; this type takes: username, password, per_user, user_fields, on_authorized, identity_provider, tenancy, tenant_pattern, fields, connector"),
+            all.contains("profiles.p.usernme: unknown key for type \"basic\"; this type takes: username, password, per_user, user_fields, on_authorized, webhooks, keep_alive, identity_provider, tenancy, tenant_pattern, fields, connector"),
             "{all}"
         );
         assert!(
@@ -831,7 +848,7 @@ mod tests {
         let errs = profile_errs(
             "type = \"api_key\"\napi_key = \"k\"\ntoken_url = \"https://idp/token\"\npkce = true\n",
         );
-        let takes = "this type takes: api_key, per_user, user_fields, on_authorized, identity_provider, tenancy, tenant_pattern, fields, connector";
+        let takes = "this type takes: api_key, per_user, user_fields, on_authorized, webhooks, keep_alive, identity_provider, tenancy, tenant_pattern, fields, connector";
         assert_eq!(
             errs,
             vec![

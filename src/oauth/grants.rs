@@ -17,7 +17,7 @@ use super::{to_fetched, OAuthSource, Request};
 use crate::secret::{self, EnteredValue, OAuth1RequestSecret, PkceVerifier, RefreshToken};
 use crate::store::{Name, Store};
 use crate::token::{
-    decode_record, encode_record, Fetched, TokenError, TokenErrorKind, TokenKey, TokenSource,
+    decode_record, encode_grant, Fetched, TokenError, TokenErrorKind, TokenKey, TokenSource,
 };
 
 fn store_error(e: impl std::fmt::Display) -> TokenError {
@@ -30,7 +30,7 @@ fn store_error(e: impl std::fmt::Display) -> TokenError {
 /// Saves a user's grant (blocking: call from `spawn_blocking`).
 pub fn save_grant(store: &Store, name: &Name, f: &Fetched) -> Result<(), TokenError> {
     let lifetime = f.expires_in.unwrap_or(crate::token::DEFAULT_TOKEN_LIFETIME);
-    let (bytes, _) = encode_record(f, lifetime);
+    let (bytes, _) = encode_grant(f, lifetime);
     // No store expiry: the refresh token usually outlives the access token.
     store.put(name, &bytes, None).map_err(store_error)
 }
@@ -140,7 +140,7 @@ impl UserGrants {
         let saved = blocking(move || match (&lock, store.shared()) {
             (Some((l, t)), Some(r)) => {
                 let lifetime = g.expires_in.unwrap_or(crate::token::DEFAULT_TOKEN_LIFETIME);
-                let (bytes, _) = encode_record(&g, lifetime);
+                let (bytes, _) = encode_grant(&g, lifetime);
                 r.put_fenced(l, t, &n, &crate::store::frame_plain(&bytes))
                     .map(|wrote| {
                         if !wrote {
@@ -213,6 +213,7 @@ impl UserGrants {
                     .await?
                     .map_err(store_error)?;
                 publish_invalidation(&self.store, key).await;
+                grant_lost(&self.store, key, tenant, &pairs).await;
                 Err(authorization_required())
             }
             Err(e) => Err(e),
@@ -300,6 +301,30 @@ impl UserGrants {
             }
         }
     }
+}
+
+/// A grant the identity provider refused for good (`invalid_grant`): `grant.revoked` and
+/// `grant.refresh_failed` (with a fresh login link, made with the sign-in's context values).
+async fn grant_lost(
+    store: &Arc<Store>,
+    key: &TokenKey,
+    tenant: Option<&str>,
+    pairs: &[(String, String)],
+) {
+    use crate::webhooks::{emit, Event};
+    let Some(user) = key.user.as_deref() else {
+        return;
+    };
+    let revoked =
+        Event::new("grant.revoked", &key.profile, user, tenant).with("reason", "invalid_grant");
+    emit(store, revoked).await;
+    let mut failed = Event::new("grant.refresh_failed", &key.profile, user, tenant)
+        .with("error", "invalid_grant");
+    failed.context = pairs
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("context.")?.to_string(), v.clone())))
+        .collect();
+    emit(store, failed).await;
 }
 
 /// Tells every replica to forget a user's cached token (`DELETE /admin/tokens`, a refused refresh).

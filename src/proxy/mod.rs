@@ -129,7 +129,7 @@ pub struct OAuthRt {
     pub source: Option<Arc<OAuthSource>>,
     /// Three-legged OAuth 1.0a: the provider's token endpoints.
     pub oauth1: Option<Arc<crate::oauth::oauth1::ThreeLegged>>,
-    dyn_source: Arc<dyn TokenSource>,
+    pub(crate) dyn_source: Arc<dyn TokenSource>,
     /// Credentials belong to end users (kept in the store as grants).
     pub per_user: bool,
     /// Machine-fetched tokens kept per end user (a JWT bearer assertion about `{{user}}`).

@@ -11,6 +11,8 @@
 //! | a user's credential checks in a window | `attempts:{profile}:{window start}:{user}` | the start page |
 //! | the fleet-wide refresh lock of a record | `lock:{record name}` | refreshes (Redis) |
 //! | a Test of an authorization-code profile and its report | `test:{id}` | `POST /admin/profiles/{name}/test`, the callback |
+//! | a webhook delivery (pending, or failed and kept for a while) | `hook:{id}` | grant events (`crate::webhooks`) |
+//! | a replica's lease on one webhook delivery | `lock:hook:{id}` | the webhook sender (Redis) |
 //!
 //! Profile names hold no `:` (checked at load) and tenants are DNS labels, so a grant's name splits
 //! back into its parts even when the user id holds a `:`. Names are not secret: the records are
@@ -31,6 +33,8 @@ pub enum Kind {
     Lock,
     /// Tests of authorization-code profiles (`POST /admin/profiles/{name}/test`).
     Test,
+    /// Webhook deliveries.
+    Webhook,
 }
 
 impl Kind {
@@ -44,6 +48,7 @@ impl Kind {
             Kind::Attempts => "attempts:",
             Kind::Lock => "lock:",
             Kind::Test => "test:",
+            Kind::Webhook => "hook:",
         }
     }
 }
@@ -113,6 +118,11 @@ impl Name {
         Name(format!("{}{id}", Kind::Test.prefix()))
     }
 
+    /// A webhook delivery, under its `webhook-id`.
+    pub fn webhook(id: &str) -> Name {
+        Name(format!("{}{id}", Kind::Webhook.prefix()))
+    }
+
     /// The fleet-wide refresh lock of this record.
     pub fn lock(&self) -> Name {
         Name(format!("{}{}", Kind::Lock.prefix(), self.0))
@@ -165,6 +175,7 @@ mod tests {
         assert_eq!(&*Name::ticket_attempts("T"), "ticket:T:attempts");
         assert_eq!(&*Name::state("S"), "state:S");
         assert_eq!(&*Name::auth_test("X"), "test:X");
+        assert_eq!(&*Name::webhook("msg_1"), "hook:msg_1");
         assert_eq!(&*Name::user_attempts("p", "u", 3600), "attempts:p:3600:u");
         let lock = Name::grant("p", None, "u").lock();
         assert_eq!(&*lock, "lock:grant:p:-:u");

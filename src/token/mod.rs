@@ -18,7 +18,10 @@ mod cache;
 mod persist;
 
 pub use cache::{TokenCache, DEFAULT_MAX_ENTRIES};
-pub use persist::{decode_record, encode_record, name as persisted_name, Persist, StorePersist};
+pub use persist::{
+    decode_record, encode_grant, encode_record, name as persisted_name, refreshed_at, Persist,
+    StorePersist,
+};
 
 use std::fmt;
 use std::sync::Arc;

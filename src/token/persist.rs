@@ -86,6 +86,25 @@ pub fn decode_record(bytes: &[u8]) -> Option<(Fetched, Duration)> {
 
 /// Encodes a token for the store; returns the bytes and the access token's expiry (Unix seconds).
 pub fn encode_record(f: &Fetched, lifetime: Duration) -> (Vec<u8>, u64) {
+    encode(f, lifetime, false)
+}
+
+/// Encodes an end user's grant: a token record that also keeps when it was obtained or last
+/// refreshed (`refreshed_at`, Unix seconds: what `keep_alive` looks at).
+pub fn encode_grant(f: &Fetched, lifetime: Duration) -> (Vec<u8>, u64) {
+    encode(f, lifetime, true)
+}
+
+/// When a grant record was obtained or last refreshed (`None`: written before it was kept).
+pub fn refreshed_at(bytes: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct At {
+        refreshed_at: Option<u64>,
+    }
+    serde_json::from_slice::<At>(bytes).ok()?.refreshed_at
+}
+
+fn encode(f: &Fetched, lifetime: Duration, grant: bool) -> (Vec<u8>, u64) {
     {
         let expires_at = now_unix() + lifetime.as_secs();
         let extra: serde_json::Map<String, Value> = f
@@ -124,6 +143,9 @@ pub fn encode_record(f: &Fetched, lifetime: Duration) -> (Vec<u8>, u64) {
             put("entered", Value::Object(entered));
         }
         put("expires_at", expires_at.into());
+        if grant {
+            put("refreshed_at", now_unix().into());
+        }
         (serde_json::to_vec(&record).unwrap_or_default(), expires_at)
     }
 }

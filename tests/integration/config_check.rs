@@ -367,7 +367,7 @@ client_secret = "{SECRET}"
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("profiles.k.token_url: unknown key for type \"api_key\"; this type takes: api_key, per_user, user_fields, on_authorized, identity_provider, tenancy, tenant_pattern, fields, connector\n"),
+        stderr.contains("profiles.k.token_url: unknown key for type \"api_key\"; this type takes: api_key, per_user, user_fields, on_authorized, webhooks, keep_alive, identity_provider, tenancy, tenant_pattern, fields, connector\n"),
         "{stderr}"
     );
     assert!(
@@ -544,7 +544,7 @@ api_key = "nope"
     );
     has(
         &all,
-        "profiles.p.api_key: unknown key for type \"oauth2_password\"; this type takes: token_url, client_id, client_secret, client_auth, client_assertion_key, client_assertion_alg, client_assertion_kid, client_assertion_cert, client_assertion_audience, scope, token_params, token_request, token_response, tls, idp_timeout, default_token_lifetime, refresh_before, reauth_on, reauth_min_token_age, replay_max_body_bytes, allow_insecure_http, username, password, per_user, user_fields, on_authorized, identity_provider, tenancy, tenant_pattern, fields, connector",
+        "profiles.p.api_key: unknown key for type \"oauth2_password\"; this type takes: token_url, client_id, client_secret, client_auth, client_assertion_key, client_assertion_alg, client_assertion_kid, client_assertion_cert, client_assertion_audience, scope, token_params, token_request, token_response, tls, idp_timeout, default_token_lifetime, refresh_before, reauth_on, reauth_min_token_age, replay_max_body_bytes, allow_insecure_http, username, password, per_user, user_fields, on_authorized, webhooks, keep_alive, identity_provider, tenancy, tenant_pattern, fields, connector",
     );
     has(
         &all,

@@ -41,3 +41,4 @@ mod store;
 mod tls;
 mod token_shapes;
 mod user_auth;
+mod webhooks;

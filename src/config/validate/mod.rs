@@ -17,6 +17,7 @@ mod signing;
 mod store;
 mod tls;
 mod token_shape;
+mod webhooks;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -31,7 +32,7 @@ use super::raw::{
 use super::*;
 
 const SECTIONS: &str =
-    "proxy, admin, auth, routes, profiles, connectors, mock_provider, store, presets_file";
+    "proxy, admin, auth, routes, profiles, connectors, webhooks, mock_provider, store, presets_file";
 
 /// What validation has found so far, and what later sections refer to.
 struct V<'a> {
@@ -40,6 +41,8 @@ struct V<'a> {
     env: &'a Env,
     /// `[connectors.NAME]`, read before routes and profiles name them.
     connectors: IndexMap<String, Arc<Connector>>,
+    /// `[webhooks.NAME]`, read before the profiles that name them.
+    webhooks: IndexMap<String, Arc<webhook::Webhook>>,
 }
 
 impl V<'_> {
@@ -75,6 +78,7 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
         warnings: Vec::new(),
         env,
         connectors: IndexMap::new(),
+        webhooks: IndexMap::new(),
     };
 
     let proxy: RawProxy = section(&mut table, "proxy", &mut v).unwrap_or_default();
@@ -85,6 +89,7 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
     let auth = raw_auth.and_then(|a| listeners::auth_settings(a, &mut v));
     let store = store::store_config(raw_store, &mut v);
     connectors::connectors(table.remove("connectors"), &mut v);
+    webhooks::webhooks(table.remove("webhooks"), &mut v);
     let mut raw_profiles = match table.remove("profiles") {
         None => toml::Table::new(),
         Some(toml::Value::Table(t)) => t,
@@ -145,6 +150,7 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
             store,
             auth,
             connectors: v.connectors,
+            webhooks: v.webhooks,
             warnings: v.warnings,
             presets: preset_uses,
         })

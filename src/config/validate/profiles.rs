@@ -87,6 +87,8 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
             for (key, set) in [
                 ("user_fields", p.user_fields.is_some()),
                 ("on_authorized", p.on_authorized.is_some()),
+                ("webhooks", p.webhooks.is_some()),
+                ("keep_alive", p.keep_alive.is_some()),
             ] {
                 if set {
                     v.err(
@@ -126,24 +128,44 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
         | RawKind::JwtBearer { oauth, .. } => oauth.allow_insecure_http,
         _ => None,
     };
-    let (raw_user_fields, on_authorized) = match kind.per_user_mut() {
-        Some(p) => (p.user_fields.take(), p.on_authorized.take()),
-        None => (None, None),
+    let refreshes = matches!(
+        kind,
+        RawKind::AuthorizationCode { .. } | RawKind::Password { .. }
+    );
+    let (raw_user_fields, on_authorized, webhook_names, keep_alive) = match kind.per_user_mut() {
+        Some(p) => (
+            p.user_fields.take(),
+            p.on_authorized.take(),
+            p.webhooks.take(),
+            p.keep_alive.take().map(|d| d.0),
+        ),
+        None => (None, None, None, None),
     };
-    if let Some(u) = &on_authorized {
-        if u.contains('{') {
-            v.err(
-                &format!("{path}.on_authorized"),
-                "a fixed URL is expected; the body says which profile, user and tenant",
-            );
-        } else {
-            let ctx = UrlContext {
-                path,
-                tenancy,
-                allow_insecure_http,
-            };
-            endpoint_url(u, "on_authorized", &ctx, v);
-        }
+    if keep_alive.is_some() && per_user && !refreshes {
+        v.err(
+            &format!("{path}.keep_alive"),
+            "only OAuth 2.0 grants are refreshed (oauth2_authorization_code, or oauth2_password with per_user = true)",
+        );
+    }
+    if keep_alive.is_some_and(|k| k < std::time::Duration::from_secs(1)) {
+        v.err(
+            &format!("{path}.keep_alive"),
+            "too short; expected at least 1s (e.g. \"30d\")",
+        );
+    }
+    if on_authorized.as_ref().is_some_and(|u| !u.contains('{')) {
+        // Checked with the profile's own allow_insecure_http; the shorthand's webhook is made below.
+        let ctx = UrlContext {
+            path,
+            tenancy,
+            allow_insecure_http,
+        };
+        endpoint_url(
+            on_authorized.as_deref().unwrap_or(""),
+            "on_authorized",
+            &ctx,
+            v,
+        );
     }
     let required = |key: &str, missing: bool, v: &mut V| {
         if missing {
@@ -303,6 +325,14 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
     };
 
     let connector = v.connector_ref(common.connector, path);
+    let webhooks = super::webhooks::profile_webhooks(
+        webhook_names,
+        on_authorized.as_deref(),
+        name,
+        connector.clone(),
+        path,
+        v,
+    );
     let mut kind = kind;
     if let Some(ProfileKind::OAuth(o)) = &mut kind {
         o.connector = connector.clone();
@@ -418,6 +448,8 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
         user_fields,
         per_user,
         on_authorized,
+        webhooks,
+        keep_alive,
         connector,
     })
 }

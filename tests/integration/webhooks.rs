@@ -1,0 +1,700 @@
+//! Grant events as Standard Webhooks: verified by a receiver built on the specification's reference
+//! library (`tests/verify/webhook_receiver.py`), delivered at least once across a receiver that is
+//! down and a sidecar killed in between, listed while pending or failed, and `keep_alive`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use authsidecar::mock::{MockProvider, TokenFault};
+use base64::Engine;
+use http::Method;
+use serde_json::Value;
+
+use crate::support::fleet::{Redis, Replica};
+use crate::support::*;
+
+/// 32 random bytes, the secret every test's receiver verifies with.
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=";
+
+/// The Python receiver (recording every request it gets in `out`, one JSON line each).
+struct Receiver {
+    _proc: Proc,
+    port: u16,
+    out: PathBuf,
+}
+
+impl Receiver {
+    /// On `port` (0: any), answering 503 to its first `fail_first` verified requests.
+    fn start(dir: &Path, port: u16, fail_first: u32) -> Receiver {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let python = repo.join(".venv/bin/python3");
+        assert!(
+            python.exists(),
+            "Python verifiers are not installed (no .venv): run scripts/setup.sh"
+        );
+        let out = dir.join(format!("received-{port}.jsonl"));
+        let mut p = Proc::spawn(
+            "python3",
+            std::process::Command::new(&python)
+                .arg(repo.join("tests/verify/webhook_receiver.py"))
+                .args(["--secret", SECRET, "--out"])
+                .arg(&out)
+                .args(["--port", &port.to_string()])
+                .args(["--fail-first", &fail_first.to_string()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::inherit()),
+        );
+        let port = {
+            use std::io::BufRead;
+            let mut line = String::new();
+            std::io::BufReader::new(p.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            line.trim()
+                .strip_prefix("listening on ")
+                .unwrap_or_else(|| panic!("the receiver did not start: {line:?}"))
+                .parse::<u16>()
+                .unwrap()
+        };
+        Receiver {
+            _proc: p,
+            port,
+            out,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hooks", self.port)
+    }
+
+    /// Every request received so far.
+    fn received(&self) -> Vec<Value> {
+        received(&self.out)
+    }
+}
+
+fn received(out: &Path) -> Vec<Value> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The verified, accepted requests: one per delivery when nothing is duplicated.
+fn accepted(all: &[Value]) -> Vec<Value> {
+    all.iter()
+        .filter(|r| r["verified"] == true && r["status"] == 204)
+        .cloned()
+        .collect()
+}
+
+/// A port nothing listens on now (a receiver that is down; started there later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The per-user profile `user` against the mock, feeding the webhooks named in `hooks`.
+fn profile(mock: &MockProvider, hooks: &str, extra: &str) -> String {
+    let m = mock.addr;
+    format!(
+        r#"
+[[routes]]
+prefix = "/u/"
+upstream = "http://{m}/protected/"
+profiles = ["user"]
+
+[profiles.user]
+type = "oauth2_authorization_code"
+authorization_url = "http://{m}/oauth/authorize"
+token_url = "http://{m}/oauth/token"
+client_id = "demo-client"
+client_secret = "demo-secret"
+webhooks = [{hooks}]
+{extra}
+"#
+    )
+}
+
+fn webhook(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        "\n[webhooks.{name}]\nurl = \"{url}\"\nsecret = \"{SECRET}\"\nretry_initial = \"200ms\"\nretry_max = \"500ms\"\n{extra}\n"
+    )
+}
+
+fn bearer() -> String {
+    format!("Bearer {ADMIN_TOKEN}")
+}
+
+/// `PUT /admin/grants/user?user=…`.
+async fn import(admin: std::net::SocketAddr, user: &str, grant: &str) {
+    let url = format!("http://{admin}/admin/grants/user?user={user}");
+    let r = send(
+        Method::PUT,
+        &url,
+        &[("Authorization", &bearer())],
+        grant.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+}
+
+async fn revoke(admin: std::net::SocketAddr, user: &str) {
+    let url = format!("http://{admin}/admin/grants/user?user={user}");
+    let r = send(Method::DELETE, &url, &[("Authorization", &bearer())], "").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["grant_deleted"], true);
+}
+
+async fn deliveries(admin: std::net::SocketAddr) -> Vec<Value> {
+    let url = format!("http://{admin}/admin/webhooks/deliveries");
+    let r = get(&url, &[("Authorization", &bearer())]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["deliveries"].as_array().unwrap().clone()
+}
+
+async fn metric(admin: std::net::SocketAddr, name: &str) -> f64 {
+    let text = get(&format!("http://{admin}/metrics"), &[]).await;
+    let text = String::from_utf8_lossy(&text.body).to_string();
+    text.lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(' ')?;
+            (n == name || n == format!("{name}_total")).then(|| v.parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Fails if any of `secrets` appears in `body`, as it is or in base64.
+fn assert_holds_none(body: &str, secrets: &[&str]) {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    for s in secrets {
+        for form in [s.to_string(), b64.encode(s), url.encode(s)] {
+            assert!(!body.contains(&form), "a body holds a secret: {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_event_type_verifies_with_the_reference_library_and_holds_no_token() {
+    let dir = TempDir::new("hooks-all");
+    let receiver = Receiver::start(&dir, 0, 0);
+    let mock = mock().await;
+    let text = format!(
+        "[auth]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:0\"\n{}{}",
+        webhook("bot", &receiver.url(), ""),
+        profile(&mock, "\"bot\"", ""),
+    );
+    let server = authsidecar::Server::start(parse(&text)).await.unwrap();
+    let call = format!("http://{}/u/me", server.proxy_addr);
+
+    // grant.authorized: a user signs in.
+    let r = get(&call, &[("X-Authsidecar-User", "alice")]).await;
+    let login = r.json()["error"]["login_url"].as_str().unwrap().to_string();
+    let done = sign_in(&login).await;
+    assert_eq!(done.status, 200);
+    let r = get(&call, &[("X-Authsidecar-User", "alice")]).await;
+    assert_eq!(r.status, 200);
+    let alice_token = r.echoed("authorization")[0]
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_string();
+
+    // grant.imported, then grant.revoked by the admin API.
+    let (at, rt) = ("imported-access-7f3e9a", "imported-refresh-2b8c1d");
+    import(
+        server.admin_addr,
+        "bob",
+        &format!(r#"{{"access_token": "{at}", "refresh_token": "{rt}", "expires_in": 3600}}"#),
+    )
+    .await;
+    revoke(server.admin_addr, "bob").await;
+
+    // grant.refresh_failed (and grant.revoked): the provider refuses an expired grant's refresh.
+    let (at2, rt2) = ("expired-access-4d1f", "dead-refresh-9e2a");
+    import(
+        server.admin_addr,
+        "carl",
+        &format!(r#"{{"access_token": "{at2}", "refresh_token": "{rt2}", "expires_at": "2020-01-01T00:00:00Z"}}"#),
+    )
+    .await;
+    mock.state
+        .set_token_fault(Some(TokenFault::InvalidGrant), Some(1));
+    let r = get(&call, &[("X-Authsidecar-User", "carl")]).await;
+    assert_eq!(r.error_code(), "authorization_required");
+
+    let got = wait_for("six verified events", Duration::from_secs(20), || {
+        let all = accepted(&receiver.received());
+        std::future::ready(if all.len() >= 6 {
+            Ok(all)
+        } else {
+            Err(format!("{:?}", receiver.received()))
+        })
+    })
+    .await;
+    let all = receiver.received();
+    assert!(
+        all.iter().all(|r| r["verified"] == true),
+        "a request did not verify: {all:?}"
+    );
+    let of = |ty: &str, user: &str| -> Value {
+        got.iter()
+            .find(|r| r["type"] == ty && r["data"]["user"] == user)
+            .unwrap_or_else(|| panic!("no {ty} for {user}: {got:?}"))
+            .clone()
+    };
+    let authorized = of("grant.authorized", "alice");
+    assert_eq!(authorized["data"]["profile"], "user");
+    assert_eq!(authorized["data"]["tenant"], Value::Null);
+    of("grant.imported", "bob");
+    assert_eq!(of("grant.revoked", "bob")["data"]["reason"], "admin");
+    assert_eq!(
+        of("grant.revoked", "carl")["data"]["reason"],
+        "invalid_grant"
+    );
+    let failed = of("grant.refresh_failed", "carl");
+    assert_eq!(failed["data"]["error"], "invalid_grant");
+    let link = failed["data"]["login_url"].as_str().unwrap().to_string();
+    assert!(link.contains("/oauth/start/"), "{link}");
+    // The link signs carl in again.
+    assert_eq!(sign_in(&link).await.status, 200);
+    let r = get(&call, &[("X-Authsidecar-User", "carl")]).await;
+    assert_eq!(r.status, 200);
+
+    // The envelope of the specification, and no token or secret in any body, in any form.
+    for r in &got {
+        let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+        assert!(body["timestamp"].as_str().unwrap().ends_with('Z'), "{body}");
+        assert!(r["id"].as_str().unwrap().starts_with("msg_"));
+        assert_holds_none(
+            r["body"].as_str().unwrap(),
+            &[
+                &alice_token,
+                at,
+                rt,
+                at2,
+                rt2,
+                SECRET,
+                SECRET.strip_prefix("whsec_").unwrap(),
+                "demo-secret",
+            ],
+        );
+    }
+    assert_eq!(
+        metric(server.admin_addr, "authsidecar_webhook_deliveries_sent").await,
+        6.0
+    );
+    server.shutdown().await;
+}
+
+/// A receiver that is down, and a sidecar SIGKILLed and restarted meanwhile (file store): once the
+/// receiver is up every event arrives, exactly once after de-duplication by `webhook-id`, with the
+/// ids the deliveries had before the kill.
+#[tokio::test]
+async fn a_receiver_down_and_a_killed_sidecar_lose_no_event() {
+    let dir = TempDir::new("hooks-kill");
+    let mock = mock().await;
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hooks");
+    let key = authsidecar::store::crypto::generate_key();
+    let body = format!(
+        "[store]\nkind = \"file\"\npath = \"{}\"\nkey = \"{key}\"\n{}{}",
+        dir.join("grants.db").display(),
+        webhook("bot", &url, ""),
+        profile(&mock, "\"bot\"", ""),
+    );
+    let mut sidecar = Replica::start(&dir, "s", &body, None).await;
+    for user in ["u1", "u2", "u3"] {
+        import(
+            sidecar.admin,
+            user,
+            r#"{"access_token": "a", "refresh_token": "r", "expires_in": 3600}"#,
+        )
+        .await;
+    }
+    revoke(sidecar.admin, "u2").await;
+    let admin = sidecar.admin;
+    let before = wait_for(
+        "four deliveries attempted and failing",
+        Duration::from_secs(20),
+        || async move {
+            let d = deliveries(admin).await;
+            if d.len() == 4
+                && d.iter()
+                    .all(|d| d["attempts"].as_u64() >= Some(1) && d["state"] == "pending")
+            {
+                Ok(d)
+            } else {
+                Err(format!("{d:?}"))
+            }
+        },
+    )
+    .await;
+    assert!(
+        before.iter().all(|d| d["last_error"] == "connect error"),
+        "{before:?}"
+    );
+    let ids: HashSet<String> = before
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
+
+    // SIGKILL, the receiver comes up (refusing its first two requests), the sidecar restarts.
+    sidecar.kill();
+    let receiver = Receiver::start(&dir, port, 2);
+    let sidecar = Replica::start(&dir, "s", &body, None).await;
+    let got = wait_for(
+        "every event after the restart",
+        Duration::from_secs(30),
+        || {
+            let a = accepted(&receiver.received());
+            std::future::ready(if a.len() >= 4 {
+                Ok(a)
+            } else {
+                Err(format!("{:?}", receiver.received()))
+            })
+        },
+    )
+    .await;
+    let all = receiver.received();
+    let seen: HashSet<String> = all
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(seen, ids, "the same webhook-id on every attempt");
+    let unique: HashMap<String, String> = got
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(unique.len(), 4, "{got:?}");
+    let mut types: Vec<&str> = unique.values().map(String::as_str).collect();
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            "grant.imported",
+            "grant.imported",
+            "grant.imported",
+            "grant.revoked"
+        ]
+    );
+    assert!(all.iter().any(|r| r["status"] == 503), "{all:?}");
+    let admin = sidecar.admin;
+    wait_until("no delivery left", Duration::from_secs(10), || async move {
+        deliveries(admin).await.is_empty()
+    })
+    .await;
+    assert_eq!(
+        metric(admin, "authsidecar_webhook_deliveries_sent").await,
+        4.0
+    );
+}
+
+/// `GET /admin/webhooks/deliveries`: one delivery still retried, one given up after `max_age`;
+/// the metrics follow.
+#[tokio::test]
+async fn deliveries_show_pending_and_failed_and_the_metrics_move() {
+    let mock = mock().await;
+    let url = format!("http://127.0.0.1:{}/hooks", free_port());
+    let text = format!(
+        "[auth]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:0\"\n{}{}{}",
+        webhook("patient", &url, "max_age = \"1h\""),
+        webhook("hasty", &url, "max_age = \"1s\""),
+        profile(&mock, "\"patient\", \"hasty\"", ""),
+    );
+    let server = authsidecar::Server::start(parse(&text)).await.unwrap();
+    import(
+        server.admin_addr,
+        "dora",
+        r#"{"access_token": "a", "refresh_token": "r", "expires_in": 3600}"#,
+    )
+    .await;
+    let admin = server.admin_addr;
+    let list = wait_for(
+        "one failed and one pending delivery",
+        Duration::from_secs(20),
+        || async move {
+            let d = deliveries(admin).await;
+            let state = |s: &str| d.iter().filter(|x| x["state"] == s).count();
+            if state("failed") == 1 && state("pending") == 1 {
+                Ok(d)
+            } else {
+                Err(format!("{d:?}"))
+            }
+        },
+    )
+    .await;
+    for d in &list {
+        assert_eq!(d["type"], "grant.imported");
+        assert!(d["id"].as_str().unwrap().starts_with("msg_"));
+        assert!(d["attempts"].as_u64().unwrap() >= 1, "{d}");
+        assert_eq!(d["last_error"], "connect error");
+        match d["state"].as_str().unwrap() {
+            "failed" => {
+                assert_eq!(d["webhook"], "hasty");
+                assert_eq!(d["next_attempt_at"], Value::Null);
+            }
+            _ => {
+                assert_eq!(d["webhook"], "patient");
+                assert!(d["next_attempt_at"].as_str().unwrap().ends_with('Z'));
+            }
+        }
+    }
+    assert_eq!(
+        metric(admin, "authsidecar_webhook_deliveries_failed").await,
+        1.0
+    );
+    wait_until(
+        "the pending gauge",
+        Duration::from_secs(10),
+        || async move { metric(admin, "authsidecar_webhook_deliveries_pending").await == 1.0 },
+    )
+    .await;
+    // Without the admin token: refused.
+    let r = get(&format!("http://{admin}/admin/webhooks/deliveries"), &[]).await;
+    assert_eq!(r.status, 401);
+    server.shutdown().await;
+}
+
+/// `keep_alive`: an idle grant is refreshed in the background without any call; one the provider
+/// refuses emits `grant.refresh_failed` with a login link.
+#[tokio::test]
+async fn keep_alive_refreshes_idle_grants_and_reports_a_refused_one() {
+    let dir = TempDir::new("hooks-keep");
+    let receiver = Receiver::start(&dir, 0, 0);
+    let mock = mock().await;
+    let text = format!(
+        "[auth]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:0\"\n{}{}",
+        webhook(
+            "bot",
+            &receiver.url(),
+            "events = [\"grant.refresh_failed\"]"
+        ),
+        profile(&mock, "\"bot\"", "keep_alive = \"2s\""),
+    );
+    let server = authsidecar::Server::start(parse(&text)).await.unwrap();
+    let call = format!("http://{}/u/me", server.proxy_addr);
+    let r = get(&call, &[("X-Authsidecar-User", "erin")]).await;
+    let login = r.json()["error"]["login_url"].as_str().unwrap().to_string();
+    assert_eq!(sign_in(&login).await.status, 200);
+    let refreshes = || {
+        mock.counters()
+            .refresh_token
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let start = refreshes();
+    wait_until(
+        "two background refreshes of the idle grant",
+        Duration::from_secs(20),
+        || std::future::ready(refreshes() >= start + 2),
+    )
+    .await;
+    // The grant still serves the user.
+    let r = get(&call, &[("X-Authsidecar-User", "erin")]).await;
+    assert_eq!(r.status, 200);
+
+    mock.state
+        .set_token_fault(Some(TokenFault::InvalidGrant), Some(1));
+    let got = wait_for(
+        "grant.refresh_failed from keep_alive",
+        Duration::from_secs(20),
+        || {
+            let a = accepted(&receiver.received());
+            std::future::ready(if a.is_empty() {
+                Err("nothing yet".to_string())
+            } else {
+                Ok(a)
+            })
+        },
+    )
+    .await;
+    assert_eq!(got.len(), 1, "only the types the webhook takes: {got:?}");
+    assert_eq!(got[0]["type"], "grant.refresh_failed");
+    assert_eq!(got[0]["data"]["user"], "erin");
+    assert!(got[0]["data"]["login_url"]
+        .as_str()
+        .unwrap()
+        .contains("/oauth/start/"));
+    // The link signs erin in again (the refused grant was deleted).
+    let link = got[0]["data"]["login_url"].as_str().unwrap().to_string();
+    assert_eq!(sign_in(&link).await.status, 200);
+    server.shutdown().await;
+}
+
+/// Two sidecars on one Redis: each delivery is attempted by one of them at a time, and delivered
+/// once, whichever replica wrote it.
+#[tokio::test]
+async fn two_replicas_on_one_redis_deliver_each_event_once() {
+    let dir = TempDir::new("hooks-redis");
+    let redis = Redis::start(&dir.join("redis")).await;
+    let mock = mock().await;
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hooks");
+    let key = authsidecar::store::crypto::generate_key();
+    let body = format!(
+        "[store]\nkind = \"redis\"\nurl = \"{}\"\nkey = \"{key}\"\n{}{}",
+        redis.url(),
+        webhook("bot", &url, ""),
+        profile(&mock, "\"bot\"", ""),
+    );
+    let mut a = Replica::start(&dir, "a", &body, None).await;
+    let b = Replica::start(&dir, "b", &body, None).await;
+    for i in 0..6 {
+        import(
+            a.admin,
+            &format!("user{i}"),
+            r#"{"access_token": "a", "refresh_token": "r", "expires_in": 3600}"#,
+        )
+        .await;
+    }
+    // Both replicas see the same deliveries; the writer is killed before the receiver is up.
+    let badmin = b.admin;
+    wait_until(
+        "six deliveries retried",
+        Duration::from_secs(20),
+        || async move {
+            let d = deliveries(badmin).await;
+            d.len() == 6 && d.iter().all(|d| d["attempts"].as_u64() >= Some(1))
+        },
+    )
+    .await;
+    a.kill();
+    let receiver = Receiver::start(&dir, port, 0);
+    let got = wait_for(
+        "six events through the other replica",
+        Duration::from_secs(30),
+        || {
+            let a = accepted(&receiver.received());
+            std::future::ready(if a.len() >= 6 {
+                Ok(a)
+            } else {
+                Err(format!("{:?}", receiver.received()))
+            })
+        },
+    )
+    .await;
+    let a2 = Replica::start(&dir, "a", &body, None).await;
+    wait_until("no delivery left", Duration::from_secs(10), || async move {
+        deliveries(badmin).await.is_empty()
+    })
+    .await;
+    // Let the restarted replica scan once more: it must not send any of them again.
+    let aadmin = a2.admin;
+    wait_until(
+        "the restarted replica's scan",
+        Duration::from_secs(10),
+        || async move { metric(aadmin, "authsidecar_webhook_deliveries_pending").await == 0.0 },
+    )
+    .await;
+    let all = receiver.received();
+    let ids: HashSet<&str> = all.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 6, "{all:?}");
+    assert_eq!(all.len(), 6, "a delivery was sent twice: {all:?}");
+    assert_eq!(got.len(), 6);
+}
+
+/// `[webhooks.NAME]` and the profile keys that use it: every error names its key path, none shows
+/// the secret.
+#[test]
+fn webhook_config_errors_name_the_key_and_never_the_secret() {
+    let bad_secret = "whsec_c2hvcnQ="; // "short": 5 bytes
+    let text = format!(
+        r#"
+[auth]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:1"
+
+[webhooks.ok]
+url = "https://bot.example.com/hooks"
+secret = "{SECRET}"
+
+[webhooks.short]
+url = "http://bot.example.com/hooks"
+secret = "{bad_secret}"
+events = ["grant.authorized", "grant.exploded"]
+retry_initial = "10s"
+retry_max = "1s"
+colour = "blue"
+
+[webhooks.nosecret]
+url = "https://bot.example.com/{{tenant}}"
+
+[webhooks.plain]
+url = "https://bot.example.com/hooks"
+secret = "not-whsec"
+connector = "nope"
+
+[[routes]]
+prefix = "/a/"
+upstream = "http://127.0.0.1:1/"
+profiles = ["u", "k", "m"]
+
+[profiles.u]
+type = "oauth2_authorization_code"
+authorization_url = "https://idp.example.com/authorize"
+token_url = "https://idp.example.com/token"
+client_id = "c"
+webhooks = ["ok", "missing", "ok"]
+keep_alive = "500ms"
+
+[profiles.k]
+type = "api_key"
+per_user = true
+keep_alive = "30d"
+[[profiles.k.fields]]
+in = "header"
+key = "X-Key"
+value = "{{{{api_key}}}}"
+
+[profiles.m]
+type = "api_key"
+api_key = "k"
+webhooks = ["ok"]
+[[profiles.m.fields]]
+in = "header"
+key = "X-Key"
+value = "{{{{api_key}}}}"
+"#
+    );
+    let all: Vec<String> = match authsidecar::config::Config::from_str_with_env(
+        &with_listeners(&text),
+        &authsidecar::config::Env::default(),
+    ) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+    };
+    for line in &all {
+        assert!(
+            !line.contains("c2hvcnQ") && !line.contains("MfKQ9r8") && !line.contains("not-whsec"),
+            "a secret in: {line}"
+        );
+    }
+    for want in [
+        "webhooks.short.secret: the base64 after \"whsec_\" decodes to 5 bytes; expected 24 to 64",
+        "webhooks.short.url: plain http:// is only allowed to loopback hosts",
+        "webhooks.short.events[1]: unknown event type \"grant.exploded\"",
+        "webhooks.short.retry_max: shorter than retry_initial",
+        "webhooks.short.colour: unknown key",
+        "webhooks.nosecret.secret: required",
+        "webhooks.nosecret.url: a fixed URL is expected",
+        "webhooks.plain.secret: expected \"whsec_\" followed by base64",
+        "webhooks.plain.connector: unknown connector \"nope\"",
+        "profiles.u.webhooks[1]: unknown webhook \"missing\"; expected one of ok",
+        "profiles.u.webhooks[2]: \"ok\" is named twice",
+        "profiles.u.keep_alive: too short; expected at least 1s",
+        "profiles.k.keep_alive: only OAuth 2.0 grants are refreshed",
+        "profiles.m.webhooks: only used with per_user = true",
+    ] {
+        has(&all, want);
+    }
+}
