@@ -90,13 +90,11 @@ fn accepted(all: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-/// A port nothing listens on now (a receiver that is down; started there later).
+/// A port for a receiver that is down (and started there later): a spare one, below the range
+/// port-0 binds draw from, so no other listener of the suite takes it meanwhile (see
+/// `support::proc`).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::support::proc::spare_port(0)
 }
 
 /// The per-user profile `user` against the mock, feeding the webhooks named in `hooks`.
