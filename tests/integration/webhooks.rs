@@ -696,3 +696,55 @@ value = "{{{{api_key}}}}"
         has(&all, want);
     }
 }
+
+/// `keep_alive` on two sidecars sharing one Redis: the idle grant is refreshed again and again in
+/// the background, never by both at once. The mock rotates refresh tokens and refuses a used one,
+/// so a second refresh with the same token would end the grant with `grant.refresh_failed`.
+#[tokio::test]
+async fn keep_alive_on_two_replicas_refreshes_each_grant_once_at_a_time() {
+    let dir = TempDir::new("hooks-keep-redis");
+    let redis = Redis::start(&dir.join("redis")).await;
+    let receiver = Receiver::start(&dir, 0, 0);
+    let mock = mock().await;
+    let key = authsidecar::store::crypto::generate_key();
+    let text = format!(
+        "[auth]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:0\"\n[store]\nkind = \"redis\"\nurl = \"{}\"\nkey = \"{key}\"\n{}{}",
+        redis.url(),
+        webhook("bot", &receiver.url(), "events = [\"grant.refresh_failed\", \"grant.revoked\"]"),
+        profile(&mock, "\"bot\"", "keep_alive = \"2s\""),
+    );
+    let a = authsidecar::Server::start(parse(&text)).await.unwrap();
+    let b = authsidecar::Server::start(parse(&text)).await.unwrap();
+    let r = get(
+        &format!("http://{}/u/me", a.proxy_addr),
+        &[("X-Authsidecar-User", "finn")],
+    )
+    .await;
+    let login = r.json()["error"]["login_url"].as_str().unwrap().to_string();
+    assert_eq!(sign_in(&login).await.status, 200);
+    let refreshes = || {
+        mock.counters()
+            .refresh_token
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let start = refreshes();
+    wait_until("four background refreshes", Duration::from_secs(30), || {
+        std::future::ready(refreshes() >= start + 4)
+    })
+    .await;
+    assert_eq!(
+        receiver.received(),
+        Vec::<Value>::new(),
+        "a refresh token was used twice"
+    );
+    for s in [&a, &b] {
+        let r = get(
+            &format!("http://{}/u/me", s.proxy_addr),
+            &[("X-Authsidecar-User", "finn")],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
