@@ -72,6 +72,19 @@ impl Receiver {
     fn received(&self) -> Vec<Value> {
         received(&self.out)
     }
+
+    /// Waits (at most 30 s) until `n` requests verified and were accepted; returns those.
+    async fn wait_accepted(&self, n: usize, what: &str) -> Vec<Value> {
+        wait_for(what, Duration::from_secs(30), || {
+            let a = accepted(&self.received());
+            std::future::ready(if a.len() >= n {
+                Ok(a)
+            } else {
+                Err(format!("{:?}", self.received()))
+            })
+        })
+        .await
+    }
 }
 
 fn received(out: &Path) -> Vec<Value> {
@@ -167,6 +180,24 @@ async fn metric(admin: std::net::SocketAddr, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `user` signs in to profile `user` through the proxy at `proxy` (login link, mock IdP, callback).
+async fn signed_in(proxy: std::net::SocketAddr, user: &str) {
+    let r = get(
+        &format!("http://{proxy}/u/me"),
+        &[("X-Authsidecar-User", user)],
+    )
+    .await;
+    let login = r.json()["error"]["login_url"].as_str().unwrap().to_string();
+    assert_eq!(sign_in(&login).await.status, 200);
+}
+
+/// Refresh-token requests the mock has answered.
+fn refreshes(mock: &MockProvider) -> u64 {
+    mock.counters()
+        .refresh_token
+        .load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Fails if any of `secrets` appears in `body`, as it is or in base64.
 fn assert_holds_none(body: &str, secrets: &[&str]) {
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -226,15 +257,7 @@ async fn every_event_type_verifies_with_the_reference_library_and_holds_no_token
     let r = get(&call, &[("X-Authsidecar-User", "carl")]).await;
     assert_eq!(r.error_code(), "authorization_required");
 
-    let got = wait_for("six verified events", Duration::from_secs(20), || {
-        let all = accepted(&receiver.received());
-        std::future::ready(if all.len() >= 6 {
-            Ok(all)
-        } else {
-            Err(format!("{:?}", receiver.received()))
-        })
-    })
-    .await;
+    let got = receiver.wait_accepted(6, "six verified events").await;
     let all = receiver.received();
     assert!(
         all.iter().all(|r| r["verified"] == true),
@@ -283,10 +306,17 @@ async fn every_event_type_verifies_with_the_reference_library_and_holds_no_token
             ],
         );
     }
-    assert_eq!(
-        metric(server.admin_addr, "authsidecar_webhook_deliveries_sent").await,
-        6.0
-    );
+    // Carl's new sign-in is the seventh event; the metric counts each accepted delivery.
+    let again = receiver.wait_accepted(7, "carl's grant.authorized").await;
+    assert_eq!(again[6]["type"], "grant.authorized");
+    assert_eq!(again[6]["data"]["user"], "carl");
+    let admin = server.admin_addr;
+    wait_until(
+        "seven deliveries counted",
+        Duration::from_secs(10),
+        || async move { metric(admin, "authsidecar_webhook_deliveries_sent").await == 7.0 },
+    )
+    .await;
     server.shutdown().await;
 }
 
@@ -346,19 +376,9 @@ async fn a_receiver_down_and_a_killed_sidecar_lose_no_event() {
     sidecar.kill();
     let receiver = Receiver::start(&dir, port, 2);
     let sidecar = Replica::start(&dir, "s", &body, None).await;
-    let got = wait_for(
-        "every event after the restart",
-        Duration::from_secs(30),
-        || {
-            let a = accepted(&receiver.received());
-            std::future::ready(if a.len() >= 4 {
-                Ok(a)
-            } else {
-                Err(format!("{:?}", receiver.received()))
-            })
-        },
-    )
-    .await;
+    let got = receiver
+        .wait_accepted(4, "every event after the restart")
+        .await;
     let all = receiver.received();
     let seen: HashSet<String> = all
         .iter()
@@ -482,19 +502,12 @@ async fn keep_alive_refreshes_idle_grants_and_reports_a_refused_one() {
     );
     let server = authsidecar::Server::start(parse(&text)).await.unwrap();
     let call = format!("http://{}/u/me", server.proxy_addr);
-    let r = get(&call, &[("X-Authsidecar-User", "erin")]).await;
-    let login = r.json()["error"]["login_url"].as_str().unwrap().to_string();
-    assert_eq!(sign_in(&login).await.status, 200);
-    let refreshes = || {
-        mock.counters()
-            .refresh_token
-            .load(std::sync::atomic::Ordering::SeqCst)
-    };
-    let start = refreshes();
+    signed_in(server.proxy_addr, "erin").await;
+    let start = refreshes(&mock);
     wait_until(
         "two background refreshes of the idle grant",
         Duration::from_secs(20),
-        || std::future::ready(refreshes() >= start + 2),
+        || std::future::ready(refreshes(&mock) >= start + 2),
     )
     .await;
     // The grant still serves the user.
@@ -503,19 +516,9 @@ async fn keep_alive_refreshes_idle_grants_and_reports_a_refused_one() {
 
     mock.state
         .set_token_fault(Some(TokenFault::InvalidGrant), Some(1));
-    let got = wait_for(
-        "grant.refresh_failed from keep_alive",
-        Duration::from_secs(20),
-        || {
-            let a = accepted(&receiver.received());
-            std::future::ready(if a.is_empty() {
-                Err("nothing yet".to_string())
-            } else {
-                Ok(a)
-            })
-        },
-    )
-    .await;
+    let got = receiver
+        .wait_accepted(1, "grant.refresh_failed from keep_alive")
+        .await;
     assert_eq!(got.len(), 1, "only the types the webhook takes: {got:?}");
     assert_eq!(got[0]["type"], "grant.refresh_failed");
     assert_eq!(got[0]["data"]["user"], "erin");
@@ -568,19 +571,9 @@ async fn two_replicas_on_one_redis_deliver_each_event_once() {
     .await;
     a.kill();
     let receiver = Receiver::start(&dir, port, 0);
-    let got = wait_for(
-        "six events through the other replica",
-        Duration::from_secs(30),
-        || {
-            let a = accepted(&receiver.received());
-            std::future::ready(if a.len() >= 6 {
-                Ok(a)
-            } else {
-                Err(format!("{:?}", receiver.received()))
-            })
-        },
-    )
-    .await;
+    let got = receiver
+        .wait_accepted(6, "six events through the other replica")
+        .await;
     let a2 = Replica::start(&dir, "a", &body, None).await;
     wait_until("no delivery left", Duration::from_secs(10), || async move {
         deliveries(badmin).await.is_empty()
@@ -715,21 +708,10 @@ async fn keep_alive_on_two_replicas_refreshes_each_grant_once_at_a_time() {
     );
     let a = authsidecar::Server::start(parse(&text)).await.unwrap();
     let b = authsidecar::Server::start(parse(&text)).await.unwrap();
-    let r = get(
-        &format!("http://{}/u/me", a.proxy_addr),
-        &[("X-Authsidecar-User", "finn")],
-    )
-    .await;
-    let login = r.json()["error"]["login_url"].as_str().unwrap().to_string();
-    assert_eq!(sign_in(&login).await.status, 200);
-    let refreshes = || {
-        mock.counters()
-            .refresh_token
-            .load(std::sync::atomic::Ordering::SeqCst)
-    };
-    let start = refreshes();
+    signed_in(a.proxy_addr, "finn").await;
+    let start = refreshes(&mock);
     wait_until("four background refreshes", Duration::from_secs(30), || {
-        std::future::ready(refreshes() >= start + 4)
+        std::future::ready(refreshes(&mock) >= start + 4)
     })
     .await;
     assert_eq!(
