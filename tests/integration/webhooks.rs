@@ -76,11 +76,20 @@ impl Receiver {
     /// Waits (at most 30 s) until `n` requests verified and were accepted; returns those.
     async fn wait_accepted(&self, n: usize, what: &str) -> Vec<Value> {
         wait_for(what, Duration::from_secs(30), || {
-            let a = accepted(&self.received());
+            let all = self.received();
+            let a = accepted(&all);
             std::future::ready(if a.len() >= n {
                 Ok(a)
             } else {
-                Err(format!("{:?}", self.received()))
+                // In short: how many arrived, and the last one (with why it was refused).
+                Err(format!(
+                    "{} requests, {} accepted; the last: {}",
+                    all.len(),
+                    a.len(),
+                    all.last().map_or(String::new(), |r| {
+                        format!("{} {} {}", r["status"], r["error"], r["body"])
+                    })
+                ))
             })
         })
         .await
