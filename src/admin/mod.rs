@@ -1100,6 +1100,10 @@ impl Admin {
                 "max_length": f.max_length,
             })).collect::<Vec<_>>(),
             "on_authorized": p.on_authorized,
+            // Webhook names only (a webhook's secret is never shown); the on_authorized shorthand
+            // is the line above.
+            "webhooks": p.webhooks.iter().filter(|w| !w.plain_body).map(|w| &*w.name).collect::<Vec<_>>(),
+            "keep_alive_seconds": p.keep_alive.map(|d| d.as_secs()),
             "routes": routes,
             "fields": fields,
             "credentials": credentials,

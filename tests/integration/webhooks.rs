@@ -315,6 +315,14 @@ async fn every_event_type_verifies_with_the_reference_library_and_holds_no_token
             ],
         );
     }
+    // The admin API names the profile's webhooks, never their secret.
+    let shown = get(
+        &format!("http://{}/admin/profiles/user", server.admin_addr),
+        &[("Authorization", &bearer())],
+    )
+    .await;
+    assert_eq!(shown.json()["webhooks"], serde_json::json!(["bot"]));
+    assert_holds_none(&String::from_utf8_lossy(&shown.body), &[SECRET]);
     // Carl's new sign-in is the seventh event; the metric counts each accepted delivery.
     let again = receiver.wait_accepted(7, "carl's grant.authorized").await;
     assert_eq!(again[6]["type"], "grant.authorized");
