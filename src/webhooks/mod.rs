@@ -318,10 +318,23 @@ impl Webhooks {
     /// arrives, or [`SCAN_EVERY`]).
     async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
+            // A config without webhooks costs no scan (a reload that adds one wakes nothing, but
+            // the next turn, at most SCAN_EVERY later, scans).
+            let configured = self
+                .live
+                .load()
+                .config
+                .profiles
+                .values()
+                .any(|p| !p.webhooks.is_empty());
             let store = self.store.clone();
-            let all = tokio::task::spawn_blocking(move || Webhooks::all(&store))
-                .await
-                .unwrap_or_default();
+            let all = if configured {
+                tokio::task::spawn_blocking(move || Webhooks::all(&store))
+                    .await
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
             let now = now_ms();
             let pending: Vec<&Delivery> = all.iter().filter(|d| d.state == "pending").collect();
             self.pending.set(pending.len() as i64);
