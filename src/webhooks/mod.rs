@@ -473,6 +473,12 @@ impl Webhooks {
                 let w = self.webhook(&d.webhook);
                 let max_age = w.as_ref().map_or(Duration::ZERO, |w| w.max_age);
                 let now = now_ms();
+                let (initial, max) = w
+                    .as_ref()
+                    .map_or((Duration::from_secs(1), Duration::from_secs(1)), |w| {
+                        (w.retry_initial, w.retry_max)
+                    });
+                let wait = backoff(initial, max, d.attempts);
                 let expires = if w.is_none()
                     || now.saturating_sub(d.created) >= max_age.as_millis() as u64
                 {
@@ -481,16 +487,23 @@ impl Webhooks {
                     tracing::warn!(webhook = %d.webhook, kind = %d.kind, attempts = d.attempts, "webhook delivery failed for good (max_age)");
                     Some(now / 1000 + FAILED_KEPT.as_secs())
                 } else {
-                    let w = w.as_ref().map(|w| (w.retry_initial, w.retry_max));
-                    let (initial, max) = w.unwrap_or_default();
-                    let wait = backoff(initial, max, d.attempts);
                     d.next_attempt_at = now + wait.as_millis() as u64;
                     tracing::info!(webhook = %d.webhook, kind = %d.kind, attempts = d.attempts, error = ?d.last_error, "webhook attempt failed; retrying in {wait:?}");
                     None
                 };
-                if let Ok(bytes) = serde_json::to_vec(&d) {
-                    let _ =
-                        tokio::task::spawn_blocking(move || store.put(&n, &bytes, expires)).await;
+                let written = match serde_json::to_vec(&d) {
+                    Ok(bytes) => {
+                        tokio::task::spawn_blocking(move || store.put(&n, &bytes, expires))
+                            .await
+                            .is_ok_and(|r| r.is_ok())
+                    }
+                    Err(_) => false,
+                };
+                if !written {
+                    // The store did not take the new schedule: the record still says "due now".
+                    // Hold this delivery back here for the wait instead of sending it again at once.
+                    tracing::warn!(webhook = %d.webhook, "webhook delivery: its new schedule was not written");
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
