@@ -27,6 +27,11 @@ struct Receiver {
 impl Receiver {
     /// On `port` (0: any), answering 503 to its first `fail_first` verified requests.
     fn start(dir: &Path, port: u16, fail_first: u32) -> Receiver {
+        Self::start_slow(dir, port, fail_first, 0)
+    }
+
+    /// The same, holding every answer back `delay_ms`.
+    fn start_slow(dir: &Path, port: u16, fail_first: u32, delay_ms: u32) -> Receiver {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         let python = repo.join(".venv/bin/python3");
         assert!(
@@ -42,6 +47,7 @@ impl Receiver {
                 .arg(&out)
                 .args(["--port", &port.to_string()])
                 .args(["--fail-first", &fail_first.to_string()])
+                .args(["--delay-ms", &delay_ms.to_string()])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::inherit()),
         );
@@ -746,4 +752,58 @@ async fn keep_alive_on_two_replicas_refreshes_each_grant_once_at_a_time() {
     }
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// Two sidecars on one Redis, a slow receiver that refuses every delivery: both replicas retry the
+/// same deliveries, and no two attempts of one delivery are ever open at the same time (the lease).
+#[tokio::test]
+async fn two_replicas_never_attempt_one_delivery_at_the_same_time() {
+    let dir = TempDir::new("hooks-lease");
+    let redis = Redis::start(&dir.join("redis")).await;
+    let mock = mock().await;
+    let receiver = Receiver::start_slow(&dir, 0, u32::MAX, 700);
+    let key = authsidecar::store::crypto::generate_key();
+    let body = format!(
+        "[store]\nkind = \"redis\"\nurl = \"{}\"\nkey = \"{key}\"\n{}{}",
+        redis.url(),
+        webhook("bot", &receiver.url(), ""),
+        profile(&mock, "\"bot\"", ""),
+    );
+    let a = Replica::start(&dir, "a", &body, None).await;
+    let _b = Replica::start(&dir, "b", &body, None).await;
+    for i in 0..3 {
+        import(
+            a.admin,
+            &format!("user{i}"),
+            r#"{"access_token": "a", "refresh_token": "r", "expires_in": 3600}"#,
+        )
+        .await;
+    }
+    // Until the other replica (which scans every 5 s) has attempted some of them too.
+    let b_log = dir.join("b.log");
+    wait_until("attempts by both replicas", Duration::from_secs(40), || {
+        let b_tried = std::fs::read_to_string(&b_log)
+            .unwrap_or_default()
+            .contains("webhook attempt failed");
+        std::future::ready(b_tried && receiver.received().len() >= 12)
+    })
+    .await;
+    let all = receiver.received();
+    let a_log = std::fs::read_to_string(dir.join("a.log")).unwrap();
+    assert!(a_log.contains("webhook attempt failed"), "{a_log}");
+    for (i, x) in all.iter().enumerate() {
+        for y in &all[i + 1..] {
+            if x["id"] != y["id"] {
+                continue;
+            }
+            let (xs, xe) = (x["start"].as_f64().unwrap(), x["end"].as_f64().unwrap());
+            let (ys, ye) = (y["start"].as_f64().unwrap(), y["end"].as_f64().unwrap());
+            assert!(
+                xe <= ys || ye <= xs,
+                "two attempts of {} overlapped: {xs}..{xe} and {ys}..{ye}",
+                x["id"]
+            );
+        }
+    }
+    assert!(all.iter().all(|r| r["verified"] == true));
 }

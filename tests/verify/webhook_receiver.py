@@ -2,10 +2,12 @@
 
 Every request is verified with ``standardwebhooks.Webhook(secret).verify(body, headers)`` and
 recorded as one JSON line in --out: {"id", "verified", "status", "type", "data", "body",
-"error"}. A request that does not verify is answered 400. The first --fail-first requests are
-answered 503 (a receiver that is not ready), after being recorded.
+"error", "start", "end"}. A request that does not verify is answered 400. The first --fail-first
+requests are answered 503 (a receiver that is not ready), after being recorded. --delay-ms holds
+every answer back that long ("start" and "end" are when the request arrived and was answered, in
+seconds), so a test can see whether two attempts of one delivery overlapped.
 
-Usage: webhook_receiver.py --secret whsec_... --out FILE [--port N] [--fail-first N]
+Usage: webhook_receiver.py --secret whsec_... --out FILE [--port N] [--fail-first N] [--delay-ms N]
 Prints "listening on PORT" once it listens (port 0: the OS chooses).
 """
 
@@ -13,6 +15,7 @@ import argparse
 import json
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -24,6 +27,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--fail-first", type=int, default=0)
+    ap.add_argument("--delay-ms", type=int, default=0)
     args = ap.parse_args()
     hook = Webhook(args.secret)
     lock = threading.Lock()
@@ -34,6 +38,7 @@ def main():
             pass
 
         def do_POST(self):
+            start = time.time()
             length = int(self.headers.get("content-length", "0"))
             body = self.rfile.read(length)
             headers = {k.lower(): v for k, v in self.headers.items()}
@@ -53,7 +58,9 @@ def main():
                 seen["n"] += 1
                 if status == 204 and seen["n"] <= args.fail_first:
                     status = 503
-                record["status"] = status
+            time.sleep(args.delay_ms / 1000)
+            record.update(status=status, start=start, end=time.time())
+            with lock:
                 with open(args.out, "a") as f:
                     f.write(json.dumps(record) + "\n")
             self.send_response(status)
