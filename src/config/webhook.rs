@@ -68,3 +68,23 @@ impl Webhook {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_a_redacted_secret() {
+        assert_eq!(DEFAULT_RETRY_INITIAL, Duration::from_secs(5));
+        assert_eq!(DEFAULT_RETRY_MAX, Duration::from_secs(300));
+        assert_eq!(DEFAULT_MAX_AGE, Duration::from_secs(86_400));
+        assert_eq!(DEFAULT_WEBHOOK_TIMEOUT, Duration::from_secs(10));
+        let mut w = Webhook::on_authorized("p", "https://bot.example.com/r", None);
+        assert!(w.wants("grant.authorized") && !w.wants("grant.revoked"));
+        assert!(w.plain_body && w.secret.is_none());
+        w.secret = Some(WebhookSecret::new("whsec_c2VjcmV0LXZhbHVlLXRoYXQtaXMtbG9uZw=="));
+        let shown = format!("{w:?}");
+        assert!(!shown.contains("c2VjcmV0"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+    }
+}

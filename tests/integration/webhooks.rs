@@ -508,14 +508,33 @@ async fn deliveries_show_pending_and_failed_and_the_metrics_move() {
 }
 
 /// `keep_alive`: an idle grant is refreshed in the background without any call; one the provider
-/// refuses emits `grant.refresh_failed` with a login link.
+/// refuses emits `grant.refresh_failed` with a login link. Memory store.
 #[tokio::test]
 async fn keep_alive_refreshes_idle_grants_and_reports_a_refused_one() {
+    keep_alive_on(|_| String::new()).await;
+}
+
+/// The same with the file store.
+#[tokio::test]
+async fn keep_alive_works_on_the_file_store() {
+    keep_alive_on(|dir| {
+        format!(
+            "[store]\nkind = \"file\"\npath = \"{}\"\nkey = \"{}\"\n",
+            dir.join("grants.db").display(),
+            authsidecar::store::crypto::generate_key()
+        )
+    })
+    .await;
+}
+
+/// The `keep_alive` scenario with the `[store]` section `store` makes (in the test's folder).
+async fn keep_alive_on(store: impl Fn(&Path) -> String) {
     let dir = TempDir::new("hooks-keep");
     let receiver = Receiver::start(&dir, 0, 0);
     let mock = mock().await;
     let text = format!(
-        "[auth]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:0\"\n{}{}",
+        "[auth]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:0\"\n{}{}{}",
+        store(&dir),
         webhook(
             "bot",
             &receiver.url(),
