@@ -82,7 +82,9 @@ mod tests {
         let mut w = Webhook::on_authorized("p", "https://bot.example.com/r", None);
         assert!(w.wants("grant.authorized") && !w.wants("grant.revoked"));
         assert!(w.plain_body && w.secret.is_none());
-        w.secret = Some(WebhookSecret::new("whsec_c2VjcmV0LXZhbHVlLXRoYXQtaXMtbG9uZw=="));
+        w.secret = Some(WebhookSecret::new(
+            "whsec_c2VjcmV0LXZhbHVlLXRoYXQtaXMtbG9uZw==",
+        ));
         let shown = format!("{w:?}");
         assert!(!shown.contains("c2VjcmV0"), "{shown}");
         assert!(shown.contains("[redacted]"), "{shown}");

@@ -712,6 +712,18 @@ value = "{{{{api_key}}}}"
             "a secret in: {line}"
         );
     }
+    // Without a durable store, a warning (on a config that loads).
+    let warned = parse(&format!(
+        "[auth]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:1\"\n[webhooks.ok]\nurl = \"https://bot.example.com/h\"\nsecret = \"{SECRET}\"\n[[routes]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:1/\"\nprofiles = [\"n\"]\n[profiles.n]\ntype = \"none\"\n"
+    ));
+    assert!(
+        warned
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("webhooks: the store is memory")),
+        "{:?}",
+        warned.warnings
+    );
     for want in [
         "webhooks.short.secret: the base64 after \"whsec_\" decodes to 5 bytes; expected 24 to 64",
         "webhooks.short.url: plain http:// is only allowed to loopback hosts",

@@ -89,7 +89,7 @@ pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigE
     let auth = raw_auth.and_then(|a| listeners::auth_settings(a, &mut v));
     let store = store::store_config(raw_store, &mut v);
     connectors::connectors(table.remove("connectors"), &mut v);
-    webhooks::webhooks(table.remove("webhooks"), &mut v);
+    webhooks::webhooks(table.remove("webhooks"), &store, &mut v);
     let mut raw_profiles = match table.remove("profiles") {
         None => toml::Table::new(),
         Some(toml::Value::Table(t)) => t,

@@ -10,7 +10,13 @@ use crate::config::webhook::{
 };
 
 /// `[webhooks.NAME]`, read before the profiles that name them.
-pub(super) fn webhooks(value: Option<toml::Value>, v: &mut V) {
+pub(super) fn webhooks(value: Option<toml::Value>, store: &StoreConfig, v: &mut V) {
+    if value.is_some() && matches!(store, StoreConfig::Memory) {
+        v.warn(
+            "webhooks: the store is memory: deliveries not yet accepted are lost on restart ([store] kind = \"file\" or \"redis\" keeps them)"
+                .to_string(),
+        );
+    }
     match value {
         None => {}
         Some(toml::Value::Table(t)) => {
