@@ -339,11 +339,6 @@ async fn an_upstream_401_replays_the_request_signed_afresh() {
 #[tokio::test]
 async fn oauthlib_provider_accepts_the_three_legged_flow_and_the_signed_call() {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = repo.join(".venv/bin/python3");
-    assert!(
-        python.exists(),
-        "Python verifiers are not installed (no .venv): run scripts/setup.sh"
-    );
     let rsa_key = repo.join("tests/data/sign/rsa-pkcs8.pem");
     let rsa_public = repo.join("tests/data/sign/rsa-public.pem");
     for (method, key_lines) in [
@@ -362,29 +357,17 @@ async fn oauthlib_provider_accepts_the_three_legged_flow_and_the_signed_call() {
             format!("private_key = \"{}\"", rsa_key.display()),
         ),
     ] {
-        let mut child = Proc::spawn(
-            "python3",
-            std::process::Command::new(&python)
-                .arg(repo.join("tests/verify/oauth1_provider.py"))
-                .args(["--consumer-key", "demo-client"])
-                .args(["--consumer-secret", "demo-secret"])
-                .arg("--rsa-public-key")
-                .arg(&rsa_public)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::inherit()),
+        let (mut child, port) = crate::support::proc::python_server(
+            "oauth1_provider.py",
+            &[
+                "--consumer-key".as_ref(),
+                "demo-client".as_ref(),
+                "--consumer-secret".as_ref(),
+                "demo-secret".as_ref(),
+                "--rsa-public-key".as_ref(),
+                rsa_public.as_os_str(),
+            ],
         );
-        let port = {
-            use std::io::BufRead;
-            let mut line = String::new();
-            std::io::BufReader::new(child.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            line.trim()
-                .strip_prefix("listening on ")
-                .unwrap_or_else(|| panic!("the provider did not start: {line:?}"))
-                .parse::<u16>()
-                .unwrap()
-        };
         let base = format!("http://127.0.0.1:{port}");
         // The provider does check: an unsigned call is refused.
         let r = get(&format!("{base}/protected/resource"), &[]).await;

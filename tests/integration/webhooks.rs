@@ -32,37 +32,25 @@ impl Receiver {
 
     /// The same, holding every answer back `delay_ms`.
     fn start_slow(dir: &Path, port: u16, fail_first: u32, delay_ms: u32) -> Receiver {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let python = repo.join(".venv/bin/python3");
-        assert!(
-            python.exists(),
-            "Python verifiers are not installed (no .venv): run scripts/setup.sh"
-        );
         let out = dir.join(format!("received-{port}.jsonl"));
-        let mut p = Proc::spawn(
-            "python3",
-            std::process::Command::new(&python)
-                .arg(repo.join("tests/verify/webhook_receiver.py"))
-                .args(["--secret", SECRET, "--out"])
-                .arg(&out)
-                .args(["--port", &port.to_string()])
-                .args(["--fail-first", &fail_first.to_string()])
-                .args(["--delay-ms", &delay_ms.to_string()])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::inherit()),
+        let (port, fail_first, delay_ms) = (
+            port.to_string(),
+            fail_first.to_string(),
+            delay_ms.to_string(),
         );
-        let port = {
-            use std::io::BufRead;
-            let mut line = String::new();
-            std::io::BufReader::new(p.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            line.trim()
-                .strip_prefix("listening on ")
-                .unwrap_or_else(|| panic!("the receiver did not start: {line:?}"))
-                .parse::<u16>()
-                .unwrap()
-        };
+        let args: Vec<&std::ffi::OsStr> = vec![
+            "--secret".as_ref(),
+            SECRET.as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--port".as_ref(),
+            port.as_ref(),
+            "--fail-first".as_ref(),
+            fail_first.as_ref(),
+            "--delay-ms".as_ref(),
+            delay_ms.as_ref(),
+        ];
+        let (p, port) = crate::support::proc::python_server("webhook_receiver.py", &args);
         Receiver {
             _proc: p,
             port,

@@ -231,3 +231,34 @@ pub async fn printed_after(p: &mut Proc, output: &Path, marker: &str, within: Du
         tokio::time::sleep(super::wait::POLL).await;
     }
 }
+
+/// Runs the Python verifier `script` (under `tests/verify/`, with the `.venv` that
+/// `scripts/setup.sh` installs) as a server with `args`, and returns it with the port it printed on
+/// its first line (`listening on PORT`).
+pub fn python_server(script: &str, args: &[&std::ffi::OsStr]) -> (Proc, u16) {
+    use std::io::BufRead;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = repo.join(".venv/bin/python3");
+    assert!(
+        python.exists(),
+        "Python verifiers are not installed (no .venv): run scripts/setup.sh"
+    );
+    let mut p = Proc::spawn(
+        "python3",
+        Command::new(&python)
+            .arg(repo.join("tests/verify").join(script))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit()),
+    );
+    let mut line = String::new();
+    if let Some(out) = p.stdout.take() {
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    let port = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("{script} did not start: {line:?}"));
+    (p, port)
+}
