@@ -109,12 +109,7 @@ impl V<'_> {
         match self.connectors.get(&name) {
             Some(c) => Some(c.clone()),
             None => {
-                let known: Vec<&str> = self.connectors.keys().map(String::as_str).collect();
-                let expected = if known.is_empty() {
-                    "no [connectors.NAME] section is defined".to_string()
-                } else {
-                    format!("expected one of {}", known.join(", "))
-                };
+                let expected = expected_one_of("connectors", self.connectors.keys());
                 self.err(
                     &format!("{path}.connector"),
                     format!("unknown connector \"{name}\"; {expected}"),

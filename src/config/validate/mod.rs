@@ -72,6 +72,17 @@ impl V<'_> {
     }
 }
 
+/// What a reference to an unknown `[section.NAME]` should have named: `expected one of a, b`, or
+/// that there is no such section.
+fn expected_one_of<'a>(section: &str, known: impl Iterator<Item = &'a String>) -> String {
+    let known: Vec<&str> = known.map(String::as_str).collect();
+    if known.is_empty() {
+        format!("no [{section}.NAME] section is defined")
+    } else {
+        format!("expected one of {}", known.join(", "))
+    }
+}
+
 pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigError>> {
     let mut v = V {
         errors: Vec::new(),

@@ -174,12 +174,7 @@ pub(super) fn profile_webhooks(
             ),
             Some(w) => out.push(w.clone()),
             None => {
-                let known: Vec<&str> = v.webhooks.keys().map(String::as_str).collect();
-                let expected = if known.is_empty() {
-                    "no [webhooks.NAME] section is defined".to_string()
-                } else {
-                    format!("expected one of {}", known.join(", "))
-                };
+                let expected = expected_one_of("webhooks", v.webhooks.keys());
                 v.err(
                     &format!("{path}.webhooks[{i}]"),
                     format!("unknown webhook \"{n}\"; {expected}"),
