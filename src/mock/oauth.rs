@@ -1311,6 +1311,15 @@ pub(super) async fn json_login(state: &MockState, req: Request<Incoming>) -> Res
     r
 }
 
+/// Whether `user` and `password` are one of the mock's users (the password compared in constant
+/// time).
+fn known_user(state: &MockState, user: &str, password: &str) -> bool {
+    lock(&state.settings)
+        .users
+        .iter()
+        .any(|(u, pw)| u == user && ct_eq(pw.expose().as_bytes(), password.as_bytes()))
+}
+
 #[cfg(test)]
 mod rfc3339_tests {
     #[test]
@@ -1325,13 +1334,4 @@ mod rfc3339_tests {
             "2024-02-28T23:59:59.000Z"
         );
     }
-}
-
-/// Whether `user` and `password` are one of the mock's users (the password compared in constant
-/// time).
-fn known_user(state: &MockState, user: &str, password: &str) -> bool {
-    lock(&state.settings)
-        .users
-        .iter()
-        .any(|(u, pw)| u == user && ct_eq(pw.expose().as_bytes(), password.as_bytes()))
 }
