@@ -550,6 +550,10 @@ pub struct OAuth1Endpoints {
     pub authorization_url: String,
     /// POSTed, signed with the request token, with `oauth_verifier` on the callback.
     pub access_token_url: String,
+    /// TLS for the three endpoints (`tls`).
+    pub tls: ClientTls,
+    /// Each token request, connect to last byte (`idp_timeout`).
+    pub idp_timeout: Duration,
 }
 
 impl SignMethod {

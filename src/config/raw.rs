@@ -400,6 +400,10 @@ pub struct OAuth1Keys {
     pub request_token_url: Option<String>,
     pub authorization_url: Option<String>,
     pub access_token_url: Option<String>,
+    /// TLS and time limit of the three token requests (`per_user = true`).
+    pub tls: Option<RawTls>,
+    pub idp_timeout: Option<Dur>,
+    pub allow_insecure_http: Option<bool>,
 }
 
 /// Keys of every type that signs requests.
