@@ -1263,26 +1263,31 @@ async fn an_imported_grant_serves_the_user_and_an_expired_one_is_refreshed() {
     assert_eq!(s.echo.token_requests(), before + 1, "one refresh");
 
     for (query, body, status, code) in [
-        ("user=ivy", r#"{"refresh_token": "x"}"#, 400, "bad_request"),
+        (
+            "user=ivy",
+            r#"{"refresh_token": "x"}"#,
+            400,
+            "grant_invalid",
+        ),
         (
             "user=ivy",
             r#"{"access_token": "a", "expires_in": -1}"#,
             400,
-            "bad_request",
+            "grant_invalid",
         ),
         (
             "user=ivy",
             r#"{"access_token": "a", "expires_in": 1, "expires_at": 2}"#,
             400,
-            "bad_request",
+            "grant_invalid",
         ),
         (
             "user=ivy",
             r#"{"access_token": "a", "nope": 1}"#,
             400,
-            "bad_request",
+            "grant_invalid",
         ),
-        ("user=ivy", r#"[]"#, 400, "bad_request"),
+        ("user=ivy", r#"[]"#, 400, "grant_invalid"),
         ("", r#"{"access_token": "a"}"#, 400, "user_required"),
         (
             "user=ivy&tenant=x",
