@@ -286,15 +286,27 @@ impl Admin {
                 })?
         };
         let (mut lines, mut imported, mut refused) = (Vec::new(), 0u64, 0u64);
+        // The line on which the store failed: later lines are refused without a try, so a store
+        // that is down costs one timeout, not one per line.
+        let mut store_failed: Option<usize> = None;
         for (i, text) in body.split(|b| *b == b'\n').enumerate() {
             let n = i + 1;
             if text.trim_ascii().is_empty() {
                 continue;
             }
-            let done = match line(&snap, text) {
-                Ok(imp) => self.save_imported(&snap, imp).await,
-                Err(e) => Err(e),
+            let done = match (line(&snap, text), store_failed) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Some(at)) => Err(ProxyError::new(
+                    ErrorCode::TokenStoreUnavailable,
+                    format!(
+                        "not written: the token store failed on line {at}; import this line again"
+                    ),
+                )),
+                (Ok(imp), None) => self.save_imported(&snap, imp).await,
             };
+            if matches!(&done, Err(e) if e.code == ErrorCode::TokenStoreUnavailable) {
+                store_failed.get_or_insert(n);
+            }
             match done {
                 Ok(_) => {
                     imported += 1;
@@ -377,8 +389,9 @@ impl Admin {
     }
 }
 
-/// What `GET /admin/grants` shows of one grant: where it belongs and what it allows, never a token.
-fn metadata(name: &str, record: &[u8]) -> Value {
+/// What `GET /admin/grants` (and `GET /admin/tokens`) shows of one grant: where it belongs and
+/// what it allows, never a token.
+pub(super) fn metadata(name: &str, record: &[u8]) -> Value {
     let (profile, tenant, user) = crate::store::names::parse_grant(name).unwrap_or_default();
     let mut v = json!({"profile": profile, "user": user, "tenant": tenant});
     // Per-user basic and api_key records hold entered credentials, not tokens: no expiry to show.

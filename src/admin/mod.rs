@@ -20,6 +20,8 @@
 //! - `GET /admin/profiles/{name}/test/{test_id}`: that Test's `state` (`waiting`, `succeeded`,
 //!   `failed`) and, once finished, its `report` (bearer token); unknown or expired → 404
 //!   `test_not_found`.
+//! - `GET /admin/grants`, `PUT /admin/grants/{profile}`, `POST /admin/grants:import`: end users'
+//!   grants listed page by page (metadata only) and imported, one or many (`grants`).
 //!
 //! `/admin/*` needs `Authorization: Bearer <admin.token>`, compared in constant time. Without a
 //! configured token those routes answer 403: there is no unauthenticated admin API.
@@ -730,21 +732,15 @@ impl Admin {
                 .unwrap_or_default();
             names
                 .into_iter()
-                .filter_map(|n| {
-                    let rec = store.get(&n).ok()??;
-                    let (f, left) = crate::token::decode_record(&rec)?;
-                    Some((n, left.as_secs(), f.refresh_token.is_some()))
-                })
+                .filter_map(|n| Some(grants::metadata(&n, &store.get(&n).ok()??)))
                 .collect::<Vec<_>>()
         })
         .await
         .unwrap_or_default();
-        for (name, left, has_rt) in grants {
-            let Some((profile, tenant, user)) = crate::store::names::parse_grant(&name) else {
-                continue;
-            };
-            out.push(json!({"profile": profile, "user": user, "tenant": tenant,
-                            "source": "store", "expires_in": left, "has_refresh_token": has_rt}));
+        // Grants that hold tokens (not entered credentials), as `GET /admin/grants` shows them.
+        for mut g in grants.into_iter().filter(|g| g.get("expires_in").is_some()) {
+            g["source"] = "store".into();
+            out.push(g);
         }
         json_response(StatusCode::OK, json!({ "tokens": out }))
     }

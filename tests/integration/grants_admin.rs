@@ -302,6 +302,29 @@ async fn grants_are_listed_page_by_page_on_redis_and_a_cursor_from_before_a_rest
         (503, "token_store_unavailable")
     );
     assert_eq!(r.headers["retry-after"], "1");
+    // An import meanwhile: the first write fails, the later lines are refused without a try.
+    let lines: Vec<String> = (0..3)
+        .map(|i| {
+            json!({"profile": "user", "user": format!("late-{i}"), "access_token": "at-canary"})
+                .to_string()
+        })
+        .collect();
+    let v = s.import(&lines.join("\n")).await.json();
+    assert_eq!(
+        (v["imported"].as_u64(), v["refused"].as_u64()),
+        (Some(0), Some(3)),
+        "{v}"
+    );
+    for l in v["lines"].as_array().unwrap() {
+        assert_eq!(l["error"]["code"], "token_store_unavailable", "{l}");
+    }
+    assert!(
+        v["lines"][2]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 1"),
+        "{v}"
+    );
     // Back: the same cursor still fails, now because that server's SCAN cursor means nothing to
     // the restarted one; a new listing sees every grant once.
     s.redis.as_mut().unwrap().restart().await;
@@ -311,7 +334,11 @@ async fn grants_are_listed_page_by_page_on_redis_and_a_cursor_from_before_a_rest
         (409, "cursor_expired")
     );
     let (all, _) = s.list_all("", 50).await;
-    assert_eq!(once(&all).len(), USERS + TEAM);
+    assert_eq!(
+        once(&all).len(),
+        USERS + TEAM,
+        "and none of the refused import"
+    );
 }
 
 #[tokio::test]
