@@ -142,24 +142,6 @@ client_secret = "demo-secret"
         }
     }
 
-    /// A token the mock provider issued (so the proxy's calls with it are accepted): access and
-    /// refresh token.
-    async fn issue(&self) -> (String, String) {
-        let r = send(
-            Method::POST,
-            &self.mock.token_url(),
-            &[("content-type", "application/x-www-form-urlencoded")],
-            "grant_type=password&username=demo-user&password=demo-password&client_id=demo-client&client_secret=demo-secret",
-        )
-        .await;
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        let v = r.json();
-        (
-            v["access_token"].as_str().unwrap().to_string(),
-            v["refresh_token"].as_str().unwrap().to_string(),
-        )
-    }
-
     async fn call_as(&self, user: &str) -> Resp {
         let url = format!("http://{}/u/me", self.server.proxy_addr);
         get(&url, &[("X-Authsidecar-User", user)]).await
@@ -351,8 +333,8 @@ async fn grants_are_listed_page_by_page_on_a_redis_cluster() {
 #[tokio::test]
 async fn a_bulk_import_takes_the_good_lines_and_refuses_the_others_line_by_line() {
     let s = Setup::start(Kind::File).await;
-    let (at, rt) = s.issue().await;
-    let (at2, rt2) = s.issue().await;
+    let (at, rt) = issued_elsewhere(&s.mock).await;
+    let (at2, rt2) = issued_elsewhere(&s.mock).await;
     let lines = [
         json!({"profile": "user", "user": "ann", "access_token": at, "refresh_token": rt, "expires_in": 3600}).to_string(),
         "   ".to_string(),
