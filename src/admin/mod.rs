@@ -996,7 +996,7 @@ impl Admin {
                 "authorization_url": c.authorization_url,
                 "refresh_url": c.refresh_url,
                 "revocation_url": c.revocation_url,
-                "issuer": c.issuer,
+                "issuer": p.kind.oauth().and_then(|o| o.issuer.as_ref()),
                 "pkce": c.pkce,
             })),
             "user_fields": p.user_fields.iter().map(|f| json!({

@@ -308,6 +308,8 @@ pub struct PerUserKeys {
 #[derive(Deserialize, Default)]
 pub struct OAuthKeys {
     pub token_url: Option<String>,
+    /// The provider's issuer: its discovery document gives the endpoints the profile leaves out.
+    pub issuer: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<ClientSecret>,
     pub client_auth: Option<String>,
@@ -412,7 +414,6 @@ pub struct AuthCodeKeys {
     pub authorization_url: Option<String>,
     pub refresh_url: Option<String>,
     pub revocation_url: Option<String>,
-    pub issuer: Option<String>,
     pub pkce: Option<bool>,
 }
 
@@ -842,7 +843,7 @@ mod tests {
         let errs = profile_errs("type = \"oauth2_client_credentials\"\nper_user = true\n");
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(
-            errs[0].starts_with("profiles.p.per_user: unknown key for type \"oauth2_client_credentials\"; this type takes: token_url, client_id, client_secret,"),
+            errs[0].starts_with("profiles.p.per_user: unknown key for type \"oauth2_client_credentials\"; this type takes: token_url, issuer, client_id, client_secret,"),
             "{errs:?}"
         );
     }
