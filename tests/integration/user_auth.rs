@@ -1212,20 +1212,6 @@ async fn a_login_link_on_demand_lets_a_user_sign_in_before_the_first_call() {
 async fn an_imported_grant_serves_the_user_and_an_expired_one_is_refreshed() {
     let s = Setup::new().await;
     let server = Server::start(s.config()).await.unwrap();
-    // Tokens the provider issued elsewhere (the password grant gives a refresh token).
-    let issue = || async {
-        let r = post_form(
-            &s.echo.token_url(),
-            "grant_type=password&username=demo-user&password=demo-password&client_id=demo-client&client_secret=demo-secret",
-        )
-        .await;
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        let v = r.json();
-        (
-            v["access_token"].as_str().unwrap().to_string(),
-            v["refresh_token"].as_str().unwrap().to_string(),
-        )
-    };
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let put = |query: &str, body: String| {
         let url = format!("http://{}/admin/grants/user?{query}", server.admin_addr);
@@ -1234,7 +1220,7 @@ async fn an_imported_grant_serves_the_user_and_an_expired_one_is_refreshed() {
     };
     let url = format!("http://{}/u/me", server.proxy_addr);
 
-    let (at, rt) = issue().await;
+    let (at, rt) = issued_elsewhere(&s.echo).await;
     let r = put(
         "user=gina",
         format!(r#"{{"access_token": "{at}", "refresh_token": "{rt}", "expires_in": 3600, "extra": {{"instance": "eu"}}}}"#),
@@ -1254,7 +1240,7 @@ async fn an_imported_grant_serves_the_user_and_an_expired_one_is_refreshed() {
     );
 
     // Expired at import: the next call refreshes it with the imported refresh token.
-    let (at2, rt2) = issue().await;
+    let (at2, rt2) = issued_elsewhere(&s.echo).await;
     let r = put(
         "user=hal",
         format!(r#"{{"access_token": "{at2}", "refresh_token": "{rt2}", "expires_at": "2020-01-01T00:00:00Z"}}"#),
@@ -1268,26 +1254,31 @@ async fn an_imported_grant_serves_the_user_and_an_expired_one_is_refreshed() {
     assert_eq!(s.echo.token_requests(), before + 1, "one refresh");
 
     for (query, body, status, code) in [
-        ("user=ivy", r#"{"refresh_token": "x"}"#, 400, "bad_request"),
+        (
+            "user=ivy",
+            r#"{"refresh_token": "x"}"#,
+            400,
+            "grant_invalid",
+        ),
         (
             "user=ivy",
             r#"{"access_token": "a", "expires_in": -1}"#,
             400,
-            "bad_request",
+            "grant_invalid",
         ),
         (
             "user=ivy",
             r#"{"access_token": "a", "expires_in": 1, "expires_at": 2}"#,
             400,
-            "bad_request",
+            "grant_invalid",
         ),
         (
             "user=ivy",
             r#"{"access_token": "a", "nope": 1}"#,
             400,
-            "bad_request",
+            "grant_invalid",
         ),
-        ("user=ivy", r#"[]"#, 400, "bad_request"),
+        ("user=ivy", r#"[]"#, 400, "grant_invalid"),
         ("", r#"{"access_token": "a"}"#, 400, "user_required"),
         (
             "user=ivy&tenant=x",
