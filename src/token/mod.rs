@@ -19,8 +19,8 @@ mod persist;
 
 pub use cache::{TokenCache, DEFAULT_MAX_ENTRIES};
 pub use persist::{
-    decode_record, encode_grant, encode_record, name as persisted_name, refreshed_at, Persist,
-    StorePersist,
+    decode_record, encode_grant, encode_record, name as persisted_name, record_expires_at,
+    refreshed_at, Persist, StorePersist,
 };
 
 use std::fmt;

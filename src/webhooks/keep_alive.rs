@@ -2,8 +2,9 @@
 //! before a provider drops a refresh token that has not been used (Google: six months unused).
 //!
 //! - Each grant record keeps when it was obtained or last refreshed (`refreshed_at`).
-//! - A scan every `keep_alive / 2` (between 1 s and 10 min) walks the grants in pages (the store's
-//!   names, `SCAN` on Redis) on a blocking thread, never on the server's event loops.
+//! - A scan every `keep_alive / 2` (between 1 s and 10 min) walks the grants a page at a time
+//!   ([`crate::store::Store::page`]: `SCAN` on Redis), each page on a blocking thread, never on the server's
+//!   event loops.
 //! - A due grant is refreshed after a random delay of up to a quarter of `keep_alive` (at most one
 //!   hour), so a restart with many idle grants spreads its refreshes instead of sending them at
 //!   once; at most [`MAX_CONCURRENT`] run at a time.
@@ -98,41 +99,58 @@ pub async fn run(
     }
 }
 
-/// The grants of `profiles` that are due, page by page on a blocking thread.
+/// The grants of `profiles` that are due: one page of names at a time ([`crate::store::Store::page`]: `SCAN` on
+/// Redis), each page read on a blocking thread.
 async fn scan(snap: &Snapshot, profiles: Vec<(Arc<str>, Duration)>) -> Vec<(Name, Duration)> {
-    let store = snap.store.clone();
-    tokio::task::spawn_blocking(move || {
-        let names = match store.names(Kind::Grant.prefix()) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!("keep_alive: cannot list grants: {e}");
-                return Vec::new();
-            }
-        };
-        let now = now_unix();
-        let mut out = Vec::new();
-        for page in names.chunks(PAGE) {
-            for n in page {
-                let Some((profile, tenant, user)) = parse_grant(n) else {
-                    continue;
-                };
-                let Some((_, keep_alive)) = profiles.iter().find(|(p, _)| &**p == profile) else {
-                    continue;
-                };
-                let Ok(Some(bytes)) = store.get(n) else {
+    let profiles = Arc::new(profiles);
+    let mut cursor: Option<crate::store::page::Cursor> = None;
+    let mut out = Vec::new();
+    loop {
+        let (store, profiles, at) = (snap.store.clone(), profiles.clone(), cursor.take());
+        let page = tokio::task::spawn_blocking(move || {
+            let keep_alive_of = |name: &str| -> Option<Duration> {
+                let (profile, _, _) = parse_grant(name)?;
+                profiles.iter().find(|(p, _)| &**p == profile).map(|p| p.1)
+            };
+            let page = store.page(
+                Kind::Grant.prefix(),
+                &|n| keep_alive_of(n).is_some(),
+                at.as_ref(),
+                PAGE,
+            )?;
+            let now = now_unix();
+            let mut due_here = Vec::new();
+            for n in &page.names {
+                let (Some(keep_alive), Ok(Some(bytes))) = (keep_alive_of(n), store.get(n)) else {
                     continue;
                 };
                 let has_refresh = crate::token::decode_record(&bytes)
                     .is_some_and(|(f, _)| f.refresh_token.is_some());
-                if has_refresh && due(crate::token::refreshed_at(&bytes), *keep_alive, now) {
-                    out.push((Name::grant(profile, tenant, user), *keep_alive));
+                if has_refresh && due(crate::token::refreshed_at(&bytes), keep_alive, now) {
+                    if let Some((p, t, u)) = parse_grant(n) {
+                        due_here.push((Name::grant(p, t, u), keep_alive));
+                    }
                 }
             }
+            Ok::<_, crate::store::StoreError>((due_here, page.next))
+        })
+        .await;
+        match page {
+            Ok(Ok((due_here, next))) => {
+                out.extend(due_here);
+                match next {
+                    Some(c) => cursor = Some(c),
+                    None => return out,
+                }
+            }
+            Ok(Err(e)) => {
+                // The next scan starts over (a Redis restart expires the cursor).
+                tracing::warn!("keep_alive: cannot list grants: {e}");
+                return out;
+            }
+            Err(_) => return out,
         }
-        out
-    })
-    .await
-    .unwrap_or_default()
+    }
 }
 
 /// Refreshes one grant through its profile's token source, unless it was refreshed since the scan.

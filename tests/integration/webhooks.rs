@@ -826,3 +826,50 @@ async fn two_replicas_never_attempt_one_delivery_at_the_same_time() {
     }
     assert!(all.iter().all(|r| r["verified"] == true));
 }
+
+/// `POST /admin/grants:import`: each grant taken is one `grant.imported`; a refused line is none.
+#[tokio::test]
+async fn a_bulk_import_sends_one_event_per_grant_taken() {
+    let dir = TempDir::new("hooks-bulk");
+    let receiver = Receiver::start(&dir, 0, 0);
+    let mock = mock().await;
+    let text = format!(
+        "[auth]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:0\"\n{}{}",
+        webhook("bot", &receiver.url(), ""),
+        profile(&mock, "\"bot\"", ""),
+    );
+    let server = authsidecar::Server::start(parse(&text)).await.unwrap();
+    let lines = [
+        r#"{"profile": "user", "user": "gus", "access_token": "bulk-a1", "refresh_token": "bulk-r1", "expires_in": 3600}"#,
+        r#"{"profile": "user", "user": "hana", "access_token": "bulk-a2", "expires_in": 3600}"#,
+        r#"{"profile": "nope", "user": "ida", "access_token": "bulk-a3"}"#,
+    ]
+    .join("\n");
+    let r = send(
+        Method::POST,
+        &format!("http://{}/admin/grants:import", server.admin_addr),
+        &[("Authorization", &bearer())],
+        lines,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        (r.json()["imported"].as_u64(), r.json()["refused"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let got = receiver.wait_accepted(2, "two grant.imported").await;
+    let mut users: Vec<&str> = got
+        .iter()
+        .map(|g| g["data"]["user"].as_str().unwrap())
+        .collect();
+    users.sort();
+    assert_eq!(users, ["gus", "hana"]);
+    assert!(got.iter().all(|g| g["type"] == "grant.imported"));
+    for g in &got {
+        assert_holds_none(
+            g["body"].as_str().unwrap(),
+            &["bulk-a1", "bulk-r1", "bulk-a2"],
+        );
+    }
+    server.shutdown().await;
+}
