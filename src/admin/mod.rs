@@ -21,7 +21,11 @@
 //!   `failed`) and, once finished, its `report` (bearer token); unknown or expired → 404
 //!   `test_not_found`.
 //! - `GET /admin/grants`, `PUT /admin/grants/{profile}`, `POST /admin/grants:import`: end users'
-//!   grants listed page by page (metadata only) and imported, one or many (`grants`).
+//!   grants listed page by page (metadata only) and imported, one or many (`grants`); each
+//!   import, and each deleted grant (`DELETE /admin/tokens/{profile}?user=` or
+//!   `DELETE /admin/grants/{profile}?user=`), is a grant event for the profile's webhooks.
+//! - `GET /admin/webhooks/deliveries`: the pending and failed webhook deliveries, without their
+//!   bodies (`crate::webhooks`).
 //!
 //! `/admin/*` needs `Authorization: Bearer <admin.token>`, compared in constant time. Without a
 //! configured token those routes answer 403: there is no unauthenticated admin API.
