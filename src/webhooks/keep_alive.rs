@@ -76,11 +76,17 @@ pub async fn run(
                     continue;
                 }
                 let (live, scheduled, slots) = (live.clone(), scheduled.clone(), slots.clone());
+                // A shutdown ends the wait; a refresh under way finishes (and is saved) first: the
+                // drain waits for it.
+                let mut stop = stop.clone();
                 tokio::spawn(async move {
                     use rand::Rng;
                     let max = spread(keep_alive).as_millis() as u64;
                     let delay = rand::thread_rng().gen_range(0..=max);
-                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
+                        _ = stop.changed() => return,
+                    }
                     let _slot = slots.acquire_owned().await;
                     refresh(&live.load_full(), &name, keep_alive).await;
                     if let Ok(mut s) = scheduled.lock() {

@@ -352,7 +352,10 @@ impl Webhooks {
                 if fresh {
                     let (me, id) = (self.clone(), d.id.clone());
                     let slots = self.slots.clone();
+                    // Held until the attempt is recorded: a shutdown's drain waits for it.
+                    let held = stop.clone();
                     tokio::spawn(async move {
+                        let _held = held;
                         let _slot = slots.acquire_owned().await;
                         me.attempt(&id).await;
                         if let Ok(mut f) = me.in_flight.lock() {
