@@ -212,17 +212,51 @@ fn assert_holds_none(body: &str, secrets: &[&str]) {
     }
 }
 
+/// An in-process sidecar (with its auth listener and the `[store]` section `store` makes in the
+/// test's folder) whose profile `user` feeds `[webhooks.bot]` (`hook`: its extra keys) at a new
+/// receiver; `extra`: more keys of the profile.
+struct Hooked {
+    /// First: bound first, dropped last (after the receiver that writes in it).
+    dir: TempDir,
+    server: authsidecar::Server,
+    receiver: Receiver,
+    mock: MockProvider,
+}
+
+/// The `[auth]` section every in-process sidecar here has, then `rest`.
+fn with_auth(rest: &str) -> String {
+    format!("[auth]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:0\"\n{rest}")
+}
+
+impl Hooked {
+    async fn start(name: &str, store: impl Fn(&Path) -> String, hook: &str, extra: &str) -> Hooked {
+        let dir = TempDir::new(name);
+        let receiver = Receiver::start(&dir, 0, 0);
+        let mock = mock().await;
+        let text = with_auth(&format!(
+            "{}{}{}",
+            store(&dir),
+            webhook("bot", &receiver.url(), hook),
+            profile(&mock, "\"bot\"", extra),
+        ));
+        let server = authsidecar::Server::start(parse(&text)).await.unwrap();
+        Hooked {
+            dir,
+            server,
+            receiver,
+            mock,
+        }
+    }
+}
+
 #[tokio::test]
 async fn every_event_type_verifies_with_the_reference_library_and_holds_no_token() {
-    let dir = TempDir::new("hooks-all");
-    let receiver = Receiver::start(&dir, 0, 0);
-    let mock = mock().await;
-    let text = format!(
-        "[auth]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:0\"\n{}{}",
-        webhook("bot", &receiver.url(), ""),
-        profile(&mock, "\"bot\"", ""),
-    );
-    let server = authsidecar::Server::start(parse(&text)).await.unwrap();
+    let Hooked {
+        dir: _dir,
+        server,
+        receiver,
+        mock,
+    } = Hooked::start("hooks-all", |_| String::new(), "", "").await;
     let call = format!("http://{}/u/me", server.proxy_addr);
 
     // grant.authorized: a user signs in.
@@ -435,12 +469,12 @@ async fn a_receiver_down_and_a_killed_sidecar_lose_no_event() {
 async fn deliveries_show_pending_and_failed_and_the_metrics_move() {
     let mock = mock().await;
     let url = format!("http://127.0.0.1:{}/hooks", free_port());
-    let text = format!(
-        "[auth]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:0\"\n{}{}{}",
+    let text = with_auth(&format!(
+        "{}{}{}",
         webhook("patient", &url, "max_age = \"1h\""),
         webhook("hasty", &url, "max_age = \"1s\""),
         profile(&mock, "\"patient\", \"hasty\"", ""),
-    );
+    ));
     let server = authsidecar::Server::start(parse(&text)).await.unwrap();
     import(
         server.admin_addr,
@@ -517,20 +551,18 @@ async fn keep_alive_works_on_the_file_store() {
 
 /// The `keep_alive` scenario with the `[store]` section `store` makes (in the test's folder).
 async fn keep_alive_on(store: impl Fn(&Path) -> String) {
-    let dir = TempDir::new("hooks-keep");
-    let receiver = Receiver::start(&dir, 0, 0);
-    let mock = mock().await;
-    let text = format!(
-        "[auth]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:0\"\n{}{}{}",
-        store(&dir),
-        webhook(
-            "bot",
-            &receiver.url(),
-            "events = [\"grant.refresh_failed\"]"
-        ),
-        profile(&mock, "\"bot\"", "keep_alive = \"2s\""),
-    );
-    let server = authsidecar::Server::start(parse(&text)).await.unwrap();
+    let Hooked {
+        dir: _dir,
+        server,
+        receiver,
+        mock,
+    } = Hooked::start(
+        "hooks-keep",
+        store,
+        "events = [\"grant.refresh_failed\"]",
+        "keep_alive = \"2s\"",
+    )
+    .await;
     let call = format!("http://{}/u/me", server.proxy_addr);
     signed_in(server.proxy_addr, "erin").await;
     let start = refreshes(&mock);
@@ -742,12 +774,16 @@ async fn keep_alive_on_two_replicas_refreshes_each_grant_once_at_a_time() {
     let receiver = Receiver::start(&dir, 0, 0);
     let mock = mock().await;
     let key = authsidecar::store::crypto::generate_key();
-    let text = format!(
-        "[auth]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:0\"\n[store]\nkind = \"redis\"\nurl = \"{}\"\nkey = \"{key}\"\n{}{}",
+    let text = with_auth(&format!(
+        "[store]\nkind = \"redis\"\nurl = \"{}\"\nkey = \"{key}\"\n{}{}",
         redis.url(),
-        webhook("bot", &receiver.url(), "events = [\"grant.refresh_failed\", \"grant.revoked\"]"),
+        webhook(
+            "bot",
+            &receiver.url(),
+            "events = [\"grant.refresh_failed\", \"grant.revoked\"]"
+        ),
         profile(&mock, "\"bot\"", "keep_alive = \"2s\""),
-    );
+    ));
     let a = authsidecar::Server::start(parse(&text)).await.unwrap();
     let b = authsidecar::Server::start(parse(&text)).await.unwrap();
     signed_in(a.proxy_addr, "finn").await;
@@ -830,15 +866,12 @@ async fn two_replicas_never_attempt_one_delivery_at_the_same_time() {
 /// `POST /admin/grants:import`: each grant taken is one `grant.imported`; a refused line is none.
 #[tokio::test]
 async fn a_bulk_import_sends_one_event_per_grant_taken() {
-    let dir = TempDir::new("hooks-bulk");
-    let receiver = Receiver::start(&dir, 0, 0);
-    let mock = mock().await;
-    let text = format!(
-        "[auth]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:0\"\n{}{}",
-        webhook("bot", &receiver.url(), ""),
-        profile(&mock, "\"bot\"", ""),
-    );
-    let server = authsidecar::Server::start(parse(&text)).await.unwrap();
+    let Hooked {
+        dir: _dir,
+        server,
+        receiver,
+        mock: _mock,
+    } = Hooked::start("hooks-bulk", |_| String::new(), "", "").await;
     let lines = [
         r#"{"profile": "user", "user": "gus", "access_token": "bulk-a1", "refresh_token": "bulk-r1", "expires_in": 3600}"#,
         r#"{"profile": "user", "user": "hana", "access_token": "bulk-a2", "expires_in": 3600}"#,
