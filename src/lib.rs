@@ -558,11 +558,12 @@ struct AdminListener<'a> {
 
 impl AdminListener<'_> {
     async fn start(self, config: &Config) -> Result<SocketAddr, StartError> {
-        let reload_fn: admin::ReloadFn = {
-            let r = self.reloader.clone();
-            Arc::new(move || r.reload_from_file())
-        };
-        let admin = admin::Admin::new(self.live, self.cache, self.ready.clone(), Some(reload_fn));
+        let admin = admin::Admin::new(
+            self.live,
+            self.cache,
+            self.ready.clone(),
+            Some(self.reloader.clone()),
+        );
         let al = bind("admin", config.admin.listen).await?;
         let admin_addr = al.local_addr().unwrap_or(config.admin.listen);
         let admin_limits = Limits {

@@ -11,6 +11,7 @@
 //! | a user's credential checks in a window | `attempts:{profile}:{window start}:{user}` | the start page |
 //! | the fleet-wide refresh lock of a record | `lock:{record name}` | refreshes (Redis) |
 //! | a Test of an authorization-code profile and its report | `test:{id}` | `POST /admin/profiles/{name}/test`, the callback |
+//! | a secret the config refers to as `${store:NAME}` | `secret:{NAME}` | the profile form (`PUT /admin/profile-form/{name}`) |
 //!
 //! Profile names hold no `:` (checked at load) and tenants are DNS labels, so a grant's name splits
 //! back into its parts even when the user id holds a `:`. Names are not secret: the records are
@@ -31,6 +32,8 @@ pub enum Kind {
     Lock,
     /// Tests of authorization-code profiles (`POST /admin/profiles/{name}/test`).
     Test,
+    /// Secrets the config refers to as `${store:NAME}`.
+    Secret,
 }
 
 impl Kind {
@@ -44,6 +47,7 @@ impl Kind {
             Kind::Attempts => "attempts:",
             Kind::Lock => "lock:",
             Kind::Test => "test:",
+            Kind::Secret => "secret:",
         }
     }
 }
@@ -113,6 +117,11 @@ impl Name {
         Name(format!("{}{id}", Kind::Test.prefix()))
     }
 
+    /// A secret the config refers to as `${store:NAME}`.
+    pub fn secret(name: &str) -> Name {
+        Name(format!("{}{name}", Kind::Secret.prefix()))
+    }
+
     /// The fleet-wide refresh lock of this record.
     pub fn lock(&self) -> Name {
         Name(format!("{}{}", Kind::Lock.prefix(), self.0))
@@ -165,6 +174,10 @@ mod tests {
         assert_eq!(&*Name::ticket_attempts("T"), "ticket:T:attempts");
         assert_eq!(&*Name::state("S"), "state:S");
         assert_eq!(&*Name::auth_test("X"), "test:X");
+        assert_eq!(
+            &*Name::secret("okta.client_secret"),
+            "secret:okta.client_secret"
+        );
         assert_eq!(&*Name::user_attempts("p", "u", 3600), "attempts:p:3600:u");
         let lock = Name::grant("p", None, "u").lock();
         assert_eq!(&*lock, "lock:grant:p:-:u");
