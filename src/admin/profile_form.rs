@@ -390,6 +390,13 @@ impl Built {
         for k in ROWS {
             let mut list = Vec::new();
             for (i, row) in rows(form, k)?.iter().enumerate() {
+                // A row left blank (check boxes aside) is no row.
+                if !row
+                    .values()
+                    .any(|v| v.as_str().is_some_and(|s| !s.trim().is_empty()))
+                {
+                    continue;
+                }
                 let mut t = toml::Table::new();
                 for (rk, rv) in row.iter() {
                     let v = match rv {

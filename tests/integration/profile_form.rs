@@ -13,6 +13,7 @@ use base64::Engine;
 use http::Method;
 use serde_json::{json, Value};
 
+use crate::support::browser::Browser;
 use crate::support::*;
 
 /// The client secret typed into the form: never in a file, an answer or a log line.
@@ -162,14 +163,22 @@ impl Setup {
 
 /// The form secret of `formcc` as the store file holds it, once the stopped server let go of it.
 async fn stored_secret(db: &Path, key: &authsidecar::secret::StoreKey) -> Option<Vec<u8>> {
+    stored_secret_of(db, key, "formcc").await
+}
+
+/// The form secret of `profile` as the store file holds it, once the stopped server let go of it.
+async fn stored_secret_of(
+    db: &Path,
+    key: &authsidecar::secret::StoreKey,
+    profile: &str,
+) -> Option<Vec<u8>> {
+    let name = authsidecar::store::Name::secret(&format!("{profile}.client_secret"));
     wait_for(
         "the store file released",
         std::time::Duration::from_secs(10),
         || async {
             match authsidecar::store::Store::open_file(db, key, None) {
-                Ok(store) => Ok(store
-                    .get(&authsidecar::store::Name::secret("formcc.client_secret"))
-                    .unwrap()),
+                Ok(store) => Ok(store.get(&name).unwrap()),
                 Err(e) => Err(e.to_string()),
             }
         },
@@ -582,4 +591,127 @@ fn a_store_reference_needs_a_durable_store_at_start() {
         e.contains("profiles.k.api_key: ${store:k.api_key}: the store could not be read: needs a durable store"),
         "{e}"
     );
+}
+
+/// The console's profile form in a real headless Chromium: a new `oauth2_authorization_code`
+/// profile typed in (a bad token URL shown on its field while typing, then fixed), saved, signed in
+/// through its Test, its file free of the secret, the store holding it, and the form reopened
+/// without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_profile_form_in_a_real_browser() {
+    let s = Setup::new("form-browser", "").await;
+    let server = s.start().await;
+    let mock = s.mock.addr;
+    let b = Browser::start(&s.dir).await;
+    b.goto(&format!("http://{}/admin/", server.admin_addr))
+        .await;
+    b.type_into("#token", ADMIN_TOKEN).await;
+    b.click("#sign-in").await;
+    b.find("#profiles tbody tr[data-profile='cc']").await;
+    // The main file's profile has no Edit button.
+    assert!(!b.exists("button.edit[data-profile='cc']").await);
+    b.wait_text("#pf-dir", "profiles").await;
+
+    b.click("#pf-new").await;
+    assert!(b.displayed("#profile-form").await);
+    b.type_into("#pf-name", "formcode").await;
+    let ty = b
+        .script("arguments[0](document.getElementById('pf-type').value)")
+        .await;
+    assert_eq!(ty, "oauth2_authorization_code");
+    b.type_into("#pf-identity_provider", "Mock IdP (form)")
+        .await;
+    b.type_into("#pf-client_id", "form-client").await;
+    b.type_into("#pf-client_secret", SECRET).await;
+    b.type_into(
+        "#pf-authorization_url",
+        &format!("http://{mock}/oauth/authorize"),
+    )
+    .await;
+    b.type_into("#pf-token_url", "not a url").await;
+    // Checked while typing: the error shows on its field.
+    b.wait_text(
+        "#profile-form [data-error-for='token_url']",
+        "expected an absolute https:// URL",
+    )
+    .await;
+    b.wait_text("#pf-status", "error(s)").await;
+    assert!(b.exists("#pf-token_url.invalid").await);
+    b.type_into("#pf-token_url", &format!("http://{mock}/oauth/token"))
+        .await;
+    b.wait_text("#pf-status", "No errors").await;
+    assert_eq!(
+        b.text("#profile-form [data-error-for='token_url']").await,
+        ""
+    );
+    assert!(!b.exists("#pf-token_url.invalid").await);
+    b.click("#pf-scope-add").await;
+    b.type_into("#pf-scope .row:last-child .key", "scope").await;
+    b.type_into("#pf-scope .row:last-child .value", "read")
+        .await;
+    b.wait_text("#pf-status", "No errors").await;
+
+    b.click("#pf-save").await;
+    b.wait_text("#pf-result", "Saved").await;
+    b.wait_text("#pf-result", "2 profiles").await;
+    let row = b
+        .wait_text(
+            "#profiles tbody tr[data-profile='formcode']",
+            "Mock IdP (form)",
+        )
+        .await;
+    assert!(row.contains("oauth2_authorization_code"), "{row}");
+
+    // The new profile works: its Test is a sign-in at the mock, with the secret from the store.
+    let console = b.window().await;
+    b.click("button.test[data-profile='formcode']").await;
+    b.wait_text("#test-outcome", "Auth Test Succeeded").await;
+    let page = b.source().await;
+    assert_no_secret("the console", page.as_bytes());
+    for w in b.windows().await {
+        if w != console {
+            b.switch_to(&w).await;
+            assert_no_secret("the sign-in window", b.source().await.as_bytes());
+        }
+    }
+    b.switch_to(&console).await;
+
+    // The file refers to the store; it holds no secret in any form.
+    let file = std::fs::read(s.profile_file("formcode")).unwrap();
+    assert_no_secret("the profile file", &file);
+    let text = String::from_utf8(file).unwrap();
+    assert!(text.contains("${store:formcode.client_secret}"), "{text}");
+    assert!(text.contains("scope = \"read\""), "{text}");
+
+    // Reopened: the secret is not shown back, only that it is set.
+    b.click("button.edit[data-profile='formcode']").await;
+    b.wait_text("#pf-title", "Edit profile formcode").await;
+    let typed = b
+        .script("arguments[0](document.getElementById('pf-client_secret').value)")
+        .await;
+    assert_eq!(typed, "");
+    let placeholder = b
+        .script("arguments[0](document.getElementById('pf-client_secret').placeholder)")
+        .await;
+    assert!(
+        placeholder.as_str().unwrap().contains("set"),
+        "{placeholder}"
+    );
+    let client_id = b
+        .script("arguments[0](document.getElementById('pf-client_id').value)")
+        .await;
+    assert_eq!(client_id, "form-client");
+    b.wait_text("#pf-status", "No errors").await;
+    assert_no_secret("the reopened form", b.source().await.as_bytes());
+    b.quit().await;
+
+    // The store holds the secret (sealed: not in its file).
+    assert!(server.shutdown().await);
+    let key = authsidecar::store::crypto::parse_key(&s.key).unwrap();
+    let db = s.dir.join("tokens.db");
+    assert_eq!(
+        stored_secret_of(&db, &key, "formcode").await.as_deref(),
+        Some(SECRET.as_bytes())
+    );
+    assert_no_secret("the store's file", &std::fs::read(&db).unwrap());
 }
