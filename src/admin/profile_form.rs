@@ -62,6 +62,9 @@ const MAX_BODY: usize = 64 * 1024;
 /// The name `POST /admin/profile-form/validate` takes: no profile may have it.
 const RESERVED: &str = "validate";
 
+/// The first lines of a file the form writes.
+const FILE_HEADER: &str = "# Written by the authsidecar profile form. Secrets are in the encrypted store (${store:NAME});\n# edit here or in the form (keys the form does not show are kept).\n";
+
 /// Saves and deletes of this process, one at a time.
 static SAVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -237,10 +240,15 @@ impl Admin {
                 Ok(b) => b,
                 Err((field, m)) => return (vec![field_error(&field, &m)], Vec::new()),
             };
+            // The form's own file goes without saying on its fields.
+            let own = format!(" (in {})", place.file(&name).display());
             match place.check(&name, Some(built.check)) {
                 Ok(c) => (Vec::new(), c.warnings.clone()),
                 Err(errors) => (
-                    errors.iter().map(|e| by_field(&name, e)).collect(),
+                    errors
+                        .iter()
+                        .map(|e| by_field(&name, &e.replace(&own, "")))
+                        .collect(),
                     Vec::new(),
                 ),
             }
@@ -589,12 +597,14 @@ fn save(place: &Place, store: &Store, name: &str, form: &Map<String, Value>) -> 
         )
         .with_errors(errors));
     }
-    let text = toml::to_string(&built.file).map_err(|_| {
-        ProxyError::new(
-            ErrorCode::Internal,
-            "the profile could not be written as TOML",
-        )
-    })?;
+    let text = toml::to_string(&built.file)
+        .map(|t| format!("{FILE_HEADER}{t}"))
+        .map_err(|_| {
+            ProxyError::new(
+                ErrorCode::Internal,
+                "the profile could not be written as TOML",
+            )
+        })?;
     let names: Vec<String> = built.secrets.iter().map(|(n, _)| n.clone()).collect();
     let previous = previous_secrets(store, &names)?;
     for (n, v) in &built.secrets {
