@@ -117,36 +117,12 @@ fn open(
     let Some(config) = super::validate::store_section(toml::Value::Table(section), env) else {
         return Err("the [store] section has errors".into());
     };
-    match config {
-        StoreConfig::Memory => Err(not_durable()),
-        StoreConfig::File {
-            path,
-            key,
-            previous_key,
-        } => Store::open_file(&path, &key, previous_key.as_ref())
-            .map(Arc::new)
-            .map_err(|e| format!("the store could not be opened: {e}")),
-        StoreConfig::Redis {
-            urls,
-            cluster,
-            prefix,
-            key,
-            previous_key,
-            timeout,
-        } => {
-            let urls: Vec<&str> = urls.iter().map(|u| u.expose()).collect();
-            Store::open_redis(
-                &urls,
-                cluster,
-                &prefix,
-                &key,
-                previous_key.as_ref(),
-                timeout,
-            )
-            .map(Arc::new)
-            .map_err(|e| format!("the store could not be opened: {e}"))
-        }
+    if matches!(config, StoreConfig::Memory) {
+        return Err(not_durable());
     }
+    Store::open_config(&config)
+        .map(Arc::new)
+        .map_err(|e| format!("the store could not be opened: {e}"))
 }
 
 fn not_durable() -> String {

@@ -99,6 +99,12 @@ async fn admin(server: &Server, method: Method, path: &str, body: Option<&Value>
     .await
 }
 
+/// `PUT /admin/profile-form/{name}` with `form`.
+async fn put_form(server: &Server, name: &str, form: &Value) -> Resp {
+    let path = format!("/admin/profile-form/{name}");
+    admin(server, Method::PUT, &path, Some(form)).await
+}
+
 /// The secret in every form a file could hold it: as typed, base64, percent-encoded.
 fn assert_no_secret(what: &str, bytes: &[u8]) {
     let text = String::from_utf8_lossy(bytes);
@@ -248,13 +254,7 @@ async fn a_profile_saved_through_the_form_keeps_its_secret_in_the_store_and_work
     assert!(!s.profile_file("formcc").exists());
 
     // A bad save is refused whole.
-    let r = admin(
-        &server,
-        Method::PUT,
-        "/admin/profile-form/formcc",
-        Some(&form(s.mock.addr, "not a url")),
-    )
-    .await;
+    let r = put_form(&server, "formcc", &form(s.mock.addr, "not a url")).await;
     assert_eq!(r.status, 422);
     assert_eq!(r.error_code(), "profile_invalid");
     assert!(r.json()["error"]["errors"][0]
@@ -265,11 +265,10 @@ async fn a_profile_saved_through_the_form_keeps_its_secret_in_the_store_and_work
 
     // Saved: the file refers to the store, the reload applied it, the profile's Test works with
     // the secret from the store.
-    let r = admin(
+    let r = put_form(
         &server,
-        Method::PUT,
-        "/admin/profile-form/formcc",
-        Some(&form(s.mock.addr, "http://{mock}/oauth/token")),
+        "formcc",
+        &form(s.mock.addr, "http://{mock}/oauth/token"),
     )
     .await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
@@ -315,13 +314,7 @@ async fn a_profile_saved_through_the_form_keeps_its_secret_in_the_store_and_work
     let mut kept = form(s.mock.addr, "http://{mock}/oauth/token");
     kept["client_secret"] = json!({"set": true});
     kept["identity_provider"] = json!("Mock IdP (edited)");
-    let r = admin(
-        &server,
-        Method::PUT,
-        "/admin/profile-form/formcc",
-        Some(&kept),
-    )
-    .await;
+    let r = put_form(&server, "formcc", &kept).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let text = std::fs::read_to_string(s.profile_file("formcc")).unwrap();
     assert!(text.contains("idp_timeout = \"5s\""), "{text}");
@@ -525,13 +518,7 @@ async fn without_a_durable_store_or_a_profiles_dir_the_form_says_why() {
         .as_str()
         .unwrap()
         .contains("profiles_dir"));
-    let r = admin(
-        &server,
-        Method::PUT,
-        "/admin/profile-form/x",
-        Some(&form(mock.addr, "http://{mock}/oauth/token")),
-    )
-    .await;
+    let r = put_form(&server, "x", &form(mock.addr, "http://{mock}/oauth/token")).await;
     assert_eq!(r.status, 409);
     assert_eq!(r.error_code(), "profile_form_unavailable");
     assert!(server.shutdown().await);
@@ -541,20 +528,14 @@ async fn without_a_durable_store_or_a_profiles_dir_the_form_says_why() {
     let server = Server::start_with_path(Config::load(&path).unwrap(), Some(path.clone()))
         .await
         .unwrap();
-    let r = admin(
-        &server,
-        Method::PUT,
-        "/admin/profile-form/x",
-        Some(&form(mock.addr, "http://{mock}/oauth/token")),
-    )
-    .await;
+    let r = put_form(&server, "x", &form(mock.addr, "http://{mock}/oauth/token")).await;
     assert_eq!(r.status, 409);
     assert_eq!(r.error_code(), "secret_store_not_durable");
     assert!(!dir.join("profiles").join("x.toml").exists());
     let mut public = form(mock.addr, "http://{mock}/oauth/token");
     public["client_secret"] = Value::Null;
     public["client_auth"] = json!("none");
-    let r = admin(&server, Method::PUT, "/admin/profile-form/x", Some(&public)).await;
+    let r = put_form(&server, "x", &public).await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     // The reserved name and malformed names are refused.
     for name in ["validate", "a%20b"] {
