@@ -108,10 +108,14 @@ impl Place {
 
     /// Refuses names the form may not edit: malformed, reserved, or the main file's.
     fn editable(&self, name: &str) -> Result<(), ProxyError> {
-        if !crate::config::store_refs::valid_name(name) || name.contains(':') || name == RESERVED {
+        // A file name starting with `.` is skipped when the folder is read.
+        if !crate::config::store_refs::valid_name(name) || name.starts_with('.') || name == RESERVED
+        {
             return Err(ProxyError::new(
                 ErrorCode::ProfileNotEditable,
-                format!("a profile name is letters, digits, -, _ and . (and not \"{RESERVED}\")"),
+                format!(
+                    "a profile name is letters, digits, -, _ and . (not first), and not \"{RESERVED}\""
+                ),
             ));
         }
         if self.main_profiles().iter().any(|n| n == name) {
@@ -266,7 +270,18 @@ impl Admin {
     pub(super) async fn save_profile_form(&self, name: &str, req: Request<Incoming>) -> Answer {
         let place = self.place()?;
         place.editable(name)?;
-        let form = self.form_body(req).await?;
+        let mut form = self.form_body(req).await?;
+        // The name is the path's; a body may repeat it.
+        match form.remove("name") {
+            None => {}
+            Some(Value::String(n)) if n == name => {}
+            Some(_) => {
+                return Err(ProxyError::new(
+                    ErrorCode::BadRequest,
+                    "\"name\" differs from the profile named in the path",
+                ))
+            }
+        }
         let store = self.snap().store.clone();
         let name = name.to_string();
         let r = tokio::task::spawn_blocking(move || save(&place, &store, &name, &form))

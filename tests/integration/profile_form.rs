@@ -538,7 +538,7 @@ async fn without_a_durable_store_or_a_profiles_dir_the_form_says_why() {
     let r = put_form(&server, "x", &public).await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     // The reserved name and malformed names are refused.
-    for name in ["validate", "a%20b"] {
+    for name in ["validate", "a%20b", ".hidden"] {
         let r = admin(
             &server,
             Method::PUT,
@@ -695,4 +695,55 @@ async fn the_profile_form_in_a_real_browser() {
         Some(SECRET.as_bytes())
     );
     assert_no_secret("the store's file", &std::fs::read(&db).unwrap());
+}
+
+/// With the Redis store, the form's secret is in Redis: a second sidecar on the same Redis resolves
+/// `${store:formcc.client_secret}` at its start (its own main file refers to it) and its profile
+/// works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_store_holds_the_form_secret_for_another_replica() {
+    let mock = mock().await;
+    let dir = TempDir::new("form-redis");
+    let redis = crate::support::fleet::Redis::start(&dir.join("redis")).await;
+    let key = authsidecar::store::crypto::generate_key();
+    let store = format!(
+        "[store]\nkind = \"redis\"\nurl = \"{}\"\nkey = \"{key}\"\nprefix = \"form-test:\"\n",
+        redis.url()
+    );
+    let route = format!(
+        "[[routes]]\nprefix = \"/api/\"\nupstream = \"http://{}/protected/\"\nprofiles = [\"plain\"]\n[profiles.plain]\ntype = \"none\"\n",
+        mock.addr
+    );
+    let a_path = dir.join("a.toml");
+    std::fs::write(&a_path, with_profiles_dir(&format!("{store}{route}"))).unwrap();
+    let a = Server::start_with_path(Config::load(&a_path).unwrap(), Some(a_path.clone()))
+        .await
+        .unwrap();
+    let r = put_form(&a, "formcc", &form(mock.addr, "http://{mock}/oauth/token")).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    test_ok(&a, "formcc").await;
+    assert_no_secret(
+        "the profile file",
+        &std::fs::read(dir.join("profiles").join("formcc.toml")).unwrap(),
+    );
+
+    let b_path = dir.join("b.toml");
+    let reference = format!(
+        "[profiles.ref]\ntype = \"oauth2_client_credentials\"\ntoken_url = \"http://{}/oauth/token\"\nclient_id = \"form-client\"\nclient_secret = \"${{store:formcc.client_secret}}\"\n",
+        mock.addr
+    );
+    std::fs::write(
+        &b_path,
+        with_listeners(&format!("{store}{route}{reference}")),
+    )
+    .unwrap();
+    let b = Server::start_with_path(
+        Config::load(&b_path).unwrap_or_else(|e| panic!("{e}")),
+        Some(b_path.clone()),
+    )
+    .await
+    .unwrap();
+    test_ok(&b, "ref").await;
+    assert!(a.shutdown().await);
+    assert!(b.shutdown().await);
 }
