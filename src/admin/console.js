@@ -316,7 +316,7 @@ function rowsOf(kind) {
   return out;
 }
 
-const TEXT_FIELDS = ['type', 'identity_provider', 'client_id', 'client_auth', 'token_url', 'connector', 'tenant_pattern'];
+const TEXT_FIELDS = ['type', 'identity_provider', 'preset', 'client_id', 'client_auth', 'token_url', 'connector', 'tenant_pattern'];
 const CODE_FIELDS = ['authorization_url', 'refresh_url'];
 
 function isCode() {
@@ -413,6 +413,9 @@ function resetForm(name, values) {
   fill(document.getElementById('pf-type'), formMeta.types);
   fill(document.getElementById('pf-client_auth'), formMeta.client_auth, '(default: basic)');
   fill(document.getElementById('pf-connector'), formMeta.connectors, '(none)');
+  const presets = document.getElementById('pf-presets');
+  presets.replaceChildren();
+  for (const p of formMeta.presets || []) presets.append(el('option', { value: p.name }, p.provider));
   const nameInput = document.getElementById('pf-name');
   nameInput.value = name || '';
   nameInput.disabled = !!name;

@@ -42,9 +42,10 @@ pub const LOCATIONS: [&str; 4] = ["header", "payload", "query", "path"];
 /// Keys whose typed values go to the store, never to the file.
 const SECRETS: [&str; 1] = ["client_secret"];
 /// Plain string keys of the form.
-const TEXT: [&str; 9] = [
+const TEXT: [&str; 10] = [
     "type",
     "identity_provider",
+    "preset",
     "client_id",
     "authorization_url",
     "token_url",
@@ -204,6 +205,10 @@ impl Admin {
                 "client_auth": CLIENT_AUTH,
                 "locations": LOCATIONS,
                 "connectors": snap.config.connectors.keys().collect::<Vec<_>>(),
+                // The shipped catalog (a `presets_file`'s names are taken too, typed in).
+                "presets": crate::config::presets::Catalog::builtin()
+                    .map(|c| c.iter().map(|p| json!({"name": p.name, "provider": p.provider})).collect::<Vec<_>>())
+                    .unwrap_or_default(),
             }),
         ))
     }

@@ -252,6 +252,31 @@ async fn a_profile_saved_through_the_form_keeps_its_secret_in_the_store_and_work
     assert_eq!(r.json()["valid"], true, "{}", r.json());
     // Validating wrote nothing.
     assert!(!s.profile_file("formcc").exists());
+    // A preset fills the provider's URLs; an unknown one is an error on its field.
+    assert!(meta["presets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "github"));
+    let mut preset = json!({"name": "gh", "type": "oauth2_authorization_code", "preset": "github",
+                            "client_id": "x", "client_secret": {"value": "y"}});
+    let r = admin(
+        &server,
+        Method::POST,
+        "/admin/profile-form/validate",
+        Some(&preset),
+    )
+    .await;
+    assert_eq!(r.json()["valid"], true, "{}", r.json());
+    preset["preset"] = json!("no-such-provider");
+    let r = admin(
+        &server,
+        Method::POST,
+        "/admin/profile-form/validate",
+        Some(&preset),
+    )
+    .await;
+    assert_eq!(r.json()["errors"][0]["field"], "preset", "{}", r.json());
 
     // A bad save is refused whole.
     let r = put_form(&server, "formcc", &form(s.mock.addr, "not a url")).await;
