@@ -2,7 +2,9 @@
 """Checks the relative links of README.md, docs/*.md and config/examples/*.md: the file exists and,
 with #anchor, the anchor is a heading of that file (GitHub's slug rules).
 
-    scripts/check-doc-links.py [ROOT]      # exit 1 if a link is broken"""
+Also keeps README.md under 300 lines.
+
+    scripts/check-doc-links.py [ROOT]      # exit 1 if a link is broken or the README too long"""
 import glob, os, re, sys
 root = sys.argv[1] if len(sys.argv) > 1 else '.'
 files = [os.path.join(root, 'README.md')] + sorted(glob.glob(os.path.join(root, 'docs/*.md')))
@@ -33,5 +35,9 @@ for f in files:
             print(f'{f}: {link}: no such file'); bad += 1; continue
         if anchor and target.endswith('.md') and anchor not in slugs(target):
             print(f'{f}: {link}: no such anchor'); bad += 1
+# The README stays a ten-minute read; the reference lives in docs/ (linked from its table).
+readme = os.path.join(root, 'README.md')
+if os.path.exists(readme) and sum(1 for _ in open(readme)) >= 300:
+    print(f'{readme}: 300 lines or more; move reference text to docs/'); bad += 1
 print(f"{bad} broken link(s)")
 sys.exit(1 if bad else 0)

@@ -12,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+python3 scripts/check-doc-links.py
 cargo test "$@"
 if [ "$#" -eq 0 ]; then
     echo "== the request-path suites again with fast_path = false"

@@ -148,6 +148,15 @@ error_codes! {
     /// `POST /admin/profiles/{name}/login-links` on a profile whose credentials are not end users',
     /// or `PUT /admin/grants/{profile}` on one that keeps no OAuth grants of end users.
     NotPerUser = "not_per_user", 400, keep;
+    /// `PUT /admin/grants/{profile}` or a line of `POST /admin/grants:import`: the grant is not a
+    /// JSON object, or a member is missing, unknown or of the wrong form.
+    GrantInvalid = "grant_invalid", 400, keep;
+    /// An admin query parameter is malformed or out of range (`GET /admin/grants`: `cursor`,
+    /// `limit`).
+    QueryInvalid = "query_invalid", 400, keep;
+    /// `GET /admin/grants`: the cursor came from a Redis server that has restarted or failed over
+    /// since (start the listing again).
+    CursorExpired = "cursor_expired", 409, keep;
     /// `GET /readyz` before every listener is bound.
     NotReady = "not_ready", 503, keep;
     /// `POST /admin/reload` on a server with no config file to read again.

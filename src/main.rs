@@ -729,25 +729,15 @@ async fn wait_for_stop() {
 /// `check`: reads the discovery document of every profile that uses one and prints what it says.
 /// Returns false when one cannot be read or fails its checks.
 async fn check_discovery(config: &Config) -> bool {
-    use authsidecar::config::Grant;
     let mut entries = Vec::new();
     for p in config.profiles.values() {
         let Some(o) = p.kind.oauth() else { continue };
-        let Grant::AuthorizationCode(c) = &o.grant else {
-            continue;
-        };
-        let (true, Some(issuer)) = (c.discover, &c.issuer) else {
+        let (true, Some(issuer)) = (o.discover, &o.issuer) else {
             continue;
         };
         match authsidecar::oauth::http::IdpHttp::new(&o.tls, o.connector.clone(), o.idp_timeout) {
             Ok(http) => {
-                let needs = authsidecar::oauth::discovery::Needs {
-                    pkce: c.pkce,
-                    authorization_endpoint: c.authorization_url.is_empty(),
-                    token_endpoint: o.token_url.is_empty(),
-                    openid: authsidecar::oauth::id_token::wants_openid(&o.scope),
-                    default_scope: o.scope.is_empty(),
-                };
+                let needs = authsidecar::oauth::discovery::Needs::of(o);
                 entries.push((p.name.to_string(), issuer.clone(), needs, http))
             }
             Err(e) => {

@@ -20,7 +20,8 @@
 //! - `GET /admin/profiles/{name}/test/{test_id}`: that Test's `state` (`waiting`, `succeeded`,
 //!   `failed`) and, once finished, its `report` (bearer token); unknown or expired → 404
 //!   `test_not_found`.
-//!
+//! - `GET /admin/grants`, `PUT /admin/grants/{profile}`, `POST /admin/grants:import`: end users'
+//!   grants listed page by page (metadata only) and imported, one or many (`grants`).
 //! - `/admin/profile-form[/…]`: the profile form (`profile_form.rs`).
 //!
 //! `/admin/*` needs `Authorization: Bearer <admin.token>`, compared in constant time. Without a
@@ -47,6 +48,7 @@ use crate::token::TokenCache;
 
 pub mod client;
 mod console;
+mod grants;
 mod profile_form;
 mod router;
 
@@ -617,6 +619,8 @@ impl Admin {
             Endpoint::Tokens => Ok(self.tokens().await),
             Endpoint::Revoke => self.revoke(param, req.uri().query()).await,
             Endpoint::ImportGrant => self.import_grant(param, req).await,
+            Endpoint::ImportGrants => self.import_grants(req).await,
+            Endpoint::Grants => self.grants(req.uri().query()).await,
             Endpoint::Reload => self.reload().await,
             Endpoint::ProfileForms => self.profile_forms(),
             Endpoint::ProfileForm => self.profile_form(param).await,
@@ -732,21 +736,15 @@ impl Admin {
                 .unwrap_or_default();
             names
                 .into_iter()
-                .filter_map(|n| {
-                    let rec = store.get(&n).ok()??;
-                    let (f, left) = crate::token::decode_record(&rec)?;
-                    Some((n, left.as_secs(), f.refresh_token.is_some()))
-                })
+                .filter_map(|n| Some(grants::metadata(&n, &store.get(&n).ok()??)))
                 .collect::<Vec<_>>()
         })
         .await
         .unwrap_or_default();
-        for (name, left, has_rt) in grants {
-            let Some((profile, tenant, user)) = crate::store::names::parse_grant(&name) else {
-                continue;
-            };
-            out.push(json!({"profile": profile, "user": user, "tenant": tenant,
-                            "source": "store", "expires_in": left, "has_refresh_token": has_rt}));
+        // Grants that hold tokens (not entered credentials), as `GET /admin/grants` shows them.
+        for mut g in grants.into_iter().filter(|g| g.get("expires_in").is_some()) {
+            g["source"] = "store".into();
+            out.push(g);
         }
         json_response(StatusCode::OK, json!({ "tokens": out }))
     }
@@ -816,83 +814,6 @@ impl Admin {
         Ok(json_response(
             StatusCode::OK,
             json!({"profile": profile, "cached_token_dropped": cached, "grant_deleted": grant_deleted, "idp_revocation": revoked}),
-        ))
-    }
-
-    /// `PUT /admin/grants/{profile}?user=&tenant=` with `{"access_token", "refresh_token",
-    /// "expires_in" | "expires_at", "scope", "token_type", "extra": {…}}`: an end user's existing
-    /// grant (from another platform) kept as if the user had signed in, encrypted in the store; an
-    /// expired one is refreshed on the user's next call. Nothing of it is echoed.
-    async fn import_grant(&self, profile: &str, req: Request<Incoming>) -> Answer {
-        let snap = self.snap();
-        let name: Arc<str> = Arc::from(profile);
-        let Some(p) = snap.profiles.get(profile) else {
-            return Err(not_found_profile());
-        };
-        let Some(o) = p
-            .oauth
-            .as_ref()
-            .filter(|o| o.per_user && o.source.is_some())
-        else {
-            return Err(ProxyError::new(
-                ErrorCode::NotPerUser,
-                "this profile keeps no OAuth grants of end users: nothing to import",
-            )
-            .with_profile(&name));
-        };
-        let params = crate::inject::encode::parse_form(req.uri().query().unwrap_or("").as_bytes());
-        let get = |k: &str| crate::inject::encode::form_value(&params, k);
-        let Some(user) = get("user") else {
-            return Err(
-                ProxyError::new(ErrorCode::UserRequired, "add ?user=ID").with_profile(&name)
-            );
-        };
-        let user = crate::proxy::headers::user_str(&user).map_err(|e| e.with_profile(&name))?;
-        let tenant = match get("tenant") {
-            Some(t) if o.tenancy => Some(
-                crate::proxy::headers::tenant_for(t.as_bytes(), p.tenant_pattern.as_ref())
-                    .map_err(|e| e.with_profile(&name))?,
-            ),
-            Some(_) => {
-                return Err(ProxyError::new(
-                    ErrorCode::TenantInvalid,
-                    "this profile has no tenancy: leave out ?tenant=",
-                )
-                .with_profile(&name))
-            }
-            None => None,
-        };
-        let within = snap.config.proxy.body_read_timeout;
-        let body = crate::serve::read_small_body(req.into_body(), 64 * 1024, within)
-            .await
-            .map_err(|e| ProxyError::new(e.code(), "the request body could not be read"))?;
-        let fetched = imported_grant(&body).map_err(|m| {
-            ProxyError::new(ErrorCode::BadRequest, format!("the grant: {m}")).with_profile(&name)
-        })?;
-        let key = o.key(&name, tenant.as_deref(), Some(&user));
-        let grant = crate::store::Name::grant(profile, tenant.as_deref(), &user);
-        let expires_in = fetched.expires_in.map(|d| d.as_secs());
-        let store = snap.store.clone();
-        let saved = tokio::task::spawn_blocking(move || {
-            crate::oauth::grants::save_grant(&store, &grant, &fetched)
-        })
-        .await;
-        if !matches!(saved, Ok(Ok(()))) {
-            let mut e = ProxyError::new(
-                ErrorCode::TokenStoreUnavailable,
-                "the token store is unavailable; try again",
-            )
-            .with_profile(&name);
-            e.retry_after = Some(1);
-            return Err(e);
-        }
-        // A token cached for the user (here or on another replica) gives way to the imported one.
-        self.cache.remove(&key);
-        crate::oauth::grants::publish_invalidation(&snap.store, &key).await;
-        tracing::info!(profile, "admin: grant imported");
-        Ok(json_response(
-            StatusCode::CREATED,
-            json!({"profile": profile, "user": user, "tenant": tenant, "expires_in": expires_in}),
         ))
     }
 
@@ -1079,7 +1000,7 @@ impl Admin {
                 "authorization_url": c.authorization_url,
                 "refresh_url": c.refresh_url,
                 "revocation_url": c.revocation_url,
-                "issuer": c.issuer,
+                "issuer": p.kind.oauth().and_then(|o| o.issuer.as_ref()),
                 "pkce": c.pkce,
             })),
             "user_fields": p.user_fields.iter().map(|f| json!({
@@ -1159,80 +1080,4 @@ impl Handler for AdminHandler {
         let admin = self.0.clone();
         async move { admin.handle(req).await }
     }
-}
-
-/// The grant of `PUT /admin/grants/{profile}`; errors name the member, never a value.
-fn imported_grant(body: &[u8]) -> Result<crate::token::Fetched, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|_| "not a JSON object".to_string())?;
-    let Value::Object(m) = v else {
-        return Err("not a JSON object".into());
-    };
-    let text = |k: &str| -> Result<Option<String>, String> {
-        match m.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-            Some(_) => Err(format!("\"{k}\" must be a non-empty string")),
-        }
-    };
-    let known = [
-        "access_token",
-        "refresh_token",
-        "expires_in",
-        "expires_at",
-        "scope",
-        "token_type",
-        "extra",
-    ];
-    if let Some(k) = m.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(format!(
-            "unknown member \"{k}\"; expected one of {}",
-            known.join(", ")
-        ));
-    }
-    let access_token = text("access_token")?.ok_or("\"access_token\" is required")?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let expires_in = match (m.get("expires_in"), m.get("expires_at")) {
-        (Some(_), Some(_)) => return Err("give \"expires_in\" or \"expires_at\", not both".into()),
-        (Some(v), None) => match v.as_u64() {
-            Some(n) => Some(std::time::Duration::from_secs(n)),
-            None => return Err("\"expires_in\" must be a whole number of seconds".into()),
-        },
-        (None, Some(v)) => {
-            let at =
-                crate::oauth::custom::expires_at(v).map_err(|e| format!("\"expires_at\": {e}"))?;
-            // Already expired: zero, so the user's next call refreshes it.
-            Some(std::time::Duration::from_secs((at - now).max(0.0) as u64))
-        }
-        (None, None) => None,
-    };
-    let mut extra = Vec::new();
-    match m.get("extra") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(e)) => {
-            for (k, v) in e {
-                let v = match v {
-                    Value::String(s) => s.clone(),
-                    Value::Number(n) => n.to_string(),
-                    Value::Bool(b) => b.to_string(),
-                    _ => return Err(format!("\"extra.{k}\" must be a string, number or boolean")),
-                };
-                extra.push((k.clone(), v));
-            }
-        }
-        Some(_) => return Err("\"extra\" must be an object".into()),
-    }
-    Ok(crate::token::Fetched {
-        access_token: crate::secret::AccessToken::new(access_token),
-        token_type: text("token_type")?.unwrap_or_else(|| "Bearer".into()),
-        expires_in,
-        refresh_token: text("refresh_token")?.map(crate::secret::RefreshToken::new),
-        id_token: None,
-        scope: text("scope")?,
-        extra,
-        refresh_token_refused: false,
-        entered: Vec::new(),
-    })
 }

@@ -32,6 +32,8 @@ pub enum Endpoint {
     Tokens,
     Revoke,
     ImportGrant,
+    ImportGrants,
+    Grants,
     Reload,
     CertificatesReload,
     ProfileForms,
@@ -151,6 +153,17 @@ pub static ROUTES: &[Route] = &[
         access: Admin,
         methods: &[(Method::DELETE, Revoke)],
     },
+    // End users' grants: listed page by page, imported in bulk (`src/admin/grants.rs`).
+    Route {
+        path: "/admin/grants",
+        access: Admin,
+        methods: &[(Method::GET, Grants)],
+    },
+    Route {
+        path: "/admin/grants:import",
+        access: Admin,
+        methods: &[(Method::POST, ImportGrants)],
+    },
     // An end user's grant: imported, or deleted (the same as `DELETE /admin/tokens/{profile}`).
     Route {
         path: "/admin/grants/{profile}",
@@ -241,6 +254,15 @@ mod tests {
         assert_eq!(
             ep("/admin/tokens/p", Method::DELETE),
             Some((Revoke, vec!["p"]))
+        );
+        assert_eq!(ep("/admin/grants", Method::GET), Some((Grants, vec![])));
+        assert_eq!(
+            ep("/admin/grants:import", Method::POST),
+            Some((ImportGrants, vec![]))
+        );
+        assert_eq!(
+            ep("/admin/grants/p", Method::PUT),
+            Some((ImportGrant, vec!["p"]))
         );
         assert!(find("/admin/profiles/").is_none(), "an empty name");
         assert!(find("/admin/profiles/a/b").is_none());

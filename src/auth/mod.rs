@@ -835,12 +835,13 @@ impl Auth {
                 "This sign-in is no longer valid.",
             ));
         };
-        if let Grant::AuthorizationCode(c) = &source.settings().grant {
+        if let Grant::AuthorizationCode(_) = &source.settings().grant {
             // RFC 9207: required when the profile names its issuer, except when the issuer's
             // discovery document says it does not send one (then checked when present).
-            let optional = c.discover
+            let s = source.settings();
+            let optional = s.discover
                 && matches!(source.discovered(), Ok(Some(m)) if !m.iss_parameter_supported);
-            if let Some(expected) = &c.issuer {
+            if let Some(expected) = &s.issuer {
                 match get("iss") {
                     None if optional => {}
                     Some(iss) if &iss == expected => {}
@@ -944,12 +945,12 @@ impl Auth {
         mut fetched: Fetched,
     ) -> Result<Fetched, Refusal> {
         use crate::oauth::id_token;
-        let (Some(nonce), Some(d), Grant::AuthorizationCode(c)) =
+        let (Some(nonce), Some(d), Grant::AuthorizationCode(_)) =
             (&flow.nonce, &source.discovery, &source.settings().grant)
         else {
             return Ok(fetched);
         };
-        let Some(issuer) = &c.issuer else {
+        let Some(issuer) = &source.settings().issuer else {
             return Ok(fetched);
         };
         let refuse = |why: String| {

@@ -555,6 +555,10 @@ pub struct OAuth1Endpoints {
     pub authorization_url: String,
     /// POSTed, signed with the request token, with `oauth_verifier` on the callback.
     pub access_token_url: String,
+    /// TLS for the three endpoints (`tls`).
+    pub tls: ClientTls,
+    /// Each token request, connect to last byte (`idp_timeout`).
+    pub idp_timeout: Duration,
 }
 
 impl SignMethod {
@@ -761,14 +765,6 @@ pub struct AuthCodeSettings {
     pub refresh_url: Option<String>,
     /// RFC 7009 endpoint, called when a grant is deleted.
     pub revocation_url: Option<String>,
-    /// Expected `iss` on the callback (RFC 9207); checked when set. With `discover`, also the
-    /// issuer whose metadata document is read, and the `iss` an `id_token` must carry.
-    pub issuer: Option<String>,
-    /// Read the issuer's discovery document (RFC 8414, OpenID Connect Discovery): set when
-    /// `issuer` is given and `authorization_url` or `token_url` is not (those then come from the
-    /// document; explicit ones win), or when the scope asks for `openid` (the provider's JWKS).
-    /// An empty `authorization_url` or `token_url` stands for the discovered one.
-    pub discover: bool,
     /// PKCE S256 (never `plain`).
     pub pkce: bool,
     /// Names of the `{{context.<name>}}` values the profile's identity-provider requests use
@@ -834,9 +830,17 @@ pub const DEFAULT_REPLAY_MAX_BODY_BYTES: u64 = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct OAuthSettings {
     pub grant: Grant,
-    /// Token endpoint; may contain `{tenant}`.
+    /// Token endpoint; may contain `{tenant}`. Empty: the discovered one (`discover`).
     pub token_url: String,
     pub token_url_has_tenant: bool,
+    /// The provider's issuer. For authorization codes also the `iss` expected on the callback
+    /// (RFC 9207, checked when set) and the `iss` an `id_token` must carry.
+    pub issuer: Option<String>,
+    /// Read the issuer's discovery document (RFC 8414, OpenID Connect Discovery): set when
+    /// `issuer` is given and an endpoint the type needs (`token_url`, `authorization_url`) is not
+    /// (it then comes from the document; written ones win), or when an authorization-code scope
+    /// asks for `openid` (the provider's JWKS). Every OAuth 2.0 type may use it.
+    pub discover: bool,
     pub client_id: String,
     pub client_secret: Option<ClientSecret>,
     pub client_auth: ClientAuth,

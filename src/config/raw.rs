@@ -309,6 +309,8 @@ pub struct PerUserKeys {
 #[derive(Deserialize, Default)]
 pub struct OAuthKeys {
     pub token_url: Option<String>,
+    /// The provider's issuer: its discovery document gives the endpoints the profile leaves out.
+    pub issuer: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<ClientSecret>,
     pub client_auth: Option<String>,
@@ -399,6 +401,10 @@ pub struct OAuth1Keys {
     pub request_token_url: Option<String>,
     pub authorization_url: Option<String>,
     pub access_token_url: Option<String>,
+    /// TLS and time limit of the three token requests (`per_user = true`).
+    pub tls: Option<RawTls>,
+    pub idp_timeout: Option<Dur>,
+    pub allow_insecure_http: Option<bool>,
 }
 
 /// Keys of every type that signs requests.
@@ -413,7 +419,6 @@ pub struct AuthCodeKeys {
     pub authorization_url: Option<String>,
     pub refresh_url: Option<String>,
     pub revocation_url: Option<String>,
-    pub issuer: Option<String>,
     pub pkce: Option<bool>,
 }
 
@@ -843,7 +848,7 @@ mod tests {
         let errs = profile_errs("type = \"oauth2_client_credentials\"\nper_user = true\n");
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(
-            errs[0].starts_with("profiles.p.per_user: unknown key for type \"oauth2_client_credentials\"; this type takes: token_url, client_id, client_secret,"),
+            errs[0].starts_with("profiles.p.per_user: unknown key for type \"oauth2_client_credentials\"; this type takes: token_url, issuer, client_id, client_secret,"),
             "{errs:?}"
         );
     }

@@ -1015,11 +1015,7 @@ async fn token_inner(state: &MockState, req: Request<Incoming>) -> Response<Body
                 param("username").unwrap_or(""),
                 param("password").unwrap_or(""),
             );
-            let ok = lock(&state.settings)
-                .users
-                .iter()
-                .any(|(user, pw)| user == u && ct_eq(pw.expose().as_bytes(), p.as_bytes()));
-            if !ok {
+            if !known_user(state, u, p) {
                 return oauth_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_grant",
@@ -1266,11 +1262,7 @@ pub(super) async fn json_login(state: &MockState, req: Request<Incoming>) -> Res
                 .unwrap_or("")
         };
         let (u, p) = (login("user"), login("password"));
-        let ok = lock(&state.settings)
-            .users
-            .iter()
-            .any(|(user, pw)| user == u && ct_eq(pw.expose().as_bytes(), p.as_bytes()));
-        if !ok {
+        if !known_user(state, u, p) {
             return refuse(
                 StatusCode::UNAUTHORIZED,
                 "invalid_grant",
@@ -1317,6 +1309,15 @@ pub(super) async fn json_login(state: &MockState, req: Request<Incoming>) -> Res
     r.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+/// Whether `user` and `password` are one of the mock's users (the password compared in constant
+/// time).
+fn known_user(state: &MockState, user: &str, password: &str) -> bool {
+    lock(&state.settings)
+        .users
+        .iter()
+        .any(|(u, pw)| u == user && ct_eq(pw.expose().as_bytes(), password.as_bytes()))
 }
 
 #[cfg(test)]

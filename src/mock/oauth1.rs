@@ -20,7 +20,7 @@
 //! `client_secret` (HMAC-SHA1, HMAC-SHA256, PLAINTEXT), and RSA-SHA1 / RSA-SHA256 verify with the
 //! client's `client_keys` (RSA, 2048 bits or more). Every signed request is checked the same way:
 //! the signature over the base string (§3.4.1: the method, the URL as received with the `Host`
-//! header, the query, a form body and the protocol parameters from the `Authorization` header), a
+//! header and the scheme of the mock's issuer (`https` when it is set so, behind a TLS front), the query, a form body and the protocol parameters from the `Authorization` header), a
 //! timestamp within 5 minutes, and a nonce never seen before with that timestamp and token (§3.3).
 
 use std::collections::HashMap;
@@ -246,7 +246,14 @@ impl OAuth1State {
         let ok = match sig_method {
             SignatureMethod::Plaintext => ct_eq(signature.as_bytes(), key.as_bytes()),
             m => {
-                let uri = base_string_uri("http", host, path).map_err(|_| "parameter_rejected")?;
+                // The scheme of the mock's public address (its issuer): `https` behind a TLS
+                // front, as a provider behind a TLS-terminating balancer knows its public URL.
+                let scheme = if state.issuer().starts_with("https://") {
+                    "https"
+                } else {
+                    "http"
+                };
+                let uri = base_string_uri(scheme, host, path).map_err(|_| "parameter_rejected")?;
                 let pairs: Vec<(String, String)> = all
                     .iter()
                     .filter(|(k, _)| k != "oauth_signature")

@@ -216,6 +216,22 @@ pub struct Needs {
 }
 
 impl Needs {
+    /// What a profile's settings need from its issuer's document.
+    pub fn of(s: &crate::config::OAuthSettings) -> Needs {
+        let code = match &s.grant {
+            crate::config::Grant::AuthorizationCode(c) => Some(c),
+            _ => None,
+        };
+        Needs {
+            pkce: code.is_some_and(|c| c.pkce),
+            authorization_endpoint: code.is_some_and(|c| c.authorization_url.is_empty()),
+            token_endpoint: s.token_url.is_empty(),
+            // The id_token is checked on a sign-in only.
+            openid: code.is_some() && super::id_token::wants_openid(&s.scope),
+            default_scope: code.is_some() && s.scope.is_empty(),
+        }
+    }
+
     /// Whether `m` gives the profile what it needs.
     pub fn check(&self, m: &Metadata) -> Result<(), String> {
         if self.pkce {

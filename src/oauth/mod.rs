@@ -160,15 +160,9 @@ impl OAuthSource {
             settings.connector.clone(),
             settings.idp_timeout,
         )?;
-        let discovery = match &settings.grant {
-            Grant::AuthorizationCode(c) if c.discover => c.issuer.as_ref().map(|issuer| {
-                let needs = discovery::Needs {
-                    pkce: c.pkce,
-                    authorization_endpoint: c.authorization_url.is_empty(),
-                    token_endpoint: settings.token_url.is_empty(),
-                    openid: id_token::wants_openid(&settings.scope),
-                    default_scope: settings.scope.is_empty(),
-                };
+        let discovery = match (&settings.issuer, settings.discover) {
+            (Some(issuer), true) => Some({
+                let needs = discovery::Needs::of(settings);
                 let key = format!(
                     "{}\u{0}{issuer}\u{0}{:?}\u{0}{:?}\u{0}{:?}\u{0}{needs:?}",
                     profile.name,

@@ -21,7 +21,7 @@ use std::time::Duration;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 
 use super::http::{Exchange, IdpHttp, IdpHttpError};
-use crate::config::{ClientTls, OAuth1Endpoints, Profile, SignMethod, Signing};
+use crate::config::{OAuth1Endpoints, Profile, SignMethod, Signing};
 use crate::inject::encode::{encode, parse_form};
 use crate::secret::{AccessToken, EnteredValue, OAuth1RequestSecret};
 use crate::sign::oauth1::{fresh_nonce, Protocol};
@@ -62,22 +62,16 @@ impl ThreeLegged {
         let crate::config::ProfileKind::Sign(signing) = &profile.kind else {
             return Ok(None);
         };
-        if !matches!(
-            &signing.method,
-            SignMethod::OAuth1 {
-                three_legged: Some(_),
-                ..
-            }
-        ) {
+        let SignMethod::OAuth1 {
+            three_legged: Some(e),
+            ..
+        } = &signing.method
+        else {
             return Ok(None);
-        }
+        };
         Ok(Some(ThreeLegged {
             signing: signing.clone(),
-            http: IdpHttp::new(
-                &ClientTls::default(),
-                profile.connector.clone(),
-                crate::config::DEFAULT_IDP_TIMEOUT,
-            )?,
+            http: IdpHttp::new(&e.tls, profile.connector.clone(), e.idp_timeout)?,
         }))
     }
 

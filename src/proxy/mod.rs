@@ -236,52 +236,42 @@ impl Snapshot {
             let three_legged = crate::oauth::oauth1::ThreeLegged::new(p)
                 .map_err(|e| format!("profile {name}: {e}"))?;
             let oauth = match OAuthSource::new(p).map_err(|e| format!("profile {name}: {e}"))? {
-                // Three-legged OAuth 1.0a: the user's token and secret are a grant in the store
-                // (never refreshed); an upstream's 401 re-reads it and replays the request,
-                // signed afresh.
-                None if three_legged.is_some() => Some(OAuthRt {
-                    source: None,
-                    oauth1: three_legged.map(Arc::new),
-                    dyn_source: Arc::new(crate::oauth::grants::UserGrants::new(
-                        None,
-                        store.clone(),
-                    )),
-                    per_user: true,
-                    user_keyed: false,
-                    entry: Entry::OAuth1,
-                    policy: Policy::default(),
-                    fingerprint: 0,
-                    tenancy: p.tenancy,
-                    needs_tenant: false,
-                    user_fields,
-                    context_uses: Vec::new(),
-                    reauth_on: vec![401],
-                    min_token_age: std::time::Duration::ZERO,
-                    replay_max: crate::config::DEFAULT_REPLAY_MAX_BODY_BYTES,
-                }),
-                None if p.per_user => Some(OAuthRt {
-                    source: None,
-                    oauth1: None,
-                    dyn_source: Arc::new(crate::oauth::grants::UserGrants::new(
-                        None,
-                        store.clone(),
-                    )),
-                    per_user: true,
-                    user_keyed: false,
-                    entry: match p.kind {
-                        crate::config::ProfileKind::UserApiKey => Entry::ApiKey,
-                        _ => Entry::Basic,
-                    },
-                    policy: Policy::default(),
-                    fingerprint: 0,
-                    tenancy: p.tenancy,
-                    needs_tenant: false,
-                    user_fields,
-                    context_uses: Vec::new(),
-                    reauth_on: Vec::new(),
-                    min_token_age: std::time::Duration::ZERO,
-                    replay_max: 0,
-                }),
+                // Per-user credentials kept as grants in the store, never refreshed: three-legged
+                // OAuth 1.0a (an upstream's 401 re-reads the grant and replays the request, signed
+                // afresh), and the basic and API-key credentials end users type in.
+                None if three_legged.is_some() || p.per_user => {
+                    let (entry, reauth_on, replay_max) = match (&three_legged, &p.kind) {
+                        (Some(_), _) => (
+                            Entry::OAuth1,
+                            vec![401],
+                            crate::config::DEFAULT_REPLAY_MAX_BODY_BYTES,
+                        ),
+                        (None, crate::config::ProfileKind::UserApiKey) => {
+                            (Entry::ApiKey, Vec::new(), 0)
+                        }
+                        (None, _) => (Entry::Basic, Vec::new(), 0),
+                    };
+                    Some(OAuthRt {
+                        source: None,
+                        oauth1: three_legged.map(Arc::new),
+                        dyn_source: Arc::new(crate::oauth::grants::UserGrants::new(
+                            None,
+                            store.clone(),
+                        )),
+                        per_user: true,
+                        user_keyed: false,
+                        entry,
+                        policy: Policy::default(),
+                        fingerprint: 0,
+                        tenancy: p.tenancy,
+                        needs_tenant: false,
+                        user_fields,
+                        context_uses: Vec::new(),
+                        reauth_on,
+                        min_token_age: std::time::Duration::ZERO,
+                        replay_max,
+                    })
+                }
                 None => None,
                 Some(src) => {
                     let s = src.settings();

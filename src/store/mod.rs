@@ -14,6 +14,7 @@
 
 pub mod crypto;
 pub mod names;
+pub mod page;
 pub mod redis;
 
 use std::collections::HashMap;
@@ -27,11 +28,16 @@ use thiserror::Error;
 use crate::secret::StoreKey;
 use crypto::{Crypto, Opened};
 pub use names::{Kind, Name};
+pub use page::{Cursor, Page};
 
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("store: {0}")]
     Io(String),
+    /// A paging cursor made by a Redis server that has restarted (or failed over) since: its
+    /// SCAN cursor means nothing to the server there now.
+    #[error("store: the cursor was made by a Redis server that has restarted since")]
+    CursorExpired,
 }
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");

@@ -19,6 +19,9 @@ use super::crypto::{Crypto, Opened};
 use super::StoreError;
 
 const MAX_IDLE: usize = 8;
+/// `SCAN` calls one page makes at most (a `MATCH` that keeps few keys ends a page early, with a
+/// cursor, rather than walking the whole keyspace in one call).
+pub const SCANS_PER_PAGE: usize = 50;
 
 type Conn = Box<dyn ConnectionLike + Send>;
 
@@ -260,9 +263,59 @@ impl RedisBackend {
             .map(|n| n > 0)
     }
 
+    /// The `SCAN MATCH` pattern of the names starting with `prefix`.
+    fn pattern(&self, prefix: &str) -> String {
+        format!("{}{{{}*", glob_escape(&self.prefix), glob_escape(prefix))
+    }
+
+    /// A cluster's masters, in address order (each holds its own keys); `None` for standalone Redis.
+    fn masters(&self) -> Result<Option<Vec<redis::Client>>, StoreError> {
+        let Target::Cluster { seed, .. } = &self.target else {
+            return Ok(None);
+        };
+        let nodes: String = self.with(|c| redis::cmd("CLUSTER").arg("NODES").query(c))?;
+        let mut addrs: Vec<(String, u16)> = nodes
+            .lines()
+            .filter(|l| l.contains("master"))
+            .filter_map(|line| {
+                let addr = line.split(' ').nth(1)?.split('@').next()?;
+                let (host, port) = addr.rsplit_once(':')?;
+                Some((host.to_string(), port.parse::<u16>().ok()?))
+            })
+            .collect();
+        addrs.sort();
+        let mut out = Vec::new();
+        for (host, port) in addrs {
+            let mut info = seed.get_connection_info().clone();
+            info.addr = match info.addr {
+                redis::ConnectionAddr::TcpTls {
+                    insecure,
+                    tls_params,
+                    ..
+                } => redis::ConnectionAddr::TcpTls {
+                    host,
+                    port,
+                    insecure,
+                    tls_params,
+                },
+                _ => redis::ConnectionAddr::Tcp(host, port),
+            };
+            out.push(redis::Client::open(info).map_err(err)?);
+        }
+        Ok(Some(out))
+    }
+
+    /// A connection to one master of a cluster (not pooled).
+    fn node(&self, client: &redis::Client) -> Result<Connection, StoreError> {
+        Self::single(client, self.timeout).map_err(|e| {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            err(e)
+        })
+    }
+
     /// Names starting with `prefix` (`SCAN` on every node; bounded to 100,000 names).
     pub fn names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let pattern = format!("{}{{{}*", glob_escape(&self.prefix), glob_escape(prefix));
+        let pattern = self.pattern(prefix);
         let scan = |c: &mut dyn ConnectionLike| -> redis::RedisResult<Vec<String>> {
             let iter: redis::Iter<String> = redis::cmd("SCAN")
                 .cursor_arg(0)
@@ -274,48 +327,120 @@ impl RedisBackend {
                 .iter(c)?;
             Ok(iter.take(100_000).collect())
         };
-        let keys = match &self.target {
-            Target::Single(_) => self.with(scan)?,
-            Target::Cluster { seed, .. } => {
-                // Each master holds its own keys: ask every one.
-                let nodes: String = self.with(|c| redis::cmd("CLUSTER").arg("NODES").query(c))?;
+        let keys = match self.masters()? {
+            None => self.with(scan)?,
+            Some(nodes) => {
                 let mut keys = Vec::new();
-                for line in nodes.lines().filter(|l| l.contains("master")) {
-                    let Some(addr) = line.split(' ').nth(1).and_then(|a| a.split('@').next())
-                    else {
-                        continue;
-                    };
-                    let Some((host, port)) = addr
-                        .rsplit_once(':')
-                        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-                    else {
-                        continue;
-                    };
-                    let mut info = seed.get_connection_info().clone();
-                    info.addr = match info.addr {
-                        redis::ConnectionAddr::TcpTls {
-                            insecure,
-                            tls_params,
-                            ..
-                        } => redis::ConnectionAddr::TcpTls {
-                            host,
-                            port,
-                            insecure,
-                            tls_params,
-                        },
-                        _ => redis::ConnectionAddr::Tcp(host, port),
-                    };
-                    let node = redis::Client::open(info).map_err(err)?;
-                    let mut c = Self::single(&node, self.timeout).map_err(|e| {
-                        self.errors.fetch_add(1, Ordering::Relaxed);
-                        err(e)
-                    })?;
-                    keys.extend(scan(&mut c).map_err(err)?);
+                for node in &nodes {
+                    keys.extend(scan(&mut self.node(node)?).map_err(err)?);
                 }
                 keys
             }
         };
         Ok(keys.iter().filter_map(|k| self.name_of(k)).collect())
+    }
+
+    /// One page of [`Store::page`](super::Store::page): `SCAN` calls (at most [`SCANS_PER_PAGE`])
+    /// from `at` until `limit` names are kept. A page that ends inside one SCAN batch resumes at
+    /// that batch's cursor, after the last name it returned (batches are taken in name order).
+    pub(super) fn page(
+        &self,
+        prefix: &str,
+        keep: &dyn Fn(&str) -> bool,
+        mut at: super::page::Cursor,
+        limit: usize,
+    ) -> Result<super::page::Page, StoreError> {
+        let pattern = self.pattern(prefix);
+        let masters = self.masters()?;
+        let count = limit.clamp(10, 1000);
+        let scan =
+            |c: &mut dyn ConnectionLike, from: u64| -> redis::RedisResult<(u64, Vec<String>)> {
+                redis::cmd("SCAN")
+                    .arg(from)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(count)
+                    .query(c)
+            };
+        // The server a SCAN cursor belongs to: a cursor made by another (or before a restart)
+        // would skip or repeat keys without a word.
+        let run_id = |c: &mut dyn ConnectionLike| -> redis::RedisResult<String> {
+            let info: String = redis::cmd("INFO").arg("server").query(c)?;
+            Ok(info
+                .lines()
+                .find_map(|l| l.strip_prefix("run_id:"))
+                .unwrap_or_default()
+                .trim()
+                .to_string())
+        };
+        let same_server = |at: &mut super::page::Cursor, id: String| {
+            if at.run.as_ref().is_some_and(|r| *r != id) {
+                return Err(StoreError::CursorExpired);
+            }
+            at.run = Some(id);
+            Ok(())
+        };
+        if masters.is_none() {
+            same_server(&mut at, self.with(run_id)?)?;
+        }
+        let mut page = super::page::Page::default();
+        let mut conn: Option<(usize, Connection)> = None;
+        for _ in 0..SCANS_PER_PAGE {
+            let (next, keys) = match &masters {
+                None => self.with(|c| scan(c, at.scan))?,
+                Some(nodes) => {
+                    let Some(client) = nodes.get(at.node) else {
+                        // The cluster has fewer masters than when the paging began.
+                        return Ok(page);
+                    };
+                    if conn.as_ref().is_none_or(|(i, _)| *i != at.node) {
+                        let mut c = self.node(client)?;
+                        let id = run_id(&mut c).map_err(|e| {
+                            self.errors.fetch_add(1, Ordering::Relaxed);
+                            err(e)
+                        })?;
+                        same_server(&mut at, id)?;
+                        conn = Some((at.node, c));
+                    }
+                    let (_, c) = conn.as_mut().expect("connected above");
+                    scan(c, at.scan).map_err(|e| {
+                        self.errors.fetch_add(1, Ordering::Relaxed);
+                        err(e)
+                    })?
+                }
+            };
+            let mut batch: Vec<String> = keys
+                .iter()
+                .filter_map(|k| self.name_of(k))
+                .filter(|n| keep(n) && at.after.as_deref().is_none_or(|a| n.as_str() > a))
+                .collect();
+            batch.sort_unstable();
+            batch.dedup();
+            let room = limit - page.names.len();
+            if batch.len() > room {
+                batch.truncate(room);
+                at.after = batch.last().cloned();
+                page.names.extend(batch);
+                page.next = Some(at);
+                return Ok(page);
+            }
+            page.names.extend(batch);
+            at.after = None;
+            at.scan = next;
+            if next == 0 {
+                at.node += 1;
+                at.run = None;
+                if at.node >= masters.as_ref().map_or(1, Vec::len) {
+                    return Ok(page);
+                }
+            }
+            if page.names.len() == limit {
+                break;
+            }
+        }
+        page.next = Some(at);
+        Ok(page)
     }
 
     /// Takes the lock `name` for `lease` if free: `SET NX PX`.

@@ -18,7 +18,9 @@ mod cache;
 mod persist;
 
 pub use cache::{TokenCache, DEFAULT_MAX_ENTRIES};
-pub use persist::{decode_record, encode_record, name as persisted_name, Persist, StorePersist};
+pub use persist::{
+    decode_record, encode_record, name as persisted_name, record_expires_at, Persist, StorePersist,
+};
 
 use std::fmt;
 use std::sync::Arc;

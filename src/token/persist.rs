@@ -84,6 +84,11 @@ pub fn decode_record(bytes: &[u8]) -> Option<(Fetched, Duration)> {
     }
 }
 
+/// When a record's access token expires (Unix seconds).
+pub fn record_expires_at(bytes: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<Value>(bytes).ok()?["expires_at"].as_u64()
+}
+
 /// Encodes a token for the store; returns the bytes and the access token's expiry (Unix seconds).
 pub fn encode_record(f: &Fetched, lifetime: Duration) -> (Vec<u8>, u64) {
     {

@@ -544,7 +544,7 @@ api_key = "nope"
     );
     has(
         &all,
-        "profiles.p.api_key: unknown key for type \"oauth2_password\"; this type takes: token_url, client_id, client_secret, client_auth, client_assertion_key, client_assertion_alg, client_assertion_kid, client_assertion_cert, client_assertion_audience, scope, token_params, token_request, token_response, tls, idp_timeout, default_token_lifetime, refresh_before, reauth_on, reauth_min_token_age, replay_max_body_bytes, allow_insecure_http, username, password, per_user, user_fields, on_authorized, identity_provider, tenancy, tenant_pattern, fields, connector",
+        "profiles.p.api_key: unknown key for type \"oauth2_password\"; this type takes: token_url, issuer, client_id, client_secret, client_auth, client_assertion_key, client_assertion_alg, client_assertion_kid, client_assertion_cert, client_assertion_audience, scope, token_params, token_request, token_response, tls, idp_timeout, default_token_lifetime, refresh_before, reauth_on, reauth_min_token_age, replay_max_body_bytes, allow_insecure_http, username, password, per_user, user_fields, on_authorized, identity_provider, tenancy, tenant_pattern, fields, connector",
     );
     has(
         &all,

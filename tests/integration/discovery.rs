@@ -222,6 +222,53 @@ async fn without_an_openid_document_the_rfc8414_one_is_read() {
     server.shutdown().await;
 }
 
+/// A machine grant names only its provider's issuer: the token endpoint comes from the document
+/// (here the RFC 8414 one), and a document with another issuer keeps that profile not ready with no
+/// token request.
+#[tokio::test]
+async fn a_client_credentials_profile_with_only_an_issuer_takes_the_discovered_token_endpoint() {
+    let good = mock().await;
+    good.state.set_discovery(false, true, None);
+    let bad = mock().await;
+    bad.state
+        .set_discovery(true, true, Some("http://evil.example".into()));
+    let text = |m: &authsidecar::mock::MockProvider, name: &str| {
+        format!(
+            r#"
+[[routes]]
+prefix = "/{name}/"
+upstream = "http://{addr}/protected/"
+profiles = ["{name}"]
+
+[profiles.{name}]
+type = "oauth2_client_credentials"
+issuer = "http://{addr}"
+client_id = "demo-client"
+client_secret = "demo-secret"
+"#,
+            addr = m.addr
+        )
+    };
+    let config = format!("{}{}", text(&good, "good"), text(&bad, "bad"));
+    let server = Server::start(parse(&config)).await.unwrap();
+    let r = get(&format!("http://{}/good/x", server.proxy_addr), &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(good.token_requests(), 1);
+
+    let r = get(&format!("http://{}/bad/x", server.proxy_addr), &[]).await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.error_code(), "idp_unavailable");
+    assert_eq!(bad.token_requests(), 0, "no token request while not ready");
+    let r = readyz(&server).await;
+    assert_eq!(r.status, 503);
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("bad") && msg.contains("issuer mismatch") && !msg.contains("good"),
+        "{msg}"
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn an_issuer_mismatch_makes_only_that_profile_not_ready_until_it_is_fixed() {
     let m = mock().await;

@@ -726,9 +726,16 @@ async fn oidc_provider_accepts_private_key_jwt_and_client_secret_jwt() {
     let token_url = format!("http://127.0.0.1:{port}/token");
     let mut text = String::new();
     for (name, alg, pem) in keys {
+        // One profile names only the provider's issuer: its token endpoint (and so the
+        // assertion's audience) comes from the provider's discovery document.
+        let endpoint = if name == "es" {
+            format!("issuer = \"http://127.0.0.1:{port}\"")
+        } else {
+            format!("token_url = \"{token_url}\"")
+        };
         text.push_str(&format!(
             "[[routes]]\nprefix = \"/{name}/\"\nupstream = \"http://{{echo}}/echo/\"\nprofiles = [\"{name}\"]\n\n\
-             [profiles.{name}]\ntype = \"oauth2_client_credentials\"\ntoken_url = \"{token_url}\"\n\
+             [profiles.{name}]\ntype = \"oauth2_client_credentials\"\n{endpoint}\n\
              client_id = \"pk-{name}\"\nclient_auth = \"private_key_jwt\"\nclient_assertion_key = \"{}\"\n\
              client_assertion_alg = \"{alg}\"\n\n",
             data_path(pem),

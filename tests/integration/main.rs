@@ -22,6 +22,7 @@ mod fast_path;
 mod forwarding;
 mod fuzz_corpus;
 mod grant_life;
+mod grants_admin;
 mod injection;
 mod jwt_auth;
 mod limits;

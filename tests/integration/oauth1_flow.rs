@@ -593,3 +593,91 @@ value = "{{user_field.account}}"
     assert_eq!(r.headers["x-mock-user"], "hana");
     server.shutdown().await;
 }
+
+/// A provider whose token endpoints are behind TLS with a private CA: the profile's `tls` and
+/// `idp_timeout` apply to the request-token and access-token requests; without the CA the start
+/// page fails and nothing is signed in.
+#[tokio::test]
+async fn the_token_requests_use_the_profiles_tls_settings() {
+    use crate::support::pki::{server_config, tls_front, Pki};
+    let m = mock().await;
+    let pki = Pki::new("oauth1-idp");
+    let front = tls_front(m.addr, server_config(&pki.server("idp"), None)).await;
+    let tls_base = format!("https://127.0.0.1:{}/oauth1", front.port());
+    // The mock behind its TLS front knows its public address (the signed URL's scheme).
+    m.state
+        .set_issuer(format!("https://127.0.0.1:{}", front.port()));
+    // The browser-facing authorize page stays on the mock's own address (the test's browser
+    // speaks plain HTTP); the sidecar's own requests go through TLS.
+    let text = |tls: &str| {
+        config_text(&tls_base, "", "")
+            .replace(
+                &format!("authorization_url = \"{tls_base}/authorize\""),
+                &format!(
+                    "authorization_url = \"http://{}/oauth1/authorize\"\n{tls}",
+                    m.addr
+                ),
+            )
+            .replace(
+                &format!("upstream = \"{tls_base}/protected/\""),
+                &format!(
+                    "upstream = \"{tls_base}/protected/\"\ntls = {{ ca_file = \"{}\", server_name = \"localhost\" }}",
+                    pki.ca().display()
+                ),
+            )
+    };
+    let trusted = format!(
+        "tls = {{ ca_file = \"{}\", server_name = \"localhost\" }}\nidp_timeout = \"5s\"",
+        pki.ca().display()
+    );
+    let server = Server::start(parse(&text(&trusted))).await.unwrap();
+    let url = format!("http://{}/o1/me", server.proxy_addr);
+    sign_in(&login_link(&url, "tess").await, "tess").await;
+    let r = get(&url, &[("X-Authsidecar-User", "tess")]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(count(&m.counters().oauth1_access_tokens), 1);
+    server.shutdown().await;
+
+    // The system roots do not know the private CA: the request token cannot be fetched.
+    let server = Server::start(parse(&text(""))).await.unwrap();
+    let url = format!("http://{}/o1/me", server.proxy_addr);
+    let start = get(&login_link(&url, "uma").await, &[]).await;
+    assert_ne!(
+        start.status,
+        302,
+        "{}",
+        String::from_utf8_lossy(&start.body)
+    );
+    assert_eq!(count(&m.counters().oauth1_access_tokens), 1);
+    server.shutdown().await;
+
+    // Only three-legged profiles take them.
+    let one_legged = text(&trusted)
+        .replace("per_user = true\n", "token = \"t\"\ntoken_secret = \"s\"\n")
+        .replace(
+            &format!("request_token_url = \"{tls_base}/request_token\"\n"),
+            "",
+        )
+        .replace(
+            &format!("access_token_url = \"{tls_base}/access_token\"\n"),
+            "",
+        )
+        .replace(
+            &format!(
+                "authorization_url = \"http://{}/oauth1/authorize\"\n",
+                m.addr
+            ),
+            "",
+        );
+    let errs = Config::from_str_with_env(&with_listeners(&one_legged), &Env::default())
+        .unwrap_err()
+        .to_string();
+    for key in ["tls", "idp_timeout"] {
+        assert!(
+            errs.contains(&format!(
+                "profiles.tw.{key}: only used with per_user = true"
+            )),
+            "{errs}"
+        );
+    }
+}

@@ -46,6 +46,15 @@ impl Setup {
     }
 
     fn config_text(&self) -> String {
+        self.config_text_with_store(&format!(
+            "kind = \"file\"\npath = \"{}\"\nkey = \"{}\"",
+            self.store.display(),
+            self.key
+        ))
+    }
+
+    /// The same config with another `[store]` table's keys.
+    fn config_text_with_store(&self, store: &str) -> String {
         let echo = self.echo.addr;
         format!(
             r#"
@@ -54,9 +63,7 @@ listen = "127.0.0.1:0"
 public_url = "http://127.0.0.1:0"
 
 [store]
-kind = "file"
-path = "{store}"
-key = "{key}"
+{store}
 
 [[routes]]
 prefix = "/u/"
@@ -73,9 +80,7 @@ client_id = "demo-client"
 client_secret = "demo-secret"
 scope = {{ scope = "read" }}
 reauth_min_token_age = "0s"
-"#,
-            store = self.store.display(),
-            key = self.key
+"#
         )
     }
 }
@@ -1207,20 +1212,6 @@ async fn a_login_link_on_demand_lets_a_user_sign_in_before_the_first_call() {
 async fn an_imported_grant_serves_the_user_and_an_expired_one_is_refreshed() {
     let s = Setup::new().await;
     let server = Server::start(s.config()).await.unwrap();
-    // Tokens the provider issued elsewhere (the password grant gives a refresh token).
-    let issue = || async {
-        let r = post_form(
-            &s.echo.token_url(),
-            "grant_type=password&username=demo-user&password=demo-password&client_id=demo-client&client_secret=demo-secret",
-        )
-        .await;
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        let v = r.json();
-        (
-            v["access_token"].as_str().unwrap().to_string(),
-            v["refresh_token"].as_str().unwrap().to_string(),
-        )
-    };
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let put = |query: &str, body: String| {
         let url = format!("http://{}/admin/grants/user?{query}", server.admin_addr);
@@ -1229,7 +1220,7 @@ async fn an_imported_grant_serves_the_user_and_an_expired_one_is_refreshed() {
     };
     let url = format!("http://{}/u/me", server.proxy_addr);
 
-    let (at, rt) = issue().await;
+    let (at, rt) = issued_elsewhere(&s.echo).await;
     let r = put(
         "user=gina",
         format!(r#"{{"access_token": "{at}", "refresh_token": "{rt}", "expires_in": 3600, "extra": {{"instance": "eu"}}}}"#),
@@ -1249,7 +1240,7 @@ async fn an_imported_grant_serves_the_user_and_an_expired_one_is_refreshed() {
     );
 
     // Expired at import: the next call refreshes it with the imported refresh token.
-    let (at2, rt2) = issue().await;
+    let (at2, rt2) = issued_elsewhere(&s.echo).await;
     let r = put(
         "user=hal",
         format!(r#"{{"access_token": "{at2}", "refresh_token": "{rt2}", "expires_at": "2020-01-01T00:00:00Z"}}"#),
@@ -1263,26 +1254,31 @@ async fn an_imported_grant_serves_the_user_and_an_expired_one_is_refreshed() {
     assert_eq!(s.echo.token_requests(), before + 1, "one refresh");
 
     for (query, body, status, code) in [
-        ("user=ivy", r#"{"refresh_token": "x"}"#, 400, "bad_request"),
+        (
+            "user=ivy",
+            r#"{"refresh_token": "x"}"#,
+            400,
+            "grant_invalid",
+        ),
         (
             "user=ivy",
             r#"{"access_token": "a", "expires_in": -1}"#,
             400,
-            "bad_request",
+            "grant_invalid",
         ),
         (
             "user=ivy",
             r#"{"access_token": "a", "expires_in": 1, "expires_at": 2}"#,
             400,
-            "bad_request",
+            "grant_invalid",
         ),
         (
             "user=ivy",
             r#"{"access_token": "a", "nope": 1}"#,
             400,
-            "bad_request",
+            "grant_invalid",
         ),
-        ("user=ivy", r#"[]"#, 400, "bad_request"),
+        ("user=ivy", r#"[]"#, 400, "grant_invalid"),
         ("", r#"{"access_token": "a"}"#, 400, "user_required"),
         (
             "user=ivy&tenant=x",
@@ -1312,4 +1308,132 @@ async fn an_imported_grant_serves_the_user_and_an_expired_one_is_refreshed() {
     let r = get(&url, &[("X-Authsidecar-User", "gina")]).await;
     assert_eq!(r.error_code(), "authorization_required");
     server.shutdown().await;
+}
+
+/// Login links on demand and imported grants on each store: memory, file and Redis; on the two
+/// that persist, the grants serve again after a restart.
+#[tokio::test]
+async fn login_links_and_imported_grants_work_on_every_store() {
+    let s = Setup::new().await;
+    let dir = TempDir::new("every-store");
+    let redis = crate::support::fleet::Redis::start(&dir.join("redis")).await;
+    let key = authsidecar::store::crypto::generate_key();
+    let stores = [
+        ("memory", "kind = \"memory\"".to_string(), false),
+        (
+            "file",
+            format!(
+                "kind = \"file\"\npath = \"{}\"\nkey = \"{key}\"",
+                dir.join("grants.db").display()
+            ),
+            true,
+        ),
+        (
+            "redis",
+            format!(
+                "kind = \"redis\"\nurl = \"{}\"\nkey = \"{key}\"",
+                redis.url()
+            ),
+            true,
+        ),
+    ];
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    for (name, store, persists) in stores {
+        let text = with_listeners(&s.config_text_with_store(&store));
+        let config = || Config::from_str_with_env(&text, &Env::default()).unwrap();
+        let server = Server::start(config()).await.unwrap();
+        let (kim, lee) = (format!("kim-{name}"), format!("lee-{name}"));
+        // A login link before any call, then the sign-in.
+        let r = send(
+            Method::POST,
+            &format!(
+                "http://{}/admin/profiles/user/login-links",
+                server.admin_addr
+            ),
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            format!(r#"{{"user": "{kim}"}}"#),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            201,
+            "{name}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let done = sign_in(r.json()["login_url"].as_str().unwrap()).await;
+        assert_eq!(
+            done.status,
+            200,
+            "{name}: {}",
+            String::from_utf8_lossy(&done.body)
+        );
+        // An imported grant (tokens the provider issued elsewhere).
+        let t = post_form(
+            &s.echo.token_url(),
+            "grant_type=password&username=demo-user&password=demo-password&client_id=demo-client&client_secret=demo-secret",
+        )
+        .await
+        .json();
+        let at = t["access_token"].as_str().unwrap().to_string();
+        let r = send(
+            Method::PUT,
+            &format!("http://{}/admin/grants/user?user={lee}", server.admin_addr),
+            &[("Authorization", &auth)],
+            format!(
+                r#"{{"access_token": "{at}", "refresh_token": "{}", "expires_in": 3600}}"#,
+                t["refresh_token"].as_str().unwrap()
+            ),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            201,
+            "{name}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let calls = |server: &Server| {
+            let url = format!("http://{}/u/me", server.proxy_addr);
+            let (kim, lee) = (kim.clone(), lee.clone());
+            async move {
+                let a = get(&url, &[("X-Authsidecar-User", kim.as_str())]).await;
+                let b = get(&url, &[("X-Authsidecar-User", lee.as_str())]).await;
+                (a, b)
+            }
+        };
+        let (a, b) = calls(&server).await;
+        assert_eq!(
+            a.status,
+            200,
+            "{name}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        assert_eq!(
+            b.status,
+            200,
+            "{name}: {}",
+            String::from_utf8_lossy(&b.body)
+        );
+        assert_eq!(
+            b.echoed("authorization"),
+            [format!("Bearer {at}")],
+            "{name}"
+        );
+        server.shutdown().await;
+        if persists {
+            let server = Server::start(config()).await.unwrap();
+            let (a, b) = calls(&server).await;
+            assert_eq!(
+                (a.status.as_u16(), b.status.as_u16()),
+                (200, 200),
+                "{name}: the grants survive a restart: {} {}",
+                String::from_utf8_lossy(&a.body),
+                String::from_utf8_lossy(&b.body)
+            );
+            server.shutdown().await;
+        }
+    }
+    drop(redis);
 }

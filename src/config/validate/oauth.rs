@@ -110,9 +110,6 @@ pub(super) fn auth_code_settings(
     let before = v.errors.len();
     let path = ctx.path;
     let authorization_url = rp.authorization_url.unwrap_or_default();
-    if let Some(issuer) = &rp.issuer {
-        issuer_url(issuer, ctx, v);
-    }
     if authorization_url.is_empty() && discover {
         // From the discovery document.
     } else if authorization_url.is_empty() {
@@ -143,8 +140,6 @@ pub(super) fn auth_code_settings(
         authorization_url,
         refresh_url,
         revocation_url,
-        issuer: rp.issuer,
-        discover,
         pkce: rp.pkce.unwrap_or(true),
         // Filled in with the names every request of the profile uses (`profiles.rs`).
         authorization_context: Vec::new(),
@@ -169,8 +164,9 @@ pub(super) struct OAuthContext<'a> {
     pub(super) ty: ProfileType,
     pub(super) tenancy: bool,
     pub(super) path: &'a str,
-    /// The token URL may be left out: it comes from the discovery document.
-    pub(super) discover: bool,
+    /// The type needs the issuer's discovery document for more than the token URL (an
+    /// authorization code's left-out `authorization_url`, or an `openid` scope's JWKS).
+    pub(super) needs_document: bool,
 }
 
 pub(super) fn oauth_settings(
@@ -216,7 +212,17 @@ pub(super) fn oauth_settings(
         }
     };
     let token_url_has_tenant = dynamic_uses.iter().any(|u| u.var == DynVar::Tenant);
-    if token_url.is_empty() && ctx.discover {
+    let issuer = rp.issuer.take();
+    if let Some(i) = &issuer {
+        let url_ctx = UrlContext {
+            path,
+            tenancy: ctx.tenancy,
+            allow_insecure_http: rp.allow_insecure_http,
+        };
+        issuer_url(i, &url_ctx, v);
+    }
+    let discover = issuer.is_some() && (token_url.is_empty() || ctx.needs_document);
+    if token_url.is_empty() && discover {
         // From the discovery document.
     } else if token_url.is_empty() {
         v.err(
@@ -464,6 +470,10 @@ pub(super) fn oauth_settings(
         }
         token_response.hash(&mut h);
         tls.hash(&mut h);
+        if discover {
+            // The issuer decides the endpoints: part of what identifies the tokens.
+            issuer.hash(&mut h);
+        }
         if let Grant::Password { username, password } = &grant {
             username.expose().hash(&mut h);
             password.expose().hash(&mut h);
@@ -474,6 +484,8 @@ pub(super) fn oauth_settings(
         grant,
         token_url,
         token_url_has_tenant,
+        issuer,
+        discover,
         client_id,
         client_secret,
         client_auth,

@@ -165,7 +165,7 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
         ty,
         tenancy,
         path,
-        discover: false,
+        needs_document: false,
     };
     let kind = match kind {
         RawKind::None => Some(ProfileKind::None),
@@ -248,9 +248,9 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
                     s.iter().map(|(k, x)| (k.clone(), x.clone())).collect();
                 crate::oauth::id_token::wants_openid(&pairs)
             });
-            let discover = code.issuer.is_some()
-                && (code.authorization_url.is_none() || oauth.token_url.is_none() || openid);
-            if openid && code.issuer.is_none() {
+            let needs_document = code.authorization_url.is_none() || openid;
+            let discover = oauth.issuer.is_some() && (needs_document || oauth.token_url.is_none());
+            if openid && oauth.issuer.is_none() {
                 v.warn(format!(
                     "{path}: the scope asks for openid but the profile has no issuer: the id_token is not validated; set issuer"
                 ));
@@ -258,20 +258,12 @@ fn profile(name: &str, rp: RawProfile, path: &str, v: &mut V) -> Option<Profile>
             let mut url_uses = Vec::new();
             let code = auth_code_settings(code, &ctx, discover, &mut url_uses, v);
             let oauth_ctx = OAuthContext {
-                discover,
+                needs_document,
                 ..oauth_ctx
             };
             let settings = oauth_settings(*oauth, Grant::ClientCredentials, &oauth_ctx, v);
             match (settings, code) {
                 (Some(mut o), Some(c)) => {
-                    if discover {
-                        // The issuer decides the endpoints: part of what identifies the tokens.
-                        use std::hash::{Hash, Hasher};
-                        let mut h = std::collections::hash_map::DefaultHasher::new();
-                        o.fingerprint.hash(&mut h);
-                        c.issuer.hash(&mut h);
-                        o.fingerprint = h.finish();
-                    }
                     url_uses.append(&mut o.dynamic);
                     o.dynamic = url_uses;
                     o.grant = Grant::AuthorizationCode(c);

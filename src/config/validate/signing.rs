@@ -247,9 +247,14 @@ fn hmac_method(k: raw::HmacKeys, path: &str, v: &mut V) -> Option<SignMethod> {
     }
 }
 
-fn oauth1_method(k: raw::OAuth1Keys, path: &str, per_user: bool, v: &mut V) -> Option<SignMethod> {
+fn oauth1_method(
+    mut k: raw::OAuth1Keys,
+    path: &str,
+    per_user: bool,
+    v: &mut V,
+) -> Option<SignMethod> {
     const TY: &str = "oauth1";
-    let three_legged = oauth1_endpoints(&k, path, per_user, v);
+    let three_legged = oauth1_endpoints(&mut k, path, per_user, v);
     let consumer_key = required(k.consumer_key, path, "consumer_key", TY, v);
     let method = one_of(
         k.signature_method.as_deref(),
@@ -401,19 +406,23 @@ fn oauth1_method(k: raw::OAuth1Keys, path: &str, per_user: bool, v: &mut V) -> O
 
 /// The three endpoint URLs: all required with `per_user = true`, refused without it.
 fn oauth1_endpoints(
-    k: &raw::OAuth1Keys,
+    k: &mut raw::OAuth1Keys,
     path: &str,
     per_user: bool,
     v: &mut V,
 ) -> Option<crate::config::OAuth1Endpoints> {
+    let (tls, idp_timeout) = (k.tls.take(), k.idp_timeout.take());
     let urls = [
-        ("request_token_url", &k.request_token_url),
-        ("authorization_url", &k.authorization_url),
-        ("access_token_url", &k.access_token_url),
+        ("request_token_url", k.request_token_url.is_some()),
+        ("authorization_url", k.authorization_url.is_some()),
+        ("access_token_url", k.access_token_url.is_some()),
+        ("tls", tls.is_some()),
+        ("idp_timeout", idp_timeout.is_some()),
+        ("allow_insecure_http", k.allow_insecure_http.is_some()),
     ];
     if !per_user {
-        for (key, value) in urls {
-            if value.is_some() {
+        for (key, given) in urls {
+            if given {
                 v.err(
                     &format!("{path}.{key}"),
                     "only used with per_user = true (three-legged OAuth 1.0a); a profile without it signs with its own token",
@@ -425,9 +434,22 @@ fn oauth1_endpoints(
     let ctx = super::oauth::UrlContext {
         path,
         tenancy: false,
-        allow_insecure_http: None,
+        allow_insecure_http: k.allow_insecure_http,
     };
-    let mut ok = true;
+    let tls = super::tls::client_tls(tls, path, v);
+    let idp_timeout = idp_timeout.map_or(crate::config::DEFAULT_IDP_TIMEOUT, |d| d.0);
+    if idp_timeout.is_zero() {
+        v.err(
+            &format!("{path}.idp_timeout"),
+            "must be greater than zero; expected a duration like \"10s\"",
+        );
+    }
+    let mut ok = !idp_timeout.is_zero();
+    let urls = [
+        ("request_token_url", &k.request_token_url),
+        ("authorization_url", &k.authorization_url),
+        ("access_token_url", &k.access_token_url),
+    ];
     for (key, value) in urls {
         match value {
             None => {
@@ -455,5 +477,7 @@ fn oauth1_endpoints(
         request_token_url: k.request_token_url.clone().unwrap_or_default(),
         authorization_url: k.authorization_url.clone().unwrap_or_default(),
         access_token_url: k.access_token_url.clone().unwrap_or_default(),
+        tls,
+        idp_timeout,
     })
 }

@@ -63,6 +63,24 @@ pub fn skipped_without_fast_path(test: &str, why: &str) -> bool {
     true
 }
 
+/// An access and a refresh token the mock provider issued outside the sidecar (its password
+/// grant), as a grant imported from another platform would hold.
+pub async fn issued_elsewhere(mock: &MockProvider) -> (String, String) {
+    let r = send(
+        Method::POST,
+        &mock.token_url(),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        "grant_type=password&username=demo-user&password=demo-password&client_id=demo-client&client_secret=demo-secret",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    (
+        v["access_token"].as_str().unwrap().to_string(),
+        v["refresh_token"].as_str().unwrap().to_string(),
+    )
+}
+
 /// Puts the proxy and admin listeners on free ports (keeping any `[proxy]` settings of `text`),
 /// and `fast_path = false` when [`fast_path_on`] is false and `text` does not choose itself.
 /// `text` with the test listeners ([`with_listeners`]), parsed; a config error fails the test.
