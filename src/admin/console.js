@@ -410,7 +410,8 @@ async function checkForm() {
 
 function resetForm(name, values) {
   const v = values || {};
-  fill(document.getElementById('pf-type'), formMeta.types);
+  // A file of another type (written by hand) keeps its type.
+  fill(document.getElementById('pf-type'), v.type && !formMeta.types.includes(v.type) ? [...formMeta.types, v.type] : formMeta.types);
   fill(document.getElementById('pf-client_auth'), formMeta.client_auth, '(default: basic)');
   fill(document.getElementById('pf-connector'), formMeta.connectors, '(none)');
   const presets = document.getElementById('pf-presets');
