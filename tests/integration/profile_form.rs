@@ -619,6 +619,8 @@ async fn the_profile_form_in_a_real_browser() {
     b.wait_text("#pf-dir", "profiles").await;
 
     b.click("#pf-new").await;
+    // Shown once the form's choices are read (the title's text is empty while it is hidden).
+    b.wait_text("#pf-title", "New profile").await;
     assert!(b.displayed("#profile-form").await);
     b.type_into("#pf-name", "formcode").await;
     let ty = b
