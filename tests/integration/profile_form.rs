@@ -99,6 +99,19 @@ async fn admin(server: &Server, method: Method, path: &str, body: Option<&Value>
     .await
 }
 
+/// `POST /admin/profile-form/validate` with `form` (its `name` in it).
+async fn validate_form(server: &Server, form: &Value) -> Resp {
+    let r = admin(
+        server,
+        Method::POST,
+        "/admin/profile-form/validate",
+        Some(form),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r
+}
+
 /// `PUT /admin/profile-form/{name}` with `form`.
 async fn put_form(server: &Server, name: &str, form: &Value) -> Resp {
     let path = format!("/admin/profile-form/{name}");
@@ -221,13 +234,7 @@ async fn a_profile_saved_through_the_form_keeps_its_secret_in_the_store_and_work
     // Checked while typed: a bad token URL is an error on that field, then fixed.
     let mut bad = form(s.mock.addr, "not a url");
     bad["name"] = json!("formcc");
-    let r = admin(
-        &server,
-        Method::POST,
-        "/admin/profile-form/validate",
-        Some(&bad),
-    )
-    .await;
+    let r = validate_form(&server, &bad).await;
     assert_eq!(r.status, 200);
     let v = r.json();
     assert_eq!(v["valid"], false, "{v}");
@@ -242,13 +249,7 @@ async fn a_profile_saved_through_the_form_keeps_its_secret_in_the_store_and_work
     assert_no_secret("a validate answer", &r.body);
     let mut good = form(s.mock.addr, "http://{mock}/oauth/token");
     good["name"] = json!("formcc");
-    let r = admin(
-        &server,
-        Method::POST,
-        "/admin/profile-form/validate",
-        Some(&good),
-    )
-    .await;
+    let r = validate_form(&server, &good).await;
     assert_eq!(r.json()["valid"], true, "{}", r.json());
     // Validating wrote nothing.
     assert!(!s.profile_file("formcc").exists());
@@ -260,22 +261,10 @@ async fn a_profile_saved_through_the_form_keeps_its_secret_in_the_store_and_work
         .any(|p| p["name"] == "github"));
     let mut preset = json!({"name": "gh", "type": "oauth2_authorization_code", "preset": "github",
                             "client_id": "x", "client_secret": {"value": "y"}});
-    let r = admin(
-        &server,
-        Method::POST,
-        "/admin/profile-form/validate",
-        Some(&preset),
-    )
-    .await;
+    let r = validate_form(&server, &preset).await;
     assert_eq!(r.json()["valid"], true, "{}", r.json());
     preset["preset"] = json!("no-such-provider");
-    let r = admin(
-        &server,
-        Method::POST,
-        "/admin/profile-form/validate",
-        Some(&preset),
-    )
-    .await;
+    let r = validate_form(&server, &preset).await;
     assert_eq!(r.json()["errors"][0]["field"], "preset", "{}", r.json());
 
     // A bad save is refused whole.
