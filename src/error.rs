@@ -165,6 +165,14 @@ error_codes! {
     ConfigInvalid = "config_invalid", 422, keep;
     /// `POST /admin/certificates/reload`: some certificate could not be read again (`errors`).
     CertificateReloadFailed = "certificate_reload_failed", 500, keep;
+    /// The profile form: no config file or no `[admin] profiles_dir` to write profiles to.
+    ProfileFormUnavailable = "profile_form_unavailable", 409, keep;
+    /// The profile form on a profile of the main config file, or a name it cannot take.
+    ProfileNotEditable = "profile_not_editable", 409, keep;
+    /// The profile form: the config with the change fails its checks (`errors`); nothing changed.
+    ProfileInvalid = "profile_invalid", 422, keep;
+    /// The profile form: a typed secret while the store is memory (lost on restart).
+    SecretStoreNotDurable = "secret_store_not_durable", 409, keep;
     // ---- The auth listener (HTML pages) ----
     /// The login link, or the sign-in it started, is unknown, used or expired.
     LinkInvalid = "link_invalid", 400, keep;

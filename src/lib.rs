@@ -265,49 +265,21 @@ async fn discovery_first_reads(snapshot: &proxy::Snapshot) {
 async fn open_store(
     config: &Config,
 ) -> Result<(Arc<store::Store>, Arc<token::TokenCache>), StartError> {
-    let (store, cache) = match &config.store {
-        config::StoreConfig::Memory => (Arc::new(store::Store::memory()), token::TokenCache::new()),
-        config::StoreConfig::File {
-            path,
-            key,
-            previous_key,
-        } => {
-            let (path, key, previous) = (path.clone(), key.clone(), previous_key.clone());
-            let store = Arc::new(
-                tokio::task::spawn_blocking(move || {
-                    store::Store::open_file(&path, &key, previous.as_ref())
-                })
-                .await
-                .map_err(|e| store::StoreError::Io(e.to_string()))??,
-            );
-            let cache =
-                token::TokenCache::with_persist(Arc::new(token::StorePersist(store.clone())));
-            (store, cache)
+    let c = config.store.clone();
+    let store = Arc::new(
+        tokio::task::spawn_blocking(move || store::Store::open_config(&c))
+            .await
+            .map_err(|e| store::StoreError::Io(e.to_string()))??,
+    );
+    if store.shared().is_some() {
+        if let Err(e) = store.ping() {
+            tracing::warn!("store: Redis is not reachable yet ({e}); requests that need it get token_store_unavailable until it is");
         }
-        config::StoreConfig::Redis {
-            urls,
-            cluster,
-            prefix,
-            key,
-            previous_key,
-            timeout,
-        } => {
-            let urls: Vec<&str> = urls.iter().map(|u| u.expose()).collect();
-            let store = Arc::new(store::Store::open_redis(
-                &urls,
-                *cluster,
-                prefix,
-                key,
-                previous_key.as_ref(),
-                *timeout,
-            )?);
-            if let Err(e) = store.ping() {
-                tracing::warn!("store: Redis is not reachable yet ({e}); requests that need it get token_store_unavailable until it is");
-            }
-            let cache =
-                token::TokenCache::with_persist(Arc::new(token::StorePersist(store.clone())));
-            (store, cache)
-        }
+    }
+    let cache = if store.is_durable() {
+        token::TokenCache::with_persist(Arc::new(token::StorePersist(store.clone())))
+    } else {
+        token::TokenCache::new()
     };
     Ok((
         store,
@@ -560,11 +532,12 @@ struct AdminListener<'a> {
 
 impl AdminListener<'_> {
     async fn start(self, config: &Config) -> Result<SocketAddr, StartError> {
-        let reload_fn: admin::ReloadFn = {
-            let r = self.reloader.clone();
-            Arc::new(move || r.reload_from_file())
-        };
-        let admin = admin::Admin::new(self.live, self.cache, self.ready.clone(), Some(reload_fn));
+        let admin = admin::Admin::new(
+            self.live,
+            self.cache,
+            self.ready.clone(),
+            Some(self.reloader.clone()),
+        );
         let al = bind("admin", config.admin.listen).await?;
         let admin_addr = al.local_addr().unwrap_or(config.admin.listen);
         let admin_limits = Limits {

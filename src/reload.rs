@@ -94,13 +94,40 @@ impl Reloader {
                 "no config file to read again (started without one)".into()
             ]);
         };
-        match Config::load(path) {
+        match Config::load_with(path, &self.env(path)) {
             Ok(c) => self.apply(c),
             Err(e) => {
                 self.metrics.reload(false);
                 Err(e.0.iter().map(|e| e.to_string()).collect())
             }
         }
+    }
+
+    /// The config file a reload reads.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
+    }
+
+    /// The store the running config uses (`${store:NAME}` is read from it on a reload).
+    pub fn store(&self) -> &Arc<store::Store> {
+        &self.store
+    }
+
+    /// What a reload would load: the config file with its `profiles_dir`, with `env`'s stand-ins
+    /// (the profile form's), checked and not applied.
+    pub fn load(&self, env: Option<crate::config::Env>) -> Result<Config, Vec<String>> {
+        let Some(path) = &self.path else {
+            return Err(vec![
+                "no config file to read again (started without one)".into()
+            ]);
+        };
+        let env = env.unwrap_or_else(|| self.env(path));
+        Config::load_with(path, &env).map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
+    }
+
+    /// The environment of a reload: the process's, with the running store for `${store:NAME}`.
+    pub fn env(&self, path: &std::path::Path) -> crate::config::Env {
+        crate::config::Env::for_file(path).with_store(self.store.clone())
     }
 
     /// Applies `config`: new snapshots for every worker and the admin/auth listeners, swapped at

@@ -26,6 +26,7 @@
 //!   `DELETE /admin/grants/{profile}?user=`), is a grant event for the profile's webhooks.
 //! - `GET /admin/webhooks/deliveries`: the pending and failed webhook deliveries, without their
 //!   bodies (`crate::webhooks`).
+//! - `/admin/profile-form[/…]`: the profile form (`profile_form.rs`).
 //!
 //! `/admin/*` needs `Authorization: Bearer <admin.token>`, compared in constant time. Without a
 //! configured token those routes answer 403: there is no unauthenticated admin API.
@@ -52,6 +53,7 @@ use crate::token::TokenCache;
 pub mod client;
 mod console;
 mod grants;
+mod profile_form;
 mod router;
 
 use router::{Access, Endpoint};
@@ -61,14 +63,11 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Erro
 /// An endpoint's answer, or the error to answer with.
 type Answer = Result<Response<Body>, ProxyError>;
 
-/// Reads the config again and applies it (`POST /admin/reload`): a summary, or every error.
-pub type ReloadFn = Arc<dyn Fn() -> Result<String, Vec<String>> + Send + Sync>;
-
 pub struct Admin {
     /// The current config's snapshot (swapped by a reload).
     live: Arc<arc_swap::ArcSwap<Snapshot>>,
-    /// Re-reads the config (`POST /admin/reload`).
-    reloader: Option<ReloadFn>,
+    /// Re-reads the config (`POST /admin/reload`, the profile form).
+    reloader: Option<Arc<crate::reload::Reloader>>,
     cache: Arc<TokenCache>,
     ready: Arc<AtomicBool>,
     /// Signed-in console sessions.
@@ -88,7 +87,7 @@ impl Admin {
         live: Arc<arc_swap::ArcSwap<Snapshot>>,
         cache: Arc<TokenCache>,
         ready: Arc<AtomicBool>,
-        reloader: Option<ReloadFn>,
+        reloader: Option<Arc<crate::reload::Reloader>>,
     ) -> Arc<Admin> {
         Arc::new(Admin {
             live,
@@ -631,6 +630,11 @@ impl Admin {
             Endpoint::ImportGrants => self.import_grants(req).await,
             Endpoint::Grants => self.grants(req.uri().query()).await,
             Endpoint::Reload => self.reload().await,
+            Endpoint::ProfileForms => self.profile_forms(),
+            Endpoint::ProfileForm => self.profile_form(param).await,
+            Endpoint::SaveProfileForm => self.save_profile_form(param, req).await,
+            Endpoint::DeleteProfileForm => self.delete_profile_form(param).await,
+            Endpoint::ValidateProfileForm => self.validate_profile_form(req).await,
             Endpoint::CertificatesReload => {
                 let (reloaded, errors) =
                     tokio::task::spawn_blocking(|| crate::tls::reload_all(true))
@@ -702,7 +706,7 @@ impl Admin {
                 "this server has no config file to read again",
             ));
         };
-        match tokio::task::spawn_blocking(move || reload()).await {
+        match tokio::task::spawn_blocking(move || reload.reload_from_file()).await {
             Ok(Ok(summary)) => {
                 tracing::info!("admin: {summary}");
                 Ok(json_response(

@@ -37,6 +37,11 @@ pub enum Endpoint {
     Grants,
     Reload,
     CertificatesReload,
+    ProfileForms,
+    ProfileForm,
+    SaveProfileForm,
+    DeleteProfileForm,
+    ValidateProfileForm,
 }
 
 /// One path of the admin listener.
@@ -165,6 +170,26 @@ pub static ROUTES: &[Route] = &[
         path: "/admin/grants/{profile}",
         access: Admin,
         methods: &[(Method::PUT, ImportGrant), (Method::DELETE, Revoke)],
+    },
+    // The profile form (`profile_form.rs`); `validate` first: it is no profile's name.
+    Route {
+        path: "/admin/profile-form",
+        access: Admin,
+        methods: &[(Method::GET, ProfileForms)],
+    },
+    Route {
+        path: "/admin/profile-form/validate",
+        access: Admin,
+        methods: &[(Method::POST, ValidateProfileForm)],
+    },
+    Route {
+        path: "/admin/profile-form/{name}",
+        access: Admin,
+        methods: &[
+            (Method::GET, ProfileForm),
+            (Method::PUT, SaveProfileForm),
+            (Method::DELETE, DeleteProfileForm),
+        ],
     },
     Route {
         path: "/admin/webhooks/deliveries",

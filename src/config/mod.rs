@@ -7,8 +7,10 @@
 
 pub mod dynamic;
 pub mod presets;
+pub mod profiles_dir;
 mod raw;
 pub mod source;
+pub mod store_refs;
 pub mod token_shape;
 mod upstream;
 mod validate;
@@ -415,6 +417,9 @@ pub struct AdminSettings {
     /// Bearer token for `/admin/*`; without one those endpoints answer 403.
     pub token: Option<AdminToken>,
     pub tls: Option<ServerTls>,
+    /// `profiles_dir`: one profile per `NAME.toml`, loaded with the main file; the profile form
+    /// writes there ([`profiles_dir`]).
+    pub profiles_dir: Option<PathBuf>,
 }
 
 /// TLS settings for connections the sidecar makes.
@@ -941,30 +946,34 @@ pub struct Field {
 impl Config {
     /// Parses and validates config text.
     pub fn from_str_with_env(text: &str, env: &Env) -> Result<Config, ConfigErrors> {
-        let (table, mut errors) = source::resolve(text, env).map_err(ConfigErrors)?;
+        let (table, mut errors, origins) = source::resolve(text, env).map_err(ConfigErrors)?;
         match validate::validate(table, env) {
             Ok(config) if errors.is_empty() => Ok(config),
-            Ok(_) => Err(ConfigErrors(errors)),
+            Ok(_) => Err(ConfigErrors(origins.annotate(errors))),
             Err(more) => {
                 // A key whose reference failed still holds the unexpanded text: drop errors about
                 // its value, the reference error says it all.
                 let failed: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
                 errors.extend(more.into_iter().filter(|e| !failed.contains(&e.path)));
-                Err(ConfigErrors(errors))
+                Err(ConfigErrors(origins.annotate(errors)))
             }
         }
     }
 
     /// Reads, parses and validates a config file (with the process environment).
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::load_with(path, &Env::for_file(path))
+    }
+
+    /// Reads, parses and validates a config file with `env` (see [`Env::for_file`]).
+    pub fn load_with(path: &Path, env: &Env) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigErrors(vec![ConfigError::new(
                 "",
                 format!("cannot read config file {}: {e}", path.display()),
             )])
         })?;
-        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        Config::from_str_with_env(&text, &Env::from_process(base))
+        Config::from_str_with_env(&text, env)
     }
 
     pub fn profile(&self, name: &str) -> Option<&Arc<Profile>> {

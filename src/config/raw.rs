@@ -97,6 +97,7 @@ pub struct RawAdmin {
     pub listen: Option<String>,
     pub token: Option<AdminToken>,
     pub tls: Option<RawServerTls>,
+    pub profiles_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]

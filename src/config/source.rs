@@ -8,13 +8,19 @@
 //! - `${VAR:-default}`: `VAR`, or `default` when it is unset or empty;
 //! - `${file:PATH}`: the contents of a file (relative paths are relative to the config file's folder),
 //!   with one trailing newline removed;
+//! - `${store:NAME}`: the secret `NAME` of the encrypted store (`config::store_refs`; the profile
+//!   form writes them);
 //! - `$${` is a literal `${`.
+//!
+//! Before the environment overrides, the profiles of `[admin] profiles_dir` are added to the file's
+//! `[profiles]` (`config::profiles_dir`).
 //!
 //! Errors never contain the text of the file around the error, because that line may hold a secret:
 //! TOML syntax errors report only line, column and what was expected.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::ConfigError;
 
@@ -24,6 +30,15 @@ use super::ConfigError;
 pub struct Env {
     vars: HashMap<String, String>,
     base_dir: PathBuf,
+    /// Resolves `${store:NAME}` (the running store on a reload; the store opened for the load at
+    /// start, see `store_refs`).
+    pub(super) store: Option<super::store_refs::Lookup>,
+    /// May open the configured store to resolve `${store:NAME}` (a real process's load).
+    pub(super) open_store: bool,
+    /// The main config file, named in errors about `profiles_dir`.
+    pub(super) file: Option<PathBuf>,
+    /// A profile of `profiles_dir` as the profile form has it (checked, not yet written).
+    pub(super) form: Option<Arc<super::profiles_dir::FormProfile>>,
 }
 
 impl std::fmt::Debug for Env {
@@ -43,7 +58,32 @@ impl Env {
         Env {
             vars: std::env::vars().collect(),
             base_dir: base_dir.into(),
+            open_store: true,
+            ..Env::default()
         }
+    }
+
+    /// The process environment for the config file `path` (relative paths from its folder).
+    pub fn for_file(path: &Path) -> Self {
+        let mut env = Env::from_process(path.parent().unwrap_or(Path::new(".")));
+        env.file = Some(path.to_path_buf());
+        env
+    }
+
+    /// `${store:NAME}` is read from `store` (the running one, on a reload).
+    pub fn with_store(mut self, store: Arc<crate::store::Store>) -> Self {
+        self.store = Some(super::store_refs::lookup(store));
+        self
+    }
+
+    /// The profile `name` of `profiles_dir` replaced by `table` (`None`: removed), as if its file
+    /// said so: what the profile form checks before it writes.
+    pub fn with_form_profile(mut self, name: &str, table: Option<toml::Table>) -> Self {
+        self.form = Some(Arc::new(super::profiles_dir::FormProfile {
+            name: name.to_string(),
+            table,
+        }));
+        self
     }
 
     /// An explicit set of variables (tests).
@@ -59,6 +99,7 @@ impl Env {
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
             base_dir: PathBuf::from("."),
+            ..Env::default()
         }
     }
 
@@ -72,7 +113,7 @@ impl Env {
         &self.base_dir
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(String::as_str)
     }
 }
@@ -81,9 +122,12 @@ pub const ENV_PREFIX: &str = "AUTHSIDECAR";
 
 /// TOML text + environment → one table with every reference resolved. Errors in references are
 /// returned beside the table (whose unresolved strings stay as written), so validation can still
-/// report everything else in the same run.
-pub fn resolve(text: &str, env: &Env) -> Result<(toml::Table, Vec<ConfigError>), Vec<ConfigError>> {
-    let file: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+/// report everything else in the same run; so are the profiles read from `profiles_dir`.
+pub fn resolve(
+    text: &str,
+    env: &Env,
+) -> Result<(toml::Table, Vec<ConfigError>, super::profiles_dir::Origins), Vec<ConfigError>> {
+    let mut file: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
         vec![ConfigError::new(
             "",
@@ -93,6 +137,7 @@ pub fn resolve(text: &str, env: &Env) -> Result<(toml::Table, Vec<ConfigError>),
             ),
         )]
     })?;
+    let origins = super::profiles_dir::merge(&mut file, env)?;
 
     let overrides: config::Map<String, String> = env
         .vars
@@ -131,11 +176,12 @@ pub fn resolve(text: &str, env: &Env) -> Result<(toml::Table, Vec<ConfigError>),
     };
 
     let mut errors = Vec::new();
-    expand_table(&mut table, "", env, &mut errors);
-    Ok((table, errors))
+    let env = super::store_refs::attach(&table, env, &mut errors);
+    expand_table(&mut table, "", &env, &mut errors);
+    Ok((table, errors, origins))
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
@@ -167,7 +213,12 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-fn expand_table(table: &mut toml::Table, path: &str, env: &Env, errors: &mut Vec<ConfigError>) {
+pub(super) fn expand_table(
+    table: &mut toml::Table,
+    path: &str,
+    env: &Env,
+    errors: &mut Vec<ConfigError>,
+) {
     for (k, v) in table.iter_mut() {
         expand_value(v, &join(path, k), env, errors);
     }
@@ -201,7 +252,8 @@ pub fn expand_str(s: &str, env: &Env) -> Result<String, String> {
             rest = tail;
         } else if let Some(tail) = after.strip_prefix("${") {
             let end = tail.find('}').ok_or_else(|| {
-                "unclosed \"${\"; expected ${VAR}, ${VAR:-default} or ${file:PATH}".to_string()
+                "unclosed \"${\"; expected ${VAR}, ${VAR:-default}, ${file:PATH} or ${store:NAME}"
+                    .to_string()
             })?;
             out.push_str(&resolve_ref(&tail[..end], env)?);
             rest = &tail[end + 1..];
@@ -221,6 +273,9 @@ fn valid_var_name(name: &str) -> bool {
 }
 
 fn resolve_ref(inner: &str, env: &Env) -> Result<String, String> {
+    if let Some(name) = inner.strip_prefix("store:") {
+        return super::store_refs::resolve(name, env);
+    }
     if let Some(file) = inner.strip_prefix("file:") {
         let path = Path::new(file);
         let path = if path.is_relative() {
@@ -301,7 +356,7 @@ mod tests {
             ("AUTHSIDECAR__PROXY__MAX_BODY_BYTES", "2048"),
             ("UNRELATED", "x"),
         ]);
-        let (t, errors) = resolve(
+        let (t, errors, _) = resolve(
             "[proxy]\nlisten = \"127.0.0.1:1\"\n[profiles.Demo]\ntype = \"none\"\n",
             &env,
         )

@@ -95,6 +95,38 @@ impl Store {
         }
     }
 
+    /// The store `[store]` describes: memory, the file (opened or created), or Redis (connected
+    /// on first use). Blocks (the file store).
+    pub fn open_config(config: &crate::config::StoreConfig) -> Result<Store, StoreError> {
+        use crate::config::StoreConfig;
+        match config {
+            StoreConfig::Memory => Ok(Store::memory()),
+            StoreConfig::File {
+                path,
+                key,
+                previous_key,
+            } => Store::open_file(path, key, previous_key.as_ref()),
+            StoreConfig::Redis {
+                urls,
+                cluster,
+                prefix,
+                key,
+                previous_key,
+                timeout,
+            } => {
+                let urls: Vec<&str> = urls.iter().map(|u| u.expose()).collect();
+                Store::open_redis(
+                    &urls,
+                    *cluster,
+                    prefix,
+                    key,
+                    previous_key.as_ref(),
+                    *timeout,
+                )
+            }
+        }
+    }
+
     /// Opens (or creates) the file store.
     pub fn open_file(
         path: &Path,

@@ -13,6 +13,7 @@
 //! | a Test of an authorization-code profile and its report | `test:{id}` | `POST /admin/profiles/{name}/test`, the callback |
 //! | a webhook delivery (pending, or failed and kept for a while) | `hook:{id}` | grant events (`crate::webhooks`) |
 //! | a replica's lease on one webhook delivery | `lock:hook:{id}` | the webhook sender (Redis) |
+//! | a secret the config refers to as `${store:NAME}` | `secret:{NAME}` | the profile form (`PUT /admin/profile-form/{name}`) |
 //!
 //! Profile names hold no `:` (checked at load) and tenants are DNS labels, so a grant's name splits
 //! back into its parts even when the user id holds a `:`. Names are not secret: the records are
@@ -35,6 +36,8 @@ pub enum Kind {
     Test,
     /// Webhook deliveries.
     Webhook,
+    /// Secrets the config refers to as `${store:NAME}`.
+    Secret,
 }
 
 impl Kind {
@@ -49,6 +52,7 @@ impl Kind {
             Kind::Lock => "lock:",
             Kind::Test => "test:",
             Kind::Webhook => "hook:",
+            Kind::Secret => "secret:",
         }
     }
 }
@@ -123,6 +127,11 @@ impl Name {
         Name(format!("{}{id}", Kind::Webhook.prefix()))
     }
 
+    /// A secret the config refers to as `${store:NAME}`.
+    pub fn secret(name: &str) -> Name {
+        Name(format!("{}{name}", Kind::Secret.prefix()))
+    }
+
     /// The fleet-wide refresh lock of this record.
     pub fn lock(&self) -> Name {
         Name(format!("{}{}", Kind::Lock.prefix(), self.0))
@@ -176,6 +185,10 @@ mod tests {
         assert_eq!(&*Name::state("S"), "state:S");
         assert_eq!(&*Name::auth_test("X"), "test:X");
         assert_eq!(&*Name::webhook("msg_1"), "hook:msg_1");
+        assert_eq!(
+            &*Name::secret("okta.client_secret"),
+            "secret:okta.client_secret"
+        );
         assert_eq!(&*Name::user_attempts("p", "u", 3600), "attempts:p:3600:u");
         let lock = Name::grant("p", None, "u").lock();
         assert_eq!(&*lock, "lock:grant:p:-:u");

@@ -31,6 +31,7 @@ mod oauth;
 mod oauth1_flow;
 mod pipeline;
 mod presets;
+mod profile_form;
 mod properties;
 mod reload;
 mod replicas;

@@ -25,6 +25,7 @@ pub(super) fn admin_settings(a: RawAdmin, v: &mut V) -> AdminSettings {
         listen,
         token: a.token,
         tls: server_tls(a.tls, "admin", v),
+        profiles_dir: a.profiles_dir.map(|d| v.path(&d)),
     }
 }
 

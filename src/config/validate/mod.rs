@@ -218,7 +218,22 @@ fn section<T: serde::de::DeserializeOwned>(
     raw::collect(value, key, &mut v.errors)
 }
 
-fn valid_name(name: &str) -> bool {
+/// `[store]` alone: the store `${store:NAME}` references are read from at start (`None` when the
+/// section has errors; the whole config's checks report them).
+pub(super) fn store_section(value: toml::Value, env: &Env) -> Option<StoreConfig> {
+    let mut v = V {
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        env,
+        connectors: IndexMap::new(),
+        webhooks: IndexMap::new(),
+    };
+    let raw: Option<RawStore> = raw::collect(value, "store", &mut v.errors);
+    let config = store::store_config(raw, &mut v);
+    v.errors.is_empty().then_some(config)
+}
+
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()
