@@ -28,6 +28,10 @@ struct Setup {
     server: Server,
     redis: Option<Redis>,
     _cluster: Option<RedisCluster>,
+    /// Each grant is listed exactly once (memory, file). On Redis, SCAN returns every key present
+    /// for the whole listing at least once, and may return one twice when the server resizes its
+    /// table meanwhile (as it does just after the grants are written).
+    exact: bool,
     /// Last: removed after the processes that write in it are gone.
     _dir: TempDir,
 }
@@ -103,6 +107,7 @@ client_secret = "demo-secret"
             server,
             redis,
             _cluster: cluster,
+            exact: matches!(kind, Kind::Memory | Kind::File),
             _dir: dir,
         }
     }
@@ -148,17 +153,19 @@ client_secret = "demo-secret"
     }
 }
 
-/// `(profile, user)` of listed grants, each seen exactly once.
-fn once(grants: &[Value]) -> BTreeSet<(String, String)> {
-    let mut seen = BTreeSet::new();
-    for g in grants {
-        let k = (
-            g["profile"].as_str().unwrap().to_string(),
-            g["user"].as_str().unwrap().to_string(),
-        );
-        assert!(seen.insert(k.clone()), "{k:?} listed twice");
+impl Setup {
+    /// `(profile, user)` of listed grants, each seen exactly once where the store promises it.
+    fn once(&self, grants: &[Value]) -> BTreeSet<(String, String)> {
+        let mut seen = BTreeSet::new();
+        for g in grants {
+            let k = (
+                g["profile"].as_str().unwrap().to_string(),
+                g["user"].as_str().unwrap().to_string(),
+            );
+            assert!(seen.insert(k.clone()) || !self.exact, "{k:?} listed twice");
+        }
+        seen
     }
-    seen
 }
 
 const USERS: usize = 230;
@@ -199,7 +206,7 @@ async fn fill(s: &Setup) {
 async fn lists_every_grant_once(s: &Setup) {
     fill(s).await;
     let (all, pages) = s.list_all("", 40).await;
-    assert_eq!(once(&all).len(), USERS + TEAM);
+    assert_eq!(s.once(&all).len(), USERS + TEAM);
     assert!(pages >= (USERS + TEAM) / 40, "{pages} pages");
     let shown = serde_json::to_string(&all).unwrap();
     assert!(!shown.contains("canary"), "a token was listed: {shown}");
@@ -219,18 +226,18 @@ async fn lists_every_grant_once(s: &Setup) {
     );
 
     let (team, _) = s.list_all("profile=team", 10).await;
-    assert_eq!(once(&team).len(), TEAM);
+    assert_eq!(s.once(&team).len(), TEAM);
     assert!(team.iter().all(|g| g["profile"] == "team"));
     let (one_user, _) = s.list_all("user=u%3A007", 7).await;
     assert_eq!(
-        once(&one_user),
+        s.once(&one_user),
         BTreeSet::from([
             ("team".to_string(), "u:007".to_string()),
             ("user".to_string(), "u:007".to_string())
         ])
     );
     let (both, _) = s.list_all("profile=user&user=u%3A007", 100).await;
-    assert_eq!(once(&both).len(), 1);
+    assert_eq!(s.once(&both).len(), 1);
     let (none, pages) = s.list_all("profile=machine", 100).await;
     assert_eq!((none.len(), pages), (0, 1));
 
@@ -317,7 +324,7 @@ async fn grants_are_listed_page_by_page_on_redis_and_a_cursor_from_before_a_rest
     );
     let (all, _) = s.list_all("", 50).await;
     assert_eq!(
-        once(&all).len(),
+        s.once(&all).len(),
         USERS + TEAM,
         "and none of the refused import"
     );
@@ -430,7 +437,7 @@ async fn a_bulk_import_takes_the_good_lines_and_refuses_the_others_line_by_line(
     // Only the good lines were written.
     let (listed, _) = s.list_all("", 100).await;
     assert_eq!(
-        once(&listed),
+        s.once(&listed),
         BTreeSet::from([
             ("user".to_string(), "ann".to_string()),
             ("user".to_string(), "dee".to_string())
