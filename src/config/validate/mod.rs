@@ -45,7 +45,17 @@ struct V<'a> {
     webhooks: IndexMap<String, Arc<webhook::Webhook>>,
 }
 
-impl V<'_> {
+impl<'a> V<'a> {
+    fn new(env: &'a Env) -> V<'a> {
+        V {
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            env,
+            connectors: IndexMap::new(),
+            webhooks: IndexMap::new(),
+        }
+    }
+
     fn err(&mut self, path: &str, msg: impl Into<String>) {
         self.errors.push(ConfigError::new(path, msg));
     }
@@ -84,13 +94,7 @@ fn expected_one_of<'a>(section: &str, known: impl Iterator<Item = &'a String>) -
 }
 
 pub fn validate(mut table: toml::Table, env: &Env) -> Result<Config, Vec<ConfigError>> {
-    let mut v = V {
-        errors: Vec::new(),
-        warnings: Vec::new(),
-        env,
-        connectors: IndexMap::new(),
-        webhooks: IndexMap::new(),
-    };
+    let mut v = V::new(env);
 
     let proxy: RawProxy = section(&mut table, "proxy", &mut v).unwrap_or_default();
     let admin: RawAdmin = section(&mut table, "admin", &mut v).unwrap_or_default();
@@ -221,13 +225,7 @@ fn section<T: serde::de::DeserializeOwned>(
 /// `[store]` alone: the store `${store:NAME}` references are read from at start (`None` when the
 /// section has errors; the whole config's checks report them).
 pub(super) fn store_section(value: toml::Value, env: &Env) -> Option<StoreConfig> {
-    let mut v = V {
-        errors: Vec::new(),
-        warnings: Vec::new(),
-        env,
-        connectors: IndexMap::new(),
-        webhooks: IndexMap::new(),
-    };
+    let mut v = V::new(env);
     let raw: Option<RawStore> = raw::collect(value, "store", &mut v.errors);
     let config = store::store_config(raw, &mut v);
     v.errors.is_empty().then_some(config)
