@@ -414,10 +414,11 @@ struct Workers<'a> {
 }
 
 impl Workers<'_> {
-    /// Thread per core, like nginx's workers: each worker has its own single-threaded event loop,
-    /// its own listening socket on the same address (SO_REUSEPORT: the kernel spreads
-    /// connections) and its own upstream pool, so a request never crosses threads. The token cache
-    /// and counters are shared. Returns the proxy's address and every worker.
+    /// Thread per core, like nginx's workers: each worker has its own single-threaded event loop
+    /// and its own upstream pool, so a request never crosses threads. One listening socket: the
+    /// first worker accepts and hands the connections out in turn ([`serve::hand_out`]), so each
+    /// worker serves the same number. The token cache and counters are shared. Returns the
+    /// proxy's address and every worker.
     fn start(&self) -> Result<(SocketAddr, Vec<Arc<proxy::Proxy>>), StartError> {
         let config = self.config;
         let first = reuseport_listener(config.proxy.listen).map_err(|source| StartError::Bind {
@@ -427,15 +428,19 @@ impl Workers<'_> {
         })?;
         let proxy_addr = first.local_addr().unwrap_or(config.proxy.listen);
         let mut listener = Some(first);
+        // With one worker it accepts on the socket itself; with more, the first hands out.
+        let (txs, mut rxs): (Vec<_>, Vec<_>) = (0..config.proxy.workers)
+            .map(|_| tokio::sync::mpsc::unbounded_channel())
+            .unzip();
+        let mut txs = Some(txs);
         let mut proxies = Vec::with_capacity(config.proxy.workers);
         for i in 0..config.proxy.workers {
-            let l = match listener.take() {
-                Some(l) => l,
-                None => reuseport_listener(proxy_addr).map_err(|source| StartError::Bind {
-                    what: "proxy",
-                    addr: proxy_addr,
-                    source,
-                })?,
+            let l = listener.take();
+            let handed = rxs.remove(0);
+            let hand_to = if config.proxy.workers > 1 {
+                txs.take()
+            } else {
+                None
             };
             let worker_snapshot = if i == 0 {
                 self.snapshot.clone()
@@ -469,14 +474,22 @@ impl Workers<'_> {
                         }
                     };
                     rt.block_on(async move {
-                        let listener = match TcpListener::from_std(l) {
+                        let listener = match l.map(TcpListener::from_std).transpose() {
                             Ok(l) => l,
                             Err(e) => {
                                 tracing::error!(error = %e, "proxy worker could not listen");
                                 return;
                             }
                         };
-                        serve::serve(listener, limits, tls, rx, move |c| proxy.handler(c)).await;
+                        let incoming = match (listener, hand_to) {
+                            (Some(l), Some(to)) => {
+                                tokio::spawn(serve::hand_out(l, to, rx.clone()));
+                                serve::Accepted::Handed(handed)
+                            }
+                            (Some(l), None) => serve::Accepted::Listener(l),
+                            (None, _) => serve::Accepted::Handed(handed),
+                        };
+                        serve::serve(incoming, limits, tls, rx, move |c| proxy.handler(c)).await;
                         // Token saves queued on this runtime would be dropped with it.
                         cache.saves_done(drain).await;
                     });

@@ -335,11 +335,78 @@ pub trait Handler: Clone + Send + Sync + 'static {
     }
 }
 
+/// Where a serve loop's connections come from.
+pub enum Accepted {
+    /// Its own listening socket.
+    Listener(TcpListener),
+    /// Connections another task accepted and handed to this loop ([`hand_out`]).
+    Handed(tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>),
+}
+
+impl From<TcpListener> for Accepted {
+    fn from(l: TcpListener) -> Accepted {
+        Accepted::Listener(l)
+    }
+}
+
+impl Accepted {
+    async fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
+        match self {
+            Accepted::Listener(l) => l.accept().await,
+            Accepted::Handed(rx) => match rx.recv().await {
+                // Registered with this loop's own runtime.
+                Some((s, peer)) => Ok((TcpStream::from_std(s)?, peer)),
+                // The acceptor has stopped (shutdown): nothing more comes.
+                None => std::future::pending().await,
+            },
+        }
+    }
+}
+
+/// Accepts on `listener` and hands the connections to `to` in turn (round-robin), so each proxy
+/// worker gets the same number whatever the kernel would have chosen: with one socket per worker
+/// (SO_REUSEPORT) the kernel spreads connections by a hash of their addresses, and 64 keep-alive
+/// connections could land 40 on one worker and 24 on the other for their whole life.
+pub async fn hand_out(
+    listener: TcpListener,
+    to: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut next = 0usize;
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        // A worker that has stopped passes its turn to the next.
+        let mut item = (stream, peer);
+        for _ in 0..to.len() {
+            let tx = &to[next % to.len()];
+            next = next.wrapping_add(1);
+            match tx.send(item) {
+                Ok(()) => break,
+                Err(back) => item = back.0,
+            }
+        }
+    }
+}
+
 /// Accepts connections until `shutdown` fires. `make` builds one handler per connection. With `tls`,
 /// every connection starts with a TLS handshake (bounded by the header-read timeout; a failed one,
 /// e.g. no client certificate where one is required, closes the connection before any HTTP).
 pub async fn serve<H, F>(
-    listener: TcpListener,
+    listener: impl Into<Accepted>,
     limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
     mut shutdown: watch::Receiver<bool>,
@@ -367,6 +434,7 @@ pub async fn serve<H, F>(
         .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(256)
         .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX));
+    let mut listener = listener.into();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     // Connection tasks, so the accept loop can wait for them after a shutdown signal.
     let mut conns = tokio::task::JoinSet::new();
@@ -391,7 +459,12 @@ pub async fn serve<H, F>(
                 None => {
                     let request_id = crate::error::request_id(None);
                     if acceptor.is_none() {
-                        let _ = stream.try_write(&over_cap(&request_id));
+                        // One best-effort write straight to the socket: a connection handed over
+                        // from another worker's accept has no readiness known to this runtime yet,
+                        // so `try_write` would not even try.
+                        if let Ok(mut s) = stream.into_std() {
+                            let _ = std::io::Write::write(&mut s, &over_cap(&request_id));
+                        }
                     }
                     tracing::debug!(%peer, %request_id, "connection refused: the connection cap is reached");
                     continue;
@@ -573,5 +646,56 @@ pub async fn read_small_body(
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(SmallBodyError::TooLarge),
         Ok(Err(e)) if crate::error::ended_early(&*e) => Err(SmallBodyError::Incomplete),
         Ok(Err(_)) => Err(SmallBodyError::Read),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connections are handed out in turn, and a receiver that is gone passes its turn on.
+    #[tokio::test]
+    async fn hand_out_gives_each_receiver_its_turn() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (txs, mut rxs): (Vec<_>, Vec<_>) = (0..3)
+            .map(|_| tokio::sync::mpsc::unbounded_channel())
+            .unzip();
+        let (stop, watch_rx) = watch::channel(false);
+        let task = tokio::spawn(hand_out(listener, txs, watch_rx));
+        let mut clients = Vec::new();
+        for _ in 0..6 {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let mut got = Vec::new();
+        for rx in rxs.iter_mut() {
+            let mut n = 0;
+            for _ in 0..2 {
+                let (s, _) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                // Usable in this runtime.
+                TcpStream::from_std(s).unwrap();
+                n += 1;
+            }
+            got.push(n);
+        }
+        assert_eq!(got, [2, 2, 2]);
+        assert!(rxs.iter_mut().all(|rx| rx.try_recv().is_err()));
+
+        // The second receiver stops: the next two go to the first and the third.
+        drop(rxs.remove(1));
+        for _ in 0..2 {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+        }
+        for rx in rxs.iter_mut() {
+            tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        stop.send(true).unwrap();
+        task.await.unwrap();
     }
 }
