@@ -4,7 +4,7 @@
 //! `tests/verify/oidc/`) with a profile that names only `issuer`, `client_id` and `client_secret`.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use authsidecar::config::{Config, Env};
@@ -80,6 +80,19 @@ async fn sign_in(login: &str) -> (String, Resp) {
 
 async fn readyz(server: &Server) -> Resp {
     get(&format!("http://{}/readyz", server.admin_addr), &[]).await
+}
+
+/// Waits until `/readyz` answers 200, at most `secs` seconds.
+async fn until_ready(server: &Server, what: &str, secs: u64) {
+    wait_for(what, Duration::from_secs(secs), || async {
+        let r = readyz(server).await;
+        if r.status == 200 {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&r.body).into_owned())
+        }
+    })
+    .await;
 }
 
 fn query_param(url: &str, name: &str) -> Option<String> {
@@ -313,19 +326,7 @@ async fn an_issuer_mismatch_makes_only_that_profile_not_ready_until_it_is_fixed(
 
     // Fixed at the provider: the retry (backoff, at most 30 s apart) finds it.
     m.state.set_discovery(true, true, None);
-    wait_for(
-        "the profile to become ready",
-        Duration::from_secs(40),
-        || async {
-            let r = readyz(&server).await;
-            if r.status == 200 {
-                Ok(())
-            } else {
-                Err(String::from_utf8_lossy(&r.body).into_owned())
-            }
-        },
-    )
-    .await;
+    until_ready(&server, "the profile to become ready", 40).await;
     let r = get(&format!("http://{}/d/me", server.proxy_addr), &[USER]).await;
     assert_eq!(r.error_code(), "authorization_required");
     server.shutdown().await;
@@ -359,19 +360,7 @@ async fn an_unreachable_provider_does_not_hold_the_start_and_a_reload_reads_the_
     // A reload to the reachable issuer reads its document.
     let good = parse(&config_text(&format!("http://{}", m.addr), m.addr, ""));
     server.reload(good).unwrap();
-    wait_for(
-        "ready after the reload",
-        Duration::from_secs(10),
-        || async {
-            let r = readyz(&server).await;
-            if r.status == 200 {
-                Ok(())
-            } else {
-                Err(String::from_utf8_lossy(&r.body).into_owned())
-            }
-        },
-    )
-    .await;
+    until_ready(&server, "ready after the reload", 10).await;
     let r = get(&format!("http://{}/d/me", server.proxy_addr), &[USER]).await;
     assert_eq!(r.error_code(), "authorization_required");
     server.shutdown().await;
@@ -577,11 +566,6 @@ async fn follow(mut url: String, stop_host: &str) -> String {
 #[tokio::test]
 async fn a_new_user_signs_in_at_a_certified_openid_provider_with_only_issuer_client_id_and_secret()
 {
-    let node = tool("node");
-    let dir = repo().join("tests/verify/oidc");
-    if !dir.join("node_modules/oidc-provider/package.json").exists() {
-        panic!("{}", proc::not_installed("oidc-provider (npm)"));
-    }
     let secret = "a-client-secret-of-the-sidecar-0123456789";
     // A native client: its loopback redirect URI matches the auth listener's port, whatever it is
     // (RFC 8252 §7.3), so the provider can start before the sidecar.
@@ -596,22 +580,7 @@ async fn a_new_user_signs_in_at_a_certified_openid_provider_with_only_issuer_cli
     }]);
     let tmp = TempDir::new("oidc-sign-in");
     let out = tmp.path().join("out.log");
-    let mut p = Proc::spawn(
-        "node",
-        Command::new(node)
-            .arg(dir.join("provider.mjs"))
-            .current_dir(&dir)
-            .env("OIDC_CLIENTS", clients.to_string())
-            .env("OIDC_SIGN_IN", "alice")
-            .stdin(Stdio::piped())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(tmp.path().join("err.log")).unwrap()),
-    );
-    let port: u16 = proc::printed_after(&mut p, &out, "LISTENING ", Duration::from_secs(30))
-        .await
-        .trim()
-        .parse()
-        .unwrap();
+    let (p, port) = proc::oidc_provider(tmp.path(), &clients, Some("alice")).await;
     let issuer = format!("http://127.0.0.1:{port}");
     // The profile a new user writes: issuer, client_id, client_secret. The upstream is the
     // provider's own userinfo endpoint, which accepts only the access token it issued.
@@ -674,8 +643,4 @@ client_secret = "${{SECRET}}"
     assert_eq!(r.json()["sub"], "alice");
     server.shutdown().await;
     drop(p);
-}
-
-fn repo() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

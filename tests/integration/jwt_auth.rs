@@ -11,7 +11,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -671,11 +670,6 @@ fn public_jwk(pem: &str) -> Value {
 
 #[tokio::test]
 async fn oidc_provider_accepts_private_key_jwt_and_client_secret_jwt() {
-    let node = tool("node");
-    let dir = repo().join("tests/verify/oidc");
-    if !dir.join("node_modules/oidc-provider/package.json").exists() {
-        panic!("{}", proc::not_installed("oidc-provider (npm)"));
-    }
     let secret = "client-secret-jwt-shared-secret-0123456789-abcdef";
     let keys = [
         ("rs", "RS256", "rsa-pkcs8.pem"),
@@ -708,21 +702,7 @@ async fn oidc_provider_accepts_private_key_jwt_and_client_secret_jwt() {
     }));
     let tmp = TempDir::new("oidc-provider");
     let out = tmp.path().join("out.log");
-    let mut p = Proc::spawn(
-        "node",
-        Command::new(node)
-            .arg(dir.join("provider.mjs"))
-            .current_dir(&dir)
-            .env("OIDC_CLIENTS", serde_json::to_string(&clients).unwrap())
-            .stdin(Stdio::piped())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(tmp.path().join("err.log")).unwrap()),
-    );
-    let port: u16 = proc::printed_after(&mut p, &out, "LISTENING ", Duration::from_secs(30))
-        .await
-        .trim()
-        .parse()
-        .unwrap();
+    let (p, port) = proc::oidc_provider(tmp.path(), &json!(clients), None).await;
     let token_url = format!("http://127.0.0.1:{port}/token");
     let mut text = String::new();
     for (name, alg, pem) in keys {

@@ -262,3 +262,40 @@ pub fn python_server(script: &str, args: &[&std::ffi::OsStr]) -> (Proc, u16) {
         .unwrap_or_else(|| panic!("{script} did not start: {line:?}"));
     (p, port)
 }
+
+/// Runs the certified OpenID provider (node oidc-provider, `tests/verify/oidc/provider.mjs`) with
+/// `clients`, signing the account `sign_in` in when given (see the script). Its output goes to
+/// `dir/out.log` (read for its `ISSUED` and `ERROR` lines) and `dir/err.log`. Returns it with its
+/// port.
+pub async fn oidc_provider(
+    dir: &Path,
+    clients: &serde_json::Value,
+    sign_in: Option<&str>,
+) -> (Proc, u16) {
+    let node = tool("node");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/verify/oidc");
+    if !script
+        .join("node_modules/oidc-provider/package.json")
+        .exists()
+    {
+        panic!("{}", not_installed("oidc-provider (npm)"));
+    }
+    let out = dir.join("out.log");
+    let mut cmd = Command::new(node);
+    cmd.arg(script.join("provider.mjs"))
+        .current_dir(&script)
+        .env("OIDC_CLIENTS", clients.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(dir.join("err.log")).unwrap());
+    if let Some(account) = sign_in {
+        cmd.env("OIDC_SIGN_IN", account);
+    }
+    let mut p = Proc::spawn("node", &mut cmd);
+    let port = printed_after(&mut p, &out, "LISTENING ", Duration::from_secs(30))
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    (p, port)
+}
