@@ -363,6 +363,12 @@ impl Accepted {
     }
 }
 
+/// After a failed accept (EMFILE and friends): say so, and back off briefly instead of spinning.
+async fn accept_failed(e: io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
 /// Accepts on `listener` and hands the connections to `to` in turn (round-robin), so each proxy
 /// worker gets the same number whatever the kernel would have chosen: with one socket per worker
 /// (SO_REUSEPORT) the kernel spreads connections by a hash of their addresses, and 64 keep-alive
@@ -378,9 +384,7 @@ pub async fn hand_out(
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    accept_failed(e).await;
                     continue;
                 }
             },
@@ -444,9 +448,7 @@ pub async fn serve<H, F>(
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    accept_failed(e).await;
                     continue;
                 }
             },
