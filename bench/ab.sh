@@ -15,16 +15,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 A=${1:?BIN_A} B=${2:?BIN_B} R=${3:-16} D=${4:-3}
 bash scripts/setup.sh bench >/dev/null
-W=$(mktemp -d /tmp/authsidecar-ab.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; return 1; }
+. bench/lib.sh
+bench_work ab
+W=$WORK
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 UP=$(free_port) MOCK=$(free_port)
 cat > "$W/up.conf" <<EOF
@@ -45,22 +38,7 @@ PIDS+=($!)
 declare -A PORT PID
 for t in a b; do
   PORT[$t]=$(free_port)
-  cat > "$W/$t.toml" <<EOF
-[proxy]
-listen = "127.0.0.1:${PORT[$t]}"
-access_log = false
-[admin]
-listen = "127.0.0.1:$(free_port)"
-[[routes]]
-prefix = "/"
-upstream = "http://127.0.0.1:$UP/"
-profiles = ["cc"]
-[profiles.cc]
-type = "oauth2_client_credentials"
-token_url = "http://127.0.0.1:$MOCK/oauth/token"
-client_id = "demo-client"
-client_secret = "demo-secret"
-EOF
+  cc_sidecar_config "${PORT[$t]}" "$(free_port)" "http://127.0.0.1:$UP/" "$MOCK" > "$W/$t.toml"
   bin=$A; [ $t = b ] && bin=$B
   RUST_LOG=warn "$bin" -c "$W/$t.toml" run 2>"$W/$t.log" &
   PID[$t]=$!; PIDS+=($!)

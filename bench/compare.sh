@@ -56,28 +56,8 @@ LOADGEN="$TARGET_DIR/release/examples/loadgen"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
-WORK=$(mktemp -d /tmp/authsidecar-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ "$KEEP_LOGS" = 1 ]; then echo "logs kept in $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-KEEP_LOGS=${KEEP_LOGS:-0}
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { # port [name]
-  for _ in $(seq 1 300); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  echo "port $1 (${2:-?}) did not open within 15 s; logs:" >&2
-  for f in "$WORK"/*.log "$WORK"/*/*.log; do
-    [ -f "$f" ] && { echo "--- $f" >&2; tail -20 "$f" >&2; }
-  done
-  return 1
-}
+. bench/lib.sh
+bench_work bench
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 UP=$(free_port); NG=$(free_port); HA=$(free_port); AS=$(free_port); ADM=$(free_port); MOCK=$(free_port); MOCK2=$(free_port)

@@ -10,12 +10,9 @@ cargo build --release --quiet --bin authsidecar --example loadgen
 TARGET_DIR=${CARGO_TARGET_DIR:-$(pwd)/target}
 BIN=${AUTHSIDECAR_BIN:-$TARGET_DIR/release/authsidecar}
 LOADGEN=$TARGET_DIR/release/examples/loadgen
-WORK=$(mktemp -d /tmp/authsidecar-idle.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-fp() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-M=$(fp); A=$(fp); D=$(fp)
+. bench/lib.sh
+bench_work idle
+M=$(free_port); A=$(free_port); D=$(free_port)
 "$BIN" mock-provider --listen "127.0.0.1:$M" 2>/dev/null &
 PIDS+=($!)
 cat > "$WORK/c.toml" <<T

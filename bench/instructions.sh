@@ -23,35 +23,13 @@ else
   BIN=${CARGO_TARGET_DIR:-$(pwd)/target}/release/authsidecar
 fi
 
-WORK=$(mktemp -d /tmp/authsidecar-instr.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+. bench/lib.sh
+bench_work instr
 
 MOCK=$(free_port) AS=$(free_port) ADM=$(free_port)
 "$BIN" mock-provider --listen "127.0.0.1:$MOCK" 2>"$WORK/mock.log" &
 PIDS+=($!)
-cat > "$WORK/authsidecar.toml" <<TOML
-[proxy]
-listen = "127.0.0.1:$AS"
-access_log = false
-[admin]
-listen = "127.0.0.1:$ADM"
-[[routes]]
-prefix = "/"
-upstream = "http://127.0.0.1:$MOCK/api/"
-profiles = ["cc"]
-[profiles.cc]
-type = "oauth2_client_credentials"
-token_url = "http://127.0.0.1:$MOCK/oauth/token"
-client_id = "demo-client"
-client_secret = "demo-secret"
-TOML
+cc_sidecar_config "$AS" "$ADM" "http://127.0.0.1:$MOCK/api/" "$MOCK" > "$WORK/authsidecar.toml"
 
 count() { # requests -> instructions the sidecar process executed in all
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
