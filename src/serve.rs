@@ -350,6 +350,21 @@ impl From<TcpListener> for Accepted {
 }
 
 impl Accepted {
+    /// The next connection. A failed accept (EMFILE and friends) is logged and followed by a
+    /// brief back-off instead of a spin. Cancel-safe, so it can be one arm of a `select!`: a
+    /// shutdown during the back-off is seen at once.
+    async fn next(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            match self.accept().await {
+                Ok(x) => return x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
     async fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
         match self {
             Accepted::Listener(l) => l.accept().await,
@@ -363,12 +378,6 @@ impl Accepted {
     }
 }
 
-/// After a failed accept (EMFILE and friends): say so, and back off briefly instead of spinning.
-async fn accept_failed(e: io::Error) {
-    tracing::warn!(error = %e, "accept failed");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-}
-
 /// Accepts on `listener` and hands the connections to `to` in turn (round-robin), so each proxy
 /// worker gets the same number whatever the kernel would have chosen: with one socket per worker
 /// (SO_REUSEPORT) the kernel spreads connections by a hash of their addresses, and 64 keep-alive
@@ -378,16 +387,11 @@ pub async fn hand_out(
     to: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut listener = Accepted::Listener(listener);
     let mut next = 0usize;
     loop {
         let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    accept_failed(e).await;
-                    continue;
-                }
-            },
+            x = listener.next() => x,
             _ = shutdown.changed() => break,
         };
         let Ok(stream) = stream.into_std() else {
@@ -445,13 +449,7 @@ pub async fn serve<H, F>(
     loop {
         let (stream, peer) = tokio::select! {
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    accept_failed(e).await;
-                    continue;
-                }
-            },
+            x = listener.next() => x,
             _ = shutdown.changed() => break,
         };
         let pass = match &limits.gate {
