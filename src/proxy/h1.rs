@@ -322,16 +322,21 @@ pub async fn serve(
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
-            let read = match deadline {
+            // Nothing of this request has come yet: a shutdown closes the connection (no request
+            // is in flight), as it does in `wait_readable`.
+            let idle = buf.is_empty();
+            let d = match deadline {
                 None => match stream.read_buf(&mut buf).now_or_never() {
-                    Some(r) => Ok(r),
-                    None => {
-                        let d = Instant::now() + limits.header_read_timeout;
-                        deadline = Some(d);
-                        tokio::time::timeout_at(d, stream.read_buf(&mut buf)).await
-                    }
+                    Some(Ok(0)) | Some(Err(_)) => return Ended::Closed,
+                    Some(Ok(_)) => continue,
+                    None => *deadline.insert(Instant::now() + limits.header_read_timeout),
                 },
-                Some(d) => tokio::time::timeout_at(d, stream.read_buf(&mut buf)).await,
+                Some(d) => d,
+            };
+            let read = tokio::select! {
+                biased;
+                r = tokio::time::timeout_at(d, stream.read_buf(&mut buf)) => r,
+                _ = stop.as_mut(), if idle => return Ended::Closed,
             };
             match read {
                 Ok(Ok(0)) | Ok(Err(_)) => return Ended::Closed,

@@ -111,3 +111,161 @@ async fn idle_keep_alive_connections_are_closed_and_busy_ones_kept() {
     let (_, took) = until_closed(&mut s, Duration::from_secs(3)).await;
     assert!(took < Duration::from_millis(1500), "{took:?}");
 }
+
+/// One GET on a new connection (`Connection: close`); the answer's status line, or the error.
+async fn status_of_new_connection(addr: std::net::SocketAddr) -> Result<String, String> {
+    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out))
+        .await
+        .map_err(|_| "no answer within 2 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out);
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+/// Out of file descriptors (EMFILE on accept): the listener logs it, backs off instead of spinning,
+/// and serves again once descriptors are free; a shutdown is held up neither by the back-off nor by
+/// accepted connections that have sent nothing yet.
+#[tokio::test]
+async fn out_of_descriptors_the_listener_backs_off_and_recovers() {
+    let mock = mock().await;
+    let m = mock.addr;
+    let dir = TempDir::new("emfile");
+    let body = format!(
+        r#"
+[[routes]]
+prefix = "/"
+upstream = "http://{m}/api/"
+profiles = ["cc"]
+[profiles.cc]
+type = "oauth2_client_credentials"
+token_url = "http://{m}/oauth/token"
+client_id = "demo-client"
+client_secret = "demo-secret"
+"#
+    );
+    let mut sidecar = crate::support::fleet::Replica::start(dir.path(), "s", &body, None).await;
+    assert_eq!(
+        status_of_new_connection(sidecar.proxy).await.unwrap(),
+        "HTTP/1.1 200 OK"
+    );
+    let pid = sidecar.pid().unwrap();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    // A few descriptors to spare, then more connections than that: the kernel completes their
+    // handshakes, the sidecar's accept fails.
+    let limit = std::process::Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={}:", open + 4))
+        .status()
+        .unwrap();
+    assert!(limit.success(), "prlimit failed");
+    let mut held = Vec::new();
+    for _ in 0..32 {
+        held.push(TcpStream::connect(sidecar.proxy).await.unwrap());
+    }
+    let log = dir.path().join("s.log");
+    let seen = wait_for(
+        "\"accept failed\" in the log",
+        Duration::from_secs(10),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            std::future::ready(if text.contains("accept failed") {
+                Ok(text)
+            } else {
+                Err(text)
+            })
+        },
+    )
+    .await;
+    // Backing off, not spinning: at most one warning per 50 ms back-off over a second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let warnings = std::fs::read_to_string(&log)
+        .unwrap()
+        .matches("accept failed")
+        .count();
+    assert!(
+        warnings <= 30,
+        "{warnings} accept failures logged in about 1 s"
+    );
+    assert!(seen.contains("Too many open files"), "{seen}");
+
+    // Descriptors free again: new connections are served.
+    drop(held);
+    let limit = std::process::Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg("--nofile=4096:")
+        .status()
+        .unwrap();
+    assert!(limit.success(), "prlimit failed");
+    let status = wait_for(
+        "a request served after the descriptors are free",
+        Duration::from_secs(10),
+        || {
+            let addr = sidecar.proxy;
+            async move {
+                match status_of_new_connection(addr).await {
+                    Ok(line) if line == "HTTP/1.1 200 OK" => Ok(line),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+
+    // Connections accepted that have sent nothing, then SIGTERM: no request is in flight, so
+    // nothing waits for them (their header-read timeout is 10 s).
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(sidecar.proxy).await.unwrap());
+    }
+    wait_for(
+        "the 4 idle connections accepted",
+        Duration::from_secs(5),
+        || {
+            let now = fds();
+            std::future::ready(if now >= before + 4 {
+                Ok(())
+            } else {
+                Err(format!("{now} descriptors, {before} before"))
+            })
+        },
+    )
+    .await;
+    let started = Instant::now();
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    let exited = wait_for(
+        "the sidecar to exit after SIGTERM",
+        Duration::from_secs(15),
+        || {
+            std::future::ready(match sidecar.try_wait() {
+                Some(status) => Ok(status),
+                None => Err("still running".to_string()),
+            })
+        },
+    )
+    .await;
+    assert!(exited.success(), "{exited}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(held);
+}
