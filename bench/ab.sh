@@ -17,30 +17,29 @@ A=${1:?BIN_A} B=${2:?BIN_B} R=${3:-16} D=${4:-3}
 bash scripts/setup.sh bench >/dev/null
 . bench/lib.sh
 bench_work ab
-W=$WORK
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 UP=$(free_port) MOCK=$(free_port)
-cat > "$W/up.conf" <<EOF
+cat > "$WORK/up.conf" <<EOF
 worker_processes 1;
-pid $W/up.pid;
-error_log $W/up.err warn;
+pid $WORK/up.pid;
+error_log $WORK/up.err warn;
 events { worker_connections 4096; }
 http {
   access_log off; keepalive_requests 1000000;
-  client_body_temp_path $W; proxy_temp_path $W; fastcgi_temp_path $W; uwsgi_temp_path $W; scgi_temp_path $W;
+  client_body_temp_path $WORK; proxy_temp_path $WORK; fastcgi_temp_path $WORK; uwsgi_temp_path $WORK; scgi_temp_path $WORK;
   server { listen 127.0.0.1:$UP reuseport; location / { return 200 "ok\n"; } }
 }
 EOF
-"$NGINX" -c "$W/up.conf" -g 'daemon off;' &
+"$NGINX" -c "$WORK/up.conf" -g 'daemon off;' &
 UP_PID=$!; PIDS+=($UP_PID)
-"$A" mock-provider --listen "127.0.0.1:$MOCK" 2>"$W/mock.log" &
+"$A" mock-provider --listen "127.0.0.1:$MOCK" 2>"$WORK/mock.log" &
 PIDS+=($!)
 declare -A PORT PID
 for t in a b; do
   PORT[$t]=$(free_port)
-  cc_sidecar_config "${PORT[$t]}" "$(free_port)" "http://127.0.0.1:$UP/" "$MOCK" > "$W/$t.toml"
+  cc_sidecar_config "${PORT[$t]}" "$(free_port)" "http://127.0.0.1:$UP/" "$MOCK" > "$WORK/$t.toml"
   bin=$A; [ $t = b ] && bin=$B
-  RUST_LOG=warn "$bin" -c "$W/$t.toml" run 2>"$W/$t.log" &
+  RUST_LOG=warn "$bin" -c "$WORK/$t.toml" run 2>"$WORK/$t.log" &
   PID[$t]=$!; PIDS+=($!)
 done
 for p in "$UP" "$MOCK" "${PORT[a]}" "${PORT[b]}"; do wait_port "$p"; done
@@ -50,7 +49,7 @@ for t in a b; do # warm-up: token, pools
   curl -s -o /dev/null "http://127.0.0.1:${PORT[$t]}/"
   wrk -t2 -c64 -d1s "http://127.0.0.1:${PORT[$t]}/" >/dev/null
 done
-: > "$W/rounds"
+: > "$WORK/rounds"
 for r in $(seq 1 "$R"); do
   order="a b"; [ $((r % 2)) = 0 ] && order="b a"
   for t in $order; do
@@ -60,10 +59,10 @@ for r in $(seq 1 "$R"); do
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p99=$(echo "$out" | awk '/ 99%/ {print $2}')
     line="$t $rps p99=$p99 $(echo "$s0 $s1" | awk '{print "cpu=" $3 - $1, "irq=" $4 - $2}') proxy=$((p1 - p0)) upstream=$((n1 - n0))"
-    echo "$line"; echo "$line" >> "$W/rounds"
+    echo "$line"; echo "$line" >> "$WORK/rounds"
   done
 done
-python3 - "$W/rounds" "$D" "$(getconf CLK_TCK)" <<'PY'
+python3 - "$WORK/rounds" "$D" "$(getconf CLK_TCK)" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 dur, tck = float(sys.argv[2]), float(sys.argv[3])
