@@ -154,17 +154,24 @@ client_secret = "demo-secret"
         "HTTP/1.1 200 OK"
     );
     let pid = sidecar.pid().unwrap();
-    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count();
+    // The sidecar's open descriptors, and its soft limit on them (prlimit).
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let set_open_files = |soft: usize| {
+        let status = std::process::Command::new("prlimit")
+            .arg(format!("--pid={pid}"))
+            .arg(format!("--nofile={soft}:"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "prlimit failed");
+    };
+    let open = fds();
     // A few descriptors to spare, then more connections than that: the kernel completes their
     // handshakes, the sidecar's accept fails.
-    let limit = std::process::Command::new("prlimit")
-        .arg(format!("--pid={pid}"))
-        .arg(format!("--nofile={}:", open + 4))
-        .status()
-        .unwrap();
-    assert!(limit.success(), "prlimit failed");
+    set_open_files(open + 4);
     let mut held = Vec::new();
     for _ in 0..32 {
         held.push(TcpStream::connect(sidecar.proxy).await.unwrap());
@@ -197,12 +204,7 @@ client_secret = "demo-secret"
 
     // Descriptors free again: new connections are served.
     drop(held);
-    let limit = std::process::Command::new("prlimit")
-        .arg(format!("--pid={pid}"))
-        .arg("--nofile=4096:")
-        .status()
-        .unwrap();
-    assert!(limit.success(), "prlimit failed");
+    set_open_files(4096);
     let status = wait_for(
         "a request served after the descriptors are free",
         Duration::from_secs(10),
@@ -221,11 +223,6 @@ client_secret = "demo-secret"
 
     // Connections accepted that have sent nothing, then SIGTERM: no request is in flight, so
     // nothing waits for them (their header-read timeout is 10 s).
-    let fds = || {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .count()
-    };
     let before = fds();
     let mut held = Vec::new();
     for _ in 0..4 {
