@@ -460,9 +460,13 @@ impl Workers<'_> {
             let tls = self.tls.clone();
             let limits = self.limits.clone();
             let (cache, drain) = (self.cache.clone(), config.proxy.drain_timeout);
+            let scheduling = config.proxy.worker_scheduling;
             std::thread::Builder::new()
                 .name(format!("authsidecar-w{i}"))
                 .spawn(move || {
+                    if let Err(e) = schedule_worker(scheduling) {
+                        tracing::warn!(error = %e, "proxy.worker_scheduling: the worker keeps the default scheduling policy");
+                    }
                     let rt = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
@@ -728,4 +732,28 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Sets the calling thread's scheduling policy for `proxy.worker_scheduling` (Linux; elsewhere
+/// the setting has no effect). `SCHED_BATCH` needs no privilege and keeps the nice value: the
+/// thread gets the same share of the CPU, but waking up (a socket became readable) does not
+/// preempt the task running on its CPU. Threads the worker starts (its blocking pool) inherit it.
+#[allow(unsafe_code)]
+fn schedule_worker(s: config::WorkerScheduling) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let policy = match s {
+            config::WorkerScheduling::Batch => libc::SCHED_BATCH,
+            config::WorkerScheduling::Normal => libc::SCHED_OTHER,
+        };
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: a plain system call on the calling thread (pid 0) with a valid, initialised
+        // parameter that outlives the call.
+        if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = s;
+    Ok(())
 }

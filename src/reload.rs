@@ -47,6 +47,10 @@ fn restart_only(old: &Config, new: &Config) -> Vec<String> {
     };
     check(old.proxy.listen != new.proxy.listen, "proxy.listen");
     check(old.proxy.workers != new.proxy.workers, "proxy.workers");
+    check(
+        old.proxy.worker_scheduling != new.proxy.worker_scheduling,
+        "proxy.worker_scheduling",
+    );
     check(old.proxy.tls != new.proxy.tls, "proxy.tls");
     check(old.admin.listen != new.admin.listen, "admin.listen");
     check(old.admin.tls != new.admin.tls, "admin.tls");

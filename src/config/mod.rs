@@ -208,6 +208,19 @@ pub struct ProxySettings {
     /// Plain-TCP HTTP/1.1 requests that the fast front end can carry take it; `false` sends every
     /// request through the general (hyper) front end.
     pub fast_path: bool,
+    /// The Linux scheduling policy of the proxy worker threads.
+    pub worker_scheduling: WorkerScheduling,
+}
+
+/// `proxy.worker_scheduling`: how the proxy worker threads are scheduled (Linux).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerScheduling {
+    /// `SCHED_BATCH`: a worker woken by a socket does not preempt the task running on its CPU (the
+    /// caller, the upstream, anything else on the node); it runs when that task sleeps or its time
+    /// slice ends, and finds more work waiting. Same nice value, same share of the CPU.
+    Batch,
+    /// `SCHED_OTHER`, the default policy: a woken worker may preempt the running task.
+    Normal,
 }
 
 pub const DEFAULT_STORE_PATH: &str = "data/tokens.db";

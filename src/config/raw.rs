@@ -55,6 +55,7 @@ pub struct RawProxy {
     pub tls: Option<RawServerTls>,
     pub access_log: Option<bool>,
     pub fast_path: Option<bool>,
+    pub worker_scheduling: Option<String>,
 }
 
 /// `tls = { cert, key, client_ca }` of a listener.

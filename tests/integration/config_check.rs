@@ -32,6 +32,7 @@ fn every_error_is_reported_at_once_with_its_key_path() {
 listen = "nowhere"
 header_read_timeout = 10
 tls_mode = true
+worker_scheduling = "fifo"
 
 [[routes]]
 prefix = "api/"
@@ -71,6 +72,10 @@ password = "${MISSING_PASSWORD}"
     );
     has(&all, "proxy.header_read_timeout: ");
     has(&all, "proxy.tls_mode: unknown key \"tls_mode\"");
+    has(
+        &all,
+        "proxy.worker_scheduling: expected \"batch\" or \"normal\"",
+    );
     has(&all, "routes[0].prefix: \"api/\" must start with '/'");
     has(&all, "routes[0].upstream: not an absolute URL");
     has(&all, "routes[0].profiles[0]: unknown profile \"ghost\"");

@@ -266,3 +266,82 @@ client_secret = "demo-secret"
     );
     drop(held);
 }
+
+/// The scheduling policy of each of process `pid`'s threads whose name starts with `prefix`
+/// (field 41 of `/proc/PID/task/TID/stat`: 0 `SCHED_OTHER`, 3 `SCHED_BATCH`), by thread id.
+fn thread_policies(pid: u32, prefix: &str) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = task.unwrap().path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap();
+        // The fields after the name (which may hold spaces) start with the third, the state.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy = after.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+        let tid = path.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        out.push((tid, policy));
+    }
+    out
+}
+
+#[tokio::test]
+async fn proxy_workers_run_under_the_configured_scheduling_policy() {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_BATCH: u32 = 3;
+    let mock = mock().await;
+    let m = mock.addr;
+    let dir = TempDir::new("sched");
+    let body = format!(
+        r#"
+[[routes]]
+prefix = "/"
+upstream = "http://{m}/api/"
+profiles = ["k"]
+[profiles.k]
+type = "api_key"
+api_key = "k-1"
+[[profiles.k.fields]]
+in = "header"
+key = "X-Api-Key"
+value = "{{api_key}}"
+"#
+    );
+    for (setting, expected) in [
+        (None, SCHED_BATCH),
+        (Some("normal"), SCHED_OTHER),
+        (Some("batch"), SCHED_BATCH),
+    ] {
+        let mut env = vec![("AUTHSIDECAR__PROXY__WORKERS", "2")];
+        if let Some(s) = setting {
+            env.push(("AUTHSIDECAR__PROXY__WORKER_SCHEDULING", s));
+        }
+        let mut sidecar = crate::support::fleet::Replica::start_env(
+            dir.path(),
+            setting.unwrap_or("default"),
+            &body,
+            None,
+            &env,
+        )
+        .await;
+        assert_eq!(
+            status_of_new_connection(sidecar.proxy).await.unwrap(),
+            "HTTP/1.1 200 OK"
+        );
+        let pid = sidecar.pid().unwrap();
+        let workers = thread_policies(pid, "authsidecar-w");
+        assert_eq!(workers.len(), 2, "{setting:?}: worker threads {workers:?}");
+        for (tid, policy) in &workers {
+            assert_eq!(*policy, expected, "{setting:?}: worker thread {tid}");
+        }
+        // The main thread (admin and auth listeners, token refresh) keeps the default policy.
+        let main: Vec<_> = thread_policies(pid, "")
+            .into_iter()
+            .filter(|(tid, _)| *tid == pid)
+            .collect();
+        assert_eq!(main, vec![(pid, SCHED_OTHER)], "{setting:?}");
+        sidecar.kill();
+    }
+}

@@ -130,13 +130,18 @@ async fn reloads_under_load_lose_no_request() {
         &path,
         config_text(mock.addr, "demo-client", "demo-secret", &extra).replace(
             "[proxy]\nlisten = \"127.0.0.1:0\"",
-            "[proxy]\nlisten = \"127.0.0.1:1\"",
+            "[proxy]\nlisten = \"127.0.0.1:1\"\nworker_scheduling = \"normal\"",
         ),
     )
     .unwrap();
     let r = reload(admin).await;
     assert_eq!(r.status, 422);
-    assert!(String::from_utf8_lossy(&r.body).contains("proxy.listen: changed; restart"));
+    let body = String::from_utf8_lossy(&r.body).to_string();
+    assert!(body.contains("proxy.listen: changed; restart"), "{body}");
+    assert!(
+        body.contains("proxy.worker_scheduling: changed; restart"),
+        "{body}"
+    );
 
     // 3. Valid: another client and secret (a new token), and the extra route removed.
     let before = mock.counters().client_credentials.load(Ordering::SeqCst);

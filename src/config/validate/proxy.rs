@@ -49,6 +49,17 @@ pub(super) fn proxy_settings(p: RawProxy, v: &mut V) -> ProxySettings {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         tls: server_tls(p.tls, "proxy", v),
         access_log: p.access_log.unwrap_or(true),
+        worker_scheduling: match p.worker_scheduling.as_deref() {
+            None | Some("batch") => WorkerScheduling::Batch,
+            Some("normal") => WorkerScheduling::Normal,
+            Some(_) => {
+                v.err(
+                    "proxy.worker_scheduling",
+                    "expected \"batch\" or \"normal\"",
+                );
+                WorkerScheduling::Batch
+            }
+        },
     };
     if s.workers == 0 || s.workers > 256 {
         v.err("proxy.workers", "expected 1-256 worker threads");

@@ -124,6 +124,18 @@ impl Replica {
     /// `public_url` is the auth URL every replica puts in its links (one name behind a balancer);
     /// None: this replica's own auth listener (`http://127.0.0.1:0`, the port it is given).
     pub async fn start(dir: &Path, name: &str, body: &str, public_url: Option<&str>) -> Replica {
+        Replica::start_env(dir, name, body, public_url, &[]).await
+    }
+
+    /// `start`, with environment overrides (`AUTHSIDECAR__PROXY__…`) for keys of the sections
+    /// `start` writes itself.
+    pub async fn start_env(
+        dir: &Path,
+        name: &str,
+        body: &str,
+        public_url: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Replica {
         let text = format!(
             "[proxy]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{}\"\n[auth]\nlisten = \"127.0.0.1:0\"\npublic_url = \"{}\"\n{body}",
             crate::support::ADMIN_TOKEN,
@@ -140,6 +152,7 @@ impl Replica {
                 .arg("-c")
                 .arg(&config)
                 .env("RUST_LOG", "info")
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(log),
         );
