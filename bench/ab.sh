@@ -99,14 +99,8 @@ prefix = "/"
 upstream = "https://127.0.0.1:$UPS/"
 profiles = ["key"]
 tls = { ca_file = "$CA" }
-[profiles.key]
-type = "api_key"
-api_key = "$APIKEY"
-[[profiles.key.fields]]
-in = "header"
-key = "X-Api-Key"
-value = "{{api_key}}"
 EOF
+      key_profile "$APIKEY" >> "$WORK/$t.toml"
     else
       cc_sidecar_config "${PORT[$t]}" "$(free_port)" "http://127.0.0.1:$UP/" "$MOCK" > "$WORK/$t.toml"
     fi

@@ -215,14 +215,6 @@ prefix = "/storm/"
 upstream = "http://127.0.0.1:$UP/"
 profiles = ["storm"]
 
-[profiles.key]
-type = "api_key"
-api_key = "$APIKEY"
-[[profiles.key.fields]]
-in = "header"
-key = "X-Api-Key"
-value = "{{api_key}}"
-
 [profiles.cc]
 type = "oauth2_client_credentials"
 token_url = "http://127.0.0.1:$MOCK/oauth/token"
@@ -271,6 +263,7 @@ token_url = "http://127.0.0.1:$MOCK2/oauth/token"
 client_id = "demo-client"
 client_secret = "demo-secret"
 EOF
+key_profile "$APIKEY" >> "$WORK/authsidecar.toml"
 start_sidecar() {
   RUST_LOG=warn "$BIN" -c "$WORK/authsidecar.toml" run 2>"$WORK/authsidecar.log" &
   SIDECAR=$!

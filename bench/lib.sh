@@ -5,6 +5,7 @@
 #                       # (KEEP_LOGS=1 keeps WORK and says where)
 #   free_port           # a free 127.0.0.1 port
 #   wait_port PORT [NAME]   # until something listens on PORT (15 s), else the logs in WORK and fail
+#   cc_sidecar_config, key_profile   # the sidecar config text of the header and HTTPS scenarios
 
 bench_work() {
   WORK=$(mktemp -d "/tmp/authsidecar-$1.XXXXXX")
@@ -51,5 +52,18 @@ type = "oauth2_client_credentials"
 token_url = "http://127.0.0.1:$4/oauth/token"
 client_id = "demo-client"
 client_secret = "demo-secret"
+EOF
+}
+
+# The HTTPS scenario's profile: the API key (argument) in an X-Api-Key header, as profile "key".
+key_profile() {
+  cat <<EOF
+[profiles.key]
+type = "api_key"
+api_key = "$1"
+[[profiles.key.fields]]
+in = "header"
+key = "X-Api-Key"
+value = "{{api_key}}"
 EOF
 }

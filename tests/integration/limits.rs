@@ -127,15 +127,9 @@ async fn status_of_new_connection(addr: std::net::SocketAddr) -> Result<String, 
     Ok(text.lines().next().unwrap_or_default().to_string())
 }
 
-/// Out of file descriptors (EMFILE on accept): the listener logs it, backs off instead of spinning,
-/// and serves again once descriptors are free; a shutdown is held up neither by the back-off nor by
-/// accepted connections that have sent nothing yet.
-#[tokio::test]
-async fn out_of_descriptors_the_listener_backs_off_and_recovers() {
-    let mock = mock().await;
-    let m = mock.addr;
-    let dir = TempDir::new("emfile");
-    let body = format!(
+/// A sidecar's routes for a process test: everything to the mock, with a client-credentials token.
+fn one_route(m: std::net::SocketAddr) -> String {
+    format!(
         r#"
 [[routes]]
 prefix = "/"
@@ -147,7 +141,18 @@ token_url = "http://{m}/oauth/token"
 client_id = "demo-client"
 client_secret = "demo-secret"
 "#
-    );
+    )
+}
+
+/// Out of file descriptors (EMFILE on accept): the listener logs it, backs off instead of spinning,
+/// and serves again once descriptors are free; a shutdown is held up neither by the back-off nor by
+/// accepted connections that have sent nothing yet.
+#[tokio::test]
+async fn out_of_descriptors_the_listener_backs_off_and_recovers() {
+    let mock = mock().await;
+    let m = mock.addr;
+    let dir = TempDir::new("emfile");
+    let body = one_route(m);
     let mut sidecar = crate::support::fleet::Replica::start(dir.path(), "s", &body, None).await;
     assert_eq!(
         status_of_new_connection(sidecar.proxy).await.unwrap(),
@@ -294,21 +299,7 @@ async fn proxy_workers_run_under_the_configured_scheduling_policy() {
     let mock = mock().await;
     let m = mock.addr;
     let dir = TempDir::new("sched");
-    let body = format!(
-        r#"
-[[routes]]
-prefix = "/"
-upstream = "http://{m}/api/"
-profiles = ["k"]
-[profiles.k]
-type = "api_key"
-api_key = "k-1"
-[[profiles.k.fields]]
-in = "header"
-key = "X-Api-Key"
-value = "{{api_key}}"
-"#
-    );
+    let body = one_route(m);
     for (setting, expected) in [
         (None, SCHED_BATCH),
         (Some("normal"), SCHED_OTHER),
