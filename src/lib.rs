@@ -464,8 +464,9 @@ impl Workers<'_> {
             std::thread::Builder::new()
                 .name(format!("authsidecar-w{i}"))
                 .spawn(move || {
-                    if let Err(e) = schedule_worker(scheduling) {
-                        tracing::warn!(error = %e, "proxy.worker_scheduling: the worker keeps the default scheduling policy");
+                    match schedule_worker(scheduling) {
+                        Ok(policy) => tracing::debug!(policy, "proxy worker scheduling policy"),
+                        Err(e) => tracing::warn!(error = %e, "proxy.worker_scheduling: the worker keeps the scheduling policy it was started with"),
                     }
                     let rt = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
@@ -734,26 +735,35 @@ async fn wait_for_signal() {
     }
 }
 
-/// Sets the calling thread's scheduling policy for `proxy.worker_scheduling` (Linux; elsewhere
-/// the setting has no effect). `SCHED_BATCH` needs no privilege and keeps the nice value: the
-/// thread gets the same share of the CPU, but waking up (a socket became readable) does not
-/// preempt the task running on its CPU. Threads the worker starts (its blocking pool) inherit it.
+/// Applies `proxy.worker_scheduling` to the calling thread (Linux; elsewhere the setting has no
+/// effect). `Batch` moves a thread that has the default policy (`SCHED_OTHER`) to `SCHED_BATCH`,
+/// which needs no privilege and keeps the nice value: the thread gets the same share of the CPU,
+/// but waking up (a socket became readable) does not preempt the task running on its CPU. A policy
+/// the process was started with (a service manager's `CPUSchedulingPolicy`, `chrt`) is the
+/// operator's and is kept, as it is with `Normal`. Threads the worker starts (its blocking pool)
+/// inherit the result. Returns the policy the thread runs with.
 #[allow(unsafe_code)]
-fn schedule_worker(s: config::WorkerScheduling) -> std::io::Result<()> {
+fn schedule_worker(s: config::WorkerScheduling) -> std::io::Result<i32> {
     #[cfg(target_os = "linux")]
     {
-        let policy = match s {
-            config::WorkerScheduling::Batch => libc::SCHED_BATCH,
-            config::WorkerScheduling::Normal => libc::SCHED_OTHER,
-        };
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: a plain system call on the calling thread (pid 0) with a valid, initialised
-        // parameter that outlives the call.
-        if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
+        // SAFETY: system calls on the calling thread (pid 0); the parameter is valid, initialised
+        // and outlives the call.
+        let current = unsafe { libc::sched_getscheduler(0) };
+        if current < 0 {
             return Err(std::io::Error::last_os_error());
         }
+        if s == config::WorkerScheduling::Normal || current != libc::SCHED_OTHER {
+            return Ok(current);
+        }
+        let param = libc::sched_param { sched_priority: 0 };
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(libc::SCHED_BATCH)
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = s;
-    Ok(())
+    {
+        let _ = s;
+        Ok(0)
+    }
 }

@@ -296,25 +296,33 @@ fn thread_policies(pid: u32, prefix: &str) -> Vec<(u32, u32)> {
 async fn proxy_workers_run_under_the_configured_scheduling_policy() {
     const SCHED_OTHER: u32 = 0;
     const SCHED_BATCH: u32 = 3;
+    const SCHED_IDLE: u32 = 5;
     let mock = mock().await;
     let m = mock.addr;
     let dir = TempDir::new("sched");
     let body = one_route(m);
-    for (setting, expected) in [
-        (None, SCHED_BATCH),
-        (Some("normal"), SCHED_OTHER),
-        (Some("batch"), SCHED_BATCH),
+    // The setting, the launcher, the workers' policy. A policy the process was started with (here
+    // SCHED_IDLE, which needs no privilege) is the operator's and is kept.
+    let idle: &[&str] = &["chrt", "--idle", "0"];
+    for (setting, launcher, expected) in [
+        (None, &[][..], SCHED_BATCH),
+        (Some("normal"), &[][..], SCHED_OTHER),
+        (Some("batch"), &[][..], SCHED_BATCH),
+        (None, idle, SCHED_IDLE),
+        (Some("normal"), idle, SCHED_IDLE),
     ] {
         let mut env = vec![("AUTHSIDECAR__PROXY__WORKERS", "2")];
         if let Some(s) = setting {
             env.push(("AUTHSIDECAR__PROXY__WORKER_SCHEDULING", s));
         }
-        let mut sidecar = crate::support::fleet::Replica::start_env(
+        let name = format!("{}-{}", setting.unwrap_or("default"), launcher.len());
+        let mut sidecar = crate::support::fleet::Replica::start_with(
             dir.path(),
-            setting.unwrap_or("default"),
+            &name,
             &body,
             None,
             &env,
+            launcher,
         )
         .await;
         assert_eq!(
@@ -323,16 +331,22 @@ async fn proxy_workers_run_under_the_configured_scheduling_policy() {
         );
         let pid = sidecar.pid().unwrap();
         let workers = thread_policies(pid, "authsidecar-w");
-        assert_eq!(workers.len(), 2, "{setting:?}: worker threads {workers:?}");
+        assert_eq!(workers.len(), 2, "{name}: worker threads {workers:?}");
         for (tid, policy) in &workers {
-            assert_eq!(*policy, expected, "{setting:?}: worker thread {tid}");
+            assert_eq!(*policy, expected, "{name}: worker thread {tid}");
         }
-        // The main thread (admin and auth listeners, token refresh) keeps the default policy.
+        // The main thread (admin and auth listeners, token refresh) keeps the policy it started
+        // with.
         let main: Vec<_> = thread_policies(pid, "")
             .into_iter()
             .filter(|(tid, _)| *tid == pid)
             .collect();
-        assert_eq!(main, vec![(pid, SCHED_OTHER)], "{setting:?}");
+        let started_with = if launcher.is_empty() {
+            SCHED_OTHER
+        } else {
+            SCHED_IDLE
+        };
+        assert_eq!(main, vec![(pid, started_with)], "{name}");
         sidecar.kill();
     }
 }

@@ -124,17 +124,19 @@ impl Replica {
     /// `public_url` is the auth URL every replica puts in its links (one name behind a balancer);
     /// None: this replica's own auth listener (`http://127.0.0.1:0`, the port it is given).
     pub async fn start(dir: &Path, name: &str, body: &str, public_url: Option<&str>) -> Replica {
-        Replica::start_env(dir, name, body, public_url, &[]).await
+        Replica::start_with(dir, name, body, public_url, &[], &[]).await
     }
 
     /// `start`, with environment overrides (`AUTHSIDECAR__PROXY__…`) for keys of the sections
-    /// `start` writes itself.
-    pub async fn start_env(
+    /// `start` writes itself, and a launcher the command runs under (`["chrt", "--idle", "0"]`;
+    /// it must exec the command, so the process id is the sidecar's).
+    pub async fn start_with(
         dir: &Path,
         name: &str,
         body: &str,
         public_url: Option<&str>,
         env: &[(&str, &str)],
+        launcher: &[&str],
     ) -> Replica {
         let text = format!(
             "[proxy]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{}\"\n[auth]\nlisten = \"127.0.0.1:0\"\npublic_url = \"{}\"\n{body}",
@@ -145,9 +147,18 @@ impl Replica {
         std::fs::write(&config, text).unwrap();
         let log_path = dir.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
+        let bin = env!("CARGO_BIN_EXE_authsidecar");
+        let mut command = match launcher.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         let mut child = Proc::spawn(
             &format!("authsidecar replica {name}"),
-            Command::new(env!("CARGO_BIN_EXE_authsidecar"))
+            command
                 .arg("run")
                 .arg("-c")
                 .arg(&config)
