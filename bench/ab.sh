@@ -32,27 +32,9 @@ APIKEY="benchmark-api-key-0123456789abcdef"
 TOKEN="static-benchmark-token-0123456789abcdef"
 bash scripts/dev-certs.sh "$WORK/tls" 2 >/dev/null
 CA="$WORK/tls/ca.pem"
-cat > "$WORK/up.conf" <<EOF
-worker_processes 1;
-pid $WORK/up.pid;
-error_log $WORK/up.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off; keepalive_requests 1000000;
-  client_body_temp_path $WORK; proxy_temp_path $WORK; fastcgi_temp_path $WORK; uwsgi_temp_path $WORK; scgi_temp_path $WORK;
-  server { listen 127.0.0.1:$UP reuseport; location / { return 200 "ok\n"; } }
-  server {
-    listen 127.0.0.1:$UPS ssl reuseport;
-    ssl_certificate $WORK/tls/server.pem; ssl_certificate_key $WORK/tls/server.key;
-    ssl_session_cache shared:up_tls:1m;
-    location / {
-      if (\$http_x_api_key != "$APIKEY") { return 401 "no key\n"; }
-      return 200 "ok\n";
-    }
-  }
-}
-EOF
-"$NGINX" -c "$WORK/up.conf" -g 'daemon off;' &
+mkdir -p "$WORK/up"
+upstream_nginx_conf "$WORK/up" "$UP" "$UPS" "$APIKEY" > "$WORK/up/nginx.conf"
+"$NGINX" -c "$WORK/up/nginx.conf" -g 'daemon off;' &
 UP_PID=$!; PIDS+=($UP_PID)
 MOCK_BIN=$A; [ "$A" = nginx ] && MOCK_BIN=$B
 "$MOCK_BIN" mock-provider --listen "127.0.0.1:$MOCK" 2>"$WORK/mock.log" &

@@ -72,32 +72,7 @@ CA="$WORK/tls/ca.pem"
 
 # --- upstream: nginx answering 200 "ok", one worker (shared by every target)
 mkdir -p "$WORK/up" "$WORK/ng"
-cat > "$WORK/up/nginx.conf" <<EOF
-worker_processes 1;
-pid $WORK/up/nginx.pid;
-error_log $WORK/up/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $WORK/up; proxy_temp_path $WORK/up; fastcgi_temp_path $WORK/up; uwsgi_temp_path $WORK/up; scgi_temp_path $WORK/up;
-  server {
-    listen 127.0.0.1:$UP reuseport;
-    location / { return 200 "ok\n"; }
-  }
-  # The HTTPS upstream: same worker, TLS with keep-alive and session resumption; 401 without the key.
-  server {
-    listen 127.0.0.1:$UPS ssl reuseport;
-    ssl_certificate $WORK/tls/server.pem;
-    ssl_certificate_key $WORK/tls/server.key;
-    ssl_session_cache shared:up_tls:1m;
-    location / {
-      if (\$http_x_api_key != "$APIKEY") { return 401 "no key\n"; }
-      return 200 "ok\n";
-    }
-  }
-}
-EOF
+upstream_nginx_conf "$WORK/up" "$UP" "$UPS" "$APIKEY" > "$WORK/up/nginx.conf"
 "$NGINX" -c "$WORK/up/nginx.conf" -g 'daemon off;' &
 PIDS+=($!); UP_PID=$!
 

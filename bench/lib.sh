@@ -6,6 +6,7 @@
 #   free_port           # a free 127.0.0.1 port
 #   wait_port PORT [NAME]   # until something listens on PORT (15 s), else the logs in WORK and fail
 #   cc_sidecar_config, key_profile   # the sidecar config text of the header and HTTPS scenarios
+#   upstream_nginx_conf DIR PORT TLS_PORT API_KEY   # the upstream nginx both scenarios share
 
 bench_work() {
   WORK=$(mktemp -d "/tmp/authsidecar-$1.XXXXXX")
@@ -65,5 +66,36 @@ api_key = "$1"
 in = "header"
 key = "X-Api-Key"
 value = "{{api_key}}"
+EOF
+}
+
+# The upstream nginx (one worker) in DIR: 200 "ok" over plain HTTP on PORT, and over TLS with
+# keep-alive and session resumption on TLS_PORT, where it answers 401 without the API key (so a
+# missing injection shows as errors). The certificate is $WORK/tls/server.pem (scripts/dev-certs.sh).
+upstream_nginx_conf() {
+  cat <<EOF
+worker_processes 1;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $1; proxy_temp_path $1; fastcgi_temp_path $1; uwsgi_temp_path $1; scgi_temp_path $1;
+  server {
+    listen 127.0.0.1:$2 reuseport;
+    location / { return 200 "ok\n"; }
+  }
+  server {
+    listen 127.0.0.1:$3 ssl reuseport;
+    ssl_certificate $WORK/tls/server.pem;
+    ssl_certificate_key $WORK/tls/server.key;
+    ssl_session_cache shared:up_tls:1m;
+    location / {
+      if (\$http_x_api_key != "$4") { return 401 "no key\n"; }
+      return 200 "ok\n";
+    }
+  }
+}
 EOF
 }
