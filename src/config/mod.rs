@@ -215,11 +215,12 @@ pub struct ProxySettings {
 /// `proxy.worker_scheduling`: how the proxy worker threads are scheduled (Linux).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerScheduling {
-    /// `SCHED_BATCH`: a worker woken by a socket does not preempt the task running on its CPU (the
+    /// `SCHED_BATCH` (when the process started with the default policy): a worker woken by a socket does not preempt the task running on its CPU (the
     /// caller, the upstream, anything else on the node); it runs when that task sleeps or its time
     /// slice ends, and finds more work waiting. Same nice value, same share of the CPU.
     Batch,
-    /// `SCHED_OTHER`, the default policy: a woken worker may preempt the running task.
+    /// The policy the process started with (`SCHED_OTHER`, under which a woken worker may preempt
+    /// the running task, unless the operator set another).
     Normal,
 }
 
